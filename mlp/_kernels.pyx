@@ -1,0 +1,602 @@
+# The compiled core of mlp: forward pass, losses, backprop and SGD for a fully
+# connected network, on whole batches, in nogil code, with every GEMM going
+# through scipy's BLAS.
+#
+# Contract with the Python side (mlp/_validation.py, mlp/model.py): every array
+# arrives with the right dtype, C-contiguous, with shapes that agree with
+# `sizes`, finite where it matters, and sample indices inside [0, n_samples).
+# Nothing here checks that again; that is what lets the loops run without the
+# GIL and without bounds checks.
+#
+# Parameter layout. All parameters of a network live in one flat array:
+#     [W_0 (sizes[1], sizes[0]), b_0 (sizes[1],), W_1 (sizes[2], sizes[1]), b_1, ...]
+# so that model.weights / model.biases are views into it and one pointer plus
+# `sizes` describes the whole network. Gradients use the same layout.
+#
+# Row-major / column-major. BLAS is column-major; a C-contiguous (r, c) array
+# is the column-major (c, r) matrix, i.e. its transpose. So the row-major
+# products below become:
+#     Z (n,out) = A (n,in) W^T       ->  gemm('T','N', out, n, in,  W, A -> Z)
+#     D_prev (n,in) = D (n,out) W    ->  gemm('N','N', in,  n, out, W, D -> D_prev)
+#     dW (out,in) = D^T A            ->  gemm('N','T', in, out, n,  A, D -> dW)
+# and no operand is ever copied or transposed in memory.
+
+from cython cimport floating
+from libc.math cimport exp, expf, log, logf, fabs, fabsf
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+# Activation and loss codes; mirrored in mlp/_codes.py.
+cdef enum:
+    ACT_SIGMOID = 0
+    ACT_TANH = 1
+    ACT_RELU = 2
+    ACT_SOFTMAX = 3
+    ACT_IDENTITY = 4
+
+cdef enum:
+    LOSS_MSE = 0
+    LOSS_CROSS_ENTROPY = 1
+
+# Networks deeper than this are refused on the Python side; it lets the
+# per-layer pointer tables live on the stack.
+DEF MAX_LAYERS = 64
+MAX_WEIGHT_LAYERS = MAX_LAYERS
+
+
+# ---------------------------------------------------------------------------
+# BLAS and scalar helpers
+# ---------------------------------------------------------------------------
+
+cdef inline void _gemm(char transa, char transb, int m, int n, int k,
+                       floating alpha, const floating* a, int lda,
+                       const floating* b, int ldb, floating beta,
+                       floating* c, int ldc) noexcept nogil:
+    if floating is float:
+        sgemm(&transa, &transb, &m, &n, &k, &alpha, <float*>a, &lda,
+              <float*>b, &ldb, &beta, c, &ldc)
+    else:
+        dgemm(&transa, &transb, &m, &n, &k, &alpha, <double*>a, &lda,
+              <double*>b, &ldb, &beta, c, &ldc)
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _sigmoid(floating z) noexcept nogil:
+    # exp(-|z|) never overflows, and both branches share it, so this is
+    # exact to rounding for every finite z and never warns.
+    cdef floating e
+    if floating is float:
+        e = expf(-fabsf(z))
+    else:
+        e = exp(-fabs(z))
+    cdef floating r = 1 / (1 + e)
+    return r if z >= 0 else e * r
+
+
+cdef inline floating _tanh(floating z) noexcept nogil:
+    # tanh(z) = 2 sigmoid(2z) - 1, with the same overflow-free exponent.
+    cdef floating e
+    if floating is float:
+        e = expf(-2 * fabsf(z))
+    else:
+        e = exp(-2 * fabs(z))
+    cdef floating t = (1 - e) / (1 + e)
+    return t if z >= 0 else -t
+
+
+cdef inline floating _act_derivative(int act, floating a) noexcept nogil:
+    # Every hidden activation we offer has a derivative that is a function of
+    # its output, so the forward pass never has to keep z around.
+    if act == ACT_SIGMOID:
+        return a * (1 - a)
+    elif act == ACT_TANH:
+        return 1 - a * a
+    elif act == ACT_RELU:
+        return 1 if a > 0 else 0
+    return 1
+
+
+# ---------------------------------------------------------------------------
+# Elementwise passes over a batch (n rows of width k, row-major)
+# ---------------------------------------------------------------------------
+
+cdef void _bias_activation(floating* z, const floating* b, Py_ssize_t n,
+                           Py_ssize_t k, int act) noexcept nogil:
+    """z[i, j] <- act(z[i, j] + b[j]) in one pass; softmax acts row-wise."""
+    cdef Py_ssize_t i, j
+    cdef floating* row
+    cdef floating v, m, s
+    for i in range(n):
+        row = z + i * k
+        if act == ACT_SIGMOID:
+            for j in range(k):
+                row[j] = _sigmoid(row[j] + b[j])
+        elif act == ACT_TANH:
+            for j in range(k):
+                row[j] = _tanh(row[j] + b[j])
+        elif act == ACT_RELU:
+            for j in range(k):
+                v = row[j] + b[j]
+                row[j] = v if v > 0 else 0
+        elif act == ACT_SOFTMAX:
+            m = row[0] + b[0]
+            for j in range(k):
+                row[j] = row[j] + b[j]
+                if row[j] > m:
+                    m = row[j]
+            s = 0
+            for j in range(k):
+                row[j] = _exp(row[j] - m)
+                s = s + row[j]
+            s = 1 / s
+            for j in range(k):
+                row[j] = row[j] * s
+        else:
+            for j in range(k):
+                row[j] = row[j] + b[j]
+
+
+cdef void _add_bias(floating* z, const floating* b, Py_ssize_t n,
+                    Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(n):
+        for j in range(k):
+            z[i * k + j] += b[j]
+
+
+cdef void _times_derivative(floating* d, const floating* a, Py_ssize_t count,
+                            int act) noexcept nogil:
+    """d <- d * act'(.) where a = act(.), in one pass."""
+    cdef Py_ssize_t i
+    if act == ACT_SIGMOID:
+        for i in range(count):
+            d[i] = d[i] * (a[i] * (1 - a[i]))
+    elif act == ACT_TANH:
+        for i in range(count):
+            d[i] = d[i] * (1 - a[i] * a[i])
+    elif act == ACT_RELU:
+        for i in range(count):
+            if a[i] <= 0:
+                d[i] = 0
+
+
+cdef void _output_delta(int out_act, int loss, const floating* a,
+                        const floating* y, floating* d, Py_ssize_t n,
+                        Py_ssize_t k) noexcept nogil:
+    """d = dL/dz for the output layer, per sample (not divided by n)."""
+    cdef Py_ssize_t i, j
+    cdef floating g, s, ys
+    cdef const floating* ar
+    cdef const floating* yr
+    cdef floating* dr
+    for i in range(n):
+        ar = a + i * k
+        yr = y + i * k
+        dr = d + i * k
+        if loss == LOSS_CROSS_ENTROPY:
+            # softmax output: d/dz (-sum y log softmax z) = a * sum(y) - y,
+            # which is the familiar a - y for one-hot targets.
+            ys = 0
+            for j in range(k):
+                ys = ys + yr[j]
+            for j in range(k):
+                dr[j] = ar[j] * ys - yr[j]
+        elif out_act == ACT_SOFTMAX:
+            # MSE through the softmax Jacobian: a * (g - <a, g>), g = a - y.
+            s = 0
+            for j in range(k):
+                s = s + ar[j] * (ar[j] - yr[j])
+            for j in range(k):
+                dr[j] = ar[j] * ((ar[j] - yr[j]) - s)
+        else:
+            for j in range(k):
+                g = ar[j] - yr[j]
+                dr[j] = g * _act_derivative(out_act, ar[j])
+
+
+cdef double _batch_loss(int loss, const floating* a, const floating* z,
+                        const floating* y, Py_ssize_t n,
+                        Py_ssize_t k) noexcept nogil:
+    """Sum over the batch of the per-sample loss, accumulated in double.
+
+    Cross-entropy is computed from the logits z with log-sum-exp, so it stays
+    finite when a softmax probability underflows to zero."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0, m, s, diff
+    for i in range(n):
+        if loss == LOSS_CROSS_ENTROPY:
+            m = z[i * k]
+            for j in range(k):
+                if z[i * k + j] > m:
+                    m = z[i * k + j]
+            s = 0
+            for j in range(k):
+                s += exp(<double>z[i * k + j] - m)
+            s = log(s) + m
+            for j in range(k):
+                if y[i * k + j] != 0:
+                    total -= <double>y[i * k + j] * (<double>z[i * k + j] - s)
+        else:
+            for j in range(k):
+                diff = <double>a[i * k + j] - <double>y[i * k + j]
+                total += 0.5 * diff * diff
+    return total
+
+
+cdef void _column_sums(const floating* d, floating* out, Py_ssize_t n,
+                       Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t i, j
+    memset(out, 0, k * sizeof(floating))
+    for i in range(n):
+        for j in range(k):
+            out[j] += d[i * k + j]
+
+
+# ---------------------------------------------------------------------------
+# Whole-network passes
+# ---------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _weights_offset(const Py_ssize_t* sizes,
+                                       int layer) noexcept nogil:
+    cdef Py_ssize_t off = 0
+    cdef int l
+    for l in range(layer):
+        off += sizes[l + 1] * (sizes[l] + 1)
+    return off
+
+
+cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
+                   int hidden_act, int output_act, floating** acts,
+                   floating* z_out, Py_ssize_t n) noexcept nogil:
+    """acts[0] holds the input (n, sizes[0]); fills acts[1..L].
+
+    When z_out is not NULL the output layer's pre-activation is kept there
+    (the cross-entropy loss needs the logits)."""
+    cdef int l
+    cdef Py_ssize_t fin, fout, off = 0
+    cdef floating* w
+    cdef floating* b
+    cdef int act
+    for l in range(n_layers):
+        fin = sizes[l]
+        fout = sizes[l + 1]
+        w = params + off
+        b = w + fout * fin
+        off += fout * (fin + 1)
+        _gemm(c'T', c'N', <int>fout, <int>n, <int>fin, 1, w, <int>fin,
+              acts[l], <int>fin, 0, acts[l + 1], <int>fout)
+        act = hidden_act if l < n_layers - 1 else output_act
+        if l == n_layers - 1 and z_out != NULL:
+            _add_bias(acts[l + 1], b, n, fout)
+            memcpy(z_out, acts[l + 1], n * fout * sizeof(floating))
+            _apply_activation(acts[l + 1], n, fout, act)
+        else:
+            _bias_activation(acts[l + 1], b, n, fout, act)
+
+
+cdef void _apply_activation(floating* z, Py_ssize_t n, Py_ssize_t k,
+                            int act) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef floating* row
+    cdef floating m, s
+    if act == ACT_SOFTMAX:
+        for i in range(n):
+            row = z + i * k
+            m = row[0]
+            for j in range(k):
+                if row[j] > m:
+                    m = row[j]
+            s = 0
+            for j in range(k):
+                row[j] = _exp(row[j] - m)
+                s = s + row[j]
+            s = 1 / s
+            for j in range(k):
+                row[j] = row[j] * s
+    elif act == ACT_SIGMOID:
+        for i in range(n * k):
+            z[i] = _sigmoid(z[i])
+    elif act == ACT_TANH:
+        for i in range(n * k):
+            z[i] = _tanh(z[i])
+    elif act == ACT_RELU:
+        for i in range(n * k):
+            if z[i] < 0:
+                z[i] = 0
+
+
+cdef void _backward(floating* params, floating* grads, const Py_ssize_t* sizes,
+                    int n_layers, int hidden_act, int output_act, int loss,
+                    floating** acts, const floating* y, floating* delta,
+                    floating* delta_prev, floating* col, Py_ssize_t n,
+                    floating step) noexcept nogil:
+    """Backpropagate one batch whose forward pass is in acts.
+
+    grads != NULL: write dL/dW and dL/db (sums over the batch) into grads.
+    grads == NULL: SGD in place, p -= step * dL/dp, with the weight update
+    folded into the gradient GEMM (alpha = -step, beta = 1). A layer's
+    weights are updated only after the delta below them has been computed
+    from the old weights, so the step is the exact gradient step."""
+    cdef int l
+    cdef Py_ssize_t fin, fout, j, off
+    cdef floating* w
+    cdef floating* b
+    cdef floating* tmp
+    cdef Py_ssize_t k = sizes[n_layers]
+
+    _output_delta(output_act, loss, acts[n_layers], y, delta, n, k)
+    for l in range(n_layers - 1, -1, -1):
+        fin = sizes[l]
+        fout = sizes[l + 1]
+        off = _weights_offset(sizes, l)
+        w = params + off
+        if l > 0:
+            _gemm(c'N', c'N', <int>fin, <int>n, <int>fout, 1, w, <int>fin,
+                  delta, <int>fout, 0, delta_prev, <int>fin)
+            _times_derivative(delta_prev, acts[l], n * fin, hidden_act)
+        if grads != NULL:
+            _gemm(c'N', c'T', <int>fin, <int>fout, <int>n, 1, acts[l], <int>fin,
+                  delta, <int>fout, 0, grads + off, <int>fin)
+            _column_sums(delta, grads + off + fout * fin, n, fout)
+        else:
+            _gemm(c'N', c'T', <int>fin, <int>fout, <int>n, -step, acts[l],
+                  <int>fin, delta, <int>fout, 1, w, <int>fin)
+            _column_sums(delta, col, n, fout)
+            b = w + fout * fin
+            for j in range(fout):
+                b[j] = b[j] - step * col[j]
+        tmp = delta
+        delta = delta_prev
+        delta_prev = tmp
+
+
+# ---------------------------------------------------------------------------
+# Workspace: one flat buffer, carved up the same way by every entry point
+# ---------------------------------------------------------------------------
+
+cdef struct _Carve:
+    Py_ssize_t acts      # layers 1..L activations, m * sum(sizes[1:])
+    Py_ssize_t z_out     # m * sizes[L]
+    Py_ssize_t targets   # m * sizes[L] (one-hot targets built by the gather)
+    Py_ssize_t inputs    # m * sizes[0] (rows gathered by index)
+    Py_ssize_t deltas    # 2 * m * max(sizes[1:])
+    Py_ssize_t col       # max(sizes[1:])
+    Py_ssize_t total
+
+
+cdef _Carve _carve(const Py_ssize_t* sizes, int n_layers, Py_ssize_t m) noexcept nogil:
+    cdef _Carve c
+    cdef Py_ssize_t width = 0, widest = 0
+    cdef int l
+    for l in range(1, n_layers + 1):
+        width += sizes[l]
+        if sizes[l] > widest:
+            widest = sizes[l]
+    c.acts = 0
+    c.z_out = c.acts + m * width
+    c.targets = c.z_out + m * sizes[n_layers]
+    c.inputs = c.targets + m * sizes[n_layers]
+    c.deltas = c.inputs + m * sizes[0]
+    c.col = c.deltas + 2 * m * widest
+    c.total = c.col + widest
+    return c
+
+
+def workspace_size(const Py_ssize_t[::1] sizes, Py_ssize_t batch_size):
+    """Number of elements the workspace needs for batches of up to batch_size rows."""
+    return _carve(&sizes[0], <int>sizes.shape[0] - 1, batch_size).total
+
+
+cdef inline void _point_acts(floating* work, const Py_ssize_t* sizes,
+                             int n_layers, Py_ssize_t m, const floating* x,
+                             floating** acts) noexcept nogil:
+    cdef int l
+    cdef floating* p = work
+    acts[0] = <floating*>x
+    for l in range(1, n_layers + 1):
+        acts[l] = p
+        p += m * sizes[l]
+
+
+# ---------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------
+
+def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
+            int output_act, const floating[:, ::1] x, floating[:, ::1] out,
+            floating[::1] work, Py_ssize_t chunk):
+    """Output activations of the network for x (n, sizes[0]) into out (n, sizes[-1]).
+
+    Rows are processed in chunks of `chunk`; work must hold
+    workspace_size(sizes, chunk) elements."""
+    cdef int L = <int>sizes.shape[0] - 1
+    cdef Py_ssize_t n = x.shape[0], start, rows, k = sizes[L], d = sizes[0]
+    cdef floating* acts[MAX_LAYERS + 1]
+    cdef floating* pw = &work[0]
+    with nogil:
+        start = 0
+        while start < n:
+            rows = chunk if n - start > chunk else n - start
+            _point_acts(pw, &sizes[0], L, rows, &x[start, 0], acts)
+            _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
+                     NULL, rows)
+            memcpy(&out[start, 0], acts[L], rows * k * sizeof(floating))
+            start += rows
+
+
+def loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
+                       int hidden_act, int output_act, int loss,
+                       const floating[:, ::1] x, const floating[:, ::1] y,
+                       floating[::1] grads, floating[::1] work,
+                       bint want_gradients):
+    """Summed loss over the batch; with want_gradients, its gradient into grads.
+
+    work must hold workspace_size(sizes, len(x)) elements."""
+    cdef int L = <int>sizes.shape[0] - 1
+    cdef Py_ssize_t n = x.shape[0], k = sizes[L]
+    cdef _Carve c = _carve(&sizes[0], L, n)
+    cdef floating* acts[MAX_LAYERS + 1]
+    cdef floating* pw = &work[0]
+    cdef double total
+    with nogil:
+        _point_acts(pw, &sizes[0], L, n, &x[0, 0], acts)
+        _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
+                 pw + c.z_out, n)
+        total = _batch_loss(loss, acts[L], pw + c.z_out, &y[0, 0], n, k)
+        if want_gradients:
+            _backward(&params[0], &grads[0], &sizes[0], L, hidden_act,
+                      output_act, loss, acts, &y[0, 0], pw + c.deltas,
+                      pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col,
+                      n, 0)
+    return total
+
+
+def sgd_step(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
+             int output_act, int loss, const floating[:, ::1] x,
+             const floating[:, ::1] y, double learning_rate,
+             floating[::1] work):
+    """One in-place SGD step, p -= learning_rate / n * dL/dp; returns the batch loss."""
+    cdef int L = <int>sizes.shape[0] - 1
+    cdef Py_ssize_t n = x.shape[0], k = sizes[L]
+    cdef _Carve c = _carve(&sizes[0], L, n)
+    cdef floating* acts[MAX_LAYERS + 1]
+    cdef floating* pw = &work[0]
+    cdef floating step = <floating>(learning_rate / n)
+    cdef double total
+    with nogil:
+        _point_acts(pw, &sizes[0], L, n, &x[0, 0], acts)
+        _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
+                 pw + c.z_out, n)
+        total = _batch_loss(loss, acts[L], pw + c.z_out, &y[0, 0], n, k)
+        _backward(&params[0], NULL, &sizes[0], L, hidden_act, output_act,
+                  loss, acts, &y[0, 0], pw + c.deltas,
+                  pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col, n,
+                  step)
+    return total
+
+
+def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
+                int hidden_act, int output_act, int loss,
+                const floating[:, ::1] x, const int64_t[::1] labels,
+                const int64_t[::1] order, Py_ssize_t batch_size,
+                double learning_rate, floating[::1] work,
+                double[::1] batch_losses):
+    """Run SGD over the samples listed in `order`, batch_size at a time.
+
+    Step s trains on rows x[order[s*batch_size : (s+1)*batch_size]] with
+    one-hot targets built from labels; the last batch may be shorter. The
+    rows are gathered into the workspace in C, so the whole run is one
+    nogil call. batch_losses[s] receives step s's summed loss.
+    work must hold workspace_size(sizes, batch_size) elements."""
+    cdef int L = <int>sizes.shape[0] - 1
+    cdef Py_ssize_t n_total = order.shape[0], d = sizes[0], k = sizes[L]
+    cdef Py_ssize_t start, n, i, s = 0
+    cdef _Carve c = _carve(&sizes[0], L, batch_size)
+    cdef floating* acts[MAX_LAYERS + 1]
+    cdef floating* pw = &work[0]
+    cdef floating* xb = pw + c.inputs
+    cdef floating* yb = pw + c.targets
+    cdef floating step
+    with nogil:
+        start = 0
+        while start < n_total:
+            n = batch_size if n_total - start > batch_size else n_total - start
+            for i in range(n):
+                memcpy(xb + i * d, &x[order[start + i], 0], d * sizeof(floating))
+            memset(yb, 0, n * k * sizeof(floating))
+            for i in range(n):
+                yb[i * k + labels[order[start + i]]] = 1
+            _point_acts(pw, &sizes[0], L, n, xb, acts)
+            _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
+                     pw + c.z_out, n)
+            batch_losses[s] = _batch_loss(loss, acts[L], pw + c.z_out, yb, n, k)
+            step = <floating>(learning_rate / n)
+            _backward(&params[0], NULL, &sizes[0], L, hidden_act, output_act,
+                      loss, acts, yb, pw + c.deltas,
+                      pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col, n,
+                      step)
+            start += n
+            s += 1
+
+
+# ---------------------------------------------------------------------------
+# Single kernels, exposed so that the tests can hold each one against numpy
+# ---------------------------------------------------------------------------
+
+def bias_activation(floating[:, ::1] z, const floating[::1] b, int act):
+    """In place: z <- act(z + b) for z (n, k), b (k,)."""
+    with nogil:
+        _bias_activation(&z[0, 0], &b[0], z.shape[0], z.shape[1], act)
+
+
+def activation_derivative(const floating[:, ::1] a, floating[:, ::1] out, int act):
+    """out <- act'(z) given a = act(z), for a hidden activation."""
+    cdef Py_ssize_t i, count = a.shape[0] * a.shape[1]
+    cdef floating* po = &out[0, 0]
+    cdef const floating* pa = &a[0, 0]
+    with nogil:
+        for i in range(count):
+            po[i] = _act_derivative(act, pa[i])
+
+
+def output_delta(const floating[:, ::1] a, const floating[:, ::1] y,
+                 floating[:, ::1] out, int output_act, int loss):
+    """out <- dL/dz of the output layer, per sample, given a = act(z)."""
+    with nogil:
+        _output_delta(output_act, loss, &a[0, 0], &y[0, 0], &out[0, 0],
+                      a.shape[0], a.shape[1])
+
+
+def batch_loss(const floating[:, ::1] a, const floating[:, ::1] z,
+               const floating[:, ::1] y, int loss):
+    """Summed loss over the batch from outputs a and logits z (n, k)."""
+    cdef double total
+    with nogil:
+        total = _batch_loss(loss, &a[0, 0], &z[0, 0], &y[0, 0], a.shape[0],
+                            a.shape[1])
+    return total
+
+
+def gemm_bound_steps(floating[::1] params, floating[::1] grads,
+                     const Py_ssize_t[::1] sizes, const floating[:, ::1] x,
+                     floating[::1] work, Py_ssize_t n_steps):
+    """Only the GEMMs of n_steps training steps, on preallocated arrays.
+
+    This is the ceiling a training step can reach through this BLAS: the
+    same calls with the same shapes that sgd_step makes, and nothing else.
+    The values computed are meaningless."""
+    cdef int L = <int>sizes.shape[0] - 1
+    cdef Py_ssize_t n = x.shape[0], fin, fout, off, s
+    cdef int l
+    cdef _Carve c = _carve(&sizes[0], L, n)
+    cdef floating* acts[MAX_LAYERS + 1]
+    cdef floating* pw = &work[0]
+    cdef floating* delta = pw + c.deltas
+    cdef floating* delta_prev = pw + c.deltas + (c.col - c.deltas) // 2
+    with nogil:
+        _point_acts(pw, &sizes[0], L, n, &x[0, 0], acts)
+        for s in range(n_steps):
+            off = 0
+            for l in range(L):
+                fin = sizes[l]
+                fout = sizes[l + 1]
+                _gemm(c'T', c'N', <int>fout, <int>n, <int>fin, 1, &params[off],
+                      <int>fin, acts[l], <int>fin, 0, acts[l + 1], <int>fout)
+                off += fout * (fin + 1)
+            for l in range(L - 1, -1, -1):
+                fin = sizes[l]
+                fout = sizes[l + 1]
+                off = _weights_offset(&sizes[0], l)
+                if l > 0:
+                    _gemm(c'N', c'N', <int>fin, <int>n, <int>fout, 1,
+                          &params[off], <int>fin, delta, <int>fout, 0,
+                          delta_prev, <int>fin)
+                _gemm(c'N', c'T', <int>fin, <int>fout, <int>n, 1, acts[l],
+                      <int>fin, delta, <int>fout, 0, &grads[off], <int>fin)

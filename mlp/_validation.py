@@ -1,0 +1,135 @@
+"""Input checks at the boundary of the package.
+
+Everything public funnels its arguments through these helpers before any
+kernel runs: the Cython core trusts dtype, shape, contiguity and index
+ranges, so a value that gets past here must be safe to hand to it.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype, name="dtype"):
+    """Return np.float32 or np.float64 as a np.dtype; anything else is a TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dt not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
+def check_choice(value, choices, name):
+    """Return value if it is one of choices (strings), else raise ValueError/TypeError."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {sorted(choices)}; got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}; got {value!r}")
+    return value
+
+
+def check_int(value, name, *, minimum=None, allow_none=False):
+    """Return value as a Python int, checking its type and lower bound."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_positive_float(value, name, *, allow_zero=False):
+    """Return value as a finite Python float > 0 (or >= 0 with allow_zero)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+    return value
+
+
+def check_seed(seed, name="seed"):
+    """Seeds are None, a non-negative int, or a np.random.Generator."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    return check_int(seed, name, minimum=0)
+
+
+def check_path(path, name="path"):
+    """Return path as a str; it must be str or os.PathLike."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
+    return os.fspath(path)
+
+
+def _as_numeric_array(value, name):
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an array of numbers: {exc}") from None
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating)
+        or np.issubdtype(arr.dtype, np.integer)
+        or arr.dtype == np.bool_
+    ):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def check_matrix(value, name, *, n_columns, dtype, n_rows=None):
+    """Return value as a C-contiguous (n, n_columns) array of dtype.
+
+    Raises TypeError for non-numeric input and ValueError for a wrong shape,
+    an empty batch, or a non-finite entry. Copies only when the dtype or the
+    memory layout has to change."""
+    arr = _as_numeric_array(value, name)
+    if arr.ndim != 2:
+        hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""
+        raise ValueError(
+            f"{name} must be 2-D with shape (n_samples, {n_columns}), got shape {arr.shape}{hint}"
+        )
+    if arr.shape[1] != n_columns:
+        raise ValueError(
+            f"{name} must have {n_columns} columns to match the model, got shape {arr.shape}"
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
+    if n_rows is not None and arr.shape[0] != n_rows:
+        raise ValueError(f"{name} must have {n_rows} rows, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
+
+
+def check_labels(value, name, *, n_classes, n_rows=None):
+    """Return integer class labels as a C-contiguous int64 (n,) array.
+
+    Float arrays are accepted when every value is a whole number. Every
+    label must lie in [0, n_classes): the kernels index with them."""
+    arr = _as_numeric_array(value, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (n_samples,) integer labels, got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one label")
+    if n_rows is not None and arr.shape[0] != n_rows:
+        raise ValueError(f"{name} must have {n_rows} labels to match X, got {arr.shape[0]}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype == np.bool_ or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
+    labels = np.ascontiguousarray(arr, dtype=np.int64)
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(
+            f"{name} must lie in [0, {n_classes}) for a model with {n_classes} outputs; "
+            f"got values from {labels.min()} to {labels.max()}"
+        )
+    return labels

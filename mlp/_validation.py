@@ -16,6 +16,8 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def check_dtype(dtype, name="dtype"):
     """Return np.float32 or np.float64 as a np.dtype; anything else is a TypeError."""
+    if dtype is None:
+        raise TypeError(f"{name} must be float32 or float64, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -105,10 +107,13 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None):
         raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
     if n_rows is not None and arr.shape[0] != n_rows:
         raise ValueError(f"{name} must have {n_rows} rows, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinity")
-    return arr
+    with np.errstate(over="ignore"):
+        converted = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(converted).all():
+        raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
+    return converted
 
 
 def check_labels(value, name, *, n_classes, n_rows=None):

@@ -43,7 +43,7 @@ class Preset:
     def train_kwargs(self):
         return dict(iterations=self.iterations, epochs=self.epochs, batch_size=self.batch_size,
                     learning_rate=self.learning_rate, loss=self.loss, sampling=self.sampling,
-                    seed=None if self.seed is None else self.seed + 1)
+                    seed=self.seed)
 
 
 PRESETS = {

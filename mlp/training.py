@@ -154,6 +154,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     history = History()
     work = np.empty(_kernels.workspace_size(model._sizes, batch_size), dtype=model.dtype)
     batch_losses = np.empty(_STEPS_PER_CALL)
+    last_good = model._params.copy()
     best = (-1.0, None)
     stale = 0
     bar = _progress_bar(total_steps, progress)
@@ -194,10 +195,13 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
                     else:
                         stale += 1
                 history.time.append(time.perf_counter() - start)
-                if not np.isfinite(history.loss[-1]):
+                if not (np.isfinite(history.loss[-1]) and np.isfinite(model._params).all()):
+                    model._params[...] = last_good
                     raise FloatingPointError(
-                        f"training diverged at step {done} (loss is {history.loss[-1]}); "
-                        "lower learning_rate")
+                        f"training diverged between steps {done - interval} and {done} "
+                        f"(loss {history.loss[-1]}); the model keeps its parameters from step "
+                        f"{done - interval}. Lower learning_rate.")
+                last_good[...] = model._params
                 if patience is not None and stale >= patience:
                     history.stopped_early = True
                     break

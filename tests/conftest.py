@@ -1,0 +1,190 @@
+"""Shared float64 numpy references for the core tests (kernels, model, training).
+
+Everything here is written independently of mlp's implementation: plain
+numpy, float64, straight from the maths, so that the tests hold the compiled
+core against a second opinion rather than against itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# Codes shared with mlp/_kernels.pyx.
+ACT = {"sigmoid": 0, "tanh": 1, "relu": 2, "softmax": 3, "identity": 4}
+LOSS = {"mse": 0, "cross_entropy": 1}
+DTYPES = (np.float32, np.float64)
+
+
+# ---------------------------------------------------------------------------
+# Activations
+# ---------------------------------------------------------------------------
+
+def ref_sigmoid(z):
+    z = np.asarray(z, dtype=np.float64)
+    with np.errstate(under="ignore"):
+        e = np.exp(-np.abs(z))  # never overflows
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def ref_softmax(z):
+    z = np.asarray(z, dtype=np.float64)
+    with np.errstate(under="ignore"):
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def ref_act(z, code):
+    z = np.asarray(z, dtype=np.float64)
+    if code == ACT["sigmoid"]:
+        return ref_sigmoid(z)
+    if code == ACT["tanh"]:
+        return np.tanh(z)
+    if code == ACT["relu"]:
+        return np.where(z > 0, z, 0.0)
+    if code == ACT["softmax"]:
+        return ref_softmax(z)
+    if code == ACT["identity"]:
+        return z.copy()
+    raise AssertionError(code)
+
+
+def ref_act_prime(z, code):
+    """Elementwise derivative at z (not for softmax). ReLU'(0) is taken as 0."""
+    z = np.asarray(z, dtype=np.float64)
+    if code == ACT["sigmoid"]:
+        s = ref_sigmoid(z)
+        return s * (1 - s)
+    if code == ACT["tanh"]:
+        return 1 - np.tanh(z) ** 2
+    if code == ACT["relu"]:
+        return (z > 0).astype(np.float64)
+    if code == ACT["identity"]:
+        return np.ones_like(z)
+    raise AssertionError(code)
+
+
+# ---------------------------------------------------------------------------
+# Losses and output deltas
+# ---------------------------------------------------------------------------
+
+def ref_logsumexp(z):
+    z = np.asarray(z, dtype=np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    with np.errstate(under="ignore"):
+        return (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))
+
+
+def ref_loss(a, z, y, loss):
+    """Summed loss; per-sample terms returned too (for scale-aware tolerances)."""
+    a, z, y = (np.asarray(v, dtype=np.float64) for v in (a, z, y))
+    if loss == "mse":
+        terms = 0.5 * (a - y) ** 2
+    else:
+        terms = -y * (z - ref_logsumexp(z))
+    return terms.sum(), terms
+
+
+def ref_output_delta(z, y, out_code, loss):
+    """dL/dz for the output layer, per sample, from the logits z."""
+    z, y = np.asarray(z, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    a = ref_act(z, out_code)
+    if loss == "cross_entropy":
+        assert out_code == ACT["softmax"]
+        # L = -sum_j y_j (z_j - lse(z))  =>  dL/dz_k = -y_k + (sum_j y_j) softmax_k
+        return -y + y.sum(axis=1, keepdims=True) * a
+    g = a - y
+    if out_code == ACT["softmax"]:
+        # J = diag(a) - a a^T is symmetric, so J^T g = a * g - a (a . g)
+        return a * g - a * (a * g).sum(axis=1, keepdims=True)
+    return g * ref_act_prime(z, out_code)
+
+
+# ---------------------------------------------------------------------------
+# Whole networks
+# ---------------------------------------------------------------------------
+
+def n_params(sizes):
+    return sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))
+
+
+def unflatten(flat, sizes):
+    """[W0, b0, W1, b1, ...] flat layout -> lists of float64 (W, b) copies."""
+    flat = np.asarray(flat, dtype=np.float64)
+    Ws, bs, off = [], [], 0
+    for fin, fout in zip(sizes[:-1], sizes[1:]):
+        Ws.append(flat[off:off + fout * fin].reshape(fout, fin).copy())
+        off += fout * fin
+        bs.append(flat[off:off + fout].copy())
+        off += fout
+    assert off == flat.size
+    return Ws, bs
+
+
+def flatten(Ws, bs):
+    return np.concatenate([np.concatenate([W.ravel(), b.ravel()]) for W, b in zip(Ws, bs)])
+
+
+def ref_forward(Ws, bs, x, hidden_code, out_code):
+    """Returns (zs, acts): pre-activations per layer and activations (acts[0] = x)."""
+    a = np.asarray(x, dtype=np.float64)
+    zs, acts = [], [a]
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        z = a @ np.asarray(W, np.float64).T + np.asarray(b, np.float64)
+        a = ref_act(z, out_code if l == len(Ws) - 1 else hidden_code)
+        zs.append(z)
+        acts.append(a)
+    return zs, acts
+
+
+def ref_loss_and_gradients(Ws, bs, x, y, hidden_code, out_code, loss):
+    """Summed loss and its gradient (dWs, dbs) by plain backprop in float64."""
+    zs, acts = ref_forward(Ws, bs, x, hidden_code, out_code)
+    total, _ = ref_loss(acts[-1], zs[-1], y, loss)
+    delta = ref_output_delta(zs[-1], y, out_code, loss)
+    dWs, dbs = [None] * len(Ws), [None] * len(Ws)
+    for l in range(len(Ws) - 1, -1, -1):
+        dWs[l] = delta.T @ acts[l]
+        dbs[l] = delta.sum(axis=0)
+        if l > 0:
+            delta = (delta @ np.asarray(Ws[l], np.float64)) * ref_act_prime(zs[l - 1], hidden_code)
+    return total, dWs, dbs
+
+
+def ref_sgd(flat, sizes, x, y, hidden_code, out_code, loss, lr):
+    """One SGD step p - lr/n * grad on the flat layout, in float64."""
+    Ws, bs = unflatten(flat, sizes)
+    total, dWs, dbs = ref_loss_and_gradients(Ws, bs, x, y, hidden_code, out_code, loss)
+    return np.asarray(flat, np.float64) - lr / len(x) * flatten(dWs, dbs), total
+
+
+def one_hot(labels, k, dtype=np.float64):
+    out = np.zeros((len(labels), k), dtype=dtype)
+    out[np.arange(len(labels)), labels] = 1
+    return out
+
+
+def min_abs_hidden_z(Ws, bs, x, hidden_code, out_code):
+    """Distance of the nearest hidden pre-activation to the ReLU kink at 0."""
+    zs, _ = ref_forward(Ws, bs, x, hidden_code, out_code)
+    hidden = zs[:-1]
+    return min((np.abs(z).min() for z in hidden), default=np.inf)
+
+
+def assert_close(got, ref, *, rtol, atol, scale=None, err_msg=""):
+    """|got - ref| <= rtol*|ref| + atol*max(1, scale); scale defaults to max|ref|.
+
+    Scaling atol with the array's magnitude keeps one tolerance meaningful
+    for quantities that are sums of many products of size ~scale, where a
+    result near 0 still carries rounding error of order eps * scale."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    assert np.isfinite(got).all(), f"non-finite result {err_msg}"
+    if scale is None:
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol * max(1.0, scale), err_msg=err_msg)
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request):
+    return request.param

@@ -1,0 +1,101 @@
+"""The command line, end to end on a tiny IDX data set written by the test."""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mlp import Model
+from mlp.cli import main
+from mlp.presets import PRESETS
+from test_datasets import write_idx
+
+SENTENCE = re.compile(r"The model classified correctly (\d+) out of (\d+) test examples")
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
+    directory = tmp_path / "idx"
+    write_idx(directory, n_train=120, n_test=30)
+    return directory
+
+
+def test_train_save_evaluate(tiny_mnist, tmp_path, capsys):
+    saved = tmp_path / "model.npz"
+    assert main(["train", "--data", str(tiny_mnist), "--iterations", "7", "--batch-size", "8",
+                 "--no-progress", "--seed", "3", "--save", str(saved)]) == 0
+    out = capsys.readouterr().out
+    match = SENTENCE.search(out)
+    assert match and match.group(2) == "30"
+    assert "Test accuracy:" in out and "Training time:" in out and "for 7 steps" in out
+    model = Model.load(saved)
+    assert model.layer_sizes == PRESETS["default"].layers
+    assert main(["evaluate", str(saved), "--data", str(tiny_mnist)]) == 0
+    again = SENTENCE.search(capsys.readouterr().out)
+    assert again.group(1) == match.group(1)
+
+
+def test_flags_override_the_preset(tiny_mnist, tmp_path, capsys):
+    saved = tmp_path / "m.npz"
+    assert main(["train", "--preset", "notebook", "--data", str(tiny_mnist), "--iterations", "3",
+                 "--layers", "784,16,10", "--dtype", "float32", "--no-progress",
+                 "--save", str(saved)]) == 0
+    model = Model.load(saved)
+    assert model.layer_sizes == (784, 16, 10)
+    assert model.dtype == np.float32
+    assert (model.activation, model.output) == ("sigmoid", "sigmoid")
+    assert "lr 2.0, loss mse, sampling replacement" in capsys.readouterr().out
+
+
+def test_progress_bar_is_shown(tiny_mnist, capsys):
+    assert main(["train", "--data", str(tiny_mnist), "--iterations", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "4/4" in err and "loss=" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--layers", "784,16,3"], "must end with 10 outputs"),
+    (["--layers", "100,16,10"], "must start with 784 inputs"),
+    (["--preset", "notebook", "--loss", "cross_entropy"], "needs a model with output='softmax'"),
+])
+def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, message):
+    assert main(["train", "--data", str(tiny_mnist), "--iterations", "2", "--no-progress"]
+                + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--layers", "78x"],
+    ["train", "--lr", "-1"],
+    ["train", "--epochs", "2", "--iterations", "3"],
+    ["train", "--preset", "nope"],
+    ["evaluate"],
+])
+def test_bad_flags_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_missing_files(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "none.npz"), "--data", str(tmp_path)]) == 2
+    assert "no model file" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nothing-here"), "--no-progress"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_corrupt_model_file(tmp_path, tiny_mnist, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    assert main(["evaluate", str(bad), "--data", str(tiny_mnist)]) == 2
+    assert "not a model saved by mlp" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_same_program():
+    result = subprocess.run([sys.executable, "-m", "mlp", "train", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "--preset" in result.stdout and "notebook" in result.stdout

@@ -1,0 +1,543 @@
+"""Each kernel of mlp._kernels held against a float64 numpy reference (conftest.py).
+
+Tolerances
+----------
+Elementwise kernels (bias_activation, activation, activation_derivative):
+    float32: rtol 1e-5, atol 1e-6. One float32 libm call (expf) plus a couple
+    of arithmetic roundings is a few ulps, i.e. < 1e-6 relative (eps32 =
+    1.2e-7); rtol 1e-5 leaves 10x headroom. atol 1e-6 covers results that
+    are tiny in absolute terms (tanh(z) = (1-e)/(1+e) loses relative, not
+    absolute, precision for small z; sigmoid of z < -87 is denormal).
+    float64: rtol 1e-12, atol 1e-12, i.e. ~5000 ulps of headroom over the
+    same handful of roundings (eps64 = 2.2e-16).
+    The kernel rounds z + b once in its own dtype before the activation; the
+    reference does that single IEEE addition in the same dtype too, then
+    evaluates the activation in float64, so what is compared is the
+    activation alone.
+Row-wise / composite kernels (output_delta, forward, gradients, SGD):
+    results are sums of up to ~100 products, so the error is ~eps * (sum of
+    |terms|) rather than eps * |result|. assert_close scales atol by the
+    magnitude of the result (inputs are kept O(1)):
+    float32: rtol 2e-4, atol 2e-5 * scale; float64: rtol 1e-9, atol 1e-10 * scale.
+batch_loss accumulates in double whatever the dtype: rtol 1e-12 for both.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from mlp import _kernels as K
+
+from conftest import (
+    ACT,
+    DTYPES,
+    LOSS,
+    assert_close,
+    min_abs_hidden_z,
+    one_hot,
+    ref_act,
+    ref_forward,
+    ref_loss,
+    ref_loss_and_gradients,
+    ref_output_delta,
+    ref_sgd,
+    unflatten,
+)
+
+ELEMENTWISE_TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-12)}
+COMPOSITE_TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-10)}
+
+SETTINGS = settings(max_examples=40, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FAST = settings(max_examples=25, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+SENTINEL = 12345.0
+
+
+class strict_fp:
+    """Turn every numpy floating-point event and every warning into an error."""
+
+    def __enter__(self):
+        self._err = np.errstate(all="raise")
+        self._err.__enter__()
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        warnings.simplefilter("error")
+        return self
+
+    def __exit__(self, *exc):
+        self._warn.__exit__(*exc)
+        self._err.__exit__(*exc)
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Strategies
+# ---------------------------------------------------------------------------
+
+dtypes = st.sampled_from(DTYPES)
+
+# Large |z| on purpose: exp(1000) overflows every float type, exp(89) float32,
+# exp(710) float64; -745 is where exp underflows to 0 in float64.
+SPECIAL = [0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8, 17.0, -17.0, 40.0, -40.0, 88.0, -88.0, 89.0,
+           -89.0, 104.0, -104.0, 709.0, -709.0, 710.0, -710.0, 745.0, -745.0, 1000.0, -1000.0]
+
+
+def values(dtype, bound=1000.0):
+    width = 32 if dtype == np.float32 else 64
+    return st.one_of(
+        st.floats(-bound, bound, allow_nan=False, width=width),
+        st.floats(-5, 5, allow_nan=False, width=width),
+        st.sampled_from([v for v in SPECIAL if abs(v) <= bound]),
+    )
+
+
+@st.composite
+def matrices(draw, dtype, bound=1000.0, max_rows=6, max_cols=8, shape=None):
+    if shape is None:
+        shape = (draw(st.integers(1, max_rows)), draw(st.integers(1, max_cols)))
+    return draw(hnp.arrays(dtype, shape, elements=values(dtype, bound)))
+
+
+@st.composite
+def networks(draw, out_codes=(ACT["sigmoid"], ACT["softmax"]), max_batch=8):
+    """A random small network, batch and targets; values drawn from a seeded rng."""
+    dtype = draw(dtypes)
+    n_layers = draw(st.integers(1, 3))
+    sizes = [draw(st.integers(1, 8)) for _ in range(n_layers + 1)]
+    hidden = draw(st.sampled_from([ACT["sigmoid"], ACT["tanh"], ACT["relu"]]))
+    out = draw(st.sampled_from(out_codes))
+    loss = draw(st.sampled_from(["mse", "cross_entropy"] if out == ACT["softmax"] else ["mse"]))
+    n = draw(st.integers(1, max_batch))
+    seed = draw(st.integers(0, 2**32 - 1))
+    one_hot_targets = draw(st.booleans())
+    rng = np.random.default_rng(seed)
+    params = []
+    for fin, fout in zip(sizes[:-1], sizes[1:]):
+        params.append(rng.standard_normal((fout, fin)) * 1.5 / math.sqrt(fin))
+        params.append(rng.standard_normal(fout) * 0.5)
+    flat = np.concatenate([p.ravel() for p in params]).astype(dtype)
+    x = (rng.standard_normal((n, sizes[0])) * 2).astype(dtype)
+    if one_hot_targets:
+        y = one_hot(rng.integers(0, sizes[-1], n), sizes[-1], dtype)
+    else:
+        y = rng.uniform(-0.5, 1.5, (n, sizes[-1])).astype(dtype)
+    Ws, bs = unflatten(flat, sizes)
+    if hidden == ACT["relu"]:
+        # Away from the kink, float32 and float64 agree on which units are on.
+        assume(min_abs_hidden_z(Ws, bs, x, hidden, out) > 1e-3)
+    return dict(dtype=dtype, sizes=sizes, sizes_arr=np.asarray(sizes, dtype=np.intp),
+                hidden=hidden, out=out, loss=loss, flat=flat, x=x, y=y)
+
+
+def guarded(n, dtype):
+    """A buffer of n elements followed by sentinels; returns (full, view)."""
+    full = np.full(n + 16, SENTINEL, dtype=dtype)
+    return full, full[:n]
+
+
+def assert_guard_intact(full, n):
+    assert np.all(full[n:] == SENTINEL), "kernel wrote past the end of its workspace"
+
+
+# ---------------------------------------------------------------------------
+# bias_activation / activation
+# ---------------------------------------------------------------------------
+
+@SETTINGS
+@given(data=st.data(), dtype=dtypes,
+       act=st.sampled_from(["sigmoid", "tanh", "relu", "softmax", "identity"]))
+def test_bias_activation_matches_reference(data, dtype, act):
+    z = data.draw(matrices(dtype))
+    b = data.draw(matrices(dtype, shape=(z.shape[1],)))
+    s = z + b  # the kernel's own single rounding of z + b, in its dtype
+    assume(np.isfinite(s).all())
+    expected = ref_act(s, ACT[act])
+    got = z.copy()
+    with strict_fp():
+        K.bias_activation(got, b, ACT[act])
+    assert got.dtype == dtype
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, **ELEMENTWISE_TOL[dtype])
+    if act in ("sigmoid", "softmax"):
+        assert np.all((got >= 0) & (got <= 1))
+    if act == "tanh":
+        assert np.all(np.abs(got) <= 1)
+    if act == "softmax":
+        np.testing.assert_allclose(got.sum(axis=1), 1, rtol=ELEMENTWISE_TOL[dtype]["rtol"] * 10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_sigmoid_is_exact_to_rounding_at_large_abs_z(dtype):
+    z = np.array([[-1000.0, 1000.0, -745.0, 745.0, -710.0, 710.0, -89.0, 89.0, -40.0, 40.0]],
+                 dtype=dtype)
+    got = z.copy()
+    with strict_fp():
+        K.bias_activation(got, np.zeros(z.shape[1], dtype), ACT["sigmoid"])
+    assert not np.isnan(got).any()
+    assert got[0, 0] == 0.0 and got[0, 1] == 1.0  # sigma(-1000) = 0, sigma(1000) = 1, exactly
+    positive = z[0] > 0
+    # For z >= 40 (float64) / z >= 17 (float32) 1 / (1 + e^-z) rounds to exactly 1.
+    assert np.all(got[0, positive] == 1.0)
+    # For very negative z, 1 + e^z == 1 in the dtype, so sigma(z) is e^z correctly
+    # rounded: allow a couple of ulps for the libm exp, and denormal spacing.
+    with np.errstate(under="ignore"):
+        expected = np.exp(z[0, ~positive].astype(np.float64)).astype(dtype)
+    tiny = np.finfo(dtype).smallest_subnormal
+    np.testing.assert_allclose(got[0, ~positive], expected, rtol=4 * np.finfo(dtype).eps,
+                               atol=2 * tiny)
+    # And sigmoid(z) + sigmoid(-z) == 1 exactly where both are representable.
+    mid = np.linspace(-10, 10, 41).astype(dtype)
+    pair = np.stack([mid, -mid])
+    K.bias_activation(pair, np.zeros(41, dtype), ACT["sigmoid"])
+    np.testing.assert_allclose(pair[0] + pair[1], 1, rtol=2 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_tanh_and_softmax_saturate_without_overflow(dtype):
+    z = np.array([[-1000.0, 1000.0, -400.0, 400.0, 0.0]], dtype=dtype)
+    got = z.copy()
+    with strict_fp():
+        K.bias_activation(got, np.zeros(5, dtype), ACT["tanh"])
+    np.testing.assert_array_equal(got, [[-1, 1, -1, 1, 0]])
+    rows = np.array([[1000.0, -1000.0, 0.0], [1000.0, 1000.0, 1000.0], [-1000.0, -1000.0, -999.0]],
+                    dtype=dtype)
+    with strict_fp():
+        K.bias_activation(rows, np.zeros(3, dtype), ACT["softmax"])
+    assert np.isfinite(rows).all()
+    np.testing.assert_allclose(rows, ref_act(np.array([[1000.0, -1000.0, 0.0],
+                                                      [1000.0, 1000.0, 1000.0],
+                                                      [-1000.0, -1000.0, -999.0]]), ACT["softmax"]),
+                               **ELEMENTWISE_TOL[dtype])
+
+
+@FAST
+@given(data=st.data(), dtype=dtypes, act=st.sampled_from(["sigmoid", "tanh", "relu", "identity"]))
+def test_activation_matches_reference(data, dtype, act):
+    if not hasattr(K, "activation"):
+        pytest.skip("mlp._kernels.activation not built")
+    z = data.draw(matrices(dtype, max_rows=1, max_cols=16)).ravel()
+    got = z.copy()
+    with strict_fp():
+        K.activation(got, ACT[act])
+    np.testing.assert_allclose(got, ref_act(z, ACT[act]), **ELEMENTWISE_TOL[dtype])
+
+
+# ---------------------------------------------------------------------------
+# activation_derivative
+# ---------------------------------------------------------------------------
+
+@SETTINGS
+@given(data=st.data(), dtype=dtypes, act=st.sampled_from(["sigmoid", "tanh", "relu", "identity"]))
+def test_activation_derivative_matches_reference(data, dtype, act):
+    z = data.draw(matrices(dtype, bound=50.0))
+    a = ref_act(z, ACT[act]).astype(dtype)  # the kernel sees the activation's output
+    out = np.full_like(a, np.nan)
+    with strict_fp():
+        K.activation_derivative(a, out, ACT[act])
+    a64 = a.astype(np.float64)
+    expected = {
+        "sigmoid": a64 * (1 - a64),  # sigma' = sigma (1 - sigma)
+        "tanh": 1 - a64 ** 2,  # tanh' = 1 - tanh^2
+        "relu": (a64 > 0).astype(np.float64),  # relu'(0) := 0
+        "identity": np.ones_like(a64),
+    }[act]
+    np.testing.assert_allclose(out, expected, **ELEMENTWISE_TOL[dtype])
+    # ... and it is the derivative of the activation at z, up to the rounding of a.
+    if act in ("sigmoid", "tanh"):
+        z64 = z.astype(np.float64)
+        s = ref_act(z64, ACT[act])
+        true = s * (1 - s) if act == "sigmoid" else 1 - s ** 2
+        np.testing.assert_allclose(out, true, rtol=1e-3 if dtype == np.float32 else 1e-9,
+                                   atol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+# ---------------------------------------------------------------------------
+# output_delta
+# ---------------------------------------------------------------------------
+
+@SETTINGS
+@given(data=st.data(), dtype=dtypes,
+       case=st.sampled_from([("sigmoid", "mse"), ("tanh", "mse"), ("identity", "mse"),
+                             ("softmax", "mse"), ("softmax", "cross_entropy")]))
+def test_output_delta_matches_reference(data, dtype, case):
+    out_act, loss = case
+    z = data.draw(matrices(dtype, bound=1000.0))
+    y = data.draw(matrices(dtype, bound=2.0, shape=z.shape))
+    a = ref_act(z, ACT[out_act]).astype(dtype)
+    d = np.full_like(a, np.nan)
+    with strict_fp():
+        K.output_delta(a, y, d, ACT[out_act], LOSS[loss])
+    a64, y64 = a.astype(np.float64), y.astype(np.float64)
+    g = a64 - y64
+    if loss == "cross_entropy":
+        expected = a64 * y64.sum(axis=1, keepdims=True) - y64
+    elif out_act == "softmax":
+        jac = a64[:, :, None] * (np.eye(a.shape[1])[None] - a64[:, None, :])  # d a_i / d z_j
+        expected = np.einsum("ni,nij->nj", g, jac)
+    elif out_act == "sigmoid":
+        expected = g * a64 * (1 - a64)
+    elif out_act == "tanh":
+        expected = g * (1 - a64 ** 2)
+    else:
+        expected = g
+    assert_close(d, expected, scale=float(np.abs(y64).max() + 1), **COMPOSITE_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_output_delta_cross_entropy_is_a_minus_y_for_one_hot(dtype):
+    a = np.array([[0.7, 0.2, 0.1], [0.0, 0.0, 1.0]], dtype=dtype)
+    y = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=dtype)
+    d = np.empty_like(a)
+    K.output_delta(a, y, d, ACT["softmax"], LOSS["cross_entropy"])
+    np.testing.assert_array_equal(d, a - y)
+
+
+# ---------------------------------------------------------------------------
+# batch_loss
+# ---------------------------------------------------------------------------
+
+@SETTINGS
+@given(data=st.data(), dtype=dtypes, loss=st.sampled_from(["mse", "cross_entropy"]))
+def test_batch_loss_matches_reference(data, dtype, loss):
+    z = data.draw(matrices(dtype, bound=1000.0))
+    y = data.draw(matrices(dtype, bound=2.0, shape=z.shape))
+    if loss == "cross_entropy":
+        y = np.abs(y)
+    a = ref_act(z, ACT["softmax" if loss == "cross_entropy" else "sigmoid"]).astype(dtype)
+    with strict_fp():
+        got = K.batch_loss(a, z, y, LOSS[loss])
+    assert isinstance(got, float) and math.isfinite(got)
+    expected, terms = ref_loss(a, z, y, loss)
+    # Accumulated in double for both dtypes: only double rounding, relative to
+    # the size of the terms summed.
+    assert abs(got - expected) <= 1e-12 * max(1.0, np.abs(terms).sum())
+
+
+def test_batch_loss_cross_entropy_finite_when_probability_underflows():
+    for dtype in DTYPES:
+        z = np.array([[1000.0, -1000.0]], dtype=dtype)
+        a = np.array([[1.0, 0.0]], dtype=dtype)  # softmax(z), second entry underflowed to 0
+        y = np.array([[0.0, 1.0]], dtype=dtype)
+        with strict_fp():
+            got = K.batch_loss(a, z, y, LOSS["cross_entropy"])
+        assert got == pytest.approx(2000.0, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# workspace_size
+# ---------------------------------------------------------------------------
+
+@FAST
+@given(sizes=st.lists(st.integers(1, 50), min_size=2, max_size=6), m=st.integers(1, 100))
+def test_workspace_size_formula(sizes, m):
+    arr = np.asarray(sizes, dtype=np.intp)
+    widest = max(sizes[1:])
+    expected = (m * sum(sizes[1:])  # activations of layers 1..L
+                + 2 * m * sizes[-1]  # output logits + gathered one-hot targets
+                + m * sizes[0]  # gathered inputs
+                + 2 * m * widest  # two delta buffers
+                + widest)  # column sums
+    assert K.workspace_size(arr, m) == expected
+    assert K.workspace_size(arr, m + 1) > K.workspace_size(arr, m)
+
+
+# ---------------------------------------------------------------------------
+# forward
+# ---------------------------------------------------------------------------
+
+@SETTINGS
+@given(net=networks(out_codes=(ACT["sigmoid"], ACT["softmax"], ACT["tanh"], ACT["identity"])),
+       chunk_extra=st.integers(-7, 2))
+def test_forward_matches_reference(net, chunk_extra):
+    dtype, sizes = net["dtype"], net["sizes"]
+    n = len(net["x"])
+    chunk = max(1, n + chunk_extra)  # chunk < n exercises the chunk loop and a short last chunk
+    need = K.workspace_size(net["sizes_arr"], chunk)
+    full, work = guarded(need, dtype)
+    out = np.full((n, sizes[-1]), np.nan, dtype=dtype)
+    params = net["flat"].copy()
+    with strict_fp():
+        K.forward(params, net["sizes_arr"], net["hidden"], net["out"], net["x"], out, work, chunk)
+    assert_guard_intact(full, need)
+    np.testing.assert_array_equal(params, net["flat"])  # parameters untouched
+    Ws, bs = unflatten(net["flat"], sizes)
+    _, acts = ref_forward(Ws, bs, net["x"], net["hidden"], net["out"])
+    assert_close(out, acts[-1], **COMPOSITE_TOL[dtype])
+
+
+# ---------------------------------------------------------------------------
+# loss_and_gradients
+# ---------------------------------------------------------------------------
+
+@SETTINGS
+@given(net=networks(), want=st.booleans())
+def test_loss_and_gradients_matches_backprop_reference(net, want):
+    dtype, sizes = net["dtype"], net["sizes"]
+    n = len(net["x"])
+    need = K.workspace_size(net["sizes_arr"], n)
+    full, work = guarded(need, dtype)
+    grads = np.full(net["flat"].size, np.nan, dtype=dtype)
+    params = net["flat"].copy()
+    with strict_fp():
+        total = K.loss_and_gradients(params, net["sizes_arr"], net["hidden"], net["out"],
+                                     LOSS[net["loss"]], net["x"], net["y"], grads, work, want)
+    assert_guard_intact(full, need)
+    np.testing.assert_array_equal(params, net["flat"])
+    Ws, bs = unflatten(net["flat"], sizes)
+    ref_total, dWs, dbs = ref_loss_and_gradients(Ws, bs, net["x"], net["y"], net["hidden"],
+                                                 net["out"], net["loss"])
+    tol = COMPOSITE_TOL[dtype]
+    assert abs(total - ref_total) <= tol["rtol"] * abs(ref_total) + tol["atol"] * max(1, n)
+    if not want:
+        assert np.isnan(grads).all()  # grads untouched
+        return
+    gW, gb = unflatten(grads, sizes)
+    for l in range(len(Ws)):
+        assert_close(gW[l], dWs[l], scale=n * max(1.0, np.abs(dWs[l]).max()),
+                     err_msg=f"dW{l}", **tol)
+        assert_close(gb[l], dbs[l], scale=n * max(1.0, np.abs(dbs[l]).max()),
+                     err_msg=f"db{l}", **tol)
+
+
+# ---------------------------------------------------------------------------
+# sgd_step
+# ---------------------------------------------------------------------------
+
+@SETTINGS
+@given(net=networks(), lr=st.floats(0.01, 5.0))
+def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr):
+    dtype, sizes_arr = net["dtype"], net["sizes_arr"]
+    n = len(net["x"])
+    code = LOSS[net["loss"]]
+    need = K.workspace_size(sizes_arr, n)
+    grads = np.empty_like(net["flat"])
+    before = K.loss_and_gradients(net["flat"].copy(), sizes_arr, net["hidden"], net["out"], code,
+                                  net["x"], net["y"], grads, np.empty(need, dtype), True)
+    full, work = guarded(need, dtype)
+    params = net["flat"].copy()
+    with strict_fp():
+        total = K.sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
+                           lr, work)
+    assert_guard_intact(full, need)
+    # Returns the loss before the step, computed by the same forward pass.
+    assert total == before
+    # Against the kernel's own gradient: p - (lr/n) * g, differing only by the
+    # rounding of the fused GEMM update.
+    step = dtype(lr / n)
+    expected = net["flat"].astype(np.float64) - np.float64(step) * grads.astype(np.float64)
+    # Fused update (GEMM with alpha=-lr/n, beta=1) vs. separate gradient then
+    # subtraction: a few roundings of size eps * (|p| + step * sum|terms|).
+    eps = np.finfo(dtype).eps
+    scale = float(np.abs(net["flat"]).max() + step * n * np.abs(grads).max())
+    assert_close(params, expected, rtol=64 * eps, atol=64 * eps, scale=scale)
+    # Against the float64 reference SGD step.
+    ref, _ = ref_sgd(net["flat"], net["sizes"], net["x"], net["y"], net["hidden"], net["out"],
+                     net["loss"], lr)
+    assert_close(params, ref, scale=max(1.0, lr) * max(1.0, np.abs(ref).max()),
+                 **COMPOSITE_TOL[dtype])
+
+
+# ---------------------------------------------------------------------------
+# train_steps
+# ---------------------------------------------------------------------------
+
+@st.composite
+def training_runs(draw):
+    net = draw(networks(max_batch=1))
+    dtype, sizes = net["dtype"], net["sizes"]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_samples = draw(st.integers(1, 10))
+    x = (rng.standard_normal((n_samples, sizes[0])) * 2).astype(dtype)
+    labels = rng.integers(0, sizes[-1], n_samples).astype(np.int64)
+    length = draw(st.integers(1, 13))
+    order = np.asarray(draw(st.lists(st.integers(0, n_samples - 1), min_size=length,
+                                     max_size=length)), dtype=np.int64)
+    batch_size = draw(st.integers(1, 5))
+    lr = draw(st.floats(0.01, 3.0))
+    return dict(net, x=x, labels=labels, order=order, batch_size=batch_size, lr=lr)
+
+
+def _sgd_steps_by_hand(run):
+    """The same batches through sgd_step, one call per batch; returns (params, losses)."""
+    dtype, sizes_arr = run["dtype"], run["sizes_arr"]
+    params = run["flat"].copy()
+    losses = []
+    k = run["sizes"][-1]
+    order, bs = run["order"], run["batch_size"]
+    for start in range(0, len(order), bs):
+        idx = order[start:start + bs]
+        xb = np.ascontiguousarray(run["x"][idx])
+        yb = one_hot(run["labels"][idx], k, dtype)
+        work = np.empty(K.workspace_size(sizes_arr, len(idx)), dtype)
+        losses.append(K.sgd_step(params, sizes_arr, run["hidden"], run["out"],
+                                 LOSS[run["loss"]], xb, yb, run["lr"], work))
+    return params, losses
+
+
+@SETTINGS
+@given(run=training_runs())
+@example(run=None)  # replaced below by a fixed case with a short last batch
+def test_train_steps_equals_sgd_steps_over_order(run):
+    if run is None:
+        run = _fixed_run()
+    dtype, sizes_arr = run["dtype"], run["sizes_arr"]
+    order, bs = run["order"], run["batch_size"]
+    n_steps = -(-len(order) // bs)
+    need = K.workspace_size(sizes_arr, bs)
+    full, work = guarded(need, dtype)
+    batch_losses = np.full(n_steps + 3, SENTINEL)
+    params = run["flat"].copy()
+    with strict_fp():
+        K.train_steps(params, sizes_arr, run["hidden"], run["out"], LOSS[run["loss"]], run["x"],
+                      run["labels"], order, bs, run["lr"], work, batch_losses)
+    assert_guard_intact(full, need)
+    assert np.all(batch_losses[n_steps:] == SENTINEL), "wrote more batch losses than steps"
+    by_hand, losses = _sgd_steps_by_hand(run)
+    # Same kernels on the same batches: agreement to a few ulps (BLAS may pick
+    # different blockings for gathered vs. separately allocated rows).
+    eps = np.finfo(dtype).eps
+    assert_close(params, by_hand, rtol=64 * eps, atol=64 * eps)
+    np.testing.assert_allclose(batch_losses[:n_steps], losses, rtol=64 * eps, atol=64 * eps)
+    # And against a float64 numpy SGD, batch by batch.
+    ref = run["flat"].astype(np.float64)
+    k = run["sizes"][-1]
+    for start in range(0, len(order), bs):
+        idx = order[start:start + bs]
+        ref, _ = ref_sgd(ref, run["sizes"], run["x"][idx], one_hot(run["labels"][idx], k),
+                         run["hidden"], run["out"], run["loss"], run["lr"])
+    assert_close(params, ref, scale=n_steps * max(1.0, run["lr"]) * max(1.0, np.abs(ref).max()),
+                 **COMPOSITE_TOL[dtype])
+
+
+def _fixed_run():
+    rng = np.random.default_rng(7)
+    sizes = [3, 4, 2]
+    flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:])))
+    x = rng.standard_normal((5, 3))
+    return dict(dtype=np.float64, sizes=sizes, sizes_arr=np.asarray(sizes, np.intp),
+                hidden=ACT["tanh"], out=ACT["softmax"], loss="cross_entropy", flat=flat,
+                x=x, labels=np.array([0, 1, 1, 0, 1], np.int64),
+                order=np.array([4, 0, 0, 3, 1, 2, 4], np.int64), batch_size=3, lr=0.7)
+
+
+def test_train_steps_last_batch_shorter_uses_its_own_size():
+    """7 samples in batches of 3: the last step averages over 1 sample, not 3."""
+    run = _fixed_run()
+    params = run["flat"].copy()
+    losses = np.empty(3)
+    K.train_steps(params, run["sizes_arr"], run["hidden"], run["out"], LOSS[run["loss"]],
+                  run["x"], run["labels"], run["order"], 3, run["lr"],
+                  np.empty(K.workspace_size(run["sizes_arr"], 3)), losses)
+    ref = run["flat"].copy()
+    for idx in (run["order"][:3], run["order"][3:6], run["order"][6:]):
+        ref, _ = ref_sgd(ref, run["sizes"], run["x"][idx], one_hot(run["labels"][idx], 2),
+                         run["hidden"], run["out"], run["loss"], run["lr"])
+    np.testing.assert_allclose(params, ref, rtol=1e-10, atol=1e-12)

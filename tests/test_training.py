@@ -1,0 +1,412 @@
+"""mlp.training_step, mlp.train and mlp.evaluate."""
+from __future__ import annotations
+
+import itertools
+import threading
+import types
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mlp
+import mlp.training as training_module
+
+from conftest import DTYPES, assert_close, one_hot
+
+SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _blobs(n_per_class, centres, spread, seed):
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([c + spread * rng.standard_normal((n_per_class, len(c))) for c in centres])
+    y = np.repeat(np.arange(len(centres)), n_per_class)
+    perm = rng.permutation(len(y))
+    return X[perm], y[perm]
+
+
+# ---------------------------------------------------------------------------
+# training_step
+# ---------------------------------------------------------------------------
+
+@SETTINGS
+@given(dtype=st.sampled_from(DTYPES),
+       case=st.sampled_from([("sigmoid", "sigmoid", "mse"), ("tanh", "softmax", "mse"),
+                             ("relu", "softmax", "cross_entropy"),
+                             ("sigmoid", "softmax", "cross_entropy")]),
+       n=st.integers(1, 7), lr=st.floats(0.01, 5.0), seed=st.integers(0, 2**31))
+def test_training_step_is_sgd_on_model_gradients(dtype, case, n, lr, seed):
+    activation, output, loss = case
+    model = mlp.Model([4, 5, 3], activation=activation, output=output, dtype=dtype, seed=seed)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 4))
+    Y = rng.uniform(0, 1, (n, 3))
+    before = [p.copy() for p in model.weights + model.biases]
+    expected_loss = model.loss(X, Y, loss)
+    gW, gb = model.gradients(X, Y, loss)
+    returned = mlp.training_step(model, X, Y, lr, loss)
+    assert type(returned) is float and returned == expected_loss  # loss before the step
+    eps = np.finfo(dtype).eps
+    step = lr / n
+    for p_new, p_old, g in zip(model.weights + model.biases, before, gW + gb):
+        expected = p_old.astype(np.float64) - step * g.astype(np.float64)
+        # Only the rounding of the fused update differs (kernel computes
+        # p + (-lr/n) * sum in one GEMM, with lr/n rounded to the dtype).
+        scale = float(np.abs(p_old).max() + step * n * np.abs(g).max())
+        assert_close(p_new, expected, rtol=64 * eps, atol=64 * eps, scale=scale)
+
+
+def test_training_step_labels_equal_one_hot(dtype):
+    a = mlp.Model([4, 6, 3], output="softmax", dtype=dtype, seed=0)
+    b = a.copy()
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 4))
+    labels = rng.integers(0, 3, 8)
+    for loss in ("mse", "cross_entropy"):
+        la = mlp.training_step(a, X, labels, 0.5, loss)
+        lb = mlp.training_step(b, X, one_hot(labels, 3), 0.5, loss)
+        assert la == lb
+        np.testing.assert_array_equal(a._params, b._params)
+    c = a.copy()
+    mlp.training_step(a, X, labels.tolist(), 0.5)
+    mlp.training_step(c, X, labels.astype(np.float64), 0.5)  # whole-number floats are labels
+    np.testing.assert_array_equal(a._params, c._params)
+
+
+@pytest.mark.parametrize("kwargs,exc,name", [
+    (dict(learning_rate=0.0), ValueError, "learning_rate"),
+    (dict(learning_rate=-1.0), ValueError, "learning_rate"),
+    (dict(learning_rate=float("nan")), ValueError, "learning_rate"),
+    (dict(learning_rate=float("inf")), ValueError, "learning_rate"),
+    (dict(learning_rate="1"), TypeError, "learning_rate"),
+    (dict(learning_rate=None), TypeError, "learning_rate"),
+    (dict(loss="bogus"), ValueError, "loss"),
+    (dict(loss="cross_entropy"), ValueError, "cross_entropy"),
+    (dict(Y=np.array([0, 1, 2])), ValueError, "Y"),  # label out of range for 2 outputs
+    (dict(Y=np.array([0, -1, 1])), ValueError, "Y"),
+    (dict(Y=np.array([0.5, 1, 0])), TypeError, "Y"),
+    (dict(Y=np.array([0, 1])), ValueError, "Y"),
+    (dict(Y=np.zeros((3, 3))), ValueError, "Y"),
+    (dict(Y=np.full((3, 2), np.nan)), ValueError, "Y"),
+    (dict(X=np.zeros((3, 5))), ValueError, "X"),
+    (dict(X=np.full((3, 4), np.inf)), ValueError, "X"),
+    (dict(X=np.zeros(4)), ValueError, "X"),
+    (dict(model="not a model"), TypeError, "model"),
+])
+def test_training_step_bad_arguments(kwargs, exc, name):
+    model = mlp.Model([4, 2], seed=0)
+    args = dict(model=model, X=np.zeros((3, 4)), Y=np.zeros((3, 2)), learning_rate=1.0, loss="mse")
+    args.update(kwargs)
+    before = model._params.copy()
+    with pytest.raises(exc, match=name):
+        mlp.training_step(**args)
+    np.testing.assert_array_equal(model._params, before)
+
+
+# ---------------------------------------------------------------------------
+# train: determinism, step counts, sampling
+# ---------------------------------------------------------------------------
+
+def test_train_is_deterministic_for_a_seed(dtype):
+    X, y = _blobs(20, [(0, 0), (2, 2), (0, 2)], 0.5, seed=0)
+    runs = []
+    for seed in (7, 7, 8):
+        model = mlp.Model([2, 5, 3], dtype=dtype, seed=1)
+        h = mlp.train(model, X, y, iterations=25, batch_size=4, learning_rate=1.0, seed=seed,
+                      progress=False)
+        runs.append((model._params.copy(), h.loss))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    assert not np.array_equal(runs[0][0], runs[2][0])
+
+
+@pytest.mark.parametrize("k", [1, 7, 12, 13, 450])
+def test_replacement_does_exactly_k_steps(k):
+    X, y = _blobs(6, [(0, 0), (1, 1)], 0.3, seed=0)  # 12 samples, batch 4: 3 steps per epoch
+    model = mlp.Model([2, 3, 2], seed=0)
+    h = mlp.train(model, X, y, iterations=k, batch_size=4, seed=0, progress=False)
+    assert h.steps[-1] == k
+    assert h.steps == sorted(h.steps) and len(h.steps) == -(-k // 3)
+    assert h.steps[:-1] == list(range(3, 3 * len(h.steps) - 2, 3))  # one interval per epoch
+    assert len(h.loss) == len(h.time) == len(h.steps)
+    assert h.val_accuracy == []
+
+
+def test_train_epochs_step_count_with_short_last_batch():
+    X, y = _blobs(5, [(0, 0), (1, 1)], 0.3, seed=0)  # 10 samples, batch 3: 4 steps per epoch
+    h = mlp.train(mlp.Model([2, 2], seed=0), X, y, epochs=3, batch_size=3, sampling="shuffle",
+                  seed=0, progress=False)
+    assert h.steps == [4, 8, 12]
+
+
+class _Spy:
+    """Stands in for mlp._kernels in mlp.training and records every `order` passed."""
+
+    def __init__(self):
+        from mlp import _kernels
+
+        self._k = _kernels
+        self.orders = []
+        self.batch_sizes = []
+
+    def __getattr__(self, name):
+        return getattr(self._k, name)
+
+    def train_steps(self, params, sizes, h, o, loss, X, y, order, batch_size, *rest):
+        self.orders.append(np.array(order))
+        self.batch_sizes.append(batch_size)
+        return self._k.train_steps(params, sizes, h, o, loss, X, y, order, batch_size, *rest)
+
+
+@pytest.mark.parametrize("n,batch_size", [(10, 3), (7, 7), (5, 1), (4, 10)])
+def test_shuffle_visits_every_sample_once_per_epoch(monkeypatch, n, batch_size):
+    spy = _Spy()
+    monkeypatch.setattr(training_module, "_kernels", spy)
+    X, y = np.random.default_rng(0).standard_normal((n, 2)), np.arange(n) % 2
+    epochs = 4
+    h = mlp.train(mlp.Model([2, 2], seed=0), X, y, epochs=epochs, batch_size=batch_size,
+                  sampling="shuffle", seed=3, progress=False)
+    seen = np.concatenate(spy.orders)
+    assert len(seen) == epochs * n
+    per_epoch = seen.reshape(epochs, n)
+    for order in per_epoch:
+        np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    if n > 4:
+        assert len({tuple(o) for o in per_epoch}) > 1, "same order every epoch"
+    assert h.steps[-1] == epochs * -(-n // batch_size)
+
+
+def test_replacement_indices_are_in_range_and_count(monkeypatch):
+    spy = _Spy()
+    monkeypatch.setattr(training_module, "_kernels", spy)
+    X, y = np.random.default_rng(0).standard_normal((9, 2)), np.arange(9) % 2
+    mlp.train(mlp.Model([2, 2], seed=0), X, y, iterations=10, batch_size=4, seed=0,
+              progress=False)
+    seen = np.concatenate(spy.orders)
+    assert len(seen) == 10 * 4 and seen.min() >= 0 and seen.max() < 9
+    assert len(np.unique(seen)) < len(seen)  # with replacement: 40 draws from 9 repeat
+
+
+def test_shuffle_equals_sequential_training_steps_over_a_permutation():
+    """Black box: 3 samples, batch 2, one epoch = steps on {a, b} then {c}. The
+    result must match such a sequence for some permutation (a, b, c), and no
+    sequence that repeats or skips a sample."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3, 2)) * 2
+    y = np.array([0, 1, 1])
+    base = mlp.Model([2, 3, 2], activation="tanh", dtype=np.float64, seed=2)
+    trained = base.copy()
+    mlp.train(trained, X, y, epochs=1, batch_size=2, learning_rate=1.5, sampling="shuffle",
+              seed=4, progress=False)
+    matches = []
+    for a, b, c in itertools.product(range(3), repeat=3):
+        m = base.copy()
+        mlp.training_step(m, X[[a, b]], y[[a, b]], 1.5)
+        mlp.training_step(m, X[[c]], y[[c]], 1.5)
+        if np.allclose(m._params, trained._params, rtol=1e-12, atol=1e-14):
+            matches.append((a, b, c))
+    assert matches, "train(shuffle) matches no sequence of two steps"
+    assert all(sorted(mt) == [0, 1, 2] for mt in matches), matches
+
+
+# ---------------------------------------------------------------------------
+# train: learning
+# ---------------------------------------------------------------------------
+
+def test_train_learns_four_blobs_softmax_cross_entropy():
+    X, y = _blobs(100, [(0, 0), (3, 0), (0, 3), (3, 3)], 0.5, seed=0)
+    Xv, yv = _blobs(50, [(0, 0), (3, 0), (0, 3), (3, 3)], 0.5, seed=1)
+    model = mlp.Model([2, 16, 4], activation="tanh", output="softmax", init="xavier", seed=0)
+    before = model.loss(X, one_hot(y, 4), "cross_entropy")
+    h = mlp.train(model, X, y, epochs=20, batch_size=10, learning_rate=0.5, loss="cross_entropy",
+                  sampling="shuffle", seed=0, validation=(Xv, yv), progress=False)
+    after = model.loss(X, one_hot(y, 4), "cross_entropy")
+    assert after < 0.2 * before
+    assert h.loss[-1] < h.loss[0]
+    assert mlp.evaluate(model, Xv, yv).accuracy > 0.95
+    assert len(h.val_accuracy) == len(h.steps) == 20
+    assert all(0 <= a <= 1 for a in h.val_accuracy)
+    # The last recorded validation accuracy is that of the final model.
+    assert h.val_accuracy[-1] == mlp.evaluate(model, Xv, yv).accuracy
+    assert h.time == sorted(h.time) and h.time[0] >= 0
+
+
+def test_train_learns_two_blobs_with_notebook_defaults(dtype):
+    X, y = _blobs(100, [(-1, -1), (1, 1)], 0.4, seed=0)
+    model = mlp.Model([2, 8, 2], dtype=dtype, seed=0)  # sigmoid / sigmoid / mse, lr 2.0, batch 30
+    h = mlp.train(model, X, y, iterations=300, seed=0, progress=False)
+    assert h.loss[-1] < h.loss[0]
+    result = mlp.evaluate(model, X, y)
+    assert result.accuracy > 0.97
+
+
+def test_patience_stops_early_and_restores_best_parameters():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 2))
+    y = (X[:, 0] + 0.8 * rng.standard_normal(60) > 0).astype(int)
+    Xv = rng.standard_normal((40, 2))
+    yv = (Xv[:, 0] + 0.8 * rng.standard_normal(40) > 0).astype(int)
+    kwargs = dict(batch_size=5, learning_rate=8.0, seed=0, progress=False)  # noisy on purpose
+    model = mlp.Model([2, 4, 2], seed=0)
+    h = mlp.train(model, X, y, epochs=30, validation=(Xv, yv), patience=3, **kwargs)
+    assert h.stopped_early
+    assert h.steps[-1] < 30 * 12
+    best = int(np.argmax(h.val_accuracy))  # first best
+    assert h.best_step == h.steps[best] < h.steps[-1]
+    assert len(h.val_accuracy) - 1 - best == 3  # stopped after `patience` stale intervals
+    assert mlp.evaluate(model, Xv, yv).accuracy == max(h.val_accuracy)
+    # The same run cut at best_step reproduces the restored parameters.
+    replay = mlp.Model([2, 4, 2], seed=0)
+    mlp.train(replay, X, y, epochs=h.best_step // 12, **kwargs)
+    np.testing.assert_array_equal(model._params, replay._params)
+
+
+def test_evaluate_counts(dtype):
+    model = mlp.Model([2, 2], output="softmax", dtype=dtype, seed=0)
+    model.weights[0][...] = [[1, 0], [0, 1]]
+    model.biases[0][...] = 0
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0], [5.0, 4.0]])
+    y = np.array([0, 0, 0, 1, 1])  # predictions are 0, 1, 0, 1, 0
+    result = mlp.evaluate(model, X, y)
+    assert isinstance(result, mlp.Evaluation)
+    assert result.correct == 3 and type(result.correct) is int
+    assert result.accuracy == pytest.approx(0.6)
+    accuracy, correct = result
+    assert (accuracy, correct) == (result.accuracy, result.correct)
+
+
+@pytest.mark.parametrize("X,y,exc,name", [
+    (np.zeros((3, 2)), np.array([0, 1]), ValueError, "y"),
+    (np.zeros((3, 2)), np.array([0, 1, 2]), ValueError, "y"),
+    (np.zeros((3, 2)), np.array([0.5, 1, 0]), TypeError, "y"),
+    (np.zeros((3, 2)), np.zeros((3, 2)), ValueError, "y"),
+    (np.zeros((3, 3)), np.array([0, 1, 0]), ValueError, "X"),
+    (np.full((3, 2), np.nan), np.array([0, 1, 0]), ValueError, "X"),
+])
+def test_evaluate_bad_arguments(X, y, exc, name):
+    with pytest.raises(exc, match=name):
+        mlp.evaluate(mlp.Model([2, 2], seed=0), X, y)
+
+
+# ---------------------------------------------------------------------------
+# train: argument checking
+# ---------------------------------------------------------------------------
+
+_X = np.random.default_rng(0).standard_normal((6, 3))
+_y = np.array([0, 1, 1, 0, 1, 0])
+
+
+@pytest.mark.parametrize("kwargs,exc,name", [
+    (dict(iterations=5, epochs=1), ValueError, "iterations"),
+    (dict(iterations=None, epochs=None), ValueError, "iterations"),
+    (dict(iterations=0), ValueError, "iterations"),
+    (dict(iterations=2.5), TypeError, "iterations"),
+    (dict(iterations=None, epochs=-1), ValueError, "epochs"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(batch_size=-4), ValueError, "batch_size"),
+    (dict(batch_size=2.0), TypeError, "batch_size"),
+    (dict(learning_rate=-0.1), ValueError, "learning_rate"),
+    (dict(learning_rate=0), ValueError, "learning_rate"),
+    (dict(learning_rate=float("nan")), ValueError, "learning_rate"),
+    (dict(learning_rate=float("inf")), ValueError, "learning_rate"),
+    (dict(learning_rate="2"), TypeError, "learning_rate"),
+    (dict(y=np.array([0, 1, 2, 0, 1, 0])), ValueError, "y"),
+    (dict(y=np.array([0, 1, -1, 0, 1, 0])), ValueError, "y"),
+    (dict(y=np.array([0, 1, 0.5, 0, 1, 0])), TypeError, "y"),
+    (dict(y=np.array([0, 1, np.nan, 0, 1, 0])), TypeError, "y"),
+    (dict(y=np.array([True, False] * 3)), TypeError, "y"),
+    (dict(y=np.array([0, 1, 1])), ValueError, "y"),
+    (dict(y=one_hot(_y, 2)), ValueError, "y"),
+    (dict(y=np.array(["a"] * 6)), TypeError, "y"),
+    (dict(X=np.zeros((6, 4))), ValueError, "X"),
+    (dict(X=np.full((6, 3), np.inf)), ValueError, "X"),
+    (dict(sampling="bogus"), ValueError, "sampling"),
+    (dict(sampling=None), TypeError, "sampling"),
+    (dict(loss="bogus"), ValueError, "loss"),
+    (dict(loss="cross_entropy"), ValueError, "cross_entropy"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(validation=_X), TypeError, "validation"),
+    (dict(validation=(np.zeros((2, 4)), np.array([0, 1]))), ValueError, r"validation\[0\]"),
+    (dict(validation=(np.zeros((2, 3)), np.array([0, 5]))), ValueError, r"validation\[1\]"),
+    (dict(patience=2), ValueError, "patience"),
+    (dict(patience=0, validation=(_X, _y)), ValueError, "patience"),
+    (dict(n_threads=0), ValueError, "n_threads"),
+    (dict(model=object()), TypeError, "model"),
+])
+def test_train_bad_arguments(kwargs, exc, name):
+    model = mlp.Model([3, 2], seed=0)
+    args = dict(model=model, X=_X, y=_y, iterations=5, progress=False)
+    args.update(kwargs)
+    before = model._params.copy()
+    with pytest.raises(exc, match=name):
+        mlp.train(args.pop("model"), args.pop("X"), args.pop("y"), **args)
+    np.testing.assert_array_equal(model._params, before)
+
+
+# ---------------------------------------------------------------------------
+# Divergence
+# ---------------------------------------------------------------------------
+
+# (dtype, seed, learning_rate): huge-lr ReLU runs. Some blow the loss up to NaN;
+# the ones marked found-silent end with inf/NaN weights in the first layer
+# while the loss stays finite (the ReLU kernel maps NaN pre-activations to 0).
+DIVERGING = [
+    (np.float32, 0, 1e20),
+    (np.float64, 0, 1e300),
+    (np.float32, 14, 1e6),  # found-silent
+    (np.float32, 8, 1e12),  # found-silent
+    (np.float32, 18, 1e16),  # found-silent
+]
+
+
+@pytest.mark.parametrize("dtype,seed,lr", DIVERGING)
+def test_divergence_raises_instead_of_returning_non_finite_parameters(dtype, seed, lr):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((30, 4))
+    y = rng.integers(0, 3, 30)
+    model = mlp.Model([4, 5, 3, 3], activation="relu", output="softmax", dtype=dtype, seed=seed)
+    try:
+        mlp.train(model, X, y, iterations=50, batch_size=5, learning_rate=lr,
+                  loss="cross_entropy", seed=seed, progress=False)
+    except FloatingPointError:
+        return
+    bad = [f"{kind}{l}" for kind, ps in (("W", model.weights), ("b", model.biases))
+           for l, p in enumerate(ps) if not np.isfinite(p).all()]
+    assert not bad, (f"train returned normally with non-finite parameters {bad}; "
+                     f"model still predicts {model.predict(X[:3])}")
+
+
+# ---------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------
+
+def test_concurrent_forward_matches_sequential():
+    model = mlp.Model([20, 64, 10], activation="relu", output="softmax", dtype=np.float64, seed=0)
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((n, 20)) for n in (1, 7, 300, 1500, 64, 2)]
+    expected = [model.forward(X) for X in inputs]
+    results = {0: [], 1: []}
+    errors = []
+    barrier = threading.Barrier(2)
+
+    def work(tid):
+        try:
+            barrier.wait()
+            for _ in range(15):
+                for i, X in enumerate(inputs if tid == 0 else inputs[::-1]):
+                    results[tid].append((i if tid == 0 else len(inputs) - 1 - i,
+                                         model.forward(X)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert len(results[0]) == len(results[1]) == 15 * len(inputs)
+    for tid in (0, 1):
+        for i, out in results[tid]:
+            np.testing.assert_array_equal(out, expected[i])

@@ -21,6 +21,7 @@ from ._validation import (
 from .model import Model, loss_code
 
 SAMPLING = ("replacement", "shuffle")
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 # Steps per kernel call in train(): each call is one nogil run of this many
 # steps, so Python (the progress bar, Ctrl-C) gets control a few times a
@@ -115,7 +116,7 @@ class History:
 
 def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_rate=2.0,
           loss="mse", sampling="replacement", seed=None, validation=None, progress=True,
-          patience=None, n_threads=None):
+          lr_schedule="constant", patience=None, n_threads=None):
     """Train model in place with minibatch SGD.
 
     X : (n, n_inputs) array-like, converted once to the model's dtype.
@@ -123,6 +124,8 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     iterations / epochs : give exactly one. An epoch is ceil(n / batch_size) steps.
     sampling : "replacement" draws every batch uniformly with replacement (the
         notebook's get_batch); "shuffle" walks a fresh permutation each epoch.
+    lr_schedule : "constant", or "linear" / "cosine" decay from learning_rate
+        to 0 over the run, updated every few hundred steps.
     validation : optional (X_val, y_val), scored at the end of every interval.
     patience : with validation, stop after this many intervals without a new
         best validation accuracy and restore the best parameters.
@@ -136,6 +139,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     learning_rate = check_positive_float(learning_rate, "learning_rate")
     check_choice(sampling, SAMPLING, "sampling")
+    check_choice(lr_schedule, LR_SCHEDULES, "lr_schedule")
     rng = np.random.default_rng(check_seed(seed))
     iterations = check_int(iterations, "iterations", minimum=1, allow_none=True)
     epochs = check_int(epochs, "epochs", minimum=1, allow_none=True)
@@ -173,9 +177,10 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
                 for first in range(0, interval, _STEPS_PER_CALL):
                     steps = min(_STEPS_PER_CALL, interval - first)
                     chunk = order[first * batch_size:(first + steps) * batch_size]
+                    lr = _scheduled(learning_rate, lr_schedule, done + steps / 2, total_steps)
                     _kernels.train_steps(model._params, model._sizes, model._hidden_code,
                                          model._output_code, code, X, y, chunk, batch_size,
-                                         learning_rate, work, batch_losses)
+                                         lr, work, batch_losses)
                     chunk_loss = float(batch_losses[:steps].sum())
                     loss_sum += chunk_loss
                     done += steps
@@ -211,6 +216,16 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     if patience is not None and best[1] is not None:
         model._params[...] = best[1]
     return history
+
+
+def _scheduled(learning_rate, schedule, step, total_steps):
+    """The learning rate at `step` (the middle of a kernel call) of total_steps."""
+    progress = step / total_steps
+    if schedule == "linear":
+        return learning_rate * (1 - progress)
+    if schedule == "cosine":
+        return learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+    return learning_rate
 
 
 def _progress_bar(total, progress):

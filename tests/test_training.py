@@ -410,3 +410,38 @@ def test_concurrent_forward_matches_sequential():
     for tid in (0, 1):
         for i, out in results[tid]:
             np.testing.assert_array_equal(out, expected[i])
+
+
+# --- learning-rate schedules -------------------------------------------------------------------
+
+def test_schedules_decay_from_the_learning_rate_to_zero():
+    from mlp.training import _scheduled
+
+    assert _scheduled(0.5, "constant", 70, 100) == 0.5
+    assert _scheduled(0.5, "linear", 0, 100) == 0.5
+    assert _scheduled(0.5, "linear", 75, 100) == pytest.approx(0.125)
+    assert _scheduled(0.5, "cosine", 50, 100) == pytest.approx(0.25)
+    assert _scheduled(0.5, "cosine", 100, 100) == pytest.approx(0.0)
+
+
+def test_a_schedule_changes_training_and_stays_deterministic():
+    rng = np.random.default_rng(0)
+    X = rng.random((90, 5))
+    y = rng.integers(0, 3, 90)
+
+    def run(schedule):
+        model = mlp.Model([5, 4, 3], output="softmax", seed=1, dtype=np.float64)
+        mlp.train(model, X, y, epochs=3, batch_size=10, learning_rate=0.5, loss="cross_entropy",
+                  seed=2, progress=False, lr_schedule=schedule)
+        return model._params.copy()
+
+    np.testing.assert_array_equal(run("cosine"), run("cosine"))
+    assert not np.array_equal(run("cosine"), run("constant"))
+
+
+@pytest.mark.parametrize("bad, exc", [("step", ValueError), (None, TypeError)])
+def test_unknown_schedule_is_refused(bad, exc):
+    model = mlp.Model([2, 2], seed=0)
+    with pytest.raises(exc, match="lr_schedule"):
+        mlp.train(model, np.zeros((4, 2)), [0, 1, 0, 1], iterations=1, lr_schedule=bad,
+                  progress=False)

@@ -50,6 +50,8 @@ def build_parser():
     steps.add_argument("--iterations", type=_positive(int), help="SGD steps")
     tr.add_argument("--batch-size", type=_positive(int))
     tr.add_argument("--lr", type=_positive(float), dest="learning_rate", help="learning rate")
+    tr.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"],
+                    help="learning-rate decay over the run")
     tr.add_argument("--loss", choices=["mse", "cross_entropy"])
     tr.add_argument("--activation", choices=["sigmoid", "tanh", "relu"], help="hidden activation")
     tr.add_argument("--output", choices=["sigmoid", "softmax"], help="output activation")
@@ -93,7 +95,8 @@ def _train(args):
 
     preset = PRESETS[args.preset].with_overrides(
         layers=args.layers, epochs=args.epochs, iterations=args.iterations,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, loss=args.loss,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule, loss=args.loss,
         activation=args.activation, output=args.output, init=args.init, sampling=args.sampling,
         dtype=args.dtype, seed=args.seed)
     threads = args.threads or default_threads()
@@ -109,7 +112,7 @@ def _train(args):
     length = (f"{preset.epochs} epochs" if preset.epochs is not None
               else f"{preset.iterations} iterations")
     print(f"Training {model!r}\n  preset {preset.name}: {length}, batch {preset.batch_size}, "
-          f"lr {preset.learning_rate}, loss {preset.loss}, sampling {preset.sampling}, "
+          f"lr {preset.learning_rate} ({preset.lr_schedule}), loss {preset.loss}, sampling {preset.sampling}, "
           f"{threads} BLAS thread(s); data loaded in {load_time:.2f} s", flush=True)
     history = train(model, data.train.images, data.train.labels,
                     validation=(data.validation.images, data.validation.labels),

@@ -46,7 +46,7 @@ def test_flags_override_the_preset(tiny_mnist, tmp_path, capsys):
     assert model.layer_sizes == (784, 16, 10)
     assert model.dtype == np.float32
     assert (model.activation, model.output) == ("sigmoid", "sigmoid")
-    assert "lr 2.0, loss mse, sampling replacement" in capsys.readouterr().out
+    assert "lr 2.0 (constant), loss mse, sampling replacement" in capsys.readouterr().out
 
 
 def test_progress_bar_is_shown(tiny_mnist, capsys):

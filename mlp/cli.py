@@ -59,7 +59,8 @@ def build_parser():
     tr.add_argument("--sampling", choices=["replacement", "shuffle"])
     tr.add_argument("--dtype", choices=["float32", "float64"])
     tr.add_argument("--seed", type=int, help="seed for initialisation and batches")
-    tr.add_argument("--threads", type=_positive(int), help="BLAS threads (default: all cores)")
+    tr.add_argument("--threads", type=_positive(int),
+                    help="BLAS threads (default: 1 for small batches, all cores for large)")
     tr.add_argument("--data", metavar="PATH",
                     help="mnist.pkl.gz or a directory of the four IDX files "
                          "(default: cached copy, fetched on first use)")
@@ -90,7 +91,7 @@ def _report(model, test, threads):
 
 
 def _train(args):
-    from ._threads import default_threads
+    from ._threads import resolve_threads
     from .training import train
 
     preset = PRESETS[args.preset].with_overrides(
@@ -99,7 +100,6 @@ def _train(args):
         lr_schedule=args.lr_schedule, loss=args.loss,
         activation=args.activation, output=args.output, init=args.init, sampling=args.sampling,
         dtype=args.dtype, seed=args.seed)
-    threads = args.threads or default_threads()
     data, load_time = _load_data(args.data)
     if preset.layers[0] != data.train.images.shape[1]:
         raise ValueError(f"--layers must start with {data.train.images.shape[1]} inputs for this "
@@ -109,6 +109,7 @@ def _train(args):
         raise ValueError(f"--layers must end with {n_classes} outputs, one per class, got "
                          f"{preset.layers[-1]}")
     model = preset.build_model()
+    threads = resolve_threads(args.threads, preset.batch_size, preset.layers)
     length = (f"{preset.epochs} epochs" if preset.epochs is not None
               else f"{preset.iterations} iterations")
     print(f"Training {model!r}\n  preset {preset.name}: {length}, batch {preset.batch_size}, "
@@ -117,7 +118,7 @@ def _train(args):
     history = train(model, data.train.images, data.train.labels,
                     validation=(data.validation.images, data.validation.labels),
                     progress=not args.no_progress, n_threads=threads, **preset.train_kwargs())
-    result = _report(model, data.test, threads)
+    result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%  (validation {100 * history.val_accuracy[-1]:.2f}%)"
           f"\nTraining time: {history.total_time:.1f} s for {history.steps[-1]} steps "
           f"({history.steps[-1] / max(history.total_time, 1e-9):.0f} steps/s)")

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _kernels
-from ._threads import blas_threads
+from ._threads import blas_threads, check_threads, resolve_threads
 from ._validation import (
     check_choice,
     check_int,
@@ -60,7 +60,7 @@ def training_step(model, X, Y, learning_rate, loss="mse"):
         Y[np.arange(X.shape[0]), labels] = 1
     else:
         Y = check_matrix(Y, "Y", n_columns=model.n_outputs, dtype=model.dtype, n_rows=X.shape[0])
-    with model._lock, blas_threads(None):
+    with model._lock, blas_threads(resolve_threads(None, X.shape[0], model.layer_sizes)):
         total = _kernels.sgd_step(model._params, model._sizes, model._hidden_code,
                                   model._output_code, code, X, Y, learning_rate,
                                   model._workspace(X.shape[0]))
@@ -129,7 +129,8 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     validation : optional (X_val, y_val), scored at the end of every interval.
     patience : with validation, stop after this many intervals without a new
         best validation accuracy and restore the best parameters.
-    n_threads : BLAS threads for the run (default: all cores, see mlp._threads).
+    n_threads : BLAS threads for the run; None picks 1 for small batches and
+        all cores for large ones (mlp._threads.resolve_threads).
     Returns a History.
     """
     _check_model(model)
@@ -152,6 +153,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
             raise TypeError("validation must be a pair (X_val, y_val)")
         X_val, y_val = _check_inputs_and_labels(model, *validation, "validation[0]", "validation[1]")
     patience = check_int(patience, "patience", minimum=1, allow_none=True)
+    n_threads = check_threads(n_threads)
     if patience is not None and validation is None:
         raise ValueError("patience needs validation data to watch")
 
@@ -165,7 +167,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     start = time.perf_counter()
     done = 0
     try:
-        with model._lock, blas_threads(n_threads):
+        with model._lock, blas_threads(resolve_threads(n_threads, batch_size, model.layer_sizes)):
             while done < total_steps:
                 # One logging interval: an epoch (or an epoch's worth of steps).
                 interval = min(steps_per_epoch, total_steps - done)

@@ -1,0 +1,107 @@
+"""BLAS thread limits: chosen per call, restored afterwards, and safe next to numpy's own BLAS."""
+import threading
+import time
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import mlp
+from mlp._threads import SMALL_GEMM_MACS, blas_threads, default_threads, resolve_threads
+
+
+def _blas_threads_now():
+    return sorted((i["filepath"], i["num_threads"]) for i in threadpool_info()
+                  if i["user_api"] == "blas")
+
+
+def test_resolve_threads():
+    layers = (784, 300, 100, 10)
+    assert resolve_threads(None, 30, layers) == 1
+    assert resolve_threads(None, 1 + SMALL_GEMM_MACS // (784 * 300), layers) == default_threads()
+    assert resolve_threads(3, 30, layers) == 3
+
+
+@pytest.mark.parametrize("bad, exc", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
+                                      ("2", TypeError), (True, TypeError)])
+def test_bad_thread_counts_are_refused(bad, exc):
+    model = mlp.Model([4, 3], seed=0)
+    with pytest.raises(exc, match="n_threads"):
+        model.forward(np.zeros((2, 4)), n_threads=bad)
+    with pytest.raises(exc, match="n_threads"):
+        mlp.train(model, np.zeros((2, 4)), [0, 1], iterations=1, n_threads=bad, progress=False)
+
+
+def test_limits_do_not_leak_into_user_code():
+    before = _blas_threads_now()
+    model = mlp.Model([30, 20, 5], seed=0)
+    X = np.random.default_rng(0).random((50, 30))
+    model.forward(X, n_threads=1)
+    mlp.train(model, X, np.arange(50) % 5, iterations=3, n_threads=1, progress=False)
+    with pytest.raises(ValueError):
+        with blas_threads(1):
+            raise ValueError("the limit must be undone on errors too")
+    assert _blas_threads_now() == before
+
+
+def test_overlapping_calls_restore_the_user_setting():
+    before = _blas_threads_now()
+    models = [mlp.Model([200, 100, 10], seed=s) for s in range(2)]
+    X = np.random.default_rng(0).random((400, 200))
+
+    def work(model):
+        for _ in range(20):
+            model.forward(X, n_threads=1)
+
+    threads = [threading.Thread(target=work, args=(m,)) for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _blas_threads_now() == before
+
+
+def _best_of(fn, repeats=3):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def test_numpy_between_mlp_calls_stays_fast():
+    """A user loop that alternates numpy's BLAS with mlp's (scipy's) BLAS.
+
+    Two OpenBLAS pools spinning against each other on two cores were measured
+    at ~50x slower than either alone; the mix must stay within a small factor
+    of the two parts run separately, and compute the same numbers."""
+    rng = np.random.default_rng(0)
+    A = rng.random((256, 784), dtype=np.float32)
+    W = rng.random((300, 784), dtype=np.float32)
+    model = mlp.Model([784, 300, 100, 10], seed=0)
+    X = rng.random((30, 784), dtype=np.float32)
+    Y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 30)]
+    expected_product = A @ W.T
+    expected_prediction = model.predict(X)
+    n = 30
+
+    def numpy_only():
+        for _ in range(n):
+            A @ W.T
+
+    def mlp_only():
+        for _ in range(n):
+            model.predict(X)
+            model.loss(X, Y)
+
+    def mixed():
+        for _ in range(n):
+            np.testing.assert_array_equal(A @ W.T, expected_product)
+            np.testing.assert_array_equal(model.predict(X), expected_prediction)
+            model.loss(X, Y)
+
+    mixed()  # warm up both pools
+    separate = _best_of(numpy_only) + _best_of(mlp_only)
+    together = _best_of(mixed)
+    assert together < 5 * separate + 0.05, (together, separate)

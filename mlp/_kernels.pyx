@@ -22,10 +22,22 @@
 # and no operand is ever copied or transposed in memory.
 
 from cython cimport floating
-from libc.math cimport exp, expf, expm1, expm1f, log, fabs, fabsf
+from libc.math cimport exp, expm1, expm1f, log, fabs, fabsf
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
+
+cdef extern from "_fastexp.h" nogil:
+    float mlp_expf(float x)
+    double mlp_exp(double x)
+    float mlp_sigmoidf(float x)
+    double mlp_sigmoid(double x)
+    void mlp_bias_sigmoidf(float* z, const float* b, Py_ssize_t n, Py_ssize_t k)
+    void mlp_bias_sigmoid(double* z, const double* b, Py_ssize_t n, Py_ssize_t k)
+    void mlp_sigmoid_inplacef(float* z, Py_ssize_t count)
+    void mlp_sigmoid_inplace(double* z, Py_ssize_t count)
+    int mlp_all_finitef(const float* x, Py_ssize_t n)
+    int mlp_all_finite(const double* x, Py_ssize_t n)
 
 # Activation and loss codes; mirrored in mlp/_codes.py.
 cdef enum:
@@ -61,23 +73,35 @@ cdef inline void _gemm(char transa, char transb, int m, int n, int k,
               <double*>b, &ldb, &beta, c, &ldc)
 
 
+cdef inline void _gemv(char trans, int m, int n, floating alpha,
+                       const floating* a, int lda, const floating* x,
+                       floating beta, floating* y) noexcept nogil:
+    cdef int inc = 1
+    if floating is float:
+        sgemv(&trans, &m, &n, &alpha, <float*>a, &lda, <float*>x, &inc,
+              &beta, y, &inc)
+    else:
+        dgemv(&trans, &m, &n, &alpha, <double*>a, &lda, <double*>x, &inc,
+              &beta, y, &inc)
+
+
+def all_finite(const floating[::1] values):
+    """True when no entry is NaN or infinite: one pass, no temporary array."""
+    cdef bint ok
+    with nogil:
+        if floating is float:
+            ok = mlp_all_finitef(&values[0], values.shape[0])
+        else:
+            ok = mlp_all_finite(&values[0], values.shape[0])
+    return ok
+
+
 cdef inline floating _exp(floating x) noexcept nogil:
+    # Branch-free, so that loops over a batch vectorise (see _fastexp.h).
     if floating is float:
-        return expf(x)
+        return mlp_expf(x)
     else:
-        return exp(x)
-
-
-cdef inline floating _sigmoid(floating z) noexcept nogil:
-    # exp(-|z|) never overflows, and both branches share it, so this is
-    # exact to rounding for every finite z and never warns.
-    cdef floating e
-    if floating is float:
-        e = expf(-fabsf(z))
-    else:
-        e = exp(-fabs(z))
-    cdef floating r = 1 / (1 + e)
-    return r if z >= 0 else e * r
+        return mlp_exp(x)
 
 
 cdef inline floating _tanh(floating z) noexcept nogil:
@@ -115,12 +139,15 @@ cdef void _bias_activation(floating* z, const floating* b, Py_ssize_t n,
     cdef Py_ssize_t i, j
     cdef floating* row
     cdef floating v, m, s
+    if act == ACT_SIGMOID:
+        if floating is float:
+            mlp_bias_sigmoidf(z, b, n, k)
+        else:
+            mlp_bias_sigmoid(z, b, n, k)
+        return
     for i in range(n):
         row = z + i * k
-        if act == ACT_SIGMOID:
-            for j in range(k):
-                row[j] = _sigmoid(row[j] + b[j])
-        elif act == ACT_TANH:
+        if act == ACT_TANH:
             for j in range(k):
                 row[j] = _tanh(row[j] + b[j])
         elif act == ACT_RELU:
@@ -273,8 +300,13 @@ cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
         w = params + off
         b = w + fout * fin
         off += fout * (fin + 1)
-        _gemm(c'T', c'N', <int>fout, <int>n, <int>fin, 1, w, <int>fin,
-              acts[l], <int>fin, 0, acts[l + 1], <int>fout)
+        if n == 1:
+            # One row: a matrix-vector product. gemm would pack all of W
+            # into its panel format first, which costs more than the product.
+            _gemv(c'T', <int>fin, <int>fout, 1, w, <int>fin, acts[l], 0, acts[l + 1])
+        else:
+            _gemm(c'T', c'N', <int>fout, <int>n, <int>fin, 1, w, <int>fin,
+                  acts[l], <int>fin, 0, acts[l + 1], <int>fout)
         act = hidden_act if l < n_layers - 1 else output_act
         if l == n_layers - 1 and z_out != NULL:
             _add_bias(acts[l + 1], b, n, fout)
@@ -304,8 +336,10 @@ cdef void _apply_activation(floating* z, Py_ssize_t n, Py_ssize_t k,
             for j in range(k):
                 row[j] = row[j] * s
     elif act == ACT_SIGMOID:
-        for i in range(n * k):
-            z[i] = _sigmoid(z[i])
+        if floating is float:
+            mlp_sigmoid_inplacef(z, n * k)
+        else:
+            mlp_sigmoid_inplace(z, n * k)
     elif act == ACT_TANH:
         for i in range(n * k):
             z[i] = _tanh(z[i])

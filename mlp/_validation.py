@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from ._kernels import all_finite
+
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -107,11 +109,11 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None):
         raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
     if n_rows is not None and arr.shape[0] != n_rows:
         raise ValueError(f"{name} must have {n_rows} rows, got shape {arr.shape}")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinity")
     with np.errstate(over="ignore"):
         converted = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(converted).all():
+    if not all_finite(converted.reshape(-1)):
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinity")
         raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
     return converted
 

@@ -44,13 +44,19 @@ def default_threads():
         return max(1, os.cpu_count() or 1)
 
 
-# Below this many multiply-adds in the largest GEMM of a kernel call, one
-# thread is used when the caller does not say: OpenBLAS threads hand off
-# through spin-waits, and on a small GEMM (a batch of 30 through a 784x300
-# layer is 7M) the hand-offs cost about what the second core gains, and far
-# more as soon as another process wants the core (measured: 25 steps/s on 2
-# threads against 400 on 1 with the machine loaded).
-SMALL_GEMM_MACS = 1 << 24
+# Two measured facts decide the defaults (2-core machine, numpy's and
+# scipy's OpenBLAS side by side; see bench/bench_blas_mix.py):
+# * OpenBLAS workers spin for ~0.1 s after a multi-threaded call. A numpy
+#   matmul right after a 2-thread mlp call ran up to 12x slower, and an mlp
+#   call right after a numpy one 1.8x slower; with mlp on 1 thread neither
+#   slowed the other. So calls that take milliseconds, the ones a user
+#   interleaves with numpy (forward, predict, loss, gradients,
+#   training_step), default to 1 thread.
+# * A training run is one long call, where the second core is worth having
+#   (1.3-1.5x at batch 64-128) and a spin after it costs at most ~0.1 s once,
+#   but only when a step's GEMMs are big enough: below this many
+#   multiply-adds in the largest one, hand-offs cost what the core gains.
+SMALL_GEMM_MACS = 1 << 23
 
 
 def check_threads(n_threads):
@@ -58,9 +64,16 @@ def check_threads(n_threads):
     return check_int(n_threads, "n_threads", minimum=1, allow_none=True)
 
 
+def call_threads(n_threads):
+    """Threads for a short call (forward, loss, one step): n_threads, else 1."""
+    n_threads = check_threads(n_threads)
+    return 1 if n_threads is None else n_threads
+
+
 def resolve_threads(n_threads, rows, layer_sizes):
-    """The thread count for a kernel call on `rows` rows: n_threads if given,
-    else 1 for small GEMMs and all available cores for large ones."""
+    """Threads for a training run on batches of `rows`: n_threads if given,
+    else all available cores when the largest GEMM of a step is big enough
+    to gain from them, else 1."""
     n_threads = check_threads(n_threads)
     if n_threads is not None:
         return n_threads

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from . import _kernels
-from ._threads import blas_threads, check_threads, resolve_threads
+from ._threads import blas_threads, call_threads
 from ._validation import (
     check_choice,
     check_dtype,
@@ -160,13 +160,11 @@ class Model:
         """Output activations for X.
 
         X : array-like (n, layer_sizes[0]); converted to the model's dtype.
-        n_threads : BLAS threads; None picks 1 for small batches and all
-            cores for large ones (mlp._threads.resolve_threads).
+        n_threads : BLAS threads (default 1: see mlp/_threads.py for why).
         Returns ndarray (n, layer_sizes[-1]) of the model's dtype.
         """
-        n_threads = check_threads(n_threads)
+        threads = call_threads(n_threads)
         X = self._check_x(X)
-        threads = resolve_threads(n_threads, min(X.shape[0], _FORWARD_CHUNK), self.layer_sizes)
         with self._lock, blas_threads(threads):
             return self._forward_locked(X)
 
@@ -223,7 +221,7 @@ class Model:
         X = self._check_x(X)
         Y = self._check_targets(Y, X.shape[0])
         grads = np.empty_like(self._params) if want_gradients else self._params
-        with self._lock, blas_threads(resolve_threads(None, X.shape[0], self.layer_sizes)):
+        with self._lock, blas_threads(1):
             total = _kernels.loss_and_gradients(
                 self._params, self._sizes, self._hidden_code, self._output_code, code,
                 X, Y, grads, self._workspace(X.shape[0]), want_gradients)

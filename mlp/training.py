@@ -60,7 +60,7 @@ def training_step(model, X, Y, learning_rate, loss="mse"):
         Y[np.arange(X.shape[0]), labels] = 1
     else:
         Y = check_matrix(Y, "Y", n_columns=model.n_outputs, dtype=model.dtype, n_rows=X.shape[0])
-    with model._lock, blas_threads(resolve_threads(None, X.shape[0], model.layer_sizes)):
+    with model._lock, blas_threads(1):
         total = _kernels.sgd_step(model._params, model._sizes, model._hidden_code,
                                   model._output_code, code, X, Y, learning_rate,
                                   model._workspace(X.shape[0]))
@@ -129,8 +129,8 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     validation : optional (X_val, y_val), scored at the end of every interval.
     patience : with validation, stop after this many intervals without a new
         best validation accuracy and restore the best parameters.
-    n_threads : BLAS threads for the run; None picks 1 for small batches and
-        all cores for large ones (mlp._threads.resolve_threads).
+    n_threads : BLAS threads for the run; None uses all cores when a step's
+        GEMMs are big enough to gain from them, else 1 (mlp/_threads.py).
     Returns a History.
     """
     _check_model(model)

@@ -519,34 +519,48 @@ def sgd_step(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
     return total
 
 
+# The training data may be float32 under a float64 model (the rows are
+# converted as they are gathered), so that a float64 run does not need a
+# float64 copy of the whole data set.
+ctypedef fused data_floating:
+    float
+    double
+
+
 def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
                 int hidden_act, int output_act, int loss,
-                const floating[:, ::1] x, const int64_t[::1] labels,
+                const data_floating[:, ::1] x, const int64_t[::1] labels,
                 const int64_t[::1] order, Py_ssize_t batch_size,
                 double learning_rate, floating[::1] work,
                 double[::1] batch_losses):
     """Run SGD over the samples listed in `order`, batch_size at a time.
 
-    Step s trains on rows x[order[s*batch_size : (s+1)*batch_size]] with
-    one-hot targets built from labels; the last batch may be shorter. The
+    Step s trains on rows x[order[s*batch_size : (s+1)*batch_size]] (of
+    either float type, converted to the model's) with one-hot targets built
+    from labels; the last batch may be shorter. The
     rows are gathered into the workspace in C, so the whole run is one
     nogil call. batch_losses[s] receives step s's summed loss.
     work must hold workspace_size(sizes, batch_size) elements."""
     cdef int L = <int>sizes.shape[0] - 1
     cdef Py_ssize_t n_total = order.shape[0], d = sizes[0], k = sizes[L]
-    cdef Py_ssize_t start, n, i, s = 0
+    cdef Py_ssize_t start, n, i, j, s = 0
     cdef _Carve c = _carve(&sizes[0], L, batch_size)
     cdef floating* acts[MAX_LAYERS + 1]
     cdef floating* pw = &work[0]
     cdef floating* xb = pw + c.inputs
     cdef floating* yb = pw + c.targets
+    cdef floating* dst
+    cdef const data_floating* src
     cdef floating step
     with nogil:
         start = 0
         while start < n_total:
             n = batch_size if n_total - start > batch_size else n_total - start
             for i in range(n):
-                memcpy(xb + i * d, &x[order[start + i], 0], d * sizeof(floating))
+                src = &x[order[start + i], 0]
+                dst = xb + i * d
+                for j in range(d):
+                    dst[j] = <floating>src[j]
             memset(yb, 0, n * k * sizeof(floating))
             for i in range(n):
                 yb[i * k + labels[order[start + i]]] = 1

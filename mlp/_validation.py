@@ -92,6 +92,9 @@ def _as_numeric_array(value, name):
 def check_matrix(value, name, *, n_columns, dtype, n_rows=None):
     """Return value as a C-contiguous (n, n_columns) array of dtype.
 
+    dtype=None keeps float32 and float64 input as it is and converts
+    anything else to float64.
+
     Raises TypeError for non-numeric input and ValueError for a wrong shape,
     an empty batch, or a non-finite entry. Copies only when the dtype or the
     memory layout has to change."""
@@ -109,6 +112,8 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None):
         raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
     if n_rows is not None and arr.shape[0] != n_rows:
         raise ValueError(f"{name} must have {n_rows} rows, got shape {arr.shape}")
+    if dtype is None:
+        dtype = arr.dtype if arr.dtype in SUPPORTED_DTYPES else np.float64
     with np.errstate(over="ignore"):
         converted = np.ascontiguousarray(arr, dtype=dtype)
     if not all_finite(converted.reshape(-1)):

@@ -35,8 +35,12 @@ def _check_model(model, name="model"):
     return model
 
 
-def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y"):
-    X = check_matrix(X, X_name, n_columns=model.n_inputs, dtype=model.dtype)
+def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y", keep_float=False):
+    # keep_float: the training kernel converts float32 rows as it gathers
+    # them, so float32 data under a float64 model is not copied.
+    # Only widening is left to the kernel: narrowing could overflow to inf.
+    widen = keep_float and model.dtype == np.float64
+    X = check_matrix(X, X_name, n_columns=model.n_inputs, dtype=None if widen else model.dtype)
     y = check_labels(y, y_name, n_classes=model.n_outputs, n_rows=X.shape[0])
     return X, y
 
@@ -119,7 +123,9 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
           lr_schedule="constant", patience=None, n_threads=None):
     """Train model in place with minibatch SGD.
 
-    X : (n, n_inputs) array-like, converted once to the model's dtype.
+    X : (n, n_inputs) array-like, converted once to the model's dtype, except
+        float32 data for a float64 model: its rows are widened as batches are
+        gathered, so the data set is not copied.
     y : (n,) integer labels in [0, n_outputs); one-hot encoded in the kernel.
     iterations / epochs : give exactly one. An epoch is ceil(n / batch_size) steps.
     sampling : "replacement" draws every batch uniformly with replacement (the
@@ -135,7 +141,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     """
     _check_model(model)
     code = loss_code(loss, model.output)
-    X, y = _check_inputs_and_labels(model, X, y)
+    X, y = _check_inputs_and_labels(model, X, y, keep_float=True)
     n = X.shape[0]
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     learning_rate = check_positive_float(learning_rate, "learning_rate")

@@ -449,3 +449,26 @@ def test_unknown_schedule_is_refused(bad, exc):
     with pytest.raises(exc, match="lr_schedule"):
         mlp.train(model, np.zeros((4, 2)), [0, 1, 0, 1], iterations=1, lr_schedule=bad,
                   progress=False)
+
+
+@pytest.mark.parametrize("sampling", ["replacement", "shuffle"])
+def test_float32_data_trains_a_float64_model_without_a_copy_and_identically(sampling, monkeypatch):
+    rng = np.random.default_rng(0)
+    X32 = rng.random((64, 6), dtype=np.float32)
+    y = rng.integers(0, 3, 64)
+    seen = []
+    real = training_module._kernels.train_steps
+
+    def spy(*args):
+        seen.append(args[5])
+        return real(*args)
+
+    monkeypatch.setattr(training_module._kernels, "train_steps", spy)
+    models = []
+    for X in (X32, X32.astype(np.float64)):
+        model = mlp.Model([6, 5, 3], seed=3, dtype=np.float64)
+        mlp.train(model, X, y, epochs=2, batch_size=7, sampling=sampling, seed=1,
+                  learning_rate=0.5, progress=False)
+        models.append(model)
+    assert seen[0] is X32  # handed to the kernel as it is
+    np.testing.assert_array_equal(models[0]._params, models[1]._params)

@@ -63,7 +63,7 @@ PRESETS = {
     "default": Preset(
         name="default",
         description="ReLU hidden layers, softmax output, cross-entropy, Xavier init, shuffled "
-                    "epochs of batches of 64, lr 0.5 with cosine decay, 8 epochs, float32",
+                    "epochs of batches of 64, lr 0.5 with cosine decay, 10 epochs, float32",
         activation="relu",
         output="softmax",
         init="xavier",
@@ -72,6 +72,6 @@ PRESETS = {
         batch_size=64,
         learning_rate=0.5,
         lr_schedule="cosine",
-        epochs=8,
+        epochs=10,
     ),
 }

@@ -111,33 +111,6 @@ static inline double mlp_sigmoid(double x)
 #define MLP_MULTIVERSION __attribute__((target_clones("avx2,fma", "default")))
 #else
 #define MLP_MULTIVERSION
-/* 1 when no entry is NaN or inf: the exponent bits are all ones exactly
- * for those. An integer OR-reduction, so it vectorises without reordering
- * any floating-point sum. */
-MLP_MULTIVERSION
-static int mlp_all_finitef(const float *x, ptrdiff_t n)
-{
-    uint32_t bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, x + i, sizeof bits);
-        bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
-    }
-    return bad == 0;
-}
-
-MLP_MULTIVERSION
-static int mlp_all_finite(const double *x, ptrdiff_t n)
-{
-    uint64_t bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        uint64_t bits;
-        memcpy(&bits, x + i, sizeof bits);
-        bad |= (uint64_t)((bits & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
-    }
-    return bad == 0;
-}
-
 #endif
 
 /* z[i, j] <- sigmoid(z[i, j] + b[j]) for an (n, k) row-major z. */

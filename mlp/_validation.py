@@ -89,11 +89,12 @@ def _as_numeric_array(value, name):
     return arr
 
 
-def check_matrix(value, name, *, n_columns, dtype, n_rows=None):
+def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True):
     """Return value as a C-contiguous (n, n_columns) array of dtype.
 
     dtype=None keeps float32 and float64 input as it is and converts
-    anything else to float64.
+    anything else to float64. finite=False skips the scan for NaN and inf,
+    for a caller whose kernel checks the rows it reads (train()).
 
     Raises TypeError for non-numeric input and ValueError for a wrong shape,
     an empty batch, or a non-finite entry. Copies only when the dtype or the
@@ -116,7 +117,7 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None):
         dtype = arr.dtype if arr.dtype in SUPPORTED_DTYPES else np.float64
     with np.errstate(over="ignore"):
         converted = np.ascontiguousarray(arr, dtype=dtype)
-    if not all_finite(converted.reshape(-1)):
+    if finite and not all_finite(converted.reshape(-1)):
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinity")
         raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")

@@ -35,12 +35,13 @@ def _check_model(model, name="model"):
     return model
 
 
-def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y", keep_float=False):
-    # keep_float: the training kernel converts float32 rows as it gathers
-    # them, so float32 data under a float64 model is not copied.
-    # Only widening is left to the kernel: narrowing could overflow to inf.
-    widen = keep_float and model.dtype == np.float64
-    X = check_matrix(X, X_name, n_columns=model.n_inputs, dtype=None if widen else model.dtype)
+def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y", for_training=False):
+    # for_training: the training kernel widens float32 rows to a float64
+    # model as it gathers them (so the data set is not copied), and checks
+    # the rows it gathers for NaN and inf (so the data set is not scanned).
+    widen = for_training and model.dtype == np.float64
+    X = check_matrix(X, X_name, n_columns=model.n_inputs, dtype=None if widen else model.dtype,
+                     finite=not for_training)
     y = check_labels(y, y_name, n_classes=model.n_outputs, n_rows=X.shape[0])
     return X, y
 
@@ -141,7 +142,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     """
     _check_model(model)
     code = loss_code(loss, model.output)
-    X, y = _check_inputs_and_labels(model, X, y, keep_float=True)
+    X, y = _check_inputs_and_labels(model, X, y, for_training=True)
     n = X.shape[0]
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     learning_rate = check_positive_float(learning_rate, "learning_rate")
@@ -166,7 +167,8 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     history = History()
     work = np.empty(_kernels.workspace_size(model._sizes, batch_size), dtype=model.dtype)
     batch_losses = np.empty(_STEPS_PER_CALL)
-    last_good = model._params.copy()
+    initial = model._params.copy()
+    last_good = initial.copy()
     best = (-1.0, None)
     stale = 0
     bar = _progress_bar(total_steps, progress)
@@ -186,9 +188,14 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
                     steps = min(_STEPS_PER_CALL, interval - first)
                     chunk = order[first * batch_size:(first + steps) * batch_size]
                     lr = _scheduled(learning_rate, lr_schedule, done + steps / 2, total_steps)
-                    _kernels.train_steps(model._params, model._sizes, model._hidden_code,
-                                         model._output_code, code, X, y, chunk, batch_size,
-                                         lr, work, batch_losses)
+                    status = _kernels.train_steps(
+                        model._params, model._sizes, model._hidden_code, model._output_code,
+                        code, X, y, chunk, batch_size, lr, work, batch_losses)
+                    if status < 0:
+                        model._params[...] = initial
+                        raise ValueError(
+                            f"X[{-1 - status}] holds NaN, infinity or a value too large for "
+                            f"{model.dtype.name}; the model is left as it was before train()")
                     chunk_loss = float(batch_losses[:steps].sum())
                     loss_sum += chunk_loss
                     done += steps

@@ -472,3 +472,34 @@ def test_float32_data_trains_a_float64_model_without_a_copy_and_identically(samp
         models.append(model)
     assert seen[0] is X32  # handed to the kernel as it is
     np.testing.assert_array_equal(models[0]._params, models[1]._params)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e300])
+def test_train_refuses_a_non_finite_row_and_leaves_the_model_alone(dtype, bad):
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 5))
+    X[17, 3] = bad
+    y = rng.integers(0, 3, 40)
+    model = mlp.Model([5, 4, 3], seed=0, dtype=dtype)
+    before = model._params.copy()
+    if bad == 1e300 and dtype == np.float64:
+        mlp.train(model, X, y, epochs=1, batch_size=8, sampling="shuffle", progress=False)
+        return  # representable in float64: a legitimate (if silly) input
+    with pytest.raises(ValueError, match=r"X\[17\]"):
+        mlp.train(model, X, y, epochs=2, batch_size=8, sampling="shuffle", progress=False)
+    np.testing.assert_array_equal(model._params, before)
+
+
+def test_train_kernel_reports_the_bad_row_before_stepping():
+    model = mlp.Model([3, 2], seed=0)
+    X = np.ones((4, 3), dtype=np.float32)
+    X[2, 1] = np.nan
+    before = model._params.copy()
+    work = np.empty(training_module._kernels.workspace_size(model._sizes, 2), dtype=np.float32)
+    order = np.array([0, 1, 3, 2], dtype=np.int64)
+    status = training_module._kernels.train_steps(
+        model._params, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64), order, 2, 0.5,
+        work, np.empty(2))
+    assert status == -1 - 2
+    assert not np.array_equal(model._params, before)  # the first, clean batch was applied

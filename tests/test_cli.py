@@ -94,8 +94,10 @@ def test_corrupt_model_file(tmp_path, tiny_mnist, capsys):
     assert "not a model saved by mlp" in capsys.readouterr().err
 
 
-def test_python_dash_m_runs_the_same_program():
+def test_python_dash_m_runs_the_same_program(tmp_path):
+    # Run outside the source tree: `-m` puts the working directory first on
+    # sys.path, and the checkout's mlp/ has no compiled extension.
     result = subprocess.run([sys.executable, "-m", "mlp", "train", "--help"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0
     assert "--preset" in result.stdout and "notebook" in result.stdout

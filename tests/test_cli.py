@@ -97,7 +97,12 @@ def test_corrupt_model_file(tmp_path, tiny_mnist, capsys):
 def test_python_dash_m_runs_the_same_program(tmp_path):
     # Run outside the source tree: `-m` puts the working directory first on
     # sys.path, and the checkout's mlp/ has no compiled extension.
+    import os
+
+    import mlp
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(mlp.__file__)))
     result = subprocess.run([sys.executable, "-m", "mlp", "train", "--help"],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert result.returncode == 0
     assert "--preset" in result.stdout and "notebook" in result.stdout

@@ -194,6 +194,8 @@ cdef void _add_bias(floating* z, const floating* b, Py_ssize_t n,
 cdef void _times_derivative(floating* d, const floating* a, Py_ssize_t count,
                             int act) noexcept nogil:
     """d <- d * act'(.) where a = act(.), in one pass."""
+    # One loop per activation rather than _act_derivative per element, so
+    # that each loop is branch-free and vectorises.
     cdef Py_ssize_t i
     if act == ACT_SIGMOID:
         for i in range(count):
@@ -271,9 +273,11 @@ cdef double _batch_loss(int loss, const floating* a, const floating* z,
 
 
 cdef void _column_sums(const floating* d, floating* out, Py_ssize_t n,
-                       Py_ssize_t k) noexcept nogil:
+                       Py_ssize_t k, bint accumulate) noexcept nogil:
+    """out (k,) <- (or +=, with accumulate) the column sums of d (n, k)."""
     cdef Py_ssize_t i, j
-    memset(out, 0, k * sizeof(floating))
+    if not accumulate:
+        memset(out, 0, k * sizeof(floating))
     for i in range(n):
         for j in range(k):
             out[j] += d[i * k + j]
@@ -350,10 +354,11 @@ cdef void _backward(floating* params, floating* grads, const Py_ssize_t* sizes,
                     int n_layers, int hidden_act, int output_act, int loss,
                     floating** acts, const floating* y, floating* delta,
                     floating* delta_prev, floating* col, Py_ssize_t n,
-                    floating step) noexcept nogil:
+                    floating step, bint accumulate) noexcept nogil:
     """Backpropagate one batch whose forward pass is in acts.
 
-    grads != NULL: write dL/dW and dL/db (sums over the batch) into grads.
+    grads != NULL: write dL/dW and dL/db (sums over the batch) into grads,
+    or add them to it with accumulate.
     grads == NULL: SGD in place, p -= step * dL/dp, with the weight update
     folded into the gradient GEMM (alpha = -step, beta = 1). A layer's
     weights are updated only after the delta below them has been computed
@@ -377,12 +382,12 @@ cdef void _backward(floating* params, floating* grads, const Py_ssize_t* sizes,
             _times_derivative(delta_prev, acts[l], n * fin, hidden_act)
         if grads != NULL:
             _gemm(c'N', c'T', <int>fin, <int>fout, <int>n, 1, acts[l], <int>fin,
-                  delta, <int>fout, 0, grads + off, <int>fin)
-            _column_sums(delta, grads + off + fout * fin, n, fout)
+                  delta, <int>fout, 1 if accumulate else 0, grads + off, <int>fin)
+            _column_sums(delta, grads + off + fout * fin, n, fout, accumulate)
         else:
             _gemm(c'N', c'T', <int>fin, <int>fout, <int>n, -step, acts[l],
                   <int>fin, delta, <int>fout, 1, w, <int>fin)
-            _column_sums(delta, col, n, fout)
+            _column_sums(delta, col, n, fout, False)
             b = w + fout * fin
             for j in range(fout):
                 b[j] = b[j] - step * col[j]
@@ -469,26 +474,32 @@ def loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
                        int hidden_act, int output_act, int loss,
                        const floating[:, ::1] x, const floating[:, ::1] y,
                        floating[::1] grads, floating[::1] work,
-                       bint want_gradients):
+                       bint want_gradients, Py_ssize_t chunk):
     """Summed loss over the batch; with want_gradients, its gradient into grads.
 
-    work must hold workspace_size(sizes, len(x)) elements."""
+    Rows are processed `chunk` at a time, the gradients summed across chunks,
+    so memory does not grow with the batch; work must hold
+    workspace_size(sizes, chunk) elements."""
     cdef int L = <int>sizes.shape[0] - 1
-    cdef Py_ssize_t n = x.shape[0], k = sizes[L]
-    cdef _Carve c = _carve(&sizes[0], L, n)
+    cdef Py_ssize_t n = x.shape[0], k = sizes[L], start, rows
+    cdef _Carve c = _carve(&sizes[0], L, chunk)
     cdef floating* acts[MAX_LAYERS + 1]
     cdef floating* pw = &work[0]
-    cdef double total
+    cdef double total = 0
     with nogil:
-        _point_acts(pw, &sizes[0], L, n, &x[0, 0], acts)
-        _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
-                 pw + c.z_out, n)
-        total = _batch_loss(loss, acts[L], pw + c.z_out, &y[0, 0], n, k)
-        if want_gradients:
-            _backward(&params[0], &grads[0], &sizes[0], L, hidden_act,
-                      output_act, loss, acts, &y[0, 0], pw + c.deltas,
-                      pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col,
-                      n, 0)
+        start = 0
+        while start < n:
+            rows = chunk if n - start > chunk else n - start
+            _point_acts(pw, &sizes[0], L, rows, &x[start, 0], acts)
+            _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
+                     pw + c.z_out, rows)
+            total += _batch_loss(loss, acts[L], pw + c.z_out, &y[start, 0], rows, k)
+            if want_gradients:
+                _backward(&params[0], &grads[0], &sizes[0], L, hidden_act,
+                          output_act, loss, acts, &y[start, 0], pw + c.deltas,
+                          pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col,
+                          rows, 0, start > 0)
+            start += rows
     return total
 
 
@@ -512,7 +523,7 @@ def sgd_step(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
         _backward(&params[0], NULL, &sizes[0], L, hidden_act, output_act,
                   loss, acts, &y[0, 0], pw + c.deltas,
                   pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col, n,
-                  step)
+                  step, False)
     return total
 
 
@@ -582,7 +593,7 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
             _backward(&params[0], NULL, &sizes[0], L, hidden_act, output_act,
                       loss, acts, yb, pw + c.deltas,
                       pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col, n,
-                      step)
+                      step, False)
             start += n
             s += 1
     return -1 - bad_row if bad_row >= 0 else s

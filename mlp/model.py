@@ -27,8 +27,9 @@ INITIALISERS = ("normal", "xavier", "he")
 FORMAT_NAME = "mlp.Model"
 FORMAT_VERSION = 1
 
-# Rows per kernel call in forward(): big enough that the GEMMs run near
-# peak, small enough that the activations stay in cache.
+# Rows per block in forward(), loss() and gradients(): big enough that the
+# GEMMs run near peak, small enough that the activations stay in cache and
+# memory does not grow with the batch.
 _FORWARD_CHUNK = 1024
 
 
@@ -221,10 +222,11 @@ class Model:
         X = self._check_x(X)
         Y = self._check_targets(Y, X.shape[0])
         grads = np.empty_like(self._params) if want_gradients else self._params
+        chunk = min(X.shape[0], _FORWARD_CHUNK)
         with self._lock, blas_threads(1):
             total = _kernels.loss_and_gradients(
                 self._params, self._sizes, self._hidden_code, self._output_code, code,
-                X, Y, grads, self._workspace(X.shape[0]), want_gradients)
+                X, Y, grads, self._workspace(chunk), want_gradients, chunk)
         return float(total), grads
 
     # -- persistence ----------------------------------------------------------

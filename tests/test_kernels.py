@@ -378,17 +378,20 @@ def test_forward_matches_reference(net, chunk_extra):
 # ---------------------------------------------------------------------------
 
 @SETTINGS
-@given(net=networks(), want=st.booleans())
-def test_loss_and_gradients_matches_backprop_reference(net, want):
+@given(net=networks(), want=st.booleans(), data=st.data())
+def test_loss_and_gradients_matches_backprop_reference(net, want, data):
     dtype, sizes = net["dtype"], net["sizes"]
     n = len(net["x"])
-    need = K.workspace_size(net["sizes_arr"], n)
+    # Rows go through in blocks of `chunk`, the gradients summed across blocks.
+    chunk = data.draw(st.integers(1, n), label="chunk")
+    need = K.workspace_size(net["sizes_arr"], chunk)
     full, work = guarded(need, dtype)
     grads = np.full(net["flat"].size, np.nan, dtype=dtype)
     params = net["flat"].copy()
     with strict_fp():
         total = K.loss_and_gradients(params, net["sizes_arr"], net["hidden"], net["out"],
-                                     LOSS[net["loss"]], net["x"], net["y"], grads, work, want)
+                                     LOSS[net["loss"]], net["x"], net["y"], grads, work, want,
+                                     chunk)
     assert_guard_intact(full, need)
     np.testing.assert_array_equal(params, net["flat"])
     Ws, bs = unflatten(net["flat"], sizes)
@@ -420,7 +423,7 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr):
     need = K.workspace_size(sizes_arr, n)
     grads = np.empty_like(net["flat"])
     before = K.loss_and_gradients(net["flat"].copy(), sizes_arr, net["hidden"], net["out"], code,
-                                  net["x"], net["y"], grads, np.empty(need, dtype), True)
+                                  net["x"], net["y"], grads, np.empty(need, dtype), True, n)
     full, work = guarded(need, dtype)
     params = net["flat"].copy()
     with strict_fp():

@@ -221,6 +221,8 @@ class Model:
         code = loss_code(loss, self.output)
         X = self._check_x(X)
         Y = self._check_targets(Y, X.shape[0])
+        # Without want_gradients the kernel never touches grads; any buffer of
+        # the right type satisfies its signature.
         grads = np.empty_like(self._params) if want_gradients else self._params
         chunk = min(X.shape[0], _FORWARD_CHUNK)
         with self._lock, blas_threads(1):

@@ -202,26 +202,28 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
                     if bar is not None:
                         bar.update(steps)
                         bar.set_postfix(loss=f"{chunk_loss / len(chunk):.4f}", refresh=False)
+                mean_loss = loss_sum / len(order)
+                if not (np.isfinite(mean_loss) and _kernels.all_finite(model._params)):
+                    model._params[...] = last_good
+                    raise FloatingPointError(
+                        f"training diverged between steps {done - interval} and {done} "
+                        f"(loss {mean_loss}); the model keeps its parameters from step "
+                        f"{done - interval}. Lower learning_rate.")
+                last_good[...] = model._params
                 history.steps.append(done)
-                history.loss.append(loss_sum / len(order))
+                history.loss.append(mean_loss)
                 if validation is not None:
-                    acc = float(np.count_nonzero(model._forward_locked(X_val).argmax(axis=1) == y_val)) / len(y_val)
+                    predicted = model._forward_locked(X_val).argmax(axis=1)
+                    acc = float(np.count_nonzero(predicted == y_val)) / len(y_val)
                     history.val_accuracy.append(acc)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{history.loss[-1]:.4f}", val_acc=f"{acc:.4f}")
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", val_acc=f"{acc:.4f}")
                     if acc > best[0]:
                         best, stale = (acc, model._params.copy()), 0
                         history.best_step = done
                     else:
                         stale += 1
                 history.time.append(time.perf_counter() - start)
-                if not (np.isfinite(history.loss[-1]) and np.isfinite(model._params).all()):
-                    model._params[...] = last_good
-                    raise FloatingPointError(
-                        f"training diverged between steps {done - interval} and {done} "
-                        f"(loss {history.loss[-1]}); the model keeps its parameters from step "
-                        f"{done - interval}. Lower learning_rate.")
-                last_good[...] = model._params
                 if patience is not None and stale >= patience:
                     history.stopped_early = True
                     break

@@ -45,7 +45,8 @@ def default_threads():
 
 
 # Two measured facts decide the defaults (2-core machine, numpy's and
-# scipy's OpenBLAS side by side; see bench/bench_blas_mix.py):
+# scipy's OpenBLAS side by side; bench/bench_blas_handoff.py and
+# bench/bench_blas_mix.py measure them):
 # * OpenBLAS workers spin for ~0.1 s after a multi-threaded call. A numpy
 #   matmul right after a 2-thread mlp call ran up to 12x slower, and an mlp
 #   call right after a numpy one 1.8x slower; with mlp on 1 thread neither

@@ -108,7 +108,7 @@ def make_runners(dtype, batch, n_threads, X, labels, init_model, torch, seed):
             order = rng.integers(0, n, size=steps * batch, dtype=np.int64)
             losses = np.empty(steps)
             _kernels.train_steps(mk._params, mk._sizes, mk._hidden_code, mk._output_code, 0,
-                                 X, labels, order, batch, LR, work, losses)
+                                 X, labels, order, batch, LR, 0.0, work, losses)
             return C.now() - t0
 
     runners["mlp_kernel"] = run_mlp_kernel
@@ -375,7 +375,7 @@ def train_call_overhead(data, labels, init, repeats=5):
                           progress=False, n_threads=1, seed=r)
                 t1 = C.now()
                 _kernels.train_steps(m._params, m._sizes, m._hidden_code, m._output_code, 0, X, labels,
-                                     np.arange(30, dtype=np.int64), 30, LR, work, np.empty(1))
+                                     np.arange(30, dtype=np.int64), 30, LR, 0.0, work, np.empty(1))
                 t2 = C.now()
                 if r:  # first round is warm-up
                     t_train.append(t1 - t0)

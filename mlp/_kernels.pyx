@@ -354,13 +354,15 @@ cdef void _backward(floating* params, floating* grads, const Py_ssize_t* sizes,
                     int n_layers, int hidden_act, int output_act, int loss,
                     floating** acts, const floating* y, floating* delta,
                     floating* delta_prev, floating* col, Py_ssize_t n,
-                    floating step, bint accumulate) noexcept nogil:
+                    floating step, floating keep, bint accumulate) noexcept nogil:
     """Backpropagate one batch whose forward pass is in acts.
 
     grads != NULL: write dL/dW and dL/db (sums over the batch) into grads,
     or add them to it with accumulate.
     grads == NULL: SGD in place, p -= step * dL/dp, with the weight update
-    folded into the gradient GEMM (alpha = -step, beta = 1). A layer's
+    folded into the gradient GEMM (alpha = -step, beta = keep): keep < 1
+    is L2 weight decay, W <- keep * W - step * dL/dW, at no extra pass.
+    Biases are not decayed. A layer's
     weights are updated only after the delta below them has been computed
     from the old weights, so the step is the exact gradient step."""
     cdef int l
@@ -386,7 +388,7 @@ cdef void _backward(floating* params, floating* grads, const Py_ssize_t* sizes,
             _column_sums(delta, grads + off + fout * fin, n, fout, accumulate)
         else:
             _gemm(c'N', c'T', <int>fin, <int>fout, <int>n, -step, acts[l],
-                  <int>fin, delta, <int>fout, 1, w, <int>fin)
+                  <int>fin, delta, <int>fout, keep, w, <int>fin)
             _column_sums(delta, col, n, fout, False)
             b = w + fout * fin
             for j in range(fout):
@@ -498,7 +500,7 @@ def loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
                 _backward(&params[0], &grads[0], &sizes[0], L, hidden_act,
                           output_act, loss, acts, &y[start, 0], pw + c.deltas,
                           pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col,
-                          rows, 0, start > 0)
+                          rows, 0, 1, start > 0)
             start += rows
     return total
 
@@ -506,14 +508,17 @@ def loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
 def sgd_step(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
              int output_act, int loss, const floating[:, ::1] x,
              const floating[:, ::1] y, double learning_rate,
-             floating[::1] work):
-    """One in-place SGD step, p -= learning_rate / n * dL/dp; returns the batch loss."""
+             double weight_decay, floating[::1] work):
+    """One in-place SGD step, p -= learning_rate / n * dL/dp; returns the batch loss.
+
+    With weight_decay, weights also shrink by learning_rate * weight_decay * W."""
     cdef int L = <int>sizes.shape[0] - 1
     cdef Py_ssize_t n = x.shape[0], k = sizes[L]
     cdef _Carve c = _carve(&sizes[0], L, n)
     cdef floating* acts[MAX_LAYERS + 1]
     cdef floating* pw = &work[0]
     cdef floating step = <floating>(learning_rate / n)
+    cdef floating keep = <floating>(1 - learning_rate * weight_decay)
     cdef double total
     with nogil:
         _point_acts(pw, &sizes[0], L, n, &x[0, 0], acts)
@@ -523,7 +528,7 @@ def sgd_step(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
         _backward(&params[0], NULL, &sizes[0], L, hidden_act, output_act,
                   loss, acts, &y[0, 0], pw + c.deltas,
                   pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col, n,
-                  step, False)
+                  step, keep, False)
     return total
 
 
@@ -539,7 +544,7 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
                 int hidden_act, int output_act, int loss,
                 const data_floating[:, ::1] x, const int64_t[::1] labels,
                 const int64_t[::1] order, Py_ssize_t batch_size,
-                double learning_rate, floating[::1] work,
+                double learning_rate, double weight_decay, floating[::1] work,
                 double[::1] batch_losses):
     """Run SGD over the samples listed in `order`, batch_size at a time.
 
@@ -563,6 +568,7 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
     cdef floating* dst
     cdef const data_floating* src
     cdef floating step
+    cdef floating keep = <floating>(1 - learning_rate * weight_decay)
     cdef int64_t bad_row = -1
     with nogil:
         start = 0
@@ -593,7 +599,7 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
             _backward(&params[0], NULL, &sizes[0], L, hidden_act, output_act,
                       loss, acts, yb, pw + c.deltas,
                       pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col, n,
-                      step, False)
+                      step, keep, False)
             start += n
             s += 1
     return -1 - bad_row if bad_row >= 0 else s

@@ -52,6 +52,7 @@ def build_parser():
     tr.add_argument("--lr", type=_positive(float), dest="learning_rate", help="learning rate")
     tr.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"],
                     help="learning-rate decay over the run")
+    tr.add_argument("--weight-decay", type=float, help="L2 penalty on the weights (default 0)")
     tr.add_argument("--loss", choices=["mse", "cross_entropy"])
     tr.add_argument("--activation", choices=["sigmoid", "tanh", "relu"], help="hidden activation")
     tr.add_argument("--output", choices=["sigmoid", "softmax"], help="output activation")
@@ -97,7 +98,7 @@ def _train(args):
     preset = PRESETS[args.preset].with_overrides(
         layers=args.layers, epochs=args.epochs, iterations=args.iterations,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
-        lr_schedule=args.lr_schedule, loss=args.loss,
+        lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, loss=args.loss,
         activation=args.activation, output=args.output, init=args.init, sampling=args.sampling,
         dtype=args.dtype, seed=args.seed)
     data, load_time = _load_data(args.data)

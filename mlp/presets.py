@@ -20,6 +20,7 @@ class Preset:
     batch_size: int = 30
     learning_rate: float = 2.0
     lr_schedule: str = "constant"
+    weight_decay: float = 0.0
     iterations: int | None = None
     epochs: int | None = None
     dtype: str = "float32"
@@ -44,6 +45,7 @@ class Preset:
     def train_kwargs(self):
         return dict(iterations=self.iterations, epochs=self.epochs, batch_size=self.batch_size,
                     learning_rate=self.learning_rate, lr_schedule=self.lr_schedule,
+                    weight_decay=self.weight_decay,
                     loss=self.loss, sampling=self.sampling,
                     seed=self.seed)
 

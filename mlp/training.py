@@ -46,11 +46,13 @@ def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y", for_training=F
     return X, y
 
 
-def training_step(model, X, Y, learning_rate, loss="mse"):
+def training_step(model, X, Y, learning_rate, loss="mse", *, weight_decay=0.0):
     """One in-place SGD step on one batch through the fused kernel.
 
     Exactly ``p -= learning_rate / len(X) * grad_p`` for every parameter p,
-    where grad_p is the gradient of ``model.loss(X, Y, loss)``.
+    where grad_p is the gradient of ``model.loss(X, Y, loss)``. With
+    weight_decay, weights (not biases) also lose ``learning_rate *
+    weight_decay * W``, as PyTorch's SGD weight_decay does.
 
     X : (n, n_inputs); Y : (n, n_outputs) targets, or (n,) integer labels
     which are one-hot encoded. Returns the batch's summed loss before the step.
@@ -58,6 +60,7 @@ def training_step(model, X, Y, learning_rate, loss="mse"):
     _check_model(model)
     code = loss_code(loss, model.output)
     learning_rate = check_positive_float(learning_rate, "learning_rate")
+    weight_decay = _check_weight_decay(weight_decay, learning_rate)
     X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype)
     if np.ndim(Y) == 1:
         labels = check_labels(Y, "Y", n_classes=model.n_outputs, n_rows=X.shape[0])
@@ -68,8 +71,16 @@ def training_step(model, X, Y, learning_rate, loss="mse"):
     with model._lock, blas_threads(1):
         total = _kernels.sgd_step(model._params, model._sizes, model._hidden_code,
                                   model._output_code, code, X, Y, learning_rate,
-                                  model._workspace(X.shape[0]))
+                                  weight_decay, model._workspace(X.shape[0]))
     return float(total)
+
+
+def _check_weight_decay(weight_decay, learning_rate):
+    weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+    if learning_rate * weight_decay >= 1:
+        raise ValueError(f"learning_rate * weight_decay must be below 1 (it scales the weights "
+                         f"by 1 - their product each step); got {learning_rate * weight_decay}")
+    return weight_decay
 
 
 class Evaluation(NamedTuple):
@@ -121,7 +132,7 @@ class History:
 
 def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_rate=2.0,
           loss="mse", sampling="replacement", seed=None, validation=None, progress=True,
-          lr_schedule="constant", patience=None, n_threads=None):
+          lr_schedule="constant", weight_decay=0.0, patience=None, n_threads=None):
     """Train model in place with minibatch SGD.
 
     X : (n, n_inputs) array-like, converted once to the model's dtype, except
@@ -133,6 +144,9 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
         notebook's get_batch); "shuffle" walks a fresh permutation each epoch.
     lr_schedule : "constant", or "linear" / "cosine" decay from learning_rate
         to 0 over the run, updated every few hundred steps.
+    weight_decay : L2 penalty on the weights (not the biases): every step
+        also subtracts learning_rate * weight_decay * W, as in PyTorch's SGD.
+        The losses in the History are the data loss alone.
     validation : optional (X_val, y_val), scored at the end of every interval.
     patience : with validation, stop after this many intervals without a new
         best validation accuracy and restore the best parameters.
@@ -146,6 +160,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     n = X.shape[0]
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     learning_rate = check_positive_float(learning_rate, "learning_rate")
+    weight_decay = _check_weight_decay(weight_decay, learning_rate)
     check_choice(sampling, SAMPLING, "sampling")
     check_choice(lr_schedule, LR_SCHEDULES, "lr_schedule")
     rng = np.random.default_rng(check_seed(seed))
@@ -190,7 +205,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
                     lr = _scheduled(learning_rate, lr_schedule, done + steps / 2, total_steps)
                     status = _kernels.train_steps(
                         model._params, model._sizes, model._hidden_code, model._output_code,
-                        code, X, y, chunk, batch_size, lr, work, batch_losses)
+                        code, X, y, chunk, batch_size, lr, weight_decay, work, batch_losses)
                     if status < 0:
                         model._params[...] = initial
                         raise ValueError(

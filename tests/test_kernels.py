@@ -428,7 +428,7 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr):
     params = net["flat"].copy()
     with strict_fp():
         total = K.sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
-                           lr, work)
+                           lr, 0.0, work)
     assert_guard_intact(full, need)
     # Returns the loss before the step, computed by the same forward pass.
     assert total == before
@@ -446,6 +446,35 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr):
                      net["loss"], lr)
     assert_close(params, ref, scale=max(1.0, lr) * max(1.0, np.abs(ref).max()),
                  **COMPOSITE_TOL[dtype])
+
+
+@SETTINGS
+@given(net=networks(), lr=st.floats(0.01, 2.0), decay=st.floats(0.0, 0.4))
+def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay):
+    dtype, sizes_arr = net["dtype"], net["sizes_arr"]
+    n = len(net["x"])
+    code = LOSS[net["loss"]]
+    need = K.workspace_size(sizes_arr, n)
+    grads = np.empty_like(net["flat"])
+    K.loss_and_gradients(net["flat"].copy(), sizes_arr, net["hidden"], net["out"], code,
+                         net["x"], net["y"], grads, np.empty(need, dtype), True, n)
+    params = net["flat"].copy()
+    with strict_fp():
+        K.sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
+                   lr, decay, np.empty(need, dtype))
+    p64, g64 = net["flat"].astype(np.float64), grads.astype(np.float64)
+    step, keep = float(dtype(lr / n)), float(dtype(1 - lr * decay))
+    Ws, bs = unflatten(p64, net["sizes"])
+    gWs, gbs = unflatten(g64, net["sizes"])
+    got_W, got_b = unflatten(params, net["sizes"])
+    eps = np.finfo(dtype).eps
+    for l in range(len(Ws)):
+        expected_W = keep * Ws[l] - step * gWs[l]
+        scale = float(np.abs(Ws[l]).max() + step * n * np.abs(gWs[l]).max())
+        assert_close(got_W[l], expected_W, rtol=64 * eps, atol=64 * eps, scale=scale)
+        expected_b = bs[l] - step * gbs[l]
+        scale = float(np.abs(bs[l]).max() + step * n * np.abs(gbs[l]).max())
+        assert_close(got_b[l], expected_b, rtol=64 * eps, atol=64 * eps, scale=scale)
 
 
 # ---------------------------------------------------------------------------
@@ -481,7 +510,7 @@ def _sgd_steps_by_hand(run):
         yb = one_hot(run["labels"][idx], k, dtype)
         work = np.empty(K.workspace_size(sizes_arr, len(idx)), dtype)
         losses.append(K.sgd_step(params, sizes_arr, run["hidden"], run["out"],
-                                 LOSS[run["loss"]], xb, yb, run["lr"], work))
+                                 LOSS[run["loss"]], xb, yb, run["lr"], 0.0, work))
     return params, losses
 
 
@@ -500,7 +529,7 @@ def test_train_steps_equals_sgd_steps_over_order(run):
     params = run["flat"].copy()
     with strict_fp():
         K.train_steps(params, sizes_arr, run["hidden"], run["out"], LOSS[run["loss"]], run["x"],
-                      run["labels"], order, bs, run["lr"], work, batch_losses)
+                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses)
     assert_guard_intact(full, need)
     assert np.all(batch_losses[n_steps:] == SENTINEL), "wrote more batch losses than steps"
     by_hand, losses = _sgd_steps_by_hand(run)
@@ -537,7 +566,7 @@ def test_train_steps_last_batch_shorter_uses_its_own_size():
     params = run["flat"].copy()
     losses = np.empty(3)
     K.train_steps(params, run["sizes_arr"], run["hidden"], run["out"], LOSS[run["loss"]],
-                  run["x"], run["labels"], run["order"], 3, run["lr"],
+                  run["x"], run["labels"], run["order"], 3, run["lr"], 0.0,
                   np.empty(K.workspace_size(run["sizes_arr"], 3)), losses)
     ref = run["flat"].copy()
     for idx in (run["order"][:3], run["order"][3:6], run["order"][6:]):

@@ -500,6 +500,50 @@ def test_train_kernel_reports_the_bad_row_before_stepping():
     order = np.array([0, 1, 3, 2], dtype=np.int64)
     status = training_module._kernels.train_steps(
         model._params, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64), order, 2, 0.5,
-        work, np.empty(2))
+        0.0, work, np.empty(2))
     assert status == -1 - 2
     assert not np.array_equal(model._params, before)  # the first, clean batch was applied
+
+
+
+def test_training_step_weight_decay_matches_pytorch_sgd_semantics():
+    rng = np.random.default_rng(0)
+    X = rng.random((6, 4))
+    Y = np.eye(3)[rng.integers(0, 3, 6)]
+    model = mlp.Model([4, 5, 3], seed=0, dtype=np.float64)
+    grads_w, grads_b = model.gradients(X, Y)
+    before_w = [w.copy() for w in model.weights]
+    before_b = [b.copy() for b in model.biases]
+    mlp.training_step(model, X, Y, 0.5, weight_decay=0.1)
+    for w, w0, g in zip(model.weights, before_w, grads_w):
+        np.testing.assert_allclose(w, (1 - 0.5 * 0.1) * w0 - 0.5 / 6 * g, rtol=1e-12, atol=1e-14)
+    for b, b0, g in zip(model.biases, before_b, grads_b):
+        np.testing.assert_allclose(b, b0 - 0.5 / 6 * g, rtol=1e-12, atol=1e-14)
+
+
+def test_weight_decay_keeps_weights_smaller():
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 8))
+    y = rng.integers(0, 3, 200)
+    norms = {}
+    for decay in (0.0, 0.05):
+        model = mlp.Model([8, 16, 3], output="softmax", init="xavier", seed=0)
+        mlp.train(model, X, y, epochs=5, batch_size=20, learning_rate=0.5, loss="cross_entropy",
+                  seed=0, weight_decay=decay, progress=False)
+        norms[decay] = sum(float(np.square(w).sum()) for w in model.weights)
+    assert norms[0.05] < 0.9 * norms[0.0]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(weight_decay=-0.1), ValueError, "weight_decay"),
+    (dict(weight_decay=float("nan")), ValueError, "weight_decay"),
+    (dict(weight_decay="0.1"), TypeError, "weight_decay"),
+    (dict(weight_decay=0.6, learning_rate=2.0), ValueError, "learning_rate \\* weight_decay"),
+])
+def test_bad_weight_decay(kwargs, exc, match):
+    model = mlp.Model([2, 2], seed=0)
+    kwargs = dict(dict(learning_rate=0.1), **kwargs)
+    with pytest.raises(exc, match=match):
+        mlp.train(model, np.zeros((4, 2)), [0, 1, 0, 1], iterations=1, progress=False, **kwargs)
+    with pytest.raises(exc, match=match):
+        mlp.training_step(model, np.zeros((4, 2)), [0, 1, 0, 1], **kwargs)

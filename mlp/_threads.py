@@ -22,6 +22,38 @@ _lock = threading.Lock()
 _controllers = None
 
 
+class _Pool:
+    """Get and set one BLAS library's thread count.
+
+    For OpenBLAS this calls the library's own functions, found once. That is
+    both cheaper (a ctypes call, not a symbol search per call) and right for
+    mlp: threadpoolctl lets only the first Python thread that ever set an
+    OpenBLAS limit change it again, silently ignoring the others, and mlp is
+    called from any thread (it serialises its own changes, see below).
+    """
+
+    def __init__(self, controller):
+        self._controller = controller
+        self._get = self._set = None
+        if controller.internal_api == "openblas" and getattr(controller, "threading_layer", "") != "openmp":
+            for prefix in ("", "scipy_"):
+                for suffix in ("", "64_", "_64"):
+                    getter = getattr(controller.dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                    setter = getattr(controller.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                    if getter is not None and setter is not None:
+                        self._get, self._set = getter, setter
+                        return
+
+    def get(self):
+        return self._get() if self._get is not None else self._controller.get_num_threads()
+
+    def set(self, n_threads):
+        if self._set is not None:
+            self._set(n_threads)
+        else:
+            self._controller.set_num_threads(n_threads)
+
+
 def _blas_controllers():
     global _controllers
     if _controllers is None:
@@ -32,7 +64,7 @@ def _blas_controllers():
                 from threadpoolctl import ThreadpoolController
 
                 ctl = ThreadpoolController()
-                _controllers = [lc for lc in ctl.lib_controllers if lc.user_api == "blas"]
+                _controllers = [_Pool(lc) for lc in ctl.lib_controllers if lc.user_api == "blas"]
     return _controllers
 
 
@@ -100,18 +132,18 @@ def blas_threads(n_threads):
     controllers = _blas_controllers()
     with _state_lock:
         if _active_calls == 0:
-            _saved_settings = [(lc, lc.get_num_threads()) for lc in controllers]
+            _saved_settings = [(pool, pool.get()) for pool in controllers]
         _active_calls += 1
-        for lc in controllers:
-            if lc.get_num_threads() != n_threads:
-                lc.set_num_threads(n_threads)
+        for pool in controllers:
+            if pool.get() != n_threads:
+                pool.set(n_threads)
     try:
         yield
     finally:
         with _state_lock:
             _active_calls -= 1
             if _active_calls == 0:
-                for lc, before in _saved_settings:
-                    if lc.get_num_threads() != before:
-                        lc.set_num_threads(before)
+                for pool, before in _saved_settings:
+                    if pool.get() != before:
+                        pool.set(before)
                 _saved_settings = []

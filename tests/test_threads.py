@@ -142,3 +142,22 @@ def test_default_thread_counts(monkeypatch):
     assert seen[-1] == 1
     mlp.train(model, X, y, iterations=1, batch_size=256, progress=False)
     assert seen[-1] == default_threads()
+
+
+def test_limits_apply_from_any_python_thread():
+    """threadpoolctl lets only the first thread that set an OpenBLAS limit set it
+    again; mlp's calls come from any thread, so they must take effect there too."""
+    from mlp._threads import _blas_controllers
+
+    with blas_threads(1):  # the main thread sets a limit first
+        pass
+    seen = []
+
+    def work():
+        with blas_threads(1):
+            seen.extend(pool.get() for pool in _blas_controllers())
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert seen and all(n == 1 for n in seen)

@@ -407,13 +407,11 @@ def test_concurrent_forward_matches_sequential():
         t.join(timeout=60)
     assert not errors, errors
     assert len(results[0]) == len(results[1]) == 15 * len(inputs)
-    # Not bit-for-bit: OpenBLAS may block a GEMM differently when it is called
-    # from a thread other than the main one (seen with scipy's OpenBLAS 0.3.30:
-    # ~1e-14 relative differences even from a single worker thread). Sharing a
-    # model's workspace between threads would give garbage, not rounding.
+    # Bit for bit: every call runs on the same number of BLAS threads, from
+    # whichever Python thread it comes.
     for tid in (0, 1):
         for i, out in results[tid]:
-            np.testing.assert_allclose(out, expected[i], rtol=1e-12, atol=1e-15)
+            np.testing.assert_array_equal(out, expected[i])
 
 
 # --- learning-rate schedules -------------------------------------------------------------------

@@ -24,6 +24,7 @@ import notebook_numpy as nb  # noqa: E402
 from _impls import NumpyMLP, TorchMLP  # noqa: E402
 
 import mlp  # noqa: E402
+from mlp.training import _FEATURE_MAJOR_MAX_BATCH as FEATURE_MAJOR_MAX_BATCH  # noqa: E402
 from mlp import _kernels  # noqa: E402
 from mlp.datasets import load_mnist  # noqa: E402
 
@@ -108,7 +109,8 @@ def make_runners(dtype, batch, n_threads, X, labels, init_model, torch, seed):
             order = rng.integers(0, n, size=steps * batch, dtype=np.int64)
             losses = np.empty(steps)
             _kernels.train_steps(mk._params, mk._sizes, mk._hidden_code, mk._output_code, 0,
-                                 X, labels, order, batch, LR, 0.0, work, losses)
+                                 X, labels, order, batch, LR, 0.0, work, losses,
+                                 batch <= FEATURE_MAJOR_MAX_BATCH)
             return C.now() - t0
 
     runners["mlp_kernel"] = run_mlp_kernel
@@ -137,7 +139,8 @@ def make_runners(dtype, batch, n_threads, X, labels, init_model, torch, seed):
     def run_gemm_bound(steps):
         with C.threads(n_threads):
             t0 = C.now()
-            _kernels.gemm_bound_steps(gb_params, gb_grads, gb_sizes, gb_x, gb_work, steps)
+            _kernels.gemm_bound_steps(gb_params, gb_grads, gb_sizes, gb_x, gb_work, steps,
+                                      batch <= FEATURE_MAJOR_MAX_BATCH)
             return C.now() - t0
 
     runners["gemm_bound"] = run_gemm_bound
@@ -375,7 +378,8 @@ def train_call_overhead(data, labels, init, repeats=5):
                           progress=False, n_threads=1, seed=r)
                 t1 = C.now()
                 _kernels.train_steps(m._params, m._sizes, m._hidden_code, m._output_code, 0, X, labels,
-                                     np.arange(30, dtype=np.int64), 30, LR, 0.0, work, np.empty(1))
+                                     np.arange(30, dtype=np.int64), 30, LR, 0.0, work, np.empty(1),
+                                     30 <= FEATURE_MAJOR_MAX_BATCH)
                 t2 = C.now()
                 if r:  # first round is warm-up
                     t_train.append(t1 - t0)

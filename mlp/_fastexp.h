@@ -130,6 +130,24 @@ static void mlp_bias_sigmoid(double *z, const double *b, ptrdiff_t n, ptrdiff_t 
             z[i * k + j] = mlp_sigmoid(z[i * k + j] + b[j]);
 }
 
+/* The same with one bias per row: z[r, c] <- sigmoid(z[r, c] + b[r]), for
+ * activations stored feature-major (a row per unit). */
+MLP_MULTIVERSION
+static void mlp_row_bias_sigmoidf(float *z, const float *b, ptrdiff_t rows, ptrdiff_t cols)
+{
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t c = 0; c < cols; c++)
+            z[r * cols + c] = mlp_sigmoidf(z[r * cols + c] + b[r]);
+}
+
+MLP_MULTIVERSION
+static void mlp_row_bias_sigmoid(double *z, const double *b, ptrdiff_t rows, ptrdiff_t cols)
+{
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t c = 0; c < cols; c++)
+            z[r * cols + c] = mlp_sigmoid(z[r * cols + c] + b[r]);
+}
+
 MLP_MULTIVERSION
 static void mlp_sigmoid_inplacef(float *z, ptrdiff_t count)
 {

@@ -415,8 +415,9 @@ def test_loss_and_gradients_matches_backprop_reference(net, want, data):
 # ---------------------------------------------------------------------------
 
 @SETTINGS
-@given(net=networks(), lr=st.floats(0.01, 5.0))
-def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr):
+@given(net=networks(), lr=st.floats(0.01, 5.0), fm=st.booleans())
+def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, fm):
+    # fm: the step runs with activations stored feature-major; same maths.
     dtype, sizes_arr = net["dtype"], net["sizes_arr"]
     n = len(net["x"])
     code = LOSS[net["loss"]]
@@ -428,10 +429,14 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr):
     params = net["flat"].copy()
     with strict_fp():
         total = K.sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
-                           lr, 0.0, work)
+                           lr, 0.0, work, fm)
     assert_guard_intact(full, need)
-    # Returns the loss before the step, computed by the same forward pass.
-    assert total == before
+    # Returns the loss before the step, computed by the same forward pass
+    # (in the other layout only up to the order of a few sums).
+    if fm:
+        assert total == pytest.approx(before, rel=64 * np.finfo(dtype).eps, abs=1e-30)
+    else:
+        assert total == before
     # Against the kernel's own gradient: p - (lr/n) * g, differing only by the
     # rounding of the fused GEMM update.
     step = dtype(lr / n)
@@ -449,8 +454,8 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr):
 
 
 @SETTINGS
-@given(net=networks(), lr=st.floats(0.01, 2.0), decay=st.floats(0.0, 0.4))
-def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay):
+@given(net=networks(), lr=st.floats(0.01, 2.0), decay=st.floats(0.0, 0.4), fm=st.booleans())
+def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, fm):
     dtype, sizes_arr = net["dtype"], net["sizes_arr"]
     n = len(net["x"])
     code = LOSS[net["loss"]]
@@ -461,7 +466,7 @@ def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay):
     params = net["flat"].copy()
     with strict_fp():
         K.sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
-                   lr, decay, np.empty(need, dtype))
+                   lr, decay, np.empty(need, dtype), fm)
     p64, g64 = net["flat"].astype(np.float64), grads.astype(np.float64)
     step, keep = float(dtype(lr / n)), float(dtype(1 - lr * decay))
     Ws, bs = unflatten(p64, net["sizes"])
@@ -497,7 +502,7 @@ def training_runs(draw):
     return dict(net, x=x, labels=labels, order=order, batch_size=batch_size, lr=lr)
 
 
-def _sgd_steps_by_hand(run):
+def _sgd_steps_by_hand(run, fm=False):
     """The same batches through sgd_step, one call per batch; returns (params, losses)."""
     dtype, sizes_arr = run["dtype"], run["sizes_arr"]
     params = run["flat"].copy()
@@ -510,14 +515,15 @@ def _sgd_steps_by_hand(run):
         yb = one_hot(run["labels"][idx], k, dtype)
         work = np.empty(K.workspace_size(sizes_arr, len(idx)), dtype)
         losses.append(K.sgd_step(params, sizes_arr, run["hidden"], run["out"],
-                                 LOSS[run["loss"]], xb, yb, run["lr"], 0.0, work))
+                                 LOSS[run["loss"]], xb, yb, run["lr"], 0.0, work, fm))
     return params, losses
 
 
 @SETTINGS
-@given(run=training_runs())
-@example(run=None)  # replaced below by a fixed case with a short last batch
-def test_train_steps_equals_sgd_steps_over_order(run):
+@given(run=training_runs(), fm=st.booleans())
+@example(run=None, fm=False)  # replaced below by a fixed case with a short last batch
+@example(run=None, fm=True)
+def test_train_steps_equals_sgd_steps_over_order(run, fm):
     if run is None:
         run = _fixed_run()
     dtype, sizes_arr = run["dtype"], run["sizes_arr"]
@@ -529,10 +535,10 @@ def test_train_steps_equals_sgd_steps_over_order(run):
     params = run["flat"].copy()
     with strict_fp():
         K.train_steps(params, sizes_arr, run["hidden"], run["out"], LOSS[run["loss"]], run["x"],
-                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses)
+                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses, fm)
     assert_guard_intact(full, need)
     assert np.all(batch_losses[n_steps:] == SENTINEL), "wrote more batch losses than steps"
-    by_hand, losses = _sgd_steps_by_hand(run)
+    by_hand, losses = _sgd_steps_by_hand(run, fm)
     # Same kernels on the same batches: agreement to a few ulps (BLAS may pick
     # different blockings for gathered vs. separately allocated rows).
     eps = np.finfo(dtype).eps
@@ -560,14 +566,15 @@ def _fixed_run():
                 order=np.array([4, 0, 0, 3, 1, 2, 4], np.int64), batch_size=3, lr=0.7)
 
 
-def test_train_steps_last_batch_shorter_uses_its_own_size():
+@pytest.mark.parametrize("fm", [False, True])
+def test_train_steps_last_batch_shorter_uses_its_own_size(fm):
     """7 samples in batches of 3: the last step averages over 1 sample, not 3."""
     run = _fixed_run()
     params = run["flat"].copy()
     losses = np.empty(3)
     K.train_steps(params, run["sizes_arr"], run["hidden"], run["out"], LOSS[run["loss"]],
                   run["x"], run["labels"], run["order"], 3, run["lr"], 0.0,
-                  np.empty(K.workspace_size(run["sizes_arr"], 3)), losses)
+                  np.empty(K.workspace_size(run["sizes_arr"], 3)), losses, fm)
     ref = run["flat"].copy()
     for idx in (run["order"][:3], run["order"][3:6], run["order"][6:]):
         ref, _ = ref_sgd(ref, run["sizes"], run["x"][idx], one_hot(run["labels"][idx], 2),

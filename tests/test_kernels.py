@@ -434,7 +434,7 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, fm):
     # Returns the loss before the step, computed by the same forward pass
     # (in the other layout only up to the order of a few sums).
     if fm:
-        assert total == pytest.approx(before, rel=64 * np.finfo(dtype).eps, abs=1e-30)
+        assert total == pytest.approx(before, rel=float(64 * np.finfo(dtype).eps), abs=1e-30)
     else:
         assert total == before
     # Against the kernel's own gradient: p - (lr/n) * g, differing only by the

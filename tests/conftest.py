@@ -6,8 +6,17 @@ core against a second opinion rather than against itself.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI (which sets CI=true) replays the same Hypothesis examples on every run, so
+# that main is green or red for a reason; locally each run explores new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # Codes shared with mlp/_kernels.pyx.
 ACT = {"sigmoid": 0, "tanh": 1, "relu": 2, "softmax": 3, "identity": 4}

@@ -30,8 +30,6 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 cdef extern from "_fastexp.h" nogil:
     float mlp_expf(float x)
     double mlp_exp(double x)
-    float mlp_sigmoidf(float x)
-    double mlp_sigmoid(double x)
     void mlp_bias_sigmoidf(float* z, const float* b, Py_ssize_t n, Py_ssize_t k)
     void mlp_bias_sigmoid(double* z, const double* b, Py_ssize_t n, Py_ssize_t k)
     void mlp_row_bias_sigmoidf(float* z, const float* b, Py_ssize_t rows, Py_ssize_t cols)

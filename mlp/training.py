@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _kernels
-from ._threads import blas_threads, check_threads, resolve_threads
+from ._threads import blas_threads, call_threads, check_threads, resolve_threads
 from ._validation import (
     check_choice,
     check_int,
@@ -103,8 +103,12 @@ def evaluate(model, X, y, *, n_threads=None):
     Returns Evaluation(accuracy, correct): a float in [0, 1] and an int.
     """
     _check_model(model)
+    threads = call_threads(n_threads)
     X, y = _check_inputs_and_labels(model, X, y)
-    correct = int(np.count_nonzero(model.predict(X, n_threads=n_threads) == y))
+    # X is checked once above; model.predict would check it again.
+    with model._lock, blas_threads(threads):
+        predicted = model._forward_locked(X).argmax(axis=1)
+    correct = int(np.count_nonzero(predicted == y))
     return Evaluation(correct / len(y), correct)
 
 

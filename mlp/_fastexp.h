@@ -135,17 +135,27 @@ static void mlp_bias_sigmoid(double *z, const double *b, ptrdiff_t n, ptrdiff_t 
 MLP_MULTIVERSION
 static void mlp_row_bias_sigmoidf(float *z, const float *b, ptrdiff_t rows, ptrdiff_t cols)
 {
+    /* Two passes, so that the sigmoid runs over all rows as one vector loop:
+     * rows are a batch long (often 30), and per row the vector remainder
+     * took longer than the vectors. */
     for (ptrdiff_t r = 0; r < rows; r++)
         for (ptrdiff_t c = 0; c < cols; c++)
-            z[r * cols + c] = mlp_sigmoidf(z[r * cols + c] + b[r]);
+            z[r * cols + c] += b[r];
+    for (ptrdiff_t i = 0; i < rows * cols; i++)
+        z[i] = mlp_sigmoidf(z[i]);
 }
 
 MLP_MULTIVERSION
 static void mlp_row_bias_sigmoid(double *z, const double *b, ptrdiff_t rows, ptrdiff_t cols)
 {
+    /* Two passes, so that the sigmoid runs over all rows as one vector loop:
+     * rows are a batch long (often 30), and per row the vector remainder
+     * took longer than the vectors. */
     for (ptrdiff_t r = 0; r < rows; r++)
         for (ptrdiff_t c = 0; c < cols; c++)
-            z[r * cols + c] = mlp_sigmoid(z[r * cols + c] + b[r]);
+            z[r * cols + c] += b[r];
+    for (ptrdiff_t i = 0; i < rows * cols; i++)
+        z[i] = mlp_sigmoid(z[i]);
 }
 
 MLP_MULTIVERSION

@@ -56,6 +56,12 @@ cdef enum:
 DEF MAX_LAYERS = 64
 MAX_WEIGHT_LAYERS = MAX_LAYERS
 
+# Training batches up to this size run with activations stored
+# feature-major, (units, batch), which makes the batch BLAS's m dimension:
+# at batch 30 the whole step measured 1.13x faster that way (scipy's
+# OpenBLAS, Haswell kernels), at batch 64 no faster and at 128 and up slower.
+FEATURE_MAJOR_MAX_BATCH = 32
+
 
 # ---------------------------------------------------------------------------
 # BLAS and scalar helpers
@@ -322,23 +328,30 @@ cdef inline Py_ssize_t _weights_offset(const Py_ssize_t* sizes,
     return off
 
 
-cdef void _layer_gemm(bint fm, floating* w, Py_ssize_t fin, Py_ssize_t fout,
+cdef void _layer_gemm(bint fm, bint a_fm, const floating* w, Py_ssize_t fin,
+                      Py_ssize_t fout, Py_ssize_t u0, Py_ssize_t u1,
                       const floating* a, floating* z, Py_ssize_t n) noexcept nogil:
-    """z = a W^T for n samples: a (n, fin) and z (n, fout) row-major, or with
-    fm stored (fin, n) and (fout, n)."""
+    """z[:, u0:u1] = a W[u0:u1]^T for n samples: units u0..u1 of the layer.
+    z is (n, fout) row-major, or with fm stored (fout, n); a is (n, fin), or
+    with a_fm (fin, n) (a_fm only with fm)."""
+    cdef int m = <int>(u1 - u0)
     if n == 1:
         # One sample (both layouts are then the same vector): a matrix-vector
         # product. gemm would pack all of W first, which costs more than the
         # product.
-        _gemv(c'T', <int>fin, <int>fout, 1, w, <int>fin, a, 0, z)
+        _gemv(c'T', <int>fin, m, 1, w + u0 * fin, <int>fin, a, 0, z + u0)
     elif fm:
         # Column-major z (n, fout) = a (n, fin) * W^T, W^T being W read as
         # column-major (fin, fout): the batch is BLAS's m.
-        _gemm(c'N', c'N', <int>n, <int>fout, <int>fin, 1, a, <int>n, w, <int>fin,
-              0, z, <int>n)
+        if a_fm:
+            _gemm(c'N', c'N', <int>n, m, <int>fin, 1, a, <int>n, w + u0 * fin,
+                  <int>fin, 0, z + u0 * n, <int>n)
+        else:
+            _gemm(c'T', c'N', <int>n, m, <int>fin, 1, a, <int>fin, w + u0 * fin,
+                  <int>fin, 0, z + u0 * n, <int>n)
     else:
-        _gemm(c'T', c'N', <int>fout, <int>n, <int>fin, 1, w, <int>fin, a, <int>fin,
-              0, z, <int>fout)
+        _gemm(c'T', c'N', m, <int>n, <int>fin, 1, w + u0 * fin, <int>fin, a, <int>fin,
+              0, z + u0, <int>fout)
 
 
 cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
@@ -360,7 +373,7 @@ cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
         w = params + off
         b = w + fout * fin
         off += fout * (fin + 1)
-        _layer_gemm(fm, w, fin, fout, acts[l], acts[l + 1], n)
+        _layer_gemm(fm, fm, w, fin, fout, 0, fout, acts[l], acts[l + 1], n)
         act = hidden_act if l < n_layers - 1 else output_act
         if l == n_layers - 1 and z_out != NULL:
             _add_bias(acts[l + 1], b, n, fout, fm)
@@ -395,30 +408,41 @@ cdef void _apply_activation(floating* z, Py_ssize_t n, Py_ssize_t k,
                 z[i] = 0
 
 
-cdef inline void _delta_gemm(bint fm, floating* w, Py_ssize_t fin, Py_ssize_t fout,
+cdef inline void _delta_gemm(bint fm, const floating* w, Py_ssize_t fin,
+                             Py_ssize_t fout, Py_ssize_t f0, Py_ssize_t f1,
                              const floating* delta, floating* delta_prev,
                              Py_ssize_t n) noexcept nogil:
-    """delta_prev = delta W: (n, fout) -> (n, fin), or transposed with fm."""
+    """delta_prev[:, f0:f1] = delta W[:, f0:f1]: (n, fout) -> inputs f0..f1
+    of (n, fin), or transposed with fm."""
+    cdef int m = <int>(f1 - f0)
     if fm:
-        _gemm(c'N', c'T', <int>n, <int>fin, <int>fout, 1, delta, <int>n, w,
-              <int>fin, 0, delta_prev, <int>n)
+        _gemm(c'N', c'T', <int>n, m, <int>fout, 1, delta, <int>n, w + f0,
+              <int>fin, 0, delta_prev + f0 * n, <int>n)
     else:
-        _gemm(c'N', c'N', <int>fin, <int>n, <int>fout, 1, w, <int>fin, delta,
-              <int>fout, 0, delta_prev, <int>fin)
+        _gemm(c'N', c'N', m, <int>n, <int>fout, 1, w + f0, <int>fin, delta,
+              <int>fout, 0, delta_prev + f0, <int>fin)
 
 
-cdef inline void _weight_gemm(bint fm, const floating* a, const floating* delta,
-                              Py_ssize_t fin, Py_ssize_t fout, Py_ssize_t n,
+cdef inline void _weight_gemm(bint fm, bint a_fm, const floating* a,
+                              const floating* delta, Py_ssize_t fin, Py_ssize_t fout,
+                              Py_ssize_t u0, Py_ssize_t u1, Py_ssize_t n,
                               floating alpha, floating beta,
                               floating* c) noexcept nogil:
-    """c (fout, fin) <- alpha * delta^T a + beta * c: the weight gradient,
-    or with alpha = -step, beta = keep, the SGD update of W in place."""
+    """c[u0:u1] (rows of (fout, fin)) <- alpha * delta[:, u0:u1]^T a + beta *
+    c[u0:u1]: the weight gradient of units u0..u1, or with alpha = -step,
+    beta = keep, the SGD update of their weights in place. Layouts as in
+    _layer_gemm, delta's being z's."""
+    cdef int m = <int>(u1 - u0)
     if fm:
-        _gemm(c'T', c'N', <int>fin, <int>fout, <int>n, alpha, a, <int>n, delta,
-              <int>n, beta, c, <int>fin)
+        if a_fm:
+            _gemm(c'T', c'N', <int>fin, m, <int>n, alpha, a, <int>n, delta + u0 * n,
+                  <int>n, beta, c + u0 * fin, <int>fin)
+        else:
+            _gemm(c'N', c'N', <int>fin, m, <int>n, alpha, a, <int>fin, delta + u0 * n,
+                  <int>n, beta, c + u0 * fin, <int>fin)
     else:
-        _gemm(c'N', c'T', <int>fin, <int>fout, <int>n, alpha, a, <int>fin, delta,
-              <int>fout, beta, c, <int>fin)
+        _gemm(c'N', c'T', <int>fin, m, <int>n, alpha, a, <int>fin, delta + u0,
+              <int>fout, beta, c + u0 * fin, <int>fin)
 
 
 cdef void _backward(floating* params, floating* grads, const Py_ssize_t* sizes,
@@ -452,14 +476,14 @@ cdef void _backward(floating* params, floating* grads, const Py_ssize_t* sizes,
         off = _weights_offset(sizes, l)
         w = params + off
         if l > 0:
-            _delta_gemm(fm, w, fin, fout, delta, delta_prev, n)
+            _delta_gemm(fm, w, fin, fout, 0, fin, delta, delta_prev, n)
             _times_derivative(delta_prev, acts[l], n * fin, hidden_act)
         if grads != NULL:
-            _weight_gemm(fm, acts[l], delta, fin, fout, n, 1, 1 if accumulate else 0,
+            _weight_gemm(fm, fm, acts[l], delta, fin, fout, 0, fout, n, 1, 1 if accumulate else 0,
                          grads + off)
             _unit_sums(delta, grads + off + fout * fin, n, fout, accumulate, fm)
         else:
-            _weight_gemm(fm, acts[l], delta, fin, fout, n, -step, keep, w)
+            _weight_gemm(fm, fm, acts[l], delta, fin, fout, 0, fout, n, -step, keep, w)
             _unit_sums(delta, col, n, fout, False, fm)
             b = w + fout * fin
             for j in range(fout):
@@ -474,13 +498,18 @@ cdef void _backward(floating* params, floating* grads, const Py_ssize_t* sizes,
 # ---------------------------------------------------------------------------
 
 cdef struct _Carve:
-    Py_ssize_t acts      # layers 1..L activations, m * sum(sizes[1:])
+    Py_ssize_t acts      # layers 1..L activations, m * width
     Py_ssize_t z_out     # m * sizes[L]
     Py_ssize_t targets   # m * sizes[L] (one-hot targets built by the gather)
-    Py_ssize_t inputs    # m * sizes[0] (rows gathered by index)
-    Py_ssize_t deltas    # 2 * m * max(sizes[1:])
-    Py_ssize_t col       # max(sizes[1:])
+    Py_ssize_t inputs    # 2 * m * sizes[0]: rows gathered by index, two
+                         # buffers so that workers may gather the next batch
+                         # while others still read this one
+    Py_ssize_t deltas    # m * max(width, 2 * widest): a delta per layer for
+                         # the workers, or two that _backward alternates
+    Py_ssize_t deltas_2  # the second of those two
+    Py_ssize_t col       # width: bias gradients, per layer for the workers
     Py_ssize_t total
+    # width = sum(sizes[1:]), widest = max(sizes[1:])
 
 
 cdef _Carve _carve(const Py_ssize_t* sizes, int n_layers, Py_ssize_t m) noexcept nogil:
@@ -495,9 +524,10 @@ cdef _Carve _carve(const Py_ssize_t* sizes, int n_layers, Py_ssize_t m) noexcept
     c.z_out = c.acts + m * width
     c.targets = c.z_out + m * sizes[n_layers]
     c.inputs = c.targets + m * sizes[n_layers]
-    c.deltas = c.inputs + m * sizes[0]
-    c.col = c.deltas + 2 * m * widest
-    c.total = c.col + widest
+    c.deltas = c.inputs + 2 * m * sizes[0]
+    c.deltas_2 = c.deltas + m * widest
+    c.col = c.deltas + m * (width if width > 2 * widest else 2 * widest)
+    c.total = c.col + width
     return c
 
 
@@ -571,7 +601,7 @@ def loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
             if want_gradients:
                 _backward(&params[0], &grads[0], &sizes[0], L, hidden_act,
                           output_act, loss, acts, &y[start, 0], pw + c.deltas,
-                          pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col,
+                          pw + c.deltas_2, pw + c.col,
                           rows, 0, 1, start > 0, False)
             start += rows
     return total
@@ -611,7 +641,7 @@ def sgd_step(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
         total = _batch_loss(loss, acts[L], pw + c.z_out, yin, n, k, feature_major)
         _backward(&params[0], NULL, &sizes[0], L, hidden_act, output_act,
                   loss, acts, yin, pw + c.deltas,
-                  pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col, n,
+                  pw + c.deltas_2, pw + c.col, n,
                   step, keep, False, feature_major)
     return total
 
@@ -624,87 +654,359 @@ ctypedef fused data_floating:
     double
 
 
+# ---------------------------------------------------------------------------
+# Training on several workers
+#
+# Each hidden layer's units are split between the workers; a worker owns its
+# units' rows of W and b, computes their activations in the forward pass,
+# and their deltas and weight update in the backward pass, each GEMM being a
+# single-threaded BLAS call on its share. The output layer (a few units
+# whose softmax and loss need all of them) is worker 0's. Workers meet at a
+# barrier wherever the next stage reads what others wrote:
+#   gather (each a range of features) | each hidden layer | output layer |
+#   each delta GEMM (it reads all rows of W_l, so W_l's update waits for it)
+# The next batch is gathered into the other input buffer, so the last
+# weight update of one step and the gather of the next need no barrier.
+# With one worker this is the plain sequential step, the barriers no-ops.
+# ---------------------------------------------------------------------------
+
+DEF MAX_WORKERS = 64
+MAX_TRAIN_WORKERS = MAX_WORKERS
+
+cdef extern from "_parallel.h" nogil:
+    ctypedef struct mlp_barrier:
+        pass
+    ctypedef void (*mlp_task)(void* ctx, int tid, int n_threads) noexcept nogil
+    void mlp_prefetch(const void* p)
+    void mlp_barrier_wait(mlp_barrier* b, int* sense)
+    int mlp_parallel_run(mlp_task fn, void* ctx, int n_threads, mlp_barrier* barrier)
+
+
+cdef struct _TrainRun:
+    int kind                   # 0 float model and data, 1 float/double,
+                               # 2 double/float, 3 double/double
+    void* params
+    const Py_ssize_t* sizes
+    int n_layers
+    int hidden_act
+    int output_act
+    int loss
+    const void* x
+    const int64_t* labels
+    const int64_t* order
+    Py_ssize_t n_total
+    Py_ssize_t batch_size
+    double learning_rate
+    double weight_decay
+    void* work
+    double* batch_losses
+    bint fm
+    bint gemms_only            # the GEMM bound: the same calls, nothing else
+    mlp_barrier barrier
+    char bad[MAX_WORKERS]      # worker w found NaN/inf in its part of a batch
+    Py_ssize_t steps_done
+    int64_t bad_row
+
+
+cdef inline void _share(Py_ssize_t total, int tid, int n_workers, Py_ssize_t align,
+                        Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Worker tid's range [lo, hi) of `total` items, bounds multiples of align."""
+    lo[0] = (total * tid // n_workers) // align * align
+    hi[0] = total if tid == n_workers - 1 else (total * (tid + 1) // n_workers) // align * align
+
+
+cdef void _bias_activation_part(floating* z, const floating* b, Py_ssize_t n,
+                                Py_ssize_t k, Py_ssize_t u0, Py_ssize_t u1,
+                                int act, bint fm) noexcept nogil:
+    """_bias_activation for units u0..u1 of a layer of k units."""
+    cdef Py_ssize_t i
+    if fm:
+        _bias_activation(z + u0 * n, b + u0, n, u1 - u0, act, True)
+    elif u0 == 0 and u1 == k:
+        _bias_activation(z, b, n, k, act, False)
+    else:
+        for i in range(n):
+            _bias_activation(z + i * k + u0, b + u0, 1, u1 - u0, act, False)
+
+
+cdef void _times_derivative_part(floating* d, const floating* a, Py_ssize_t n,
+                                 Py_ssize_t k, Py_ssize_t u0, Py_ssize_t u1,
+                                 int act, bint fm) noexcept nogil:
+    """_times_derivative for units u0..u1 of a layer of k units."""
+    cdef Py_ssize_t i
+    if fm:
+        _times_derivative(d + u0 * n, a + u0 * n, (u1 - u0) * n, act)
+    elif u0 == 0 and u1 == k:
+        _times_derivative(d, a, n * k, act)
+    else:
+        for i in range(n):
+            _times_derivative(d + i * k + u0, a + i * k + u0, u1 - u0, act)
+
+
+cdef void _bias_step_part(const floating* d, floating* col, floating* b,
+                          Py_ssize_t n, Py_ssize_t k, Py_ssize_t u0, Py_ssize_t u1,
+                          floating step, bint fm) noexcept nogil:
+    """b[u0:u1] -= step * (sums over the batch of d for units u0..u1);
+    col (k,) is scratch."""
+    cdef Py_ssize_t i, j
+    if fm:
+        _unit_sums(d + u0 * n, col + u0, n, u1 - u0, False, True)
+    elif u0 == 0 and u1 == k:
+        _unit_sums(d, col, n, k, False, False)
+    else:
+        for j in range(u0, u1):
+            col[j] = 0
+        for i in range(n):
+            for j in range(u0, u1):
+                col[j] += d[i * k + j]
+    for j in range(u0, u1):
+        b[j] = b[j] - step * col[j]
+
+
+cdef void _gather_part(const data_floating* x, const int64_t* order,
+                       floating* xb, Py_ssize_t n, Py_ssize_t d,
+                       Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Features j0..j1 of rows x[order[0..n]] into xb (n, d).
+
+    Row-major even when the step runs feature-major: the first layer's
+    GEMMs read it transposed, which costs BLAS's packing nothing, while
+    transposing here cost more than the sigmoids of the whole step."""
+    cdef Py_ssize_t i, j
+    cdef const data_floating* src
+    cdef floating* dst
+    for i in range(n):
+        src = x + order[i] * d
+        dst = xb + i * d
+        if floating is data_floating:
+            memcpy(dst + j0, src + j0, (j1 - j0) * sizeof(floating))
+        else:
+            for j in range(j0, j1):
+                dst[j] = <floating>src[j]
+
+
+cdef void _prefetch_part(const data_floating* x, const int64_t* order,
+                         Py_ssize_t n, Py_ssize_t d, Py_ssize_t j0,
+                         Py_ssize_t j1) noexcept nogil:
+    """Start loading features j0..j1 of rows x[order[0..n]] into cache.
+
+    Batch rows are scattered over the data set, so gathering them waits on
+    memory; fetched one step ahead, they arrive while the step's GEMMs run."""
+    cdef Py_ssize_t i, j
+    cdef Py_ssize_t per_line = 64 // sizeof(data_floating)
+    cdef const data_floating* src
+    for i in range(n):
+        src = x + order[i] * d
+        j = j0
+        while j < j1:
+            mlp_prefetch(src + j)
+            j += per_line
+        mlp_prefetch(src + j1 - 1)
+
+
+cdef bint _part_finite(const floating* xb, Py_ssize_t n, Py_ssize_t d,
+                       Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    cdef Py_ssize_t i
+    if j0 == 0 and j1 == d:
+        return _all_finite(xb, n * d)
+    for i in range(n):
+        if not _all_finite(xb + i * d + j0, j1 - j0):
+            return False
+    return True
+
+
+cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run,
+                        int tid, int n_workers) noexcept nogil:
+    cdef int L = run.n_layers, l, sense = 0, w_id
+    cdef const Py_ssize_t* sizes = run.sizes
+    cdef Py_ssize_t d = sizes[0], k = sizes[L], m = run.batch_size
+    cdef Py_ssize_t start = 0, n, s = 0, i, fin, fout, off, u0, u1, f0, f1, j0, j1
+    cdef bint fm = run.fm, gemms_only = run.gemms_only, any_bad
+    cdef _Carve c = _carve(sizes, L, m)
+    cdef floating* pw = <floating*>run.work
+    cdef floating* xb
+    cdef floating* yb = pw + c.targets
+    cdef floating* w
+    cdef floating* acts[MAX_LAYERS + 1]
+    cdef floating* deltas[MAX_LAYERS + 1]   # deltas[l]: dL/dz of layer l's outputs
+    cdef floating* cols[MAX_LAYERS + 1]
+    cdef Py_ssize_t offsets[MAX_LAYERS + 1]
+    cdef floating step
+    cdef floating keep = <floating>(1 - run.learning_rate * run.weight_decay)
+
+    offsets[0] = 0
+    for l in range(L):
+        offsets[l + 1] = offsets[l] + sizes[l + 1] * (sizes[l] + 1)
+    _share(d, tid, n_workers, 16, &j0, &j1)
+
+    while start < run.n_total:
+        n = m if run.n_total - start > m else run.n_total - start
+        # Step s reads input buffer s % 2 (see the comment above).
+        xb = pw + c.inputs + (s & 1) * m * d
+        _point_acts(pw, sizes, L, n, xb, acts)
+        deltas[L] = pw + c.deltas
+        cols[L] = pw + c.col
+        for l in range(L - 1, 0, -1):
+            deltas[l] = deltas[l + 1] + n * sizes[l + 1]
+            cols[l] = cols[l + 1] + sizes[l + 1]
+        step = <floating>(run.learning_rate / n)
+
+        if not gemms_only:
+            _gather_part(x, run.order + start, xb, n, d, j0, j1)
+            # The one input check made here rather than in Python: scanning
+            # all of x up front costs more (14 ms for MNIST) than many
+            # steps, while the gathered rows are in cache now.
+            if not _part_finite(xb, n, d, j0, j1):
+                run.bad[tid] = 1
+            if tid == 0:
+                memset(yb, 0, n * k * sizeof(floating))
+                for i in range(n):
+                    if fm:
+                        yb[run.labels[run.order[start + i]] * n + i] = 1
+                    else:
+                        yb[i * k + run.labels[run.order[start + i]]] = 1
+            mlp_barrier_wait(&run.barrier, &sense)
+            any_bad = False
+            for w_id in range(n_workers):
+                if run.bad[w_id]:
+                    any_bad = True
+            if any_bad:
+                # Stop before the step that would use the row.
+                if tid == 0:
+                    for i in range(n):
+                        if not _sample_finite(xb, i, n, d, False):
+                            run.bad_row = run.order[start + i]
+                            break
+                break
+
+        if not gemms_only and start + n < run.n_total:
+            _prefetch_part(x, run.order + start + n, n if run.n_total - start - n > n
+                           else run.n_total - start - n, d, j0, j1)
+
+        # Forward: hidden layers split by units, the output layer on worker 0.
+        for l in range(L - 1):
+            fin = sizes[l]
+            fout = sizes[l + 1]
+            w = params + offsets[l]
+            _share(fout, tid, n_workers, 1, &u0, &u1)
+            if u1 > u0:
+                _layer_gemm(fm, fm and l > 0, w, fin, fout, u0, u1, acts[l], acts[l + 1], n)
+                if not gemms_only:
+                    _bias_activation_part(acts[l + 1], w + fout * fin, n, fout, u0, u1,
+                                          run.hidden_act, fm)
+            mlp_barrier_wait(&run.barrier, &sense)
+        if tid == 0:
+            fin = sizes[L - 1]
+            w = params + offsets[L - 1]
+            _layer_gemm(fm, fm and L > 1, w, fin, k, 0, k, acts[L - 1], acts[L], n)
+            if not gemms_only:
+                _add_bias(acts[L], w + k * fin, n, k, fm)
+                memcpy(pw + c.z_out, acts[L], n * k * sizeof(floating))
+                _apply_activation(acts[L], n, k, run.output_act, fm)
+                run.batch_losses[s] = _batch_loss(run.loss, acts[L], pw + c.z_out,
+                                                  yb, n, k, fm)
+                _output_delta(run.output_act, run.loss, acts[L], yb, deltas[L],
+                              n, k, fm)
+        mlp_barrier_wait(&run.barrier, &sense)
+
+        # Backward. Layer l's weights change only after every worker has
+        # computed its part of the delta below from the old ones.
+        for l in range(L - 1, -1, -1):
+            fin = sizes[l]
+            fout = sizes[l + 1]
+            w = params + offsets[l]
+            if l > 0:
+                _share(fin, tid, n_workers, 1, &f0, &f1)
+                if f1 > f0:
+                    _delta_gemm(fm, w, fin, fout, f0, f1, deltas[l + 1], deltas[l], n)
+                    if not gemms_only:
+                        _times_derivative_part(deltas[l], acts[l], n, fin, f0, f1,
+                                               run.hidden_act, fm)
+                mlp_barrier_wait(&run.barrier, &sense)
+            if l == L - 1:
+                u0 = 0
+                u1 = fout if tid == 0 else 0
+            else:
+                _share(fout, tid, n_workers, 1, &u0, &u1)
+            if u1 > u0:
+                _weight_gemm(fm, fm and l > 0, acts[l], deltas[l + 1], fin, fout, u0, u1, n,
+                             -step, keep, w)
+                if not gemms_only:
+                    _bias_step_part(deltas[l + 1], cols[l + 1], w + fout * fin, n,
+                                    fout, u0, u1, step, fm)
+        start += n
+        s += 1
+    if tid == 0:
+        run.steps_done = s
+
+
+cdef void _train_task(void* ctx, int tid, int n_workers) noexcept nogil:
+    cdef _TrainRun* run = <_TrainRun*>ctx
+    if run.kind == 0:
+        _train_worker(<float*>run.params, <const float*>run.x, run, tid, n_workers)
+    elif run.kind == 1:
+        _train_worker(<float*>run.params, <const double*>run.x, run, tid, n_workers)
+    elif run.kind == 2:
+        _train_worker(<double*>run.params, <const float*>run.x, run, tid, n_workers)
+    else:
+        _train_worker(<double*>run.params, <const double*>run.x, run, tid, n_workers)
+
+
+cdef int _run_workers(_TrainRun* run, int n_workers) noexcept nogil:
+    memset(run.bad, 0, sizeof(run.bad))
+    run.steps_done = 0
+    run.bad_row = -1
+    if n_workers > MAX_WORKERS:
+        n_workers = MAX_WORKERS
+    return mlp_parallel_run(_train_task, run, n_workers, &run.barrier)
+
+
 def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
                 int hidden_act, int output_act, int loss,
                 const data_floating[:, ::1] x, const int64_t[::1] labels,
                 const int64_t[::1] order, Py_ssize_t batch_size,
                 double learning_rate, double weight_decay, floating[::1] work,
-                double[::1] batch_losses, bint feature_major):
+                double[::1] batch_losses, bint feature_major, int n_workers=1):
     """Run SGD over the samples listed in `order`, batch_size at a time.
 
     Step s trains on rows x[order[s*batch_size : (s+1)*batch_size]] (of
     either float type, converted to the model's) with one-hot targets built
-    from labels; the last batch may be shorter. The
-    rows are gathered into the workspace in C, so the whole run is one
-    nogil call. batch_losses[s] receives step s's summed loss.
-    work must hold workspace_size(sizes, batch_size) elements.
+    from labels; the last batch may be shorter. The rows are gathered into
+    the workspace in C, so the whole run is one nogil call.
+    batch_losses[s] receives step s's summed loss. work must hold
+    workspace_size(sizes, batch_size) elements.
 
     feature_major stores each batch transposed, (features, batch), so that
     the batch is BLAS's m dimension: for small batches the same GEMMs run
     faster that way (measured 1.1-1.3x at batch 30), for large ones slower.
 
+    n_workers threads share each step, each layer's units split between
+    them (see above); BLAS must be single-threaded meanwhile. The result
+    depends on n_workers only through rounding.
+
     Returns the number of steps done, or -1 - r when row r of x holds NaN
     or inf: the run stops before the step that would have used it."""
-    cdef int L = <int>sizes.shape[0] - 1
-    cdef Py_ssize_t n_total = order.shape[0], d = sizes[0], k = sizes[L]
-    cdef Py_ssize_t start, n, i, j, jb, je, s = 0
-    cdef _Carve c = _carve(&sizes[0], L, batch_size)
-    cdef floating* acts[MAX_LAYERS + 1]
-    cdef floating* pw = &work[0]
-    cdef floating* xb = pw + c.inputs
-    cdef floating* yb = pw + c.targets
-    cdef floating* dst
-    cdef const data_floating* src
-    cdef floating step
-    cdef floating keep = <floating>(1 - learning_rate * weight_decay)
-    cdef int64_t bad_row = -1
+    cdef _TrainRun run
+    run.kind = (2 if floating is double else 0) + (1 if data_floating is double else 0)
+    run.params = &params[0]
+    run.sizes = &sizes[0]
+    run.n_layers = <int>sizes.shape[0] - 1
+    run.hidden_act = hidden_act
+    run.output_act = output_act
+    run.loss = loss
+    run.x = &x[0, 0]
+    run.labels = &labels[0]
+    run.order = &order[0] if order.shape[0] > 0 else NULL
+    run.n_total = order.shape[0]
+    run.batch_size = batch_size
+    run.learning_rate = learning_rate
+    run.weight_decay = weight_decay
+    run.work = &work[0]
+    run.batch_losses = &batch_losses[0]
+    run.fm = feature_major
+    run.gemms_only = False
     with nogil:
-        start = 0
-        while start < n_total:
-            n = batch_size if n_total - start > batch_size else n_total - start
-            if feature_major:
-                # Transpose while gathering, a cache line of features at a
-                # time: reads stay sequential and writes touch 16 rows.
-                for jb in range(0, d, 16):
-                    je = jb + 16 if jb + 16 < d else d
-                    for i in range(n):
-                        src = &x[order[start + i], 0]
-                        for j in range(jb, je):
-                            xb[j * n + i] = <floating>src[j]
-            else:
-                for i in range(n):
-                    src = &x[order[start + i], 0]
-                    dst = xb + i * d
-                    for j in range(d):
-                        dst[j] = <floating>src[j]
-            # The one input check made here rather than in Python: scanning
-            # all of x up front costs more (14 ms for MNIST) than many steps,
-            # while the gathered rows are in cache now. Stop before the step.
-            if not _all_finite(xb, n * d):
-                for i in range(n):
-                    if not _sample_finite(xb, i, n, d, feature_major):
-                        bad_row = order[start + i]
-                        break
-                break
-            memset(yb, 0, n * k * sizeof(floating))
-            for i in range(n):
-                if feature_major:
-                    yb[labels[order[start + i]] * n + i] = 1
-                else:
-                    yb[i * k + labels[order[start + i]]] = 1
-            _point_acts(pw, &sizes[0], L, n, xb, acts)
-            _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
-                     pw + c.z_out, n, feature_major)
-            batch_losses[s] = _batch_loss(loss, acts[L], pw + c.z_out, yb, n, k,
-                                          feature_major)
-            step = <floating>(learning_rate / n)
-            _backward(&params[0], NULL, &sizes[0], L, hidden_act, output_act,
-                      loss, acts, yb, pw + c.deltas,
-                      pw + c.deltas + (c.col - c.deltas) // 2, pw + c.col, n,
-                      step, keep, False, feature_major)
-            start += n
-            s += 1
-    return -1 - bad_row if bad_row >= 0 else s
+        _run_workers(&run, n_workers)
+    return -1 - run.bad_row if run.bad_row >= 0 else run.steps_done
 
 
 # ---------------------------------------------------------------------------
@@ -751,40 +1053,48 @@ def batch_loss(const floating[:, ::1] a, const floating[:, ::1] z,
     return total
 
 
-def gemm_bound_steps(floating[::1] params, floating[::1] grads,
-                     const Py_ssize_t[::1] sizes, const floating[:, ::1] x,
-                     floating[::1] work, Py_ssize_t n_steps, bint feature_major):
+def gemm_bound_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
+                     Py_ssize_t batch_size, floating[::1] work, Py_ssize_t n_steps,
+                     bint feature_major, int n_workers=1):
     """Only the GEMMs of n_steps training steps, on preallocated arrays.
 
     This is the ceiling a training step can reach through this BLAS: the
-    same calls with the same shapes that sgd_step makes (in the layout
-    feature_major picks), and nothing else. The values computed are
-    meaningless."""
+    same calls with the same shapes, on the same workers, that train_steps
+    makes (in the layout feature_major picks), and nothing else. The
+    parameters are overwritten with meaningless values."""
+    cdef _TrainRun run
     cdef int L = <int>sizes.shape[0] - 1
-    cdef Py_ssize_t n = x.shape[0], fin, fout, off, s
-    cdef int l
-    cdef _Carve c = _carve(&sizes[0], L, n)
-    cdef floating* acts[MAX_LAYERS + 1]
+    cdef _Carve c = _carve(&sizes[0], L, batch_size)
     cdef floating* pw = &work[0]
-    cdef floating* delta = pw + c.deltas
-    cdef floating* delta_prev = pw + c.deltas + (c.col - c.deltas) // 2
+    cdef Py_ssize_t i
     with nogil:
-        _point_acts(pw, &sizes[0], L, n, &x[0, 0], acts)
         # Whatever an uninitialised workspace holds (subnormals are slow in
-        # GEMMs) must not set the bound: the deltas get plain values.
-        for s in range(c.col - c.deltas):
-            pw[c.deltas + s] = <floating>0.001
-        for s in range(n_steps):
-            off = 0
-            for l in range(L):
-                fin = sizes[l]
-                fout = sizes[l + 1]
-                _layer_gemm(feature_major, &params[off], fin, fout, acts[l], acts[l + 1], n)
-                off += fout * (fin + 1)
-            for l in range(L - 1, -1, -1):
-                fin = sizes[l]
-                fout = sizes[l + 1]
-                off = _weights_offset(&sizes[0], l)
-                if l > 0:
-                    _delta_gemm(feature_major, &params[off], fin, fout, delta, delta_prev, n)
-                _weight_gemm(feature_major, acts[l], delta, fin, fout, n, 1, 0, &grads[off])
+        # GEMMs) must not set the bound: inputs, deltas and parameters get
+        # plain values, which the small steps below barely move.
+        for i in range(c.inputs, c.col):
+            pw[i] = <floating>0.001
+        for i in range(params.shape[0]):
+            params[i] = <floating>0.001
+    run.kind = 0 if floating is float else 3
+    run.params = &params[0]
+    run.sizes = &sizes[0]
+    run.n_layers = L
+    run.hidden_act = ACT_IDENTITY
+    run.output_act = ACT_IDENTITY
+    run.loss = LOSS_MSE
+    run.x = NULL
+    run.labels = NULL
+    run.order = NULL
+    run.n_total = n_steps * batch_size
+    run.batch_size = batch_size
+    # The weight updates are the real calls, alpha = -step and beta = 1
+    # (alpha = 0 would let BLAS skip the product).
+    run.learning_rate = 1e-3 * batch_size
+    run.weight_decay = 0
+    run.work = pw
+    run.batch_losses = NULL
+    run.fm = feature_major
+    run.gemms_only = True
+    with nogil:
+        _run_workers(&run, n_workers)
+    return run.steps_done

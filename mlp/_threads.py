@@ -76,20 +76,22 @@ def default_threads():
         return max(1, os.cpu_count() or 1)
 
 
-# Two measured facts decide the defaults (2-core machine, numpy's and
-# scipy's OpenBLAS side by side; bench/bench_blas_handoff.py and
-# bench/bench_blas_mix.py measure them):
-# * OpenBLAS workers spin for ~0.1 s after a multi-threaded call. A numpy
-#   matmul right after a 2-thread mlp call ran up to 12x slower, and an mlp
-#   call right after a numpy one 1.8x slower; with mlp on 1 thread neither
-#   slowed the other. So calls that take milliseconds, the ones a user
-#   interleaves with numpy (forward, predict, loss, gradients,
-#   training_step), default to 1 thread.
-# * A training run is one long call, where the second core is worth having
-#   (1.3-1.5x at batch 64-128) and a spin after it costs at most ~0.1 s once,
-#   but only when a step's GEMMs are big enough: below this many
-#   multiply-adds in the largest one, hand-offs cost what the core gains.
-SMALL_GEMM_MACS = 1 << 23
+# Calls that take milliseconds, the ones a user interleaves with numpy
+# (forward, predict, loss, gradients, training_step), default to 1 BLAS
+# thread. Measured (2-core machine, numpy's and scipy's OpenBLAS side by
+# side; bench/bench_blas_handoff.py and bench/bench_blas_mix.py): OpenBLAS
+# workers spin for ~0.1 s after a multi-threaded call, so a numpy matmul
+# right after a 2-thread mlp call ran up to 12x slower, and an mlp call right
+# after a numpy one 1.8x slower; with mlp on 1 thread neither slowed the
+# other.
+#
+# Training runs on mlp's own workers instead (mlp/_parallel.h), with BLAS on
+# one thread: each worker makes single-threaded BLAS calls on its share of
+# every layer. They live for one kernel call and leave nothing spinning, so
+# no BLAS pool is ever woken by training. Below this many multiply-adds a
+# step (a few microseconds of work) the barriers between layers cost more
+# than a second core gains.
+SMALL_STEP_MACS = 1 << 18
 
 
 def check_threads(n_threads):
@@ -103,15 +105,17 @@ def call_threads(n_threads):
     return 1 if n_threads is None else n_threads
 
 
-def resolve_threads(n_threads, rows, layer_sizes):
-    """Threads for a training run on batches of `rows`: n_threads if given,
-    else all available cores when the largest GEMM of a step is big enough
-    to gain from them, else 1."""
+def train_workers(n_threads, rows, layer_sizes):
+    """Worker threads for a training run on batches of `rows`: n_threads if
+    given (at most MAX_TRAIN_WORKERS), else all available cores unless a
+    step is too small to gain from them."""
+    from ._kernels import MAX_TRAIN_WORKERS
+
     n_threads = check_threads(n_threads)
     if n_threads is not None:
-        return n_threads
-    largest = max(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:])) * rows
-    return 1 if largest < SMALL_GEMM_MACS else default_threads()
+        return min(n_threads, MAX_TRAIN_WORKERS)
+    macs = rows * sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
+    return 1 if macs < SMALL_STEP_MACS else min(default_threads(), MAX_TRAIN_WORKERS)
 
 
 # BLAS thread counts are process-wide, and mlp calls may overlap (the
@@ -126,7 +130,7 @@ _saved_settings = []
 @contextmanager
 def blas_threads(n_threads):
     """Run the body with every BLAS limited to n_threads threads (a positive
-    int; see resolve_threads). The user's settings are restored when the
+    int). The user's settings are restored when the
     last overlapping mlp call returns."""
     global _active_calls, _saved_settings
     controllers = _blas_controllers()

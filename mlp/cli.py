@@ -61,7 +61,7 @@ def build_parser():
     tr.add_argument("--dtype", choices=["float32", "float64"])
     tr.add_argument("--seed", type=int, help="seed for initialisation and batches")
     tr.add_argument("--threads", type=_positive(int),
-                    help="BLAS threads (default: 1 for small batches, all cores for large)")
+                    help="training worker threads (default: all cores, 1 for tiny networks)")
     tr.add_argument("--data", metavar="PATH",
                     help="mnist.pkl.gz or a directory of the four IDX files "
                          "(default: cached copy, fetched on first use)")
@@ -92,7 +92,7 @@ def _report(model, test, threads):
 
 
 def _train(args):
-    from ._threads import resolve_threads
+    from ._threads import train_workers
     from .training import train
 
     preset = PRESETS[args.preset].with_overrides(
@@ -110,12 +110,12 @@ def _train(args):
         raise ValueError(f"--layers must end with {n_classes} outputs, one per class, got "
                          f"{preset.layers[-1]}")
     model = preset.build_model()
-    threads = resolve_threads(args.threads, preset.batch_size, preset.layers)
+    threads = train_workers(args.threads, preset.batch_size, preset.layers)
     length = (f"{preset.epochs} epochs" if preset.epochs is not None
               else f"{preset.iterations} iterations")
     print(f"Training {model!r}\n  preset {preset.name}: {length}, batch {preset.batch_size}, "
           f"lr {preset.learning_rate} ({preset.lr_schedule}), loss {preset.loss}, sampling {preset.sampling}, "
-          f"{threads} BLAS thread(s); data loaded in {load_time:.2f} s", flush=True)
+          f"{threads} worker thread(s); data loaded in {load_time:.2f} s", flush=True)
     history = train(model, data.train.images, data.train.labels,
                     validation=(data.validation.images, data.validation.labels),
                     progress=not args.no_progress, n_threads=threads, **preset.train_kwargs())

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _kernels
-from ._threads import blas_threads, call_threads, check_threads, resolve_threads
+from ._threads import blas_threads, call_threads, check_threads, train_workers
 from ._validation import (
     check_choice,
     check_int,
@@ -22,12 +22,6 @@ from .model import Model, loss_code
 
 SAMPLING = ("replacement", "shuffle")
 LR_SCHEDULES = ("constant", "linear", "cosine")
-
-# Batches up to this size run with activations stored feature-major,
-# (units, batch), which makes the batch BLAS's m dimension: at batch 30 the
-# whole step measured 1.13x faster that way (scipy's OpenBLAS, Haswell
-# kernels), at batch 64 no faster and at 128 and up slower.
-_FEATURE_MAJOR_MAX_BATCH = 32
 
 # Steps per kernel call in train(): each call is one nogil run of this many
 # steps, so Python (the progress bar, Ctrl-C) gets control a few times a
@@ -78,7 +72,7 @@ def training_step(model, X, Y, learning_rate, loss="mse", *, weight_decay=0.0):
         total = _kernels.sgd_step(model._params, model._sizes, model._hidden_code,
                                   model._output_code, code, X, Y, learning_rate,
                                   weight_decay, model._workspace(X.shape[0]),
-                                  X.shape[0] <= _FEATURE_MAJOR_MAX_BATCH)
+                                  X.shape[0] <= _kernels.FEATURE_MAJOR_MAX_BATCH)
     return float(total)
 
 
@@ -161,8 +155,10 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     validation : optional (X_val, y_val), scored at the end of every interval.
     patience : with validation, stop after this many intervals without a new
         best validation accuracy and restore the best parameters.
-    n_threads : BLAS threads for the run; None uses all cores when a step's
-        GEMMs are big enough to gain from them, else 1 (mlp/_threads.py).
+    n_threads : worker threads for the run, each taking a share of every
+        layer's units (at most 64); None uses all cores unless a step is too
+        small to gain from them (mlp/_threads.py). BLAS runs single-threaded
+        inside each worker, so the run wakes no BLAS thread pool.
     Returns a History.
     """
     _check_model(model)
@@ -197,11 +193,12 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     last_good = initial.copy()
     best = (-1.0, None)
     stale = 0
+    workers = train_workers(n_threads, batch_size, model.layer_sizes)
     bar = _progress_bar(total_steps, progress)
     start = time.perf_counter()
     done = 0
     try:
-        with model._lock, blas_threads(resolve_threads(n_threads, batch_size, model.layer_sizes)):
+        with model._lock, blas_threads(1):
             while done < total_steps:
                 # One logging interval: an epoch (or an epoch's worth of steps).
                 interval = min(steps_per_epoch, total_steps - done)
@@ -217,7 +214,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
                     status = _kernels.train_steps(
                         model._params, model._sizes, model._hidden_code, model._output_code,
                         code, X, y, chunk, batch_size, lr, weight_decay, work, batch_losses,
-                        batch_size <= _FEATURE_MAJOR_MAX_BATCH)
+                        batch_size <= _kernels.FEATURE_MAJOR_MAX_BATCH, workers)
                     if status < 0:
                         model._params[...] = initial
                         raise ValueError(

@@ -339,12 +339,12 @@ def test_batch_loss_cross_entropy_finite_when_probability_underflows():
 @given(sizes=st.lists(st.integers(1, 50), min_size=2, max_size=6), m=st.integers(1, 100))
 def test_workspace_size_formula(sizes, m):
     arr = np.asarray(sizes, dtype=np.intp)
-    widest = max(sizes[1:])
-    expected = (m * sum(sizes[1:])  # activations of layers 1..L
+    widest, width = max(sizes[1:]), sum(sizes[1:])
+    expected = (m * width  # activations of layers 1..L
                 + 2 * m * sizes[-1]  # output logits + gathered one-hot targets
-                + m * sizes[0]  # gathered inputs
-                + 2 * m * widest  # two delta buffers
-                + widest)  # column sums
+                + 2 * m * sizes[0]  # gathered inputs, double-buffered
+                + m * max(width, 2 * widest)  # a delta per layer, or two alternating
+                + width)  # bias gradients per layer
     assert K.workspace_size(arr, m) == expected
     assert K.workspace_size(arr, m + 1) > K.workspace_size(arr, m)
 
@@ -520,10 +520,13 @@ def _sgd_steps_by_hand(run, fm=False):
 
 
 @SETTINGS
-@given(run=training_runs(), fm=st.booleans())
-@example(run=None, fm=False)  # replaced below by a fixed case with a short last batch
-@example(run=None, fm=True)
-def test_train_steps_equals_sgd_steps_over_order(run, fm):
+@given(run=training_runs(), fm=st.booleans(), workers=st.integers(1, 4))
+@example(run=None, fm=False, workers=1)  # replaced below by a fixed case with a short last batch
+@example(run=None, fm=True, workers=1)
+@example(run=None, fm=True, workers=3)
+def test_train_steps_equals_sgd_steps_over_order(run, fm, workers):
+    """Workers split every layer's units (some get none when layers are
+    narrower than the worker count); the step must not change."""
     if run is None:
         run = _fixed_run()
     dtype, sizes_arr = run["dtype"], run["sizes_arr"]
@@ -535,7 +538,7 @@ def test_train_steps_equals_sgd_steps_over_order(run, fm):
     params = run["flat"].copy()
     with strict_fp():
         K.train_steps(params, sizes_arr, run["hidden"], run["out"], LOSS[run["loss"]], run["x"],
-                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses, fm)
+                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses, fm, workers)
     assert_guard_intact(full, need)
     assert np.all(batch_losses[n_steps:] == SENTINEL), "wrote more batch losses than steps"
     by_hand, losses = _sgd_steps_by_hand(run, fm)
@@ -580,3 +583,46 @@ def test_train_steps_last_batch_shorter_uses_its_own_size(fm):
         ref, _ = ref_sgd(ref, run["sizes"], run["x"][idx], one_hot(run["labels"][idx], 2),
                          run["hidden"], run["out"], run["loss"], run["lr"])
     np.testing.assert_allclose(params, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("fm", [False, True])
+@pytest.mark.parametrize("dtype, data_dtype", [(np.float32, np.float32), (np.float64, np.float32),
+                                               (np.float64, np.float64), (np.float32, np.float64)])
+def test_train_steps_on_workers_matches_one_worker(workers, fm, dtype, data_dtype):
+    """A network wide enough that every worker owns units of every hidden
+    layer and a range of input features, in every model/data dtype pairing."""
+    rng = np.random.default_rng(3)
+    sizes = [70, 40, 24, 5]
+    sizes_arr = np.asarray(sizes, np.intp)
+    flat = (rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))) * 0.3)
+    x = rng.random((50, sizes[0])).astype(data_dtype)
+    labels = rng.integers(0, sizes[-1], 50).astype(np.int64)
+    order = rng.integers(0, 50, 9 * 7 + 3).astype(np.int64)
+    results = []
+    for w in (1, workers):
+        params = flat.astype(dtype)
+        losses = np.full(10, SENTINEL)
+        need = K.workspace_size(sizes_arr, 9)
+        full, work = guarded(need, dtype)
+        done = K.train_steps(params, sizes_arr, ACT["sigmoid"], ACT["softmax"],
+                             LOSS["cross_entropy"], x, labels, order, 9, 0.3, 0.01, work,
+                             losses, fm, w)
+        assert done == 8
+        assert_guard_intact(full, need)
+        assert losses[-2:].tolist() == [SENTINEL, SENTINEL]
+        results.append((params, losses[:8]))
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=256 * eps, atol=256 * eps)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=256 * eps)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_gemm_bound_steps_runs_the_steps_it_is_asked_for(workers):
+    sizes_arr = np.asarray([40, 20, 3], np.intp)
+    params = np.empty(20 * 41 + 3 * 21, np.float32)
+    need = K.workspace_size(sizes_arr, 8)
+    full, work = guarded(need, np.float32)
+    assert K.gemm_bound_steps(params, sizes_arr, 8, work, 5, True, workers) == 5
+    assert_guard_intact(full, need)
+    assert np.isfinite(params).all()

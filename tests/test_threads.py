@@ -7,7 +7,8 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import mlp
-from mlp._threads import SMALL_GEMM_MACS, blas_threads, default_threads, resolve_threads
+from mlp._kernels import MAX_TRAIN_WORKERS
+from mlp._threads import SMALL_STEP_MACS, blas_threads, default_threads, train_workers
 
 
 def _blas_threads_now():
@@ -15,11 +16,13 @@ def _blas_threads_now():
                   if i["user_api"] == "blas")
 
 
-def test_resolve_threads():
+def test_train_workers():
     layers = (784, 300, 100, 10)
-    assert resolve_threads(None, 30, layers) == 1
-    assert resolve_threads(None, 1 + SMALL_GEMM_MACS // (784 * 300), layers) == default_threads()
-    assert resolve_threads(3, 30, layers) == 3
+    assert train_workers(None, 30, layers) == default_threads()
+    macs_per_row = 784 * 300 + 300 * 100 + 100 * 10
+    assert train_workers(None, SMALL_STEP_MACS // macs_per_row, layers) == 1
+    assert train_workers(3, 30, layers) == 3
+    assert train_workers(10 ** 6, 30, layers) == MAX_TRAIN_WORKERS
 
 
 @pytest.mark.parametrize("bad, exc", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
@@ -138,10 +141,11 @@ def test_default_thread_counts(monkeypatch):
     assert seen == [1, 1, 1, 1]
     model.forward(X, n_threads=2)
     assert seen[-1] == 2
+    # Training runs on its own workers, each calling a single-threaded BLAS.
     mlp.train(model, X, y, iterations=1, batch_size=30, progress=False)
     assert seen[-1] == 1
-    mlp.train(model, X, y, iterations=1, batch_size=256, progress=False)
-    assert seen[-1] == default_threads()
+    mlp.train(model, X, y, iterations=1, batch_size=256, n_threads=2, progress=False)
+    assert seen[-1] == 1
 
 
 def test_limits_apply_from_any_python_thread():

@@ -492,19 +492,43 @@ def test_train_refuses_a_non_finite_row_and_leaves_the_model_alone(dtype, bad):
     np.testing.assert_array_equal(model._params, before)
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("column", [1, 20, 39])
 @pytest.mark.parametrize("fm", [False, True])
-def test_train_kernel_reports_the_bad_row_before_stepping(fm):
-    model = mlp.Model([3, 2], seed=0)
-    X = np.ones((4, 3), dtype=np.float32)
-    X[2, 1] = np.nan
-    before = model._params.copy()
+def test_train_kernel_reports_the_bad_row_before_stepping(fm, column, workers):
+    """Workers check the input features they gather; whichever holds the bad
+    one, all of them stop before the step."""
+    model = mlp.Model([40, 8, 2], seed=0)
+    X = np.ones((4, 40), dtype=np.float32)
+    X[2, column] = np.nan
     work = np.empty(training_module._kernels.workspace_size(model._sizes, 2), dtype=np.float32)
     order = np.array([0, 1, 3, 2], dtype=np.int64)
+    expected = model._params.copy()
+    training_module._kernels.train_steps(
+        expected, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64), order[:2], 2, 0.5,
+        0.0, work, np.empty(1), fm, 1)
     status = training_module._kernels.train_steps(
         model._params, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64), order, 2, 0.5,
-        0.0, work, np.empty(2), fm)
+        0.0, work, np.empty(2), fm, workers)
     assert status == -1 - 2
-    assert not np.array_equal(model._params, before)  # the first, clean batch was applied
+    # The first, clean batch was applied, and nothing after it.
+    np.testing.assert_allclose(model._params, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_train_gives_the_same_model_on_any_number_of_workers(n_threads):
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 30), dtype=np.float32)
+    y = rng.integers(0, 4, 300)
+    models = []
+    for threads in (1, n_threads):
+        model = mlp.Model([30, 40, 20, 4], activation="relu", output="softmax", seed=2)
+        mlp.train(model, X, y, epochs=3, batch_size=16, loss="cross_entropy",
+                  learning_rate=0.3, seed=5, n_threads=threads, progress=False)
+        models.append(model)
+    np.testing.assert_allclose(models[1]._params, models[0]._params, rtol=1e-4, atol=1e-5)
+    if n_threads == 1:
+        np.testing.assert_array_equal(models[1]._params, models[0]._params)
 
 
 

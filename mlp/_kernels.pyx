@@ -647,10 +647,11 @@ ctypedef fused data_floating:
 # Each hidden layer's units are split between the workers; a worker owns its
 # units' rows of W and b, computes their activations in the forward pass,
 # and their deltas and weight update in the backward pass, each GEMM being a
-# single-threaded BLAS call on its share. The output layer (a few units
-# whose softmax and loss need all of them) is worker 0's. Workers meet at a
-# barrier wherever the next stage reads what others wrote:
-#   gather (each a range of features) | each hidden layer | output layer |
+# single-threaded BLAS call on its share. The output layer's forward pass
+# (a few units whose softmax and loss need all of them) is split by samples
+# instead, or is worker 0's for small feature-major batches. Workers meet at
+# a barrier wherever the next stage reads what others wrote:
+#   gather (each a range of rows) | each hidden layer | output layer |
 #   each delta GEMM (it reads all rows of W_l, so W_l's update waits for it)
 # The next batch is gathered into the other input buffer, so the last
 # weight update of one step and the gather of the next need no barrier.
@@ -691,6 +692,7 @@ cdef struct _TrainRun:
     bint gemms_only            # the GEMM bound: the same calls, nothing else
     mlp_barrier barrier
     char bad[MAX_WORKERS]      # worker w found NaN/inf in its part of a batch
+    double part_loss[MAX_WORKERS]  # worker w's share of the batch loss
     Py_ssize_t steps_done
     int64_t bad_row
 
@@ -750,10 +752,9 @@ cdef void _bias_step_part(const floating* d, floating* col, floating* b,
         b[j] = b[j] - step * col[j]
 
 
-cdef void _gather_part(const data_floating* x, const int64_t* order,
-                       floating* xb, Py_ssize_t n, Py_ssize_t d,
-                       Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
-    """Features j0..j1 of rows x[order[0..n]] into xb (n, d).
+cdef void _gather_rows(const data_floating* x, const int64_t* order,
+                       floating* xb, Py_ssize_t n, Py_ssize_t d) noexcept nogil:
+    """Rows x[order[0..n]] into xb (n, d), converted to the model's type.
 
     Row-major even when the step runs feature-major: the first layer's
     GEMMs read it transposed, which costs BLAS's packing nothing, while
@@ -765,16 +766,15 @@ cdef void _gather_part(const data_floating* x, const int64_t* order,
         src = x + order[i] * d
         dst = xb + i * d
         if floating is data_floating:
-            memcpy(dst + j0, src + j0, (j1 - j0) * sizeof(floating))
+            memcpy(dst, src, d * sizeof(floating))
         else:
-            for j in range(j0, j1):
+            for j in range(d):
                 dst[j] = <floating>src[j]
 
 
-cdef void _prefetch_part(const data_floating* x, const int64_t* order,
-                         Py_ssize_t n, Py_ssize_t d, Py_ssize_t j0,
-                         Py_ssize_t j1) noexcept nogil:
-    """Start loading features j0..j1 of rows x[order[0..n]] into cache.
+cdef void _prefetch_rows(const data_floating* x, const int64_t* order,
+                         Py_ssize_t n, Py_ssize_t d) noexcept nogil:
+    """Start loading rows x[order[0..n]] into cache.
 
     Batch rows are scattered over the data set, so gathering them waits on
     memory; fetched one step ahead, they arrive while the step's GEMMs run."""
@@ -783,22 +783,11 @@ cdef void _prefetch_part(const data_floating* x, const int64_t* order,
     cdef const data_floating* src
     for i in range(n):
         src = x + order[i] * d
-        j = j0
-        while j < j1:
+        j = 0
+        while j < d:
             mlp_prefetch(src + j)
             j += per_line
-        mlp_prefetch(src + j1 - 1)
-
-
-cdef bint _part_finite(const floating* xb, Py_ssize_t n, Py_ssize_t d,
-                       Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
-    cdef Py_ssize_t i
-    if j0 == 0 and j1 == d:
-        return _all_finite(xb, n * d)
-    for i in range(n):
-        if not _all_finite(xb + i * d + j0, j1 - j0):
-            return False
-    return True
+        mlp_prefetch(src + d - 1)
 
 
 cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run,
@@ -806,7 +795,8 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
     cdef int L = run.n_layers, l, sense = 0, w_id
     cdef const Py_ssize_t* sizes = run.sizes
     cdef Py_ssize_t d = sizes[0], k = sizes[L], m = run.batch_size
-    cdef Py_ssize_t start = 0, n, s = 0, i, fin, fout, off, u0, u1, f0, f1, j0, j1
+    cdef Py_ssize_t start = 0, n, s = 0, i, fin, fout, off, u0, u1, f0, f1, r0, r1, i0, i1
+    cdef double total
     cdef bint fm = run.fm, gemms_only = run.gemms_only, any_bad
     cdef _Carve c = _carve(sizes, L, m)
     cdef floating* pw = <floating*>run.work
@@ -823,7 +813,6 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
     offsets[0] = 0
     for l in range(L):
         offsets[l + 1] = offsets[l] + sizes[l + 1] * (sizes[l] + 1)
-    _share(d, tid, n_workers, 16, &j0, &j1)
 
     while start < run.n_total:
         n = m if run.n_total - start > m else run.n_total - start
@@ -838,11 +827,14 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
         step = <floating>(run.learning_rate / n)
 
         if not gemms_only:
-            _gather_part(x, run.order + start, xb, n, d, j0, j1)
+            # Each worker gathers whole rows: a row is 3 KB of contiguous
+            # memory, which the hardware prefetcher streams.
+            _share(n, tid, n_workers, 1, &r0, &r1)
+            _gather_rows(x, run.order + start + r0, xb + r0 * d, r1 - r0, d)
             # The one input check made here rather than in Python: scanning
             # all of x up front costs more (14 ms for MNIST) than many
             # steps, while the gathered rows are in cache now.
-            if not _part_finite(xb, n, d, j0, j1):
+            if not _all_finite(xb + r0 * d, (r1 - r0) * d):
                 run.bad[tid] = 1
             if tid == 0:
                 memset(yb, 0, n * k * sizeof(floating))
@@ -865,15 +857,17 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
                             break
                 break
 
-        # Only while the next batch's share fits in cache with room to spare:
-        # at batch 256 (800 KB) the GEMMs evicted it again, and the gather
-        # measured slower with the prefetch (400 us) than without (290 us).
-        if (not gemms_only and start + n < run.n_total
-                and n * (j1 - j0) * sizeof(data_floating) <= 65536):
-            _prefetch_part(x, run.order + start + n, n if run.n_total - start - n > n
-                           else run.n_total - start - n, d, j0, j1)
+            # The next batch's rows, while they fit in cache with room to
+            # spare: at batch 256 (800 KB) the GEMMs evicted them again, and
+            # the gather measured slower with the prefetch (400 us) than
+            # without (290 us).
+            if start + n < run.n_total:
+                i = n if run.n_total - start - n > n else run.n_total - start - n
+                _share(i, tid, n_workers, 1, &r0, &r1)
+                if (r1 - r0) * d * sizeof(data_floating) <= 65536:
+                    _prefetch_rows(x, run.order + start + n + r0, r1 - r0, d)
 
-        # Forward: hidden layers split by units, the output layer on worker 0.
+        # Forward: hidden layers split by units.
         for l in range(L - 1):
             fin = sizes[l]
             fout = sizes[l + 1]
@@ -885,19 +879,37 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
                     _bias_activation_part(acts[l + 1], w + fout * fin, n, fout, u0, u1,
                                           run.hidden_act, fm)
             mlp_barrier_wait(&run.barrier, &sense)
-        if tid == 0:
-            fin = sizes[L - 1]
-            w = params + offsets[L - 1]
-            _layer_gemm(fm, fm and L > 1, w, fin, k, 0, k, acts[L - 1], acts[L], n)
+        # The output layer: its softmax and loss need all of a sample's
+        # units, so it is split by samples instead, when they are rows
+        # (feature-major batches are small; worker 0 takes those whole).
+        fin = sizes[L - 1]
+        w = params + offsets[L - 1]
+        if fm:
+            i0 = 0
+            i1 = n if tid == 0 else 0
+        else:
+            _share(n, tid, n_workers, 1, &i0, &i1)
+        if i1 > i0:
+            _layer_gemm(fm, fm and L > 1, w, fin, k, 0, k, acts[L - 1] + i0 * fin,
+                        acts[L] + i0 * k, i1 - i0)
             if not gemms_only:
-                _add_bias(acts[L], w + k * fin, n, k, fm)
-                memcpy(pw + c.z_out, acts[L], n * k * sizeof(floating))
-                _apply_activation(acts[L], n, k, run.output_act, fm)
-                run.batch_losses[s] = _batch_loss(run.loss, acts[L], pw + c.z_out,
-                                                  yb, n, k, fm)
-                _output_delta(run.output_act, run.loss, acts[L], yb, deltas[L],
-                              n, k, fm)
+                _add_bias(acts[L] + i0 * k, w + k * fin, i1 - i0, k, fm)
+                memcpy(pw + c.z_out + i0 * k, acts[L] + i0 * k,
+                       (i1 - i0) * k * sizeof(floating))
+                _apply_activation(acts[L] + i0 * k, i1 - i0, k, run.output_act, fm)
+                run.part_loss[tid] = _batch_loss(run.loss, acts[L] + i0 * k,
+                                                 pw + c.z_out + i0 * k, yb + i0 * k,
+                                                 i1 - i0, k, fm)
+                _output_delta(run.output_act, run.loss, acts[L] + i0 * k, yb + i0 * k,
+                              deltas[L] + i0 * k, i1 - i0, k, fm)
+        else:
+            run.part_loss[tid] = 0
         mlp_barrier_wait(&run.barrier, &sense)
+        if tid == 0 and not gemms_only:
+            total = 0
+            for w_id in range(n_workers):
+                total += run.part_loss[w_id]
+            run.batch_losses[s] = total
 
         # Backward. Layer l's weights change only after every worker has
         # computed its part of the delta below from the old ones.
@@ -913,11 +925,7 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
                         _times_derivative_part(deltas[l], acts[l], n, fin, f0, f1,
                                                run.hidden_act, fm)
                 mlp_barrier_wait(&run.barrier, &sense)
-            if l == L - 1:
-                u0 = 0
-                u1 = fout if tid == 0 else 0
-            else:
-                _share(fout, tid, n_workers, 1, &u0, &u1)
+            _share(fout, tid, n_workers, 1, &u0, &u1)
             if u1 > u0:
                 _weight_gemm(fm, fm and l > 0, acts[l], deltas[l + 1], fin, fout, u0, u1, n,
                              -step, keep, w)

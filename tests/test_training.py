@@ -496,7 +496,7 @@ def test_train_refuses_a_non_finite_row_and_leaves_the_model_alone(dtype, bad):
 @pytest.mark.parametrize("column", [1, 20, 39])
 @pytest.mark.parametrize("fm", [False, True])
 def test_train_kernel_reports_the_bad_row_before_stepping(fm, column, workers):
-    """Workers check the input features they gather; whichever holds the bad
+    """Workers check the rows they gather; whichever holds the bad
     one, all of them stop before the step."""
     model = mlp.Model([40, 8, 2], seed=0)
     X = np.ones((4, 40), dtype=np.float32)

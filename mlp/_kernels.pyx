@@ -538,28 +538,6 @@ cdef inline void _point_acts(floating* work, const Py_ssize_t* sizes,
 # Entry points
 # ---------------------------------------------------------------------------
 
-def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
-            int output_act, const floating[:, ::1] x, floating[:, ::1] out,
-            floating[::1] work, Py_ssize_t chunk):
-    """Output activations of the network for x (n, sizes[0]) into out (n, sizes[-1]).
-
-    Rows are processed in chunks of `chunk`; work must hold
-    workspace_size(sizes, chunk) elements."""
-    cdef int L = <int>sizes.shape[0] - 1
-    cdef Py_ssize_t n = x.shape[0], start, rows, k = sizes[L], d = sizes[0]
-    cdef floating* acts[MAX_LAYERS + 1]
-    cdef floating* pw = &work[0]
-    with nogil:
-        start = 0
-        while start < n:
-            rows = chunk if n - start > chunk else n - start
-            _point_acts(pw, &sizes[0], L, rows, &x[start, 0], acts)
-            _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
-                     NULL, rows, False)
-            memcpy(&out[start, 0], acts[L], rows * k * sizeof(floating))
-            start += rows
-
-
 def loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
                        int hidden_act, int output_act, int loss,
                        const floating[:, ::1] x, const floating[:, ::1] y,
@@ -957,6 +935,78 @@ cdef int _run_workers(_TrainRun* run, int n_workers) noexcept nogil:
     if n_workers > MAX_WORKERS:
         n_workers = MAX_WORKERS
     return mlp_parallel_run(_train_task, run, n_workers, &run.barrier)
+
+
+cdef struct _ForwardRun:
+    bint is_double
+    void* params
+    const Py_ssize_t* sizes
+    int n_layers
+    int hidden_act
+    int output_act
+    const void* x
+    void* out
+    Py_ssize_t n
+    void* work
+    Py_ssize_t work_per_worker
+    Py_ssize_t chunk
+    mlp_barrier barrier       # unused: workers own disjoint rows
+
+
+cdef void _forward_worker(floating* params, const floating* x, floating* out,
+                          _ForwardRun* run, int tid, int n_workers) noexcept nogil:
+    cdef int L = run.n_layers
+    cdef Py_ssize_t d = run.sizes[0], k = run.sizes[L], start, stop, rows
+    cdef floating* pw = <floating*>run.work + tid * run.work_per_worker
+    cdef floating* acts[MAX_LAYERS + 1]
+    _share(run.n, tid, n_workers, 1, &start, &stop)
+    while start < stop:
+        rows = run.chunk if stop - start > run.chunk else stop - start
+        _point_acts(pw, run.sizes, L, rows, x + start * d, acts)
+        _forward(params, run.sizes, L, run.hidden_act, run.output_act, acts, NULL,
+                 rows, False)
+        memcpy(out + start * k, acts[L], rows * k * sizeof(floating))
+        start += rows
+
+
+cdef void _forward_task(void* ctx, int tid, int n_workers) noexcept nogil:
+    cdef _ForwardRun* run = <_ForwardRun*>ctx
+    if run.is_double:
+        _forward_worker(<double*>run.params, <const double*>run.x, <double*>run.out,
+                        run, tid, n_workers)
+    else:
+        _forward_worker(<float*>run.params, <const float*>run.x, <float*>run.out,
+                        run, tid, n_workers)
+
+
+def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
+            int output_act, const floating[:, ::1] x, floating[:, ::1] out,
+            floating[::1] work, Py_ssize_t chunk, int n_workers=1):
+    """Output activations of the network for x (n, sizes[0]) into out (n, sizes[-1]).
+
+    The rows are split between n_workers threads (BLAS must be
+    single-threaded meanwhile), each processing its share `chunk` rows at a
+    time; work must hold n_workers * workspace_size(sizes, chunk) elements.
+    Each output row depends only on its input row; how the rows are split
+    changes only rounding (BLAS treats the rows at the edge of a block
+    differently)."""
+    cdef _ForwardRun run
+    run.is_double = floating is double
+    run.params = &params[0]
+    run.sizes = &sizes[0]
+    run.n_layers = <int>sizes.shape[0] - 1
+    run.hidden_act = hidden_act
+    run.output_act = output_act
+    run.x = &x[0, 0]
+    run.out = &out[0, 0]
+    run.n = x.shape[0]
+    run.work = &work[0]
+    run.work_per_worker = _carve(&sizes[0], run.n_layers, chunk).total
+    run.chunk = chunk
+    if n_workers > MAX_WORKERS:
+        n_workers = MAX_WORKERS
+    with nogil:
+        mlp_parallel_run(_forward_task, &run, n_workers, &run.barrier)
 
 
 def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,

@@ -1,4 +1,8 @@
-"""How many threads BLAS may use inside an mlp call, and nowhere else.
+"""How many threads an mlp call uses, and BLAS limits that hold only inside it.
+
+Multi-threaded work (train(), and forward/predict/evaluate with n_threads > 1)
+runs on mlp's own worker threads, each calling a single-threaded BLAS, so
+every mlp call limits BLAS itself to one thread and no BLAS pool is woken.
 
 numpy and scipy each bundle an OpenBLAS with its own thread pool. The kernels
 call scipy's (through scipy.linalg.cython_blas); user code between mlp calls

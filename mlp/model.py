@@ -31,6 +31,9 @@ FORMAT_VERSION = 1
 # GEMMs run near peak, small enough that the activations stay in cache and
 # memory does not grow with the batch.
 _FORWARD_CHUNK = 1024
+# Fewer rows than this per worker and a forward pass is cheaper on one
+# thread than the cost of starting another.
+_ROWS_PER_WORKER = 64
 
 
 def loss_code(loss, output):
@@ -141,10 +144,10 @@ class Model:
         twin._params[...] = self._params
         return twin
 
-    def _workspace(self, rows):
+    def _workspace(self, rows, copies=1):
         # Kernels release the GIL, so two threads may share a model; callers
         # hold self._lock while they use the buffer returned here.
-        need = _kernels.workspace_size(self._sizes, rows)
+        need = copies * _kernels.workspace_size(self._sizes, rows)
         if self._work.size < need:
             self._work = np.empty(need, dtype=self.dtype)
         return self._work
@@ -161,20 +164,26 @@ class Model:
         """Output activations for X.
 
         X : array-like (n, layer_sizes[0]); converted to the model's dtype.
-        n_threads : BLAS threads (default 1: see mlp/_threads.py for why).
+        n_threads : worker threads sharing the rows (default 1: see
+            mlp/_threads.py for why); each runs a single-threaded BLAS.
         Returns ndarray (n, layer_sizes[-1]) of the model's dtype.
         """
         threads = call_threads(n_threads)
         X = self._check_x(X)
-        with self._lock, blas_threads(threads):
-            return self._forward_locked(X)
+        with self._lock, blas_threads(1):
+            return self._forward_locked(X, threads)
 
-    def _forward_locked(self, X):
-        # X is validated and the caller holds self._lock.
+    def _forward_locked(self, X, n_threads=1):
+        # X is validated, the caller holds self._lock and has limited BLAS to
+        # one thread: rows are split between n_threads of mlp's own workers
+        # (at least _ROWS_PER_WORKER each), so no BLAS pool is woken.
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-        chunk = min(X.shape[0], _FORWARD_CHUNK)
+        if X.shape[0] == 0:
+            return out
+        workers = max(1, min(n_threads, X.shape[0] // _ROWS_PER_WORKER))
+        chunk = min(-(-X.shape[0] // workers), _FORWARD_CHUNK)
         _kernels.forward(self._params, self._sizes, self._hidden_code, self._output_code,
-                         X, out, self._workspace(chunk), chunk)
+                         X, out, self._workspace(chunk, workers), chunk, workers)
         return out
 
     def predict(self, X, *, n_threads=None):

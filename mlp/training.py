@@ -100,8 +100,8 @@ def evaluate(model, X, y, *, n_threads=None):
     threads = call_threads(n_threads)
     X, y = _check_inputs_and_labels(model, X, y)
     # X is checked once above; model.predict would check it again.
-    with model._lock, blas_threads(threads):
-        predicted = model._forward_locked(X).argmax(axis=1)
+    with model._lock, blas_threads(1):
+        predicted = model._forward_locked(X, threads).argmax(axis=1)
     correct = int(np.count_nonzero(predicted == y))
     return Evaluation(correct / len(y), correct)
 
@@ -237,7 +237,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
                 history.steps.append(done)
                 history.loss.append(mean_loss)
                 if validation is not None:
-                    predicted = model._forward_locked(X_val).argmax(axis=1)
+                    predicted = model._forward_locked(X_val, workers).argmax(axis=1)
                     acc = float(np.count_nonzero(predicted == y_val)) / len(y_val)
                     history.val_accuracy.append(acc)
                     if bar is not None:

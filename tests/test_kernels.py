@@ -355,17 +355,20 @@ def test_workspace_size_formula(sizes, m):
 
 @SETTINGS
 @given(net=networks(out_codes=(ACT["sigmoid"], ACT["softmax"], ACT["tanh"], ACT["identity"])),
-       chunk_extra=st.integers(-7, 2))
-def test_forward_matches_reference(net, chunk_extra):
+       chunk_extra=st.integers(-7, 2), workers=st.integers(1, 3))
+def test_forward_matches_reference(net, chunk_extra, workers):
     dtype, sizes = net["dtype"], net["sizes"]
     n = len(net["x"])
     chunk = max(1, n + chunk_extra)  # chunk < n exercises the chunk loop and a short last chunk
-    need = K.workspace_size(net["sizes_arr"], chunk)
+    # Workers split the rows (some get none when n < workers), each with its
+    # own part of the workspace.
+    need = workers * K.workspace_size(net["sizes_arr"], chunk)
     full, work = guarded(need, dtype)
     out = np.full((n, sizes[-1]), np.nan, dtype=dtype)
     params = net["flat"].copy()
     with strict_fp():
-        K.forward(params, net["sizes_arr"], net["hidden"], net["out"], net["x"], out, work, chunk)
+        K.forward(params, net["sizes_arr"], net["hidden"], net["out"], net["x"], out, work, chunk,
+                  workers)
     assert_guard_intact(full, need)
     np.testing.assert_array_equal(params, net["flat"])  # parameters untouched
     Ws, bs = unflatten(net["flat"], sizes)

@@ -114,8 +114,8 @@ def test_numpy_between_mlp_calls_stays_fast():
 
 
 def test_default_thread_counts(monkeypatch):
-    """Short calls default to 1 thread; a training run uses every core only when a
-    step's GEMMs are large enough (see mlp/_threads.py)."""
+    """Short calls default to 1 thread; training and n_threads > 1 use mlp's own
+    workers with BLAS on 1 thread (see mlp/_threads.py)."""
     import contextlib
 
     import mlp.model
@@ -139,9 +139,20 @@ def test_default_thread_counts(monkeypatch):
     model.gradients(X, Y)
     mlp.training_step(model, X, Y, 0.1)
     assert seen == [1, 1, 1, 1]
+    # n_threads > 1 means mlp's own workers, each calling a single-threaded
+    # BLAS: BLAS stays at 1 and the workers get the count.
+    workers = []
+    real_forward = mlp.model._kernels.forward
+
+    def spy_forward(*args):
+        workers.append(args[-1])
+        return real_forward(*args)
+
+    monkeypatch.setattr(mlp.model._kernels, "forward", spy_forward)
     model.forward(X, n_threads=2)
-    assert seen[-1] == 2
-    # Training runs on its own workers, each calling a single-threaded BLAS.
+    assert seen[-1] == 1 and workers[-1] == 2
+    model.forward(X)
+    assert workers[-1] == 1
     mlp.train(model, X, y, iterations=1, batch_size=30, progress=False)
     assert seen[-1] == 1
     mlp.train(model, X, y, iterations=1, batch_size=256, n_threads=2, progress=False)
@@ -165,3 +176,24 @@ def test_limits_apply_from_any_python_thread():
     worker.start()
     worker.join()
     assert seen and all(n == 1 for n in seen)
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_inference_on_workers_gives_the_same_numbers(n_threads):
+    """forward/predict/evaluate with n_threads split the rows between mlp's
+    workers. Every row is computed as on one thread, up to rounding: BLAS
+    rounds a row differently depending on where it falls in a block."""
+    rng = np.random.default_rng(1)
+    model = mlp.Model([50, 40, 7], output="softmax", seed=3, dtype=np.float32)
+    X = rng.random((1000, 50), dtype=np.float32)
+    y = rng.integers(0, 7, 1000)
+    before = _blas_threads_now()
+    one = model.forward(X)
+    many = model.forward(X, n_threads=n_threads)
+    np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(model.predict(X, n_threads=n_threads), many.argmax(axis=1))
+    expected = np.count_nonzero(many.argmax(axis=1) == y)
+    assert mlp.evaluate(model, X, y, n_threads=n_threads).correct == expected
+    # A batch too small to split runs on one worker: the same call as without.
+    np.testing.assert_array_equal(model.forward(X[:5], n_threads=n_threads), model.forward(X[:5]))
+    assert _blas_threads_now() == before

@@ -88,7 +88,7 @@ static void mlp_barrier_wait(mlp_barrier *b, int *sense)
         return;
     }
     while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != s) {
-        if (spins < 20000) {
+        if (spins < 1000) {
             spins++;
             mlp_cpu_relax();
         } else {

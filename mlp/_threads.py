@@ -96,6 +96,14 @@ def default_threads():
 # step (a few microseconds of work) the barriers between layers cost more
 # than a second core gains.
 SMALL_STEP_MACS = 1 << 18
+# But numpy's own pool may still be spinning (for ~0.1 s) from the user's
+# last numpy call, and then two workers share the cores with it: a loop of
+# numpy matmuls and 20-step train() calls on 2 workers ran 2x slower than
+# its parts apart (5x before the workers' barrier yielded sooner). A run
+# shorter than this many multiply-adds in all (about 0.4 s on one core)
+# would spend much of its time in that window, so by default it runs on
+# one worker; a longer one pays it at most once.
+SHORT_RUN_MACS = 1 << 32
 
 
 def check_threads(n_threads):
@@ -109,17 +117,20 @@ def call_threads(n_threads):
     return 1 if n_threads is None else n_threads
 
 
-def train_workers(n_threads, rows, layer_sizes):
-    """Worker threads for a training run on batches of `rows`: n_threads if
-    given (at most MAX_TRAIN_WORKERS), else all available cores unless a
-    step is too small to gain from them."""
+def train_workers(n_threads, rows, layer_sizes, steps=None):
+    """Worker threads for a training run of `steps` steps (None: a long run)
+    on batches of `rows`: n_threads if given (at most MAX_TRAIN_WORKERS),
+    else all available cores unless a step, or the whole run, is too small
+    to gain from them."""
     from ._kernels import MAX_TRAIN_WORKERS
 
     n_threads = check_threads(n_threads)
     if n_threads is not None:
         return min(n_threads, MAX_TRAIN_WORKERS)
     macs = rows * sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
-    return 1 if macs < SMALL_STEP_MACS else min(default_threads(), MAX_TRAIN_WORKERS)
+    if macs < SMALL_STEP_MACS or (steps is not None and macs * steps < SHORT_RUN_MACS):
+        return 1
+    return min(default_threads(), MAX_TRAIN_WORKERS)
 
 
 # BLAS thread counts are process-wide, and mlp calls may overlap (the

@@ -156,8 +156,8 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     patience : with validation, stop after this many intervals without a new
         best validation accuracy and restore the best parameters.
     n_threads : worker threads for the run, each taking a share of every
-        layer's units (at most 64); None uses all cores unless a step is too
-        small to gain from them (mlp/_threads.py). BLAS runs single-threaded
+        layer's units (at most 64); None uses all cores unless a step, or
+        the whole run, is too small to gain from them (mlp/_threads.py). BLAS runs single-threaded
         inside each worker, so the run wakes no BLAS thread pool.
     Returns a History.
     """
@@ -193,7 +193,7 @@ def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_
     last_good = initial.copy()
     best = (-1.0, None)
     stale = 0
-    workers = train_workers(n_threads, batch_size, model.layer_sizes)
+    workers = train_workers(n_threads, batch_size, model.layer_sizes, total_steps)
     bar = _progress_bar(total_steps, progress)
     start = time.perf_counter()
     done = 0

@@ -8,7 +8,8 @@ from threadpoolctl import threadpool_info
 
 import mlp
 from mlp._kernels import MAX_TRAIN_WORKERS
-from mlp._threads import SMALL_STEP_MACS, blas_threads, default_threads, train_workers
+from mlp._threads import (SHORT_RUN_MACS, SMALL_STEP_MACS, blas_threads, default_threads,
+                          train_workers)
 
 
 def _blas_threads_now():
@@ -23,6 +24,11 @@ def test_train_workers():
     assert train_workers(None, SMALL_STEP_MACS // macs_per_row, layers) == 1
     assert train_workers(3, 30, layers) == 3
     assert train_workers(10 ** 6, 30, layers) == MAX_TRAIN_WORKERS
+    # A short run stays on one worker; asked for, it gets what it asks for.
+    short = SHORT_RUN_MACS // (30 * macs_per_row) - 1
+    assert train_workers(None, 30, layers, steps=short) == 1
+    assert train_workers(None, 30, layers, steps=short + 2) == default_threads()
+    assert train_workers(2, 30, layers, steps=1) == 2
 
 
 @pytest.mark.parametrize("bad, exc", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
@@ -197,3 +203,49 @@ def test_inference_on_workers_gives_the_same_numbers(n_threads):
     # A batch too small to split runs on one worker: the same call as without.
     np.testing.assert_array_equal(model.forward(X[:5], n_threads=n_threads), model.forward(X[:5]))
     assert _blas_threads_now() == before
+
+
+@pytest.mark.parametrize("n_threads, bound", [(None, 2.5), (2, 4.0)])
+def test_numpy_between_training_calls_stays_fast(n_threads, bound):
+    """The same mix with short mlp.train runs. numpy's pool keeps spinning for
+    ~0.1 s after each matmul; by default so short a run stays on one worker
+    and does not compete with it. Asked for two workers, the run shares the
+    cores with the spinner, which costs about 2x; it cost 5x while waiting
+    workers spun for half a millisecond before yielding. Either way the runs
+    must train exactly as they do alone."""
+    rng = np.random.default_rng(0)
+    A = rng.random((256, 784), dtype=np.float32)
+    W = rng.random((300, 784), dtype=np.float32)
+    X = rng.random((600, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 600)
+    start = mlp.Model([784, 300, 100, 10], seed=0)
+    n = 5
+
+    def train_once(model, seed):
+        mlp.train(model, X, y, iterations=20, batch_size=30, seed=seed, n_threads=n_threads,
+                  progress=False)
+
+    alone = start.copy()
+    for i in range(n):
+        train_once(alone, i)
+
+    def numpy_only():
+        for _ in range(n):
+            A @ W.T
+
+    def mlp_only():
+        model = start.copy()
+        for i in range(n):
+            train_once(model, i)
+
+    def mixed():
+        model = start.copy()
+        for i in range(n):
+            A @ W.T
+            train_once(model, i)
+        np.testing.assert_array_equal(model._params, alone._params)
+
+    mixed()
+    separate = _best_of(numpy_only) + _best_of(mlp_only)
+    together = _best_of(mixed)
+    assert together < bound * separate + 0.02, (together, separate)

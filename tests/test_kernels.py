@@ -640,3 +640,28 @@ def test_gemm_bound_steps_runs_the_steps_it_is_asked_for(workers):
     assert K.gemm_bound_steps(params, sizes_arr, 8, work, 5, True, workers) == 5
     assert_guard_intact(full, need)
     assert np.isfinite(params).all()
+
+
+def test_more_workers_than_the_cap_or_the_units():
+    """n_workers beyond MAX_TRAIN_WORKERS is capped, and workers left without
+    units, rows or samples just meet the others at the barriers."""
+    rng = np.random.default_rng(4)
+    sizes_arr = np.asarray([6, 5, 3], np.intp)
+    flat = rng.standard_normal(5 * 7 + 3 * 6)
+    x = rng.random((8, 6))
+    labels = rng.integers(0, 3, 8).astype(np.int64)
+    order = rng.integers(0, 8, 12).astype(np.int64)
+    results = []
+    for workers in (1, K.MAX_TRAIN_WORKERS + 36):
+        params = flat.copy()
+        losses = np.empty(3)
+        assert K.train_steps(params, sizes_arr, ACT["tanh"], ACT["sigmoid"], LOSS["mse"], x,
+                             labels, order, 4, 0.5, 0.0,
+                             np.empty(K.workspace_size(sizes_arr, 4)), losses, False,
+                             workers) == 3
+        out = np.empty((8, 3))
+        K.forward(params, sizes_arr, ACT["tanh"], ACT["sigmoid"], x, out,
+                  np.empty(K.MAX_TRAIN_WORKERS * K.workspace_size(sizes_arr, 8)), 8, workers)
+        results.append((params, losses, out))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)

@@ -283,9 +283,11 @@ cdef double _batch_loss(int loss, const floating* a, const floating* z,
 
 
 cdef void _unit_sums(const floating* d, floating* out, Py_ssize_t n,
-                     Py_ssize_t k, bint accumulate, bint fm) noexcept nogil:
+                     Py_ssize_t k, Py_ssize_t ld, bint accumulate,
+                     bint fm) noexcept nogil:
     """out (k,) <- (or +=, with accumulate) the sums over the n samples of
-    d, laid out as in _bias_activation: the bias gradient."""
+    d, laid out as in _bias_activation: the bias gradient. Row-major d may
+    be k columns of a wider matrix, rows ld apart (ld = k for all of it)."""
     cdef Py_ssize_t i, j
     cdef floating acc
     if not accumulate:
@@ -299,7 +301,7 @@ cdef void _unit_sums(const floating* d, floating* out, Py_ssize_t n,
     else:
         for i in range(n):
             for j in range(k):
-                out[j] += d[i * k + j]
+                out[j] += d[i * ld + j]
 
 
 # ---------------------------------------------------------------------------
@@ -468,10 +470,10 @@ cdef void _backward(floating* params, floating* grads, const Py_ssize_t* sizes,
         if grads != NULL:
             _weight_gemm(fm, fm, acts[l], delta, fin, fout, 0, fout, n, 1, 1 if accumulate else 0,
                          grads + off)
-            _unit_sums(delta, grads + off + fout * fin, n, fout, accumulate, fm)
+            _unit_sums(delta, grads + off + fout * fin, n, fout, fout, accumulate, fm)
         else:
             _weight_gemm(fm, fm, acts[l], delta, fin, fout, 0, fout, n, -step, keep, w)
-            _unit_sums(delta, col, n, fout, False, fm)
+            _unit_sums(delta, col, n, fout, fout, False, fm)
             b = w + fout * fin
             for j in range(fout):
                 b[j] = b[j] - step * col[j]
@@ -715,17 +717,11 @@ cdef void _bias_step_part(const floating* d, floating* col, floating* b,
                           floating step, bint fm) noexcept nogil:
     """b[u0:u1] -= step * (sums over the batch of d for units u0..u1);
     col (k,) is scratch."""
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t j
     if fm:
-        _unit_sums(d + u0 * n, col + u0, n, u1 - u0, False, True)
-    elif u0 == 0 and u1 == k:
-        _unit_sums(d, col, n, k, False, False)
+        _unit_sums(d + u0 * n, col + u0, n, u1 - u0, n, False, True)
     else:
-        for j in range(u0, u1):
-            col[j] = 0
-        for i in range(n):
-            for j in range(u0, u1):
-                col[j] += d[i * k + j]
+        _unit_sums(d + u0, col + u0, n, u1 - u0, k, False, False)
     for j in range(u0, u1):
         b[j] = b[j] - step * col[j]
 

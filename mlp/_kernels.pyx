@@ -27,6 +27,8 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
+import numpy as np
+
 cdef extern from "_fastexp.h" nogil:
     float mlp_expf(float x)
     double mlp_exp(double x)
@@ -345,9 +347,9 @@ cdef void _layer_gemm(bint fm, bint a_fm, const floating* w, Py_ssize_t fin,
 
 cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
                    int hidden_act, int output_act, floating** acts,
-                   floating* z_out, Py_ssize_t n, bint fm) noexcept nogil:
-    """acts[0] holds the input (n, sizes[0]), or (sizes[0], n) with fm;
-    fills acts[1..L] in the same layout.
+                   floating* z_out, Py_ssize_t n) noexcept nogil:
+    """acts[0] holds the input (n, sizes[0]); fills acts[1..L], row-major.
+    (Training runs its own split, layout-aware forward pass: _train_worker.)
 
     When z_out is not NULL the output layer's pre-activation is kept there
     (the cross-entropy loss needs the logits)."""
@@ -362,14 +364,14 @@ cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
         w = params + off
         b = w + fout * fin
         off += fout * (fin + 1)
-        _layer_gemm(fm, fm, w, fin, fout, 0, fout, acts[l], acts[l + 1], n)
+        _layer_gemm(False, False, w, fin, fout, 0, fout, acts[l], acts[l + 1], n)
         act = hidden_act if l < n_layers - 1 else output_act
         if l == n_layers - 1 and z_out != NULL:
-            _add_bias(acts[l + 1], b, n, fout, fm)
+            _add_bias(acts[l + 1], b, n, fout, False)
             memcpy(z_out, acts[l + 1], n * fout * sizeof(floating))
-            _apply_activation(acts[l + 1], n, fout, act, fm)
+            _apply_activation(acts[l + 1], n, fout, act, False)
         else:
-            _bias_activation(acts[l + 1], b, n, fout, act, fm)
+            _bias_activation(acts[l + 1], b, n, fout, act, False)
 
 
 cdef void _apply_activation(floating* z, Py_ssize_t n, Py_ssize_t k,
@@ -434,49 +436,32 @@ cdef inline void _weight_gemm(bint fm, bint a_fm, const floating* a,
               <int>fout, beta, c + u0 * fin, <int>fin)
 
 
-cdef void _backward(floating* params, floating* grads, const Py_ssize_t* sizes,
-                    int n_layers, int hidden_act, int output_act, int loss,
-                    floating** acts, const floating* y, floating* delta,
-                    floating* delta_prev, floating* col, Py_ssize_t n,
-                    floating step, floating keep, bint accumulate,
-                    bint fm) noexcept nogil:
-    """Backpropagate one batch whose forward pass is in acts.
-
-    grads != NULL: write dL/dW and dL/db (sums over the batch) into grads,
-    or add them to it with accumulate.
-    grads == NULL: SGD in place, p -= step * dL/dp, with the weight update
-    folded into the gradient GEMM (alpha = -step, beta = keep): keep < 1
-    is L2 weight decay, W <- keep * W - step * dL/dW, at no extra pass.
-    Biases are not decayed. A layer's weights are updated only after the
-    delta below them has been computed from the old weights, so the step is
-    the exact gradient step. fm: everything is stored feature-major, as in
-    _forward."""
+cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
+                     int n_layers, int hidden_act, int output_act, int loss,
+                     floating** acts, const floating* y, floating* delta,
+                     floating* delta_prev, Py_ssize_t n,
+                     bint accumulate) noexcept nogil:
+    """Backpropagate one batch whose (row-major) forward pass is in acts:
+    write dL/dW and dL/db, sums over the batch, into grads, or add them to
+    it with accumulate. (The SGD step is _train_worker's.)"""
     cdef int l
-    cdef Py_ssize_t fin, fout, j, off
+    cdef Py_ssize_t fin, fout, off
     cdef floating* w
-    cdef floating* b
     cdef floating* tmp
     cdef Py_ssize_t k = sizes[n_layers]
 
-    _output_delta(output_act, loss, acts[n_layers], y, delta, n, k, fm)
+    _output_delta(output_act, loss, acts[n_layers], y, delta, n, k, False)
     for l in range(n_layers - 1, -1, -1):
         fin = sizes[l]
         fout = sizes[l + 1]
         off = _weights_offset(sizes, l)
         w = params + off
         if l > 0:
-            _delta_gemm(fm, w, fin, fout, 0, fin, delta, delta_prev, n)
+            _delta_gemm(False, w, fin, fout, 0, fin, delta, delta_prev, n)
             _times_derivative(delta_prev, acts[l], n * fin, hidden_act)
-        if grads != NULL:
-            _weight_gemm(fm, fm, acts[l], delta, fin, fout, 0, fout, n, 1, 1 if accumulate else 0,
-                         grads + off)
-            _unit_sums(delta, grads + off + fout * fin, n, fout, fout, accumulate, fm)
-        else:
-            _weight_gemm(fm, fm, acts[l], delta, fin, fout, 0, fout, n, -step, keep, w)
-            _unit_sums(delta, col, n, fout, fout, False, fm)
-            b = w + fout * fin
-            for j in range(fout):
-                b[j] = b[j] - step * col[j]
+        _weight_gemm(False, False, acts[l], delta, fin, fout, 0, fout, n, 1,
+                     1 if accumulate else 0, grads + off)
+        _unit_sums(delta, grads + off + fout * fin, n, fout, fout, accumulate, False)
         tmp = delta
         delta = delta_prev
         delta_prev = tmp
@@ -494,9 +479,9 @@ cdef struct _Carve:
                          # buffers so that workers may gather the next batch
                          # while others still read this one
     Py_ssize_t deltas    # m * max(width, 2 * widest): a delta per layer for
-                         # the workers, or two that _backward alternates
+                         # the workers, or two that _gradients alternates
     Py_ssize_t deltas_2  # the second of those two
-    Py_ssize_t col       # width: bias gradients, per layer for the workers
+    Py_ssize_t col       # width: bias gradients, per layer, for the workers
     Py_ssize_t total
     # width = sum(sizes[1:]), widest = max(sizes[1:])
 
@@ -562,54 +547,14 @@ def loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
             rows = chunk if n - start > chunk else n - start
             _point_acts(pw, &sizes[0], L, rows, &x[start, 0], acts)
             _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
-                     pw + c.z_out, rows, False)
+                     pw + c.z_out, rows)
             total += _batch_loss(loss, acts[L], pw + c.z_out, &y[start, 0], rows, k,
                                  False)
             if want_gradients:
-                _backward(&params[0], &grads[0], &sizes[0], L, hidden_act,
-                          output_act, loss, acts, &y[start, 0], pw + c.deltas,
-                          pw + c.deltas_2, pw + c.col,
-                          rows, 0, 1, start > 0, False)
+                _gradients(&params[0], &grads[0], &sizes[0], L, hidden_act,
+                           output_act, loss, acts, &y[start, 0], pw + c.deltas,
+                           pw + c.deltas_2, rows, start > 0)
             start += rows
-    return total
-
-
-def sgd_step(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
-             int output_act, int loss, const floating[:, ::1] x,
-             const floating[:, ::1] y, double learning_rate,
-             double weight_decay, floating[::1] work, bint feature_major):
-    """One in-place SGD step, p -= learning_rate / n * dL/dp; returns the batch loss.
-
-    With weight_decay, weights also shrink by learning_rate * weight_decay * W.
-    feature_major runs the step on transposed copies of x and y (see
-    train_steps); the result is the same step."""
-    cdef int L = <int>sizes.shape[0] - 1
-    cdef Py_ssize_t n = x.shape[0], k = sizes[L], d = sizes[0], i, j
-    cdef _Carve c = _carve(&sizes[0], L, n)
-    cdef floating* acts[MAX_LAYERS + 1]
-    cdef floating* pw = &work[0]
-    cdef const floating* xin = &x[0, 0]
-    cdef const floating* yin = &y[0, 0]
-    cdef floating step = <floating>(learning_rate / n)
-    cdef floating keep = <floating>(1 - learning_rate * weight_decay)
-    cdef double total
-    with nogil:
-        if feature_major:
-            for i in range(n):
-                for j in range(d):
-                    pw[c.inputs + j * n + i] = x[i, j]
-                for j in range(k):
-                    pw[c.targets + j * n + i] = y[i, j]
-            xin = pw + c.inputs
-            yin = pw + c.targets
-        _point_acts(pw, &sizes[0], L, n, xin, acts)
-        _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
-                 pw + c.z_out, n, feature_major)
-        total = _batch_loss(loss, acts[L], pw + c.z_out, yin, n, k, feature_major)
-        _backward(&params[0], NULL, &sizes[0], L, hidden_act, output_act,
-                  loss, acts, yin, pw + c.deltas,
-                  pw + c.deltas_2, pw + c.col, n,
-                  step, keep, False, feature_major)
     return total
 
 
@@ -661,6 +606,8 @@ cdef struct _TrainRun:
     int loss
     const void* x
     const int64_t* labels
+    const void* targets        # or, instead of labels, targets (n_total, k)
+                               # of the model's type, row r for x's row r
     const int64_t* order
     Py_ssize_t n_total
     Py_ssize_t batch_size
@@ -764,6 +711,29 @@ cdef void _prefetch_rows(const data_floating* x, const int64_t* order,
         mlp_prefetch(src + d - 1)
 
 
+cdef void _batch_targets(_TrainRun* run, const floating* targets, floating* yb,
+                         Py_ssize_t start, Py_ssize_t n, Py_ssize_t k,
+                         bint fm) noexcept nogil:
+    """The targets of batch rows order[start..start+n] into yb, (n, k) or
+    (k, n) with fm: one-hot from the labels, or copied from the targets."""
+    cdef Py_ssize_t i, j, r
+    if targets == NULL:
+        memset(yb, 0, n * k * sizeof(floating))
+        for i in range(n):
+            if fm:
+                yb[run.labels[run.order[start + i]] * n + i] = 1
+            else:
+                yb[i * k + run.labels[run.order[start + i]]] = 1
+        return
+    for i in range(n):
+        r = run.order[start + i]
+        for j in range(k):
+            if fm:
+                yb[j * n + i] = targets[r * k + j]
+            else:
+                yb[i * k + j] = targets[r * k + j]
+
+
 cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run,
                         int tid, int n_workers) noexcept nogil:
     cdef int L = run.n_layers, l, sense = 0, w_id
@@ -811,12 +781,7 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
             if not _all_finite(xb + r0 * d, (r1 - r0) * d):
                 run.bad[tid] = 1
             if tid == 0:
-                memset(yb, 0, n * k * sizeof(floating))
-                for i in range(n):
-                    if fm:
-                        yb[run.labels[run.order[start + i]] * n + i] = 1
-                    else:
-                        yb[i * k + run.labels[run.order[start + i]]] = 1
+                _batch_targets(run, <const floating*>run.targets, yb, start, n, k, fm)
             mlp_barrier_wait(&run.barrier, &sense)
             any_bad = False
             for w_id in range(n_workers):
@@ -960,7 +925,7 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
         rows = run.chunk if stop - start > run.chunk else stop - start
         _point_acts(pw, run.sizes, L, rows, x + start * d, acts)
         _forward(params, run.sizes, L, run.hidden_act, run.output_act, acts, NULL,
-                 rows, False)
+                 rows)
         memcpy(out + start * k, acts[L], rows * k * sizeof(floating))
         start += rows
 
@@ -1005,6 +970,44 @@ def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
         mlp_parallel_run(_forward_task, &run, n_workers, &run.barrier)
 
 
+def sgd_step(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
+             int output_act, int loss, const floating[:, ::1] x,
+             const floating[:, ::1] y, double learning_rate,
+             double weight_decay, floating[::1] work, bint feature_major):
+    """One in-place SGD step, p -= learning_rate / n * dL/dp; returns the batch loss.
+
+    With weight_decay, weights also shrink by learning_rate * weight_decay * W.
+    The step train_steps runs (one worker, x's rows in order, targets y
+    instead of labels), in the layout feature_major picks; work must hold
+    workspace_size(sizes, n) elements."""
+    cdef _TrainRun run
+    cdef double total = 0
+    order = np.arange(x.shape[0], dtype=np.int64)
+    cdef const int64_t[::1] rows = order
+    run.kind = 0 if floating is float else 3
+    run.params = &params[0]
+    run.sizes = &sizes[0]
+    run.n_layers = <int>sizes.shape[0] - 1
+    run.hidden_act = hidden_act
+    run.output_act = output_act
+    run.loss = loss
+    run.x = &x[0, 0]
+    run.labels = NULL
+    run.targets = &y[0, 0]
+    run.order = &rows[0]
+    run.n_total = x.shape[0]
+    run.batch_size = x.shape[0]
+    run.learning_rate = learning_rate
+    run.weight_decay = weight_decay
+    run.work = &work[0]
+    run.batch_losses = &total
+    run.fm = feature_major
+    run.gemms_only = False
+    with nogil:
+        _run_workers(&run, 1)
+    return total
+
+
 def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
                 int hidden_act, int output_act, int loss,
                 const data_floating[:, ::1] x, const int64_t[::1] labels,
@@ -1040,6 +1043,7 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
     run.loss = loss
     run.x = &x[0, 0]
     run.labels = &labels[0]
+    run.targets = NULL
     run.order = &order[0] if order.shape[0] > 0 else NULL
     run.n_total = order.shape[0]
     run.batch_size = batch_size
@@ -1129,6 +1133,7 @@ def gemm_bound_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
     run.loss = LOSS_MSE
     run.x = NULL
     run.labels = NULL
+    run.targets = NULL
     run.order = NULL
     run.n_total = n_steps * batch_size
     run.batch_size = batch_size

@@ -889,6 +889,34 @@ cdef void _train_task(void* ctx, int tid, int n_workers) noexcept nogil:
         _train_worker(<double*>run.params, <const double*>run.x, run, tid, n_workers)
 
 
+cdef _TrainRun _new_run(int kind, void* params, const Py_ssize_t[::1] sizes,
+                        int hidden_act, int output_act, int loss, void* work,
+                        double learning_rate, double weight_decay,
+                        bint fm) noexcept:
+    """A run of the network described by the arguments, with no data yet:
+    callers set x, labels or targets, order, n_total, batch_size and
+    batch_losses (gemms_only is off)."""
+    cdef _TrainRun run
+    run.kind = kind
+    run.params = params
+    run.sizes = &sizes[0]
+    run.n_layers = <int>sizes.shape[0] - 1
+    run.hidden_act = hidden_act
+    run.output_act = output_act
+    run.loss = loss
+    run.work = work
+    run.learning_rate = learning_rate
+    run.weight_decay = weight_decay
+    run.fm = fm
+    run.gemms_only = False
+    run.x = NULL
+    run.labels = NULL
+    run.targets = NULL
+    run.order = NULL
+    run.batch_losses = NULL
+    return run
+
+
 cdef int _run_workers(_TrainRun* run, int n_workers) noexcept nogil:
     memset(run.bad, 0, sizeof(run.bad))
     run.steps_done = 0
@@ -980,29 +1008,18 @@ def sgd_step(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
     The step train_steps runs (one worker, x's rows in order, targets y
     instead of labels), in the layout feature_major picks; work must hold
     workspace_size(sizes, n) elements."""
-    cdef _TrainRun run
     cdef double total = 0
     order = np.arange(x.shape[0], dtype=np.int64)
     cdef const int64_t[::1] rows = order
-    run.kind = 0 if floating is float else 3
-    run.params = &params[0]
-    run.sizes = &sizes[0]
-    run.n_layers = <int>sizes.shape[0] - 1
-    run.hidden_act = hidden_act
-    run.output_act = output_act
-    run.loss = loss
+    cdef _TrainRun run = _new_run(0 if floating is float else 3, &params[0], sizes,
+                                  hidden_act, output_act, loss, &work[0],
+                                  learning_rate, weight_decay, feature_major)
     run.x = &x[0, 0]
-    run.labels = NULL
     run.targets = &y[0, 0]
     run.order = &rows[0]
     run.n_total = x.shape[0]
     run.batch_size = x.shape[0]
-    run.learning_rate = learning_rate
-    run.weight_decay = weight_decay
-    run.work = &work[0]
     run.batch_losses = &total
-    run.fm = feature_major
-    run.gemms_only = False
     with nogil:
         _run_workers(&run, 1)
     return total
@@ -1033,26 +1050,16 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
 
     Returns the number of steps done, or -1 - r when row r of x holds NaN
     or inf: the run stops before the step that would have used it."""
-    cdef _TrainRun run
-    run.kind = (2 if floating is double else 0) + (1 if data_floating is double else 0)
-    run.params = &params[0]
-    run.sizes = &sizes[0]
-    run.n_layers = <int>sizes.shape[0] - 1
-    run.hidden_act = hidden_act
-    run.output_act = output_act
-    run.loss = loss
+    cdef _TrainRun run = _new_run(
+        (2 if floating is double else 0) + (1 if data_floating is double else 0),
+        &params[0], sizes, hidden_act, output_act, loss, &work[0], learning_rate,
+        weight_decay, feature_major)
     run.x = &x[0, 0]
     run.labels = &labels[0]
-    run.targets = NULL
     run.order = &order[0] if order.shape[0] > 0 else NULL
     run.n_total = order.shape[0]
     run.batch_size = batch_size
-    run.learning_rate = learning_rate
-    run.weight_decay = weight_decay
-    run.work = &work[0]
     run.batch_losses = &batch_losses[0]
-    run.fm = feature_major
-    run.gemms_only = False
     with nogil:
         _run_workers(&run, n_workers)
     return -1 - run.bad_row if run.bad_row >= 0 else run.steps_done
@@ -1124,26 +1131,12 @@ def gemm_bound_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
             pw[i] = <floating>0.001
         for i in range(params.shape[0]):
             params[i] = <floating>0.001
-    run.kind = 0 if floating is float else 3
-    run.params = &params[0]
-    run.sizes = &sizes[0]
-    run.n_layers = L
-    run.hidden_act = ACT_IDENTITY
-    run.output_act = ACT_IDENTITY
-    run.loss = LOSS_MSE
-    run.x = NULL
-    run.labels = NULL
-    run.targets = NULL
-    run.order = NULL
-    run.n_total = n_steps * batch_size
-    run.batch_size = batch_size
     # The weight updates are the real calls, alpha = -step and beta = 1
     # (alpha = 0 would let BLAS skip the product).
-    run.learning_rate = 1e-3 * batch_size
-    run.weight_decay = 0
-    run.work = pw
-    run.batch_losses = NULL
-    run.fm = feature_major
+    run = _new_run(0 if floating is float else 3, &params[0], sizes, ACT_IDENTITY,
+                   ACT_IDENTITY, LOSS_MSE, pw, 1e-3 * batch_size, 0, feature_major)
+    run.n_total = n_steps * batch_size
+    run.batch_size = batch_size
     run.gemms_only = True
     with nogil:
         _run_workers(&run, n_workers)

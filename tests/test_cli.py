@@ -31,7 +31,7 @@ def test_train_save_evaluate(tiny_mnist, tmp_path, capsys):
     assert match and match.group(2) == "30"
     assert "Test accuracy:" in out and "Training time:" in out and "for 7 steps" in out
     model = Model.load(saved)
-    assert model.layer_sizes == PRESETS["default"].layers
+    assert model.layer_sizes == PRESETS["default"].model.layers
     assert main(["evaluate", str(saved), "--data", str(tiny_mnist)]) == 0
     again = SENTENCE.search(capsys.readouterr().out)
     assert again.group(1) == match.group(1)
@@ -46,7 +46,7 @@ def test_flags_override_the_preset(tiny_mnist, tmp_path, capsys):
     assert model.layer_sizes == (784, 16, 10)
     assert model.dtype == np.float32
     assert (model.activation, model.output) == ("sigmoid", "sigmoid")
-    assert "lr 2.0 (constant), loss mse, sampling replacement" in capsys.readouterr().out
+    assert "sgd lr 2 (constant), loss mse, sampling replacement" in capsys.readouterr().out
 
 
 def test_progress_bar_is_shown(tiny_mnist, capsys):
@@ -59,6 +59,11 @@ def test_progress_bar_is_shown(tiny_mnist, capsys):
     (["--layers", "784,16,3"], "must end with 10 outputs"),
     (["--layers", "100,16,10"], "must start with 784 inputs"),
     (["--preset", "notebook", "--loss", "cross_entropy"], "needs a model with output='softmax'"),
+    (["--lr", "-1"], "--lr must be a finite number > 0"),
+    (["--momentum", "1.5"], "--momentum must be"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum does not apply to --optimizer adam"),
+    (["--dropout", "1"], "--dropout is the probability"),
+    (["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "nesterov=True needs momentum"),
 ])
 def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, message):
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "2", "--no-progress"]
@@ -68,7 +73,7 @@ def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, mess
 
 @pytest.mark.parametrize("argv", [
     ["train", "--layers", "78x"],
-    ["train", "--lr", "-1"],
+    ["train", "--lr", "x"],
     ["train", "--epochs", "2", "--iterations", "3"],
     ["train", "--preset", "nope"],
     ["evaluate"],

@@ -222,7 +222,7 @@ def _describe(preset, optimizer):
               if options.epochs is not None else f"{options.iterations} iterations")
     extras = [f"{name} {getattr(options, name)}" for name in ("dropout", "input_dropout", "max_norm")
               if getattr(options, name)]
-    schedule = options.lr_schedule if isinstance(options.lr_schedule, str) else "custom"
+    schedule = options.resolved_schedule().__name__
     return (f"preset {preset.name}: {length}, batch {options.batch_size}, "
             f"{_optimizer_summary(optimizer)} ({schedule}), loss {options.loss or 'default'}, "
             f"sampling {options.sampling}"

@@ -22,7 +22,7 @@ from ._validation import check_labels, check_matrix, check_targets_or_labels
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
 from .model import Model, loss_code
 from .optimizers import OptimizerState, check_optimizer
-from .schedules import check_schedule, learning_rates
+from .schedules import learning_rates
 
 # Each kernel call runs for about this long (or at least one step), so that
 # Python (the progress bar, Ctrl-C) gets control a few times a second while
@@ -340,7 +340,7 @@ class _Run:
         self.total_steps = (options.iterations if epochs is None
                             else epochs * self.steps_per_epoch)
         self.optimizer = options.resolved_optimizer()
-        self.schedule = check_schedule(options.lr_schedule)
+        self.schedule = options.resolved_schedule()
         self.state = _optimizer_state(model, self.optimizer)
         self.first_step = self.state.step
         # The schedule counts the optimizer's steps, so a second call goes on

@@ -220,15 +220,40 @@ def _misclassified_figure(images, true, predicted, side):
         return fig
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
+    # One image with a strip above each tile for its label: drawing one axes
+    # per sample would take a second for a 6x6 grid.
+    gap, label = max(1, side // 14), max(4, round(0.45 * side))
+    mosaic = _tiles(images.reshape(count, side, side), columns, gap, label)
     fig = _new_figure(1.3 * columns, 1.5 * rows)
+    ax = fig.add_subplot()
     low, high = float(images.min()), float(images.max())
-    for index, (image, t, p) in enumerate(zip(images, true, predicted)):
-        ax = fig.add_subplot(rows, columns, index + 1)
-        ax.imshow(image.reshape(side, side), cmap="gray_r", vmin=low, vmax=max(high, low + 1e-9),
-                  interpolation="nearest")
-        ax.set_title(f"true {t}, pred {p}", fontsize=8, color="firebrick")
-        ax.set_axis_off()
+    import matplotlib
+
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
+    ax.imshow(mosaic, cmap=cmap, vmin=low, vmax=max(high, low + 1e-9), interpolation="nearest")
+    for index, (t, p) in enumerate(zip(true, predicted)):
+        r, c = divmod(index, columns)
+        ax.text(c * (side + gap) + (side - 1) / 2, r * (side + label) + label - 1.5,
+                f"true {t}, pred {p}", ha="center", va="bottom", fontsize=8, color="firebrick")
+    ax.set_axis_off()
     return fig
+
+
+def _tiles(images, columns, gap, top=0):
+    """(count, side, side) images laid out row by row in one float array.
+
+    Tiles are `gap` pixels apart side by side and `top` pixels apart (above
+    each row, the first too); the space between them is NaN, drawn as the
+    colour map's "bad" colour.
+    """
+    count, side, _ = images.shape
+    rows = math.ceil(count / columns)
+    mosaic = np.full((rows * (side + top), columns * (side + gap) - gap), np.nan)
+    for index, image in enumerate(images):
+        r, c = divmod(index, columns)
+        first_row, first_column = r * (side + top) + top, c * (side + gap)
+        mosaic[first_row:first_row + side, first_column:first_column + side] = image
+    return mosaic
 
 
 # -- first-layer weights ------------------------------------------------------
@@ -257,15 +282,11 @@ def first_layer_weights(model, n=64):
     count = weights.shape[0]
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
+    scale = np.abs(weights).max(axis=1, keepdims=True)
+    scaled = weights / np.where(scale > 0, scale, 1)
     # One image with NaN gutters draws much faster than one axes per unit.
-    gap = 1
-    mosaic = np.full((rows * (side + gap) - gap, columns * (side + gap) - gap), np.nan)
-    for index, unit in enumerate(weights):
-        scale = np.abs(unit).max()
-        r, c = divmod(index, columns)
-        top, left = r * (side + gap), c * (side + gap)
-        mosaic[top:top + side, left:left + side] = (unit / scale if scale > 0 else unit).reshape(
-            side, side)
+    # The gutter above the first row is dropped.
+    mosaic = _tiles(scaled.reshape(count, side, side), columns, gap=1, top=1)[1:]
     fig = _new_figure(max(1.0 * columns, 3), 1.0 * rows + 0.5)
     ax = fig.add_subplot()
     import matplotlib

@@ -74,7 +74,10 @@ def predict_checked(model, X, y=None):
 def _check_label_pair(y_true, y_pred, n_classes):
     n_classes = check_int(n_classes, "n_classes", minimum=1)
     y_true = check_labels(y_true, "y_true", n_classes=n_classes)
-    y_pred = check_labels(y_pred, "y_pred", n_classes=n_classes, n_rows=y_true.shape[0])
+    y_pred = check_labels(y_pred, "y_pred", n_classes=n_classes)
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"y_true and y_pred must have the same length, got {y_true.shape[0]} "
+                         f"and {y_pred.shape[0]}")
     return y_true, y_pred, n_classes
 
 

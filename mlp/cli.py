@@ -197,6 +197,16 @@ def _write_report(args):
     return 0
 
 
+def _share(probability):
+    """A probability as a percentage that never rounds to a certain 100% or 0%."""
+    text = f"{100 * probability:.1f}%"
+    if text == "100.0%" and probability < 1:
+        return ">99.9%"
+    if text == "0.0%" and probability > 0:
+        return "<0.1%"
+    return text
+
+
 def _predict(args):
     import json
 
@@ -224,7 +234,7 @@ def _predict(args):
         return 0
     width = max(len(path) for path in args.images)
     for result in results:
-        ranked = ", ".join(f"{c} ({100 * p:.1f}%)" for c, p in result["top3"])
+        ranked = ", ".join(f"{c} ({_share(p)})" for c, p in result["top3"])
         print(f"{result['file']:<{width}}  {result['prediction']}   top 3: {ranked}")
     return 0
 

@@ -157,11 +157,20 @@ def test_predict_prints_each_file_and_its_top_three(random_model, digit_file, ca
     assert main(["predict", str(random_model), str(digit_file), str(digit_file)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
-    match = re.fullmatch(r"(\S+)\s+(\d)   top 3: (\d) \((\d+\.\d)%\), (\d) \((\d+\.\d)%\), "
-                         r"(\d) \((\d+\.\d)%\)", lines[0])
+    share = r"([<>]?\d+\.\d)%"
+    match = re.fullmatch(rf"(\S+)\s+(\d)   top 3: (\d) \({share}\), (\d) \({share}\), "
+                         rf"(\d) \({share}\)", lines[0])
     assert match and match.group(1) == str(digit_file)
     assert match.group(2) == match.group(3)
-    assert float(match.group(4)) >= float(match.group(6)) >= float(match.group(8))
+    shares = [float(match.group(g).strip("<>")) for g in (4, 6, 8)]
+    assert shares == sorted(shares, reverse=True)
+
+
+def test_predict_never_prints_a_certain_100_or_0_percent():
+    from mlp.cli import _share
+
+    assert [_share(p) for p in (1.0, 0.99996, 0.5, 0.00004, 0.0)] == [
+        "100.0%", ">99.9%", "50.0%", "<0.1%", "0.0%"]
 
 
 def test_predict_json(random_model, digit_file, capsys):

@@ -1,4 +1,4 @@
-"""Command line: ``mlp train``, ``evaluate``, ``report`` and ``predict`` (also ``python -m mlp``)."""
+"""Command line: ``mlp train``, ``evaluate``, ``report`` and ``predict`` (or ``python -m mlp``)."""
 from __future__ import annotations
 
 import argparse

@@ -74,7 +74,8 @@ def _configuration(model, source):
     rows = [
         ("file", source),
         ("layer sizes", " - ".join(map(str, model.layer_sizes))),
-        ("hidden activation", model.activation if len(model.layer_sizes) > 2 else "(no hidden layer)"),
+        ("hidden activation",
+         model.activation if len(model.layer_sizes) > 2 else "(no hidden layer)"),
         ("output", model.output),
         ("initialisation", getattr(model, "init", None) or "unknown"),
         ("dtype", model.dtype.name),
@@ -173,11 +174,17 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
     else:
         parts += ["<h2>Misclassified test samples</h2>", _note(not_square)]
 
-    if history is not None and len(getattr(history, "loss", [])) > 0:
-        parts.append(_figure("Learning curves", plots.learning_curves(history),
-                             "training loss and validation accuracy per epoch"))
-    else:
+    if history is None:
         parts += ["<h2>Learning curves</h2>", _note("no training history saved with this model")]
+    else:
+        try:
+            curves = plots.learning_curves(history)
+        except (TypeError, ValueError) as exc:
+            # A history that cannot be drawn should not cost the whole report.
+            parts += ["<h2>Learning curves</h2>", _note(f"cannot draw the learning curves: {exc}")]
+        else:
+            parts.append(_figure("Learning curves", curves,
+                                 "training loss and validation accuracy per epoch"))
 
     if side is not None:
         parts.append(_figure("First-layer weights", plots.first_layer_weights(model),

@@ -130,6 +130,14 @@ def test_report_without_history_says_so_and_omits_the_curves():
     assert len(page.images) == 3
 
 
+def test_report_survives_a_history_it_cannot_draw():
+    model, X, y = small_case()
+    model.history = History()  # no epochs recorded
+    page = Page(build_report(model, X, y))
+    assert "cannot draw the learning curves: history has no epochs recorded" in page.all_text
+    assert len(page.images) == 3
+
+
 def test_report_warns_about_never_predicted_classes():
     model, X, y = small_case()
     model.weights[-1][...] = 0

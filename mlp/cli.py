@@ -1,4 +1,4 @@
-"""Command line: ``mlp train`` and ``mlp evaluate`` (also ``python -m mlp``).
+"""Command line: ``mlp train``, ``evaluate``, ``report`` and ``predict`` (or ``python -m mlp``).
 
 The train flags are made from the definitions of the hyperparameters
 (mlp/hyperparams.py: ModelOptions, TrainingOptions) and of the optimizers
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 
@@ -126,6 +127,28 @@ def build_parser():
     ev.add_argument("--data", metavar="PATH", help="as for train")
     ev.add_argument("--threads", type=_typed(int, "--threads"),
                     help="worker threads sharing the test images (default 1)")
+
+    rep = sub.add_parser("report", help="write an HTML report on a saved model",
+                         description="Write one self-contained HTML file on a saved model: its "
+                                     "configuration and training, test accuracy, precision and "
+                                     "recall per class, the confusion matrix, misclassified "
+                                     "digits, learning curves and first-layer weights. Needs "
+                                     "matplotlib.")
+    rep.add_argument("model", metavar="MODEL.npz")
+    rep.add_argument("--data", metavar="PATH", help="as for train; the report uses its test split")
+    rep.add_argument("--out", metavar="REPORT.html", default="report.html",
+                     help="where to write the report (default: %(default)s)")
+
+    pr = sub.add_parser("predict", help="classify your own images of digits",
+                        description="Classify images of single handwritten digits (PNG, JPEG, "
+                                    "GIF, BMP, TIFF, WebP; any size, colour or grey, dark on "
+                                    "light or light on dark). Each is prepared as MNIST's digits "
+                                    "were: grey, cropped, scaled to fit 20x20, centred by mass "
+                                    "in 28x28. Needs Pillow.")
+    pr.add_argument("model", metavar="MODEL.npz")
+    pr.add_argument("images", metavar="IMAGE", nargs="+")
+    pr.add_argument("--json", action="store_true",
+                    help='print a JSON list of {"file", "prediction", "top3"} objects')
     return parser
 
 
@@ -258,6 +281,7 @@ def _train(args):
     print(f"Test accuracy: {100 * result.accuracy:.2f}%  (validation {100 * history.val_accuracy[-1]:.2f}%)"
           f"\nTraining time: {history.total_time:.1f} s for {history.steps[-1]} steps "
           f"({history.steps[-1] / max(history.total_time, 1e-9):.0f} steps/s)")
+    _warn_never_predicted(model, data.test.images, args.threads)
     if args.save:
         model.save(args.save)
         print(f"Saved the model to {args.save}")
@@ -271,6 +295,17 @@ def _options_as_kwargs(options, seed):
     return kwargs
 
 
+def _warn_never_predicted(model, images, threads=None):
+    """Print a warning naming the classes the model never predicts on images."""
+    from .metrics import never_predicted, never_predicted_message
+
+    predicted = model.predict(images, n_threads=threads)
+    message = never_predicted_message(never_predicted(predicted, n_classes=model.n_outputs),
+                                      f"the {len(images)} test images")
+    if message:
+        print(f"mlp: warning: {message}", file=sys.stderr)
+
+
 def _evaluate(args):
     from .model import Model
 
@@ -278,6 +313,72 @@ def _evaluate(args):
     data, _ = _load_data(args.data)
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%")
+    _warn_never_predicted(model, data.test.images, args.threads)
+    return 0
+
+
+def _check_model_fits_data(model, data, path):
+    if model.n_inputs != data.test.images.shape[1]:
+        raise ValueError(f"the model in {path} takes {model.n_inputs} inputs but the test "
+                         f"images have {data.test.images.shape[1]} pixels")
+    n_classes = int(data.test.labels.max()) + 1
+    if model.n_outputs < n_classes:
+        raise ValueError(f"the model in {path} has {model.n_outputs} outputs but the test "
+                         f"labels go up to {n_classes - 1}")
+
+
+def _write_report(args):
+    from .model import Model
+    from .report import write_report
+
+    model = Model.load(args.model)
+    data, _ = _load_data(args.data)
+    _check_model_fits_data(model, data, args.model)
+    write_report(model, data.test.images, data.test.labels, args.out,
+                 source=os.path.basename(args.model))
+    print(f"Wrote the report to {args.out}")
+    return 0
+
+
+def _share(probability):
+    """A probability as a percentage that never rounds to a certain 100% or 0%."""
+    text = f"{100 * probability:.1f}%"
+    if text == "100.0%" and probability < 1:
+        return ">99.9%"
+    if text == "0.0%" and probability > 0:
+        return "<0.1%"
+    return text
+
+
+def _predict(args):
+    import json
+
+    import numpy as np
+
+    from .datasets import N_PIXELS, prepare_digit
+    from .model import Model
+
+    model = Model.load(args.model)
+    if model.n_inputs != N_PIXELS:
+        raise ValueError(f"the model in {args.model} takes {model.n_inputs} inputs; mlp predict "
+                         f"prepares 28x28 images, {N_PIXELS} inputs")
+    # Prepare every image before printing anything: one bad file fails the
+    # command without leaving half a result.
+    inputs = np.stack([prepare_digit(path) for path in args.images])
+    probabilities = model.predict_proba(inputs)
+    results = []
+    for path, row in zip(args.images, probabilities):
+        top = np.argsort(-row, kind="stable")[:3]
+        results.append({"file": path, "prediction": int(top[0]),
+                        "top3": [[int(c), round(float(row[c]), 6)] for c in top]})
+    if args.json:
+        # One object per line: readable, and still one JSON document.
+        print("[\n" + ",\n".join("  " + json.dumps(result) for result in results) + "\n]")
+        return 0
+    width = max(len(path) for path in args.images)
+    for result in results:
+        ranked = ", ".join(f"{c} ({_share(p)})" for c, p in result["top3"])
+        print(f"{result['file']:<{width}}  {result['prediction']}   top 3: {ranked}")
     return 0
 
 
@@ -286,9 +387,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from .datasets import DatasetUnavailableError
 
+    commands = {"train": _train, "evaluate": _evaluate, "report": _write_report,
+                "predict": _predict}
     try:
-        return _train(args) if args.command == "train" else _evaluate(args)
-    except (ValueError, TypeError, FileNotFoundError, DatasetUnavailableError) as exc:
+        return commands[args.command](args)
+    except (ValueError, TypeError, OSError, ImportError, DatasetUnavailableError) as exc:
+        # OSError covers a missing file and an unwritable output; ImportError
+        # an optional dependency (matplotlib, Pillow) that is not installed.
         print(f"mlp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -432,7 +432,8 @@ def _restore_training_state(model, meta, arrays, bad):
             history = History.from_dict(meta["history"])
             lists = (history.steps, history.loss, history.val_accuracy, history.time)
             if not all(isinstance(values, list) and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+                    (isinstance(v, (int, float)) and not isinstance(v, bool))
+                    or (v is None and values is history.val_accuracy) for v in values)
                     for values in lists):
                 raise ValueError("entries must be lists of numbers")
         except (TypeError, ValueError) as exc:

@@ -197,11 +197,15 @@ class History:
         return self.time[-1] if self.time else 0.0
 
     def extend(self, other):
-        """Append another run's entries (its times offset by this one's total)."""
+        """Append another run's entries (its times offset by this one's total).
+        Where only one of the runs was validated, the other's epochs get None."""
         offset = self.total_time
+        if self.val_accuracy or other.val_accuracy:
+            self.val_accuracy += [None] * (len(self.steps) - len(self.val_accuracy))
+            self.val_accuracy += other.val_accuracy + [None] * (
+                len(other.steps) - len(other.val_accuracy))
         self.steps += other.steps
         self.loss += other.loss
-        self.val_accuracy += other.val_accuracy
         self.time += [offset + t for t in other.time]
         self.stopped_early = other.stopped_early
         self.best_step = other.best_step if other.best_step is not None else self.best_step

@@ -64,13 +64,17 @@ def ref_step(optimizer, params, grad, state, t, weights_mask, lr=None):
     return p - lr / (1 - optimizer.beta1 ** t) * m / denom
 
 
+# beta2 stays well above 0: with beta2 = 0, sqrt(v) is |g| of the last step
+# alone, and a tiny last gradient under a remembered first moment makes a
+# step of lr * m / |g|, where float32's rounding of g is amplified a
+# million-fold (a property of the rule, not of the kernel).
 optimizers = st.one_of(
     st.builds(lambda lr, mu, nesterov, wd: mlp.SGD(lr, mu, nesterov and mu > 0, wd),
               st.floats(0.01, 1.0), st.sampled_from([0.0, 0.5, 0.9, 0.99]), st.booleans(),
               st.sampled_from([0.0, 1e-3, 0.1])),
     st.builds(lambda lr, b1, b2, eps, wd, decoupled: mlp.Adam(lr, b1, b2, eps, wd, decoupled),
               st.floats(1e-4, 0.1), st.sampled_from([0.0, 0.9, 0.5]),
-              st.sampled_from([0.999, 0.9, 0.0]), st.sampled_from([1e-8, 1e-3]),
+              st.sampled_from([0.999, 0.99, 0.9]), st.sampled_from([1e-8, 1e-3]),
               st.sampled_from([0.0, 1e-2, 0.5]), st.booleans()),
 )
 

@@ -274,6 +274,16 @@ class Model:
                 os.unlink(tmp)
             raise
 
+    def to_onnx(self, path, *, dtype=None):
+        """Write the model to `path` as an ONNX graph; see :func:`mlp.onnx.to_onnx`.
+
+        Needs the ``onnx`` package (``pip install "mlp[onnx]"``). Returns the
+        onnx.ModelProto written.
+        """
+        from .onnx import to_onnx
+
+        return to_onnx(self, path, dtype=dtype)
+
     @classmethod
     def load(cls, path):
         """Read a model written by :meth:`save`. Never unpickles anything."""

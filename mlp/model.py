@@ -144,6 +144,24 @@ class Model:
         twin._params[...] = self._params
         return twin
 
+    # -- pickling -------------------------------------------------------------
+    # joblib and Dask send models to worker processes by pickling them. The
+    # lock and the scratch buffer belong to one process, and the per-layer
+    # views would unpickle as copies cut loose from _params; so they are
+    # dropped here and rebuilt from _params on the other side. Everything else
+    # (history, optimizer_state, ...) travels as it is.
+
+    _PROCESS_LOCAL = ("_lock", "_work", "weights", "biases")
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._PROCESS_LOCAL}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.weights, self.biases = _layer_views(self._params, self.layer_sizes)
+        self._lock = threading.Lock()
+        self._work = np.empty(0, dtype=self.dtype)
+
     def _workspace(self, rows, copies=1):
         # Kernels release the GIL, so two threads may share a model; callers
         # hold self._lock while they use the buffer returned here.

@@ -10,7 +10,8 @@ extensions = [
         "mlp._kernels",
         ["mlp/_kernels.pyx"],
         include_dirs=[numpy.get_include(), "mlp"],
-        depends=["mlp/_fastexp.h", "mlp/_parallel.h"],
+        depends=["mlp/_fastexp.h", "mlp/_parallel.h", "mlp/_dropout.h", "mlp/_blas.pxi",
+                 "mlp/_elementwise.pxi", "mlp/_updates.pxi", "mlp/_worker.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # -fno-trapping-math lets gcc vectorise the branch-free selects in
         # _fastexp.h; unlike -ffast-math it keeps NaN and inf semantics, which

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _kernels
 from ._threads import blas_threads, call_threads
+from .hyperparams import ModelOptions
 from ._validation import (
     check_choice,
     check_dtype,
@@ -19,13 +20,18 @@ from ._validation import (
     check_seed,
 )
 
-HIDDEN_ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "relu": 2}
-OUTPUT_ACTIVATIONS = {"sigmoid": 0, "softmax": 3}
-LOSSES = {"mse": 0, "cross_entropy": 1}
+# The kernel owns the codes; these say which activations go where.
+HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu")
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "identity")
+LOSSES = tuple(_kernels.LOSSES)
+# Which output each loss is defined for (None: any).
+_LOSS_OUTPUT = {"mse": None, "cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
 INITIALISERS = ("normal", "xavier", "he")
 
 FORMAT_NAME = "mlp.Model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 files (parameters only) still load.
+READABLE_VERSIONS = (1, 2)
 
 # Rows per block in forward(), loss() and gradients(): big enough that the
 # GEMMs run near peak, small enough that the activations stay in cache and
@@ -39,11 +45,11 @@ _ROWS_PER_WORKER = 64
 def loss_code(loss, output):
     """The kernel's code for `loss`, refusing pairings it has no gradient for."""
     check_choice(loss, LOSSES, "loss")
-    if loss == "cross_entropy" and output != "softmax":
+    needed = _LOSS_OUTPUT[loss]
+    if needed is not None and output != needed:
         raise ValueError(
-            f"loss='cross_entropy' needs a model with output='softmax'; this model's output is {output!r}"
-        )
-    return LOSSES[loss]
+            f"loss={loss!r} needs a model with output={needed!r}; this model's output is {output!r}")
+    return _kernels.LOSSES[loss]
 
 
 class Model:
@@ -53,18 +59,20 @@ class Model:
     ----------
     layer_sizes : sequence of int
         Units per layer, input first, e.g. ``(784, 300, 100, 10)``.
-    activation : {"sigmoid", "tanh", "relu"}
+    activation : {"relu", "tanh", "sigmoid"}
         Activation of the hidden layers.
-    output : {"sigmoid", "softmax"}
-        Activation of the output layer.
-    init : {"normal", "xavier", "he"}
+    output : {"softmax", "sigmoid", "identity"}
+        Activation of the output layer ("identity" for regression).
+    init : {None, "he", "xavier", "normal"}
+        None picks "he" for ReLU and "xavier" otherwise. ``"he"`` is
+        N(0, 2 / fan_in) with zero biases. ``"xavier"`` is Glorot uniform,
+        U(-r, r) with r = sqrt(6 / (fan_in + fan_out)), and zero biases.
         ``"normal"`` draws every weight and bias from N(0, 1), as the
-        notebook does. ``"xavier"`` is Glorot uniform, U(-r, r) with
-        r = sqrt(6 / (fan_in + fan_out)), and zero biases. ``"he"`` is
-        N(0, 2 / fan_in) with zero biases, for ReLU.
+        notebook does.
     dtype : float32 or float64
-    seed : int, np.random.Generator or None
-        Seeds the initialisation.
+    seed : int, np.random.Generator, np.random.RandomState or None
+        Seeds the initialisation. A RandomState draws as the notebook does
+        (``np.random.randn``: biases first, then weights), whatever init is.
 
     Attributes
     ----------
@@ -73,19 +81,31 @@ class Model:
     biases : tuple of ndarray
         ``biases[l]`` has shape (layer_sizes[l+1],).
 
+    optimizer_state : OptimizerState or None
+        What the last optimizer built up (see mlp.optimizers); train()
+        continues it when given an equal optimizer.
+    history : History or None
+        Every train() run on this model, one entry per epoch.
+
     Both are live, C-contiguous views into one flat parameter array:
     writing into them changes the model.
     """
 
-    def __init__(self, layer_sizes, *, activation="sigmoid", output="sigmoid", init="normal",
-                 dtype=np.float32, seed=None):
+    def __init__(self, layer_sizes, *, activation=ModelOptions.activation,
+                 output=ModelOptions.output, init=ModelOptions.init, dtype=np.float32,
+                 seed=None):
         sizes = _check_layer_sizes(layer_sizes)
         check_choice(activation, HIDDEN_ACTIVATIONS, "activation")
         check_choice(output, OUTPUT_ACTIVATIONS, "output")
+        if init is None:
+            init = "he" if activation == "relu" else "xavier"
         check_choice(init, INITIALISERS, "init")
         self._setup(sizes, activation, output, check_dtype(dtype))
         self.init = init
-        self._initialise(init, np.random.default_rng(check_seed(seed)))
+        if isinstance(seed, np.random.RandomState):
+            self._initialise_as_notebook(seed)
+        else:
+            self._initialise(init, np.random.default_rng(check_seed(seed)))
 
     def _setup(self, sizes, activation, output, dtype):
         self.layer_sizes = tuple(sizes)
@@ -96,10 +116,23 @@ class Model:
         n_params = sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))
         self._params = np.zeros(n_params, dtype=dtype)
         self.weights, self.biases = _layer_views(self._params, sizes)
-        self._hidden_code = HIDDEN_ACTIVATIONS[activation]
-        self._output_code = OUTPUT_ACTIVATIONS[output]
+        self._hidden_code = _kernels.ACTIVATIONS[activation]
+        self._output_code = _kernels.ACTIVATIONS[output]
         self._lock = threading.Lock()
         self._work = np.empty(0, dtype=dtype)
+        self.optimizer_state = None
+        self.history = None
+        # The batch sampler of the last train() run, continued by the next
+        # one unless it is given a seed.
+        self._sampling_rng = None
+
+    def _initialise_as_notebook(self, random_state):
+        # The notebook's Model: np.random.randn(1, n) biases, then
+        # np.random.randn(n_out, n_in) weights, from the legacy generator.
+        for b in self.biases:
+            b[...] = random_state.randn(1, b.size)[0]
+        for w in self.weights:
+            w[...] = random_state.randn(*w.shape)
 
     def _initialise(self, init, rng):
         if init == "normal":
@@ -142,6 +175,10 @@ class Model:
         twin._setup(self.layer_sizes, self.activation, self.output, self.dtype)
         twin.init = self.init
         twin._params[...] = self._params
+        if self.optimizer_state is not None:
+            twin.optimizer_state = self.optimizer_state.copy()
+        if self.history is not None:
+            twin.history = type(self.history).from_dict(self.history.to_dict())
         return twin
 
     # -- pickling -------------------------------------------------------------
@@ -211,6 +248,9 @@ class Model:
     def predict_proba(self, X, *, n_threads=None):
         """Class probabilities (n, n_outputs): the softmax output, or the
         sigmoid outputs normalised to sum to 1 per row."""
+        if self.output == "identity":
+            raise ValueError("predict_proba needs a classifier (output 'softmax' or 'sigmoid'); "
+                             "this model's output is 'identity': use forward()")
         a = self.forward(X, n_threads=n_threads)
         if self.output == "softmax":
             return a
@@ -225,16 +265,18 @@ class Model:
 
     # -- loss and gradients ---------------------------------------------------
 
-    def loss(self, X, Y, loss="mse"):
+    def loss(self, X, Y, loss=None):
         """Sum over the batch of the per-sample loss, as a Python float.
 
         X : (n, layer_sizes[0]); Y : (n, layer_sizes[-1]) targets (one-hot rows
         for classification). ``"mse"`` is 0.5 * ||a - y||^2 per sample;
-        ``"cross_entropy"`` is -sum(y * log softmax(z)), for softmax models only.
+        ``"cross_entropy"`` is -sum(y * log softmax(z)), for softmax models;
+        ``"binary_cross_entropy"`` is -sum(y log a + (1 - y) log(1 - a)), for
+        sigmoid models. None: cross_entropy for softmax models, else mse.
         """
         return self._loss_and_gradients(X, Y, loss, want_gradients=False)[0]
 
-    def gradients(self, X, Y, loss="mse"):
+    def gradients(self, X, Y, loss=None):
         """Gradient of ``self.loss(X, Y, loss)`` with respect to every parameter.
 
         Returns (weight_grads, bias_grads): lists of ndarrays shaped like
@@ -245,6 +287,8 @@ class Model:
         return list(w), list(b)
 
     def _loss_and_gradients(self, X, Y, loss, want_gradients):
+        if loss is None:
+            loss = "cross_entropy" if self.output == "softmax" else "mse"
         code = loss_code(loss, self.output)
         X = self._check_x(X)
         Y = self._check_targets(Y, X.shape[0])
@@ -277,7 +321,20 @@ class Model:
             "init": self.init,
             "dtype": self.dtype.name,
         }
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+        arrays = {}
+        state = self.optimizer_state
+        if state is not None:
+            from .optimizers import optimizer_to_dict
+
+            meta["optimizer"] = {"config": optimizer_to_dict(state.optimizer), "step": state.step,
+                                 "buffers": sorted(state.buffers)}
+            for name, buffer in state.buffers.items():
+                arrays[f"optimizer.{name}"] = buffer
+        if self.history is not None:
+            meta["history"] = self.history.to_dict()
+        if self._sampling_rng is not None:
+            meta["sampling_rng"] = self._sampling_rng.bit_generator.state
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"W{l}"] = w
             arrays[f"b{l}"] = b
@@ -330,8 +387,9 @@ class Model:
             raise bad("metadata is not JSON") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
             raise bad("metadata does not describe an mlp.Model")
-        if meta.get("version") != FORMAT_VERSION:
-            raise bad(f"format version {meta.get('version')!r}, this mlp reads {FORMAT_VERSION}")
+        if meta.get("version") not in READABLE_VERSIONS:
+            raise bad(f"format version {meta.get('version')!r}, this mlp reads "
+                      f"{', '.join(map(str, READABLE_VERSIONS))}")
         try:
             sizes = _check_layer_sizes(meta["layer_sizes"])
             activation = check_choice(meta["activation"], HIDDEN_ACTIVATIONS, "activation")
@@ -354,10 +412,62 @@ class Model:
                 if not np.isfinite(src).all():
                     raise bad(f"array {name} holds NaN or infinity")
                 dest[...] = src
-        extra = set(arrays) - {"meta"} - {f"{p}{l}" for l in range(len(sizes) - 1) for p in "Wb"}
+        known = {"meta"} | {f"{p}{l}" for l in range(len(sizes) - 1) for p in "Wb"}
+        known |= _restore_training_state(model, meta, arrays, bad)
+        extra = set(arrays) - known
         if extra:
             raise bad(f"unexpected arrays {sorted(extra)}")
         return model
+
+
+def _restore_training_state(model, meta, arrays, bad):
+    """Optimizer state, History and sampling generator from a file's
+    metadata and arrays onto model; returns the array names it used."""
+    from .optimizers import OptimizerState, optimizer_from_dict
+    from .training import History
+
+    used = set()
+    if "optimizer" in meta:
+        description = meta["optimizer"]
+        try:
+            optimizer = optimizer_from_dict(description["config"])
+            step = description["step"]
+            names = description["buffers"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad(f"bad optimizer state ({exc})") from None
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0 \
+                or sorted(names) != sorted(optimizer.state_buffers):
+            raise bad("bad optimizer state (step or buffer names)")
+        state = OptimizerState(optimizer, step, {})
+        for name in names:
+            key = f"optimizer.{name}"
+            buffer = arrays.get(key)
+            if buffer is None or buffer.shape != (model.n_params,) or buffer.dtype != model.dtype:
+                raise bad(f"array {key} is missing or not ({model.n_params},) {model.dtype}")
+            if not np.isfinite(buffer).all():
+                raise bad(f"array {key} holds NaN or infinity")
+            state.buffers[name] = np.array(buffer)
+            used.add(key)
+        model.optimizer_state = state
+    if "history" in meta:
+        try:
+            history = History.from_dict(meta["history"])
+            lists = (history.steps, history.loss, history.val_accuracy, history.time)
+            if not all(isinstance(values, list) and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+                    for values in lists):
+                raise ValueError("entries must be lists of numbers")
+        except (TypeError, ValueError) as exc:
+            raise bad(f"bad training history ({exc})") from None
+        model.history = history
+    if "sampling_rng" in meta:
+        try:
+            generator = np.random.PCG64()
+            generator.state = meta["sampling_rng"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise bad(f"bad sampling generator state ({exc})") from None
+        model._sampling_rng = np.random.Generator(generator)
+    return used
 
 
 def _check_layer_sizes(layer_sizes):

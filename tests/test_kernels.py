@@ -35,6 +35,8 @@ from hypothesis.extra import numpy as hnp
 from mlp import _kernels as K
 
 from conftest import (
+    kernel_sgd_step,
+    kernel_train_steps,
     ACT,
     DTYPES,
     LOSS,
@@ -342,6 +344,7 @@ def test_workspace_size_formula(sizes, m):
     widest, width = max(sizes[1:]), sum(sizes[1:])
     expected = (m * width  # activations of layers 1..L
                 + 2 * m * sizes[-1]  # output logits + gathered one-hot targets
+                + m  # gathered sample weights
                 + 2 * m * sizes[0]  # gathered inputs, double-buffered
                 + m * max(width, 2 * widest)  # a delta per layer, or two alternating
                 + width)  # bias gradients per layer
@@ -431,7 +434,7 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, fm):
     full, work = guarded(need, dtype)
     params = net["flat"].copy()
     with strict_fp():
-        total = K.sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
+        total = kernel_sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
                            lr, 0.0, work, fm)
     assert_guard_intact(full, need)
     # Returns the loss before the step, computed by the same forward pass
@@ -468,7 +471,7 @@ def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, fm):
                          net["x"], net["y"], grads, np.empty(need, dtype), True, n)
     params = net["flat"].copy()
     with strict_fp():
-        K.sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
+        kernel_sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
                    lr, decay, np.empty(need, dtype), fm)
     p64, g64 = net["flat"].astype(np.float64), grads.astype(np.float64)
     step, keep = float(dtype(lr / n)), float(dtype(1 - lr * decay))
@@ -521,7 +524,7 @@ def _sgd_steps_by_hand(run, fm=False, states=None):
         work = np.empty(K.workspace_size(sizes_arr, len(idx)), dtype)
         if states is not None:
             states.append(params.copy())
-        losses.append(K.sgd_step(params, sizes_arr, run["hidden"], run["out"],
+        losses.append(kernel_sgd_step(params, sizes_arr, run["hidden"], run["out"],
                                  LOSS[run["loss"]], xb, yb, run["lr"], 0.0, work, fm))
     if states is not None:
         states.append(params.copy())
@@ -546,7 +549,7 @@ def test_train_steps_equals_sgd_steps_over_order(run, fm, workers):
     batch_losses = np.full(n_steps + 3, SENTINEL)
     params = run["flat"].copy()
     with strict_fp():
-        K.train_steps(params, sizes_arr, run["hidden"], run["out"], LOSS[run["loss"]], run["x"],
+        kernel_train_steps(params, sizes_arr, run["hidden"], run["out"], LOSS[run["loss"]], run["x"],
                       run["labels"], order, bs, run["lr"], 0.0, work, batch_losses, fm, workers)
     assert_guard_intact(full, need)
     assert np.all(batch_losses[n_steps:] == SENTINEL), "wrote more batch losses than steps"
@@ -589,7 +592,7 @@ def test_train_steps_last_batch_shorter_uses_its_own_size(fm):
     run = _fixed_run()
     params = run["flat"].copy()
     losses = np.empty(3)
-    K.train_steps(params, run["sizes_arr"], run["hidden"], run["out"], LOSS[run["loss"]],
+    kernel_train_steps(params, run["sizes_arr"], run["hidden"], run["out"], LOSS[run["loss"]],
                   run["x"], run["labels"], run["order"], 3, run["lr"], 0.0,
                   np.empty(K.workspace_size(run["sizes_arr"], 3)), losses, fm)
     ref = run["flat"].copy()
@@ -619,7 +622,7 @@ def test_train_steps_on_workers_matches_one_worker(workers, fm, dtype, data_dtyp
         losses = np.full(10, SENTINEL)
         need = K.workspace_size(sizes_arr, 9)
         full, work = guarded(need, dtype)
-        done = K.train_steps(params, sizes_arr, ACT["sigmoid"], ACT["softmax"],
+        done = kernel_train_steps(params, sizes_arr, ACT["sigmoid"], ACT["softmax"],
                              LOSS["cross_entropy"], x, labels, order, 9, 0.3, 0.01, work,
                              losses, fm, w)
         assert done == 8
@@ -655,7 +658,7 @@ def test_more_workers_than_the_cap_or_the_units():
     for workers in (1, K.MAX_TRAIN_WORKERS + 36):
         params = flat.copy()
         losses = np.empty(3)
-        assert K.train_steps(params, sizes_arr, ACT["tanh"], ACT["sigmoid"], LOSS["mse"], x,
+        assert kernel_train_steps(params, sizes_arr, ACT["tanh"], ACT["sigmoid"], LOSS["mse"], x,
                              labels, order, 4, 0.5, 0.0,
                              np.empty(K.workspace_size(sizes_arr, 4)), losses, False,
                              workers) == 3

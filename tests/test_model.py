@@ -201,7 +201,7 @@ def test_cross_entropy_needs_softmax_output(output, loss):
 
 def test_weights_and_biases_are_live_c_contiguous_views(dtype):
     sizes = [4, 3, 2]
-    model = mlp.Model(sizes, dtype=dtype, seed=0)
+    model = mlp.Model(sizes, activation="sigmoid", output="sigmoid", dtype=dtype, seed=0)
     assert len(model.weights) == len(model.biases) == 2
     for l, (w, b) in enumerate(zip(model.weights, model.biases)):
         assert w.shape == (sizes[l + 1], sizes[l]) and b.shape == (sizes[l + 1],)
@@ -612,7 +612,7 @@ def test_bad_Y_to_loss_and_gradients(method, label, Y, exc):
         getattr(model, method)(np.zeros((2, 3)), Y)
 
 
-@pytest.mark.parametrize("loss,exc", [("bogus", ValueError), (None, TypeError), (1, TypeError),
+@pytest.mark.parametrize("loss,exc", [("bogus", ValueError), (2.5, TypeError), (1, TypeError),
                                       ("MSE", ValueError)])
 @pytest.mark.parametrize("method", ["loss", "gradients"])
 def test_bad_loss_name(method, loss, exc):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import mlp
 import mlp.training as training_module
 
-from conftest import DTYPES, assert_close, one_hot
+from conftest import DTYPES, assert_close, kernel_train_steps, one_hot
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -83,7 +83,7 @@ def test_training_step_labels_equal_one_hot(dtype):
     (dict(learning_rate=float("nan")), ValueError, "learning_rate"),
     (dict(learning_rate=float("inf")), ValueError, "learning_rate"),
     (dict(learning_rate="1"), TypeError, "learning_rate"),
-    (dict(learning_rate=None), TypeError, "learning_rate"),
+    (dict(learning_rate=None), ValueError, "learning_rate"),
     (dict(loss="bogus"), ValueError, "loss"),
     (dict(loss="cross_entropy"), ValueError, "cross_entropy"),
     (dict(Y=np.array([0, 1, 2])), ValueError, "Y"),  # label out of range for 2 outputs
@@ -98,7 +98,7 @@ def test_training_step_labels_equal_one_hot(dtype):
     (dict(model="not a model"), TypeError, "model"),
 ])
 def test_training_step_bad_arguments(kwargs, exc, name):
-    model = mlp.Model([4, 2], seed=0)
+    model = mlp.Model([4, 2], output="sigmoid", seed=0)
     args = dict(model=model, X=np.zeros((3, 4)), Y=np.zeros((3, 2)), learning_rate=1.0, loss="mse")
     args.update(kwargs)
     before = model._params.copy()
@@ -156,10 +156,12 @@ class _Spy:
     def __getattr__(self, name):
         return getattr(self._k, name)
 
-    def train_steps(self, params, sizes, h, o, loss, X, y, order, batch_size, *rest):
+    def train_steps(self, params, sizes, h, o, loss, X, labels, targets, weights, order,
+                    batch_size, *rest):
         self.orders.append(np.array(order))
         self.batch_sizes.append(batch_size)
-        return self._k.train_steps(params, sizes, h, o, loss, X, y, order, batch_size, *rest)
+        return self._k.train_steps(params, sizes, h, o, loss, X, labels, targets, weights, order,
+                                   batch_size, *rest)
 
 
 @pytest.mark.parametrize("n,batch_size", [(10, 3), (7, 7), (5, 1), (4, 10)])
@@ -185,7 +187,7 @@ def test_replacement_indices_are_in_range_and_count(monkeypatch):
     monkeypatch.setattr(training_module, "_kernels", spy)
     X, y = np.random.default_rng(0).standard_normal((9, 2)), np.arange(9) % 2
     mlp.train(mlp.Model([2, 2], seed=0), X, y, iterations=10, batch_size=4, seed=0,
-              progress=False)
+              sampling="replacement", progress=False)
     seen = np.concatenate(spy.orders)
     assert len(seen) == 10 * 4 and seen.min() >= 0 and seen.max() < 9
     assert len(np.unique(seen)) < len(seen)  # with replacement: 40 draws from 9 repeat
@@ -237,8 +239,10 @@ def test_train_learns_four_blobs_softmax_cross_entropy():
 
 def test_train_learns_two_blobs_with_notebook_defaults(dtype):
     X, y = _blobs(100, [(-1, -1), (1, 1)], 0.4, seed=0)
-    model = mlp.Model([2, 8, 2], dtype=dtype, seed=0)  # sigmoid / sigmoid / mse, lr 2.0, batch 30
-    h = mlp.train(model, X, y, iterations=300, seed=0, progress=False)
+    model = mlp.Model([2, 8, 2], activation="sigmoid", output="sigmoid", init="normal",
+                      dtype=dtype, seed=0)
+    h = mlp.train(model, X, y, iterations=300, batch_size=30, learning_rate=2.0,
+                  sampling="replacement", seed=0, progress=False)
     assert h.loss[-1] < h.loss[0]
     result = mlp.evaluate(model, X, y)
     assert result.accuracy > 0.97
@@ -302,7 +306,6 @@ _y = np.array([0, 1, 1, 0, 1, 0])
 
 @pytest.mark.parametrize("kwargs,exc,name", [
     (dict(iterations=5, epochs=1), ValueError, "iterations"),
-    (dict(iterations=None, epochs=None), ValueError, "iterations"),
     (dict(iterations=0), ValueError, "iterations"),
     (dict(iterations=2.5), TypeError, "iterations"),
     (dict(iterations=None, epochs=-1), ValueError, "epochs"),
@@ -320,7 +323,8 @@ _y = np.array([0, 1, 1, 0, 1, 0])
     (dict(y=np.array([0, 1, np.nan, 0, 1, 0])), TypeError, "y"),
     (dict(y=np.array([True, False] * 3)), TypeError, "y"),
     (dict(y=np.array([0, 1, 1])), ValueError, "y"),
-    (dict(y=one_hot(_y, 2)), ValueError, "y"),
+    (dict(y=one_hot(_y, 3)), ValueError, "y"),
+    (dict(y=one_hot(_y, 2) * 2, loss="cross_entropy"), ValueError, "y"),
     (dict(y=np.array(["a"] * 6)), TypeError, "y"),
     (dict(X=np.zeros((6, 4))), ValueError, "X"),
     (dict(X=np.full((6, 3), np.inf)), ValueError, "X"),
@@ -338,7 +342,9 @@ _y = np.array([0, 1, 1, 0, 1, 0])
     (dict(model=object()), TypeError, "model"),
 ])
 def test_train_bad_arguments(kwargs, exc, name):
-    model = mlp.Model([3, 2], seed=0)
+    model = mlp.Model([3, 2], output="sigmoid", seed=0)
+    if kwargs.get("loss") == "cross_entropy" and "y" in kwargs:
+        model = mlp.Model([3, 2], seed=0)
     args = dict(model=model, X=_X, y=_y, iterations=5, progress=False)
     args.update(kwargs)
     before = model._params.copy()
@@ -420,13 +426,18 @@ def test_concurrent_forward_matches_sequential():
 # --- learning-rate schedules -------------------------------------------------------------------
 
 def test_schedules_decay_from_the_learning_rate_to_zero():
-    from mlp.training import _scheduled
+    from mlp.schedules import learning_rates
 
-    assert _scheduled(0.5, "constant", 70, 100) == 0.5
-    assert _scheduled(0.5, "linear", 0, 100) == 0.5
-    assert _scheduled(0.5, "linear", 75, 100) == pytest.approx(0.125)
-    assert _scheduled(0.5, "cosine", 50, 100) == pytest.approx(0.25)
-    assert _scheduled(0.5, "cosine", 100, 100) == pytest.approx(0.0)
+    def rate(name, step, total):
+        return learning_rates(0.5, mlp.schedules.SCHEDULES[name], step, 1, total)[0]
+
+    assert rate("constant", 70, 100) == 0.5
+    assert rate("linear", 0, 100) == 0.5
+    assert rate("linear", 75, 100) == pytest.approx(0.125)
+    assert rate("cosine", 50, 100) == pytest.approx(0.25)
+    assert rate("cosine", 100, 100) == pytest.approx(0.0)
+    assert [rate("step", s, 100) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [0.5, 0.5, 0.05, 0.05, 0.005, 0.005])
 
 
 def test_a_schedule_changes_training_and_stays_deterministic():
@@ -444,7 +455,7 @@ def test_a_schedule_changes_training_and_stays_deterministic():
     assert not np.array_equal(run("cosine"), run("constant"))
 
 
-@pytest.mark.parametrize("bad, exc", [("step", ValueError), (None, TypeError)])
+@pytest.mark.parametrize("bad, exc", [("bogus", ValueError), (None, TypeError), (3, TypeError)])
 def test_unknown_schedule_is_refused(bad, exc):
     model = mlp.Model([2, 2], seed=0)
     with pytest.raises(exc, match="lr_schedule"):
@@ -504,12 +515,11 @@ def test_train_kernel_reports_the_bad_row_before_stepping(fm, column, workers):
     work = np.empty(training_module._kernels.workspace_size(model._sizes, 2), dtype=np.float32)
     order = np.array([0, 1, 3, 2], dtype=np.int64)
     expected = model._params.copy()
-    training_module._kernels.train_steps(
-        expected, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64), order[:2], 2, 0.5,
-        0.0, work, np.empty(1), fm, 1)
-    status = training_module._kernels.train_steps(
-        model._params, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64), order, 2, 0.5,
-        0.0, work, np.empty(2), fm, workers)
+    kernel_train_steps(expected, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64),
+                       order[:2], 2, 0.5, 0.0, work, np.empty(1), fm, 1)
+    status = kernel_train_steps(model._params, model._sizes, 0, 0, 0, X,
+                                np.zeros(4, dtype=np.int64), order, 2, 0.5, 0.0, work,
+                                np.empty(2), fm, workers)
     assert status == -1 - 2
     # The first, clean batch was applied, and nothing after it.
     np.testing.assert_allclose(model._params, expected, rtol=1e-6, atol=1e-7)

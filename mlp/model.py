@@ -195,6 +195,13 @@ class Model:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        # joblib unpickles large arrays as read-only memory maps; training
+        # writes the parameters and the optimizer's buffers in place.
+        self._params = _writable(self._params)
+        optimizer_state = getattr(self, "optimizer_state", None)
+        if optimizer_state is not None:
+            for name, buffer in optimizer_state.buffers.items():
+                optimizer_state.buffers[name] = _writable(buffer)
         self.weights, self.biases = _layer_views(self._params, self.layer_sizes)
         self._lock = threading.Lock()
         self._work = np.empty(0, dtype=self.dtype)
@@ -482,6 +489,13 @@ def _check_layer_sizes(layer_sizes):
     if max(sizes) >= 2**31:
         raise ValueError("layer_sizes entries must be below 2**31")
     return sizes
+
+
+def _writable(array):
+    """array itself if it is a writable C-contiguous ndarray, else a copy that is."""
+    if type(array) is np.ndarray and array.flags.writeable and array.flags.c_contiguous:
+        return array
+    return np.array(array, copy=True, order="C", subok=False)
 
 
 def _layer_views(flat, sizes):

@@ -301,7 +301,7 @@ class _BaseMLP(BaseEstimator):
         else:
             if self.batch_size > n_samples:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                              "It is going to be clipped")
+                              "It is going to be clipped", stacklevel=4)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         weight_mean = 1.0
         if w_train is not None:
@@ -355,9 +355,10 @@ class _BaseMLP(BaseEstimator):
                 if self.n_iter_ == self.max_iter:
                     warnings.warn(
                         f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
-                        f"and the optimization hasn't converged yet.", ConvergenceWarning)
+                        f"and the optimization hasn't converged yet.", ConvergenceWarning,
+                        stacklevel=4)
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            warnings.warn("Training interrupted by user.", stacklevel=4)
         except FloatingPointError as exc:
             raise ValueError(
                 f"Solver produced non-finite parameter weights ({exc}). The input data may "

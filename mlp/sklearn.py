@@ -52,6 +52,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from . import optimizers as _optimizers
 from . import training as _training
+from ._threads import train_workers
 from ._validation import check_dtype
 from .model import HIDDEN_ACTIVATIONS, Model
 
@@ -419,7 +420,13 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         """Validated X -> the network's outputs (n, n_outputs_), model dtype."""
-        return self.model_.forward(X, n_threads=self.n_threads)
+        threads = self.n_threads
+        if threads is None:
+            # Model.forward defaults to one thread (a call of milliseconds);
+            # predict on a data set gains from every core, and mlp's workers
+            # wake no BLAS pool. Small calls stay on one thread, as in training.
+            threads = train_workers(None, X.shape[0], self.model_.layer_sizes)
+        return self.model_.forward(X, n_threads=threads)
 
     def _check_X(self, X):
         check_is_fitted(self)

@@ -319,6 +319,11 @@ def test_partial_fit():
             clf.partial_fit(X[rows], y[rows], classes=[0, 1, 2] if epoch == 0 else None)
     assert clf.n_iter_ == 1 and clf.t_ == 30 * 300 and len(clf.loss_curve_) == 90
     assert clf.score(X, y) > 0.85
+    # scikit-learn's argument order: sample_weight, then classes.
+    weighted = MLPClassifier(random_state=0, n_threads=1).partial_fit(
+        X, y, np.where(y == 0, 0.0, 1.0), [0, 1, 2])
+    unweighted = MLPClassifier(random_state=0, n_threads=1).partial_fit(X, y, None, [0, 1, 2])
+    assert not np.allclose(weighted.coefs_[0], unweighted.coefs_[0])
     # A batch with fewer classes is fine; new classes or other classes are not.
     clf.partial_fit(X[y == 0], y[y == 0])
     with pytest.raises(ValueError, match="classes not in"):

@@ -42,7 +42,7 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
-from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
@@ -56,7 +56,7 @@ from ._threads import train_workers
 from ._validation import check_dtype
 from .model import HIDDEN_ACTIVATIONS, Model
 
-__all__ = ["MLPClassifier", "MLPRegressor", "fit_dask_chunks"]
+__all__ = ["MLPClassifier", "MLPRegressor"]
 
 # scikit-learn's activation names -> mlp's.
 _HIDDEN = {"logistic": "sigmoid", "tanh": "tanh", "relu": "relu", "identity": "identity"}

@@ -13,7 +13,6 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("dask.distributed")
 joblib = pytest.importorskip("joblib")
 
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 
 from mlp.sklearn import MLPClassifier  # noqa: E402

@@ -15,8 +15,9 @@ __all__ = ["Model", "train", "training_step", "evaluate", "History", "Evaluation
 
 
 def __getattr__(name):
-    # datasets and compat pull in file and network code; load them on first use.
-    if name in ("datasets", "compat", "schedules"):
+    # These pull in file and network code or optional packages (matplotlib,
+    # Pillow); load them on first use.
+    if name in ("datasets", "compat", "metrics", "plots", "report", "schedules"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

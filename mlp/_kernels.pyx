@@ -433,6 +433,21 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
     return -1 - run.bad_row if run.bad_row >= 0 else run.steps_done
 
 
+def dropout_mask(floating[:, ::1] values, double p, uint64_t seed, int64_t step, int layer,
+                 Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t u0, Py_ssize_t u1,
+                 bint feature_major):
+    """In place: samples i0..i1, units u0..u1 of values (n, width), or
+    (width, n) with feature_major, times the dropout mask of (seed, step,
+    layer) scaled by 1 / (1 - p), as training applies it."""
+    cdef Py_ssize_t n = values.shape[1] if feature_major else values.shape[0]
+    cdef Py_ssize_t width = values.shape[0] if feature_major else values.shape[1]
+    with nogil:
+        _dropout(&values[0, 0], i0, i1, u0, u1, _sample_stride(feature_major, n, width),
+                 _unit_stride(feature_major, n, width), width,
+                 mlp_mask_key_for(seed, step, layer), _drop_threshold(p),
+                 <floating>(1 / (1 - p)))
+
+
 def gemm_bound_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
                      Py_ssize_t batch_size, floating[::1] work, Py_ssize_t n_steps,
                      bint feature_major, int n_workers=1):

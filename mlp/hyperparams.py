@@ -19,10 +19,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import check_choice, check_int, check_positive_float, check_seed
-from .optimizers import check_optimizer
+from .optimizers import SGD, check_optimizer
 from .schedules import SCHEDULES, check_schedule, check_warmup
 
 SAMPLING = ("shuffle", "replacement")
+
+# Chosen by measurement (README, "Choosing the defaults"): with the cosine
+# schedule and batches of 64 it took Model([784, 128, 10]) past 97% on MNIST
+# in 3 epochs for every seed tried, where Adam and constant rates hovered at 97%.
+DEFAULT_OPTIMIZER = SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
+DEFAULT_SCHEDULE = "cosine"
 
 
 def option(default, help, *, flag=None, cli_type=None, choices=None, metavar=None):
@@ -71,15 +77,17 @@ class TrainingOptions:
                                     flag="--iterations", cli_type=int)
     batch_size: int = option(64, "samples per step", flag="--batch-size", cli_type=int)
     optimizer: object = option(
-        None, "an mlp.SGD or mlp.Adam; default Adam(learning_rate=0.001), or plain "
-              "SGD when learning_rate or weight_decay is given instead")
+        None, "an mlp.SGD or mlp.Adam; default SGD(learning_rate=0.1, momentum=0.9, "
+              "nesterov=True), or plain SGD when learning_rate or weight_decay is given instead")
     learning_rate: float | None = option(
         None, "plain SGD with this rate (not together with optimizer)")
     weight_decay: float | None = option(
         None, "plain SGD with this L2 penalty on the weights (not together with optimizer)")
     lr_schedule: object = option(
-        "constant", "the learning rate's factor over the run: a name or a callable "
-                    "schedule(step, total_steps) -> factor, evaluated every step",
+        None, "the learning rate's factor over the run: a name or a callable "
+              "schedule(step, total_steps) -> factor, evaluated every step; steps count on "
+              "from the model's previous run with the same optimizer. None: cosine with the "
+              "default optimizer, constant with one you chose",
         flag="--lr-schedule", choices=tuple(SCHEDULES))
     warmup: float = option(0, "linear warm-up: steps, or a fraction of the run below 1",
                            flag="--warmup", cli_type=float)
@@ -123,7 +131,8 @@ class TrainingOptions:
         if self.weight_decay is not None:
             set_("weight_decay", check_positive_float(self.weight_decay, "weight_decay",
                                                       allow_zero=True))
-        check_schedule(self.lr_schedule)
+        if self.lr_schedule is not None:
+            check_schedule(self.lr_schedule)
         set_("warmup", check_warmup(self.warmup))
         if self.loss is not None:
             check_choice(self.loss, ("mse", "cross_entropy", "binary_cross_entropy"), "loss")
@@ -142,14 +151,22 @@ class TrainingOptions:
 
     def resolved_optimizer(self):
         """The optimizer this configuration trains with."""
-        from .optimizers import SGD, Adam
+        from .optimizers import SGD
 
         if self.optimizer is not None:
             return self.optimizer
         if self.learning_rate is not None or self.weight_decay is not None:
             return SGD(learning_rate=SGD.learning_rate if self.learning_rate is None
                        else self.learning_rate, weight_decay=self.weight_decay or 0.0)
-        return Adam()
+        return DEFAULT_OPTIMIZER
+
+    def resolved_schedule(self):
+        """The schedule this configuration trains with, as a callable."""
+        if self.lr_schedule is not None:
+            return check_schedule(self.lr_schedule)
+        chosen = self.optimizer is not None or self.learning_rate is not None \
+            or self.weight_decay is not None
+        return check_schedule("constant" if chosen else DEFAULT_SCHEDULE)
 
     def replace(self, **changes):
         """A copy with the given fields replaced; epochs and iterations replace each other."""

@@ -1,6 +1,7 @@
 """The network: parameters, forward pass, loss, gradients, save and load."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -125,6 +126,7 @@ class Model:
         # The batch sampler of the last train() run, continued by the next
         # one unless it is given a seed.
         self._sampling_rng = None
+        self._dropout_seed = 0
 
     def _initialise_as_notebook(self, random_state):
         # The notebook's Model: np.random.randn(1, n) biases, then
@@ -179,6 +181,9 @@ class Model:
             twin.optimizer_state = self.optimizer_state.copy()
         if self.history is not None:
             twin.history = type(self.history).from_dict(self.history.to_dict())
+        if self._sampling_rng is not None:
+            twin._sampling_rng = copy.deepcopy(self._sampling_rng)
+            twin._dropout_seed = self._dropout_seed
         return twin
 
     # -- pickling -------------------------------------------------------------
@@ -341,6 +346,7 @@ class Model:
             meta["history"] = self.history.to_dict()
         if self._sampling_rng is not None:
             meta["sampling_rng"] = self._sampling_rng.bit_generator.state
+            meta["dropout_seed"] = self._dropout_seed
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"W{l}"] = w
@@ -461,7 +467,8 @@ def _restore_training_state(model, meta, arrays, bad):
             history = History.from_dict(meta["history"])
             lists = (history.steps, history.loss, history.val_accuracy, history.time)
             if not all(isinstance(values, list) and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+                    (isinstance(v, (int, float)) and not isinstance(v, bool))
+                    or (v is None and values is history.val_accuracy) for v in values)
                     for values in lists):
                 raise ValueError("entries must be lists of numbers")
         except (TypeError, ValueError) as exc:
@@ -473,7 +480,11 @@ def _restore_training_state(model, meta, arrays, bad):
             generator.state = meta["sampling_rng"]
         except (TypeError, ValueError, KeyError) as exc:
             raise bad(f"bad sampling generator state ({exc})") from None
+        dropout_seed = meta.get("dropout_seed", 0)
+        if not isinstance(dropout_seed, int) or not 0 <= dropout_seed < 2 ** 64:
+            raise bad("bad dropout seed")
         model._sampling_rng = np.random.Generator(generator)
+        model._dropout_seed = dropout_seed
     return used
 
 

@@ -69,10 +69,11 @@ class SGD:
     weight_decay : float >= 0
         L2 penalty on the weights (not the biases), added to the gradient.
     """
-    learning_rate: float = 0.01
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
+    learning_rate: float = field(default=0.01, metadata={"help": "learning rate"})
+    momentum: float = field(default=0.0, metadata={"help": "momentum, in [0, 1) (SGD)"})
+    nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum (SGD)"})
+    weight_decay: float = field(default=0.0, metadata={
+        "help": "L2 penalty on the weights (Adam: in the gradient; AdamW: decoupled)"})
 
     name = "sgd"
 
@@ -126,12 +127,12 @@ class Adam:
     decoupled : bool
         Decay the weights directly (AdamW) instead of through the gradient.
     """
-    learning_rate: float = 0.001
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    decoupled: bool = False
+    learning_rate: float = field(default=0.001, metadata={"help": "learning rate"})
+    beta1: float = field(default=0.9, metadata={"help": "first-moment decay (Adam)"})
+    beta2: float = field(default=0.999, metadata={"help": "second-moment decay (Adam)"})
+    eps: float = field(default=1e-8, metadata={"help": "term added to the denominator (Adam)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty on the weights"})
+    decoupled: bool = field(default=False, metadata={"help": "AdamW's decoupled weight decay"})
 
     name = "adam"
 

@@ -37,12 +37,12 @@ def cosine(step, total_steps):
     return 0.5 * (1.0 + math.cos(math.pi * min(step / total_steps, 1.0)))
 
 
-def step_decay(step, total_steps):
+def step(step, total_steps):
     progress = step / total_steps
     return 1.0 if progress < 0.5 else (0.1 if progress < 0.75 else 0.01)
 
 
-SCHEDULES = {"constant": constant, "linear": linear, "cosine": cosine, "step": step_decay}
+SCHEDULES = {"constant": constant, "linear": linear, "cosine": cosine, "step": step}
 
 
 def check_schedule(schedule, name="lr_schedule"):

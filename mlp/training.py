@@ -22,7 +22,7 @@ from ._validation import check_labels, check_matrix, check_targets_or_labels
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
 from .model import Model, loss_code
 from .optimizers import OptimizerState, check_optimizer
-from .schedules import check_schedule, learning_rates
+from .schedules import learning_rates
 
 # Each kernel call runs for about this long (or at least one step), so that
 # Python (the progress bar, Ctrl-C) gets control a few times a second while
@@ -197,11 +197,15 @@ class History:
         return self.time[-1] if self.time else 0.0
 
     def extend(self, other):
-        """Append another run's entries (its times offset by this one's total)."""
+        """Append another run's entries (its times offset by this one's total).
+        Where only one of the runs was validated, the other's epochs get None."""
         offset = self.total_time
+        if self.val_accuracy or other.val_accuracy:
+            self.val_accuracy += [None] * (len(self.steps) - len(self.val_accuracy))
+            self.val_accuracy += other.val_accuracy + [None] * (
+                len(other.steps) - len(other.val_accuracy))
         self.steps += other.steps
         self.loss += other.loss
-        self.val_accuracy += other.val_accuracy
         self.time += [offset + t for t in other.time]
         self.stopped_early = other.stopped_early
         self.best_step = other.best_step if other.best_step is not None else self.best_step
@@ -340,13 +344,16 @@ class _Run:
         self.total_steps = (options.iterations if epochs is None
                             else epochs * self.steps_per_epoch)
         self.optimizer = options.resolved_optimizer()
-        self.schedule = check_schedule(options.lr_schedule)
+        self.schedule = options.resolved_schedule()
         self.state = _optimizer_state(model, self.optimizer)
         self.first_step = self.state.step
+        # The schedule counts the optimizer's steps, so a second call goes on
+        # where the first stopped (a warm-up is not repeated); its length is
+        # the steps before this call plus this call's.
+        self.schedule_steps = self.first_step + self.total_steps
         self.workers = train_workers(check_threads(n_threads), self.batch_size,
                                      model.layer_sizes, self.total_steps)
-        self.rng = self._sampling_generator(options.seed)
-        self.dropout_seed = int(self.rng.integers(2 ** 63))
+        self.rng, self.dropout_seed = self._sampling(options.seed)
         self.work = np.empty(_kernels.workspace_size(model._sizes, self.batch_size),
                              dtype=model.dtype)
         self.step_arguments = _kernel_step_arguments(model, self.state, options.max_norm)
@@ -362,27 +369,38 @@ class _Run:
         for name, buffer in state.buffers.items():
             self.state.buffers[name][...] = buffer
 
-    def _sampling_generator(self, seed):
-        # seed=None continues the generator of the model's previous run, so
-        # that a run split over several train() calls draws what one would.
-        if seed is None and self.model._sampling_rng is not None and self.first_step > 0:
-            return self.model._sampling_rng
+    def _sampling(self, seed):
+        """The batch sampler and the dropout masks' key. seed=None continues
+        those of the model's previous run, so that a run split over several
+        train() calls draws what one would."""
+        model = self.model
+        if isinstance(seed, np.random.RandomState):
+            # The notebook's draws: numpy's legacy generator, used as it is and
+            # not kept (its state is the caller's).
+            model._sampling_rng, model._dropout_seed = None, 0
+            return seed, 0
+        if seed is None and model._sampling_rng is not None and self.first_step > 0:
+            return model._sampling_rng, model._dropout_seed
         rng = np.random.default_rng(seed)
-        self.model._sampling_rng = rng
-        return rng
+        model._sampling_rng, model._dropout_seed = rng, int(rng.integers(2 ** 63))
+        return model._sampling_rng, model._dropout_seed
 
     def epoch_order(self, steps):
         """Sample indices for the next `steps` steps."""
         n = self.X.shape[0]
         if self.options.sampling == "shuffle":
             return self.rng.permutation(n)[: min(n, steps * self.batch_size)]
+        if isinstance(self.rng, np.random.RandomState):
+            # np.random.choice(n, batch_size) per step, as the notebook's
+            # get_batch draws: the same numbers as one call for all steps.
+            return self.rng.randint(0, n, size=steps * self.batch_size).astype(np.int64)
         return self.rng.integers(0, n, size=steps * self.batch_size, dtype=np.int64)
 
-    def run_steps(self, order, step_in_run, batch_losses):
+    def run_steps(self, order, batch_losses):
         """One compiled call over the batches of `order`: (steps done, summed loss)."""
         steps = math.ceil(len(order) / self.batch_size)
-        rates = learning_rates(self.optimizer.learning_rate, self.schedule,
-                               step_in_run, steps, self.total_steps, self.options.warmup)
+        rates = learning_rates(self.optimizer.learning_rate, self.schedule, self.state.step,
+                               steps, self.schedule_steps, self.options.warmup)
         model = self.model
         started = time.perf_counter()
         status = _kernels.train_steps(
@@ -447,7 +465,7 @@ def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
                 loss_sum, position = 0.0, 0
                 while position < len(order):
                     stop = min(len(order), position + run.steps_per_call * run.batch_size)
-                    steps, chunk_loss = run.run_steps(order[position:stop], done, batch_losses)
+                    steps, chunk_loss = run.run_steps(order[position:stop], batch_losses)
                     position = min(len(order), position + steps * run.batch_size)
                     done += steps
                     loss_sum += chunk_loss

@@ -1,4 +1,5 @@
 """The command line, end to end on a tiny IDX data set written by the test."""
+import os
 import re
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def test_train_save_evaluate(tiny_mnist, tmp_path, capsys):
     assert match and match.group(2) == "30"
     assert "Test accuracy:" in out and "Training time:" in out and "for 7 steps" in out
     model = Model.load(saved)
-    assert model.layer_sizes == PRESETS["default"].layers
+    assert model.layer_sizes == PRESETS["default"].model.layers
     assert main(["evaluate", str(saved), "--data", str(tiny_mnist)]) == 0
     again = SENTENCE.search(capsys.readouterr().out)
     assert again.group(1) == match.group(1)
@@ -46,7 +47,7 @@ def test_flags_override_the_preset(tiny_mnist, tmp_path, capsys):
     assert model.layer_sizes == (784, 16, 10)
     assert model.dtype == np.float32
     assert (model.activation, model.output) == ("sigmoid", "sigmoid")
-    assert "lr 2.0 (constant), loss mse, sampling replacement" in capsys.readouterr().out
+    assert "sgd lr 2 (constant), loss mse, sampling replacement" in capsys.readouterr().out
 
 
 def test_progress_bar_is_shown(tiny_mnist, capsys):
@@ -59,6 +60,11 @@ def test_progress_bar_is_shown(tiny_mnist, capsys):
     (["--layers", "784,16,3"], "must end with 10 outputs"),
     (["--layers", "100,16,10"], "must start with 784 inputs"),
     (["--preset", "notebook", "--loss", "cross_entropy"], "needs a model with output='softmax'"),
+    (["--lr", "-1"], "--lr must be a finite number > 0"),
+    (["--momentum", "1.5"], "--momentum must be"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum does not apply to --optimizer adam"),
+    (["--dropout", "1"], "--dropout is the probability"),
+    (["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "nesterov=True needs momentum"),
 ])
 def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, message):
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "2", "--no-progress"]
@@ -68,7 +74,7 @@ def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, mess
 
 @pytest.mark.parametrize("argv", [
     ["train", "--layers", "78x"],
-    ["train", "--lr", "-1"],
+    ["train", "--lr", "x"],
     ["train", "--epochs", "2", "--iterations", "3"],
     ["train", "--preset", "nope"],
     ["evaluate"],
@@ -106,3 +112,162 @@ def test_python_dash_m_runs_the_same_program(tmp_path):
                             capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert result.returncode == 0
     assert "--preset" in result.stdout and "notebook" in result.stdout
+
+
+# -- mlp evaluate: classes never predicted --------------------------------------
+
+def test_evaluate_warns_about_classes_never_predicted(tiny_mnist, tmp_path, capsys):
+    saved = tmp_path / "constant.npz"
+    model = Model([784, 10], output="softmax", init="xavier")
+    model.weights[0][...] = 0
+    model.biases[0][...] = 0
+    model.biases[0][[3, 8]] = [2.0, 2.0 - 1e-3]  # only 3 ever wins
+    model.save(saved)
+    assert main(["evaluate", str(saved), "--data", str(tiny_mnist)]) == 0
+    err = capsys.readouterr().err
+    assert "mlp: warning: classes 0, 1, 2, 4, 5, 6, 7, 8 and 9 are never predicted" in err
+
+
+# -- mlp predict ------------------------------------------------------------------
+
+def _draw_test_digit(pixels, path, scale, canvas, offset, colour=False):
+    """A test digit as a large dark-on-white picture: upscaled, inverted, pasted."""
+    from PIL import Image
+
+    digit = Image.fromarray(255 - pixels.reshape(28, 28)).resize(
+        (28 * scale, 28 * scale), Image.Resampling.BICUBIC)
+    picture = Image.new("L", canvas, 255)
+    picture.paste(digit, offset)
+    (picture.convert("RGB") if colour else picture).save(path)
+
+
+@pytest.fixture
+def random_model(tmp_path):
+    path = tmp_path / "random.npz"
+    Model([784, 16, 10], activation="relu", output="softmax", init="he", seed=0).save(path)
+    return path
+
+
+@pytest.fixture
+def digit_file(tmp_path):
+    pytest.importorskip("PIL")
+    path = tmp_path / "digit.png"
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[6:22, 12:16] = 255
+    _draw_test_digit(pixels.ravel(), path, 5, (200, 180), (30, 20))
+    return path
+
+
+def test_predict_prints_each_file_and_its_top_three(random_model, digit_file, capsys):
+    assert main(["predict", str(random_model), str(digit_file), str(digit_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    share = r"([<>]?\d+\.\d)%"
+    match = re.fullmatch(rf"(\S+)\s+(\d)   top 3: (\d) \({share}\), (\d) \({share}\), "
+                         rf"(\d) \({share}\)", lines[0])
+    assert match and match.group(1) == str(digit_file)
+    assert match.group(2) == match.group(3)
+    shares = [float(match.group(g).strip("<>")) for g in (4, 6, 8)]
+    assert shares == sorted(shares, reverse=True)
+
+
+def test_predict_never_prints_a_certain_100_or_0_percent():
+    from mlp.cli import _share
+
+    assert [_share(p) for p in (1.0, 0.99996, 0.5, 0.00004, 0.0)] == [
+        "100.0%", ">99.9%", "50.0%", "<0.1%", "0.0%"]
+
+
+def test_predict_json(random_model, digit_file, capsys):
+    import json
+
+    from mlp.datasets import prepare_digit
+
+    assert main(["predict", str(random_model), str(digit_file), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    probabilities = Model.load(random_model).predict_proba(prepare_digit(digit_file)[None])[0]
+    order = np.argsort(-probabilities)
+    assert results == [{"file": str(digit_file), "prediction": int(order[0]),
+                        "top3": [[int(c), pytest.approx(float(probabilities[c]), abs=1e-6)]
+                                 for c in order[:3]]}]
+
+
+@pytest.mark.parametrize("case, words", [
+    ("text file", "is not an image mlp can read"),
+    ("empty file", "is not an image mlp can read"),
+    ("all white", "no ink found"),
+    ("missing image", "no image file"),
+    ("model is not a model", "not a model saved by mlp"),
+    ("model is an image", "not a model saved by mlp"),
+    ("model takes other inputs", "takes 100 inputs"),
+])
+def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_file, tmp_path,
+                                              capsys):
+    from PIL import Image
+
+    model, image = random_model, tmp_path / "input.png"
+    if case == "text file":
+        image.write_text("7\n")
+    elif case == "empty file":
+        image.write_bytes(b"")
+    elif case == "all white":
+        Image.new("RGB", (120, 90), (255, 255, 255)).save(image)
+    elif case == "missing image":
+        image = tmp_path / "nowhere.png"
+    elif case == "model is not a model":
+        model = tmp_path / "model.npz"
+        model.write_text("weights: lots\n")
+    elif case == "model is an image":
+        model = digit_file
+    elif case == "model takes other inputs":
+        model = tmp_path / "small.npz"
+        Model([100, 10]).save(model)
+    if case.startswith("model"):
+        image = digit_file
+    assert main(["predict", str(model), str(digit_file), str(image)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing printed for the good file either
+    assert captured.err.startswith("mlp: error: ") and words in captured.err
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+@pytest.mark.slow
+def test_predict_classifies_drawn_test_digits(tmp_path, capsys):
+    """A model trained here for two epochs reads 20 real test digits drawn as
+    large dark-on-white pictures of different sizes and offsets."""
+    import json
+
+    pytest.importorskip("PIL")
+    from mlp import train
+    from mlp.datasets import DatasetUnavailableError, load_mnist
+
+    try:
+        data = load_mnist()
+    except DatasetUnavailableError:
+        if os.environ.get("MLP_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip("MNIST is not available offline")
+    model = Model([784, 100, 10], activation="relu", output="softmax", init="he", seed=0)
+    train(model, data.train.images, data.train.labels, epochs=2, batch_size=64,
+          learning_rate=0.3, loss="cross_entropy", sampling="shuffle", seed=0, progress=False)
+    saved = tmp_path / "model.npz"
+    model.save(saved)
+
+    rng = np.random.default_rng(0)
+    files, labels = [], data.test.labels[:20]
+    for i, image in enumerate(data.test.images[:20]):
+        pixels = np.rint(image * 256).clip(0, 255).astype(np.uint8)
+        scale = int(rng.integers(3, 13))
+        canvas = (28 * scale + int(rng.integers(10, 400)), 28 * scale + int(rng.integers(10, 400)))
+        offset = (int(rng.integers(0, canvas[0] - 28 * scale)),
+                  int(rng.integers(0, canvas[1] - 28 * scale)))
+        path = tmp_path / f"digit-{i}.png"
+        _draw_test_digit(pixels, path, scale, canvas, offset, colour=i % 3 == 0)
+        files.append(str(path))
+    assert main(["predict", str(saved), *files, "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in results] == files
+    predicted = np.array([r["prediction"] for r in results])
+    correct = int(np.sum(predicted == labels))
+    print(f"{correct} of 20 drawn test digits correct")
+    assert correct >= 18

@@ -668,3 +668,128 @@ def test_more_workers_than_the_cap_or_the_units():
         results.append((params, losses, out))
     for a, b in zip(*results):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# dropout
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_dropout_drops_the_right_fraction_and_scales_the_rest(p):
+    values = np.ones((400, 250))
+    K.dropout_mask(values, p, 7, 3, 1, 0, 400, 0, 250, False)
+    kept = values != 0
+    # 100,000 Bernoulli(1 - p) draws: the kept fraction is within 5 sigma.
+    sigma = np.sqrt(p * (1 - p) / values.size)
+    assert abs(kept.mean() - (1 - p)) < 5 * sigma
+    np.testing.assert_array_equal(values[kept], 1 / (1 - p))
+    # Rows and columns each get about the same share (no stripes).
+    assert np.abs(kept.mean(axis=0) - (1 - p)).max() < 6 * np.sqrt(p * (1 - p) / 400)
+    assert np.abs(kept.mean(axis=1) - (1 - p)).max() < 6 * np.sqrt(p * (1 - p) / 250)
+
+
+def test_dropout_masks_depend_on_seed_step_and_layer_only():
+    def mask(seed=1, step=2, layer=1, feature_major=False, pieces=((0, 60, 0, 40),)):
+        values = np.ones((40, 60) if feature_major else (60, 40), dtype=np.float32)
+        for i0, i1, u0, u1 in pieces:
+            K.dropout_mask(values, 0.5, seed, step, layer, i0, i1, u0, u1, feature_major)
+        return values.T if feature_major else values
+
+    base = mask()
+    # However a layer is split between workers (by units or by samples), and
+    # in either layout, each (sample, unit) gets the same decision.
+    np.testing.assert_array_equal(mask(pieces=((0, 60, 0, 13), (0, 60, 13, 40))), base)
+    np.testing.assert_array_equal(mask(pieces=((0, 31, 0, 40), (31, 60, 0, 40))), base)
+    np.testing.assert_array_equal(mask(feature_major=True), base)
+    for other in (mask(seed=2), mask(step=3), mask(layer=2)):
+        assert 0.3 < np.mean(other != base) < 0.7
+
+
+def test_dropout_gradient_matches_finite_differences_with_a_fixed_mask():
+    """With the mask fixed (same seed and step), the kernel's step is plain
+    SGD on the loss of the thinned network: the step equals lr times the
+    finite-difference gradient of the loss the kernel reports."""
+    rng = np.random.default_rng(0)
+    sizes = [6, 9, 7, 3]
+    sizes_arr = np.asarray(sizes, np.intp)
+    flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))) * 0.6
+    x = rng.random((5, 6))
+    y = one_hot(rng.integers(0, 3, 5), 3)
+    work = np.empty(K.workspace_size(sizes_arr, 5))
+
+    def step(params, lr):
+        p = params.copy()
+        loss = kernel_sgd_step(p, sizes_arr, ACT["tanh"], ACT["softmax"], LOSS["cross_entropy"],
+                               x, y, lr, 0.0, work, False, dropout=0.4, input_dropout=0.3,
+                               dropout_seed=11, steps_before=4)
+        return p, loss
+
+    after, _ = step(flat, 1.0)
+    gradient_sum = (flat - after) * len(x)  # plain SGD: p -= lr / n * sum of gradients
+    assert np.abs(gradient_sum).max() > 1e-3
+    h = 1e-6
+    for k in rng.choice(flat.size, 25, replace=False):
+        plus, minus = flat.copy(), flat.copy()
+        plus[k] += h
+        minus[k] -= h
+        numeric = (step(plus, 1e-300)[1] - step(minus, 1e-300)[1]) / (2 * h)
+        assert numeric == pytest.approx(gradient_sum[k], rel=1e-5, abs=1e-7), k
+
+
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_dropout_steps_agree_across_worker_counts(feature_major):
+    rng = np.random.default_rng(5)
+    sizes_arr = np.asarray([30, 24, 16, 4], np.intp)
+    flat = rng.standard_normal(24 * 31 + 16 * 25 + 4 * 17) * 0.3
+    x = rng.random((40, 30))
+    labels = rng.integers(0, 4, 40).astype(np.int64)
+    order = rng.permutation(40).astype(np.int64)
+    results = []
+    for workers in (1, 2, 3):
+        params = flat.copy()
+        losses = np.empty(5)
+        kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
+                           x, labels, order, 8, 0.2, 0.0,
+                           np.empty(K.workspace_size(sizes_arr, 8)), losses, feature_major,
+                           workers, dropout=0.5, input_dropout=0.2, dropout_seed=3)
+        results.append((params, losses))
+    for params, losses in results[1:]:
+        np.testing.assert_allclose(params, results[0][0], rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(losses, results[0][1], rtol=1e-11)
+    # And dropout changed the run.
+    params = flat.copy()
+    kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
+                       x, labels, order, 8, 0.2, 0.0, np.empty(K.workspace_size(sizes_arr, 8)),
+                       np.empty(5), feature_major)
+    assert not np.allclose(params, results[0][0])
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 2.0])
+def test_max_norm_caps_every_units_incoming_weights(max_norm):
+    rng = np.random.default_rng(1)
+    sizes = [12, 10, 3]
+    sizes_arr = np.asarray(sizes, np.intp)
+    flat = rng.standard_normal(10 * 13 + 3 * 11)
+    x = rng.random((16, 12))
+    labels = rng.integers(0, 3, 16).astype(np.int64)
+    params = flat.copy()
+    kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"], x,
+                       labels, np.arange(16, dtype=np.int64), 8, 0.1, 0.0,
+                       np.empty(K.workspace_size(sizes_arr, 8)), np.empty(2), False, 2,
+                       max_norm=max_norm)
+    Ws, bs = unflatten(params, sizes)
+    for W in Ws:
+        norms = np.linalg.norm(W, axis=1)
+        assert norms.max() <= max_norm * (1 + 1e-12)
+    # In one step, units whose rows end up short are left alone by the cap.
+    capped, free = flat.copy(), flat.copy()
+    for params, cap in ((capped, max_norm), (free, 1e6)):
+        kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"],
+                           LOSS["cross_entropy"], x, labels, np.arange(8, dtype=np.int64), 8,
+                           0.1, 0.0, np.empty(K.workspace_size(sizes_arr, 8)), np.empty(1),
+                           False, 2, max_norm=cap)
+    Ws, _ = unflatten(capped, sizes)
+    uncapped, _ = unflatten(free, sizes)
+    for W, U in zip(Ws, uncapped):
+        short = np.linalg.norm(U, axis=1) <= max_norm
+        np.testing.assert_allclose(W[short], U[short], rtol=1e-12)

@@ -455,7 +455,7 @@ def test_a_schedule_changes_training_and_stays_deterministic():
     assert not np.array_equal(run("cosine"), run("constant"))
 
 
-@pytest.mark.parametrize("bad, exc", [("bogus", ValueError), (None, TypeError), (3, TypeError)])
+@pytest.mark.parametrize("bad, exc", [("bogus", ValueError), (3, TypeError)])
 def test_unknown_schedule_is_refused(bad, exc):
     model = mlp.Model([2, 2], seed=0)
     with pytest.raises(exc, match="lr_schedule"):
@@ -493,7 +493,8 @@ def test_train_refuses_a_non_finite_row_and_leaves_the_model_alone(dtype, bad):
     X = rng.random((40, 5))
     X[17, 3] = bad
     y = rng.integers(0, 3, 40)
-    model = mlp.Model([5, 4, 3], seed=0, dtype=dtype)
+    # Sigmoids saturate instead of overflowing on the huge but finite input.
+    model = mlp.Model([5, 4, 3], activation="sigmoid", output="sigmoid", seed=0, dtype=dtype)
     before = model._params.copy()
     if bad == 1e300 and dtype == np.float64:
         mlp.train(model, X, y, epochs=1, batch_size=8, sampling="shuffle", progress=False)

@@ -186,6 +186,31 @@ class Model:
             twin._dropout_seed = self._dropout_seed
         return twin
 
+    # -- pickling -------------------------------------------------------------
+    # joblib and Dask send models to worker processes by pickling them. The
+    # lock and the scratch buffer belong to one process, and the per-layer
+    # views would unpickle as copies cut loose from _params; so they are
+    # dropped here and rebuilt from _params on the other side. Everything else
+    # (history, optimizer_state, ...) travels as it is.
+
+    _PROCESS_LOCAL = ("_lock", "_work", "weights", "biases")
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._PROCESS_LOCAL}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        # joblib unpickles large arrays as read-only memory maps; training
+        # writes the parameters and the optimizer's buffers in place.
+        self._params = _writable(self._params)
+        optimizer_state = getattr(self, "optimizer_state", None)
+        if optimizer_state is not None:
+            for name, buffer in optimizer_state.buffers.items():
+                optimizer_state.buffers[name] = _writable(buffer)
+        self.weights, self.biases = _layer_views(self._params, self.layer_sizes)
+        self._lock = threading.Lock()
+        self._work = np.empty(0, dtype=self.dtype)
+
     def _workspace(self, rows, copies=1):
         # Kernels release the GIL, so two threads may share a model; callers
         # hold self._lock while they use the buffer returned here.
@@ -337,6 +362,16 @@ class Model:
                 os.unlink(tmp)
             raise
 
+    def to_onnx(self, path, *, dtype=None):
+        """Write the model to `path` as an ONNX graph; see :func:`mlp.onnx.to_onnx`.
+
+        Needs the ``onnx`` package (``pip install "mlp[onnx]"``). Returns the
+        onnx.ModelProto written.
+        """
+        from .onnx import to_onnx
+
+        return to_onnx(self, path, dtype=dtype)
+
     @classmethod
     def load(cls, path):
         """Read a model written by :meth:`save`. Never unpickles anything."""
@@ -465,6 +500,13 @@ def _check_layer_sizes(layer_sizes):
     if max(sizes) >= 2**31:
         raise ValueError("layer_sizes entries must be below 2**31")
     return sizes
+
+
+def _writable(array):
+    """array itself if it is a writable C-contiguous ndarray, else a copy that is."""
+    if type(array) is np.ndarray and array.flags.writeable and array.flags.c_contiguous:
+        return array
+    return np.array(array, copy=True, order="C", subok=False)
 
 
 def _layer_views(flat, sizes):

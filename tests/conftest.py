@@ -233,3 +233,21 @@ def assert_close(got, ref, *, rtol, atol, scale=None, err_msg=""):
 @pytest.fixture(params=DTYPES, ids=["float32", "float64"])
 def dtype(request):
     return request.param
+
+
+# ---------------------------------------------------------------------------
+# Real data for the slow tests
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mnist():
+    """MNIST's (train, validation, test) splits; skips offline unless
+    MLP_REQUIRE_DATA=1 (CI), where missing data is a failure."""
+    from mlp.datasets import DatasetUnavailableError, load_mnist
+
+    try:
+        return load_mnist()
+    except DatasetUnavailableError:
+        if os.environ.get("MLP_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip("MNIST is not available offline")

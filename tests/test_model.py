@@ -230,6 +230,71 @@ def test_copy_is_independent():
 
 
 # ---------------------------------------------------------------------------
+# Pickling (joblib and Dask send models to workers this way)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pickle_round_trip(dtype):
+    import copy
+
+    model = mlp.Model([5, 4, 3], activation="tanh", output="softmax", init="xavier",
+                      dtype=dtype, seed=0)
+    model.history = mlp.History(steps=[10], loss=[0.5])
+    X = np.random.default_rng(1).standard_normal((6, 5))
+    for twin in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert repr(twin) == repr(model)
+        assert (twin.layer_sizes, twin.dtype, twin.init) == (model.layer_sizes, model.dtype,
+                                                             model.init)
+        assert twin._params.dtype == dtype
+        np.testing.assert_array_equal(twin._params, model._params)
+        assert twin.history == model.history
+        np.testing.assert_array_equal(twin.forward(X), model.forward(X))
+        np.testing.assert_array_equal(twin.predict(X), model.predict(X))
+        # The views are live again on the other side, and the twin is independent.
+        assert all(np.shares_memory(w, twin._params) for w in twin.weights + twin.biases)
+        twin.biases[-1][...] += 1
+        assert not np.array_equal(twin.forward(X), model.forward(X))
+        assert twin._lock is not model._lock
+
+
+def test_pickled_model_trains_like_the_original():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 5))
+    y = rng.integers(0, 3, 40)
+    model = mlp.Model([5, 4, 3], activation="relu", output="softmax", init="he",
+                      dtype=np.float64, seed=0)
+    model.forward(X)  # a used workspace must not travel either
+    twin = pickle.loads(pickle.dumps(model))
+    before = model._params.copy()
+    runs = [mlp.train(m, X, y, epochs=3, batch_size=8, learning_rate=0.1, seed=5,
+                      progress=False, n_threads=1) for m in (model, twin)]
+    assert not np.array_equal(twin._params, before)
+    np.testing.assert_array_equal(twin._params, model._params)
+    assert runs[0].loss == runs[1].loss
+
+
+def test_model_from_a_read_only_memory_map_trains_on(tmp_path):
+    # joblib hands large arrays to its workers as read-only memory maps.
+    joblib = pytest.importorskip("joblib")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 30))
+    y = rng.integers(0, 3, 500)
+    model = mlp.Model([30, 40, 3], dtype=np.float64, seed=0)
+    optimizer = mlp.SGD(learning_rate=0.05, momentum=0.9)
+    mlp.train(model, X, y, epochs=1, optimizer=optimizer, seed=1, progress=False, n_threads=1)
+    joblib.dump(model, tmp_path / "model.joblib")
+    twin = joblib.load(tmp_path / "model.joblib", mmap_mode="r")
+    assert twin._params.flags.writeable and twin.weights[0].base is not None
+    assert twin.optimizer_state.step == model.optimizer_state.step
+    assert twin.history == model.history
+    np.testing.assert_array_equal(twin.optimizer_state.buffers["velocity"],
+                                  model.optimizer_state.buffers["velocity"])
+    for m in (model, twin):
+        mlp.train(m, X, y, epochs=1, optimizer=optimizer, seed=2, progress=False, n_threads=1)
+    np.testing.assert_array_equal(twin._params, model._params)
+
+
+# ---------------------------------------------------------------------------
 # Initialisation
 # ---------------------------------------------------------------------------
 

@@ -1,0 +1,227 @@
+# The compiled side of mlp.augment: random affine and elastic distortions of
+# square float32 images, on pthreads without the GIL. The kernels themselves
+# are C, in _augment.h (so that the training loop can include them too); this
+# module builds their tables and splits images between threads.
+#
+# Contract with mlp/augment.py: arrays arrive C-contiguous with the dtype and
+# shape stated, images (n, side*side) with values in [0, 1], parameters
+# finite and in range. Nothing here checks that again.
+
+from libc.stdint cimport uint64_t, int64_t
+
+import numpy as np
+
+
+cdef extern from "_augment.h" nogil:
+    ctypedef struct mlp_aug_plan:
+        int side
+        int stride
+        double rotation
+        double scale
+        double shear
+        double shift
+        int affine
+        float alpha
+        int elastic
+        const float* gauss
+        const int* band_lo
+        const int* band_hi
+
+    void mlp_aug_gauss_matrix(int side, double sigma, float* gauss, int* band_lo,
+                              int* band_hi, double* weights)
+    long mlp_aug_gauss_scratch(int side, double sigma)
+    int mlp_aug_stride(int side)
+    long mlp_aug_work_floats(int side)
+    void mlp_aug_work_init(int side, float* work)
+    void mlp_aug_smooth(const mlp_aug_plan* plan, float* field, float* tmp, float scale)
+    void mlp_aug_coordinates(int S, int P, const float* a, const float* o,
+                             const float* dx, const float* dy, float* sx, float* sy)
+    void mlp_aug_pad(int S, const float* image, float* padded)
+    void mlp_aug_resample(int S, int P, const float* padded, const float* sx,
+                          const float* sy, float* out)
+    uint64_t mlp_aug_key(uint64_t seed, uint64_t sample_id)
+    void mlp_aug_draw_affine(const mlp_aug_plan* plan, uint64_t key, double* params)
+    void mlp_aug_inverse_affine(const double* params, float* a, float* o)
+    void mlp_aug_distort_image(const mlp_aug_plan* plan, const float* image, float* out,
+                               uint64_t seed, uint64_t sample_id, float* work)
+
+
+cdef extern from "_parallel.h" nogil:
+    ctypedef struct mlp_barrier:
+        pass
+    ctypedef void (*mlp_task)(void* ctx, int tid, int n_threads) noexcept nogil
+    int mlp_parallel_run(mlp_task fn, void* ctx, int n_threads, mlp_barrier* barrier)
+
+
+cdef class _Plan:
+    """An mlp_aug_plan and the arrays its pointers refer to."""
+    cdef mlp_aug_plan plan
+    cdef object gauss, band_lo, band_hi
+
+    def __init__(self, int side, double rotation, double scale, double shear, double shift,
+                 double alpha, double sigma):
+        cdef float[::1] gauss = np.zeros(side * side, dtype=np.float32)
+        cdef int[::1] band_lo = np.zeros(side, dtype=np.intc)
+        cdef int[::1] band_hi = np.zeros(side, dtype=np.intc)
+        cdef double[::1] weights = np.empty(mlp_aug_gauss_scratch(side, sigma), dtype=np.float64)
+        self.gauss, self.band_lo, self.band_hi = gauss.base, band_lo.base, band_hi.base
+        if alpha > 0:
+            mlp_aug_gauss_matrix(side, sigma, &gauss[0], &band_lo[0], &band_hi[0], &weights[0])
+        self.plan.side = side
+        self.plan.stride = mlp_aug_stride(side)
+        self.plan.rotation = rotation * np.pi / 180.0
+        self.plan.scale = scale
+        self.plan.shear = shear * np.pi / 180.0
+        self.plan.shift = shift
+        self.plan.affine = rotation > 0 or scale > 0 or shear > 0 or shift > 0
+        self.plan.alpha = alpha
+        self.plan.elastic = alpha > 0
+        self.plan.gauss = &gauss[0]
+        self.plan.band_lo = &band_lo[0]
+        self.plan.band_hi = &band_hi[0]
+
+
+cdef struct _Job:
+    const mlp_aug_plan* plan
+    const float* images
+    float* out
+    const int64_t* sample_ids
+    uint64_t seed
+    Py_ssize_t n
+    float* work           # one workspace per thread, work_floats apart
+    Py_ssize_t work_floats
+
+
+cdef void _distort_rows(void* ctx, int tid, int n_threads) noexcept nogil:
+    """Thread tid's share of the images: a contiguous block of rows."""
+    cdef _Job* job = <_Job*>ctx
+    cdef Py_ssize_t pixels = <Py_ssize_t>job.plan.side * job.plan.side
+    cdef Py_ssize_t lo = job.n * tid // n_threads
+    cdef Py_ssize_t hi = job.n * (tid + 1) // n_threads
+    cdef float* work = job.work + tid * job.work_floats
+    cdef Py_ssize_t r
+    mlp_aug_work_init(job.plan.side, work)
+    for r in range(lo, hi):
+        mlp_aug_distort_image(job.plan, job.images + r * pixels, job.out + r * pixels,
+                              job.seed, <uint64_t>job.sample_ids[r], work)
+
+
+def distort(const float[:, ::1] images, float[:, ::1] out, const int64_t[::1] sample_ids,
+            uint64_t seed, int side, double rotation, double scale, double shear,
+            double shift, double alpha, double sigma, int n_threads):
+    """Distort every row of images into out; returns the threads used.
+
+    images, out: (n, side*side) float32; sample_ids: (n,) int64, each the
+    counter that keys its image's random draws with seed. Rotation and shear
+    are in degrees, shift, alpha and sigma in pixels. The result depends on
+    (seed, sample id, parameters) only, not on n_threads."""
+    cdef _Plan plan = _Plan(side, rotation, scale, shear, shift, alpha, sigma)
+    cdef Py_ssize_t n = images.shape[0]
+    cdef Py_ssize_t work_floats = mlp_aug_work_floats(side)
+    cdef int threads = <int>max(1, min(n_threads, n))
+    cdef float[::1] work = np.empty(threads * work_floats, dtype=np.float32)
+    cdef _Job job
+    cdef mlp_barrier barrier
+    if n == 0:
+        return 1
+    job.plan = &plan.plan
+    job.images = &images[0, 0]
+    job.out = &out[0, 0]
+    job.sample_ids = &sample_ids[0]
+    job.seed = seed
+    job.n = n
+    job.work = &work[0]
+    job.work_floats = work_floats
+    with nogil:
+        threads = mlp_parallel_run(_distort_rows, &job, threads, &barrier)
+    return threads
+
+
+# ---------------------------------------------------------------------------
+# The stages on their own, for the tests: each is the code distort() runs.
+# ---------------------------------------------------------------------------
+
+def _smooth(const float[:, :, ::1] fields, double sigma, double scale=1.0):
+    """scale * Gaussian smoothing (scipy 'reflect', truncate 4) of each (side, side) field."""
+    cdef int m = fields.shape[0], side = fields.shape[1]
+    cdef _Plan plan = _Plan(side, 0.0, 0.0, 0.0, 0.0, 1.0, sigma)
+    cdef int P = plan.plan.stride
+    cdef float[:, :, ::1] out = np.empty((m, side, side), dtype=np.float32)
+    cdef float[:, ::1] field = np.zeros((side, P), dtype=np.float32)
+    cdef float[:, ::1] tmp = np.zeros((side, P), dtype=np.float32)
+    cdef int f, i, j
+    with nogil:
+        for f in range(m):
+            for i in range(side):
+                for j in range(side):
+                    field[i, j] = fields[f, i, j]
+            mlp_aug_smooth(&plan.plan, &field[0, 0], &tmp[0, 0], <float>scale)
+            for i in range(side):
+                for j in range(side):
+                    out[f, i, j] = field[i, j]
+    return out.base
+
+
+def _resample(const float[:, ::1] images, const float[:, :, ::1] rows,
+              const float[:, :, ::1] columns):
+    """Each image (side*side) sampled bilinearly at (rows, columns) (n, side, side)."""
+    cdef int n = images.shape[0], side = rows.shape[1]
+    cdef int P = mlp_aug_stride(side)
+    cdef float[:, ::1] out = np.empty((n, side * side), dtype=np.float32)
+    cdef float[:, ::1] sx = np.zeros((side, P), dtype=np.float32)
+    cdef float[:, ::1] sy = np.zeros((side, P), dtype=np.float32)
+    cdef float[::1] padded = np.zeros((side + 3) * (side + 3), dtype=np.float32)
+    cdef int r, i, j
+    with nogil:
+        for r in range(n):
+            for i in range(side):
+                for j in range(side):
+                    sx[i, j] = columns[r, i, j]
+                    sy[i, j] = rows[r, i, j]
+            mlp_aug_pad(side, &images[r, 0], &padded[0])
+            mlp_aug_resample(side, P, &padded[0], &sx[0, 0], &sy[0, 0], &out[r, 0])
+    return out.base
+
+
+def _warp(const float[:, ::1] images, const float[:, :, ::1] matrices,
+          const float[:, ::1] offsets, int side):
+    """Each image resampled at A (p - c) + c + o, A = matrices[r] (2, 2) acting on
+    (x, y) = (column, row), o = offsets[r] (x, y): an explicit inverse affine map."""
+    cdef int n = images.shape[0]
+    cdef int P = mlp_aug_stride(side)
+    cdef float[:, ::1] out = np.empty((n, side * side), dtype=np.float32)
+    cdef float[:, ::1] sx = np.zeros((side, P), dtype=np.float32)
+    cdef float[:, ::1] sy = np.zeros((side, P), dtype=np.float32)
+    cdef float[::1] padded = np.zeros((side + 3) * (side + 3), dtype=np.float32)
+    cdef float a[4]
+    cdef int r
+    with nogil:
+        for r in range(n):
+            a[0] = matrices[r, 0, 0]
+            a[1] = matrices[r, 0, 1]
+            a[2] = matrices[r, 1, 0]
+            a[3] = matrices[r, 1, 1]
+            mlp_aug_coordinates(side, P, a, &offsets[r, 0], NULL, NULL, &sx[0, 0], &sy[0, 0])
+            mlp_aug_pad(side, &images[r, 0], &padded[0])
+            mlp_aug_resample(side, P, &padded[0], &sx[0, 0], &sy[0, 0], &out[r, 0])
+    return out.base
+
+
+def _affine_draws(const int64_t[::1] sample_ids, uint64_t seed, double rotation,
+                  double scale, double shear, double shift):
+    """The affine maps distort() draws: (params (n, 5), matrices (n, 2, 2), offsets (n, 2)).
+
+    params: rotation (degrees), scale factor, shear (degrees), shift x, shift y;
+    matrices and offsets: the inverse map _warp takes."""
+    cdef _Plan plan = _Plan(1, rotation, scale, shear, shift, 0.0, 0.0)
+    cdef Py_ssize_t n = sample_ids.shape[0], r
+    cdef double[:, ::1] params = np.empty((n, 5), dtype=np.float64)
+    cdef float[:, :, ::1] matrices = np.empty((n, 2, 2), dtype=np.float32)
+    cdef float[:, ::1] offsets = np.empty((n, 2), dtype=np.float32)
+    for r in range(n):
+        mlp_aug_draw_affine(&plan.plan, mlp_aug_key(seed, <uint64_t>sample_ids[r]), &params[r, 0])
+        mlp_aug_inverse_affine(&params[r, 0], &matrices[r, 0, 0], &offsets[r, 0])
+    out = np.asarray(params).copy()
+    out[:, 0] *= 180.0 / np.pi
+    out[:, 2] *= 180.0 / np.pi
+    return out, matrices.base, offsets.base

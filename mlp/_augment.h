@@ -421,13 +421,12 @@ static void mlp_aug_resample(int S, int P, const float *padded, const float *sx,
                 u = u <= hi ? u : hi;
                 v = v >= -1.0f ? v : -1.0f;
                 v = v <= hi ? v : hi;
-                /* u + 1 >= 0, so truncation is floor; padded (0, 0) is pixel (-1, -1). */
-                u += 1.0f;
-                v += 1.0f;
-                xi = (int)u;
-                yi = (int)v;
-                wx[j] = u - (float)xi;
-                wy[j] = v - (float)yi;
+                /* u + 1 >= 0, so truncation is floor(u) + 1: the padded image's
+                 * column of pixel floor(u). u - floor(u) is exact for u >= 0. */
+                xi = (int)(u + 1.0f);
+                yi = (int)(v + 1.0f);
+                wx[j] = u - (float)(xi - 1);
+                wy[j] = v - (float)(yi - 1);
                 index[j] = yi * Q + xi;
             }
             for (j = 0; j < n; j++) {
@@ -510,17 +509,27 @@ static inline void mlp_aug_work_init(int side, float *work)
     memset(work, 0, sizeof(float) * (size_t)mlp_aug_work_floats(side));
 }
 
-/* Distort one image (S*S floats, values in [0, 1]) into out, with this
- * thread's workspace (mlp_aug_work_floats, zeroed by mlp_aug_work_init). */
-static void mlp_aug_distort_image(const mlp_aug_plan *plan, const float *image, float *out,
-                                  uint64_t seed, uint64_t sample_id, float *work)
+/* Work layout: fields dx, dy, source points sx, sy (S x P each), padded image. */
+static inline float *mlp_aug_work_sx(int side, float *work)
+{
+    return work + 2L * side * mlp_aug_stride(side);
+}
+
+static inline float *mlp_aug_work_sy(int side, float *work)
+{
+    return work + 3L * side * mlp_aug_stride(side);
+}
+
+/* The source point of every output pixel of image `sample_id`, into
+ * mlp_aug_work_sx(work), mlp_aug_work_sy(work) (S x P). */
+static void mlp_aug_source_points(const mlp_aug_plan *plan, uint64_t seed, uint64_t sample_id,
+                                  float *work)
 {
     static const float identity[4] = {1.0f, 0.0f, 0.0f, 1.0f};
     static const float no_offset[2] = {0.0f, 0.0f};
     const int S = plan->side, P = plan->stride;
     const long field = (long)S * P;
-    float *fx = work, *fy = work + field, *sx = work + 2 * field, *sy = work + 3 * field;
-    float *padded = work + 4 * field;
+    float *dx = work, *dy = work + field, *sx = work + 2 * field, *sy = work + 3 * field;
     const uint64_t key = mlp_aug_key(seed, sample_id);
     float a[4], o[2];
     if (plan->affine) {
@@ -532,16 +541,27 @@ static void mlp_aug_distort_image(const mlp_aug_plan *plan, const float *image, 
         memcpy(o, no_offset, sizeof o);
     }
     if (plan->elastic) {
-        mlp_aug_draw_fields(S, P, key, fx, fy);
-        /* sx, sy serve as the smoothing's scratch before they hold coordinates. */
-        mlp_aug_smooth(plan, fx, sx, plan->alpha);
-        mlp_aug_smooth(plan, fy, sx, plan->alpha);
-        mlp_aug_coordinates(S, P, a, o, fx, fy, sx, sy);
+        mlp_aug_draw_fields(S, P, key, dx, dy);
+        /* sx serves as the smoothing's scratch before it holds coordinates. */
+        mlp_aug_smooth(plan, dx, sx, plan->alpha);
+        mlp_aug_smooth(plan, dy, sx, plan->alpha);
+        mlp_aug_coordinates(S, P, a, o, dx, dy, sx, sy);
     } else {
         mlp_aug_coordinates(S, P, a, o, NULL, NULL, sx, sy);
     }
+}
+
+/* Distort one image (S*S floats, values in [0, 1]) into out, with this
+ * thread's workspace (mlp_aug_work_floats, zeroed by mlp_aug_work_init). */
+static void mlp_aug_distort_image(const mlp_aug_plan *plan, const float *image, float *out,
+                                  uint64_t seed, uint64_t sample_id, float *work)
+{
+    const int S = plan->side;
+    float *padded = work + 4L * S * plan->stride;
+    mlp_aug_source_points(plan, seed, sample_id, work);
     mlp_aug_pad(S, image, padded);
-    mlp_aug_resample(S, P, padded, sx, sy, out);
+    mlp_aug_resample(S, plan->stride, padded, mlp_aug_work_sx(S, work),
+                     mlp_aug_work_sy(S, work), out);
 }
 
 #endif

@@ -42,6 +42,10 @@ cdef extern from "_augment.h" nogil:
     uint64_t mlp_aug_key(uint64_t seed, uint64_t sample_id)
     void mlp_aug_draw_affine(const mlp_aug_plan* plan, uint64_t key, double* params)
     void mlp_aug_inverse_affine(const double* params, float* a, float* o)
+    float* mlp_aug_work_sx(int side, float* work)
+    float* mlp_aug_work_sy(int side, float* work)
+    void mlp_aug_source_points(const mlp_aug_plan* plan, uint64_t seed, uint64_t sample_id,
+                               float* work)
     void mlp_aug_distort_image(const mlp_aug_plan* plan, const float* image, float* out,
                                uint64_t seed, uint64_t sample_id, float* work)
 
@@ -225,3 +229,41 @@ def _affine_draws(const int64_t[::1] sample_ids, uint64_t seed, double rotation,
     out[:, 0] *= 180.0 / np.pi
     out[:, 2] *= 180.0 / np.pi
     return out, matrices.base, offsets.base
+
+
+def _inverse_affine(const double[:, ::1] params):
+    """(matrices (n, 2, 2), offsets (n, 2)) that _warp takes, for forward maps
+    params (n, 5): rotation (degrees), scale factor, shear (degrees), shift x, y."""
+    cdef Py_ssize_t n = params.shape[0], r
+    cdef double[:, ::1] radians = np.array(params, dtype=np.float64)
+    cdef float[:, :, ::1] matrices = np.empty((n, 2, 2), dtype=np.float32)
+    cdef float[:, ::1] offsets = np.empty((n, 2), dtype=np.float32)
+    for r in range(n):
+        radians[r, 0] *= np.pi / 180.0
+        radians[r, 2] *= np.pi / 180.0
+        mlp_aug_inverse_affine(&radians[r, 0], &matrices[r, 0, 0], &offsets[r, 0])
+    return matrices.base, offsets.base
+
+
+def _source_points(const int64_t[::1] sample_ids, uint64_t seed, int side, double rotation,
+                   double scale, double shear, double shift, double alpha, double sigma):
+    """(rows, columns), each (n, side, side): where distort() samples each output pixel."""
+    cdef _Plan plan = _Plan(side, rotation, scale, shear, shift, alpha, sigma)
+    cdef Py_ssize_t n = sample_ids.shape[0], r
+    cdef int i, j
+    cdef float[::1] work = np.empty(mlp_aug_work_floats(side), dtype=np.float32)
+    cdef float[:, :, ::1] rows = np.empty((n, side, side), dtype=np.float32)
+    cdef float[:, :, ::1] columns = np.empty((n, side, side), dtype=np.float32)
+    cdef const float* sx
+    cdef const float* sy
+    cdef int P = plan.plan.stride
+    mlp_aug_work_init(side, &work[0])
+    sx = mlp_aug_work_sx(side, &work[0])
+    sy = mlp_aug_work_sy(side, &work[0])
+    for r in range(n):
+        mlp_aug_source_points(&plan.plan, seed, <uint64_t>sample_ids[r], &work[0])
+        for i in range(side):
+            for j in range(side):
+                columns[r, i, j] = sx[i * P + j]
+                rows[r, i, j] = sy[i * P + j]
+    return rows.base, columns.base

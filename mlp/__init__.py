@@ -13,8 +13,9 @@ __all__ = ["Model", "train", "training_step", "evaluate", "History", "Evaluation
 
 
 def __getattr__(name):
-    # datasets and compat pull in file and network code; load them on first use.
-    if name in ("datasets", "compat"):
+    # datasets and compat pull in file and network code; load them, and
+    # augment, on first use.
+    if name in ("datasets", "compat", "augment"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

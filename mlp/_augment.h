@@ -32,18 +32,23 @@
 #include <stdint.h>
 #include <string.h>
 
-/* The smoothing passes are most of an elastic distortion's cost and
- * vectorise well; on x86-64 with GCC, build them also for AVX2+FMA and let
- * the loader pick the version the CPU runs (the rest stays baseline SSE2,
- * so the wheel runs everywhere). Results differ between the two versions
- * by float rounding only. */
-#ifndef MLP_AUG_CLONES
+/* The loops that vectorise (resampling arithmetic, coordinates, random
+ * fields) are built for baseline x86-64 (SSE2) and for AVX2+FMA, and the
+ * loader picks the version the CPU runs (GCC function multi-versioning),
+ * so one build runs everywhere and fast where it can. The random fields
+ * also get an AVX-512 version: SplitMix64 multiplies 64-bit integers,
+ * which only AVX-512 does in vector registers (4x faster than scalar
+ * here). Results differ between versions by float rounding only (FMA).
+ * The smoothing passes dispatch by hand (mlp_aug_smooth_columns): they
+ * need different vector widths in their source. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(MLP_AUG_BASELINE_ONLY)
 #define MLP_AUG_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define MLP_AUG_CLONES_INT64 \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define MLP_AUG_CLONES
-#endif
+#define MLP_AUG_CLONES_INT64
 #endif
 
 /* Field rows are padded to a multiple of this many floats (28 -> 32), so
@@ -174,12 +179,19 @@ static inline int mlp_aug_stride(int side)
     return (side + MLP_AUG_LANES - 1) / MLP_AUG_LANES * MLP_AUG_LANES;
 }
 
+/* Floats of one field buffer: P x P, so that the transposes can work on
+ * whole 4x4 blocks (only the first S rows and columns are the field; the
+ * rest stays 0). */
+static inline long mlp_aug_field_floats(int side)
+{
+    return (long)mlp_aug_stride(side) * mlp_aug_stride(side);
+}
+
 /* Floats of workspace one thread needs for images of this side. */
 static inline long mlp_aug_work_floats(int side)
 {
-    long field = (long)side * mlp_aug_stride(side);
     long padded = (long)(side + 3) * (side + 3);
-    return 4 * field + padded;
+    return 4 * mlp_aug_field_floats(side) + padded;
 }
 
 
@@ -319,10 +331,14 @@ static void mlp_aug_smooth_columns_v8(const mlp_aug_plan *plan, const float *in,
 }
 #endif
 
+/* 0 makes every CPU take the 4-float version (the tests use it to check
+ * both versions on one machine). */
+static int mlp_aug_allow_v8 = 1;
+
 static void mlp_aug_smooth_columns(const mlp_aug_plan *plan, const float *in, float *out)
 {
 #ifdef MLP_AUG_HAVE_V8
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (mlp_aug_allow_v8 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         mlp_aug_smooth_columns_v8(plan, in, out);
         return;
     }
@@ -330,7 +346,39 @@ static void mlp_aug_smooth_columns(const mlp_aug_plan *plan, const float *in, fl
     mlp_aug_smooth_columns_v4(plan, in, out);
 }
 
-/* out[j][i] = scale * in[i][j] for i, j < S (row stride P in both). */
+/* out[j][i] = scale * in[i][j] for i, j < S (row stride P in both), in
+ * 4x4 blocks of registers: the rows and columns up to S rounded up to 4
+ * are copied too, so they must be 0 in `in` (they are: see
+ * mlp_aug_work_init) and both buffers need that many rows. */
+#if defined(__GNUC__)
+#if defined(__clang__)
+#define MLP_AUG_SHUFFLE(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
+#else
+typedef int mlp_aug_v4i __attribute__((vector_size(16)));
+#define MLP_AUG_SHUFFLE(a, b, i, j, k, l) __builtin_shuffle(a, b, (mlp_aug_v4i){i, j, k, l})
+#endif
+static void mlp_aug_transpose(int S, int P, const float *in, float *out, float scale)
+{
+    const int n = (S + 3) & ~3;
+    int i, j;
+    for (i = 0; i < n; i += 4)
+        for (j = 0; j < n; j += 4) {
+            const float *a = in + (long)i * P + j;
+            float *b = out + (long)j * P + i;
+            const mlp_aug_v4 r0 = *(const mlp_aug_v4 *)a, r1 = *(const mlp_aug_v4 *)(a + P);
+            const mlp_aug_v4 r2 = *(const mlp_aug_v4 *)(a + 2 * P);
+            const mlp_aug_v4 r3 = *(const mlp_aug_v4 *)(a + 3 * P);
+            const mlp_aug_v4 t0 = MLP_AUG_SHUFFLE(r0, r1, 0, 4, 1, 5);
+            const mlp_aug_v4 t1 = MLP_AUG_SHUFFLE(r2, r3, 0, 4, 1, 5);
+            const mlp_aug_v4 t2 = MLP_AUG_SHUFFLE(r0, r1, 2, 6, 3, 7);
+            const mlp_aug_v4 t3 = MLP_AUG_SHUFFLE(r2, r3, 2, 6, 3, 7);
+            *(mlp_aug_v4 *)b = scale * MLP_AUG_SHUFFLE(t0, t1, 0, 1, 4, 5);
+            *(mlp_aug_v4 *)(b + P) = scale * MLP_AUG_SHUFFLE(t0, t1, 2, 3, 6, 7);
+            *(mlp_aug_v4 *)(b + 2 * P) = scale * MLP_AUG_SHUFFLE(t2, t3, 0, 1, 4, 5);
+            *(mlp_aug_v4 *)(b + 3 * P) = scale * MLP_AUG_SHUFFLE(t2, t3, 2, 3, 6, 7);
+        }
+}
+#else
 static void mlp_aug_transpose(int S, int P, const float *in, float *out, float scale)
 {
     int i, j;
@@ -338,9 +386,10 @@ static void mlp_aug_transpose(int S, int P, const float *in, float *out, float s
         for (j = 0; j < S; j++)
             out[(long)j * P + i] = scale * in[(long)i * P + j];
 }
+#endif
 
-/* field (S x P) <- scale * Gaussian-smoothed field, along both axes;
- * tmp is S x P. Smoothing rows is smoothing the columns of the transpose,
+/* field <- scale * Gaussian-smoothed field, along both axes; field and
+ * tmp are P x P buffers (mlp_aug_field_floats). Smoothing rows is smoothing the columns of the transpose,
  * so both passes are the vectorised column pass. */
 static void mlp_aug_smooth(const mlp_aug_plan *plan, float *field, float *tmp, float scale)
 {
@@ -356,6 +405,7 @@ static void mlp_aug_smooth(const mlp_aug_plan *plan, float *field, float *tmp, f
  * ------------------------------------------------------------------------- */
 
 /* sx, sy (S x P) <- A (p - c) + c + o (+ dx, dy when given, S x P). */
+MLP_AUG_CLONES
 static void mlp_aug_coordinates(int S, int P, const float a[4], const float o[2],
                                 const float *dx, const float *dy, float *sx, float *sy)
 {
@@ -487,6 +537,7 @@ static void mlp_aug_inverse_affine(const double params[5], float a[4], float o[2
 
 /* dx, dy (S x P) <- the image's raw displacement fields, uniform in [-1, 1];
  * padding columns are left alone. */
+MLP_AUG_CLONES_INT64
 static void mlp_aug_draw_fields(int S, int P, uint64_t key, float *dx, float *dy)
 {
     uint64_t state = key + (uint64_t)(MLP_AUG_AFFINE_DRAWS + 1) * MLP_AUG_GAMMA;
@@ -509,15 +560,21 @@ static inline void mlp_aug_work_init(int side, float *work)
     memset(work, 0, sizeof(float) * (size_t)mlp_aug_work_floats(side));
 }
 
-/* Work layout: fields dx, dy, source points sx, sy (S x P each), padded image. */
+/* Work layout: fields dx, dy, source points sx, sy (P x P buffers, row
+ * stride P), then the padded image. */
 static inline float *mlp_aug_work_sx(int side, float *work)
 {
-    return work + 2L * side * mlp_aug_stride(side);
+    return work + 2 * mlp_aug_field_floats(side);
 }
 
 static inline float *mlp_aug_work_sy(int side, float *work)
 {
-    return work + 3L * side * mlp_aug_stride(side);
+    return work + 3 * mlp_aug_field_floats(side);
+}
+
+static inline float *mlp_aug_work_padded(int side, float *work)
+{
+    return work + 4 * mlp_aug_field_floats(side);
 }
 
 /* The source point of every output pixel of image `sample_id`, into
@@ -528,7 +585,7 @@ static void mlp_aug_source_points(const mlp_aug_plan *plan, uint64_t seed, uint6
     static const float identity[4] = {1.0f, 0.0f, 0.0f, 1.0f};
     static const float no_offset[2] = {0.0f, 0.0f};
     const int S = plan->side, P = plan->stride;
-    const long field = (long)S * P;
+    const long field = mlp_aug_field_floats(S);
     float *dx = work, *dy = work + field, *sx = work + 2 * field, *sy = work + 3 * field;
     const uint64_t key = mlp_aug_key(seed, sample_id);
     float a[4], o[2];
@@ -557,7 +614,7 @@ static void mlp_aug_distort_image(const mlp_aug_plan *plan, const float *image, 
                                   uint64_t seed, uint64_t sample_id, float *work)
 {
     const int S = plan->side;
-    float *padded = work + 4L * S * plan->stride;
+    float *padded = mlp_aug_work_padded(S, work);
     mlp_aug_source_points(plan, seed, sample_id, work);
     mlp_aug_pad(S, image, padded);
     mlp_aug_resample(S, plan->stride, padded, mlp_aug_work_sx(S, work),

@@ -34,6 +34,7 @@ cdef extern from "_augment.h" nogil:
     long mlp_aug_work_floats(int side)
     void mlp_aug_work_init(int side, float* work)
     void mlp_aug_smooth(const mlp_aug_plan* plan, float* field, float* tmp, float scale)
+    int mlp_aug_allow_v8
     void mlp_aug_coordinates(int S, int P, const float* a, const float* o,
                              const float* dx, const float* dy, float* sx, float* sy)
     void mlp_aug_pad(int S, const float* image, float* padded)
@@ -145,14 +146,24 @@ def distort(const float[:, ::1] images, float[:, ::1] out, const int64_t[::1] sa
 # The stages on their own, for the tests: each is the code distort() runs.
 # ---------------------------------------------------------------------------
 
+def _allow_wide_vectors(bint allow):
+    """Whether smoothing may use its AVX2 version; returns the previous setting.
+    Not thread-safe: for tests of the 4-float version on CPUs with AVX2."""
+    global mlp_aug_allow_v8
+    previous = mlp_aug_allow_v8
+    mlp_aug_allow_v8 = allow
+    return bool(previous)
+
+
 def _smooth(const float[:, :, ::1] fields, double sigma, double scale=1.0):
     """scale * Gaussian smoothing (scipy 'reflect', truncate 4) of each (side, side) field."""
     cdef int m = fields.shape[0], side = fields.shape[1]
     cdef _Plan plan = _Plan(side, 0.0, 0.0, 0.0, 0.0, 1.0, sigma)
     cdef int P = plan.plan.stride
     cdef float[:, :, ::1] out = np.empty((m, side, side), dtype=np.float32)
-    cdef float[:, ::1] field = np.zeros((side, P), dtype=np.float32)
-    cdef float[:, ::1] tmp = np.zeros((side, P), dtype=np.float32)
+    # P x P: the transposes work on whole 4x4 blocks (mlp_aug_field_floats).
+    cdef float[:, ::1] field = np.zeros((P, P), dtype=np.float32)
+    cdef float[:, ::1] tmp = np.zeros((P, P), dtype=np.float32)
     cdef int f, i, j
     with nogil:
         for f in range(m):

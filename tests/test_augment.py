@@ -139,6 +139,16 @@ class TestConfigurations:
 # Gaussian smoothing against scipy
 # ---------------------------------------------------------------------------
 
+@pytest.fixture(params=[True, False], ids=["fastest", "4-float vectors"])
+def vector_width(request):
+    """Run a test with the smoothing version this CPU picks, then with the
+    4-float one every CPU has (SSE2, NEON)."""
+    previous = K._allow_wide_vectors(request.param)
+    yield
+    K._allow_wide_vectors(previous)
+
+
+@pytest.mark.usefixtures("vector_width")
 class TestSmoothing:
     @settings(max_examples=60, deadline=None)
     @given(side=SIDES, sigma=st.one_of(st.just(0.0), st.floats(0.05, 15.0)),

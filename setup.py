@@ -27,7 +27,7 @@ def extension(name, depends):
 
 extensions = [
     extension("_kernels", ["_fastexp.h", "_parallel.h"]),
-    extension("_augment", ["_augment.h", "_parallel.h"]),
+    extension("_augment", ["_augment.h", "_augment.pxd", "_parallel.h"]),
 ]
 
 setup(

@@ -1,7 +1,10 @@
 # The compiled side of mlp.augment: random affine and elastic distortions of
 # square float32 images, on pthreads without the GIL. The kernels themselves
-# are C, in _augment.h (so that the training loop can include them too); this
-# module builds their tables and splits images between threads.
+# are C, in _augment.h, declared in _augment.pxd; this module builds their
+# tables (DistortionPlan) and splits images between threads. Another
+# compiled module (the training loop) can `from ._augment cimport
+# DistortionPlan, mlp_aug_distort_image, ...` and distort rows as it
+# gathers them, with one workspace (mlp_aug_work_floats) per thread.
 #
 # Contract with mlp/augment.py: arrays arrive C-contiguous with the dtype and
 # shape stated, images (n, side*side) with values in [0, 1], parameters
@@ -12,45 +15,6 @@ from libc.stdint cimport uint64_t, int64_t
 import numpy as np
 
 
-cdef extern from "_augment.h" nogil:
-    ctypedef struct mlp_aug_plan:
-        int side
-        int stride
-        double rotation
-        double scale
-        double shear
-        double shift
-        int affine
-        float alpha
-        int elastic
-        const float* gauss
-        const int* band_lo
-        const int* band_hi
-
-    void mlp_aug_gauss_matrix(int side, double sigma, float* gauss, int* band_lo,
-                              int* band_hi, double* weights)
-    long mlp_aug_gauss_scratch(int side, double sigma)
-    int mlp_aug_stride(int side)
-    long mlp_aug_work_floats(int side)
-    void mlp_aug_work_init(int side, float* work)
-    void mlp_aug_smooth(const mlp_aug_plan* plan, float* field, float* tmp, float scale)
-    int mlp_aug_allow_v8
-    void mlp_aug_coordinates(int S, int P, const float* a, const float* o,
-                             const float* dx, const float* dy, float* sx, float* sy)
-    void mlp_aug_pad(int S, const float* image, float* padded)
-    void mlp_aug_resample(int S, int P, const float* padded, const float* sx,
-                          const float* sy, float* out)
-    uint64_t mlp_aug_key(uint64_t seed, uint64_t sample_id)
-    void mlp_aug_draw_affine(const mlp_aug_plan* plan, uint64_t key, double* params)
-    void mlp_aug_inverse_affine(const double* params, float* a, float* o)
-    float* mlp_aug_work_sx(int side, float* work)
-    float* mlp_aug_work_sy(int side, float* work)
-    void mlp_aug_source_points(const mlp_aug_plan* plan, uint64_t seed, uint64_t sample_id,
-                               float* work)
-    void mlp_aug_distort_image(const mlp_aug_plan* plan, const float* image, float* out,
-                               uint64_t seed, uint64_t sample_id, float* work)
-
-
 cdef extern from "_parallel.h" nogil:
     ctypedef struct mlp_barrier:
         pass
@@ -58,10 +22,14 @@ cdef extern from "_parallel.h" nogil:
     int mlp_parallel_run(mlp_task fn, void* ctx, int n_threads, mlp_barrier* barrier)
 
 
-cdef class _Plan:
-    """An mlp_aug_plan and the arrays its pointers refer to."""
-    cdef mlp_aug_plan plan
-    cdef object gauss, band_lo, band_hi
+cdef class DistortionPlan:
+    """What distort() draws for images of one side: an mlp_aug_plan and the
+    arrays its pointers refer to (declared in _augment.pxd, so that other
+    compiled modules can cimport it and call mlp_aug_distort_image).
+
+    DistortionPlan(side, rotation, scale, shear, shift, alpha, sigma), with
+    the units of mlp.augment.Affine and Elastic; alpha 0 means no elastic
+    field, all four affine parameters 0 no affine map."""
 
     def __init__(self, int side, double rotation, double scale, double shear, double shift,
                  double alpha, double sigma):
@@ -111,18 +79,15 @@ cdef void _distort_rows(void* ctx, int tid, int n_threads) noexcept nogil:
                               job.seed, <uint64_t>job.sample_ids[r], work)
 
 
-def distort(const float[:, ::1] images, float[:, ::1] out, const int64_t[::1] sample_ids,
-            uint64_t seed, int side, double rotation, double scale, double shear,
-            double shift, double alpha, double sigma, int n_threads):
-    """Distort every row of images into out; returns the threads used.
+def distort(DistortionPlan plan, const float[:, ::1] images, float[:, ::1] out,
+            const int64_t[::1] sample_ids, uint64_t seed, int n_threads):
+    """Distort every row of images into out as the plan says; returns the threads used.
 
-    images, out: (n, side*side) float32; sample_ids: (n,) int64, each the
-    counter that keys its image's random draws with seed. Rotation and shear
-    are in degrees, shift, alpha and sigma in pixels. The result depends on
-    (seed, sample id, parameters) only, not on n_threads."""
-    cdef _Plan plan = _Plan(side, rotation, scale, shear, shift, alpha, sigma)
+    images, out: (n, side*side) float32, side the plan's; sample_ids: (n,)
+    int64, each the counter that keys its image's random draws with seed.
+    The result depends on (plan, seed, sample id) only, not on n_threads."""
     cdef Py_ssize_t n = images.shape[0]
-    cdef Py_ssize_t work_floats = mlp_aug_work_floats(side)
+    cdef Py_ssize_t work_floats = mlp_aug_work_floats(plan.plan.side)
     cdef int threads = <int>max(1, min(n_threads, n))
     cdef float[::1] work = np.empty(threads * work_floats, dtype=np.float32)
     cdef _Job job
@@ -158,7 +123,7 @@ def _allow_wide_vectors(bint allow):
 def _smooth(const float[:, :, ::1] fields, double sigma, double scale=1.0):
     """scale * Gaussian smoothing (scipy 'reflect', truncate 4) of each (side, side) field."""
     cdef int m = fields.shape[0], side = fields.shape[1]
-    cdef _Plan plan = _Plan(side, 0.0, 0.0, 0.0, 0.0, 1.0, sigma)
+    cdef DistortionPlan plan = DistortionPlan(side, 0.0, 0.0, 0.0, 0.0, 1.0, sigma)
     cdef int P = plan.plan.stride
     cdef float[:, :, ::1] out = np.empty((m, side, side), dtype=np.float32)
     # P x P: the transposes work on whole 4x4 blocks (mlp_aug_field_floats).
@@ -228,7 +193,7 @@ def _affine_draws(const int64_t[::1] sample_ids, uint64_t seed, double rotation,
 
     params: rotation (degrees), scale factor, shear (degrees), shift x, shift y;
     matrices and offsets: the inverse map _warp takes."""
-    cdef _Plan plan = _Plan(1, rotation, scale, shear, shift, 0.0, 0.0)
+    cdef DistortionPlan plan = DistortionPlan(1, rotation, scale, shear, shift, 0.0, 0.0)
     cdef Py_ssize_t n = sample_ids.shape[0], r
     cdef double[:, ::1] params = np.empty((n, 5), dtype=np.float64)
     cdef float[:, :, ::1] matrices = np.empty((n, 2, 2), dtype=np.float32)
@@ -259,7 +224,7 @@ def _inverse_affine(const double[:, ::1] params):
 def _source_points(const int64_t[::1] sample_ids, uint64_t seed, int side, double rotation,
                    double scale, double shear, double shift, double alpha, double sigma):
     """(rows, columns), each (n, side, side): where distort() samples each output pixel."""
-    cdef _Plan plan = _Plan(side, rotation, scale, shear, shift, alpha, sigma)
+    cdef DistortionPlan plan = DistortionPlan(side, rotation, scale, shear, shift, alpha, sigma)
     cdef Py_ssize_t n = sample_ids.shape[0], r
     cdef int i, j
     cdef float[::1] work = np.empty(mlp_aug_work_floats(side), dtype=np.float32)

@@ -221,6 +221,11 @@ def _kernel_parameters(augment, name="augment"):
             elastic.alpha, elastic.sigma)
 
 
+def _distortion_plan(augment, side, name="augment"):
+    """The compiled plan (mlp._augment.DistortionPlan) of augment for side x side images."""
+    return _augment.DistortionPlan(side, *_kernel_parameters(augment, name))
+
+
 def _check_images(images, name="images"):
     """(float32 C-contiguous (n, side*side) array, side) for images given as
     (n, side*side) or (n, side, side) floats in [0, 1]."""
@@ -336,7 +341,7 @@ def distort(images, augment, *, seed, sample_ids=None, n_threads=1):
     >>> X_epoch = distort(X_train, Affine() + Elastic(), seed=0,
     ...                   sample_ids=epoch * len(X_train) + np.arange(len(X_train)))
     """
-    parameters = _kernel_parameters(augment)
+    _kernel_parameters(augment)  # the type, before the images are scanned
     flat, side = _check_images(images)
     ids = _check_sample_ids(sample_ids, flat.shape[0])
     key = _check_seed(seed)
@@ -346,7 +351,7 @@ def distort(images, augment, *, seed, sample_ids=None, n_threads=1):
 
         n_threads = default_threads()
     out = np.empty_like(flat)
-    _augment.distort(flat, out, ids, key, side, *parameters, n_threads)
+    _augment.distort(_distortion_plan(augment, side), flat, out, ids, key, n_threads)
     return out.reshape(np.shape(images))
 
 

@@ -58,8 +58,8 @@ def kernel_distort(x, seed, side, rotation=0.0, scale=0.0, shear=0.0, shift=0.0,
                    alpha=0.0, sigma=0.0, n_threads=1, sample_ids=None):
     out = np.empty_like(x)
     sample_ids = ids(len(x)) if sample_ids is None else sample_ids
-    K.distort(x, out, sample_ids, seed, side, rotation, scale, shear, shift, alpha, sigma,
-              n_threads)
+    plan = K.DistortionPlan(side, rotation, scale, shear, shift, alpha, sigma)
+    K.distort(plan, x, out, sample_ids, seed, n_threads)
     return out
 
 

@@ -337,9 +337,13 @@ def distort(images, augment, *, seed, sample_ids=None, n_threads=1):
 
     Examples
     --------
-    >>> X_train, y_train = mlp.datasets.load_mnist()[0]
-    >>> X_epoch = distort(X_train, Affine() + Elastic(), seed=0,
-    ...                   sample_ids=epoch * len(X_train) + np.arange(len(X_train)))
+    Fresh distortions of the whole training set for every epoch:
+
+    >>> X_train, y_train = mlp.datasets.load_mnist().train
+    >>> n = len(X_train)
+    >>> for epoch in range(10):
+    ...     X_epoch = distort(X_train, Affine() + Elastic(), seed=0,
+    ...                       sample_ids=epoch * n + np.arange(n), n_threads=None)
     """
     _kernel_parameters(augment)  # the type, before the images are scanned
     flat, side = _check_images(images)

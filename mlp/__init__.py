@@ -17,7 +17,7 @@ __all__ = ["Model", "train", "training_step", "evaluate", "History", "Evaluation
 def __getattr__(name):
     # These pull in file and network code or optional packages (matplotlib,
     # Pillow); load them on first use.
-    if name in ("datasets", "compat", "metrics", "plots", "report", "schedules"):
+    if name in ("datasets", "compat", "metrics", "plots", "report", "schedules", "augment", "sklearn", "onnx"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

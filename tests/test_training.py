@@ -506,8 +506,8 @@ def test_train_refuses_a_non_finite_row_and_leaves_the_model_alone(dtype, bad):
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("column", [1, 20, 39])
-@pytest.mark.parametrize("fm", [False, True])
-def test_train_kernel_reports_the_bad_row_before_stepping(fm, column, workers):
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_train_kernel_reports_the_bad_row_before_stepping(feature_major, column, workers):
     """Workers check the rows they gather; whichever holds the bad
     one, all of them stop before the step."""
     model = mlp.Model([40, 8, 2], seed=0)
@@ -517,10 +517,10 @@ def test_train_kernel_reports_the_bad_row_before_stepping(fm, column, workers):
     order = np.array([0, 1, 3, 2], dtype=np.int64)
     expected = model._params.copy()
     kernel_train_steps(expected, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64),
-                       order[:2], 2, 0.5, 0.0, work, np.empty(1), fm, 1)
+                       order[:2], 2, 0.5, 0.0, work, np.empty(1), feature_major, 1)
     status = kernel_train_steps(model._params, model._sizes, 0, 0, 0, X,
                                 np.zeros(4, dtype=np.int64), order, 2, 0.5, 0.0, work,
-                                np.empty(2), fm, workers)
+                                np.empty(2), feature_major, workers)
     assert status == -1 - 2
     # The first, clean batch was applied, and nothing after it.
     np.testing.assert_allclose(model._params, expected, rtol=1e-6, atol=1e-7)

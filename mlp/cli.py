@@ -23,13 +23,14 @@ OPTIMIZER_CHOICES = {"sgd": (SGD, None), "adam": (Adam, False), "adamw": (Adam, 
 _OPTIMIZER_FLAG_NAMES = {"learning_rate": "--lr", "decoupled": None}
 
 
-def _typed(kind, name):
-    """argparse type: parse with kind, refusing what kind refuses, with the flag's name."""
+def _typed(parse_value, name):
+    """argparse type: parse with parse_value, refusing what it refuses, naming the flag."""
     def parse(text):
         try:
-            return kind(text)
+            return parse_value(text)
         except (ValueError, TypeError):
-            what = {int: "an integer", float: "a number"}.get(kind, "a value like 784,300,100,10")
+            what = {int: "an integer", float: "a number"}.get(parse_value,
+                                                             "a value like 784,300,100,10")
             raise argparse.ArgumentTypeError(f"{name} takes {what}, got {text!r}") from None
     return parse
 
@@ -105,9 +106,9 @@ def build_parser():
                            help="update rule: sgd (with --momentum, --nesterov), adam, or "
                                 "adamw (decoupled weight decay) (default preset: sgd)")
     default_optimizer = PRESETS["default"].training.resolved_optimizer()
-    for name, (flag, kind, help_text) in _optimizer_fields().items():
+    for name, (flag, value_type, help_text) in _optimizer_fields().items():
         help_text = _flag_help(help_text, getattr(default_optimizer, name, None))
-        if kind in (bool, "bool"):
+        if value_type in (bool, "bool"):
             optimizer.add_argument(flag, dest=f"optimizer.{name}", default=None,
                                    action=argparse.BooleanOptionalAction, help=help_text)
         else:

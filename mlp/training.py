@@ -290,11 +290,13 @@ class _Validation(Callback):
 
 class _DivergenceCheck(Callback):
     """After every epoch: a NaN/inf loss or parameter ends the run, keeping
-    the parameters of the last good epoch. A loss that grew a
-    hundredfold from its first epoch gets a warning naming the learning rate."""
+    the parameters of the last good epoch. A loss that grew a hundredfold
+    from its first epoch, or that has not moved from it in three epochs or
+    more, gets a warning naming the learning rate."""
 
     def __init__(self, run):
         self.last_good = run.model._params.copy()
+        self.warned = False
 
     def on_epoch_end(self, run, history):
         model, loss = run.model, history.loss[-1]
@@ -306,12 +308,25 @@ class _DivergenceCheck(Callback):
                 f"(loss {loss}); the model keeps its parameters from step {first}. "
                 f"Lower the learning rate ({run.optimizer.learning_rate}).")
         self.last_good[...] = model._params
-        if len(history.loss) > 1 and loss > 100 * history.loss[0] > 0:
+        first, rate = history.loss[0], run.optimizer.learning_rate
+        message = None
+        if len(history.loss) > 1 and loss > 100 * first > 0:
+            message = (f"the training loss grew from {first:.4g} to {loss:.4g}: the learning "
+                       f"rate ({rate}) is probably too high")
+        elif (run.loss == "cross_entropy" and len(history.loss) > 1
+              and loss > 10 * math.log(model.n_outputs)):
+            message = (f"the training loss is {loss:.4g}, far worse than guessing "
+                       f"({math.log(model.n_outputs):.3g}): the learning rate ({rate}) is "
+                       f"probably too high")
+        elif len(history.loss) >= 3 and loss > 1e-3 and all(
+                abs(l - loss) <= 1e-6 * loss for l in history.loss[-3:]):
+            message = (f"the training loss has stopped at {loss:.4g} for three epochs: "
+                       f"saturated units, or a learning rate ({rate}) too high or too low")
+        if message and not self.warned:
             import warnings
 
-            warnings.warn(f"the training loss grew from {history.loss[0]:.4g} to {loss:.4g}: "
-                          f"the learning rate ({run.optimizer.learning_rate}) is probably too "
-                          f"high", RuntimeWarning, stacklevel=4)
+            self.warned = True
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
         return False
 
 

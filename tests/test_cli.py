@@ -271,3 +271,32 @@ def test_predict_classifies_drawn_test_digits(tmp_path, capsys):
     correct = int(np.sum(predicted == labels))
     print(f"{correct} of 20 drawn test digits correct")
     assert correct >= 18
+
+
+def test_ctrl_c_stops_training_a_wide_network_within_a_second(tiny_mnist, tmp_path):
+    """SIGINT reaches Python between compiled calls of about 0.2 s, whatever
+    the network's size; the CLI exits with status 130 and one line."""
+    import os
+    import signal
+    import time
+
+    import mlp
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(mlp.__file__)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlp", "train", "--data", str(tiny_mnist), "--layers",
+         "784,2048,2048,10", "--batch-size", "256", "--iterations", "100000", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        assert process.stdout.readline().startswith("Training")
+        time.sleep(1.5)  # well inside train()
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=30)
+        elapsed = time.monotonic() - sent
+    finally:
+        process.kill()
+    err = process.stderr.read()
+    assert status == 130, err
+    assert elapsed < 1.0
+    assert err.strip() == "mlp: interrupted"

@@ -421,9 +421,9 @@ def test_loss_and_gradients_matches_backprop_reference(net, want, data):
 # ---------------------------------------------------------------------------
 
 @SETTINGS
-@given(net=networks(), lr=st.floats(0.01, 5.0), fm=st.booleans())
-def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, fm):
-    # fm: the step runs with activations stored feature-major; same maths.
+@given(net=networks(), lr=st.floats(0.01, 5.0), feature_major=st.booleans())
+def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, feature_major):
+    # feature_major: the step runs with activations stored feature-major; same maths.
     dtype, sizes_arr = net["dtype"], net["sizes_arr"]
     n = len(net["x"])
     code = LOSS[net["loss"]]
@@ -435,11 +435,11 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, fm):
     params = net["flat"].copy()
     with strict_fp():
         total = kernel_sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
-                           lr, 0.0, work, fm)
+                           lr, 0.0, work, feature_major)
     assert_guard_intact(full, need)
     # Returns the loss before the step, computed by the same forward pass
     # (in the other layout only up to the order of a few sums).
-    if fm:
+    if feature_major:
         assert total == pytest.approx(before, rel=float(64 * np.finfo(dtype).eps), abs=1e-30)
     else:
         assert total == before
@@ -460,8 +460,8 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, fm):
 
 
 @SETTINGS
-@given(net=networks(), lr=st.floats(0.01, 2.0), decay=st.floats(0.0, 0.4), fm=st.booleans())
-def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, fm):
+@given(net=networks(), lr=st.floats(0.01, 2.0), decay=st.floats(0.0, 0.4), feature_major=st.booleans())
+def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, feature_major):
     dtype, sizes_arr = net["dtype"], net["sizes_arr"]
     n = len(net["x"])
     code = LOSS[net["loss"]]
@@ -472,7 +472,7 @@ def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, fm):
     params = net["flat"].copy()
     with strict_fp():
         kernel_sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
-                   lr, decay, np.empty(need, dtype), fm)
+                   lr, decay, np.empty(need, dtype), feature_major)
     p64, g64 = net["flat"].astype(np.float64), grads.astype(np.float64)
     step, keep = float(dtype(lr / n)), float(dtype(1 - lr * decay))
     Ws, bs = unflatten(p64, net["sizes"])
@@ -508,7 +508,7 @@ def training_runs(draw):
     return dict(net, x=x, labels=labels, order=order, batch_size=batch_size, lr=lr)
 
 
-def _sgd_steps_by_hand(run, fm=False, states=None):
+def _sgd_steps_by_hand(run, feature_major=False, states=None):
     """The same batches through sgd_step, one call per batch; returns (params, losses).
     With states (a list), the parameters before every step and after the last
     are appended to it."""
@@ -525,18 +525,18 @@ def _sgd_steps_by_hand(run, fm=False, states=None):
         if states is not None:
             states.append(params.copy())
         losses.append(kernel_sgd_step(params, sizes_arr, run["hidden"], run["out"],
-                                 LOSS[run["loss"]], xb, yb, run["lr"], 0.0, work, fm))
+                                 LOSS[run["loss"]], xb, yb, run["lr"], 0.0, work, feature_major))
     if states is not None:
         states.append(params.copy())
     return params, losses
 
 
 @SETTINGS
-@given(run=training_runs(), fm=st.booleans(), workers=st.integers(1, 4))
-@example(run=None, fm=False, workers=1)  # replaced below by a fixed case with a short last batch
-@example(run=None, fm=True, workers=1)
-@example(run=None, fm=True, workers=3)
-def test_train_steps_equals_sgd_steps_over_order(run, fm, workers):
+@given(run=training_runs(), feature_major=st.booleans(), workers=st.integers(1, 4))
+@example(run=None, feature_major=False, workers=1)  # replaced below by a fixed case with a short last batch
+@example(run=None, feature_major=True, workers=1)
+@example(run=None, feature_major=True, workers=3)
+def test_train_steps_equals_sgd_steps_over_order(run, feature_major, workers):
     """Workers split every layer's units (some get none when layers are
     narrower than the worker count); the step must not change."""
     if run is None:
@@ -550,11 +550,11 @@ def test_train_steps_equals_sgd_steps_over_order(run, fm, workers):
     params = run["flat"].copy()
     with strict_fp():
         kernel_train_steps(params, sizes_arr, run["hidden"], run["out"], LOSS[run["loss"]], run["x"],
-                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses, fm, workers)
+                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses, feature_major, workers)
     assert_guard_intact(full, need)
     assert np.all(batch_losses[n_steps:] == SENTINEL), "wrote more batch losses than steps"
     states = []
-    by_hand, losses = _sgd_steps_by_hand(run, fm, states)
+    by_hand, losses = _sgd_steps_by_hand(run, feature_major, states)
     # Same kernels on the same batches: agreement to a few ulps (BLAS may pick
     # different blockings for gathered vs. separately allocated rows).
     eps = np.finfo(dtype).eps
@@ -586,15 +586,15 @@ def _fixed_run():
                 order=np.array([4, 0, 0, 3, 1, 2, 4], np.int64), batch_size=3, lr=0.7)
 
 
-@pytest.mark.parametrize("fm", [False, True])
-def test_train_steps_last_batch_shorter_uses_its_own_size(fm):
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_train_steps_last_batch_shorter_uses_its_own_size(feature_major):
     """7 samples in batches of 3: the last step averages over 1 sample, not 3."""
     run = _fixed_run()
     params = run["flat"].copy()
     losses = np.empty(3)
     kernel_train_steps(params, run["sizes_arr"], run["hidden"], run["out"], LOSS[run["loss"]],
                   run["x"], run["labels"], run["order"], 3, run["lr"], 0.0,
-                  np.empty(K.workspace_size(run["sizes_arr"], 3)), losses, fm)
+                  np.empty(K.workspace_size(run["sizes_arr"], 3)), losses, feature_major)
     ref = run["flat"].copy()
     for idx in (run["order"][:3], run["order"][3:6], run["order"][6:]):
         ref, _ = ref_sgd(ref, run["sizes"], run["x"][idx], one_hot(run["labels"][idx], 2),
@@ -603,10 +603,10 @@ def test_train_steps_last_batch_shorter_uses_its_own_size(fm):
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-@pytest.mark.parametrize("fm", [False, True])
+@pytest.mark.parametrize("feature_major", [False, True])
 @pytest.mark.parametrize("dtype, data_dtype", [(np.float32, np.float32), (np.float64, np.float32),
                                                (np.float64, np.float64), (np.float32, np.float64)])
-def test_train_steps_on_workers_matches_one_worker(workers, fm, dtype, data_dtype):
+def test_train_steps_on_workers_matches_one_worker(workers, feature_major, dtype, data_dtype):
     """A network wide enough that every worker owns units of every hidden
     layer and a range of input features, in every model/data dtype pairing."""
     rng = np.random.default_rng(3)
@@ -624,7 +624,7 @@ def test_train_steps_on_workers_matches_one_worker(workers, fm, dtype, data_dtyp
         full, work = guarded(need, dtype)
         done = kernel_train_steps(params, sizes_arr, ACT["sigmoid"], ACT["softmax"],
                              LOSS["cross_entropy"], x, labels, order, 9, 0.3, 0.01, work,
-                             losses, fm, w)
+                             losses, feature_major, w)
         assert done == 8
         assert_guard_intact(full, need)
         assert losses[-2:].tolist() == [SENTINEL, SENTINEL]

@@ -506,8 +506,8 @@ def test_train_refuses_a_non_finite_row_and_leaves_the_model_alone(dtype, bad):
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("column", [1, 20, 39])
-@pytest.mark.parametrize("fm", [False, True])
-def test_train_kernel_reports_the_bad_row_before_stepping(fm, column, workers):
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_train_kernel_reports_the_bad_row_before_stepping(feature_major, column, workers):
     """Workers check the rows they gather; whichever holds the bad
     one, all of them stop before the step."""
     model = mlp.Model([40, 8, 2], seed=0)
@@ -517,10 +517,10 @@ def test_train_kernel_reports_the_bad_row_before_stepping(fm, column, workers):
     order = np.array([0, 1, 3, 2], dtype=np.int64)
     expected = model._params.copy()
     kernel_train_steps(expected, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64),
-                       order[:2], 2, 0.5, 0.0, work, np.empty(1), fm, 1)
+                       order[:2], 2, 0.5, 0.0, work, np.empty(1), feature_major, 1)
     status = kernel_train_steps(model._params, model._sizes, 0, 0, 0, X,
                                 np.zeros(4, dtype=np.int64), order, 2, 0.5, 0.0, work,
-                                np.empty(2), fm, workers)
+                                np.empty(2), feature_major, workers)
     assert status == -1 - 2
     # The first, clean batch was applied, and nothing after it.
     np.testing.assert_allclose(model._params, expected, rtol=1e-6, atol=1e-7)
@@ -584,3 +584,59 @@ def test_bad_weight_decay(kwargs, exc, match):
         mlp.train(model, np.zeros((4, 2)), [0, 1, 0, 1], iterations=1, progress=False, **kwargs)
     with pytest.raises(exc, match=match):
         mlp.training_step(model, np.zeros((4, 2)), [0, 1, 0, 1], **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Interrupted and hopeless runs
+# ---------------------------------------------------------------------------
+
+class _InterruptAfter(mlp.Callback):
+    def __init__(self, calls):
+        self.calls = calls
+
+    def on_steps(self, run, steps, loss_sum, samples):
+        self.calls -= 1
+        if self.calls == 0:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("learning_rate", [0.1, 1e4])
+def test_an_interrupt_leaves_finite_parameters(learning_rate):
+    """Ctrl-C (here raised between two compiled calls) during a run, even a
+    diverging one, leaves parameters that are all finite."""
+    rng = np.random.default_rng(0)
+    X = rng.random((600, 20))
+    y = rng.integers(0, 4, 600)
+    model = mlp.Model([20, 64, 4], seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        mlp.train(model, X, y, epochs=50, batch_size=10, learning_rate=learning_rate,
+                  progress=False, callbacks=[_InterruptAfter(3)], seed=0)
+    assert np.isfinite(model._params).all()
+    assert np.isfinite(model.predict_proba(X[:5])).all()
+    assert model.history is not None
+
+
+@pytest.mark.parametrize("learning_rate", [1e3, 1e4, 1e6])
+@pytest.mark.parametrize("activation, output, match", [
+    ("sigmoid", "sigmoid", "stopped at"), ("relu", "softmax", "far worse than guessing")])
+def test_a_hopeless_learning_rate_gets_a_warning_naming_it(learning_rate, activation, output,
+                                                          match):
+    """Rates of 1e3 to 1e6 leave a finite but useless model: saturated
+    sigmoids whose loss no longer moves, or a cross-entropy far above chance."""
+    rng = np.random.default_rng(1)
+    X = rng.random((200, 5))
+    y = rng.integers(0, 3, 200)
+    model = mlp.Model([5, 8, 3], activation=activation, output=output, seed=1)
+    with pytest.warns(RuntimeWarning, match=match) as record:
+        try:
+            mlp.train(model, X, y, epochs=6, batch_size=10, learning_rate=learning_rate,
+                      progress=False, seed=0)
+        except FloatingPointError:
+            return
+    assert f"learning rate ({learning_rate})" in str(record[0].message)
+
+
+def test_a_healthy_run_gets_no_warning(recwarn):
+    X, y = _blobs(100, [(0, 0), (3, 0), (0, 3)], 0.5, seed=0)
+    mlp.train(mlp.Model([2, 16, 3], seed=0), X, y, epochs=8, progress=False, seed=0)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -13,8 +13,7 @@ and data loading included), the test accuracy parsed from the line
 
 the training time the CLI prints, and the child's peak RSS (ru_maxrss from
 os.wait4 on that child alone). --quick runs each preset once; the default is
-3 runs per preset, interleaved, all with the preset's seed; --seeds 0,1,2
-gives each run its own seed (--seed S) instead, one run per seed. --command replaces the CLI with any command
+3 runs per preset, interleaved. --command replaces the CLI with any command
 (e.g. a fake one to test the parsing).
 """
 from __future__ import annotations
@@ -37,7 +36,15 @@ TRAIN_TIME_RE = re.compile(r"Training time:\s*([0-9.]+)\s*s", re.IGNORECASE)
 # --quick shortens the presets (a tenth of their steps) so the smoke run stays
 # short; the accuracies are then not the presets' real ones.
 QUICK_OVERRIDES = {"notebook": ["--iterations", "2000"], "default": ["--epochs", "1"],
-                   "augmented": ["--epochs", "2"]}
+                   "previous-default": ["--epochs", "1"], "accurate": ["--epochs", "2"],
+                   "augmented": ["--epochs", "1"]}
+
+# Recipes that are not presets, as flags on top of one: the `default` preset
+# as it was before optimizers came in (plain SGD at lr 0.5 with cosine decay,
+# Xavier init), so that the current default's time is compared in the same run.
+RECIPES = {"previous-default": ["--preset", "default", "--optimizer", "sgd", "--lr", "0.5",
+                                "--momentum", "0", "--no-nesterov", "--weight-decay", "0",
+                                "--init", "xavier"]}
 
 FAKE_CHILD = r"""
 import sys, time
@@ -105,19 +112,20 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="one run per preset, shortened (notebook --iterations 2000, default --epochs 1)")
     ap.add_argument("--json", metavar="OUT", help="write every run and the medians here")
-    ap.add_argument("--presets", default="notebook,default", help="comma-separated preset names")
+    ap.add_argument("--presets", default="notebook,default,previous-default,accurate",
+                    help="comma-separated preset names (or previous-default, see RECIPES)")
     ap.add_argument("--repeats", type=int, help="runs per preset (default 3, quick 1)")
+    ap.add_argument("--seeds", default="0,1,2",
+                    help="run r of a preset passes --seed seeds[r % len(seeds)] (default 0,1,2; "
+                         "'' keeps the preset's own seed)")
     ap.add_argument("--extra", default="", help="extra CLI arguments, e.g. '--threads 1'")
     ap.add_argument("--command", help="run this command instead of the CLI (parsed with shlex; "
                                       "'{preset}' is replaced by the preset name)")
     ap.add_argument("--fake", action="store_true", help="run a fake child that prints the CLI's lines "
                                                          "(tests the parsing and RSS plumbing)")
-    ap.add_argument("--seeds", help="comma-separated seeds: one run per seed, each with --seed S "
-                                    "(default: --repeats runs with the preset's seed)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per run before giving up")
     args = ap.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    repeats = len(seeds) if seeds else args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 3)
     presets = [p for p in args.presets.split(",") if p]
 
     info = C.system_info()
@@ -128,40 +136,39 @@ def main(argv=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
 
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    runs_started = {}
+
     def command(preset, seed=None):
         if args.fake:
             return [sys.executable, "-c", FAKE_CHILD]
         if args.command:
             return [part.replace("{preset}", preset) for part in shlex.split(args.command)]
         quick = QUICK_OVERRIDES.get(preset, []) if args.quick else []
-        return ([sys.executable, "-m", "mlp", "train", "--preset", preset, "--no-progress"]
-                + quick + shlex.split(args.extra)
-                + ([] if seed is None else ["--seed", str(seed)]))
+        recipe = RECIPES.get(preset, ["--preset", preset])
+        seeded = [] if seed is None else ["--seed", str(seed)]
+        return ([sys.executable, "-m", "mlp", "train", "--no-progress"] + recipe + quick + seeded
+                + shlex.split(args.extra))
 
     def case(preset):
-        runs_done = []
-
         def run():
-            seed = seeds[len(runs_done)] if seeds else None
-            runs_done.append(seed)
-            cmd = command(preset, seed)
+            index = runs_started.get(preset, 0)
+            runs_started[preset] = index + 1
+            cmd = command(preset, seeds[index % len(seeds)] if seeds else None)
             code, text, wall, rss = run_child(cmd, env=env, timeout=args.timeout)
             correct, total, acc, train_s = parse_output(text)
-            res = {"command": cmd, "seed": seed, "returncode": code, "wall_s": wall,
-                   "max_rss_mib": rss,
+            res = {"command": cmd, "returncode": code, "wall_s": wall, "max_rss_mib": rss,
                    "correct": correct, "total": total, "accuracy": acc, "train_s": train_s,
                    "output_tail": text[-2000:], "loadavg_1m": os.getloadavg()[0]}
             status = "ok" if code == 0 and acc is not None else f"FAILED (exit {code})"
-            print(f"  {preset}{'' if seed is None else f' (seed {seed})'}: {status}, "
-                  f"wall {wall:.1f} s, "
+            print(f"  {preset}: {status}, wall {wall:.1f} s, "
                   f"accuracy {'-' if acc is None else f'{acc:.4f}'}, peak RSS {rss:.0f} MiB", flush=True)
             if code != 0 or acc is None:
                 print("    " + "\n    ".join(text.strip().splitlines()[-15:]))
             return res
         return run
 
-    print(f"running {len(presets)} preset(s) x {repeats}: "
-          f"{shlex.join(command(presets[0], seeds[0] if seeds else None))} ...", flush=True)
+    print(f"running {len(presets)} preset(s) x {repeats}: {shlex.join(command(presets[0]))} ...", flush=True)
     raw = C.round_robin({p: case(p) for p in presets}, repeats)
 
     rows, summary = [], {}

@@ -230,6 +230,29 @@ def _check_augment(augment, name="augment"):
     return augment
 
 
+def augment_to_dict(augment):
+    """A JSON-ready description of augment: {"affine": {...} or None, "elastic": ...}."""
+    parts = _kernel_parameters(augment)
+    affine = None if isinstance(augment, Elastic) else dict(zip(
+        ("rotation", "scale", "shear", "shift"), parts[:4]))
+    elastic = None if isinstance(augment, Affine) else dict(zip(("alpha", "sigma"), parts[4:]))
+    return {"affine": affine, "elastic": elastic}
+
+
+def augment_from_dict(description):
+    """The inverse of augment_to_dict; ValueError for anything else."""
+    if not isinstance(description, dict) or set(description) != {"affine", "elastic"}:
+        raise ValueError(f"not a description of distortions: {description!r}")
+    try:
+        parts = [cls(**description[key]) for key, cls in (("affine", Affine), ("elastic", Elastic))
+                 if description[key] is not None]
+    except TypeError as exc:
+        raise ValueError(f"bad description of distortions {description!r}: {exc}") from None
+    if not parts:
+        raise ValueError(f"not a description of distortions: {description!r}")
+    return parts[0] if len(parts) == 1 else Compose(*parts)
+
+
 def _training_images_and_plan(augment, X, n_inputs):
     """What train() hands the kernel for augment: (X, plan).
 

@@ -211,6 +211,12 @@ def build_parser():
                      help="mnist.pkl.gz or a directory of the four IDX files "
                           "(default: cached copy, fetched on first use)")
     run.add_argument("--save", metavar="MODEL.npz", help="write the trained model here")
+    run.add_argument("--checkpoint", metavar="PATH",
+                     help="write the run's state here every minute, at the end and on Ctrl-C")
+    run.add_argument("--resume", metavar="PATH",
+                     help="continue the run a checkpoint holds (its configuration comes from "
+                          "the file; it keeps checkpointing there unless --checkpoint says "
+                          "otherwise)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("evaluate", help="report a saved model's test accuracy")
@@ -367,11 +373,34 @@ def _describe(preset, optimizer):
             + "".join(", " + e for e in extras))
 
 
+def _resumed_configuration(args):
+    """The preset-like configuration of the run in args.resume's checkpoint."""
+    from .training import options_from_checkpoint
+
+    given = [key for key, value in vars(args).items()
+             if key.split(".", 1)[0] in ("ModelOptions", "TrainingOptions", "optimizer")
+             and value is not None] + (["--optimizer"] if args.optimizer else [])
+    if given:
+        raise ValueError("--resume continues the checkpoint's run with its own configuration; "
+                         "leave out the network, training and optimizer flags")
+    model, options = options_from_checkpoint(args.resume)
+    preset = PRESETS[args.preset]
+    return dataclasses.replace(preset, name=f"resumed from {args.resume}", training=options,
+                               model=ModelOptions(layers=model.layer_sizes,
+                                                  activation=model.activation,
+                                                  output=model.output, init=model.init,
+                                                  dtype=model.dtype.name),
+                               notebook_seeding=False), model
+
+
 def _train(args):
     from ._threads import train_workers
     from .training import train
 
-    preset = _configure(args)
+    if args.resume:
+        preset, model = _resumed_configuration(args)
+    else:
+        preset, model = _configure(args), None
     options = preset.training
     optimizer = options.resolved_optimizer()
     data, load_time = _load_data(args.data)
@@ -384,13 +413,15 @@ def _train(args):
         raise ValueError(f"--layers must end with {n_classes} outputs, one per class, got "
                          f"{layers[-1]}")
     model_seed, training_seed = preset.seeds()
-    model = preset.build_model(model_seed)
+    if model is None:
+        model = preset.build_model(model_seed)
     threads = train_workers(args.threads, options.batch_size, layers)
     print(f"Training {model!r}\n  {_describe(preset, optimizer)}, {threads} worker "
           f"thread{'s' if threads != 1 else ''}; data loaded in {load_time:.2f} s", flush=True)
     history = train(model, data.train.images, data.train.labels,
                     validation=(data.validation.images, data.validation.labels),
                     progress=not args.no_progress, n_threads=threads,
+                    checkpoint=args.checkpoint or args.resume, resume=args.resume,
                     **_options_as_kwargs(options, training_seed))
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%  (validation {100 * history.val_accuracy[-1]:.2f}%)"

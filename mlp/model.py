@@ -319,11 +319,18 @@ class Model:
     def save(self, path):
         """Write the model to `path` as an .npz archive with JSON metadata.
 
-        No pickle is involved. The file is written to a temporary name and
-        renamed into place, so a failure never leaves a half-written model
-        where a good one stood. The name is used exactly as given.
+        Besides the parameters, the file holds the optimizer state, the
+        training History and the batch sampler, so that training can go on
+        from it. No pickle is involved. The file is written to a temporary
+        name and renamed into place, so a failure never leaves a
+        half-written model where a good one stood. The name is used exactly
+        as given.
         """
-        path = check_path(path)
+        self._save(check_path(path))
+
+    def _save(self, path, checkpoint=None):
+        """save(), plus, for a training checkpoint, checkpoint = (JSON-ready
+        dict, {name: array}) stored under "checkpoint" and "checkpoint.<name>"."""
         meta = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -347,6 +354,9 @@ class Model:
         if self._sampling_rng is not None:
             meta["sampling_rng"] = self._sampling_rng.bit_generator.state
             meta["dropout_seed"] = self._dropout_seed
+        if checkpoint is not None:
+            meta["checkpoint"] = checkpoint[0]
+            arrays.update({f"checkpoint.{name}": value for name, value in checkpoint[1].items()})
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"W{l}"] = w
@@ -374,7 +384,14 @@ class Model:
 
     @classmethod
     def load(cls, path):
-        """Read a model written by :meth:`save`. Never unpickles anything."""
+        """Read a model written by :meth:`save` (or a training checkpoint).
+        Never unpickles anything."""
+        return cls._load(path)[0]
+
+    @classmethod
+    def _load(cls, path):
+        """(model, checkpoint): checkpoint is None, or (dict, {name: array})
+        as _save stored it."""
         path = check_path(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no model file at {path!r}")
@@ -427,10 +444,16 @@ class Model:
                 dest[...] = src
         known = {"meta"} | {f"{p}{l}" for l in range(len(sizes) - 1) for p in "Wb"}
         known |= _restore_training_state(model, meta, arrays, bad)
+        checkpoint = None
+        if "checkpoint" in meta:
+            prefix = "checkpoint."
+            checkpoint = (meta["checkpoint"], {name[len(prefix):]: value for name, value
+                                               in arrays.items() if name.startswith(prefix)})
+            known |= {prefix + name for name in checkpoint[1]}
         extra = set(arrays) - known
         if extra:
             raise bad(f"unexpected arrays {sorted(extra)}")
-        return model
+        return model, checkpoint
 
 
 def _restore_training_state(model, meta, arrays, bad):

@@ -8,8 +8,11 @@ run inside the kernel (mlp/_worker.pxi).
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
@@ -18,8 +21,14 @@ import numpy as np
 
 from . import _kernels
 from ._threads import blas_threads, call_threads, check_threads, train_workers
-from ._validation import check_labels, check_matrix, check_targets_or_labels
-from .augment import _training_images_and_plan
+from ._validation import (
+    check_labels,
+    check_matrix,
+    check_path,
+    check_positive_float,
+    check_targets_or_labels,
+)
+from .augment import _training_images_and_plan, augment_from_dict, augment_to_dict
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
 from .model import Model, loss_code
 from .optimizers import OptimizerState, check_optimizer
@@ -239,10 +248,11 @@ class Callback:
 
 
 class _ProgressBar(Callback):
-    def __init__(self, total_steps):
+    def __init__(self, total_steps, done=0):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, mininterval=0.2)
+        self.bar = tqdm(total=total_steps, initial=done, unit="step", dynamic_ncols=True,
+                        mininterval=0.2)
 
     def on_steps(self, run, steps, loss_sum, samples):
         self.bar.update(steps)
@@ -262,9 +272,13 @@ class _Validation(Callback):
     """Scores the validation data after every epoch; with patience, stops
     when it has not improved for that many epochs and restores the best."""
 
-    def __init__(self, X_val, y_val, patience):
+    def __init__(self, X_val, y_val, patience, resumed=None):
         self.X_val, self.y_val, self.patience = X_val, y_val, patience
         self.best_accuracy, self.best_params, self.stale = -1.0, None, 0
+        if resumed is not None and "validation" in resumed[0]:
+            self.best_accuracy = float(resumed[0]["validation"]["best_accuracy"])
+            self.stale = int(resumed[0]["validation"]["stale"])
+            self.best_params = resumed[1].get("best_params")
 
     def on_epoch_end(self, run, history):
         model = run.model
@@ -335,10 +349,12 @@ class _DivergenceCheck(Callback):
 # ---------------------------------------------------------------------------
 
 class _Run:
-    """The state of one train() call: checked data, optimizer state, buffers
-    and sampling. Kept apart from the loop so that the loop reads plainly."""
+    """The state of one train() call: checked data, optimizer state, buffers,
+    sampling, and where the run stands (step, epoch order, position in it).
+    Kept apart from the loop so that the loop reads plainly; a checkpoint is
+    this state written down (see _CheckpointWriter)."""
 
-    def __init__(self, model, X, y, options, sample_weight, n_threads):
+    def __init__(self, model, X, y, options, sample_weight, n_threads, resumed=None):
         self.model = model
         self.options = options
         self.loss = _default_loss(model) if options.loss is None else options.loss
@@ -372,14 +388,40 @@ class _Run:
         self.schedule_steps = self.first_step + self.total_steps
         self.workers = train_workers(check_threads(n_threads), self.batch_size,
                                      model.layer_sizes, self.total_steps)
-        self.rng, self.dropout_seed = self._sampling(options.seed)
+        self.rng, self.dropout_seed = self._sampling(options.seed, resumed is not None)
         self.work = np.empty(_kernels.workspace_size(model._sizes, self.batch_size),
                              dtype=model.dtype)
         self.step_arguments = _kernel_step_arguments(model, self.state, options.max_norm)
         self.feature_major = self.batch_size <= _kernels.FEATURE_MAJOR_MAX_BATCH
         self.steps_per_call = _FIRST_CALL_STEPS
+        # Where the run stands: steps done in it, this epoch's sample order
+        # (None between epochs), the position in it and its summed loss.
+        self.done, self.order, self.position, self.loss_sum = 0, None, 0, 0.0
+        self.history = History()
+        self.elapsed_before = 0.0
+        if resumed is not None:
+            self._resume(resumed)
+        self.started = time.perf_counter()
         # Bad data found mid-run (a NaN row) undoes the whole call.
         self._start = (model._params.copy(), self.state.copy())
+
+    def _resume(self, resumed):
+        place, arrays = resumed
+        if place["total_steps"] < place["done"] or place["steps_per_epoch"] != self.steps_per_epoch:
+            raise ValueError("resume: the checkpoint's run does not fit this data and batch size")
+        self.first_step = self.state.step - place["done"]
+        self.total_steps = place["total_steps"]
+        self.schedule_steps = place["schedule_steps"]
+        self.done, self.position, self.loss_sum = place["done"], place["position"], place["loss_sum"]
+        self.order = arrays.get("order")
+        if self.order is not None and (self.order.dtype != np.int64 or self.order.ndim != 1
+                                       or not 0 <= self.position <= len(self.order)
+                                       or (len(self.order) and not 0 <= self.order.min()
+                                           and self.order.max() < self.X.shape[0])):
+            raise ValueError("resume: the checkpoint's sample order does not fit this data")
+        self.history = History.from_dict(place["history"])
+        self.elapsed_before = self.history.total_time if place.get("elapsed") is None \
+            else place["elapsed"]
 
     def restore_start(self):
         params, state = self._start
@@ -388,35 +430,51 @@ class _Run:
         for name, buffer in state.buffers.items():
             self.state.buffers[name][...] = buffer
 
-    def _sampling(self, seed):
+    def _sampling(self, seed, resuming):
         """The batch sampler and the dropout masks' key. seed=None continues
         those of the model's previous run, so that a run split over several
-        train() calls draws what one would."""
+        train() calls (or resumed from a checkpoint) draws what one would."""
         model = self.model
         if isinstance(seed, np.random.RandomState):
             # The notebook's draws: numpy's legacy generator, used as it is and
             # not kept (its state is the caller's).
             model._sampling_rng, model._dropout_seed = None, 0
             return seed, 0
-        if seed is None and model._sampling_rng is not None and self.first_step > 0:
+        if (seed is None or resuming) and model._sampling_rng is not None \
+                and self.first_step > 0:
             return model._sampling_rng, model._dropout_seed
         rng = np.random.default_rng(seed)
         model._sampling_rng, model._dropout_seed = rng, int(rng.integers(2 ** 63))
         return model._sampling_rng, model._dropout_seed
 
-    def epoch_order(self, steps):
-        """Sample indices for the next `steps` steps."""
+    def elapsed(self):
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def start_epoch(self):
+        """Draw the sample order of the next epoch (or an epoch's worth of steps)."""
         n = self.X.shape[0]
+        steps = min(self.steps_per_epoch, self.total_steps - self.done)
         if self.options.sampling == "shuffle":
-            return self.rng.permutation(n)[: min(n, steps * self.batch_size)]
-        if isinstance(self.rng, np.random.RandomState):
+            order = self.rng.permutation(n)[: min(n, steps * self.batch_size)]
+        elif isinstance(self.rng, np.random.RandomState):
             # np.random.choice(n, batch_size) per step, as the notebook's
             # get_batch draws: the same numbers as one call for all steps.
-            return self.rng.randint(0, n, size=steps * self.batch_size).astype(np.int64)
-        return self.rng.integers(0, n, size=steps * self.batch_size, dtype=np.int64)
+            order = self.rng.randint(0, n, size=steps * self.batch_size)
+        else:
+            order = self.rng.integers(0, n, size=steps * self.batch_size)
+        self.order, self.position, self.loss_sum = order.astype(np.int64), 0, 0.0
 
-    def run_steps(self, order, batch_losses):
-        """One compiled call over the batches of `order`: (steps done, summed loss)."""
+    def end_epoch(self):
+        self.history.steps.append(self.state.step)
+        self.history.loss.append(self.loss_sum / len(self.order))
+        self.history.time.append(self.elapsed())
+        self.order = None
+
+    def run_steps(self, batch_losses):
+        """One compiled call of about _SECONDS_PER_CALL from the current
+        position in the epoch: returns (steps done, their summed loss)."""
+        stop = min(len(self.order), self.position + self.steps_per_call * self.batch_size)
+        order = self.order[self.position:stop]
         steps = math.ceil(len(order) / self.batch_size)
         rates = learning_rates(self.optimizer.learning_rate, self.schedule, self.state.step,
                                steps, self.schedule_steps, self.options.warmup)
@@ -427,16 +485,171 @@ class _Run:
             self.loss_code, self.X, self.labels, self.targets, self.sample_weight, order,
             self.batch_size, rates, self.state.step, *self.step_arguments,
             self.options.dropout, self.options.input_dropout, self.dropout_seed,
-            self.augment_plan, _SECONDS_PER_CALL, self.work, batch_losses, self.feature_major, self.workers)
+            self.augment_plan, _SECONDS_PER_CALL, self.work, batch_losses, self.feature_major,
+            self.workers)
         if status < 0:
             self.restore_start()
             raise ValueError(f"X[{-1 - status}] holds NaN, infinity or a value too large for "
                              f"{model.dtype.name}; the model is left as it was before train()")
+        chunk_loss = float(batch_losses[:status].sum())
         self.state.step += status
+        self.done += status
+        self.position = min(len(self.order), self.position + status * self.batch_size)
+        self.loss_sum += chunk_loss
         # Size the next call to last about _SECONDS_PER_CALL.
         per_step = (time.perf_counter() - started) / max(status, 1)
         self.steps_per_call = max(1, min(4096, int(_SECONDS_PER_CALL / max(per_step, 1e-7))))
-        return status, float(batch_losses[:status].sum())
+        return status, chunk_loss
+
+
+# ---------------------------------------------------------------------------
+# Interrupts and checkpoints
+# ---------------------------------------------------------------------------
+
+class _InterruptsBetweenCalls:
+    """Ctrl-C during train() takes effect after the compiled call in flight
+    (at most about _SECONDS_PER_CALL) and its bookkeeping: the handler only
+    records it, and the loop raises KeyboardInterrupt at a point where the
+    parameters, optimizer state and position agree, so that a checkpoint
+    written then resumes exactly. Only the main thread can do this; other
+    threads keep Python's handling."""
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._record)
+        return lambda: self.requested
+
+    def _record(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.requested and exc[0] is None:
+            raise KeyboardInterrupt
+        return False
+
+
+class _CheckpointWriter:
+    """Writes the run's state to `path` (atomically: a model file with the
+    run's place in it) at most every `every` seconds, at the end, and on
+    Ctrl-C."""
+
+    def __init__(self, run, hooks, path, every):
+        self.run, self.hooks, self.path, self.every = run, hooks, path, every
+        self.last = time.perf_counter()
+
+    def write_if_due(self):
+        if self.path is not None and time.perf_counter() - self.last >= self.every:
+            self.write()
+
+    def write(self):
+        if self.path is None:
+            return
+        run = self.run
+        place = {"total_steps": run.total_steps, "schedule_steps": run.schedule_steps,
+                 "steps_per_epoch": run.steps_per_epoch, "done": run.done,
+                 "position": run.position, "loss_sum": run.loss_sum,
+                 "history": run.history.to_dict(), "elapsed": run.elapsed(),
+                 "options": _options_fingerprint(run.options)}
+        arrays = {} if run.order is None else {"order": run.order}
+        for hook in self.hooks:
+            if isinstance(hook, _Validation):
+                place["validation"] = {"best_accuracy": hook.best_accuracy, "stale": hook.stale}
+                if hook.best_params is not None:
+                    arrays["best_params"] = hook.best_params
+        run.model._save(self.path, checkpoint=(place, arrays))
+        self.last = time.perf_counter()
+
+
+def _options_fingerprint(options):
+    """The training options as JSON-ready values, to check a resume against.
+    The seed is left out: a resumed run continues the checkpoint's sampler."""
+    from .optimizers import optimizer_to_dict
+
+    fingerprint = {}
+    for spec in dataclasses.fields(options):
+        value = getattr(options, spec.name)
+        if spec.name == "seed":
+            continue
+        if spec.name == "optimizer" and value is not None:
+            value = optimizer_to_dict(value)
+        elif spec.name == "augment" and value is not None:
+            value = augment_to_dict(value)
+        elif callable(value):
+            value = f"callable {getattr(value, '__qualname__', type(value).__name__)}"
+        elif isinstance(value, tuple):
+            value = list(value)
+        fingerprint[spec.name] = value
+    return fingerprint
+
+
+def options_from_checkpoint(path):
+    """(model, TrainingOptions) of the run a checkpoint holds, for resuming it
+    without repeating its configuration (the CLI's --resume)."""
+    from .model import Model
+    from .optimizers import optimizer_from_dict
+
+    model, checkpoint = Model._load(check_path(path, "resume"))
+    if checkpoint is None:
+        raise ValueError(f"{path!r} is a model file, not a training checkpoint")
+    try:
+        fields = dict(checkpoint[0]["options"])
+        if fields.get("optimizer") is not None:
+            fields["optimizer"] = optimizer_from_dict(fields["optimizer"])
+        if fields.get("augment") is not None:
+            fields["augment"] = augment_from_dict(fields["augment"])
+        if isinstance(fields.get("lr_schedule"), str) and fields["lr_schedule"].startswith(
+                "callable "):
+            raise ValueError("the run used a callable lr_schedule; resume it from Python")
+        options = TrainingOptions(**fields)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path!r}: cannot resume its run ({exc})") from None
+    return model, options
+
+
+def _read_checkpoint(model, path, options):
+    """Load the checkpoint at path into model; returns (place, arrays) for _Run."""
+    from .model import Model
+
+    saved, checkpoint = Model._load(path)
+    if checkpoint is None:
+        raise ValueError(f"resume: {path!r} is a model file, not a training checkpoint "
+                         f"(write one with train(..., checkpoint=PATH))")
+    if (saved.layer_sizes, saved.activation, saved.output, saved.dtype) != (
+            model.layer_sizes, model.activation, model.output, model.dtype):
+        raise ValueError(f"resume: the checkpoint holds {saved!r}, not this {model!r}")
+    place, arrays = checkpoint
+    for name, value in arrays.items():
+        expected = (model.n_params, model.dtype) if name == "best_params" else (None, np.int64)
+        if name not in ("best_params", "order") or value.ndim != 1 or value.dtype != expected[1] \
+                or expected[0] not in (None, value.shape[0]):
+            raise ValueError(f"resume: {path!r} has a damaged checkpoint (array {name})")
+    try:
+        stored = place["options"]
+        for key in ("total_steps", "schedule_steps", "steps_per_epoch", "done", "position"):
+            if not isinstance(place[key], int) or place[key] < 0:
+                raise ValueError(key)
+        place["loss_sum"] = float(place["loss_sum"])
+        History.from_dict(place["history"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"resume: {path!r} has a damaged checkpoint ({exc})") from None
+    current = _options_fingerprint(options)
+    for name, value in current.items():
+        if stored.get(name) != value:
+            raise ValueError(f"resume: the checkpoint's run has {name}={stored.get(name)!r}, "
+                             f"this call {name}={value!r}; resume with the same options")
+    if saved._sampling_rng is None:
+        raise ValueError("resume: the checkpoint's run drew from numpy's legacy generator "
+                         "(the notebook preset's seeding), which a checkpoint does not keep")
+    model._params[...] = saved._params
+    model.optimizer_state = saved.optimizer_state
+    model.history = saved.history
+    model._sampling_rng, model._dropout_seed = saved._sampling_rng, saved._dropout_seed
+    return place, arrays
 
 
 def _check_sample_weight(sample_weight, n, dtype):
@@ -449,10 +662,15 @@ def _check_sample_weight(sample_weight, n, dtype):
 
 
 def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
-          n_threads=None, callbacks=(), **options):
+          n_threads=None, callbacks=(), checkpoint=None, checkpoint_every=60.0, resume=None,
+          **options):
     _check_model(model)
     options = TrainingOptions(**options)
-    run = _Run(model, X, y, options, sample_weight, n_threads)
+    checkpoint = None if checkpoint is None else check_path(checkpoint, "checkpoint")
+    checkpoint_every = check_positive_float(checkpoint_every, "checkpoint_every", allow_zero=True)
+    resumed = None if resume is None else _read_checkpoint(model, check_path(resume, "resume"),
+                                                           options)
+    run = _Run(model, X, y, options, sample_weight, n_threads, resumed)
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a pair (X_val, y_val)")
@@ -464,44 +682,43 @@ def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
         if not isinstance(callback, Callback):
             raise TypeError(f"callbacks must be mlp.training.Callback instances, got {callback!r}")
 
-    hooks = [_DivergenceCheck(run)]
+    divergence = _DivergenceCheck(run)
+    hooks = [divergence]
     if validation is not None:
-        hooks.append(_Validation(X_val, y_val, options.patience))
+        hooks.append(_Validation(X_val, y_val, options.patience, resumed))
     if progress:
-        hooks.append(_ProgressBar(run.total_steps))
+        hooks.append(_ProgressBar(run.total_steps, run.done))
     hooks += list(callbacks)
+    writer = _CheckpointWriter(run, hooks, checkpoint, checkpoint_every)
 
-    history = History()
+    history = run.history
     batch_losses = np.empty(4096)
-    start = time.perf_counter()
-    done = 0
     try:
-        with model._lock, blas_threads(1):
-            while done < run.total_steps:
+        with model._lock, blas_threads(1), _InterruptsBetweenCalls() as interrupted:
+            while run.done < run.total_steps:
                 # One epoch (or an epoch's worth of steps), in calls of ~0.2 s.
-                epoch_steps = min(run.steps_per_epoch, run.total_steps - done)
-                order = run.epoch_order(epoch_steps)
-                loss_sum, position = 0.0, 0
-                while position < len(order):
-                    stop = min(len(order), position + run.steps_per_call * run.batch_size)
-                    steps, chunk_loss = run.run_steps(order[position:stop], batch_losses)
-                    position = min(len(order), position + steps * run.batch_size)
-                    done += steps
-                    loss_sum += chunk_loss
+                if run.order is None:
+                    run.start_epoch()
+                while run.position < len(run.order):
+                    steps, chunk_loss = run.run_steps(batch_losses)
                     for hook in hooks:
                         hook.on_steps(run, steps, chunk_loss, steps * run.batch_size)
-                history.steps.append(run.state.step)
-                history.loss.append(loss_sum / len(order))
-                history.time.append(time.perf_counter() - start)
+                    if interrupted():
+                        writer.write()
+                        raise KeyboardInterrupt
+                    writer.write_if_due()
+                run.end_epoch()
                 stop_requested = False
                 for hook in hooks:
                     stop_requested |= bool(hook.on_epoch_end(run, history))
                 if stop_requested:
                     break
+            writer.write()
     except BaseException:
         # Whatever stopped the run (Ctrl-C included) leaves finite parameters.
         if not _kernels.all_finite(model._params):
-            model._params[...] = hooks[0].last_good
+            model._params[...] = divergence.last_good
+            model.optimizer_state = None
         raise
     finally:
         for hook in reversed(hooks):
@@ -517,7 +734,8 @@ train.__signature__ = inspect.Signature(
      for name in ("model", "X", "y")]
     + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
        for name, default in (("validation", None), ("sample_weight", None), ("progress", True),
-                             ("n_threads", None), ("callbacks", ()))]
+                             ("n_threads", None), ("callbacks", ()), ("checkpoint", None),
+                             ("checkpoint_every", 60.0), ("resume", None))]
     + keyword_parameters(TrainingOptions))
 
 train.__doc__ = f"""Train model in place.
@@ -540,6 +758,15 @@ train.__doc__ = f"""Train model in place.
         unless the network or the run is too small to gain from them. BLAS
         runs single-threaded inside each worker.
     callbacks : sequence of Callback
+    checkpoint : str or os.PathLike, optional
+        Write the run's state here (atomically): the model, optimizer state,
+        History, sampler and the place in the epoch, every
+        `checkpoint_every` seconds (default 60), at the end, and on Ctrl-C.
+    resume : str or os.PathLike, optional
+        A checkpoint to continue from: its state is loaded into `model` and
+        the run goes on where it stopped, ending with the parameters an
+        uninterrupted run would have (same options and threads). The other
+        arguments must be the ones the run started with.
 {numpydoc_parameters(TrainingOptions)}
 
     Returns
@@ -554,5 +781,6 @@ train.__doc__ = f"""Train model in place.
     Whatever ends the run early (an exception, Ctrl-C, divergence) leaves
     the parameters finite: as they were after the last compiled call
     (about 0.2 s of steps) if those are finite, else as they were at the
-    end of the last good epoch.
+    end of the last good epoch. Ctrl-C takes effect after the compiled call
+    in flight.
     """

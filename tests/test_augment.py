@@ -657,6 +657,53 @@ class TestTrainWithAugment:
         mlp.train(split, X, y, epochs=1, batch_size=8, progress=False, n_threads=1, **options)
         np.testing.assert_array_equal(split._params, whole._params)
 
+    def test_a_run_resumed_from_a_checkpoint_draws_what_one_run_draws(self, tmp_path,
+                                                                        monkeypatch):
+        import mlp
+        from mlp import training
+
+        class StopAfterThreeCalls(mlp.Callback):
+            calls = 0
+
+            def on_steps(self, run, steps, loss_sum, samples):
+                self.calls += 1
+                if self.calls == 3:
+                    raise KeyboardInterrupt
+
+        monkeypatch.setattr(training, "_FIRST_CALL_STEPS", 2)
+        monkeypatch.setattr(training, "_SECONDS_PER_CALL", 1e-9)  # then 1 step per call
+        X, y = labelled_digits()
+        augment = Affine(rotation=20) + Elastic(alpha=20, sigma=3)
+        whole = trained(X, y, augment=augment)
+        path = tmp_path / "run.npz"
+        with pytest.raises(KeyboardInterrupt):
+            trained(X, y, augment=augment, checkpoint=path, checkpoint_every=0,
+                    callbacks=[StopAfterThreeCalls()])
+        model, options = training.options_from_checkpoint(path)
+        assert options.augment == augment
+        resumed = mlp.Model([64, 24, 3], seed=1)
+        mlp.train(resumed, X, y, epochs=2, batch_size=8, augment=augment, progress=False,
+                  n_threads=1, resume=path)
+        np.testing.assert_array_equal(resumed._params, whole._params)
+        with pytest.raises(ValueError, match="augment"):
+            mlp.train(mlp.Model([64, 24, 3]), X, y, epochs=2, batch_size=8, progress=False,
+                      augment=Elastic(), resume=path)
+
+    @pytest.mark.parametrize("augment", [Affine(), Elastic(), Affine(0, 0, 0, 0) + Elastic()])
+    def test_descriptions_round_trip(self, augment):
+        import json
+
+        description = json.loads(json.dumps(A.augment_to_dict(augment)))
+        assert A.augment_from_dict(description) == augment
+
+    @pytest.mark.parametrize("description", [
+        None, {}, {"affine": None, "elastic": None}, {"affine": {"turn": 3}, "elastic": None},
+        {"affine": {"rotation": -3}, "elastic": None}, {"affine": None},
+    ])
+    def test_bad_descriptions_raise_value_error(self, description):
+        with pytest.raises(ValueError):
+            A.augment_from_dict(description)
+
     @pytest.mark.parametrize("augment", [
         Affine(0, 0, 0, 0), Elastic(alpha=0.0), Compose(Affine(0, 0, 0, 0), Elastic(0.0, 4.0)),
     ])

@@ -362,3 +362,29 @@ def test_ctrl_c_stops_training_a_wide_network_within_a_second(tiny_mnist, tmp_pa
     assert status == 130, err
     assert elapsed < 1.0
     assert err.strip() == "mlp: interrupted"
+
+
+def test_checkpoint_and_resume_from_the_command_line(tiny_mnist, tmp_path, capsys):
+    whole, part = tmp_path / "whole.npz", tmp_path / "part.npz"
+    common = ["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--batch-size", "8",
+              "--no-progress", "--seed", "2"]
+    assert main(common + ["--epochs", "3", "--save", str(whole)]) == 0
+    # A checkpoint after 2 of 3 epochs, as an interrupted run leaves (its
+    # place in the run says 2 of 3 epochs: write it with the full length).
+    import mlp
+    from mlp.training import options_from_checkpoint
+
+    assert main(common + ["--epochs", "3", "--checkpoint", str(part)]) == 0
+    model, options = options_from_checkpoint(part)
+    assert options.epochs == 3 and options.optimizer is not None
+    capsys.readouterr()
+    assert main(["train", "--data", str(tiny_mnist), "--resume", str(part), "--no-progress",
+                 "--save", str(tmp_path / "again.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out
+    # The checkpoint was of a finished run: resuming it trains no further.
+    np.testing.assert_array_equal(mlp.Model.load(tmp_path / "again.npz")._params,
+                                  mlp.Model.load(whole)._params)
+    assert main(["train", "--data", str(tiny_mnist), "--resume", str(part), "--lr", "0.1",
+                 "--no-progress"]) == 2
+    assert "leave out" in capsys.readouterr().err

@@ -18,7 +18,7 @@ def test_train_takes_exactly_the_training_options_with_their_defaults():
         assert spec.name in mlp.train.__doc__
     extra = set(parameters) - {f.name for f in dataclasses.fields(TrainingOptions)}
     assert extra == {"model", "X", "y", "validation", "sample_weight", "progress", "n_threads",
-                     "callbacks"}
+                     "callbacks", "checkpoint", "checkpoint_every", "resume"}
 
 
 def test_unknown_train_arguments_are_refused_by_name():

@@ -122,14 +122,14 @@ def test_notebook_preset_draws_as_the_notebook_does_after_np_random_seed(mnist):
                                 notebook.model.weights + notebook.model.biases):
             np.testing.assert_array_equal(ours, theirs)
         orders = []
-        real = training._Run.epoch_order
+        real = training._Run.start_epoch
 
-        def recording(self, steps):
-            orders.append(real(self, steps))
-            return orders[-1]
+        def recording(self):
+            real(self)
+            orders.append(self.order)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(training._Run, "epoch_order", recording)
+            patch.setattr(training._Run, "start_epoch", recording)
             mlp.train(model, train.images, train.labels, progress=False, seed=training_seed,
                       **{k: v for k, v in vars(preset.training).items() if k != "seed"})
         np.testing.assert_array_equal(train.images[orders[0]], np.concatenate(batches))

@@ -185,15 +185,14 @@ def test_train_on_two_workers_matches_torch_over_an_epoch(optimizer, torch_name,
     orders = []
     from mlp import training
 
-    real = training._Run.epoch_order
+    real = training._Run.start_epoch
 
-    def recording(self, steps):
-        order = real(self, steps)
-        orders.append(order)
-        return order
+    def recording(self):
+        real(self)
+        orders.append(self.order)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training._Run, "epoch_order", recording)
+        patch.setattr(training._Run, "start_epoch", recording)
         mlp.train(model, X, y, epochs=1, batch_size=16, optimizer=optimizer,
                   lr_schedule="constant", seed=3, n_threads=2, progress=False)
     for start in range(0, 96, 16):

@@ -640,3 +640,88 @@ def test_a_healthy_run_gets_no_warning(recwarn):
     X, y = _blobs(100, [(0, 0), (3, 0), (0, 3)], 0.5, seed=0)
     mlp.train(mlp.Model([2, 16, 3], seed=0), X, y, epochs=8, progress=False, seed=0)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints and resuming
+# ---------------------------------------------------------------------------
+
+class _SigintAfter(mlp.Callback):
+    """Sends this process SIGINT after the given number of compiled calls,
+    as Ctrl-C would."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def on_steps(self, run, steps, loss_sum, samples):
+        import os
+        import signal
+
+        self.calls -= 1
+        if self.calls == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+_CHECKPOINT_KWARGS = dict(epochs=4, batch_size=16, dropout=0.2, progress=False, n_threads=2,
+                          optimizer=mlp.Adam(0.01), lr_schedule="cosine", warmup=5)
+
+
+@pytest.mark.parametrize("calls", [1, 3, 7])
+def test_a_run_interrupted_and_resumed_ends_as_an_uninterrupted_one(tmp_path, monkeypatch,
+                                                                   calls):
+    monkeypatch.setattr(training_module, "_FIRST_CALL_STEPS", 3)
+    monkeypatch.setattr(training_module, "_SECONDS_PER_CALL", 1e-9)  # 1 step per call after
+    X, y = _blobs(60, [(0, 0), (2, 2), (0, 2)], 0.7, seed=0)
+    Xv, yv = _blobs(20, [(0, 0), (2, 2), (0, 2)], 0.7, seed=1)
+    whole = mlp.Model([2, 12, 3], seed=0)
+    h_whole = mlp.train(whole, X, y, seed=4, validation=(Xv, yv), **_CHECKPOINT_KWARGS)
+    path = tmp_path / "run.npz"
+    model = mlp.Model([2, 12, 3], seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        mlp.train(model, X, y, seed=4, validation=(Xv, yv), checkpoint=path,
+                  callbacks=[_SigintAfter(calls)], **_CHECKPOINT_KWARGS)
+    resumed = mlp.Model([2, 12, 3], seed=99)  # another start: all of it comes from the file
+    h_rest = mlp.train(resumed, X, y, validation=(Xv, yv), resume=path, **_CHECKPOINT_KWARGS)
+    np.testing.assert_array_equal(resumed._params, whole._params)
+    assert h_rest.steps == h_whole.steps and h_rest.loss == h_whole.loss
+    assert h_rest.val_accuracy == h_whole.val_accuracy
+    assert resumed.optimizer_state.step == whole.optimizer_state.step
+
+
+def test_checkpoints_are_written_periodically_and_at_the_end(tmp_path):
+    X, y = _blobs(30, [(0, 0), (2, 2)], 0.5, seed=0)
+    path = tmp_path / "ck.npz"
+    model = mlp.Model([2, 4, 2], seed=0)
+    mlp.train(model, X, y, epochs=2, batch_size=8, progress=False, checkpoint=path,
+              checkpoint_every=0, seed=0)
+    loaded, checkpoint = mlp.Model._load(path)
+    assert checkpoint[0]["done"] == 16 and checkpoint[0]["total_steps"] == 16
+    np.testing.assert_array_equal(loaded._params, model._params)
+    assert mlp.Model.load(path).optimizer_state.step == 16  # a checkpoint is a model file too
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(batch_size=8), "fit this data and batch size|batch_size"),
+    (dict(optimizer=mlp.Adam(0.02)), "optimizer"),
+    (dict(dropout=0.3), "dropout"),
+])
+def test_resume_refuses_other_options(tmp_path, change, match):
+    X, y = _blobs(30, [(0, 0), (2, 2)], 0.5, seed=0)
+    path = tmp_path / "ck.npz"
+    kwargs = dict(epochs=2, batch_size=16, optimizer=mlp.Adam(0.01), dropout=0.1,
+                  progress=False)
+    mlp.train(mlp.Model([2, 4, 2], seed=0), X, y, checkpoint=path, seed=0, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        mlp.train(mlp.Model([2, 4, 2], seed=0), X, y, resume=path, **dict(kwargs, **change))
+
+
+def test_resume_refuses_a_plain_model_file_and_another_network(tmp_path):
+    X, y = _blobs(30, [(0, 0), (2, 2)], 0.5, seed=0)
+    model = mlp.Model([2, 4, 2], seed=0)
+    model.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        mlp.train(model, X, y, epochs=1, resume=tmp_path / "m.npz", progress=False)
+    mlp.train(model, X, y, epochs=1, checkpoint=tmp_path / "c.npz", progress=False)
+    with pytest.raises(ValueError, match="not this"):
+        mlp.train(mlp.Model([2, 5, 2]), X, y, epochs=1, resume=tmp_path / "c.npz",
+                  progress=False)

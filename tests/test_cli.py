@@ -91,7 +91,9 @@ def test_corrupt_model_file(tmp_path, tiny_mnist, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file")
     assert main(["evaluate", str(bad), "--data", str(tiny_mnist)]) == 2
-    assert "not a model saved by mlp" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is not a valid mlp model file" in err and "allow_pickle" not in err
+    assert err.count("\n") == 1 and str(bad) in err
 
 
 def test_python_dash_m_runs_the_same_program(tmp_path):

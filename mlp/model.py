@@ -156,7 +156,8 @@ class Model:
         return check_matrix(X, name, n_columns=self.n_inputs, dtype=self.dtype)
 
     def _check_targets(self, Y, n_rows, name="Y"):
-        return check_matrix(Y, name, n_columns=self.n_outputs, dtype=self.dtype, n_rows=n_rows)
+        return check_matrix(Y, name, n_columns=self.n_outputs, dtype=self.dtype, n_rows=n_rows,
+                            targets=True)
 
     # -- inference ------------------------------------------------------------
 

@@ -5,6 +5,8 @@ import argparse
 import sys
 import time
 
+from . import __version__
+from ._validation import check_writable
 from .presets import PRESETS
 
 EXIT_USAGE = 2
@@ -36,6 +38,7 @@ def _positive(kind):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="mlp", description="Train and evaluate multilayer perceptrons on MNIST.")
+    parser.add_argument("--version", action="version", version=f"mlp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     tr = sub.add_parser("train", help="train on MNIST and report test accuracy",
@@ -71,8 +74,20 @@ def build_parser():
     ev = sub.add_parser("evaluate", help="report a saved model's test accuracy")
     ev.add_argument("model", metavar="MODEL.npz")
     ev.add_argument("--data", metavar="PATH", help="as for train")
-    ev.add_argument("--threads", type=_positive(int), help="BLAS threads")
+    ev.add_argument("--threads", type=_positive(int),
+                    help="worker threads sharing the test images during inference (default 1)")
     return parser
+
+
+def _parse_args(argv):
+    """Parse argv; an unknown flag is reported with its subcommand's usage."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        subcommands = next(action for action in parser._actions
+                           if isinstance(action, argparse._SubParsersAction))
+        subcommands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def _load_data(path):
@@ -81,6 +96,16 @@ def _load_data(path):
     start = time.perf_counter()
     data = load_mnist(path)
     return data, time.perf_counter() - start
+
+
+def _check_shapes(model, data, flag):
+    """The model must fit the data: say so in the CLI's terms (inputs, outputs)."""
+    n_inputs = data.train.images.shape[1]
+    n_classes = int(max(split.labels.max(initial=0) for split in data)) + 1
+    if model.n_inputs != n_inputs or model.n_outputs < n_classes:
+        raise ValueError(
+            f"{flag} expects {model.n_inputs} inputs and {model.n_outputs} outputs, but the "
+            f"data has {n_inputs} inputs (pixels per image) and {n_classes} classes")
 
 
 def _report(model, test, threads):
@@ -95,6 +120,9 @@ def _train(args):
     from ._threads import train_workers
     from .training import train
 
+    if args.save:
+        # Before hours of training, not after.
+        check_writable(args.save, "--save")
     preset = PRESETS[args.preset].with_overrides(
         layers=args.layers, epochs=args.epochs, iterations=args.iterations,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -111,8 +139,8 @@ def _train(args):
                          f"{preset.layers[-1]}")
     model = preset.build_model()
     threads = train_workers(args.threads, preset.batch_size, preset.layers)
-    length = (f"{preset.epochs} epochs" if preset.epochs is not None
-              else f"{preset.iterations} iterations")
+    length = (_plural(preset.epochs, "epoch") if preset.epochs is not None
+              else _plural(preset.iterations, "iteration"))
     print(f"Training {model!r}\n  preset {preset.name}: {length}, batch {preset.batch_size}, "
           f"lr {preset.learning_rate} ({preset.lr_schedule}), loss {preset.loss}, sampling {preset.sampling}, "
           f"{threads} worker thread(s); data loaded in {load_time:.2f} s", flush=True)
@@ -134,20 +162,35 @@ def _evaluate(args):
 
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
+    _check_shapes(model, data, f"the model {args.model!r}")
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%")
     return 0
 
 
+def _plural(count, noun):
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _file_error(exc):
+    """One line for an OSError: the path the user gave and what went wrong."""
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}"
+
+
 def main(argv=None):
     """Entry point of the ``mlp`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = _parse_args(argv)
     from .datasets import DatasetUnavailableError
 
     try:
         return _train(args) if args.command == "train" else _evaluate(args)
-    except (ValueError, TypeError, FileNotFoundError, DatasetUnavailableError) as exc:
+    except (ValueError, TypeError, DatasetUnavailableError) as exc:
         print(f"mlp: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # FileNotFoundError, PermissionError, a full disk...
+        print(f"mlp: error: {_file_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("mlp: interrupted", file=sys.stderr)

@@ -258,8 +258,8 @@ class Model:
         if not _kernels.all_finite(self._params):
             raise ValueError(
                 f"cannot save a model whose parameters hold NaN or infinity "
-                f"({_non_finite_summary(self)}); Model.load would refuse the file. "
-                f"Training diverged: train again from a fresh model with a lower learning_rate.")
+                f"({_non_finite_summary(self)}); Model.load would refuse the file. This is "
+                f"what a diverged training run leaves: train again with a lower learning_rate.")
         meta = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,

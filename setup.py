@@ -1,9 +1,9 @@
 """Build the Cython core. Everything else about the package lives in pyproject.toml.
 
-``MLP_CHECKED_BUILD=1 pip install .`` builds a checked extension instead: Cython's
+``MLP_CHECKED_BUILD=1 pip install .`` builds checked extensions instead: Cython's
 bounds, wraparound and initialisation checks on, compiled with AddressSanitizer and
-UndefinedBehaviorSanitizer. It is slow and needs the sanitizer runtime preloaded
-(see the README's Development section); it exists to run the test suite against.
+UndefinedBehaviorSanitizer. They are slow and need the sanitizer runtimes preloaded
+(see the README's Development section); they exist to run the test suite against.
 """
 import os
 import sys
@@ -15,31 +15,38 @@ from setuptools import Extension, setup
 CHECKED = os.environ.get("MLP_CHECKED_BUILD", "") not in ("", "0")
 
 if sys.platform == "win32":
-    compile_args, link_args = [], []
+    COMPILE_ARGS, LINK_ARGS = [], []
 elif CHECKED:
     # -O1 keeps the sanitizers' reports readable and the build quick; the
     # frame pointers give them whole stack traces.
-    sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
-    compile_args = ["-O1", "-g", "-pthread", *sanitize]
-    link_args = ["-pthread", *sanitize]
+    SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    COMPILE_ARGS = ["-O1", "-g", "-pthread", *SANITIZE]
+    LINK_ARGS = ["-pthread", *SANITIZE]
 else:
-    # -fno-trapping-math lets gcc vectorise the branch-free selects in
-    # _fastexp.h; unlike -ffast-math it keeps NaN and inf semantics, which
-    # the divergence checks rely on.
-    compile_args = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-pthread"]
-    # The training workers (mlp/_parallel.h) are pthreads.
-    link_args = ["-pthread"]
+    # -fno-trapping-math lets gcc vectorise branch-free selects (in _fastexp.h,
+    # and the clamps of _augment.h); unlike -ffast-math it keeps NaN and inf
+    # semantics, which the divergence checks rely on. Workers are pthreads
+    # (mlp/_parallel.h).
+    COMPILE_ARGS = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-pthread"]
+    LINK_ARGS = ["-pthread"]
+
+
+def extension(name, depends):
+    return Extension(
+        f"mlp.{name}",
+        [f"mlp/{name}.pyx"],
+        include_dirs=[numpy.get_include(), "mlp"],
+        depends=[f"mlp/{header}" for header in depends],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=COMPILE_ARGS,
+        extra_link_args=LINK_ARGS,
+    )
+
 
 extensions = [
-    Extension(
-        "mlp._kernels",
-        ["mlp/_kernels.pyx"],
-        include_dirs=[numpy.get_include(), "mlp"],
-        depends=["mlp/_fastexp.h", "mlp/_parallel.h"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=compile_args,
-        extra_link_args=link_args,
-    )
+    extension("_kernels", ["_fastexp.h", "_parallel.h", "_dropout.h", "_blas.pxi",
+                           "_elementwise.pxi", "_updates.pxi", "_worker.pxi"]),
+    extension("_augment", ["_augment.h", "_augment.pxd", "_parallel.h"]),
 ]
 
 setup(

@@ -151,3 +151,37 @@ class TorchMLP:
     def predict(self, X):
         with self.torch.no_grad():
             return self.net(X).argmax(dim=1)
+
+
+class TorchClassifier:
+    """A ReLU network with a softmax cross-entropy loss and any torch.optim
+    optimizer: the eager PyTorch loop a user would write."""
+
+    def __init__(self, torch, weights, biases, make_optimizer):
+        self.torch = torch
+        layers = []
+        for l, (w, b) in enumerate(zip(weights, biases)):
+            lin = torch.nn.Linear(w.shape[1], w.shape[0], dtype=torch.float32)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
+                lin.bias.copy_(torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)))
+            layers.append(lin)
+            if l < len(weights) - 1:
+                layers.append(torch.nn.ReLU())
+        self.net = torch.nn.Sequential(*layers)
+        linears = [m for m in self.net if isinstance(m, torch.nn.Linear)]
+        # Weight decay on the weights only, as mlp applies it.
+        self.opt = make_optimizer([{"params": [m.weight for m in linears]},
+                                   {"params": [m.bias for m in linears], "weight_decay": 0.0}])
+
+    def set_data(self, X, labels):
+        self.Xt = self.torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        self.yt = self.torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+    def train_steps(self, index_batches):
+        F = self.torch.nn.functional
+        for idx in index_batches:
+            loss = F.cross_entropy(self.net(self.Xt[idx]), self.yt[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()

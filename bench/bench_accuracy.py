@@ -35,7 +35,16 @@ TRAIN_TIME_RE = re.compile(r"Training time:\s*([0-9.]+)\s*s", re.IGNORECASE)
 
 # --quick shortens the presets (a tenth of their steps) so the smoke run stays
 # short; the accuracies are then not the presets' real ones.
-QUICK_OVERRIDES = {"notebook": ["--iterations", "2000"], "default": ["--epochs", "1"]}
+QUICK_OVERRIDES = {"notebook": ["--iterations", "2000"], "default": ["--epochs", "1"],
+                   "previous-default": ["--epochs", "1"], "accurate": ["--epochs", "2"],
+                   "augmented": ["--epochs", "1"]}
+
+# Recipes that are not presets, as flags on top of one: the `default` preset
+# as it was before optimizers came in (plain SGD at lr 0.5 with cosine decay,
+# Xavier init), so that the current default's time is compared in the same run.
+RECIPES = {"previous-default": ["--preset", "default", "--optimizer", "sgd", "--lr", "0.5",
+                                "--momentum", "0", "--no-nesterov", "--weight-decay", "0",
+                                "--init", "xavier"]}
 
 FAKE_CHILD = r"""
 import sys, time
@@ -103,8 +112,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="one run per preset, shortened (notebook --iterations 2000, default --epochs 1)")
     ap.add_argument("--json", metavar="OUT", help="write every run and the medians here")
-    ap.add_argument("--presets", default="notebook,default", help="comma-separated preset names")
+    ap.add_argument("--presets", default="notebook,default,previous-default,accurate",
+                    help="comma-separated preset names (or previous-default, see RECIPES)")
     ap.add_argument("--repeats", type=int, help="runs per preset (default 3, quick 1)")
+    ap.add_argument("--seeds", default="0,1,2",
+                    help="run r of a preset passes --seed seeds[r % len(seeds)] (default 0,1,2; "
+                         "'' keeps the preset's own seed)")
     ap.add_argument("--extra", default="", help="extra CLI arguments, e.g. '--threads 1'")
     ap.add_argument("--command", help="run this command instead of the CLI (parsed with shlex; "
                                       "'{preset}' is replaced by the preset name)")
@@ -123,18 +136,25 @@ def main(argv=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
 
-    def command(preset):
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    runs_started = {}
+
+    def command(preset, seed=None):
         if args.fake:
             return [sys.executable, "-c", FAKE_CHILD]
         if args.command:
             return [part.replace("{preset}", preset) for part in shlex.split(args.command)]
         quick = QUICK_OVERRIDES.get(preset, []) if args.quick else []
-        return ([sys.executable, "-m", "mlp", "train", "--preset", preset, "--no-progress"]
-                + quick + shlex.split(args.extra))
+        recipe = RECIPES.get(preset, ["--preset", preset])
+        seeded = [] if seed is None else ["--seed", str(seed)]
+        return ([sys.executable, "-m", "mlp", "train", "--no-progress"] + recipe + quick + seeded
+                + shlex.split(args.extra))
 
     def case(preset):
         def run():
-            cmd = command(preset)
+            index = runs_started.get(preset, 0)
+            runs_started[preset] = index + 1
+            cmd = command(preset, seeds[index % len(seeds)] if seeds else None)
             code, text, wall, rss = run_child(cmd, env=env, timeout=args.timeout)
             correct, total, acc, train_s = parse_output(text)
             res = {"command": cmd, "returncode": code, "wall_s": wall, "max_rss_mib": rss,

@@ -36,7 +36,7 @@ def main(argv=None):
     A = rng.random((256, 784), dtype=np.float32)
     W = rng.random((300, 784), dtype=np.float32)
     X = rng.random((256, 784), dtype=np.float32)
-    model = mlp.Model([784, 300, 100, 10], seed=0)
+    model = mlp.Model([784, 300, 100, 10], activation="sigmoid", output="sigmoid", seed=0)
 
     def numpy_call():
         return A @ W.T

@@ -59,7 +59,7 @@ def main(argv=None):
     yb = train.labels[:256]
     A = rng.standard_normal((256, 784)).astype(dtype)
     W = rng.standard_normal((300, 784)).astype(dtype)
-    model = mlp.Model([784, 300, 100, 10], dtype=dtype, init="xavier", seed=0)
+    model = mlp.Model([784, 300, 100, 10], activation="sigmoid", output="sigmoid", dtype=dtype, init="xavier", seed=0)
     T = args.mlp_threads
 
     def numpy_part():

@@ -122,7 +122,8 @@ def main(argv=None):
 
     # Xavier init: same architecture and maths, but it trains in a few thousand
     # steps, so the prediction comparison is on a sensible model.
-    model = mlp.Model(SIZES, dtype=dtype, init="xavier", seed=0)
+    model = mlp.Model(SIZES, activation="sigmoid", output="sigmoid", dtype=dtype, init="xavier",
+                      seed=0)
     mlp.train(model, train.images, train.labels, iterations=iterations, batch_size=30,
               learning_rate=2.0, progress=False, seed=0, n_threads=1)
     np_model = NumpyMLP(model.weights, model.biases, dtype)

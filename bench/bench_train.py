@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
 import notebook_numpy as nb  # noqa: E402
-from _impls import NumpyMLP, TorchMLP  # noqa: E402
+from _impls import NumpyMLP, TorchClassifier, TorchMLP  # noqa: E402
 
 import mlp  # noqa: E402
 from mlp import _kernels  # noqa: E402
@@ -45,6 +45,22 @@ def step_flops(sizes, batch):
         gemms = 3 if l > 0 else 2
         total += gemms * 2 * batch * fin * fout
     return total
+
+
+def _notebook_model(dtype, seed=None):
+    return mlp.Model(SIZES, activation="sigmoid", output="sigmoid", init="normal", dtype=dtype,
+                     seed=seed)
+
+
+def _plain_sgd_steps(model, X, labels, order, batch, work, losses, n_threads):
+    """The compiled loop mlp.train runs for plain SGD at a constant rate, called directly."""
+    empty = np.empty(0, dtype=model.dtype)
+    steps = -(-len(order) // batch)
+    return _kernels.train_steps(
+        model._params, model._sizes, model._hidden_code, model._output_code,
+        _kernels.LOSSES["mse"], X, labels, empty, empty, order, batch, np.full(steps, LR), 0,
+        {"code": _kernels.UPDATE_RULES["sgd"]}, empty, empty, empty, 0.0, 0.0, 0.0, 0, 0.0, work,
+        losses, batch <= FEATURE_MAJOR_MAX_BATCH, n_threads)
 
 
 # ---------------------------------------------------------------------------
@@ -84,7 +100,7 @@ def make_runners(dtype, batch, n_threads, X, labels, init_model, torch, seed):
 
     runners["numpy"] = run_numpy
 
-    m = mlp.Model(SIZES, dtype=dtype)
+    m = _notebook_model(dtype)
     m._params[...] = init_model._params
     seeds = iter(range(seed * 1000003, seed * 1000003 + 10**6))
 
@@ -92,14 +108,15 @@ def make_runners(dtype, batch, n_threads, X, labels, init_model, torch, seed):
         with C.threads(n_threads):
             t0 = C.now()
             mlp.train(m, X, labels, iterations=steps, batch_size=batch, learning_rate=LR,
-                      progress=False, n_threads=n_threads, seed=next(seeds))
+                      sampling="replacement", progress=False, n_threads=n_threads,
+                      seed=next(seeds))
             return C.now() - t0
 
     runners["mlp"] = run_mlp
 
     # mlp_kernel: the same compiled loop mlp.train runs, called directly (no
     # input validation, no per-interval bookkeeping): shows mlp.train's overhead.
-    mk = mlp.Model(SIZES, dtype=dtype)
+    mk = _notebook_model(dtype)
     mk._params[...] = init_model._params
     work = np.empty(_kernels.workspace_size(mk._sizes, batch), dtype=dtype)
 
@@ -109,9 +126,7 @@ def make_runners(dtype, batch, n_threads, X, labels, init_model, torch, seed):
             t0 = C.now()
             order = rng.integers(0, n, size=steps * batch, dtype=np.int64)
             losses = np.empty(steps)
-            _kernels.train_steps(mk._params, mk._sizes, mk._hidden_code, mk._output_code, 0,
-                                 X, labels, order, batch, LR, 0.0, work, losses,
-                                 batch <= FEATURE_MAJOR_MAX_BATCH, n_threads)
+            _plain_sgd_steps(mk, X, labels, order, batch, work, losses, n_threads)
             return C.now() - t0
 
     runners["mlp_kernel"] = run_mlp_kernel
@@ -170,9 +185,9 @@ def check_same_step(X, labels, init_model, torch):
     X64 = X[idx].astype(np.float64)
     Y = np.zeros((30, 10))
     Y[np.arange(30), labels[idx]] = 1
-    ref = mlp.Model(SIZES, dtype=np.float64)
+    ref = _notebook_model(np.float64)
     ref._params[...] = init_model._params
-    mlp.training_step(ref, X64, Y, LR)
+    mlp.training_step(ref, X64, Y, LR, "mse")
     weights = [np.array(w, dtype=np.float64) for w in init_model.weights]
     biases = [np.array(b, dtype=np.float64) for b in init_model.biases]
 
@@ -200,6 +215,77 @@ def check_same_step(X, labels, init_model, torch):
 
 
 # ---------------------------------------------------------------------------
+# Optimizers: the default preset's ReLU/softmax network, float32, per optimizer
+# ---------------------------------------------------------------------------
+
+OPT_BATCHES = (64, 256)
+OPT_THREADS = 2
+# name -> (mlp.train keyword arguments, torch.optim factory or None)
+OPT_CASES = {
+    "sgd": (dict(optimizer=mlp.SGD(0.05)), lambda t: lambda g: t.optim.SGD(g, lr=0.05)),
+    "momentum": (dict(optimizer=mlp.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)),
+                 lambda t: lambda g: t.optim.SGD(g, lr=0.05, momentum=0.9, nesterov=True,
+                                                 weight_decay=5e-4)),
+    "adam": (dict(optimizer=mlp.Adam(1e-3)), lambda t: lambda g: t.optim.Adam(g, lr=1e-3)),
+    "dropout": (dict(optimizer=mlp.SGD(0.05), dropout=0.5, input_dropout=0.2), None),
+}
+
+
+def optimizer_runners(batch, X, labels, torch, seed):
+    """dict "mlp_<case>" / "torch_<case>" -> run(n_steps) on 2 threads."""
+    init = mlp.Model(SIZES, seed=0)
+    weights = [np.array(w) for w in init.weights]
+    biases = [np.array(b) for b in init.biases]
+    rng = np.random.default_rng(seed)
+    runners = {}
+    for case, (kwargs, torch_factory) in OPT_CASES.items():
+        model = init.copy()
+        seeds = iter(range(seed * 1000003, seed * 1000003 + 10**6))
+
+        def run_mlp(steps, model=model, kwargs=kwargs, seeds=seeds):
+            with C.threads(OPT_THREADS):
+                t0 = C.now()
+                mlp.train(model, X, labels, iterations=steps, batch_size=batch,
+                          lr_schedule="constant", sampling="replacement", progress=False,
+                          n_threads=OPT_THREADS, seed=next(seeds), **kwargs)
+                return C.now() - t0
+
+        runners[f"mlp_{case}"] = run_mlp
+        if torch is not None and torch_factory is not None:
+            net = TorchClassifier(torch, weights, biases, torch_factory(torch))
+            net.set_data(X, labels)
+
+            def run_torch(steps, net=net):
+                C.set_torch_threads(torch, OPT_THREADS)
+                with C.threads(OPT_THREADS):
+                    t0 = C.now()
+                    net.train_steps(torch.from_numpy(rng.integers(0, len(X), (steps, batch))))
+                    return C.now() - t0
+
+            runners[f"torch_{case}"] = run_torch
+    return runners
+
+
+def _optimizer_table(opt_configs):
+    rows = []
+    for cfg in opt_configs:
+        med = {k: v["steps_per_s"]["median"] for k, v in cfg["results"].items()}
+        plain = med.get("mlp_sgd")
+        rows.append([f"float32 B={cfg['batch']} T={OPT_THREADS}"]
+                    + [C.fmt_num(med.get(f"mlp_{c}")) for c in OPT_CASES]
+                    + [C.fmt_num(med.get(f"torch_{c}")) for c in ("sgd", "momentum", "adam")]
+                    + [C.fmt_ratio(plain, med.get(f"mlp_{c}")) for c in ("momentum", "adam", "dropout")]
+                    + [C.fmt_ratio(med.get(f"mlp_{c}"), med.get(f"torch_{c}"))
+                       for c in ("sgd", "momentum", "adam")])
+    return ("Optimizers (784-300-100-10 ReLU/softmax/cross-entropy): steps/s (medians); step "
+            "time against plain SGD; mlp against PyTorch with the same optimizer\n"
+            + C.table(["config"] + [f"mlp {c}" for c in OPT_CASES]
+                      + [f"torch {c}" for c in ("sgd", "momentum", "adam")]
+                      + ["momentum/sgd time", "adam/sgd time", "dropout/sgd time",
+                         "mlp/torch sgd", "mlp/torch momentum", "mlp/torch adam"], rows))
+
+
+# ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
 
@@ -214,6 +300,11 @@ def main(argv=None):
     ap.add_argument("--impls", default=",".join(IMPLS), help=f"subset of {','.join(IMPLS)}")
     ap.add_argument("--peak-n", type=int, help="matrix size of the GEMM peak (default 2048, quick 1024)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    ap.add_argument("--no-optimizers", action="store_true",
+                    help="skip the optimizer table (momentum, Adam, dropout against plain SGD "
+                         "and PyTorch)")
+    ap.add_argument("--only-optimizers", action="store_true",
+                    help="only the optimizer table")
     ap.add_argument("--settle", type=float, default=0.12,
                     help="seconds to sleep before each multi-threaded measurement so the previous "
                          "BLAS pool's spinning workers go idle (default 0.12; 0 to see the cost of "
@@ -244,7 +335,7 @@ def main(argv=None):
     C.print_system_info(info)
     print()
 
-    init = mlp.Model(SIZES, dtype=np.float64, seed=0)
+    init = _notebook_model(np.float64, seed=0)
     check = check_same_step(X32, labels, init, torch)
     print("same-step check (max |param - mlp.training_step param| after one float64 step, batch 30): "
           + ", ".join(f"{k} {v:.1e}" for k, v in check.items()))
@@ -255,7 +346,7 @@ def main(argv=None):
 
     # Build configurations and calibrate steps per measurement (also warms up).
     configs = []
-    for dtype, batch in CONFIGS:
+    for dtype, batch in ([] if args.only_optimizers else CONFIGS):
         for T in thread_counts:
             configs.append({"dtype": np.dtype(dtype).name, "batch": batch, "threads": T,
                             "flops_per_step": step_flops(SIZES, batch)})
@@ -281,6 +372,20 @@ def main(argv=None):
             cases[name] = _measure(runners[name], chunk, cfg["batch"], settle, target)
         groups.append((i, cases))
 
+    opt_configs = []
+    if not args.no_optimizers:
+        for batch in OPT_BATCHES:
+            runners = optimizer_runners(batch, X32, labels, torch, seed=100 + batch)
+            cfg = {"batch": batch, "threads": OPT_THREADS, "steps_per_measurement": {}}
+            cases = {}
+            for name, run in runners.items():
+                C.settle(args.settle)
+                steps, _ = C.calibrate(run, target)
+                cfg["steps_per_measurement"][name] = max(1, steps)
+                cases[name] = _measure(run, max(1, steps), batch, args.settle, target)
+            opt_configs.append(cfg)
+            groups.append((f"opt{batch}", cases))
+
     # GEMM peak per thread count, through scipy's BLAS (mlp's) and numpy's.
     peak_cases = {}
     for T in thread_counts:
@@ -292,6 +397,10 @@ def main(argv=None):
 
     print("measuring...", flush=True)
     raw = C.interleave(groups, repeats)
+    for cfg in opt_configs:
+        cfg["results"] = {name: {"raw": results,
+                                 "steps_per_s": C.stats([r["steps_per_s"] for r in results])}
+                          for name, results in raw[f"opt{cfg['batch']}"].items()}
 
     # Summaries
     peaks = {}
@@ -329,13 +438,18 @@ def main(argv=None):
         print()
         print(_config_table(cfg, peaks[cfg["threads"]]))
     print()
-    print(_summary_table(configs, impls))
+    if configs:
+        print(_summary_table(configs, impls))
+    if opt_configs:
+        print()
+        print(_optimizer_table(opt_configs))
     overhead = train_call_overhead(data, labels, init) if "mlp" in impls else {}
     for dt, o in overhead.items():
         print(f"mlp.train fixed cost per call ({dt}, X {data[np.dtype(dt)].shape}): "
               f"{o['overhead_s'] * 1e3:.1f} ms (iterations=1 call {o['train_1_step_s']['median'] * 1e3:.1f} ms "
               f"vs one bare kernel step {o['kernel_1_step_s']['median'] * 1e3:.2f} ms)")
-    loads = [r["loadavg_1m"] for c in configs for v in c["results"].values() for r in v["raw"]]
+    loads = [r["loadavg_1m"] for c in configs + opt_configs for v in c["results"].values()
+             for r in v["raw"]] or [os.getloadavg()[0]]
     print(f"load average (1 min) during the measurements: {min(loads):.2f}-{max(loads):.2f} "
           f"on {os.cpu_count()} CPUs (above ~0.5 other processes were competing; the 2-thread rows suffer most)")
 
@@ -345,7 +459,7 @@ def main(argv=None):
             "target_seconds": target, "layer_sizes": SIZES, "learning_rate": LR,
             "system": info, "same_step_check": check, "peak_n": peak_n,
             "gemm_peak": {str(T): v for T, v in peaks.items()}, "configs": configs,
-            "mlp_train_call_overhead": overhead,
+            "mlp_train_call_overhead": overhead, "optimizer_configs": opt_configs,
         })
 
 
@@ -382,7 +496,7 @@ def train_call_overhead(data, labels, init, repeats=5):
     median time of mlp.train(iterations=1) minus one step of the bare kernel."""
     out = {}
     for dt, X in data.items():
-        m = mlp.Model(SIZES, dtype=dt)
+        m = _notebook_model(dt)
         m._params[...] = init._params
         work = np.empty(_kernels.workspace_size(m._sizes, 30), dtype=dt)
         t_train, t_kernel = [], []
@@ -390,11 +504,10 @@ def train_call_overhead(data, labels, init, repeats=5):
             for r in range(repeats + 1):
                 t0 = C.now()
                 mlp.train(m, X, labels, iterations=1, batch_size=30, learning_rate=LR,
-                          progress=False, n_threads=1, seed=r)
+                          sampling="replacement", progress=False, n_threads=1, seed=r)
                 t1 = C.now()
-                _kernels.train_steps(m._params, m._sizes, m._hidden_code, m._output_code, 0, X, labels,
-                                     np.arange(30, dtype=np.int64), 30, LR, 0.0, work, np.empty(1),
-                                     30 <= FEATURE_MAJOR_MAX_BATCH, 1)
+                _plain_sgd_steps(m, X, labels, np.arange(30, dtype=np.int64), 30, work,
+                                 np.empty(1), 1)
                 t2 = C.now()
                 if r:  # first round is warm-up
                     t_train.append(t1 - t0)

@@ -1,8 +1,8 @@
 """mlp: multilayer perceptrons for MNIST-style classification with a Cython/BLAS core.
 
     >>> import mlp
-    >>> model = mlp.Model([784, 300, 100, 10], output="softmax", init="xavier", seed=0)
-    >>> history = mlp.train(model, X, y, epochs=5, loss="cross_entropy", sampling="shuffle")
+    >>> model = mlp.Model([784, 300, 100, 10], seed=0)   # ReLU, softmax, He init
+    >>> history = mlp.train(model, X, y, epochs=5, optimizer=mlp.Adam(), seed=0)
     >>> mlp.evaluate(model, X_test, y_test).accuracy
 """
 import importlib as _importlib
@@ -38,15 +38,18 @@ except ModuleNotFoundError as _exc:
 del _importlib, _os, _not_built_message
 
 from .model import Model  # noqa: E402
-from .training import Evaluation, History, evaluate, train, training_step  # noqa: E402
+from .optimizers import SGD, Adam, AdamW  # noqa: E402
+from .training import Callback, Evaluation, History, evaluate, train, training_step  # noqa: E402
 
-__version__ = "0.1.0"
-__all__ = ["Model", "train", "training_step", "evaluate", "History", "Evaluation", "datasets"]
+__version__ = "0.2.0"
+__all__ = ["Model", "train", "training_step", "evaluate", "History", "Evaluation", "Callback",
+           "SGD", "Adam", "AdamW", "datasets", "schedules"]
 
 
 def __getattr__(name):
-    # datasets and compat pull in file and network code; load them on first use.
-    if name in ("datasets", "compat"):
+    # These pull in file and network code or optional packages (matplotlib,
+    # Pillow); load them on first use.
+    if name in ("datasets", "compat", "metrics", "plots", "report", "schedules", "augment", "sklearn", "onnx"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

@@ -224,3 +224,18 @@ def check_labels(value, name, *, n_classes, n_rows=None):
             f"got values from {_number(low)} to {_number(high)}"
         )
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_targets_or_labels(value, name, *, n_outputs, n_rows, dtype, loss):
+    """Integer class labels (n,) as int64, or targets (n, n_outputs) as dtype.
+
+    For the cross-entropy losses, targets must lie in [0, 1]."""
+    if np.ndim(value) == 1:
+        return check_labels(value, name, n_classes=n_outputs, n_rows=n_rows)
+    targets = check_matrix(value, name, n_columns=n_outputs, dtype=dtype, n_rows=n_rows,
+                           targets=True)
+    if loss in ("cross_entropy", "binary_cross_entropy") and (
+            targets.min() < 0 or targets.max() > 1):
+        raise ValueError(f"{name} must hold targets in [0, 1] for loss={loss!r} (one-hot or "
+                         f"probabilities), got values from {targets.min()} to {targets.max()}")
+    return targets

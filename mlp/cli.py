@@ -1,41 +1,90 @@
-"""Command line: ``mlp train`` and ``mlp evaluate`` (also ``python -m mlp``)."""
+"""Command line: ``mlp train``, ``evaluate``, ``report`` and ``predict`` (or ``python -m mlp``).
+
+The train flags are made from the definitions of the hyperparameters
+(mlp/hyperparams.py: ModelOptions, TrainingOptions) and of the optimizers
+(mlp/optimizers.py), so that a new hyperparameter gets its flag there.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 import time
 
-from . import __version__
 from ._validation import check_writable
+from .hyperparams import ModelOptions, TrainingOptions
+from .optimizers import SGD, Adam
 from .presets import PRESETS
 
 EXIT_USAGE = 2
+# --optimizer NAME: the configuration class and whether Adam's decay is decoupled.
+OPTIMIZER_CHOICES = {"sgd": (SGD, None), "adam": (Adam, False), "adamw": (Adam, True)}
+# Optimizer fields whose flag is not --field-name.
+_OPTIMIZER_FLAG_NAMES = {"learning_rate": "--lr", "decoupled": None}
 
 
-def _layers(text):
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--layers takes comma-separated integers such as 784,300,100,10, got {text!r}") from None
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"--layers needs at least two positive sizes, got {text!r}")
-    return sizes
-
-
-def _positive(kind):
+def _typed(parse_value, name):
+    """argparse type: parse with parse_value, refusing what it refuses, naming the flag."""
     def parse(text):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
+            return parse_value(text)
+        except (ValueError, TypeError):
+            what = {int: "an integer", float: "a number"}.get(parse_value,
+                                                             "a value like 784,300,100,10")
+            raise argparse.ArgumentTypeError(f"{name} takes {what}, got {text!r}") from None
     return parse
 
 
+def _shown(value):
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def _default_preset_value(options_class, name):
+    default = PRESETS["default"]
+    if name == "seed":
+        return default.seed
+    return getattr(default.model if options_class is ModelOptions else default.training, name)
+
+
+def _flag_help(help_text, value):
+    return f"{help_text} (default preset: {_shown(value)})"
+
+
+def _add_option_flags(group, options_class, only=None, skip=()):
+    """One flag per field of options_class that declares one; its help shows
+    the default preset's value (--preset picks another)."""
+    for spec in dataclasses.fields(options_class):
+        meta = spec.metadata
+        if not meta.get("flag") or spec.name in skip or (only and spec.name not in only):
+            continue
+        kwargs = dict(dest=f"{options_class.__name__}.{spec.name}", default=None,
+                      help=_flag_help(meta["help"], _default_preset_value(options_class,
+                                                                          spec.name)))
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        if meta.get("cli_type"):
+            kwargs["type"] = _typed(meta["cli_type"], meta["flag"])
+            kwargs["metavar"] = meta.get("metavar") or {int: "N", float: "X"}[meta["cli_type"]]
+        group.add_argument(meta["flag"], **kwargs)
+
+
+def _optimizer_fields():
+    """Each optimizer hyperparameter once, with its flag: (name, flag, type, help)."""
+    seen = {}
+    for cls in (SGD, Adam):
+        for spec in dataclasses.fields(cls):
+            flag = _OPTIMIZER_FLAG_NAMES.get(spec.name, "--" + spec.name.replace("_", "-"))
+            if flag and spec.name not in seen:
+                seen[spec.name] = (flag, spec.type, spec.metadata["help"])
+    return seen
+
+
 def build_parser():
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="mlp", description="Train and evaluate multilayer perceptrons on MNIST.")
     parser.add_argument("--version", action="version", version=f"mlp {__version__}")
@@ -43,40 +92,143 @@ def build_parser():
 
     tr = sub.add_parser("train", help="train on MNIST and report test accuracy",
                         description="Train on the MNIST training split (50,000 images) and "
-                                    "report accuracy on the 10,000 test images.")
+                                    "report accuracy on the 10,000 test images. Flags override "
+                                    "the preset's values.")
     tr.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                    help="starting configuration (default: %(default)s); other flags override it. "
-                         + "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()))
-    tr.add_argument("--layers", type=_layers, help="layer sizes, e.g. 784,300,100,10")
-    steps = tr.add_mutually_exclusive_group()
-    steps.add_argument("--epochs", type=_positive(int))
-    steps.add_argument("--iterations", type=_positive(int), help="SGD steps")
-    tr.add_argument("--batch-size", type=_positive(int))
-    tr.add_argument("--lr", type=_positive(float), dest="learning_rate", help="learning rate")
-    tr.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"],
-                    help="learning-rate decay over the run")
-    tr.add_argument("--weight-decay", type=float, help="L2 penalty on the weights (default 0)")
-    tr.add_argument("--loss", choices=["mse", "cross_entropy"])
-    tr.add_argument("--activation", choices=["sigmoid", "tanh", "relu"], help="hidden activation")
-    tr.add_argument("--output", choices=["sigmoid", "softmax"], help="output activation")
-    tr.add_argument("--init", choices=["normal", "xavier", "he"])
-    tr.add_argument("--sampling", choices=["replacement", "shuffle"])
-    tr.add_argument("--dtype", choices=["float32", "float64"])
-    tr.add_argument("--seed", type=int, help="seed for initialisation and batches")
-    tr.add_argument("--threads", type=_positive(int),
-                    help="training worker threads (default: all cores, 1 for tiny networks)")
-    tr.add_argument("--data", metavar="PATH",
-                    help="mnist.pkl.gz or a directory of the four IDX files "
-                         "(default: cached copy, fetched on first use)")
-    tr.add_argument("--save", metavar="MODEL.npz", help="write the trained model here")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+                    help="starting configuration (default: default); " + "; ".join(
+                        f"{p.name}: {p.description}" for p in PRESETS.values()))
+    _add_option_flags(tr.add_argument_group("network"), ModelOptions)
+    training = tr.add_argument_group("training")
+    steps = training.add_mutually_exclusive_group()
+    _add_option_flags(steps, TrainingOptions, only={"epochs", "iterations"})
+    _add_option_flags(training, TrainingOptions, skip={"epochs", "iterations"})
+    optimizer = tr.add_argument_group("optimizer (the preset's, unless --optimizer names another)")
+    optimizer.add_argument("--optimizer", choices=sorted(OPTIMIZER_CHOICES), default=None,
+                           help="update rule: sgd (with --momentum, --nesterov), adam, or "
+                                "adamw (decoupled weight decay) (default preset: sgd)")
+    default_optimizer = PRESETS["default"].training.resolved_optimizer()
+    for name, (flag, value_type, help_text) in _optimizer_fields().items():
+        help_text = _flag_help(help_text, getattr(default_optimizer, name, None))
+        if value_type in (bool, "bool"):
+            optimizer.add_argument(flag, dest=f"optimizer.{name}", default=None,
+                                   action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            optimizer.add_argument(flag, dest=f"optimizer.{name}", default=None, metavar="X",
+                                   type=_typed(float, flag), help=help_text)
+    run = tr.add_argument_group("run")
+    run.add_argument("--threads", type=_typed(int, "--threads"),
+                     help="training worker threads (default: all cores, 1 for tiny networks)")
+    run.add_argument("--data", metavar="PATH",
+                     help="mnist.pkl.gz or a directory of the four IDX files "
+                          "(default: cached copy, fetched on first use)")
+    run.add_argument("--save", metavar="MODEL.npz", help="write the trained model here")
+    run.add_argument("--checkpoint", metavar="PATH",
+                     help="write the run's state here every minute, at the end and on Ctrl-C")
+    run.add_argument("--resume", metavar="PATH",
+                     help="continue the run a checkpoint holds (its configuration comes from "
+                          "the file; it keeps checkpointing there unless --checkpoint says "
+                          "otherwise)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("evaluate", help="report a saved model's test accuracy")
     ev.add_argument("model", metavar="MODEL.npz")
     ev.add_argument("--data", metavar="PATH", help="as for train")
-    ev.add_argument("--threads", type=_positive(int),
-                    help="worker threads sharing the test images during inference (default 1)")
+    ev.add_argument("--threads", type=_typed(int, "--threads"),
+                    help="worker threads sharing the test images (default 1)")
+
+    rep = sub.add_parser("report", help="write an HTML report on a saved model",
+                         description="Write one self-contained HTML file on a saved model: its "
+                                     "configuration and training, test accuracy, precision and "
+                                     "recall per class, the confusion matrix, misclassified "
+                                     "digits, learning curves and first-layer weights. Needs "
+                                     "matplotlib.")
+    rep.add_argument("model", metavar="MODEL.npz")
+    rep.add_argument("--data", metavar="PATH", help="as for train; the report uses its test split")
+    rep.add_argument("--out", metavar="REPORT.html", default="report.html",
+                     help="where to write the report (default: %(default)s)")
+
+    pr = sub.add_parser("predict", help="classify your own images of digits",
+                        description="Classify images of single handwritten digits (PNG, JPEG, "
+                                    "GIF, BMP, TIFF, WebP; any size, colour or grey, dark on "
+                                    "light or light on dark). Each is prepared as MNIST's digits "
+                                    "were: grey, cropped, scaled to fit 20x20, centred by mass "
+                                    "in 28x28. Needs Pillow.")
+    pr.add_argument("model", metavar="MODEL.npz")
+    pr.add_argument("images", metavar="IMAGE", nargs="+")
+    pr.add_argument("--json", action="store_true",
+                    help='print a JSON list of {"file", "prediction", "top3"} objects')
     return parser
+
+
+def _grouped(args, prefix):
+    """The flags given under prefix ("ModelOptions", ...) as {field: value}."""
+    return {key.split(".", 1)[1]: value for key, value in vars(args).items()
+            if key.startswith(prefix + ".") and value is not None}
+
+
+def _optimizer_from_flags(preset, args):
+    """The preset's optimizer with the optimizer flags applied, or None to keep it."""
+    given = _grouped(args, "optimizer")
+    if args.optimizer is None and not given:
+        return None
+    current = preset.training.resolved_optimizer()
+    current_name = current.name if not getattr(current, "decoupled", False) else "adamw"
+    name = args.optimizer or current_name
+    cls, decoupled = OPTIMIZER_CHOICES[name]
+    values = dataclasses.asdict(current) if name == current_name else {}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for field_name, value in given.items():
+        if field_name not in fields:
+            flag = _optimizer_fields()[field_name][0]
+            raise ValueError(f"{flag} does not apply to --optimizer {name}")
+        values[field_name] = value
+    if decoupled is not None:
+        values["decoupled"] = decoupled
+    return cls(**values)
+
+
+def _flag_names():
+    """{field name: flag} for every hyperparameter that has a flag."""
+    names = {name: flag for name, (flag, _, _) in _optimizer_fields().items()}
+    for options_class in (ModelOptions, TrainingOptions):
+        for spec in dataclasses.fields(options_class):
+            if spec.metadata.get("flag"):
+                names[spec.name] = spec.metadata["flag"]
+    return names
+
+
+def _configure(args):
+    """The preset with the flags applied; errors speak of flags, not fields."""
+    preset = PRESETS[args.preset]
+    training = _grouped(args, "TrainingOptions")
+    try:
+        optimizer = _optimizer_from_flags(preset, args)
+        if optimizer is not None:
+            training.update(optimizer=optimizer, learning_rate=None, weight_decay=None)
+        seed = training.pop("seed", None)
+        return preset.with_overrides(model=_grouped(args, "ModelOptions"), training=training,
+                                     seed=seed)
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        for name, flag in sorted(_flag_names().items(), key=lambda item: -len(item[0])):
+            if message.startswith(name + " "):
+                message = flag + message[len(name):]
+                break
+        raise ValueError(message) from None
+
+
+def _optimizer_summary(optimizer):
+    """Short text: "sgd lr 0.1, momentum 0.9 (Nesterov), weight decay 0.0005"."""
+    name = "adamw" if getattr(optimizer, "decoupled", False) else optimizer.name
+    parts = [f"{name} lr {optimizer.learning_rate:g}"]
+    if isinstance(optimizer, SGD) and optimizer.momentum:
+        parts.append(f"momentum {optimizer.momentum:g}"
+                     + (" (Nesterov)" if optimizer.nesterov else ""))
+    if isinstance(optimizer, Adam):
+        parts.append(f"betas {optimizer.beta1:g}/{optimizer.beta2:g}, eps {optimizer.eps:g}")
+    if optimizer.weight_decay:
+        parts.append(f"weight decay {optimizer.weight_decay:g}")
+    return ", ".join(parts)
 
 
 def _parse_args(argv):
@@ -98,16 +250,6 @@ def _load_data(path):
     return data, time.perf_counter() - start
 
 
-def _check_shapes(model, data, flag):
-    """The model must fit the data: say so in the CLI's terms (inputs, outputs)."""
-    n_inputs = data.train.images.shape[1]
-    n_classes = int(max(split.labels.max(initial=0) for split in data)) + 1
-    if model.n_inputs != n_inputs or model.n_outputs < n_classes:
-        raise ValueError(
-            f"{flag} expects {model.n_inputs} inputs and {model.n_outputs} outputs, but the "
-            f"data has {n_inputs} inputs (pixels per image) and {n_classes} classes")
-
-
 def _report(model, test, threads):
     from .training import evaluate
 
@@ -116,45 +258,102 @@ def _report(model, test, threads):
     return result
 
 
+def _describe(preset, optimizer):
+    options = preset.training
+    length = (f"{options.epochs} epoch{'s' if options.epochs != 1 else ''}"
+              if options.epochs is not None
+              else f"{options.iterations} iteration{'s' if options.iterations != 1 else ''}")
+    extras = [f"{name} {getattr(options, name)}" for name in ("dropout", "input_dropout", "max_norm")
+              if getattr(options, name)]
+    schedule = options.resolved_schedule().__name__
+    return (f"preset {preset.name}: {length}, batch {options.batch_size}, "
+            f"{_optimizer_summary(optimizer)} ({schedule}), loss {options.loss or 'default'}, "
+            f"sampling {options.sampling}"
+            + "".join(", " + e for e in extras))
+
+
+def _resumed_configuration(args):
+    """The preset-like configuration of the run in args.resume's checkpoint."""
+    from .training import options_from_checkpoint
+
+    given = [key for key, value in vars(args).items()
+             if key.split(".", 1)[0] in ("ModelOptions", "TrainingOptions", "optimizer")
+             and value is not None] + (["--optimizer"] if args.optimizer else [])
+    if given:
+        raise ValueError("--resume continues the checkpoint's run with its own configuration; "
+                         "leave out the network, training and optimizer flags")
+    model, options = options_from_checkpoint(args.resume)
+    preset = PRESETS[args.preset]
+    return dataclasses.replace(preset, name=f"resumed from {args.resume}", training=options,
+                               model=ModelOptions(layers=model.layer_sizes,
+                                                  activation=model.activation,
+                                                  output=model.output, init=model.init,
+                                                  dtype=model.dtype.name),
+                               notebook_seeding=False), model
+
+
 def _train(args):
     from ._threads import train_workers
     from .training import train
 
-    if args.save:
-        # Before hours of training, not after.
-        check_writable(args.save, "--save")
-    preset = PRESETS[args.preset].with_overrides(
-        layers=args.layers, epochs=args.epochs, iterations=args.iterations,
-        batch_size=args.batch_size, learning_rate=args.learning_rate,
-        lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, loss=args.loss,
-        activation=args.activation, output=args.output, init=args.init, sampling=args.sampling,
-        dtype=args.dtype, seed=args.seed)
+    # The output paths are checked before hours of training, not after.
+    for flag, path in (("--save", args.save), ("--checkpoint", args.checkpoint),
+                       ("--resume", None if args.checkpoint else args.resume)):
+        if path:
+            check_writable(path, flag)
+    if args.resume:
+        preset, model = _resumed_configuration(args)
+    else:
+        preset, model = _configure(args), None
+    options = preset.training
+    optimizer = options.resolved_optimizer()
     data, load_time = _load_data(args.data)
-    if preset.layers[0] != data.train.images.shape[1]:
+    layers = preset.model.layers
+    if layers[0] != data.train.images.shape[1]:
         raise ValueError(f"--layers must start with {data.train.images.shape[1]} inputs for this "
-                         f"data, got {preset.layers[0]}")
+                         f"data, got {layers[0]}")
     n_classes = int(data.train.labels.max()) + 1
-    if preset.layers[-1] != n_classes:
+    if layers[-1] != n_classes:
         raise ValueError(f"--layers must end with {n_classes} outputs, one per class, got "
-                         f"{preset.layers[-1]}")
-    model = preset.build_model()
-    threads = train_workers(args.threads, preset.batch_size, preset.layers)
-    length = (_plural(preset.epochs, "epoch") if preset.epochs is not None
-              else _plural(preset.iterations, "iteration"))
-    print(f"Training {model!r}\n  preset {preset.name}: {length}, batch {preset.batch_size}, "
-          f"lr {preset.learning_rate} ({preset.lr_schedule}), loss {preset.loss}, sampling {preset.sampling}, "
-          f"{threads} worker thread(s); data loaded in {load_time:.2f} s", flush=True)
+                         f"{layers[-1]}")
+    model_seed, training_seed = preset.seeds()
+    if model is None:
+        model = preset.build_model(model_seed)
+    threads = train_workers(args.threads, options.batch_size, layers)
+    print(f"Training {model!r}\n  {_describe(preset, optimizer)}, {threads} worker "
+          f"thread{'s' if threads != 1 else ''}; data loaded in {load_time:.2f} s", flush=True)
     history = train(model, data.train.images, data.train.labels,
                     validation=(data.validation.images, data.validation.labels),
-                    progress=not args.no_progress, n_threads=threads, **preset.train_kwargs())
+                    progress=not args.no_progress, n_threads=threads,
+                    checkpoint=args.checkpoint or args.resume, resume=args.resume,
+                    **_options_as_kwargs(options, training_seed))
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%  (validation {100 * history.val_accuracy[-1]:.2f}%)"
           f"\nTraining time: {history.total_time:.1f} s for {history.steps[-1]} steps "
           f"({history.steps[-1] / max(history.total_time, 1e-9):.0f} steps/s)")
+    _warn_never_predicted(model, data.test.images, args.threads)
     if args.save:
         model.save(args.save)
         print(f"Saved the model to {args.save}")
     return 0
+
+
+def _options_as_kwargs(options, seed):
+    # Shallow, so that the optimizer stays an optimizer (asdict would recurse).
+    kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    kwargs["seed"] = seed
+    return kwargs
+
+
+def _warn_never_predicted(model, images, threads=None):
+    """Print a warning naming the classes the model never predicts on images."""
+    from .metrics import never_predicted, never_predicted_message
+
+    predicted = model.predict(images, n_threads=threads)
+    message = never_predicted_message(never_predicted(predicted, n_classes=model.n_outputs),
+                                      f"the {len(images)} test images")
+    if message:
+        print(f"mlp: warning: {message}", file=sys.stderr)
 
 
 def _evaluate(args):
@@ -162,14 +361,76 @@ def _evaluate(args):
 
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
-    _check_shapes(model, data, f"the model {args.model!r}")
+    _check_model_fits_data(model, data, args.model)
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%")
+    _warn_never_predicted(model, data.test.images, args.threads)
     return 0
 
 
-def _plural(count, noun):
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def _check_model_fits_data(model, data, path):
+    if model.n_inputs != data.test.images.shape[1]:
+        raise ValueError(f"the model in {path} takes {model.n_inputs} inputs but the test "
+                         f"images have {data.test.images.shape[1]} pixels")
+    n_classes = int(data.test.labels.max()) + 1
+    if model.n_outputs < n_classes:
+        raise ValueError(f"the model in {path} has {model.n_outputs} outputs but the test "
+                         f"labels go up to {n_classes - 1}")
+
+
+def _write_report(args):
+    from .model import Model
+    from .report import write_report
+
+    model = Model.load(args.model)
+    data, _ = _load_data(args.data)
+    _check_model_fits_data(model, data, args.model)
+    write_report(model, data.test.images, data.test.labels, args.out,
+                 source=os.path.basename(args.model))
+    print(f"Wrote the report to {args.out}")
+    return 0
+
+
+def _share(probability):
+    """A probability as a percentage that never rounds to a certain 100% or 0%."""
+    text = f"{100 * probability:.1f}%"
+    if text == "100.0%" and probability < 1:
+        return ">99.9%"
+    if text == "0.0%" and probability > 0:
+        return "<0.1%"
+    return text
+
+
+def _predict(args):
+    import json
+
+    import numpy as np
+
+    from .datasets import N_PIXELS, prepare_digit
+    from .model import Model
+
+    model = Model.load(args.model)
+    if model.n_inputs != N_PIXELS:
+        raise ValueError(f"the model in {args.model} takes {model.n_inputs} inputs; mlp predict "
+                         f"prepares 28x28 images, {N_PIXELS} inputs")
+    # Prepare every image before printing anything: one bad file fails the
+    # command without leaving half a result.
+    inputs = np.stack([prepare_digit(path) for path in args.images])
+    probabilities = model.predict_proba(inputs)
+    results = []
+    for path, row in zip(args.images, probabilities):
+        top = np.argsort(-row, kind="stable")[:3]
+        results.append({"file": path, "prediction": int(top[0]),
+                        "top3": [[int(c), round(float(row[c]), 6)] for c in top]})
+    if args.json:
+        # One object per line: readable, and still one JSON document.
+        print("[\n" + ",\n".join("  " + json.dumps(result) for result in results) + "\n]")
+        return 0
+    width = max(len(path) for path in args.images)
+    for result in results:
+        ranked = ", ".join(f"{c} ({_share(p)})" for c, p in result["top3"])
+        print(f"{result['file']:<{width}}  {result['prediction']}   top 3: {ranked}")
+    return 0
 
 
 def _file_error(exc):
@@ -184,9 +445,12 @@ def main(argv=None):
     args = _parse_args(argv)
     from .datasets import DatasetUnavailableError
 
+    commands = {"train": _train, "evaluate": _evaluate, "report": _write_report,
+                "predict": _predict}
     try:
-        return _train(args) if args.command == "train" else _evaluate(args)
-    except (ValueError, TypeError, DatasetUnavailableError) as exc:
+        return commands[args.command](args)
+    except (ValueError, TypeError, ImportError, DatasetUnavailableError) as exc:
+        # ImportError: an optional dependency (matplotlib, Pillow) that is not installed.
         print(f"mlp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # FileNotFoundError, PermissionError, a full disk...

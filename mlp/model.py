@@ -1,6 +1,7 @@
 """The network: parameters, forward pass, loss, gradients, save and load."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -10,6 +11,7 @@ import numpy as np
 from . import _kernels
 from ._files import NpzReader, atomic_write
 from ._threads import blas_threads, call_threads
+from .hyperparams import ModelOptions
 from ._validation import (
     check_choice,
     check_dtype,
@@ -19,13 +21,18 @@ from ._validation import (
     check_seed,
 )
 
-HIDDEN_ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "relu": 2}
-OUTPUT_ACTIVATIONS = {"sigmoid": 0, "softmax": 3}
-LOSSES = {"mse": 0, "cross_entropy": 1}
+# The kernel owns the codes; these say which activations go where.
+HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu")
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "identity")
+LOSSES = tuple(_kernels.LOSSES)
+# Which output each loss is defined for (None: any).
+_LOSS_OUTPUT = {"mse": None, "cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
 INITIALISERS = ("normal", "xavier", "he")
 
 FORMAT_NAME = "mlp.Model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 files (parameters only) still load.
+READABLE_VERSIONS = (1, 2)
 
 # Rows per block in forward(), loss() and gradients(): big enough that the
 # GEMMs run near peak, small enough that the activations stay in cache and
@@ -39,11 +46,11 @@ _ROWS_PER_WORKER = 64
 def loss_code(loss, output):
     """The kernel's code for `loss`, refusing pairings it has no gradient for."""
     check_choice(loss, LOSSES, "loss")
-    if loss == "cross_entropy" and output != "softmax":
+    needed = _LOSS_OUTPUT[loss]
+    if needed is not None and output != needed:
         raise ValueError(
-            f"loss='cross_entropy' needs a model with output='softmax'; this model's output is {output!r}"
-        )
-    return LOSSES[loss]
+            f"loss={loss!r} needs a model with output={needed!r}; this model's output is {output!r}")
+    return _kernels.LOSSES[loss]
 
 
 class Model:
@@ -53,18 +60,20 @@ class Model:
     ----------
     layer_sizes : sequence of int
         Units per layer, input first, e.g. ``(784, 300, 100, 10)``.
-    activation : {"sigmoid", "tanh", "relu"}
+    activation : {"relu", "tanh", "sigmoid"}
         Activation of the hidden layers.
-    output : {"sigmoid", "softmax"}
-        Activation of the output layer.
-    init : {"normal", "xavier", "he"}
+    output : {"softmax", "sigmoid", "identity"}
+        Activation of the output layer ("identity" for regression).
+    init : {None, "he", "xavier", "normal"}
+        None picks "he" for ReLU and "xavier" otherwise. ``"he"`` is
+        N(0, 2 / fan_in) with zero biases. ``"xavier"`` is Glorot uniform,
+        U(-r, r) with r = sqrt(6 / (fan_in + fan_out)), and zero biases.
         ``"normal"`` draws every weight and bias from N(0, 1), as the
-        notebook does. ``"xavier"`` is Glorot uniform, U(-r, r) with
-        r = sqrt(6 / (fan_in + fan_out)), and zero biases. ``"he"`` is
-        N(0, 2 / fan_in) with zero biases, for ReLU.
+        notebook does.
     dtype : float32 or float64
-    seed : int, np.random.Generator or None
-        Seeds the initialisation.
+    seed : int, np.random.Generator, np.random.RandomState or None
+        Seeds the initialisation. A RandomState draws as the notebook does
+        (``np.random.randn``: biases first, then weights), whatever init is.
 
     Attributes
     ----------
@@ -73,19 +82,31 @@ class Model:
     biases : tuple of ndarray
         ``biases[l]`` has shape (layer_sizes[l+1],).
 
+    optimizer_state : OptimizerState or None
+        What the last optimizer built up (see mlp.optimizers); train()
+        continues it when given an equal optimizer.
+    history : History or None
+        Every train() run on this model, one entry per epoch.
+
     Both are live, C-contiguous views into one flat parameter array:
     writing into them changes the model.
     """
 
-    def __init__(self, layer_sizes, *, activation="sigmoid", output="sigmoid", init="normal",
-                 dtype=np.float32, seed=None):
+    def __init__(self, layer_sizes, *, activation=ModelOptions.activation,
+                 output=ModelOptions.output, init=ModelOptions.init, dtype=np.float32,
+                 seed=None):
         sizes = _check_layer_sizes(layer_sizes)
         check_choice(activation, HIDDEN_ACTIVATIONS, "activation")
         check_choice(output, OUTPUT_ACTIVATIONS, "output")
+        if init is None:
+            init = "he" if activation == "relu" else "xavier"
         check_choice(init, INITIALISERS, "init")
         self._setup(sizes, activation, output, check_dtype(dtype))
         self.init = init
-        self._initialise(init, np.random.default_rng(check_seed(seed)))
+        if isinstance(seed, np.random.RandomState):
+            self._initialise_as_notebook(seed)
+        else:
+            self._initialise(init, np.random.default_rng(check_seed(seed)))
 
     def _setup(self, sizes, activation, output, dtype):
         self.layer_sizes = tuple(sizes)
@@ -96,10 +117,24 @@ class Model:
         n_params = sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))
         self._params = np.zeros(n_params, dtype=dtype)
         self.weights, self.biases = _layer_views(self._params, sizes)
-        self._hidden_code = HIDDEN_ACTIVATIONS[activation]
-        self._output_code = OUTPUT_ACTIVATIONS[output]
+        self._hidden_code = _kernels.ACTIVATIONS[activation]
+        self._output_code = _kernels.ACTIVATIONS[output]
         self._lock = threading.Lock()
         self._work = np.empty(0, dtype=dtype)
+        self.optimizer_state = None
+        self.history = None
+        # The batch sampler of the last train() run, continued by the next
+        # one unless it is given a seed.
+        self._sampling_rng = None
+        self._dropout_seed = 0
+
+    def _initialise_as_notebook(self, random_state):
+        # The notebook's Model: np.random.randn(1, n) biases, then
+        # np.random.randn(n_out, n_in) weights, from the legacy generator.
+        for b in self.biases:
+            b[...] = random_state.randn(1, b.size)[0]
+        for w in self.weights:
+            w[...] = random_state.randn(*w.shape)
 
     def _initialise(self, init, rng):
         if init == "normal":
@@ -142,7 +177,39 @@ class Model:
         twin._setup(self.layer_sizes, self.activation, self.output, self.dtype)
         twin.init = self.init
         twin._params[...] = self._params
+        if self.optimizer_state is not None:
+            twin.optimizer_state = self.optimizer_state.copy()
+        if self.history is not None:
+            twin.history = type(self.history).from_dict(self.history.to_dict())
+        if self._sampling_rng is not None:
+            twin._sampling_rng = copy.deepcopy(self._sampling_rng)
+            twin._dropout_seed = self._dropout_seed
         return twin
+
+    # -- pickling -------------------------------------------------------------
+    # joblib and Dask send models to worker processes by pickling them. The
+    # lock and the scratch buffer belong to one process, and the per-layer
+    # views would unpickle as copies cut loose from _params; so they are
+    # dropped here and rebuilt from _params on the other side. Everything else
+    # (history, optimizer_state, ...) travels as it is.
+
+    _PROCESS_LOCAL = ("_lock", "_work", "weights", "biases")
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._PROCESS_LOCAL}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        # joblib unpickles large arrays as read-only memory maps; training
+        # writes the parameters and the optimizer's buffers in place.
+        self._params = _writable(self._params)
+        optimizer_state = getattr(self, "optimizer_state", None)
+        if optimizer_state is not None:
+            for name, buffer in optimizer_state.buffers.items():
+                optimizer_state.buffers[name] = _writable(buffer)
+        self.weights, self.biases = _layer_views(self._params, self.layer_sizes)
+        self._lock = threading.Lock()
+        self._work = np.empty(0, dtype=self.dtype)
 
     def _workspace(self, rows, copies=1):
         # Kernels release the GIL, so two threads may share a model; callers
@@ -194,6 +261,9 @@ class Model:
     def predict_proba(self, X, *, n_threads=None):
         """Class probabilities (n, n_outputs): the softmax output, or the
         sigmoid outputs normalised to sum to 1 per row."""
+        if self.output == "identity":
+            raise ValueError("predict_proba needs a classifier (output 'softmax' or 'sigmoid'); "
+                             "this model's output is 'identity': use forward()")
         a = self.forward(X, n_threads=n_threads)
         if self.output == "softmax":
             return a
@@ -208,16 +278,18 @@ class Model:
 
     # -- loss and gradients ---------------------------------------------------
 
-    def loss(self, X, Y, loss="mse"):
+    def loss(self, X, Y, loss=None):
         """Sum over the batch of the per-sample loss, as a Python float.
 
         X : (n, layer_sizes[0]); Y : (n, layer_sizes[-1]) targets (one-hot rows
         for classification). ``"mse"`` is 0.5 * ||a - y||^2 per sample;
-        ``"cross_entropy"`` is -sum(y * log softmax(z)), for softmax models only.
+        ``"cross_entropy"`` is -sum(y * log softmax(z)), for softmax models;
+        ``"binary_cross_entropy"`` is -sum(y log a + (1 - y) log(1 - a)), for
+        sigmoid models. None: cross_entropy for softmax models, else mse.
         """
         return self._loss_and_gradients(X, Y, loss, want_gradients=False)[0]
 
-    def gradients(self, X, Y, loss="mse"):
+    def gradients(self, X, Y, loss=None):
         """Gradient of ``self.loss(X, Y, loss)`` with respect to every parameter.
 
         Returns (weight_grads, bias_grads): lists of ndarrays shaped like
@@ -228,6 +300,8 @@ class Model:
         return list(w), list(b)
 
     def _loss_and_gradients(self, X, Y, loss, want_gradients):
+        if loss is None:
+            loss = "cross_entropy" if self.output == "softmax" else "mse"
         code = loss_code(loss, self.output)
         X = self._check_x(X)
         Y = self._check_targets(Y, X.shape[0])
@@ -246,15 +320,21 @@ class Model:
     def save(self, path):
         """Write the model to `path` as an .npz archive with JSON metadata.
 
-        No pickle is involved. The file is written to a temporary name and
-        renamed into place, so a failure never leaves a half-written model
-        where a good one stood; it gets the permissions the umask gives a new
-        file. The name is used exactly as given.
+        Besides the parameters, the file holds the optimizer state, the
+        training History and the batch sampler, so that training can go on
+        from it. No pickle is involved. The file is written to a temporary
+        name and renamed into place, so a failure never leaves a
+        half-written model where a good one stood; it gets the permissions
+        the umask gives a new file. The name is used exactly as given.
 
         Raises ValueError if a parameter is NaN or infinite: :meth:`load`
         would refuse such a file.
         """
-        path = check_path(path)
+        self._save(check_path(path))
+
+    def _save(self, path, checkpoint=None):
+        """save(), plus, for a training checkpoint, checkpoint = (JSON-ready
+        dict, {name: array}) stored under "checkpoint" and "checkpoint.<name>"."""
         if not _kernels.all_finite(self._params):
             raise ValueError(
                 f"cannot save a model whose parameters hold NaN or infinity "
@@ -269,21 +349,55 @@ class Model:
             "init": self.init,
             "dtype": self.dtype.name,
         }
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+        arrays = {}
+        state = self.optimizer_state
+        if state is not None:
+            from .optimizers import optimizer_to_dict
+
+            meta["optimizer"] = {"config": optimizer_to_dict(state.optimizer), "step": state.step,
+                                 "buffers": sorted(state.buffers)}
+            for name, buffer in state.buffers.items():
+                arrays[f"optimizer.{name}"] = buffer
+        if self.history is not None:
+            meta["history"] = self.history.to_dict()
+        if self._sampling_rng is not None:
+            meta["sampling_rng"] = self._sampling_rng.bit_generator.state
+            meta["dropout_seed"] = self._dropout_seed
+        if checkpoint is not None:
+            meta["checkpoint"] = checkpoint[0]
+            arrays.update({f"checkpoint.{name}": value for name, value in checkpoint[1].items()})
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"W{l}"] = w
             arrays[f"b{l}"] = b
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
+    def to_onnx(self, path, *, dtype=None):
+        """Write the model to `path` as an ONNX graph; see :func:`mlp.onnx.to_onnx`.
+
+        Needs the ``onnx`` package (``pip install "mlp[onnx]"``). Returns the
+        onnx.ModelProto written.
+        """
+        from .onnx import to_onnx
+
+        return to_onnx(self, path, dtype=dtype)
+
     @classmethod
     def load(cls, path):
-        """Read a model written by :meth:`save`. Never unpickles anything.
+        """Read a model written by :meth:`save` (or a training checkpoint).
+        Never unpickles anything.
 
         Raises FileNotFoundError when there is no file at `path`, and
         ValueError for any file that is not a complete, intact model file:
         every size the file declares is checked against its real length
         before anything is allocated.
         """
+        return cls._load(path)[0]
+
+    @classmethod
+    def _load(cls, path):
+        """(model, checkpoint): checkpoint is None, or (dict, {name: array})
+        as _save stored it."""
         path = check_path(path)
         if os.path.isdir(path):
             raise FileNotFoundError(f"{path!r} is a directory, not a model file")
@@ -293,7 +407,7 @@ class Model:
             with NpzReader(path) as archive:
                 return cls._from_archive(archive)
         except ValueError as exc:
-            raise ValueError(f"{path!r} is not a valid mlp model file: {exc}") from None
+            raise ValueError(f"{path!r} is not a model saved by mlp.Model.save: {exc}") from None
 
     @classmethod
     def _from_archive(cls, archive):
@@ -304,15 +418,15 @@ class Model:
         meta = _parse_meta(archive.read("meta").tobytes())
         if meta.get("format") != FORMAT_NAME:
             raise ValueError("metadata does not describe an mlp.Model")
-        if meta.get("version") != FORMAT_VERSION:
+        if meta.get("version") not in READABLE_VERSIONS:
             raise ValueError(f"format version {meta.get('version')!r}, this mlp reads "
-                             f"{FORMAT_VERSION}")
+                             f"{', '.join(map(str, READABLE_VERSIONS))}")
         try:
             sizes = _check_layer_sizes(meta["layer_sizes"])
             activation = check_choice(meta["activation"], HIDDEN_ACTIVATIONS, "activation")
             output = check_choice(meta["output"], OUTPUT_ACTIVATIONS, "output")
             # Only the two names save() writes: np.dtype() would parse anything.
-            dtype = check_choice(meta["dtype"], ("float32", "float64"), "dtype")
+            dtype = np.dtype(check_choice(meta["dtype"], ("float32", "float64"), "dtype"))
             init = meta.get("init", "normal")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad metadata ({exc})") from None
@@ -320,25 +434,96 @@ class Model:
         for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             expected[f"W{l}"] = (fan_out, fan_in)
             expected[f"b{l}"] = (fan_out,)
-        extra = set(names) - {"meta"} - set(expected)
+        training = [name for name in names if name.startswith(("optimizer.", "checkpoint."))]
+        extra = set(names) - {"meta"} - set(expected) - set(training)
         if extra:
             raise ValueError(f"unexpected arrays {sorted(extra)}")
         # Every array's size is checked against the file before the model,
         # sized from the metadata, is allocated.
         for name, shape in expected.items():
             got_shape, got_dtype = archive.header(name)
-            if got_shape != shape or got_dtype != np.dtype(dtype):
+            if got_shape != shape or got_dtype != dtype:
                 raise ValueError(f"array {name} has shape {got_shape} and dtype {got_dtype}, "
                                  f"expected {shape} and {dtype}")
         model = cls.__new__(cls)
-        model._setup(sizes, activation, output, np.dtype(dtype))
+        model._setup(sizes, activation, output, dtype)
         model.init = init if init in INITIALISERS else "normal"
         for l, (w, b) in enumerate(zip(model.weights, model.biases)):
             archive.read(f"W{l}", out=w)
             archive.read(f"b{l}", out=b)
         if not _kernels.all_finite(model._params):
             raise ValueError(f"parameters hold NaN or infinity ({_non_finite_summary(model)})")
-        return model
+        # The training state's arrays: each read is the size of its member,
+        # whose size was checked against the file.
+        arrays = {name: archive.read(name) for name in training}
+        known = {"meta"} | set(expected)
+        known |= _restore_training_state(model, meta, arrays, ValueError)
+        checkpoint = None
+        if "checkpoint" in meta:
+            prefix = "checkpoint."
+            checkpoint = (meta["checkpoint"], {name[len(prefix):]: value for name, value
+                                               in arrays.items() if name.startswith(prefix)})
+            known |= {prefix + name for name in checkpoint[1]}
+        extra = set(names) - known
+        if extra:
+            raise ValueError(f"unexpected arrays {sorted(extra)}")
+        return model, checkpoint
+
+
+def _restore_training_state(model, meta, arrays, bad):
+    """Optimizer state, History and sampling generator from a file's
+    metadata and arrays onto model; returns the array names it used."""
+    from .optimizers import OptimizerState, optimizer_from_dict
+    from .training import History
+
+    used = set()
+    if "optimizer" in meta:
+        description = meta["optimizer"]
+        try:
+            optimizer = optimizer_from_dict(description["config"])
+            step = description["step"]
+            names = description["buffers"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad(f"bad optimizer state ({exc})") from None
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0 \
+                or not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
+                or sorted(names) != sorted(optimizer.state_buffers):
+            raise bad("bad optimizer state (step or buffer names)")
+        state = OptimizerState(optimizer, step, {})
+        for name in names:
+            key = f"optimizer.{name}"
+            buffer = arrays.get(key)
+            if buffer is None or buffer.shape != (model.n_params,) or buffer.dtype != model.dtype:
+                raise bad(f"array {key} is missing or not ({model.n_params},) {model.dtype}")
+            if not np.isfinite(buffer).all():
+                raise bad(f"array {key} holds NaN or infinity")
+            state.buffers[name] = np.array(buffer)
+            used.add(key)
+        model.optimizer_state = state
+    if "history" in meta:
+        try:
+            history = History.from_dict(meta["history"])
+            lists = (history.steps, history.loss, history.val_accuracy, history.time)
+            if not all(isinstance(values, list) and all(
+                    (isinstance(v, (int, float)) and not isinstance(v, bool))
+                    or (v is None and values is history.val_accuracy) for v in values)
+                    for values in lists):
+                raise ValueError("entries must be lists of numbers")
+        except (TypeError, ValueError) as exc:
+            raise bad(f"bad training history ({exc})") from None
+        model.history = history
+    if "sampling_rng" in meta:
+        try:
+            generator = np.random.PCG64()
+            generator.state = meta["sampling_rng"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise bad(f"bad sampling generator state ({exc})") from None
+        dropout_seed = meta.get("dropout_seed", 0)
+        if not isinstance(dropout_seed, int) or not 0 <= dropout_seed < 2 ** 64:
+            raise bad("bad dropout seed")
+        model._sampling_rng = np.random.Generator(generator)
+        model._dropout_seed = dropout_seed
+    return used
 
 
 def _parse_meta(raw):
@@ -374,6 +559,13 @@ def _check_layer_sizes(layer_sizes):
     if max(sizes) >= 2**31:
         raise ValueError("layer_sizes entries must be below 2**31")
     return sizes
+
+
+def _writable(array):
+    """array itself if it is a writable C-contiguous ndarray, else a copy that is."""
+    if type(array) is np.ndarray and array.flags.writeable and array.flags.c_contiguous:
+        return array
+    return np.array(array, copy=True, order="C", subok=False)
 
 
 def _layer_views(flat, sizes):

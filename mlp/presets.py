@@ -1,79 +1,92 @@
-"""Named training configurations for the 784-300-100-10 network on MNIST."""
+"""Named configurations: a network and its training, for MNIST.
+
+A preset is a :class:`~mlp.hyperparams.ModelOptions` and a
+:class:`~mlp.hyperparams.TrainingOptions` (the same definitions ``mlp.train``
+and the CLI use) plus a seed. ``mlp train --preset NAME`` starts from one and
+its flags override fields. How each recipe was chosen is in the README.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .hyperparams import ModelOptions, TrainingOptions
+from .optimizers import SGD
+
 
 @dataclass(frozen=True)
 class Preset:
-    """Everything needed to build a model and train it; the CLI's flags override fields."""
+    """Everything needed to build a model and train it.
+
+    notebook_seeding: the seed seeds numpy's legacy generator, as the
+    notebook's ``np.random.seed(S)`` does, and both the initial weights and
+    the batches are drawn from it in the notebook's order.
+    """
     name: str
     description: str
-    layers: tuple = (784, 300, 100, 10)
-    activation: str = "sigmoid"
-    output: str = "sigmoid"
-    init: str = "normal"
-    loss: str = "mse"
-    sampling: str = "replacement"
-    batch_size: int = 30
-    learning_rate: float = 2.0
-    lr_schedule: str = "constant"
-    weight_decay: float = 0.0
-    iterations: int | None = None
-    epochs: int | None = None
-    dtype: str = "float32"
+    model: ModelOptions
+    training: TrainingOptions
     seed: int | None = 0
+    notebook_seeding: bool = False
 
-    def with_overrides(self, **changes):
-        """A copy with the given non-None fields replaced; iterations and
-        epochs replace each other."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if "iterations" in changes:
-            changes.setdefault("epochs", None)
-        if "epochs" in changes and changes["epochs"] is not None:
-            changes["iterations"] = None
-        return replace(self, **changes)
+    def with_overrides(self, model=None, training=None, seed=None):
+        """A copy with the given ModelOptions / TrainingOptions fields replaced
+        (None values are ignored) and, if given, a new seed."""
+        model = {k: v for k, v in (model or {}).items() if v is not None}
+        training = {k: v for k, v in (training or {}).items() if v is not None}
+        return replace(self, model=replace(self.model, **model),
+                       training=self.training.replace(**training),
+                       seed=self.seed if seed is None else seed)
 
-    def build_model(self):
-        from .model import Model
+    def seeds(self):
+        """(model seed, training seed): one seed for the whole run."""
+        if self.notebook_seeding:
+            legacy = np.random.RandomState(self.seed)
+            return legacy, legacy
+        return self.seed, self.seed
 
-        return Model(self.layers, activation=self.activation, output=self.output,
-                     init=self.init, dtype=np.dtype(self.dtype), seed=self.seed)
+    def build_model(self, seed):
+        return self.model.build(seed=seed)
 
-    def train_kwargs(self):
-        return dict(iterations=self.iterations, epochs=self.epochs, batch_size=self.batch_size,
-                    learning_rate=self.learning_rate, lr_schedule=self.lr_schedule,
-                    weight_decay=self.weight_decay,
-                    loss=self.loss, sampling=self.sampling,
-                    seed=self.seed)
 
+_MNIST = (784, 300, 100, 10)
 
 PRESETS = {
     "notebook": Preset(
         name="notebook",
         description="the notebook exactly: N(0,1) init, sigmoid everywhere, MSE, batches of 30 "
-                    "drawn with replacement, lr 2.0, 20,000 steps, float64",
-        iterations=20_000,
-        dtype="float64",
-        # With N(0,1) weights the output sigmoids can saturate for good, so a run
-        # either reaches the notebook's ~94.4% or loses whole classes; the
-        # README gives the spread over seeds. This seed is one that reaches it.
-        seed=2,
+                    "drawn with replacement, lr 2.0, 20,000 steps, float64; --seed S draws as "
+                    "the notebook does after np.random.seed(S)",
+        model=ModelOptions(layers=_MNIST, activation="sigmoid", output="sigmoid", init="normal",
+                           dtype="float64"),
+        training=TrainingOptions(iterations=20_000, batch_size=30, learning_rate=2.0,
+                                 lr_schedule="constant", loss="mse", sampling="replacement"),
+        # With N(0,1) weights the output sigmoids can saturate for good, so a
+        # run either reaches the notebook's ~94.4% or loses whole classes; the
+        # README gives the outcome for seeds 0 to 7. This seed reaches it.
+        seed=1,
+        notebook_seeding=True,
     ),
     "default": Preset(
         name="default",
-        description="ReLU hidden layers, softmax output, cross-entropy, Xavier init, shuffled "
-                    "epochs of batches of 64, lr 0.5 with cosine decay, 10 epochs, float32",
-        activation="relu",
-        output="softmax",
-        init="xavier",
-        loss="cross_entropy",
-        sampling="shuffle",
-        batch_size=64,
-        learning_rate=0.5,
-        lr_schedule="cosine",
-        epochs=10,
+        description="ReLU, softmax + cross-entropy, He init, shuffled batches of 64, SGD with "
+                    "Nesterov momentum 0.9, lr 0.1 with cosine decay, weight decay 5e-4, "
+                    "10 epochs, float32",
+        model=ModelOptions(layers=_MNIST),
+        training=TrainingOptions(epochs=10, batch_size=64,
+                                 optimizer=SGD(0.1, momentum=0.9, nesterov=True,
+                                               weight_decay=5e-4),
+                                 lr_schedule="cosine"),
+    ),
+    "accurate": Preset(
+        name="accurate",
+        description="784-800-800-10 ReLU with dropout (0.5 hidden, 0.2 input) and max-norm 3, "
+                    "SGD with Nesterov momentum, cosine decay, 30 epochs of batches of 128",
+        model=ModelOptions(layers=(784, 800, 800, 10)),
+        training=TrainingOptions(epochs=30, batch_size=128,
+                                 optimizer=SGD(0.1, momentum=0.9, nesterov=True),
+                                 lr_schedule="cosine", dropout=0.5, input_dropout=0.2,
+                                 max_norm=3.0),
     ),
 }

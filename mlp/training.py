@@ -1,9 +1,20 @@
-"""Training: one SGD step, a full training run, and evaluation."""
+"""Training: single steps, a full training run, and evaluation.
+
+``train()`` reads as: check the arguments, prepare a run (optimizer state,
+buffers, sampling), then an epoch loop whose epochs are a few compiled
+calls each, with small callbacks for what happens between them (progress
+bar, History, validation, early stopping, divergence). The steps themselves
+run inside the kernel (mlp/_worker.pxi).
+"""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
+import signal
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -11,22 +22,24 @@ import numpy as np
 from . import _kernels
 from ._threads import blas_threads, call_threads, check_threads, train_workers
 from ._validation import (
-    check_choice,
-    check_int,
     check_labels,
     check_matrix,
+    check_path,
     check_positive_float,
-    check_seed,
+    check_targets_or_labels,
 )
+from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
 from .model import Model, loss_code
+from .optimizers import OptimizerState, check_optimizer
+from .schedules import learning_rates
 
-SAMPLING = ("replacement", "shuffle")
-LR_SCHEDULES = ("constant", "linear", "cosine")
-
-# Steps per kernel call in train(): each call is one nogil run of this many
-# steps, so Python (the progress bar, Ctrl-C) gets control a few times a
-# second while costing well under 1% of the run.
-_STEPS_PER_CALL = 200
+# Each kernel call runs for about this long (or at least one step), so that
+# Python (the progress bar, Ctrl-C) gets control a few times a second while
+# costing well under 1% of the run.
+_SECONDS_PER_CALL = 0.2
+# Steps of the first call of a run; later calls are sized from the measured
+# step time so that they last about _SECONDS_PER_CALL.
+_FIRST_CALL_STEPS = 16
 
 
 def _check_model(model, name="model"):
@@ -46,42 +59,83 @@ def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y", for_training=F
     return X, y
 
 
-def training_step(model, X, Y, learning_rate, loss="mse", *, weight_decay=0.0):
-    """One in-place SGD step on one batch through the fused kernel.
+def _default_loss(model):
+    return "cross_entropy" if model.output == "softmax" else "mse"
 
-    Exactly ``p -= learning_rate / len(X) * grad_p`` for every parameter p,
-    where grad_p is the gradient of ``model.loss(X, Y, loss)``. With
-    weight_decay, weights (not biases) also lose ``learning_rate *
-    weight_decay * W``, as PyTorch's SGD weight_decay does.
 
-    X : (n, n_inputs); Y : (n, n_outputs) targets, or (n,) integer labels
-    which are one-hot encoded. Returns the batch's summed loss before the step.
+def _optimizer_state(model, optimizer):
+    """The model's state for `optimizer`: continued when equal, else fresh."""
+    state = model.optimizer_state
+    if state is None or state.optimizer != optimizer:
+        state = OptimizerState.fresh(optimizer, model.n_params, model.dtype)
+        model.optimizer_state = state
+    return state
+
+
+def _kernel_step_arguments(model, state, max_norm):
+    """The optimizer-related arguments of _kernels.train_steps, in order."""
+    velocity, second_moment = state.kernel_buffers(model.dtype)
+    needs_gradients = state.optimizer.kernel_rule()["code"] != _kernels.UPDATE_RULES["sgd"]
+    gradients = np.empty(model.n_params if needs_gradients else 0, dtype=model.dtype)
+    return (state.optimizer.kernel_rule(), velocity, second_moment, gradients,
+            0.0 if max_norm is None else max_norm)
+
+
+def training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None,
+                  weight_decay=None, dropout=0.0, input_dropout=0.0, max_norm=None,
+                  seed=0):
+    """One in-place training step on one batch.
+
+    Parameters
+    ----------
+    model : Model
+    X : array-like (n, n_inputs)
+    Y : array-like (n, n_outputs) targets, or (n,) integer labels (one-hot encoded)
+    learning_rate, weight_decay : float, optional
+        Plain SGD with these (``p -= learning_rate * mean gradient``, weights
+        also ``-= learning_rate * weight_decay * W``); not together with optimizer.
+    loss : str, optional
+        Default: cross_entropy for softmax models, mse otherwise.
+    optimizer : SGD or Adam, optional
+        The update rule; its state continues across calls on the model while
+        the optimizer stays equal.
+    dropout, input_dropout, max_norm : as in :func:`train`
+    seed : int
+        Keys the dropout masks (with the step count).
+
+    Returns
+    -------
+    float
+        The batch's summed loss before the step.
     """
     _check_model(model)
+    loss = _default_loss(model) if loss is None else loss
     code = loss_code(loss, model.output)
-    learning_rate = check_positive_float(learning_rate, "learning_rate")
-    weight_decay = _check_weight_decay(weight_decay, learning_rate)
+    options = TrainingOptions(optimizer=optimizer, learning_rate=learning_rate,
+                              weight_decay=weight_decay, dropout=dropout,
+                              input_dropout=input_dropout, max_norm=max_norm, seed=seed)
+    if options.optimizer is None and options.learning_rate is None:
+        raise ValueError("training_step needs optimizer= (e.g. mlp.SGD(learning_rate=0.1)) "
+                         "or learning_rate=")
+    optimizer = options.resolved_optimizer()
     X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype)
-    if np.ndim(Y) == 1:
-        labels = check_labels(Y, "Y", n_classes=model.n_outputs, n_rows=X.shape[0])
-        Y = np.zeros((X.shape[0], model.n_outputs), dtype=model.dtype)
-        Y[np.arange(X.shape[0]), labels] = 1
-    else:
-        Y = check_matrix(Y, "Y", n_columns=model.n_outputs, dtype=model.dtype, n_rows=X.shape[0])
+    Y = check_targets_or_labels(Y, "Y", n_outputs=model.n_outputs, n_rows=X.shape[0],
+                                dtype=model.dtype, loss=loss)
+    n = X.shape[0]
+    empty = np.empty(0, dtype=model.dtype)
+    total = np.zeros(1)
     with model._lock, blas_threads(1):
-        total = _kernels.sgd_step(model._params, model._sizes, model._hidden_code,
-                                  model._output_code, code, X, Y, learning_rate,
-                                  weight_decay, model._workspace(X.shape[0]),
-                                  X.shape[0] <= _kernels.FEATURE_MAJOR_MAX_BATCH)
-    return float(total)
-
-
-def _check_weight_decay(weight_decay, learning_rate):
-    weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
-    if learning_rate * weight_decay >= 1:
-        raise ValueError(f"learning_rate * weight_decay must be below 1 (it scales the weights "
-                         f"by 1 - their product each step); got {learning_rate * weight_decay}")
-    return weight_decay
+        state = _optimizer_state(model, optimizer)
+        rates = np.array([optimizer.learning_rate])
+        status = _kernels.train_steps(
+            model._params, model._sizes, model._hidden_code, model._output_code, code, X,
+            Y if Y.ndim == 1 else np.empty(0, dtype=np.int64),
+            Y.reshape(-1) if Y.ndim == 2 else empty, empty, np.arange(n, dtype=np.int64), n,
+            rates, state.step, *_kernel_step_arguments(model, state, options.max_norm),
+            options.dropout, options.input_dropout, options.seed or 0, 0.0,
+            model._workspace(n), total, n <= _kernels.FEATURE_MAJOR_MAX_BATCH, 1)
+        state.step += status
+    return float(total[0])
 
 
 class Evaluation(NamedTuple):
@@ -93,8 +147,17 @@ class Evaluation(NamedTuple):
 def evaluate(model, X, y, *, n_threads=None):
     """Classification accuracy of model on (X, y).
 
-    X : (n, n_inputs); y : (n,) integer labels.
-    Returns Evaluation(accuracy, correct): a float in [0, 1] and an int.
+    Parameters
+    ----------
+    X : array-like (n, n_inputs)
+    y : array-like (n,) integer labels
+    n_threads : int, optional
+        Worker threads sharing the rows (default 1).
+
+    Returns
+    -------
+    Evaluation
+        (accuracy, correct): a float in [0, 1] and an int.
     """
     _check_model(model)
     threads = call_threads(n_threads)
@@ -108,16 +171,24 @@ def evaluate(model, X, y, *, n_threads=None):
 
 @dataclass
 class History:
-    """What happened during :func:`train`.
+    """What happened during :func:`train`, one entry per epoch (or, when
+    sampling with replacement by iterations, per epoch's worth of steps).
 
-    One entry per logging interval (an epoch, or an epoch's worth of steps
-    when sampling with replacement):
-
-    steps : total SGD steps done at the end of the interval.
-    loss : mean per-sample training loss over the interval's batches.
-    val_accuracy : validation accuracy at the end of the interval (when
-        validation data was given).
-    time : seconds since training started.
+    Attributes
+    ----------
+    steps : list of int
+        Steps done at the end of the epoch, counted over every run of the
+        model's optimizer (a second ``train()`` call continues the count).
+    loss : list of float
+        Mean per-sample training loss over the epoch's batches (the data
+        loss, without weight decay, with dropout as trained).
+    val_accuracy : list of float
+        Validation accuracy at the end of the epoch (when validation data was given).
+    time : list of float
+        Seconds since this run started.
+    stopped_early : bool
+    best_step : int or None
+        With patience: the step whose parameters were kept.
     """
     steps: list = field(default_factory=list)
     loss: list = field(default_factory=list)
@@ -134,144 +205,573 @@ class History:
     def total_time(self):
         return self.time[-1] if self.time else 0.0
 
+    def extend(self, other):
+        """Append another run's entries (its times offset by this one's total).
+        Where only one of the runs was validated, the other's epochs get None."""
+        offset = self.total_time
+        if self.val_accuracy or other.val_accuracy:
+            self.val_accuracy += [None] * (len(self.steps) - len(self.val_accuracy))
+            self.val_accuracy += other.val_accuracy + [None] * (
+                len(other.steps) - len(other.val_accuracy))
+        self.steps += other.steps
+        self.loss += other.loss
+        self.time += [offset + t for t in other.time]
+        self.stopped_early = other.stopped_early
+        self.best_step = other.best_step if other.best_step is not None else self.best_step
 
-def train(model, X, y, *, iterations=None, epochs=None, batch_size=30, learning_rate=2.0,
-          loss="mse", sampling="replacement", seed=None, validation=None, progress=True,
-          lr_schedule="constant", weight_decay=0.0, patience=None, n_threads=None):
-    """Train model in place with minibatch SGD.
+    def to_dict(self):
+        return asdict(self)
 
-    X : (n, n_inputs) array-like, converted once to the model's dtype, except
-        float32 data for a float64 model: its rows are widened as batches are
-        gathered, so the data set is not copied.
-    y : (n,) integer labels in [0, n_outputs); one-hot encoded in the kernel.
-    iterations / epochs : give exactly one. An epoch is ceil(n / batch_size) steps.
-    sampling : "replacement" draws every batch uniformly with replacement (the
-        notebook's get_batch); "shuffle" walks a fresh permutation each epoch.
-    lr_schedule : "constant", or "linear" / "cosine" decay from learning_rate
-        to 0 over the run, updated every few hundred steps.
-    weight_decay : L2 penalty on the weights (not the biases): every step
-        also subtracts learning_rate * weight_decay * W, as in PyTorch's SGD.
-        The losses in the History are the data loss alone.
-    validation : optional (X_val, y_val), scored at the end of every interval.
-    patience : with validation, stop after this many intervals without a new
-        best validation accuracy and restore the best parameters.
-    n_threads : worker threads for the run, each taking a share of every
-        layer's units (at most 64); None uses all cores unless a step, or
-        the whole run, is too small to gain from them (mlp/_threads.py). BLAS runs single-threaded
-        inside each worker, so the run wakes no BLAS thread pool.
-    Returns a History.
-    """
+    @classmethod
+    def from_dict(cls, data):
+        return cls(**data)
+
+
+# ---------------------------------------------------------------------------
+# Callbacks: what happens between kernel calls and between epochs
+# ---------------------------------------------------------------------------
+
+class Callback:
+    """Hooks into :func:`train`. ``on_steps`` runs after every compiled call
+    (a few times a second), ``on_epoch_end`` after every epoch and may stop
+    the run by returning True, ``on_train_end`` once at the end."""
+
+    def on_steps(self, run, steps, loss_sum, samples):
+        pass
+
+    def on_epoch_end(self, run, history):
+        return False
+
+    def on_train_end(self, run, history):
+        pass
+
+
+class _ProgressBar(Callback):
+    def __init__(self, total_steps, done=0):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total_steps, initial=done, unit="step", dynamic_ncols=True,
+                        mininterval=0.2)
+
+    def on_steps(self, run, steps, loss_sum, samples):
+        self.bar.update(steps)
+        self.bar.set_postfix(loss=f"{loss_sum / max(samples, 1):.4f}", refresh=False)
+
+    def on_epoch_end(self, run, history):
+        postfix = {"loss": f"{history.loss[-1]:.4f}"}
+        if history.val_accuracy:
+            postfix["val_acc"] = f"{history.val_accuracy[-1]:.4f}"
+        self.bar.set_postfix(postfix)
+
+    def on_train_end(self, run, history):
+        self.bar.close()
+
+
+class _Validation(Callback):
+    """Scores the validation data after every epoch; with patience, stops
+    when it has not improved for that many epochs and restores the best."""
+
+    def __init__(self, X_val, y_val, patience, resumed=None):
+        self.X_val, self.y_val, self.patience = X_val, y_val, patience
+        self.best_accuracy, self.best_params, self.stale = -1.0, None, 0
+        if resumed is not None and "validation" in resumed[0]:
+            self.best_accuracy = float(resumed[0]["validation"]["best_accuracy"])
+            self.stale = int(resumed[0]["validation"]["stale"])
+            self.best_params = resumed[1].get("best_params")
+
+    def on_epoch_end(self, run, history):
+        model = run.model
+        predicted = model._forward_locked(self.X_val, run.workers).argmax(axis=1)
+        accuracy = float(np.count_nonzero(predicted == self.y_val)) / len(self.y_val)
+        history.val_accuracy.append(accuracy)
+        if accuracy > self.best_accuracy:
+            self.best_accuracy, self.stale = accuracy, 0
+            if self.patience is not None:
+                self.best_params = model._params.copy()
+            history.best_step = history.steps[-1]
+        else:
+            self.stale += 1
+        if self.patience is not None and self.stale >= self.patience:
+            history.stopped_early = True
+            return True
+        return False
+
+    def on_train_end(self, run, history):
+        if self.best_params is not None:
+            run.model._params[...] = self.best_params
+
+
+class _DivergenceCheck(Callback):
+    """After every epoch: a NaN/inf loss or parameter ends the run, keeping
+    the parameters of the last good epoch. A loss that grew a hundredfold
+    from its first epoch, or that has not moved from it in three epochs or
+    more, gets a warning naming the learning rate."""
+
+    def __init__(self, run):
+        self.last_good = run.model._params.copy()
+        self.warned = False
+
+    def on_epoch_end(self, run, history):
+        model, loss = run.model, history.loss[-1]
+        if not (math.isfinite(loss) and _kernels.all_finite(model._params)):
+            model._params[...] = self.last_good
+            first = history.steps[-2] if len(history.steps) > 1 else run.first_step
+            raise FloatingPointError(
+                f"training diverged between steps {first} and {history.steps[-1]} "
+                f"(loss {loss}); the model keeps its parameters from step {first}. "
+                f"Lower the learning rate ({run.optimizer.learning_rate}).")
+        self.last_good[...] = model._params
+        first, rate = history.loss[0], run.optimizer.learning_rate
+        message = None
+        if len(history.loss) > 1 and loss > 100 * first > 0:
+            message = (f"the training loss grew from {first:.4g} to {loss:.4g}: the learning "
+                       f"rate ({rate}) is probably too high")
+        elif (run.loss == "cross_entropy" and len(history.loss) > 1
+              and loss > 10 * math.log(model.n_outputs)):
+            message = (f"the training loss is {loss:.4g}, far worse than guessing "
+                       f"({math.log(model.n_outputs):.3g}): the learning rate ({rate}) is "
+                       f"probably too high")
+        elif len(history.loss) >= 3 and loss > 1e-3 and all(
+                abs(l - loss) <= 1e-6 * loss for l in history.loss[-3:]):
+            message = (f"the training loss has stopped at {loss:.4g} for three epochs: "
+                       f"saturated units, or a learning rate ({rate}) too high or too low")
+        if message and not self.warned:
+            import warnings
+
+            self.warned = True
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+        return False
+
+
+# ---------------------------------------------------------------------------
+# A training run
+# ---------------------------------------------------------------------------
+
+class _Run:
+    """The state of one train() call: checked data, optimizer state, buffers,
+    sampling, and where the run stands (step, epoch order, position in it).
+    Kept apart from the loop so that the loop reads plainly; a checkpoint is
+    this state written down (see _CheckpointWriter)."""
+
+    def __init__(self, model, X, y, options, sample_weight, n_threads, resumed=None):
+        self.model = model
+        self.options = options
+        self.loss = _default_loss(model) if options.loss is None else options.loss
+        self.loss_code = loss_code(self.loss, model.output)
+        widen = model.dtype == np.float64
+        self.X = check_matrix(X, "X", n_columns=model.n_inputs,
+                              dtype=None if widen else model.dtype, finite=False)
+        n = self.X.shape[0]
+        targets = check_targets_or_labels(y, "y", n_outputs=model.n_outputs, n_rows=n,
+                                          dtype=model.dtype, loss=self.loss)
+        self.labels = targets if targets.ndim == 1 else np.empty(0, dtype=np.int64)
+        self.targets = targets.reshape(-1) if targets.ndim == 2 else np.empty(0, model.dtype)
+        self.sample_weight = np.empty(0, model.dtype) if sample_weight is None else \
+            _check_sample_weight(sample_weight, n, model.dtype)
+        self.batch_size = options.batch_size
+        self.steps_per_epoch = math.ceil(n / self.batch_size)
+        epochs = options.epochs if options.epochs is not None else (
+            None if options.iterations is not None else 10)
+        self.total_steps = (options.iterations if epochs is None
+                            else epochs * self.steps_per_epoch)
+        self.optimizer = options.resolved_optimizer()
+        self.schedule = options.resolved_schedule()
+        self.state = _optimizer_state(model, self.optimizer)
+        self.first_step = self.state.step
+        # The schedule counts the optimizer's steps, so a second call goes on
+        # where the first stopped (a warm-up is not repeated); its length is
+        # the steps before this call plus this call's.
+        self.schedule_steps = self.first_step + self.total_steps
+        self.workers = train_workers(check_threads(n_threads), self.batch_size,
+                                     model.layer_sizes, self.total_steps)
+        self.rng, self.dropout_seed = self._sampling(options.seed, resumed is not None)
+        self.work = np.empty(_kernels.workspace_size(model._sizes, self.batch_size),
+                             dtype=model.dtype)
+        self.step_arguments = _kernel_step_arguments(model, self.state, options.max_norm)
+        self.feature_major = self.batch_size <= _kernels.FEATURE_MAJOR_MAX_BATCH
+        self.steps_per_call = _FIRST_CALL_STEPS
+        # Where the run stands: steps done in it, this epoch's sample order
+        # (None between epochs), the position in it and its summed loss.
+        self.done, self.order, self.position, self.loss_sum = 0, None, 0, 0.0
+        self.history = History()
+        self.elapsed_before = 0.0
+        if resumed is not None:
+            self._resume(resumed)
+        self.started = time.perf_counter()
+        # Bad data found mid-run (a NaN row) undoes the whole call.
+        self._start = (model._params.copy(), self.state.copy())
+
+    def _resume(self, resumed):
+        place, arrays = resumed
+        if place["total_steps"] < place["done"] or place["steps_per_epoch"] != self.steps_per_epoch:
+            raise ValueError("resume: the checkpoint's run does not fit this data and batch size")
+        self.first_step = self.state.step - place["done"]
+        self.total_steps = place["total_steps"]
+        self.schedule_steps = place["schedule_steps"]
+        self.done, self.position, self.loss_sum = place["done"], place["position"], place["loss_sum"]
+        self.order = arrays.get("order")
+        if self.order is not None and (self.order.dtype != np.int64 or self.order.ndim != 1
+                                       or not 0 <= self.position <= len(self.order)
+                                       or (len(self.order) and not 0 <= self.order.min()
+                                           and self.order.max() < self.X.shape[0])):
+            raise ValueError("resume: the checkpoint's sample order does not fit this data")
+        self.history = History.from_dict(place["history"])
+        self.elapsed_before = self.history.total_time if place.get("elapsed") is None \
+            else place["elapsed"]
+
+    def restore_start(self):
+        params, state = self._start
+        self.model._params[...] = params
+        self.state.step = state.step
+        for name, buffer in state.buffers.items():
+            self.state.buffers[name][...] = buffer
+
+    def _sampling(self, seed, resuming):
+        """The batch sampler and the dropout masks' key. seed=None continues
+        those of the model's previous run, so that a run split over several
+        train() calls (or resumed from a checkpoint) draws what one would."""
+        model = self.model
+        if isinstance(seed, np.random.RandomState):
+            # The notebook's draws: numpy's legacy generator, used as it is and
+            # not kept (its state is the caller's).
+            model._sampling_rng, model._dropout_seed = None, 0
+            return seed, 0
+        if (seed is None or resuming) and model._sampling_rng is not None \
+                and self.first_step > 0:
+            return model._sampling_rng, model._dropout_seed
+        rng = np.random.default_rng(seed)
+        model._sampling_rng, model._dropout_seed = rng, int(rng.integers(2 ** 63))
+        return model._sampling_rng, model._dropout_seed
+
+    def elapsed(self):
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def start_epoch(self):
+        """Draw the sample order of the next epoch (or an epoch's worth of steps)."""
+        n = self.X.shape[0]
+        steps = min(self.steps_per_epoch, self.total_steps - self.done)
+        if self.options.sampling == "shuffle":
+            order = self.rng.permutation(n)[: min(n, steps * self.batch_size)]
+        elif isinstance(self.rng, np.random.RandomState):
+            # np.random.choice(n, batch_size) per step, as the notebook's
+            # get_batch draws: the same numbers as one call for all steps.
+            order = self.rng.randint(0, n, size=steps * self.batch_size)
+        else:
+            order = self.rng.integers(0, n, size=steps * self.batch_size)
+        self.order, self.position, self.loss_sum = order.astype(np.int64), 0, 0.0
+
+    def end_epoch(self):
+        self.history.steps.append(self.state.step)
+        self.history.loss.append(self.loss_sum / len(self.order))
+        self.history.time.append(self.elapsed())
+        self.order = None
+
+    def run_steps(self, batch_losses):
+        """One compiled call of about _SECONDS_PER_CALL from the current
+        position in the epoch: returns (steps done, their summed loss)."""
+        stop = min(len(self.order), self.position + self.steps_per_call * self.batch_size)
+        order = self.order[self.position:stop]
+        steps = math.ceil(len(order) / self.batch_size)
+        rates = learning_rates(self.optimizer.learning_rate, self.schedule, self.state.step,
+                               steps, self.schedule_steps, self.options.warmup)
+        model = self.model
+        started = time.perf_counter()
+        status = _kernels.train_steps(
+            model._params, model._sizes, model._hidden_code, model._output_code,
+            self.loss_code, self.X, self.labels, self.targets, self.sample_weight, order,
+            self.batch_size, rates, self.state.step, *self.step_arguments,
+            self.options.dropout, self.options.input_dropout, self.dropout_seed,
+            _SECONDS_PER_CALL, self.work, batch_losses, self.feature_major, self.workers)
+        if status < 0:
+            self.restore_start()
+            raise ValueError(f"X[{-1 - status}] holds NaN, infinity or a value too large for "
+                             f"{model.dtype.name}; the model is left as it was before train()")
+        chunk_loss = float(batch_losses[:status].sum())
+        self.state.step += status
+        self.done += status
+        self.position = min(len(self.order), self.position + status * self.batch_size)
+        self.loss_sum += chunk_loss
+        # Size the next call to last about _SECONDS_PER_CALL.
+        per_step = (time.perf_counter() - started) / max(status, 1)
+        self.steps_per_call = max(1, min(4096, int(_SECONDS_PER_CALL / max(per_step, 1e-7))))
+        return status, chunk_loss
+
+
+# ---------------------------------------------------------------------------
+# Interrupts and checkpoints
+# ---------------------------------------------------------------------------
+
+class _InterruptsBetweenCalls:
+    """Ctrl-C during train() takes effect after the compiled call in flight
+    (at most about _SECONDS_PER_CALL) and its bookkeeping: the handler only
+    records it, and the loop raises KeyboardInterrupt at a point where the
+    parameters, optimizer state and position agree, so that a checkpoint
+    written then resumes exactly. Only the main thread can do this; other
+    threads keep Python's handling."""
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._record)
+        return lambda: self.requested
+
+    def _record(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.requested and exc[0] is None:
+            raise KeyboardInterrupt
+        return False
+
+
+class _CheckpointWriter:
+    """Writes the run's state to `path` (atomically: a model file with the
+    run's place in it) at most every `every` seconds, at the end, and on
+    Ctrl-C."""
+
+    def __init__(self, run, hooks, path, every):
+        self.run, self.hooks, self.path, self.every = run, hooks, path, every
+        self.last = time.perf_counter()
+
+    def write_if_due(self):
+        if self.path is not None and time.perf_counter() - self.last >= self.every:
+            self.write()
+
+    def write(self):
+        if self.path is None:
+            return
+        run = self.run
+        place = {"total_steps": run.total_steps, "schedule_steps": run.schedule_steps,
+                 "steps_per_epoch": run.steps_per_epoch, "done": run.done,
+                 "position": run.position, "loss_sum": run.loss_sum,
+                 "history": run.history.to_dict(), "elapsed": run.elapsed(),
+                 "options": _options_fingerprint(run.options)}
+        arrays = {} if run.order is None else {"order": run.order}
+        for hook in self.hooks:
+            if isinstance(hook, _Validation):
+                place["validation"] = {"best_accuracy": hook.best_accuracy, "stale": hook.stale}
+                if hook.best_params is not None:
+                    arrays["best_params"] = hook.best_params
+        run.model._save(self.path, checkpoint=(place, arrays))
+        self.last = time.perf_counter()
+
+
+def _options_fingerprint(options):
+    """The training options as JSON-ready values, to check a resume against.
+    The seed is left out: a resumed run continues the checkpoint's sampler."""
+    from .optimizers import optimizer_to_dict
+
+    fingerprint = {}
+    for spec in dataclasses.fields(options):
+        value = getattr(options, spec.name)
+        if spec.name == "seed":
+            continue
+        if spec.name == "optimizer" and value is not None:
+            value = optimizer_to_dict(value)
+        elif callable(value):
+            value = f"callable {getattr(value, '__qualname__', type(value).__name__)}"
+        elif isinstance(value, tuple):
+            value = list(value)
+        fingerprint[spec.name] = value
+    return fingerprint
+
+
+def options_from_checkpoint(path):
+    """(model, TrainingOptions) of the run a checkpoint holds, for resuming it
+    without repeating its configuration (the CLI's --resume)."""
+    from .model import Model
+    from .optimizers import optimizer_from_dict
+
+    model, checkpoint = Model._load(check_path(path, "resume"))
+    if checkpoint is None:
+        raise ValueError(f"{path!r} is a model file, not a training checkpoint")
+    try:
+        fields = dict(checkpoint[0]["options"])
+        if fields.get("optimizer") is not None:
+            fields["optimizer"] = optimizer_from_dict(fields["optimizer"])
+        if isinstance(fields.get("lr_schedule"), str) and fields["lr_schedule"].startswith(
+                "callable "):
+            raise ValueError("the run used a callable lr_schedule; resume it from Python")
+        options = TrainingOptions(**fields)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path!r}: cannot resume its run ({exc})") from None
+    return model, options
+
+
+def _read_checkpoint(model, path, options):
+    """Load the checkpoint at path into model; returns (place, arrays) for _Run."""
+    from .model import Model
+
+    saved, checkpoint = Model._load(path)
+    if checkpoint is None:
+        raise ValueError(f"resume: {path!r} is a model file, not a training checkpoint "
+                         f"(write one with train(..., checkpoint=PATH))")
+    if (saved.layer_sizes, saved.activation, saved.output, saved.dtype) != (
+            model.layer_sizes, model.activation, model.output, model.dtype):
+        raise ValueError(f"resume: the checkpoint holds {saved!r}, not this {model!r}")
+    place, arrays = checkpoint
+    for name, value in arrays.items():
+        expected = (model.n_params, model.dtype) if name == "best_params" else (None, np.int64)
+        if name not in ("best_params", "order") or value.ndim != 1 or value.dtype != expected[1] \
+                or expected[0] not in (None, value.shape[0]):
+            raise ValueError(f"resume: {path!r} has a damaged checkpoint (array {name})")
+    try:
+        stored = place["options"]
+        for key in ("total_steps", "schedule_steps", "steps_per_epoch", "done", "position"):
+            if not isinstance(place[key], int) or place[key] < 0:
+                raise ValueError(key)
+        place["loss_sum"] = float(place["loss_sum"])
+        History.from_dict(place["history"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"resume: {path!r} has a damaged checkpoint ({exc})") from None
+    current = _options_fingerprint(options)
+    for name, value in current.items():
+        if stored.get(name) != value:
+            raise ValueError(f"resume: the checkpoint's run has {name}={stored.get(name)!r}, "
+                             f"this call {name}={value!r}; resume with the same options")
+    if saved._sampling_rng is None:
+        raise ValueError("resume: the checkpoint's run drew from numpy's legacy generator "
+                         "(the notebook preset's seeding), which a checkpoint does not keep")
+    model._params[...] = saved._params
+    model.optimizer_state = saved.optimizer_state
+    model.history = saved.history
+    model._sampling_rng, model._dropout_seed = saved._sampling_rng, saved._dropout_seed
+    return place, arrays
+
+
+def _check_sample_weight(sample_weight, n, dtype):
+    weights = check_matrix(np.asarray(sample_weight).reshape(-1, 1) if np.ndim(sample_weight) == 1
+                           else sample_weight, "sample_weight", n_columns=1, dtype=dtype,
+                           n_rows=n).reshape(-1)
+    if (weights < 0).any():
+        raise ValueError("sample_weight must be >= 0 for every sample")
+    return weights
+
+
+def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
+          n_threads=None, callbacks=(), checkpoint=None, checkpoint_every=60.0, resume=None,
+          **options):
     _check_model(model)
-    code = loss_code(loss, model.output)
-    X, y = _check_inputs_and_labels(model, X, y, for_training=True)
-    n = X.shape[0]
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
-    learning_rate = check_positive_float(learning_rate, "learning_rate")
-    weight_decay = _check_weight_decay(weight_decay, learning_rate)
-    check_choice(sampling, SAMPLING, "sampling")
-    check_choice(lr_schedule, LR_SCHEDULES, "lr_schedule")
-    rng = np.random.default_rng(check_seed(seed))
-    iterations = check_int(iterations, "iterations", minimum=1, allow_none=True)
-    epochs = check_int(epochs, "epochs", minimum=1, allow_none=True)
-    if (iterations is None) == (epochs is None):
-        raise ValueError("give exactly one of iterations or epochs")
-    steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = iterations if iterations is not None else epochs * steps_per_epoch
+    options = TrainingOptions(**options)
+    checkpoint = None if checkpoint is None else check_path(checkpoint, "checkpoint")
+    checkpoint_every = check_positive_float(checkpoint_every, "checkpoint_every", allow_zero=True)
+    resumed = None if resume is None else _read_checkpoint(model, check_path(resume, "resume"),
+                                                           options)
+    run = _Run(model, X, y, options, sample_weight, n_threads, resumed)
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a pair (X_val, y_val)")
-        X_val, y_val = _check_inputs_and_labels(model, *validation, "validation[0]", "validation[1]")
-    patience = check_int(patience, "patience", minimum=1, allow_none=True)
-    n_threads = check_threads(n_threads)
-    if patience is not None and validation is None:
-        raise ValueError("patience needs validation data to watch")
+        X_val, y_val = _check_inputs_and_labels(model, *validation, "validation[0]",
+                                                "validation[1]")
+    elif options.patience is not None:
+        raise ValueError("patience needs validation data to watch: pass validation=(X_val, y_val)")
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise TypeError(f"callbacks must be mlp.training.Callback instances, got {callback!r}")
 
-    history = History()
-    work = np.empty(_kernels.workspace_size(model._sizes, batch_size), dtype=model.dtype)
-    batch_losses = np.empty(_STEPS_PER_CALL)
-    initial = model._params.copy()
-    last_good = initial.copy()
-    best = (-1.0, None)
-    stale = 0
-    workers = train_workers(n_threads, batch_size, model.layer_sizes, total_steps)
-    bar = _progress_bar(total_steps, progress)
-    start = time.perf_counter()
-    done = 0
+    divergence = _DivergenceCheck(run)
+    hooks = [divergence]
+    if validation is not None:
+        hooks.append(_Validation(X_val, y_val, options.patience, resumed))
+    if progress:
+        hooks.append(_ProgressBar(run.total_steps, run.done))
+    hooks += list(callbacks)
+    writer = _CheckpointWriter(run, hooks, checkpoint, checkpoint_every)
+
+    history = run.history
+    batch_losses = np.empty(4096)
     try:
-        with model._lock, blas_threads(1):
-            while done < total_steps:
-                # One logging interval: an epoch (or an epoch's worth of steps).
-                interval = min(steps_per_epoch, total_steps - done)
-                if sampling == "shuffle":
-                    order = rng.permutation(n)[: min(n, interval * batch_size)]
-                else:
-                    order = rng.integers(0, n, size=interval * batch_size, dtype=np.int64)
-                loss_sum = 0.0
-                for first in range(0, interval, _STEPS_PER_CALL):
-                    steps = min(_STEPS_PER_CALL, interval - first)
-                    chunk = order[first * batch_size:(first + steps) * batch_size]
-                    lr = _scheduled(learning_rate, lr_schedule, done + steps / 2, total_steps)
-                    status = _kernels.train_steps(
-                        model._params, model._sizes, model._hidden_code, model._output_code,
-                        code, X, y, chunk, batch_size, lr, weight_decay, work, batch_losses,
-                        batch_size <= _kernels.FEATURE_MAJOR_MAX_BATCH, workers)
-                    if status < 0:
-                        model._params[...] = initial
-                        raise ValueError(
-                            f"X[{-1 - status}] holds NaN, infinity or a value too large for "
-                            f"{model.dtype.name}; the model is left as it was before train()")
-                    chunk_loss = float(batch_losses[:steps].sum())
-                    loss_sum += chunk_loss
-                    done += steps
-                    if bar is not None:
-                        bar.update(steps)
-                        bar.set_postfix(loss=f"{chunk_loss / len(chunk):.4f}", refresh=False)
-                mean_loss = loss_sum / len(order)
-                if not (np.isfinite(mean_loss) and _kernels.all_finite(model._params)):
-                    model._params[...] = last_good
-                    raise FloatingPointError(
-                        f"training diverged between steps {done - interval} and {done} "
-                        f"(loss {mean_loss}); the model keeps its parameters from step "
-                        f"{done - interval}. Lower learning_rate.")
-                last_good[...] = model._params
-                history.steps.append(done)
-                history.loss.append(mean_loss)
-                if validation is not None:
-                    predicted = model._forward_locked(X_val, workers).argmax(axis=1)
-                    acc = float(np.count_nonzero(predicted == y_val)) / len(y_val)
-                    history.val_accuracy.append(acc)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{mean_loss:.4f}", val_acc=f"{acc:.4f}")
-                    if acc > best[0]:
-                        best, stale = (acc, model._params.copy()), 0
-                        history.best_step = done
-                    else:
-                        stale += 1
-                history.time.append(time.perf_counter() - start)
-                if patience is not None and stale >= patience:
-                    history.stopped_early = True
+        with model._lock, blas_threads(1), _InterruptsBetweenCalls() as interrupted:
+            while run.done < run.total_steps:
+                # One epoch (or an epoch's worth of steps), in calls of ~0.2 s.
+                if run.order is None:
+                    run.start_epoch()
+                while run.position < len(run.order):
+                    steps, chunk_loss = run.run_steps(batch_losses)
+                    for hook in hooks:
+                        hook.on_steps(run, steps, chunk_loss, steps * run.batch_size)
+                    if interrupted():
+                        writer.write()
+                        raise KeyboardInterrupt
+                    writer.write_if_due()
+                run.end_epoch()
+                stop_requested = False
+                for hook in hooks:
+                    stop_requested |= bool(hook.on_epoch_end(run, history))
+                if stop_requested:
                     break
+            writer.write()
+    except BaseException:
+        # Whatever stopped the run (Ctrl-C included) leaves finite parameters.
+        if not _kernels.all_finite(model._params):
+            model._params[...] = divergence.last_good
+            model.optimizer_state = None
+        raise
     finally:
-        if bar is not None:
-            bar.close()
-    if patience is not None and best[1] is not None:
-        model._params[...] = best[1]
+        for hook in reversed(hooks):
+            hook.on_train_end(run, history)
+        if model.history is None:
+            model.history = History()
+        model.history.extend(history)
     return history
 
 
-def _scheduled(learning_rate, schedule, step, total_steps):
-    """The learning rate at `step` (the middle of a kernel call) of total_steps."""
-    progress = step / total_steps
-    if schedule == "linear":
-        return learning_rate * (1 - progress)
-    if schedule == "cosine":
-        return learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
-    return learning_rate
+train.__signature__ = inspect.Signature(
+    [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+     for name in ("model", "X", "y")]
+    + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+       for name, default in (("validation", None), ("sample_weight", None), ("progress", True),
+                             ("n_threads", None), ("callbacks", ()), ("checkpoint", None),
+                             ("checkpoint_every", 60.0), ("resume", None))]
+    + keyword_parameters(TrainingOptions))
 
+train.__doc__ = f"""Train model in place.
 
-def _progress_bar(total, progress):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+    Parameters
+    ----------
+    model : Model
+    X : array-like (n, n_inputs)
+        Converted once to the model's dtype, except float32 data for a
+        float64 model: its rows are widened as batches are gathered.
+    y : array-like (n,) integer labels in [0, n_outputs), or (n, n_outputs) targets
+    validation : (X_val, y_val), optional
+        Scored at the end of every epoch.
+    sample_weight : array-like (n,), optional
+        Scales each sample's loss and gradient.
+    progress : bool
+        Show a progress bar.
+    n_threads : int, optional
+        Worker threads sharing each step (at most 64); None uses all cores
+        unless the network or the run is too small to gain from them. BLAS
+        runs single-threaded inside each worker.
+    callbacks : sequence of Callback
+    checkpoint : str or os.PathLike, optional
+        Write the run's state here (atomically): the model, optimizer state,
+        History, sampler and the place in the epoch, every
+        `checkpoint_every` seconds (default 60), at the end, and on Ctrl-C.
+    resume : str or os.PathLike, optional
+        A checkpoint to continue from: its state is loaded into `model` and
+        the run goes on where it stopped, ending with the parameters an
+        uninterrupted run would have (same options and threads). The other
+        arguments must be the ones the run started with.
+{numpydoc_parameters(TrainingOptions)}
 
-    return tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=0.2)
+    Returns
+    -------
+    History
+        This run's epochs. The model's optimizer state, step count and
+        sampling generator carry over to the next call; ``model.history``
+        accumulates every run.
+
+    Notes
+    -----
+    Whatever ends the run early (an exception, Ctrl-C, divergence) leaves
+    the parameters finite: as they were after the last compiled call
+    (about 0.2 s of steps) if those are finite, else as they were at the
+    end of the last good epoch. Ctrl-C takes effect after the compiled call
+    in flight.
+    """

@@ -18,10 +18,46 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-# Codes shared with mlp/_kernels.pyx.
-ACT = {"sigmoid": 0, "tanh": 1, "relu": 2, "softmax": 3, "identity": 4}
-LOSS = {"mse": 0, "cross_entropy": 1}
+# The kernel's codes, as it exports them.
+from mlp._kernels import ACTIVATIONS as ACT  # noqa: E402
+from mlp._kernels import LOSSES as LOSS  # noqa: E402
+from mlp import _kernels  # noqa: E402
+
 DTYPES = (np.float32, np.float64)
+PLAIN_SGD = {"code": _kernels.UPDATE_RULES["sgd"]}
+
+
+def kernel_train_steps(params, sizes_arr, hidden, out, loss_code, x, labels, order, batch_size,
+                       lr, weight_decay, work, batch_losses, feature_major, n_workers=1, *,
+                       targets=None, sample_weights=None, rule=None, velocity=None,
+                       second_moment=None, steps_before=0, max_norm=0.0, dropout=0.0,
+                       input_dropout=0.0, dropout_seed=0):
+    """_kernels.train_steps with plain SGD at a constant rate unless told otherwise."""
+    dtype = params.dtype
+    empty = np.empty(0, dtype=dtype)
+    n_steps = max(1, -(-len(order) // batch_size))
+    rule = dict(PLAIN_SGD, weight_decay=weight_decay) if rule is None else rule
+    gradients = empty if rule["code"] == PLAIN_SGD["code"] else np.empty_like(params)
+    rates = np.full(n_steps, lr) if np.ndim(lr) == 0 else np.asarray(lr, dtype=np.float64)
+    return _kernels.train_steps(
+        params, sizes_arr, hidden, out, loss_code, x,
+        np.empty(0, np.int64) if labels is None else labels,
+        empty if targets is None else np.ascontiguousarray(targets, dtype=dtype).reshape(-1),
+        empty if sample_weights is None else np.asarray(sample_weights, dtype=dtype),
+        order, batch_size, rates, steps_before, rule,
+        empty if velocity is None else velocity,
+        empty if second_moment is None else second_moment, gradients, max_norm, dropout,
+        input_dropout, dropout_seed, 0.0, work, batch_losses, feature_major, n_workers)
+
+
+def kernel_sgd_step(params, sizes_arr, hidden, out, loss_code, x, y, lr, weight_decay, work,
+                    feature_major, **kwargs):
+    """One step on the whole of x (rows in order) with targets y; returns its loss."""
+    total = np.zeros(1)
+    kernel_train_steps(params, sizes_arr, hidden, out, loss_code, x, None,
+                       np.arange(len(x), dtype=np.int64), len(x), lr, weight_decay, work,
+                       total, feature_major, targets=y, **kwargs)
+    return float(total[0])
 
 
 # ---------------------------------------------------------------------------
@@ -197,6 +233,24 @@ def assert_close(got, ref, *, rtol, atol, scale=None, err_msg=""):
 @pytest.fixture(params=DTYPES, ids=["float32", "float64"])
 def dtype(request):
     return request.param
+
+
+# ---------------------------------------------------------------------------
+# Real data for the slow tests
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mnist():
+    """MNIST's (train, validation, test) splits; skips offline unless
+    MLP_REQUIRE_DATA=1 (CI), where missing data is a failure."""
+    from mlp.datasets import DatasetUnavailableError, load_mnist
+
+    try:
+        return load_mnist()
+    except DatasetUnavailableError:
+        if os.environ.get("MLP_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip("MNIST is not available offline")
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """The command line, end to end on a tiny IDX data set written by the test."""
+import os
 import re
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def test_train_save_evaluate(tiny_mnist, tmp_path, capsys):
     assert match and match.group(2) == "30"
     assert "Test accuracy:" in out and "Training time:" in out and "for 7 steps" in out
     model = Model.load(saved)
-    assert model.layer_sizes == PRESETS["default"].layers
+    assert model.layer_sizes == PRESETS["default"].model.layers
     assert main(["evaluate", str(saved), "--data", str(tiny_mnist)]) == 0
     again = SENTENCE.search(capsys.readouterr().out)
     assert again.group(1) == match.group(1)
@@ -46,7 +47,7 @@ def test_flags_override_the_preset(tiny_mnist, tmp_path, capsys):
     assert model.layer_sizes == (784, 16, 10)
     assert model.dtype == np.float32
     assert (model.activation, model.output) == ("sigmoid", "sigmoid")
-    assert "lr 2.0 (constant), loss mse, sampling replacement" in capsys.readouterr().out
+    assert "sgd lr 2 (constant), loss mse, sampling replacement" in capsys.readouterr().out
 
 
 def test_progress_bar_is_shown(tiny_mnist, capsys):
@@ -59,6 +60,11 @@ def test_progress_bar_is_shown(tiny_mnist, capsys):
     (["--layers", "784,16,3"], "must end with 10 outputs"),
     (["--layers", "100,16,10"], "must start with 784 inputs"),
     (["--preset", "notebook", "--loss", "cross_entropy"], "needs a model with output='softmax'"),
+    (["--lr", "-1"], "--lr must be a finite number > 0"),
+    (["--momentum", "1.5"], "--momentum must be"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum does not apply to --optimizer adam"),
+    (["--dropout", "1"], "--dropout is the probability"),
+    (["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "nesterov=True needs momentum"),
 ])
 def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, message):
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "2", "--no-progress"]
@@ -68,7 +74,7 @@ def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, mess
 
 @pytest.mark.parametrize("argv", [
     ["train", "--layers", "78x"],
-    ["train", "--lr", "-1"],
+    ["train", "--lr", "x"],
     ["train", "--epochs", "2", "--iterations", "3"],
     ["train", "--preset", "nope"],
     ["evaluate"],
@@ -92,7 +98,7 @@ def test_corrupt_model_file(tmp_path, tiny_mnist, capsys):
     bad.write_bytes(b"not a zip file")
     assert main(["evaluate", str(bad), "--data", str(tiny_mnist)]) == 2
     err = capsys.readouterr().err
-    assert "is not a valid mlp model file" in err and "allow_pickle" not in err
+    assert "is not a model saved by mlp.Model.save" in err and "allow_pickle" not in err
     assert err.count("\n") == 1 and str(bad) in err
 
 
@@ -108,6 +114,220 @@ def test_python_dash_m_runs_the_same_program(tmp_path):
                             capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert result.returncode == 0
     assert "--preset" in result.stdout and "notebook" in result.stdout
+
+
+# -- mlp evaluate: classes never predicted --------------------------------------
+
+def test_evaluate_warns_about_classes_never_predicted(tiny_mnist, tmp_path, capsys):
+    saved = tmp_path / "constant.npz"
+    model = Model([784, 10], output="softmax", init="xavier")
+    model.weights[0][...] = 0
+    model.biases[0][...] = 0
+    model.biases[0][[3, 8]] = [2.0, 2.0 - 1e-3]  # only 3 ever wins
+    model.save(saved)
+    assert main(["evaluate", str(saved), "--data", str(tiny_mnist)]) == 0
+    err = capsys.readouterr().err
+    assert "mlp: warning: classes 0, 1, 2, 4, 5, 6, 7, 8 and 9 are never predicted" in err
+
+
+# -- mlp predict ------------------------------------------------------------------
+
+def _draw_test_digit(pixels, path, scale, canvas, offset, colour=False):
+    """A test digit as a large dark-on-white picture: upscaled, inverted, pasted."""
+    from PIL import Image
+
+    digit = Image.fromarray(255 - pixels.reshape(28, 28)).resize(
+        (28 * scale, 28 * scale), Image.Resampling.BICUBIC)
+    picture = Image.new("L", canvas, 255)
+    picture.paste(digit, offset)
+    (picture.convert("RGB") if colour else picture).save(path)
+
+
+@pytest.fixture
+def random_model(tmp_path):
+    path = tmp_path / "random.npz"
+    Model([784, 16, 10], activation="relu", output="softmax", init="he", seed=0).save(path)
+    return path
+
+
+@pytest.fixture
+def digit_file(tmp_path):
+    pytest.importorskip("PIL")
+    path = tmp_path / "digit.png"
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[6:22, 12:16] = 255
+    _draw_test_digit(pixels.ravel(), path, 5, (200, 180), (30, 20))
+    return path
+
+
+def test_predict_prints_each_file_and_its_top_three(random_model, digit_file, capsys):
+    assert main(["predict", str(random_model), str(digit_file), str(digit_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    share = r"([<>]?\d+\.\d)%"
+    match = re.fullmatch(rf"(\S+)\s+(\d)   top 3: (\d) \({share}\), (\d) \({share}\), "
+                         rf"(\d) \({share}\)", lines[0])
+    assert match and match.group(1) == str(digit_file)
+    assert match.group(2) == match.group(3)
+    shares = [float(match.group(g).strip("<>")) for g in (4, 6, 8)]
+    assert shares == sorted(shares, reverse=True)
+
+
+def test_predict_never_prints_a_certain_100_or_0_percent():
+    from mlp.cli import _share
+
+    assert [_share(p) for p in (1.0, 0.99996, 0.5, 0.00004, 0.0)] == [
+        "100.0%", ">99.9%", "50.0%", "<0.1%", "0.0%"]
+
+
+def test_predict_json(random_model, digit_file, capsys):
+    import json
+
+    from mlp.datasets import prepare_digit
+
+    assert main(["predict", str(random_model), str(digit_file), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    probabilities = Model.load(random_model).predict_proba(prepare_digit(digit_file)[None])[0]
+    order = np.argsort(-probabilities)
+    assert results == [{"file": str(digit_file), "prediction": int(order[0]),
+                        "top3": [[int(c), pytest.approx(float(probabilities[c]), abs=1e-6)]
+                                 for c in order[:3]]}]
+
+
+@pytest.mark.parametrize("case, words", [
+    ("text file", "is not an image mlp can read"),
+    ("empty file", "is not an image mlp can read"),
+    ("all white", "no ink found"),
+    ("missing image", "no image file"),
+    ("model is not a model", "not a model saved by mlp"),
+    ("model is an image", "not a model saved by mlp"),
+    ("model takes other inputs", "takes 100 inputs"),
+])
+def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_file, tmp_path,
+                                              capsys):
+    from PIL import Image
+
+    model, image = random_model, tmp_path / "input.png"
+    if case == "text file":
+        image.write_text("7\n")
+    elif case == "empty file":
+        image.write_bytes(b"")
+    elif case == "all white":
+        Image.new("RGB", (120, 90), (255, 255, 255)).save(image)
+    elif case == "missing image":
+        image = tmp_path / "nowhere.png"
+    elif case == "model is not a model":
+        model = tmp_path / "model.npz"
+        model.write_text("weights: lots\n")
+    elif case == "model is an image":
+        model = digit_file
+    elif case == "model takes other inputs":
+        model = tmp_path / "small.npz"
+        Model([100, 10]).save(model)
+    if case.startswith("model"):
+        image = digit_file
+    assert main(["predict", str(model), str(digit_file), str(image)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing printed for the good file either
+    assert captured.err.startswith("mlp: error: ") and words in captured.err
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+@pytest.mark.slow
+def test_predict_classifies_drawn_test_digits(tmp_path, capsys):
+    """A model trained here for two epochs reads 20 real test digits drawn as
+    large dark-on-white pictures of different sizes and offsets."""
+    import json
+
+    pytest.importorskip("PIL")
+    from mlp import train
+    from mlp.datasets import DatasetUnavailableError, load_mnist
+
+    try:
+        data = load_mnist()
+    except DatasetUnavailableError:
+        if os.environ.get("MLP_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip("MNIST is not available offline")
+    model = Model([784, 100, 10], activation="relu", output="softmax", init="he", seed=0)
+    train(model, data.train.images, data.train.labels, epochs=2, batch_size=64,
+          learning_rate=0.3, loss="cross_entropy", sampling="shuffle", seed=0, progress=False)
+    saved = tmp_path / "model.npz"
+    model.save(saved)
+
+    rng = np.random.default_rng(0)
+    files, labels = [], data.test.labels[:20]
+    for i, image in enumerate(data.test.images[:20]):
+        pixels = np.rint(image * 256).clip(0, 255).astype(np.uint8)
+        scale = int(rng.integers(3, 13))
+        canvas = (28 * scale + int(rng.integers(10, 400)), 28 * scale + int(rng.integers(10, 400)))
+        offset = (int(rng.integers(0, canvas[0] - 28 * scale)),
+                  int(rng.integers(0, canvas[1] - 28 * scale)))
+        path = tmp_path / f"digit-{i}.png"
+        _draw_test_digit(pixels, path, scale, canvas, offset, colour=i % 3 == 0)
+        files.append(str(path))
+    assert main(["predict", str(saved), *files, "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in results] == files
+    predicted = np.array([r["prediction"] for r in results])
+    correct = int(np.sum(predicted == labels))
+    print(f"{correct} of 20 drawn test digits correct")
+    assert correct >= 18
+
+
+def test_ctrl_c_stops_training_a_wide_network_within_a_second(tiny_mnist, tmp_path):
+    """SIGINT reaches Python between compiled calls of about 0.2 s, whatever
+    the network's size; the CLI exits with status 130 and one line."""
+    import os
+    import signal
+    import time
+
+    import mlp
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(mlp.__file__)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlp", "train", "--data", str(tiny_mnist), "--layers",
+         "784,2048,2048,10", "--batch-size", "256", "--iterations", "100000", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        assert process.stdout.readline().startswith("Training")
+        time.sleep(1.5)  # well inside train()
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=30)
+        elapsed = time.monotonic() - sent
+    finally:
+        process.kill()
+    err = process.stderr.read()
+    assert status == 130, err
+    assert elapsed < 1.0
+    assert err.strip() == "mlp: interrupted"
+
+
+def test_checkpoint_and_resume_from_the_command_line(tiny_mnist, tmp_path, capsys):
+    whole, part = tmp_path / "whole.npz", tmp_path / "part.npz"
+    common = ["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--batch-size", "8",
+              "--no-progress", "--seed", "2"]
+    assert main(common + ["--epochs", "3", "--save", str(whole)]) == 0
+    # A checkpoint after 2 of 3 epochs, as an interrupted run leaves (its
+    # place in the run says 2 of 3 epochs: write it with the full length).
+    import mlp
+    from mlp.training import options_from_checkpoint
+
+    assert main(common + ["--epochs", "3", "--checkpoint", str(part)]) == 0
+    model, options = options_from_checkpoint(part)
+    assert options.epochs == 3 and options.optimizer is not None
+    capsys.readouterr()
+    assert main(["train", "--data", str(tiny_mnist), "--resume", str(part), "--no-progress",
+                 "--save", str(tmp_path / "again.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out
+    # The checkpoint was of a finished run: resuming it trains no further.
+    np.testing.assert_array_equal(mlp.Model.load(tmp_path / "again.npz")._params,
+                                  mlp.Model.load(whole)._params)
+    assert main(["train", "--data", str(tiny_mnist), "--resume", str(part), "--lr", "0.1",
+                 "--no-progress"]) == 2
+    assert "leave out" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------
@@ -151,7 +371,7 @@ def test_evaluate_threads_help_describes_inference_workers(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--threads THREADS worker threads sharing the test images during inference" in out
+    assert "--threads THREADS worker threads sharing the test images" in out
     assert "BLAS" not in out
 
 
@@ -164,11 +384,13 @@ def test_evaluate_with_a_model_of_the_wrong_shape_speaks_of_inputs(tiny_mnist, t
     Model([100, 10], seed=0).save(path)
     assert main(["evaluate", str(path), "--data", str(tiny_mnist)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"mlp: error: the model {str(path)!r} expects 100 inputs and 10 outputs, "
-                   "but the data has 784 inputs (pixels per image) and 10 classes\n")
+    assert err == (f"mlp: error: the model in {path} takes 100 inputs but the test images have "
+                   "784 pixels\n")
     Model([784, 4], seed=0).save(path)
     assert main(["evaluate", str(path), "--data", str(tiny_mnist)]) == 2
-    assert "expects 784 inputs and 4 outputs" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "has 4 outputs but the test labels go up to 9" in err
+    assert re.search(r"\b[Xy]\b", err) is None
 
 
 def _unwritable_directory(tmp_path):
@@ -182,22 +404,24 @@ def _unwritable_directory(tmp_path):
     return str(locked)
 
 
+@pytest.mark.parametrize("flag", ["--save", "--checkpoint"])
 @pytest.mark.parametrize("where, message", [
     ("missing", "does not exist"),
     ("directory", "is a directory"),
     ("unwritable", "cannot be written"),
 ])
-def test_save_path_is_checked_before_loading_data_or_training(tmp_path, capsys, where, message):
+def test_output_paths_are_checked_before_loading_data_or_training(tmp_path, capsys, flag, where,
+                                                                  message):
     import os
 
     target = {"missing": str(tmp_path / "no" / "m.npz"), "directory": str(tmp_path),
               "unwritable": os.path.join(_unwritable_directory(tmp_path), "m.npz")}[where]
     # --data names nothing: had it been read first, the error would be about it.
     code = main(["train", "--data", str(tmp_path / "no-data"), "--iterations", "1",
-                 "--no-progress", "--save", target])
+                 "--no-progress", flag, target])
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
-    assert err.startswith(f"mlp: error: --save {target!r}") and message in err
+    assert err.startswith(f"mlp: error: {flag} {target!r}") and message in err
     assert err.count("\n") == 1
 
 
@@ -212,12 +436,12 @@ def test_a_failing_save_after_training_is_one_line(tiny_mnist, tmp_path, capsys,
     monkeypatch.setattr(Model, "save", full_disk)
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "1", "--no-progress",
                  "--save", path]) == 2
-    assert capsys.readouterr().err == f"mlp: error: {path}: No space left on device\n"
+    assert capsys.readouterr().err.endswith(f"\nmlp: error: {path}: No space left on device\n")
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.mkdir(), "is a directory, not a model file"),
-    (lambda p: p.write_bytes(b"PK\x05\x06" + bytes(18)), "is not a valid mlp model file"),
+    (lambda p: p.write_bytes(b"PK\x05\x06" + bytes(18)), "is not a model saved by mlp.Model.save"),
 ])
 def test_model_file_errors_are_one_line_naming_the_path(tiny_mnist, tmp_path, capsys, make,
                                                         message):

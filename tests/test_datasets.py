@@ -4,6 +4,7 @@ cannot be fetched."""
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import struct
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -795,3 +797,203 @@ def test_real_idx_matches_pickle(real_mnist, tmp_path):
         assert hashlib.sha256(blob).hexdigest() == D.IDX_SHA256[name]
         (tmp_path / (name + ".gz")).write_bytes(gzip.compress(blob, compresslevel=1))
     assert_same(load_mnist(tmp_path, cache_dir=tmp_path / "c"), data)
+
+
+# --- prepare_digit: your own images of digits ------------------------------
+
+
+@pytest.fixture
+def Image():
+    return pytest.importorskip("PIL.Image")
+
+
+def draw_digit(Image, scale=1.0, canvas=None, offset=(0, 0), ink=0, paper=255, mode="L",
+               width=2.5):
+    """A hand-drawn-looking "2", `scale` canvas pixels per MNIST pixel, with
+    strokes `width` MNIST pixels wide, on a canvas of `canvas` (w, h) pixels."""
+    from PIL import ImageDraw
+
+    size = round(28 * scale)
+    canvas = canvas or (size, size)
+    image = Image.new(mode, canvas, paper)
+    draw = ImageDraw.Draw(image)
+    ox, oy = offset
+    s = lambda *xy: [(ox + x * scale, oy + y * scale) for x, y in zip(xy[::2], xy[1::2])]
+    w = max(1, round(width * scale))
+    draw.arc(s(7, 4, 21, 16), 180, 30, fill=ink, width=w)
+    draw.line(s(20, 13, 7, 24, 22, 23), fill=ink, width=w, joint="curve")
+    return image
+
+
+def assert_mnist_like(x):
+    assert x.shape == (784,) and x.dtype == np.float32
+    assert x.min() == 0 and x.max() == 1
+    image = x.reshape(28, 28)
+    rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+    # Fitted into a 20x20 box: the longer side spans 20 pixels (give or take
+    # the faint edge the thresholds keep).
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in (19, 20, 21)
+    mass = image.sum()
+    centre = ((np.arange(28)[:, None] * image).sum() / mass,
+              (np.arange(28)[None, :] * image).sum() / mass)
+    np.testing.assert_allclose(centre, (14, 14), atol=0.75)
+
+
+def close(a, b):
+    """Two prepared digits agree: same shape of ink, give or take resampling."""
+    assert np.corrcoef(a, b)[0, 1] > 0.95
+    assert np.abs(a - b).mean() < 0.03
+
+
+def test_prepare_digit_makes_an_mnist_like_vector(Image):
+    assert_mnist_like(D.prepare_digit(draw_digit(Image, scale=8)))
+
+
+def test_prepare_digit_ignores_size_offset_and_canvas(Image):
+    small = D.prepare_digit(draw_digit(Image, scale=3))
+    for scale, canvas, offset in [(6, (400, 300), (150, 40)), (15, (700, 900), (0, 420)),
+                                  (2, (60, 500), (2, 5))]:
+        close(D.prepare_digit(draw_digit(Image, scale, canvas, offset)), small)
+
+
+def test_prepare_digit_ignores_polarity_colour_and_transparency(Image):
+    reference = D.prepare_digit(draw_digit(Image, scale=6))
+    light_on_dark = draw_digit(Image, scale=6, ink=255, paper=0)
+    blue_on_yellow = draw_digit(Image, scale=6, ink=(20, 30, 140), paper=(250, 240, 170),
+                                mode="RGB")
+    on_transparent = draw_digit(Image, scale=6, ink=(0, 0, 0, 255), paper=(0, 0, 0, 0),
+                                mode="RGBA")
+    for image in (light_on_dark, blue_on_yellow, on_transparent):
+        close(D.prepare_digit(image), reference)
+    np.testing.assert_allclose(D.prepare_digit(light_on_dark), reference, atol=1e-6)
+
+
+def test_prepare_digit_reads_files_and_arrays(Image, tmp_path):
+    image = draw_digit(Image, scale=5, canvas=(200, 180), offset=(30, 20))
+    reference = D.prepare_digit(image)
+    grey = np.asarray(image)
+    inputs = {
+        "png": tmp_path / "d.png", "jpeg": tmp_path / "d.jpg", "gif": tmp_path / "d.gif",
+        "bmp": tmp_path / "d.bmp", "webp": tmp_path / "d.webp",
+    }
+    image.save(inputs["png"])
+    image.convert("RGB").save(inputs["jpeg"], quality=90)
+    image.convert("P").save(inputs["gif"])
+    image.save(inputs["bmp"])
+    image.save(inputs["webp"], lossless=True)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "d16.png")
+    for path in [*inputs.values(), tmp_path / "d16.png"]:
+        close(D.prepare_digit(path), reference)
+    close(D.prepare_digit(str(inputs["png"])), reference)
+    for array in (grey, grey / 255.0, grey.astype(np.uint16) * 257, grey[..., None],
+                  np.stack([grey] * 3, axis=-1), grey > 127):
+        close(D.prepare_digit(array), reference)
+
+
+def test_prepare_digit_keeps_the_aspect_ratio(Image):
+    tall = np.full((300, 200), 255, np.uint8)
+    tall[50:250, 80:120] = 0  # 200 high, 40 wide
+    x = D.prepare_digit(tall).reshape(28, 28) > 0.5
+    rows, cols = np.flatnonzero(x.any(axis=1)), np.flatnonzero(x.any(axis=0))
+    assert (rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == (20, 4)
+
+
+def test_prepare_digit_ignores_specks_of_dust(Image):
+    clean = draw_digit(Image, scale=6, canvas=(400, 400), offset=(100, 100))
+    dusty = clean.copy()
+    dusty.paste(0, (10, 10, 13, 13))
+    dusty.paste(0, (380, 390, 382, 392))
+    np.testing.assert_allclose(D.prepare_digit(dusty), D.prepare_digit(clean), atol=1e-6)
+
+
+def test_prepare_digit_thickens_pen_lines_on_a_large_picture(Image):
+    # A 1-pixel line on a 20x scale: 0.05 MNIST pixels wide before preparation.
+    thin = D.prepare_digit(draw_digit(Image, scale=20, width=0.05))
+    normal = D.prepare_digit(draw_digit(Image, scale=20, width=2.5))
+    assert thin.sum() > 0.6 * normal.sum()
+    assert np.count_nonzero(thin > 0.5) > 0.6 * np.count_nonzero(normal > 0.5)
+
+
+def test_prepare_digit_invert_overrides_the_guess(Image):
+    image = draw_digit(Image, scale=4)
+    np.testing.assert_array_equal(D.prepare_digit(image, invert=True), D.prepare_digit(image))
+    with pytest.raises(ValueError, match="no ink"):
+        D.prepare_digit(image, invert=False)  # then the white paper is the "ink"
+    with pytest.raises(TypeError, match="invert"):
+        D.prepare_digit(image, invert="yes")
+
+
+def _png_claiming(width, height):
+    """A valid 1x1 PNG whose header claims width x height pixels."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1), 255).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name, content, error, words", [
+    ("text.png", b"these are not the pixels you are looking for\n", ValueError, "not an image"),
+    ("empty.png", b"", ValueError, "not an image"),
+    # Pillow refuses this one as it opens it; mlp's stricter limit the next.
+    ("bomb.png", (60_000, 60_000), ValueError, "refused as a possible decompression bomb"),
+    ("large.png", (9_000, 9_000), ValueError, "9000x9000 pixels; images above 50 megapixels"),
+    ("picture.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nshowpage\n",
+     ValueError, "not an image"),
+    ("truncated.png", "truncated", ValueError, "cannot decode"),
+])
+def test_prepare_digit_refuses_bad_files(Image, tmp_path, name, content, error, words):
+    path = tmp_path / name
+    if isinstance(content, tuple):
+        content = _png_claiming(*content)
+    elif content == "truncated":
+        buffer = io.BytesIO()
+        draw_digit(Image, scale=10).save(buffer, format="PNG")
+        content = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+    path.write_bytes(content)
+    limit = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(error) as info:
+        D.prepare_digit(path)
+    assert words in str(info.value) and name in str(info.value)
+    assert Image.MAX_IMAGE_PIXELS == limit  # Pillow's global setting is left alone
+
+
+def test_prepare_digit_never_hands_a_file_to_ghostscript():
+    assert not {"EPS", "PDF", "PS"} & set(D.IMAGE_FORMATS)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda Image: Image.new("L", (64, 48), 255), "no ink"),
+    (lambda Image: Image.new("RGB", (64, 48), (0, 0, 0)), "no ink"),
+    (lambda Image: np.full((30, 30), 0.5), "no ink"),
+    (lambda Image: Image.new("RGBA", (30, 30), (0, 0, 0, 0)), "no ink"),
+])
+def test_prepare_digit_refuses_blank_images(Image, make, words):
+    with pytest.raises(ValueError, match=words):
+        D.prepare_digit(make(Image))
+
+
+@pytest.mark.parametrize("value, error, words", [
+    (np.zeros(784), ValueError, "reshape a flat 784-vector"),
+    (np.zeros((4, 4, 2)), ValueError, "(h, w, 3 or 4)"),
+    (np.zeros((0, 5)), ValueError, "empty"),
+    (np.full((5, 5), 2.0), ValueError, "divide 0..255 values by 255"),
+    (np.full((5, 5), np.nan), ValueError, "NaN"),
+    (np.full((5, 5), 300), ValueError, "0..255"),
+    (np.zeros((5, 5), dtype=complex), TypeError, "pixel values"),
+    ([[0, 1], [1, 0]], TypeError, "path, a PIL.Image.Image or a numpy array"),
+])
+def test_prepare_digit_checks_arrays(Image, value, error, words):
+    with pytest.raises(error) as info:
+        D.prepare_digit(value)
+    assert words in str(info.value)
+
+
+def test_prepare_digit_missing_file_and_directory(Image, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no image file"):
+        D.prepare_digit(tmp_path / "nope.png")
+    with pytest.raises(ValueError, match="not a file"):
+        D.prepare_digit(tmp_path)

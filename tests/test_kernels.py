@@ -35,6 +35,8 @@ from hypothesis.extra import numpy as hnp
 from mlp import _kernels as K
 
 from conftest import (
+    kernel_sgd_step,
+    kernel_train_steps,
     ACT,
     DTYPES,
     LOSS,
@@ -342,6 +344,7 @@ def test_workspace_size_formula(sizes, m):
     widest, width = max(sizes[1:]), sum(sizes[1:])
     expected = (m * width  # activations of layers 1..L
                 + 2 * m * sizes[-1]  # output logits + gathered one-hot targets
+                + m  # gathered sample weights
                 + 2 * m * sizes[0]  # gathered inputs, double-buffered
                 + m * max(width, 2 * widest)  # a delta per layer, or two alternating
                 + width)  # bias gradients per layer
@@ -418,9 +421,9 @@ def test_loss_and_gradients_matches_backprop_reference(net, want, data):
 # ---------------------------------------------------------------------------
 
 @SETTINGS
-@given(net=networks(), lr=st.floats(0.01, 5.0), fm=st.booleans())
-def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, fm):
-    # fm: the step runs with activations stored feature-major; same maths.
+@given(net=networks(), lr=st.floats(0.01, 5.0), feature_major=st.booleans())
+def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, feature_major):
+    # feature_major: the step runs with activations stored feature-major; same maths.
     dtype, sizes_arr = net["dtype"], net["sizes_arr"]
     n = len(net["x"])
     code = LOSS[net["loss"]]
@@ -431,12 +434,12 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, fm):
     full, work = guarded(need, dtype)
     params = net["flat"].copy()
     with strict_fp():
-        total = K.sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
-                           lr, 0.0, work, fm)
+        total = kernel_sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
+                           lr, 0.0, work, feature_major)
     assert_guard_intact(full, need)
     # Returns the loss before the step, computed by the same forward pass
     # (in the other layout only up to the order of a few sums).
-    if fm:
+    if feature_major:
         assert total == pytest.approx(before, rel=float(64 * np.finfo(dtype).eps), abs=1e-30)
     else:
         assert total == before
@@ -457,8 +460,8 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, fm):
 
 
 @SETTINGS
-@given(net=networks(), lr=st.floats(0.01, 2.0), decay=st.floats(0.0, 0.4), fm=st.booleans())
-def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, fm):
+@given(net=networks(), lr=st.floats(0.01, 2.0), decay=st.floats(0.0, 0.4), feature_major=st.booleans())
+def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, feature_major):
     dtype, sizes_arr = net["dtype"], net["sizes_arr"]
     n = len(net["x"])
     code = LOSS[net["loss"]]
@@ -468,8 +471,8 @@ def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, fm):
                          net["x"], net["y"], grads, np.empty(need, dtype), True, n)
     params = net["flat"].copy()
     with strict_fp():
-        K.sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
-                   lr, decay, np.empty(need, dtype), fm)
+        kernel_sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],
+                   lr, decay, np.empty(need, dtype), feature_major)
     p64, g64 = net["flat"].astype(np.float64), grads.astype(np.float64)
     step, keep = float(dtype(lr / n)), float(dtype(1 - lr * decay))
     Ws, bs = unflatten(p64, net["sizes"])
@@ -505,7 +508,7 @@ def training_runs(draw):
     return dict(net, x=x, labels=labels, order=order, batch_size=batch_size, lr=lr)
 
 
-def _sgd_steps_by_hand(run, fm=False, states=None):
+def _sgd_steps_by_hand(run, feature_major=False, states=None):
     """The same batches through sgd_step, one call per batch; returns (params, losses).
     With states (a list), the parameters before every step and after the last
     are appended to it."""
@@ -521,19 +524,19 @@ def _sgd_steps_by_hand(run, fm=False, states=None):
         work = np.empty(K.workspace_size(sizes_arr, len(idx)), dtype)
         if states is not None:
             states.append(params.copy())
-        losses.append(K.sgd_step(params, sizes_arr, run["hidden"], run["out"],
-                                 LOSS[run["loss"]], xb, yb, run["lr"], 0.0, work, fm))
+        losses.append(kernel_sgd_step(params, sizes_arr, run["hidden"], run["out"],
+                                 LOSS[run["loss"]], xb, yb, run["lr"], 0.0, work, feature_major))
     if states is not None:
         states.append(params.copy())
     return params, losses
 
 
 @SETTINGS
-@given(run=training_runs(), fm=st.booleans(), workers=st.integers(1, 4))
-@example(run=None, fm=False, workers=1)  # replaced below by a fixed case with a short last batch
-@example(run=None, fm=True, workers=1)
-@example(run=None, fm=True, workers=3)
-def test_train_steps_equals_sgd_steps_over_order(run, fm, workers):
+@given(run=training_runs(), feature_major=st.booleans(), workers=st.integers(1, 4))
+@example(run=None, feature_major=False, workers=1)  # replaced below by a fixed case with a short last batch
+@example(run=None, feature_major=True, workers=1)
+@example(run=None, feature_major=True, workers=3)
+def test_train_steps_equals_sgd_steps_over_order(run, feature_major, workers):
     """Workers split every layer's units (some get none when layers are
     narrower than the worker count); the step must not change."""
     if run is None:
@@ -546,12 +549,12 @@ def test_train_steps_equals_sgd_steps_over_order(run, fm, workers):
     batch_losses = np.full(n_steps + 3, SENTINEL)
     params = run["flat"].copy()
     with strict_fp():
-        K.train_steps(params, sizes_arr, run["hidden"], run["out"], LOSS[run["loss"]], run["x"],
-                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses, fm, workers)
+        kernel_train_steps(params, sizes_arr, run["hidden"], run["out"], LOSS[run["loss"]], run["x"],
+                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses, feature_major, workers)
     assert_guard_intact(full, need)
     assert np.all(batch_losses[n_steps:] == SENTINEL), "wrote more batch losses than steps"
     states = []
-    by_hand, losses = _sgd_steps_by_hand(run, fm, states)
+    by_hand, losses = _sgd_steps_by_hand(run, feature_major, states)
     # Same kernels on the same batches: agreement to a few ulps (BLAS may pick
     # different blockings for gathered vs. separately allocated rows).
     eps = np.finfo(dtype).eps
@@ -583,15 +586,15 @@ def _fixed_run():
                 order=np.array([4, 0, 0, 3, 1, 2, 4], np.int64), batch_size=3, lr=0.7)
 
 
-@pytest.mark.parametrize("fm", [False, True])
-def test_train_steps_last_batch_shorter_uses_its_own_size(fm):
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_train_steps_last_batch_shorter_uses_its_own_size(feature_major):
     """7 samples in batches of 3: the last step averages over 1 sample, not 3."""
     run = _fixed_run()
     params = run["flat"].copy()
     losses = np.empty(3)
-    K.train_steps(params, run["sizes_arr"], run["hidden"], run["out"], LOSS[run["loss"]],
+    kernel_train_steps(params, run["sizes_arr"], run["hidden"], run["out"], LOSS[run["loss"]],
                   run["x"], run["labels"], run["order"], 3, run["lr"], 0.0,
-                  np.empty(K.workspace_size(run["sizes_arr"], 3)), losses, fm)
+                  np.empty(K.workspace_size(run["sizes_arr"], 3)), losses, feature_major)
     ref = run["flat"].copy()
     for idx in (run["order"][:3], run["order"][3:6], run["order"][6:]):
         ref, _ = ref_sgd(ref, run["sizes"], run["x"][idx], one_hot(run["labels"][idx], 2),
@@ -600,10 +603,10 @@ def test_train_steps_last_batch_shorter_uses_its_own_size(fm):
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-@pytest.mark.parametrize("fm", [False, True])
+@pytest.mark.parametrize("feature_major", [False, True])
 @pytest.mark.parametrize("dtype, data_dtype", [(np.float32, np.float32), (np.float64, np.float32),
                                                (np.float64, np.float64), (np.float32, np.float64)])
-def test_train_steps_on_workers_matches_one_worker(workers, fm, dtype, data_dtype):
+def test_train_steps_on_workers_matches_one_worker(workers, feature_major, dtype, data_dtype):
     """A network wide enough that every worker owns units of every hidden
     layer and a range of input features, in every model/data dtype pairing."""
     rng = np.random.default_rng(3)
@@ -619,9 +622,9 @@ def test_train_steps_on_workers_matches_one_worker(workers, fm, dtype, data_dtyp
         losses = np.full(10, SENTINEL)
         need = K.workspace_size(sizes_arr, 9)
         full, work = guarded(need, dtype)
-        done = K.train_steps(params, sizes_arr, ACT["sigmoid"], ACT["softmax"],
+        done = kernel_train_steps(params, sizes_arr, ACT["sigmoid"], ACT["softmax"],
                              LOSS["cross_entropy"], x, labels, order, 9, 0.3, 0.01, work,
-                             losses, fm, w)
+                             losses, feature_major, w)
         assert done == 8
         assert_guard_intact(full, need)
         assert losses[-2:].tolist() == [SENTINEL, SENTINEL]
@@ -655,7 +658,7 @@ def test_more_workers_than_the_cap_or_the_units():
     for workers in (1, K.MAX_TRAIN_WORKERS + 36):
         params = flat.copy()
         losses = np.empty(3)
-        assert K.train_steps(params, sizes_arr, ACT["tanh"], ACT["sigmoid"], LOSS["mse"], x,
+        assert kernel_train_steps(params, sizes_arr, ACT["tanh"], ACT["sigmoid"], LOSS["mse"], x,
                              labels, order, 4, 0.5, 0.0,
                              np.empty(K.workspace_size(sizes_arr, 4)), losses, False,
                              workers) == 3
@@ -665,3 +668,128 @@ def test_more_workers_than_the_cap_or_the_units():
         results.append((params, losses, out))
     for a, b in zip(*results):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# dropout
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_dropout_drops_the_right_fraction_and_scales_the_rest(p):
+    values = np.ones((400, 250))
+    K.dropout_mask(values, p, 7, 3, 1, 0, 400, 0, 250, False)
+    kept = values != 0
+    # 100,000 Bernoulli(1 - p) draws: the kept fraction is within 5 sigma.
+    sigma = np.sqrt(p * (1 - p) / values.size)
+    assert abs(kept.mean() - (1 - p)) < 5 * sigma
+    np.testing.assert_array_equal(values[kept], 1 / (1 - p))
+    # Rows and columns each get about the same share (no stripes).
+    assert np.abs(kept.mean(axis=0) - (1 - p)).max() < 6 * np.sqrt(p * (1 - p) / 400)
+    assert np.abs(kept.mean(axis=1) - (1 - p)).max() < 6 * np.sqrt(p * (1 - p) / 250)
+
+
+def test_dropout_masks_depend_on_seed_step_and_layer_only():
+    def mask(seed=1, step=2, layer=1, feature_major=False, pieces=((0, 60, 0, 40),)):
+        values = np.ones((40, 60) if feature_major else (60, 40), dtype=np.float32)
+        for i0, i1, u0, u1 in pieces:
+            K.dropout_mask(values, 0.5, seed, step, layer, i0, i1, u0, u1, feature_major)
+        return values.T if feature_major else values
+
+    base = mask()
+    # However a layer is split between workers (by units or by samples), and
+    # in either layout, each (sample, unit) gets the same decision.
+    np.testing.assert_array_equal(mask(pieces=((0, 60, 0, 13), (0, 60, 13, 40))), base)
+    np.testing.assert_array_equal(mask(pieces=((0, 31, 0, 40), (31, 60, 0, 40))), base)
+    np.testing.assert_array_equal(mask(feature_major=True), base)
+    for other in (mask(seed=2), mask(step=3), mask(layer=2)):
+        assert 0.3 < np.mean(other != base) < 0.7
+
+
+def test_dropout_gradient_matches_finite_differences_with_a_fixed_mask():
+    """With the mask fixed (same seed and step), the kernel's step is plain
+    SGD on the loss of the thinned network: the step equals lr times the
+    finite-difference gradient of the loss the kernel reports."""
+    rng = np.random.default_rng(0)
+    sizes = [6, 9, 7, 3]
+    sizes_arr = np.asarray(sizes, np.intp)
+    flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))) * 0.6
+    x = rng.random((5, 6))
+    y = one_hot(rng.integers(0, 3, 5), 3)
+    work = np.empty(K.workspace_size(sizes_arr, 5))
+
+    def step(params, lr):
+        p = params.copy()
+        loss = kernel_sgd_step(p, sizes_arr, ACT["tanh"], ACT["softmax"], LOSS["cross_entropy"],
+                               x, y, lr, 0.0, work, False, dropout=0.4, input_dropout=0.3,
+                               dropout_seed=11, steps_before=4)
+        return p, loss
+
+    after, _ = step(flat, 1.0)
+    gradient_sum = (flat - after) * len(x)  # plain SGD: p -= lr / n * sum of gradients
+    assert np.abs(gradient_sum).max() > 1e-3
+    h = 1e-6
+    for k in rng.choice(flat.size, 25, replace=False):
+        plus, minus = flat.copy(), flat.copy()
+        plus[k] += h
+        minus[k] -= h
+        numeric = (step(plus, 1e-300)[1] - step(minus, 1e-300)[1]) / (2 * h)
+        assert numeric == pytest.approx(gradient_sum[k], rel=1e-5, abs=1e-7), k
+
+
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_dropout_steps_agree_across_worker_counts(feature_major):
+    rng = np.random.default_rng(5)
+    sizes_arr = np.asarray([30, 24, 16, 4], np.intp)
+    flat = rng.standard_normal(24 * 31 + 16 * 25 + 4 * 17) * 0.3
+    x = rng.random((40, 30))
+    labels = rng.integers(0, 4, 40).astype(np.int64)
+    order = rng.permutation(40).astype(np.int64)
+    results = []
+    for workers in (1, 2, 3):
+        params = flat.copy()
+        losses = np.empty(5)
+        kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
+                           x, labels, order, 8, 0.2, 0.0,
+                           np.empty(K.workspace_size(sizes_arr, 8)), losses, feature_major,
+                           workers, dropout=0.5, input_dropout=0.2, dropout_seed=3)
+        results.append((params, losses))
+    for params, losses in results[1:]:
+        np.testing.assert_allclose(params, results[0][0], rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(losses, results[0][1], rtol=1e-11)
+    # And dropout changed the run.
+    params = flat.copy()
+    kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
+                       x, labels, order, 8, 0.2, 0.0, np.empty(K.workspace_size(sizes_arr, 8)),
+                       np.empty(5), feature_major)
+    assert not np.allclose(params, results[0][0])
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 2.0])
+def test_max_norm_caps_every_units_incoming_weights(max_norm):
+    rng = np.random.default_rng(1)
+    sizes = [12, 10, 3]
+    sizes_arr = np.asarray(sizes, np.intp)
+    flat = rng.standard_normal(10 * 13 + 3 * 11)
+    x = rng.random((16, 12))
+    labels = rng.integers(0, 3, 16).astype(np.int64)
+    params = flat.copy()
+    kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"], x,
+                       labels, np.arange(16, dtype=np.int64), 8, 0.1, 0.0,
+                       np.empty(K.workspace_size(sizes_arr, 8)), np.empty(2), False, 2,
+                       max_norm=max_norm)
+    Ws, bs = unflatten(params, sizes)
+    for W in Ws:
+        norms = np.linalg.norm(W, axis=1)
+        assert norms.max() <= max_norm * (1 + 1e-12)
+    # In one step, units whose rows end up short are left alone by the cap.
+    capped, free = flat.copy(), flat.copy()
+    for params, cap in ((capped, max_norm), (free, 1e6)):
+        kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"],
+                           LOSS["cross_entropy"], x, labels, np.arange(8, dtype=np.int64), 8,
+                           0.1, 0.0, np.empty(K.workspace_size(sizes_arr, 8)), np.empty(1),
+                           False, 2, max_norm=cap)
+    Ws, _ = unflatten(capped, sizes)
+    uncapped, _ = unflatten(free, sizes)
+    for W, U in zip(Ws, uncapped):
+        short = np.linalg.norm(U, axis=1) <= max_norm
+        np.testing.assert_allclose(W[short], U[short], rtol=1e-12)

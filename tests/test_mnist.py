@@ -88,3 +88,57 @@ def test_data_matches_data_md(mnist):
     assert train.images.shape == (50000, 784) and train.images.dtype == np.float32
     assert validation.images.shape == (10000, 784) and test.images.shape == (10000, 784)
     assert np.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_new_users_first_call_reaches_97_percent(mnist, seed):
+    """Model([784, 128, 10]) and train(model, X, y, epochs=3) with every
+    other argument left at its default."""
+    import mlp
+
+    train, _, test = mnist
+    model = mlp.Model([784, 128, 10], seed=seed)
+    mlp.train(model, train.images, train.labels, epochs=3, seed=seed, progress=False)
+    assert mlp.evaluate(model, test.images, test.labels).accuracy >= 0.97
+
+
+def test_notebook_preset_draws_as_the_notebook_does_after_np_random_seed(mnist):
+    """--preset notebook --seed S: the initial weights and the first batches
+    are those of the notebook's own code after np.random.seed(S)."""
+    import mlp
+    from mlp import training
+    from mlp.compat import Model as NotebookModel, get_batch
+    from mlp.presets import PRESETS
+
+    train, _, _ = mnist
+    for seed in (0, 3):
+        np.random.seed(seed)
+        notebook = NotebookModel([784, 300, 100, 10])
+        batches = [get_batch(train.images, train.labels, 30)[0] for _ in range(3)]
+        preset = PRESETS["notebook"].with_overrides(training={"iterations": 3}, seed=seed)
+        model_seed, training_seed = preset.seeds()
+        model = preset.build_model(model_seed)
+        for ours, theirs in zip(model.weights + model.biases,
+                                notebook.model.weights + notebook.model.biases):
+            np.testing.assert_array_equal(ours, theirs)
+        orders = []
+        real = training._Run.start_epoch
+
+        def recording(self):
+            real(self)
+            orders.append(self.order)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(training._Run, "start_epoch", recording)
+            mlp.train(model, train.images, train.labels, progress=False, seed=training_seed,
+                      **{k: v for k, v in vars(preset.training).items() if k != "seed"})
+        np.testing.assert_array_equal(train.images[orders[0]], np.concatenate(batches))
+
+
+def test_accurate_preset_recipe_beats_the_default_recipe_in_a_short_run(mnist, capsys):
+    """The accurate preset's recipe, cut to 2 epochs of a narrower network,
+    still trains (the full run is bench/bench_accuracy.py)."""
+    assert main(["train", "--preset", "accurate", "--epochs", "2", "--layers", "784,256,256,10",
+                 "--no-progress"]) == 0
+    match = SENTENCE.search(capsys.readouterr().out)
+    assert match and int(match.group(1)) >= 9600

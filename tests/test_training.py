@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import mlp
 import mlp.training as training_module
 
-from conftest import DTYPES, assert_close, one_hot
+from conftest import DTYPES, assert_close, kernel_train_steps, one_hot
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -83,7 +83,7 @@ def test_training_step_labels_equal_one_hot(dtype):
     (dict(learning_rate=float("nan")), ValueError, "learning_rate"),
     (dict(learning_rate=float("inf")), ValueError, "learning_rate"),
     (dict(learning_rate="1"), TypeError, "learning_rate"),
-    (dict(learning_rate=None), TypeError, "learning_rate"),
+    (dict(learning_rate=None), ValueError, "learning_rate"),
     (dict(loss="bogus"), ValueError, "loss"),
     (dict(loss="cross_entropy"), ValueError, "cross_entropy"),
     (dict(Y=np.array([0, 1, 2])), ValueError, "Y"),  # label out of range for 2 outputs
@@ -98,7 +98,7 @@ def test_training_step_labels_equal_one_hot(dtype):
     (dict(model="not a model"), TypeError, "model"),
 ])
 def test_training_step_bad_arguments(kwargs, exc, name):
-    model = mlp.Model([4, 2], seed=0)
+    model = mlp.Model([4, 2], output="sigmoid", seed=0)
     args = dict(model=model, X=np.zeros((3, 4)), Y=np.zeros((3, 2)), learning_rate=1.0, loss="mse")
     args.update(kwargs)
     before = model._params.copy()
@@ -156,10 +156,12 @@ class _Spy:
     def __getattr__(self, name):
         return getattr(self._k, name)
 
-    def train_steps(self, params, sizes, h, o, loss, X, y, order, batch_size, *rest):
+    def train_steps(self, params, sizes, h, o, loss, X, labels, targets, weights, order,
+                    batch_size, *rest):
         self.orders.append(np.array(order))
         self.batch_sizes.append(batch_size)
-        return self._k.train_steps(params, sizes, h, o, loss, X, y, order, batch_size, *rest)
+        return self._k.train_steps(params, sizes, h, o, loss, X, labels, targets, weights, order,
+                                   batch_size, *rest)
 
 
 @pytest.mark.parametrize("n,batch_size", [(10, 3), (7, 7), (5, 1), (4, 10)])
@@ -185,7 +187,7 @@ def test_replacement_indices_are_in_range_and_count(monkeypatch):
     monkeypatch.setattr(training_module, "_kernels", spy)
     X, y = np.random.default_rng(0).standard_normal((9, 2)), np.arange(9) % 2
     mlp.train(mlp.Model([2, 2], seed=0), X, y, iterations=10, batch_size=4, seed=0,
-              progress=False)
+              sampling="replacement", progress=False)
     seen = np.concatenate(spy.orders)
     assert len(seen) == 10 * 4 and seen.min() >= 0 and seen.max() < 9
     assert len(np.unique(seen)) < len(seen)  # with replacement: 40 draws from 9 repeat
@@ -237,8 +239,10 @@ def test_train_learns_four_blobs_softmax_cross_entropy():
 
 def test_train_learns_two_blobs_with_notebook_defaults(dtype):
     X, y = _blobs(100, [(-1, -1), (1, 1)], 0.4, seed=0)
-    model = mlp.Model([2, 8, 2], dtype=dtype, seed=0)  # sigmoid / sigmoid / mse, lr 2.0, batch 30
-    h = mlp.train(model, X, y, iterations=300, seed=0, progress=False)
+    model = mlp.Model([2, 8, 2], activation="sigmoid", output="sigmoid", init="normal",
+                      dtype=dtype, seed=0)
+    h = mlp.train(model, X, y, iterations=300, batch_size=30, learning_rate=2.0,
+                  sampling="replacement", seed=0, progress=False)
     assert h.loss[-1] < h.loss[0]
     result = mlp.evaluate(model, X, y)
     assert result.accuracy > 0.97
@@ -302,7 +306,6 @@ _y = np.array([0, 1, 1, 0, 1, 0])
 
 @pytest.mark.parametrize("kwargs,exc,name", [
     (dict(iterations=5, epochs=1), ValueError, "iterations"),
-    (dict(iterations=None, epochs=None), ValueError, "iterations"),
     (dict(iterations=0), ValueError, "iterations"),
     (dict(iterations=2.5), TypeError, "iterations"),
     (dict(iterations=None, epochs=-1), ValueError, "epochs"),
@@ -320,7 +323,8 @@ _y = np.array([0, 1, 1, 0, 1, 0])
     (dict(y=np.array([0, 1, np.nan, 0, 1, 0])), TypeError, "y"),
     (dict(y=np.array([True, False] * 3)), TypeError, "y"),
     (dict(y=np.array([0, 1, 1])), ValueError, "y"),
-    (dict(y=one_hot(_y, 2)), ValueError, "y"),
+    (dict(y=one_hot(_y, 3)), ValueError, "y"),
+    (dict(y=one_hot(_y, 2) * 2, loss="cross_entropy"), ValueError, "y"),
     (dict(y=np.array(["a"] * 6)), TypeError, "y"),
     (dict(X=np.zeros((6, 4))), ValueError, "X"),
     (dict(X=np.full((6, 3), np.inf)), ValueError, "X"),
@@ -338,7 +342,9 @@ _y = np.array([0, 1, 1, 0, 1, 0])
     (dict(model=object()), TypeError, "model"),
 ])
 def test_train_bad_arguments(kwargs, exc, name):
-    model = mlp.Model([3, 2], seed=0)
+    model = mlp.Model([3, 2], output="sigmoid", seed=0)
+    if kwargs.get("loss") == "cross_entropy" and "y" in kwargs:
+        model = mlp.Model([3, 2], seed=0)
     args = dict(model=model, X=_X, y=_y, iterations=5, progress=False)
     args.update(kwargs)
     before = model._params.copy()
@@ -420,13 +426,18 @@ def test_concurrent_forward_matches_sequential():
 # --- learning-rate schedules -------------------------------------------------------------------
 
 def test_schedules_decay_from_the_learning_rate_to_zero():
-    from mlp.training import _scheduled
+    from mlp.schedules import learning_rates
 
-    assert _scheduled(0.5, "constant", 70, 100) == 0.5
-    assert _scheduled(0.5, "linear", 0, 100) == 0.5
-    assert _scheduled(0.5, "linear", 75, 100) == pytest.approx(0.125)
-    assert _scheduled(0.5, "cosine", 50, 100) == pytest.approx(0.25)
-    assert _scheduled(0.5, "cosine", 100, 100) == pytest.approx(0.0)
+    def rate(name, step, total):
+        return learning_rates(0.5, mlp.schedules.SCHEDULES[name], step, 1, total)[0]
+
+    assert rate("constant", 70, 100) == 0.5
+    assert rate("linear", 0, 100) == 0.5
+    assert rate("linear", 75, 100) == pytest.approx(0.125)
+    assert rate("cosine", 50, 100) == pytest.approx(0.25)
+    assert rate("cosine", 100, 100) == pytest.approx(0.0)
+    assert [rate("step", s, 100) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [0.5, 0.5, 0.05, 0.05, 0.005, 0.005])
 
 
 def test_a_schedule_changes_training_and_stays_deterministic():
@@ -444,7 +455,7 @@ def test_a_schedule_changes_training_and_stays_deterministic():
     assert not np.array_equal(run("cosine"), run("constant"))
 
 
-@pytest.mark.parametrize("bad, exc", [("step", ValueError), (None, TypeError)])
+@pytest.mark.parametrize("bad, exc", [("bogus", ValueError), (3, TypeError)])
 def test_unknown_schedule_is_refused(bad, exc):
     model = mlp.Model([2, 2], seed=0)
     with pytest.raises(exc, match="lr_schedule"):
@@ -482,7 +493,8 @@ def test_train_refuses_a_non_finite_row_and_leaves_the_model_alone(dtype, bad):
     X = rng.random((40, 5))
     X[17, 3] = bad
     y = rng.integers(0, 3, 40)
-    model = mlp.Model([5, 4, 3], seed=0, dtype=dtype)
+    # Sigmoids saturate instead of overflowing on the huge but finite input.
+    model = mlp.Model([5, 4, 3], activation="sigmoid", output="sigmoid", seed=0, dtype=dtype)
     before = model._params.copy()
     if bad == 1e300 and dtype == np.float64:
         mlp.train(model, X, y, epochs=1, batch_size=8, sampling="shuffle", progress=False)
@@ -494,8 +506,8 @@ def test_train_refuses_a_non_finite_row_and_leaves_the_model_alone(dtype, bad):
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("column", [1, 20, 39])
-@pytest.mark.parametrize("fm", [False, True])
-def test_train_kernel_reports_the_bad_row_before_stepping(fm, column, workers):
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_train_kernel_reports_the_bad_row_before_stepping(feature_major, column, workers):
     """Workers check the rows they gather; whichever holds the bad
     one, all of them stop before the step."""
     model = mlp.Model([40, 8, 2], seed=0)
@@ -504,12 +516,11 @@ def test_train_kernel_reports_the_bad_row_before_stepping(fm, column, workers):
     work = np.empty(training_module._kernels.workspace_size(model._sizes, 2), dtype=np.float32)
     order = np.array([0, 1, 3, 2], dtype=np.int64)
     expected = model._params.copy()
-    training_module._kernels.train_steps(
-        expected, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64), order[:2], 2, 0.5,
-        0.0, work, np.empty(1), fm, 1)
-    status = training_module._kernels.train_steps(
-        model._params, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64), order, 2, 0.5,
-        0.0, work, np.empty(2), fm, workers)
+    kernel_train_steps(expected, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64),
+                       order[:2], 2, 0.5, 0.0, work, np.empty(1), feature_major, 1)
+    status = kernel_train_steps(model._params, model._sizes, 0, 0, 0, X,
+                                np.zeros(4, dtype=np.int64), order, 2, 0.5, 0.0, work,
+                                np.empty(2), feature_major, workers)
     assert status == -1 - 2
     # The first, clean batch was applied, and nothing after it.
     np.testing.assert_allclose(model._params, expected, rtol=1e-6, atol=1e-7)
@@ -573,3 +584,144 @@ def test_bad_weight_decay(kwargs, exc, match):
         mlp.train(model, np.zeros((4, 2)), [0, 1, 0, 1], iterations=1, progress=False, **kwargs)
     with pytest.raises(exc, match=match):
         mlp.training_step(model, np.zeros((4, 2)), [0, 1, 0, 1], **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Interrupted and hopeless runs
+# ---------------------------------------------------------------------------
+
+class _InterruptAfter(mlp.Callback):
+    def __init__(self, calls):
+        self.calls = calls
+
+    def on_steps(self, run, steps, loss_sum, samples):
+        self.calls -= 1
+        if self.calls == 0:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("learning_rate", [0.1, 1e4])
+def test_an_interrupt_leaves_finite_parameters(learning_rate):
+    """Ctrl-C (here raised between two compiled calls) during a run, even a
+    diverging one, leaves parameters that are all finite."""
+    rng = np.random.default_rng(0)
+    X = rng.random((600, 20))
+    y = rng.integers(0, 4, 600)
+    model = mlp.Model([20, 64, 4], seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        mlp.train(model, X, y, epochs=50, batch_size=10, learning_rate=learning_rate,
+                  progress=False, callbacks=[_InterruptAfter(3)], seed=0)
+    assert np.isfinite(model._params).all()
+    assert np.isfinite(model.predict_proba(X[:5])).all()
+    assert model.history is not None
+
+
+@pytest.mark.parametrize("learning_rate", [1e3, 1e4, 1e6])
+@pytest.mark.parametrize("activation, output, match", [
+    ("sigmoid", "sigmoid", "stopped at"), ("relu", "softmax", "far worse than guessing")])
+def test_a_hopeless_learning_rate_gets_a_warning_naming_it(learning_rate, activation, output,
+                                                          match):
+    """Rates of 1e3 to 1e6 leave a finite but useless model: saturated
+    sigmoids whose loss no longer moves, or a cross-entropy far above chance."""
+    rng = np.random.default_rng(1)
+    X = rng.random((200, 5))
+    y = rng.integers(0, 3, 200)
+    model = mlp.Model([5, 8, 3], activation=activation, output=output, seed=1)
+    with pytest.warns(RuntimeWarning, match=match) as record:
+        try:
+            mlp.train(model, X, y, epochs=6, batch_size=10, learning_rate=learning_rate,
+                      progress=False, seed=0)
+        except FloatingPointError:
+            return
+    assert f"learning rate ({learning_rate})" in str(record[0].message)
+
+
+def test_a_healthy_run_gets_no_warning(recwarn):
+    X, y = _blobs(100, [(0, 0), (3, 0), (0, 3)], 0.5, seed=0)
+    mlp.train(mlp.Model([2, 16, 3], seed=0), X, y, epochs=8, progress=False, seed=0)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints and resuming
+# ---------------------------------------------------------------------------
+
+class _SigintAfter(mlp.Callback):
+    """Sends this process SIGINT after the given number of compiled calls,
+    as Ctrl-C would."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def on_steps(self, run, steps, loss_sum, samples):
+        import os
+        import signal
+
+        self.calls -= 1
+        if self.calls == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+_CHECKPOINT_KWARGS = dict(epochs=4, batch_size=16, dropout=0.2, progress=False, n_threads=2,
+                          optimizer=mlp.Adam(0.01), lr_schedule="cosine", warmup=5)
+
+
+@pytest.mark.parametrize("calls", [1, 3, 7])
+def test_a_run_interrupted_and_resumed_ends_as_an_uninterrupted_one(tmp_path, monkeypatch,
+                                                                   calls):
+    monkeypatch.setattr(training_module, "_FIRST_CALL_STEPS", 3)
+    monkeypatch.setattr(training_module, "_SECONDS_PER_CALL", 1e-9)  # 1 step per call after
+    X, y = _blobs(60, [(0, 0), (2, 2), (0, 2)], 0.7, seed=0)
+    Xv, yv = _blobs(20, [(0, 0), (2, 2), (0, 2)], 0.7, seed=1)
+    whole = mlp.Model([2, 12, 3], seed=0)
+    h_whole = mlp.train(whole, X, y, seed=4, validation=(Xv, yv), **_CHECKPOINT_KWARGS)
+    path = tmp_path / "run.npz"
+    model = mlp.Model([2, 12, 3], seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        mlp.train(model, X, y, seed=4, validation=(Xv, yv), checkpoint=path,
+                  callbacks=[_SigintAfter(calls)], **_CHECKPOINT_KWARGS)
+    resumed = mlp.Model([2, 12, 3], seed=99)  # another start: all of it comes from the file
+    h_rest = mlp.train(resumed, X, y, validation=(Xv, yv), resume=path, **_CHECKPOINT_KWARGS)
+    np.testing.assert_array_equal(resumed._params, whole._params)
+    assert h_rest.steps == h_whole.steps and h_rest.loss == h_whole.loss
+    assert h_rest.val_accuracy == h_whole.val_accuracy
+    assert resumed.optimizer_state.step == whole.optimizer_state.step
+
+
+def test_checkpoints_are_written_periodically_and_at_the_end(tmp_path):
+    X, y = _blobs(30, [(0, 0), (2, 2)], 0.5, seed=0)
+    path = tmp_path / "ck.npz"
+    model = mlp.Model([2, 4, 2], seed=0)
+    mlp.train(model, X, y, epochs=2, batch_size=8, progress=False, checkpoint=path,
+              checkpoint_every=0, seed=0)
+    loaded, checkpoint = mlp.Model._load(path)
+    assert checkpoint[0]["done"] == 16 and checkpoint[0]["total_steps"] == 16
+    np.testing.assert_array_equal(loaded._params, model._params)
+    assert mlp.Model.load(path).optimizer_state.step == 16  # a checkpoint is a model file too
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(batch_size=8), "fit this data and batch size|batch_size"),
+    (dict(optimizer=mlp.Adam(0.02)), "optimizer"),
+    (dict(dropout=0.3), "dropout"),
+])
+def test_resume_refuses_other_options(tmp_path, change, match):
+    X, y = _blobs(30, [(0, 0), (2, 2)], 0.5, seed=0)
+    path = tmp_path / "ck.npz"
+    kwargs = dict(epochs=2, batch_size=16, optimizer=mlp.Adam(0.01), dropout=0.1,
+                  progress=False)
+    mlp.train(mlp.Model([2, 4, 2], seed=0), X, y, checkpoint=path, seed=0, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        mlp.train(mlp.Model([2, 4, 2], seed=0), X, y, resume=path, **dict(kwargs, **change))
+
+
+def test_resume_refuses_a_plain_model_file_and_another_network(tmp_path):
+    X, y = _blobs(30, [(0, 0), (2, 2)], 0.5, seed=0)
+    model = mlp.Model([2, 4, 2], seed=0)
+    model.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        mlp.train(model, X, y, epochs=1, resume=tmp_path / "m.npz", progress=False)
+    mlp.train(model, X, y, epochs=1, checkpoint=tmp_path / "c.npz", progress=False)
+    with pytest.raises(ValueError, match="not this"):
+        mlp.train(mlp.Model([2, 5, 2]), X, y, epochs=1, resume=tmp_path / "c.npz",
+                  progress=False)

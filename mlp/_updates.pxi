@@ -1,0 +1,111 @@
+# Parameter update rules (included by _kernels.pyx): the one stage of a
+# training step that differs between optimizers. mlp/optimizers.py holds the
+# configurations; the rules here are torch.optim's, applied to the batch's
+# mean gradient.
+#
+# Plain SGD never materialises the gradient: it is folded into the weight
+# GEMM (_weight_gemm with alpha = -lr / n, beta = 1 - lr * weight_decay).
+# The other rules need the gradient itself, so each worker writes the mean
+# gradient of the units it owns into `gradients` (laid out like the
+# parameters) and updates those same rows: no other worker reads them, so
+# the update needs no barrier.
+
+from libc.math cimport sqrt, pow
+
+
+cdef struct _Optimizer:
+    int code                  # OPT_*
+    double weight_decay       # on weights only, never on biases
+    double momentum
+    bint nesterov
+    double beta1
+    double beta2
+    double eps
+    bint decoupled            # Adam's weight decay as AdamW's
+    double max_norm           # > 0: cap on each unit's incoming weight norm
+    void* velocity            # SGD with momentum; Adam's first moment
+    void* second_moment       # Adam's
+    void* gradients           # scratch, laid out like the parameters
+
+
+cdef void _sgd_momentum(floating* params, const floating* grads, floating* velocity,
+                        Py_ssize_t count, double learning_rate, double weight_decay,
+                        double momentum, bint nesterov) noexcept nogil:
+    """torch.optim.SGD with momentum (dampening 0):
+    g = grad + wd p;  v = mu v + g;  p -= lr (g + mu v if nesterov else v).
+    v starts at 0, which makes the first step's v = g, as torch's does."""
+    cdef Py_ssize_t i
+    cdef floating g, v
+    cdef floating lr = <floating>learning_rate, wd = <floating>weight_decay
+    cdef floating mu = <floating>momentum
+    if nesterov:
+        for i in range(count):
+            g = grads[i] + wd * params[i]
+            v = mu * velocity[i] + g
+            velocity[i] = v
+            params[i] = params[i] - lr * (g + mu * v)
+    else:
+        for i in range(count):
+            g = grads[i] + wd * params[i]
+            v = mu * velocity[i] + g
+            velocity[i] = v
+            params[i] = params[i] - lr * v
+
+
+cdef void _adam(floating* params, const floating* grads, floating* first_moment,
+                floating* second_moment, Py_ssize_t count, double learning_rate,
+                double weight_decay, const _Optimizer* opt, int64_t t) noexcept nogil:
+    """torch.optim.Adam (and AdamW with opt.decoupled) at step t >= 1:
+    AdamW first shrinks p by 1 - lr wd, Adam adds wd p to the gradient; then
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
+    cdef Py_ssize_t i
+    cdef floating p, g, m, v
+    cdef floating b1 = <floating>opt.beta1, b2 = <floating>opt.beta2
+    cdef floating one_minus_b1 = <floating>(1 - opt.beta1)
+    cdef floating one_minus_b2 = <floating>(1 - opt.beta2)
+    cdef floating eps = <floating>opt.eps
+    cdef floating step_size = <floating>(learning_rate / (1 - pow(opt.beta1, <double>t)))
+    cdef floating inv_root_correction = <floating>(1 / sqrt(1 - pow(opt.beta2, <double>t)))
+    cdef floating coupled_decay = 0 if opt.decoupled else <floating>weight_decay
+    cdef floating shrink = <floating>(1 - learning_rate * weight_decay) if opt.decoupled else 1
+    for i in range(count):
+        p = params[i] * shrink
+        g = grads[i] + coupled_decay * p
+        m = b1 * first_moment[i] + one_minus_b1 * g
+        v = b2 * second_moment[i] + one_minus_b2 * g * g
+        first_moment[i] = m
+        second_moment[i] = v
+        params[i] = p - step_size * m / (sqrt(v) * inv_root_correction + eps)
+
+
+cdef void _apply_rule(const _Optimizer* opt, floating* params, Py_ssize_t first,
+                      Py_ssize_t count, double learning_rate, double weight_decay,
+                      int64_t t) noexcept nogil:
+    """The optimizer's rule on params[first:first+count], whose mean
+    gradient is in opt.gradients at the same offsets."""
+    cdef const floating* grads = <const floating*>opt.gradients + first
+    if opt.code == OPT_SGD_MOMENTUM:
+        _sgd_momentum(params + first, grads, <floating*>opt.velocity + first, count,
+                      learning_rate, weight_decay, opt.momentum, opt.nesterov)
+    elif opt.code == OPT_ADAM:
+        _adam(params + first, grads, <floating*>opt.velocity + first,
+              <floating*>opt.second_moment + first, count, learning_rate, weight_decay,
+              opt, t)
+
+
+cdef void _cap_row_norms(floating* w, Py_ssize_t rows, Py_ssize_t fan_in,
+                         double max_norm) noexcept nogil:
+    """Max-norm: rescale each row of w (rows, fan_in), a unit's incoming
+    weights, to a Euclidean norm of at most max_norm."""
+    cdef Py_ssize_t r, j
+    cdef double total
+    cdef floating scale
+    for r in range(rows):
+        total = 0
+        for j in range(fan_in):
+            total += <double>w[r * fan_in + j] * <double>w[r * fan_in + j]
+        if total > max_norm * max_norm:
+            scale = <floating>(max_norm / sqrt(total))
+            for j in range(fan_in):
+                w[r * fan_in + j] *= scale

@@ -1,0 +1,452 @@
+# The training loop on several workers (included by _kernels.pyx).
+#
+# Each hidden layer's units are split between the workers; a worker owns its
+# units' rows of W and b, computes their activations in the forward pass,
+# and their deltas and parameter update in the backward pass, each GEMM being
+# a single-threaded BLAS call on its share. The output layer's forward pass
+# (a few units whose softmax and loss need all of them) is split by samples
+# instead, or is worker 0's for small feature-major batches. Workers meet at
+# a barrier wherever the next stage reads what others wrote:
+#   gather (each a range of rows) | each hidden layer | output layer |
+#   each delta GEMM (it reads all rows of W_l, so W_l's update waits for it)
+# The next batch is gathered into the other input buffer, so the last
+# update of one step and the gather of the next need no barrier. With one
+# worker this is the plain sequential step, the barriers no-ops.
+#
+# One step reads as its stages: _gather_stage, _hidden_forward_stage,
+# _output_stage, then per layer _delta_stage and _update_stage.
+
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+DEF MAX_WORKERS = 64
+MAX_TRAIN_WORKERS = MAX_WORKERS
+
+cdef extern from "_parallel.h" nogil:
+    ctypedef struct mlp_barrier:
+        pass
+    ctypedef void (*mlp_task)(void* ctx, int tid, int n_threads) noexcept nogil
+    void mlp_prefetch(const void* p)
+    void mlp_barrier_wait(mlp_barrier* b, int* sense)
+    int mlp_parallel_run(mlp_task fn, void* ctx, int n_threads, mlp_barrier* barrier)
+
+
+# The model's and the data's float types, as one code for the dispatch below.
+cdef enum:
+    FLOAT_MODEL_FLOAT_DATA = 0
+    FLOAT_MODEL_DOUBLE_DATA = 1
+    DOUBLE_MODEL_FLOAT_DATA = 2
+    DOUBLE_MODEL_DOUBLE_DATA = 3
+
+
+cdef struct _TrainRun:
+    int dtype_pair             # FLOAT_MODEL_FLOAT_DATA, ...
+    void* params
+    const Py_ssize_t* sizes
+    int n_layers
+    int hidden_act
+    int output_act
+    int loss
+    const void* x
+    const int64_t* labels
+    const void* targets        # or, instead of labels, targets (rows of x, k)
+                               # of the model's type, row r for x's row r
+    const void* sample_weights # NULL, or one weight per row of x (model's type)
+    const int64_t* order
+    Py_ssize_t n_total
+    Py_ssize_t batch_size
+    const double* learning_rates   # one per step of the call
+    int64_t steps_before       # steps trained before this call: step s of the
+                               # call is step steps_before + s + 1 of the run
+    _Optimizer opt
+    double dropout             # on hidden units
+    double input_dropout
+    uint64_t dropout_seed
+    double time_limit          # seconds; > 0: stop after the step that passes it
+    double started             # monotonic clock at the start
+    void* work
+    double* batch_losses
+    bint feature_major
+    bint gemms_only            # the GEMM bound: the same calls, nothing else
+    mlp_barrier barrier
+    char bad[MAX_WORKERS]      # worker w found NaN/inf in its part of a batch
+    double part_loss[MAX_WORKERS]  # worker w's share of the batch loss
+    bint out_of_time           # worker 0's verdict, read by all after a barrier
+    Py_ssize_t steps_done
+    int64_t bad_row
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + 1e-9 * ts.tv_nsec
+
+
+cdef inline uint32_t _drop_threshold(double p) noexcept nogil:
+    return <uint32_t>(p * 16777216.0 + 0.5)
+
+
+cdef inline void _share(Py_ssize_t total, int tid, int n_workers, Py_ssize_t align,
+                        Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Worker tid's range [lo, hi) of `total` items, bounds multiples of align."""
+    lo[0] = (total * tid // n_workers) // align * align
+    hi[0] = total if tid == n_workers - 1 else (total * (tid + 1) // n_workers) // align * align
+
+
+cdef void _bias_activation_part(floating* z, const floating* b, Py_ssize_t n,
+                                Py_ssize_t k, Py_ssize_t u0, Py_ssize_t u1,
+                                int act, bint feature_major) noexcept nogil:
+    """_bias_activation for units u0..u1 of a layer of k units."""
+    cdef Py_ssize_t i
+    if feature_major:
+        _bias_activation(z + u0 * n, b + u0, n, u1 - u0, act, True)
+    elif u0 == 0 and u1 == k:
+        _bias_activation(z, b, n, k, act, False)
+    else:
+        for i in range(n):
+            _bias_activation(z + i * k + u0, b + u0, 1, u1 - u0, act, False)
+
+
+cdef void _times_derivative_part(floating* d, const floating* a, Py_ssize_t n,
+                                 Py_ssize_t k, Py_ssize_t u0, Py_ssize_t u1,
+                                 int act, floating output_scale,
+                                 bint feature_major) noexcept nogil:
+    """_times_derivative for units u0..u1 of a layer of k units."""
+    cdef Py_ssize_t i
+    if feature_major:
+        _times_derivative(d + u0 * n, a + u0 * n, (u1 - u0) * n, act, output_scale)
+    elif u0 == 0 and u1 == k:
+        _times_derivative(d, a, n * k, act, output_scale)
+    else:
+        for i in range(n):
+            _times_derivative(d + i * k + u0, a + i * k + u0, u1 - u0, act, output_scale)
+
+
+cdef void _bias_gradient_part(const floating* d, floating* out, Py_ssize_t n,
+                              Py_ssize_t k, Py_ssize_t u0, Py_ssize_t u1,
+                              bint feature_major) noexcept nogil:
+    """out[u0:u1] = sums over the batch of d for units u0..u1."""
+    if feature_major:
+        _unit_sums(d + u0 * n, out + u0, n, u1 - u0, n, False, True)
+    else:
+        _unit_sums(d + u0, out + u0, n, u1 - u0, k, False, False)
+
+
+cdef void _gather_rows(const data_floating* x, const int64_t* order,
+                       floating* xb, Py_ssize_t n, Py_ssize_t d) noexcept nogil:
+    """Rows x[order[0..n]] into xb (n, d), converted to the model's type.
+
+    Row-major even when the step runs feature-major: the first layer's
+    GEMMs read it transposed, which costs BLAS's packing nothing, while
+    transposing here cost more than the sigmoids of the whole step."""
+    cdef Py_ssize_t i, j
+    cdef const data_floating* src
+    cdef floating* dst
+    for i in range(n):
+        src = x + order[i] * d
+        dst = xb + i * d
+        if floating is data_floating:
+            memcpy(dst, src, d * sizeof(floating))
+        else:
+            for j in range(d):
+                dst[j] = <floating>src[j]
+
+
+cdef void _prefetch_rows(const data_floating* x, const int64_t* order,
+                         Py_ssize_t n, Py_ssize_t d) noexcept nogil:
+    """Start loading rows x[order[0..n]] into cache.
+
+    Batch rows are scattered over the data set, so gathering them waits on
+    memory; fetched one step ahead, they arrive while the step's GEMMs run."""
+    cdef Py_ssize_t i, j
+    cdef Py_ssize_t per_line = 64 // sizeof(data_floating)
+    cdef const data_floating* src
+    for i in range(n):
+        src = x + order[i] * d
+        j = 0
+        while j < d:
+            mlp_prefetch(src + j)
+            j += per_line
+        mlp_prefetch(src + d - 1)
+
+
+cdef void _batch_targets(_TrainRun* run, floating* yb, floating* wb,
+                         Py_ssize_t start, Py_ssize_t n, Py_ssize_t k,
+                         bint feature_major) noexcept nogil:
+    """The targets of batch rows order[start..start+n] into yb, (n, k) or
+    (k, n) feature-major: one-hot from the labels, or copied from the
+    targets; and their sample weights into wb (n,) when there are any."""
+    cdef Py_ssize_t i, j, r
+    cdef const floating* targets = <const floating*>run.targets
+    cdef Py_ssize_t sample_stride = _sample_stride(feature_major, n, k)
+    cdef Py_ssize_t unit_stride = _unit_stride(feature_major, n, k)
+    if run.sample_weights != NULL:
+        for i in range(n):
+            wb[i] = (<const floating*>run.sample_weights)[run.order[start + i]]
+    if targets == NULL:
+        memset(yb, 0, n * k * sizeof(floating))
+        for i in range(n):
+            yb[i * sample_stride + run.labels[run.order[start + i]] * unit_stride] = 1
+        return
+    for i in range(n):
+        r = run.order[start + i]
+        for j in range(k):
+            yb[i * sample_stride + j * unit_stride] = targets[r * k + j]
+
+
+cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, floating* yb,
+                        floating* wb, Py_ssize_t start, Py_ssize_t n, int64_t step,
+                        int tid, int n_workers, int* sense) noexcept nogil:
+    """Gather the batch (each worker a range of whole rows), drop inputs,
+    build the targets; False when the batch holds a NaN/inf row (run.bad_row
+    says which) or the time is up, and the run must stop before this step."""
+    cdef Py_ssize_t d = run.sizes[0], r0, r1, i
+    cdef int w_id
+    cdef bint stop = False
+    _share(n, tid, n_workers, 1, &r0, &r1)
+    # A row is 3 KB of contiguous memory, which the hardware prefetcher streams.
+    _gather_rows(x, run.order + start + r0, xb + r0 * d, r1 - r0, d)
+    # The one input check made here rather than in Python: scanning all of x
+    # up front costs more (14 ms for MNIST) than many steps, while the
+    # gathered rows are in cache now.
+    if not _all_finite(xb + r0 * d, (r1 - r0) * d):
+        run.bad[tid] = 1
+    if run.input_dropout > 0:
+        _dropout(xb, r0, r1, 0, d, d, 1, d, mlp_mask_key_for(run.dropout_seed, step, 0),
+                 _drop_threshold(run.input_dropout), <floating>(1 / (1 - run.input_dropout)))
+    if tid == 0:
+        _batch_targets(run, yb, wb, start, n, run.sizes[run.n_layers], run.feature_major)
+        run.out_of_time = (run.time_limit > 0 and start > 0
+                           and _now() - run.started >= run.time_limit)
+    mlp_barrier_wait(&run.barrier, sense)
+    for w_id in range(n_workers):
+        if run.bad[w_id]:
+            stop = True
+    if stop and tid == 0:
+        for i in range(n):
+            if not _all_finite(<const data_floating*>x + run.order[start + i] * d, d):
+                run.bad_row = run.order[start + i]
+                break
+    return not (stop or run.out_of_time)
+
+
+cdef void _prefetch_next_batch(_TrainRun* run, const data_floating* x, Py_ssize_t start,
+                               Py_ssize_t n, int tid, int n_workers) noexcept nogil:
+    # Only while the next batch's share fits in cache with room to spare: at
+    # batch 256 (800 KB) the GEMMs evicted it again, and the gather measured
+    # slower with the prefetch (400 us) than without (290 us).
+    cdef Py_ssize_t d = run.sizes[0], rows, r0, r1
+    if start + n >= run.n_total:
+        return
+    rows = n if run.n_total - start - n > n else run.n_total - start - n
+    _share(rows, tid, n_workers, 1, &r0, &r1)
+    if (r1 - r0) * d * sizeof(data_floating) <= 65536:
+        _prefetch_rows(x, run.order + start + n + r0, r1 - r0, d)
+
+
+cdef void _hidden_forward_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
+                                floating** acts, Py_ssize_t n, int64_t step, int tid,
+                                int n_workers, int* sense) noexcept nogil:
+    """Hidden layers, each split by units: z = a W^T + b, activation, dropout."""
+    cdef Py_ssize_t fan_in, fan_out, u0, u1
+    cdef bint feature_major = run.feature_major
+    cdef floating* w
+    cdef int l
+    for l in range(run.n_layers - 1):
+        fan_in = run.sizes[l]
+        fan_out = run.sizes[l + 1]
+        w = params + offsets[l]
+        _share(fan_out, tid, n_workers, 1, &u0, &u1)
+        if u1 > u0:
+            _layer_gemm(feature_major, feature_major and l > 0, w, fan_in, fan_out, u0, u1,
+                        acts[l], acts[l + 1], n)
+            if not run.gemms_only:
+                _bias_activation_part(acts[l + 1], w + fan_out * fan_in, n, fan_out, u0, u1,
+                                      run.hidden_act, feature_major)
+                if run.dropout > 0:
+                    _dropout(acts[l + 1], 0, n, u0, u1,
+                             _sample_stride(feature_major, n, fan_out),
+                             _unit_stride(feature_major, n, fan_out), fan_out,
+                             mlp_mask_key_for(run.dropout_seed, step, l + 1),
+                             _drop_threshold(run.dropout), <floating>(1 / (1 - run.dropout)))
+        mlp_barrier_wait(&run.barrier, sense)
+
+
+cdef void _output_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
+                        floating** acts, floating** deltas, floating* logits,
+                        const floating* yb, const floating* wb, Py_ssize_t n, Py_ssize_t s,
+                        int tid, int n_workers, int* sense) noexcept nogil:
+    """The output layer, its loss and its delta, split by samples when they
+    are rows (feature-major batches are small; worker 0 takes those whole),
+    since a softmax and a loss need all of a sample's units."""
+    cdef int L = run.n_layers, w_id
+    cdef Py_ssize_t k = run.sizes[L], fan_in = run.sizes[L - 1], i0, i1
+    cdef bint feature_major = run.feature_major
+    cdef floating* w = params + offsets[L - 1]
+    cdef double total
+    if feature_major:
+        i0 = 0
+        i1 = n if tid == 0 else 0
+    else:
+        _share(n, tid, n_workers, 1, &i0, &i1)
+    run.part_loss[tid] = 0
+    if i1 > i0:
+        _layer_gemm(feature_major, feature_major and L > 1, w, fan_in, k, 0, k,
+                    acts[L - 1] + i0 * fan_in, acts[L] + i0 * k, i1 - i0)
+        if not run.gemms_only:
+            _add_bias(acts[L] + i0 * k, w + k * fan_in, i1 - i0, k, feature_major)
+            memcpy(logits + i0 * k, acts[L] + i0 * k, (i1 - i0) * k * sizeof(floating))
+            _apply_activation(acts[L] + i0 * k, i1 - i0, k, run.output_act, feature_major)
+            run.part_loss[tid] = _batch_loss(run.loss, acts[L] + i0 * k, logits + i0 * k,
+                                             yb + i0 * k, i1 - i0, k, feature_major,
+                                             wb + i0 if wb != NULL else NULL)
+            _output_delta(run.output_act, run.loss, acts[L] + i0 * k, yb + i0 * k,
+                          deltas[L] + i0 * k, i1 - i0, k, feature_major,
+                          wb + i0 if wb != NULL else NULL)
+    mlp_barrier_wait(&run.barrier, sense)
+    if tid == 0 and not run.gemms_only:
+        total = 0
+        for w_id in range(n_workers):
+            total += run.part_loss[w_id]
+        run.batch_losses[s] = total
+
+
+cdef void _delta_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
+                       floating** acts, floating** deltas, int l, Py_ssize_t n,
+                       int64_t step, int tid, int n_workers, int* sense) noexcept nogil:
+    """Layer l's input deltas (l > 0), split by inputs: dL/dz_{l-1} =
+    (delta_l W_l) * act'(.), and the forward pass's dropout mask again."""
+    cdef Py_ssize_t fan_in = run.sizes[l], fan_out = run.sizes[l + 1], f0, f1
+    cdef bint feature_major = run.feature_major
+    cdef floating keep_probability = <floating>(1 - run.dropout)
+    _share(fan_in, tid, n_workers, 1, &f0, &f1)
+    if f1 > f0:
+        _delta_gemm(feature_major, params + offsets[l], fan_in, fan_out, f0, f1,
+                    deltas[l + 1], deltas[l], n)
+        if not run.gemms_only:
+            _times_derivative_part(deltas[l], acts[l], n, fan_in, f0, f1, run.hidden_act,
+                                   keep_probability, feature_major)
+            if run.dropout > 0:
+                _dropout(deltas[l], 0, n, f0, f1, _sample_stride(feature_major, n, fan_in),
+                         _unit_stride(feature_major, n, fan_in), fan_in,
+                         mlp_mask_key_for(run.dropout_seed, step, l),
+                         _drop_threshold(run.dropout), 1 / keep_probability)
+    # Layer l's weights change only after every worker has read them here.
+    mlp_barrier_wait(&run.barrier, sense)
+
+
+cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
+                        floating** acts, floating** deltas, floating* bias_sums, int l,
+                        Py_ssize_t n, double learning_rate, int64_t step, int tid,
+                        int n_workers) noexcept nogil:
+    """The optimizer's update of the units of layer l this worker owns."""
+    cdef Py_ssize_t fan_in = run.sizes[l], fan_out = run.sizes[l + 1], u0, u1, j
+    cdef bint feature_major = run.feature_major
+    cdef floating* w = params + offsets[l]
+    cdef floating* b = w + fan_out * fan_in
+    cdef floating* grads
+    cdef const _Optimizer* opt = &run.opt
+    cdef floating step_size = <floating>(learning_rate / n)
+    cdef floating inverse_n = <floating>(1.0 / n)
+    _share(fan_out, tid, n_workers, 1, &u0, &u1)
+    if u1 <= u0:
+        return
+    if opt.code == OPT_SGD:
+        # W = (1 - lr wd) W - lr / n * delta^T a, in the GEMM itself.
+        _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1], fan_in,
+                     fan_out, u0, u1, n, -step_size,
+                     <floating>(1 - learning_rate * opt.weight_decay), w)
+        if run.gemms_only:
+            return
+        _bias_gradient_part(deltas[l + 1], bias_sums, n, fan_out, u0, u1, feature_major)
+        for j in range(u0, u1):
+            b[j] = b[j] - step_size * bias_sums[j]
+    else:
+        grads = <floating*>opt.gradients + offsets[l]
+        _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1], fan_in,
+                     fan_out, u0, u1, n, inverse_n, 0, grads)
+        if run.gemms_only:
+            return
+        _bias_gradient_part(deltas[l + 1], grads + fan_out * fan_in, n, fan_out, u0, u1,
+                            feature_major)
+        for j in range(u0, u1):
+            grads[fan_out * fan_in + j] *= inverse_n
+        _apply_rule(opt, params, offsets[l] + u0 * fan_in, (u1 - u0) * fan_in,
+                    learning_rate, opt.weight_decay, step)
+        _apply_rule(opt, params, offsets[l] + fan_out * fan_in + u0, u1 - u0,
+                    learning_rate, 0, step)
+    if opt.max_norm > 0:
+        _cap_row_norms(w + u0 * fan_in, u1 - u0, fan_in, opt.max_norm)
+
+
+cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run,
+                        int tid, int n_workers) noexcept nogil:
+    cdef int L = run.n_layers, l, sense = 0
+    cdef const Py_ssize_t* sizes = run.sizes
+    cdef Py_ssize_t d = sizes[0], m = run.batch_size, start = 0, n, s = 0
+    cdef int64_t step
+    cdef _Carve c = _carve(sizes, L, m)
+    cdef floating* workspace = <floating*>run.work
+    cdef floating* xb
+    cdef floating* yb = workspace + c.targets
+    cdef floating* wb = workspace + c.sample_weights if run.sample_weights != NULL else NULL
+    cdef floating* acts[MAX_LAYERS + 1]
+    cdef floating* deltas[MAX_LAYERS + 1]   # deltas[l]: dL/dz of layer l's outputs
+    cdef floating* bias_sums[MAX_LAYERS + 1]
+    cdef Py_ssize_t offsets[MAX_LAYERS + 1]
+
+    offsets[0] = 0
+    for l in range(L):
+        offsets[l + 1] = offsets[l] + sizes[l + 1] * (sizes[l] + 1)
+
+    while start < run.n_total:
+        n = m if run.n_total - start > m else run.n_total - start
+        step = run.steps_before + s + 1
+        # Step s reads input buffer s % 2 (see the comment at the top).
+        xb = workspace + c.inputs + (s & 1) * m * d
+        _point_acts(workspace, sizes, L, n, xb, acts)
+        deltas[L] = workspace + c.deltas
+        bias_sums[L] = workspace + c.bias_sums
+        for l in range(L - 1, 0, -1):
+            deltas[l] = deltas[l + 1] + n * sizes[l + 1]
+            bias_sums[l] = bias_sums[l + 1] + sizes[l + 1]
+
+        if not run.gemms_only:
+            if not _gather_stage(run, x, xb, yb, wb, start, n, step, tid, n_workers, &sense):
+                break
+            _prefetch_next_batch(run, x, start, n, tid, n_workers)
+        _hidden_forward_stage(run, params, offsets, acts, n, step, tid, n_workers, &sense)
+        _output_stage(run, params, offsets, acts, deltas, workspace + c.logits, yb, wb, n, s,
+                      tid, n_workers, &sense)
+        for l in range(L - 1, -1, -1):
+            if l > 0:
+                _delta_stage(run, params, offsets, acts, deltas, l, n, step, tid, n_workers,
+                             &sense)
+            _update_stage(run, params, offsets, acts, deltas, bias_sums[l + 1], l, n,
+                          run.learning_rates[s], step, tid, n_workers)
+        start += n
+        s += 1
+    if tid == 0:
+        run.steps_done = s
+
+
+cdef void _train_task(void* ctx, int tid, int n_workers) noexcept nogil:
+    cdef _TrainRun* run = <_TrainRun*>ctx
+    if run.dtype_pair == FLOAT_MODEL_FLOAT_DATA:
+        _train_worker(<float*>run.params, <const float*>run.x, run, tid, n_workers)
+    elif run.dtype_pair == FLOAT_MODEL_DOUBLE_DATA:
+        _train_worker(<float*>run.params, <const double*>run.x, run, tid, n_workers)
+    elif run.dtype_pair == DOUBLE_MODEL_FLOAT_DATA:
+        _train_worker(<double*>run.params, <const float*>run.x, run, tid, n_workers)
+    else:
+        _train_worker(<double*>run.params, <const double*>run.x, run, tid, n_workers)
+
+
+cdef int _run_workers(_TrainRun* run, int n_workers) noexcept nogil:
+    memset(run.bad, 0, sizeof(run.bad))
+    run.steps_done = 0
+    run.bad_row = -1
+    run.out_of_time = False
+    run.started = _now()
+    if n_workers > MAX_WORKERS:
+        n_workers = MAX_WORKERS
+    return mlp_parallel_run(_train_task, run, n_workers, &run.barrier)

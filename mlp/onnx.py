@@ -1,0 +1,159 @@
+"""Export an :class:`mlp.Model` to ONNX, so that any ONNX runtime can run it.
+
+The graph is what the model computes, layer by layer: a ``Gemm`` node
+(``X @ W.T + b``, with ``W`` stored in the model's own (out, in) orientation
+and ``transB=1``) followed by the layer's activation node: ``Sigmoid``,
+``Tanh``, ``Relu``, ``Softmax(axis=-1)``, or nothing for an ``"identity"``
+output. The batch dimension is dynamic (named ``"batch"``), so one file
+serves any number of rows.
+
+Precision: by default the graph has the model's dtype (a float64 model
+exports a float64 graph, so the exported outputs agree with
+``model.forward`` to float64 rounding). ``dtype=np.float32`` casts the
+parameters and declares a float32 input instead, which is what most ONNX
+consumers (mobile and GPU runtimes, browsers) expect.
+
+The ``onnx`` package is imported only when a model is exported.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from ._validation import check_dtype, check_path
+
+__all__ = ["to_onnx", "OPSET", "INPUT_NAME", "OUTPUT_NAME"]
+
+# Opset 13 is the first whose Softmax normalises along one axis (earlier
+# opsets flatten the trailing dimensions first); 17 is supported by every
+# onnxruntime since 1.11 and by the other common runtimes.
+OPSET = 17
+# IR version 8 is the one that goes with opset 17: a newer IR version would
+# make older runtimes refuse a file that uses nothing newer.
+IR_VERSION = 8
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+# Activation name -> ONNX operator (None: the layer's output is the Gemm's).
+_OPERATORS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softmax": "Softmax",
+              "identity": None}
+
+
+def to_onnx(model, path, *, dtype=None, doc_string=None):
+    """Write `model` to `path` as an ONNX model.
+
+    Parameters
+    ----------
+    model : mlp.Model
+    path : str or os.PathLike
+        The file to write. Its directory must exist. The file is written to a
+        temporary name and renamed into place, so a failure never leaves a
+        half-written file where a good one stood.
+    dtype : None, float32 or float64
+        Element type of the graph's input, parameters and output. None keeps
+        the model's dtype.
+    doc_string : str, optional
+        Stored as the graph's description.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The model that was written. Its single input ``"input"`` has shape
+        (batch, layer_sizes[0]) and its single output ``"output"`` shape
+        (batch, layer_sizes[-1]), both of `dtype`; ``output`` equals
+        ``model.forward(input)`` up to rounding.
+
+    Raises
+    ------
+    TypeError
+        If `model` is not an mlp.Model or `path` is not a path.
+    FileNotFoundError, IsADirectoryError
+        If the directory of `path` does not exist, or `path` is a directory.
+    """
+    from .model import Model
+
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be an mlp.Model, got {type(model).__name__}")
+    path = _check_output_path(path)
+    dtype = model.dtype if dtype is None else check_dtype(dtype)
+    proto = build_onnx(model, dtype=dtype, doc_string=doc_string)
+    _write_atomically(proto.SerializeToString(), path)
+    return proto
+
+
+def build_onnx(model, *, dtype=None, doc_string=None):
+    """The ONNX ModelProto for `model`, without writing it (see :func:`to_onnx`)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    dtype = model.dtype if dtype is None else check_dtype(dtype)
+    elem_type = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    n_layers = len(model.weights)
+    nodes, initializers = [], []
+    current = INPUT_NAME
+    for l, (w, b) in enumerate(zip(model.weights, model.biases)):
+        last = l == n_layers - 1
+        activation = model.output if last else model.activation
+        if activation not in _OPERATORS:
+            raise ValueError(f"activation {activation!r} has no ONNX operator in this exporter")
+        operator = _OPERATORS[activation]
+        linear = OUTPUT_NAME if last and operator is None else f"linear{l}"
+        initializers.append(numpy_helper.from_array(np.ascontiguousarray(w, dtype=dtype), f"W{l}"))
+        initializers.append(numpy_helper.from_array(np.ascontiguousarray(b, dtype=dtype), f"b{l}"))
+        # W is (out, in): transB=1 makes Gemm compute input @ W.T + b.
+        nodes.append(helper.make_node("Gemm", [current, f"W{l}", f"b{l}"], [linear],
+                                      name=f"gemm{l}", transB=1))
+        current = linear
+        if operator is not None:
+            activated = OUTPUT_NAME if last else f"hidden{l}"
+            attributes = {"axis": -1} if operator == "Softmax" else {}
+            nodes.append(helper.make_node(operator, [current], [activated],
+                                          name=f"{activation}{l}", **attributes))
+            current = activated
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info(INPUT_NAME, elem_type, ["batch", model.n_inputs])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, elem_type, ["batch", model.n_outputs])],
+        initializer=initializers,
+        doc_string=doc_string or repr(model),
+    )
+    from . import __version__
+
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="mlp", producer_version=__version__)
+    proto.ir_version = IR_VERSION
+    helper.set_model_props(proto, {
+        "layer_sizes": ",".join(str(s) for s in model.layer_sizes),
+        "activation": model.activation,
+        "output": model.output,
+    })
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _check_output_path(path):
+    path = check_path(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"path {path!r} is a directory; give a file name such as "
+                                f"{os.path.join(path, 'model.onnx')!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write path {path!r}: its directory {directory!r} "
+                                f"does not exist; create it first")
+    return path
+
+
+def _write_atomically(data, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".mlp-", suffix=".onnx.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,226 @@
+"""Optimizers: immutable configurations of an update rule.
+
+Each optimizer is a frozen dataclass, validated when it is built, that says
+which update rule the kernel runs (mlp/_updates.pxi) and with which
+hyperparameters. The rules are exactly those of ``torch.optim.SGD``,
+``torch.optim.Adam`` and ``torch.optim.AdamW``, applied to the batch's mean
+gradient. Weight decay applies to the weights, never to the biases.
+
+The state an optimizer builds up (velocities, moments, step count) lives
+with the model, in ``model.optimizer_state`` (an :class:`OptimizerState`),
+so that a later ``train()`` or ``training_step()`` with an equal optimizer
+continues it and ``Model.save`` / ``Model.load`` carry it.
+
+To add an optimizer: a dataclass here with ``name``, ``state_buffers`` and
+``kernel_rule()``, its rule in mlp/_updates.pxi with a code in
+``_kernels.UPDATE_RULES``, and a reference test in tests/test_optimizers.py.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import _kernels
+
+
+def _check_real(value, name, *, low=None, high=None, low_open=False, high_open=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or below or above:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+        span = f"in {lo}, {hi}" if low is not None and high is not None else (
+            f"{'>' if low_open else '>='} {low:g}" if low is not None else f"<= {high:g}")
+        raise ValueError(f"{name} must be a finite number {span}, got {value!r}")
+    return value
+
+
+def _check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Stochastic gradient descent, as ``torch.optim.SGD`` (dampening 0).
+
+    Per step, with g the batch's mean gradient::
+
+        g = g + weight_decay * w              # weights only
+        v = momentum * v + g                  # v starts at 0
+        w = w - learning_rate * (g + momentum * v if nesterov else v)
+
+    With ``momentum=0`` this is plain SGD, ``w -= learning_rate * g``, which
+    the kernel folds into the weight-gradient GEMM (its fastest step).
+
+    Parameters
+    ----------
+    learning_rate : float > 0
+    momentum : float in [0, 1)
+    nesterov : bool
+        Nesterov momentum; needs ``momentum > 0``.
+    weight_decay : float >= 0
+        L2 penalty on the weights (not the biases), added to the gradient.
+    """
+    learning_rate: float = field(default=0.01, metadata={"help": "learning rate"})
+    momentum: float = field(default=0.0, metadata={"help": "momentum, in [0, 1) (SGD)"})
+    nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum (SGD)"})
+    weight_decay: float = field(default=0.0, metadata={
+        "help": "L2 penalty on the weights (Adam: in the gradient; AdamW: decoupled)"})
+
+    name = "sgd"
+
+    def __post_init__(self):
+        object.__setattr__(self, "learning_rate", _check_real(
+            self.learning_rate, "learning_rate", low=0, low_open=True))
+        object.__setattr__(self, "momentum", _check_real(
+            self.momentum, "momentum", low=0, high=1, high_open=True))
+        object.__setattr__(self, "nesterov", _check_bool(self.nesterov, "nesterov"))
+        object.__setattr__(self, "weight_decay", _check_real(
+            self.weight_decay, "weight_decay", low=0))
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0 (Nesterov momentum with no "
+                             "momentum is plain SGD); set momentum, e.g. 0.9")
+        if self.momentum == 0 and self.learning_rate * self.weight_decay >= 1:
+            raise ValueError(
+                f"learning_rate * weight_decay must be below 1 (plain SGD scales the weights "
+                f"by 1 - their product every step); got {self.learning_rate * self.weight_decay}")
+
+    @property
+    def state_buffers(self):
+        """Names of the per-parameter state arrays this optimizer keeps."""
+        return ("velocity",) if self.momentum > 0 else ()
+
+    def kernel_rule(self):
+        """The update rule as the kernel takes it (see _kernels.train_steps)."""
+        rule = "sgd_momentum" if self.momentum > 0 else "sgd"
+        return {"code": _kernels.UPDATE_RULES[rule], "weight_decay": self.weight_decay,
+                "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam, as ``torch.optim.Adam``; with ``decoupled=True``, AdamW
+    (``torch.optim.AdamW``).
+
+    Per step t = 1, 2, ..., with g the batch's mean gradient::
+
+        w = w * (1 - learning_rate * weight_decay)   # decoupled (AdamW), weights only
+        g = g + weight_decay * w                      # otherwise (Adam), weights only
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        w = w - learning_rate / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    Parameters
+    ----------
+    learning_rate : float > 0
+    beta1, beta2 : float in [0, 1)
+    eps : float > 0
+    weight_decay : float >= 0
+    decoupled : bool
+        Decay the weights directly (AdamW) instead of through the gradient.
+    """
+    learning_rate: float = field(default=0.001, metadata={"help": "learning rate"})
+    beta1: float = field(default=0.9, metadata={"help": "first-moment decay (Adam)"})
+    beta2: float = field(default=0.999, metadata={"help": "second-moment decay (Adam)"})
+    eps: float = field(default=1e-8, metadata={"help": "term added to the denominator (Adam)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty on the weights"})
+    decoupled: bool = field(default=False, metadata={"help": "AdamW's decoupled weight decay"})
+
+    name = "adam"
+
+    def __post_init__(self):
+        object.__setattr__(self, "learning_rate", _check_real(
+            self.learning_rate, "learning_rate", low=0, low_open=True))
+        for name in ("beta1", "beta2"):
+            object.__setattr__(self, name, _check_real(
+                getattr(self, name), name, low=0, high=1, high_open=True))
+        object.__setattr__(self, "eps", _check_real(self.eps, "eps", low=0, low_open=True))
+        object.__setattr__(self, "weight_decay", _check_real(
+            self.weight_decay, "weight_decay", low=0))
+        object.__setattr__(self, "decoupled", _check_bool(self.decoupled, "decoupled"))
+        if self.decoupled and self.learning_rate * self.weight_decay >= 1:
+            raise ValueError(
+                f"learning_rate * weight_decay must be below 1 (AdamW scales the weights by "
+                f"1 - their product every step); got {self.learning_rate * self.weight_decay}")
+
+    state_buffers = ("exp_avg", "exp_avg_sq")
+
+    def kernel_rule(self):
+        """The update rule as the kernel takes it (see _kernels.train_steps)."""
+        return {"code": _kernels.UPDATE_RULES["adam"], "weight_decay": self.weight_decay,
+                "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "decoupled": self.decoupled}
+
+
+def AdamW(learning_rate=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+    """``Adam(..., decoupled=True)``, with torch.optim.AdamW's default weight decay."""
+    return Adam(learning_rate, beta1, beta2, eps, weight_decay, decoupled=True)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def check_optimizer(optimizer, name="optimizer"):
+    """Return optimizer if it is one of mlp's optimizer configurations."""
+    if not isinstance(optimizer, tuple(OPTIMIZERS.values())):
+        raise TypeError(f"{name} must be mlp.SGD(...) or mlp.Adam(...), got {optimizer!r}")
+    return optimizer
+
+
+def optimizer_to_dict(optimizer):
+    """A JSON-ready description: {"name": ..., hyperparameters...}."""
+    return {"name": optimizer.name, **asdict(optimizer)}
+
+
+def optimizer_from_dict(description):
+    """The inverse of optimizer_to_dict; ValueError for anything else."""
+    if not isinstance(description, dict) or description.get("name") not in OPTIMIZERS:
+        raise ValueError(f"not an optimizer description: {description!r}")
+    fields = {k: v for k, v in description.items() if k != "name"}
+    try:
+        return OPTIMIZERS[description["name"]](**fields)
+    except TypeError as exc:
+        raise ValueError(f"bad optimizer description {description!r}: {exc}") from None
+
+
+@dataclass
+class OptimizerState:
+    """What an optimizer has built up on one model.
+
+    Attributes
+    ----------
+    optimizer : SGD or Adam
+        The configuration the state belongs to.
+    step : int
+        Steps taken so far (Adam's t; schedules and History count from it).
+    buffers : dict of str to ndarray
+        Per-parameter state (``optimizer.state_buffers``), each laid out like
+        the model's flat parameter array and of its dtype.
+    """
+    optimizer: object
+    step: int = 0
+    buffers: dict = field(default_factory=dict)
+
+    @classmethod
+    def fresh(cls, optimizer, n_params, dtype):
+        return cls(optimizer, 0, {name: np.zeros(n_params, dtype=dtype)
+                                  for name in optimizer.state_buffers})
+
+    def kernel_buffers(self, dtype):
+        """(velocity, second_moment) as the kernel takes them, empty when unused."""
+        empty = np.empty(0, dtype=dtype)
+        if isinstance(self.optimizer, Adam):
+            return self.buffers["exp_avg"], self.buffers["exp_avg_sq"]
+        return self.buffers.get("velocity", empty), empty
+
+    def copy(self):
+        return OptimizerState(self.optimizer, self.step,
+                              {k: v.copy() for k, v in self.buffers.items()})

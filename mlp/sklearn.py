@@ -1,0 +1,861 @@
+"""scikit-learn estimators backed by mlp: :class:`MLPClassifier` and :class:`MLPRegressor`.
+
+They take scikit-learn's ``sklearn.neural_network`` parameters with the same
+names and meanings, so that changing the import is enough::
+
+    from mlp.sklearn import MLPClassifier     # was: from sklearn.neural_network import ...
+
+    clf = MLPClassifier(hidden_layer_sizes=(300, 100), solver="sgd", momentum=0.9,
+                        learning_rate_init=0.1, batch_size=200, max_iter=10)
+    clf.fit(X_train, y_train).score(X_test, y_test)
+
+and they work wherever scikit-learn estimators do: pipelines, ``GridSearchCV``,
+``cross_val_score``, joblib and Dask. Each epoch runs through :func:`mlp.train`
+with :class:`mlp.SGD` or :class:`mlp.Adam`; what scikit-learn decides between
+epochs (stopping on ``tol``/``n_iter_no_change``, the ``"adaptive"`` and
+``"invscaling"`` learning rates, early stopping on a validation split) is done
+here, the same way.
+
+Where mlp differs from scikit-learn, on purpose:
+
+* ``solver="lbfgs"`` is not supported (mlp trains with minibatches).
+* ``shuffle=False`` visits the samples in one fixed order every epoch, a
+  permutation of X drawn from ``random_state`` rather than X's own order.
+* Sparse input is refused: mlp's kernels work on dense rows (call
+  ``X.toarray()`` for data that fits in memory).
+* The parameters and the arithmetic are float32 by default (``dtype``), which
+  is what makes mlp fast; ``dtype="float64"`` computes in double precision.
+* ``sample_weight``: every batch is divided by the mean weight of the whole
+  training set times its size, where scikit-learn divides it by its own sum
+  of weights (the same on average; identical for full batches).
+* Momentum is PyTorch's (a velocity in gradient units). It is the same
+  update as scikit-learn's while the learning rate is constant; when
+  ``"adaptive"`` or ``"invscaling"`` changes the rate, the velocity already
+  accumulated is scaled by the new rate rather than the old one.
+
+scikit-learn is imported by this module only; ``import mlp`` does not need it.
+"""
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from . import optimizers as _optimizers
+from . import training as _training
+from ._threads import train_workers
+from ._validation import check_dtype
+from .model import HIDDEN_ACTIVATIONS, Model
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+# scikit-learn's activation names -> mlp's.
+_HIDDEN = {"logistic": "sigmoid", "tanh": "tanh", "relu": "relu", "identity": "identity"}
+# out_activation_ (scikit-learn's name) -> (mlp output, mlp loss).
+_OUTPUT = {"softmax": ("softmax", "cross_entropy"),
+           "logistic": ("sigmoid", "binary_cross_entropy"),
+           "identity": ("identity", "mse")}
+# scikit-learn's 'adaptive' rate stops dividing itself below this.
+_SMALLEST_ADAPTIVE_RATE = 1e-6
+
+
+class _EpochRate:
+    """An ``lr_schedule`` for one :func:`mlp.train` call: the optimizer's rate
+    times ``factor`` for the whole epoch, as scikit-learn changes its rate only
+    between epochs. A class rather than a lambda so that it pickles."""
+
+    __slots__ = ("factor",)
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, step, total_steps):
+        return self.factor
+
+
+class _BaseMLP(BaseEstimator):
+    """The training loop and everything shared by the classifier and the regressor."""
+
+    # -- hyper-parameters -----------------------------------------------------
+
+    def _check_hyperparameters(self):
+        """Validate every constructor argument (at fit time, as scikit-learn
+        does) and return the hidden layer sizes as a list of ints."""
+        name = type(self).__name__
+
+        def fail(param, expected, exc=ValueError):
+            value = getattr(self, param)
+            return exc(f"The {param!r} parameter of {name} must be {expected}. "
+                       f"Got {value!r} instead.")
+
+        def real(param, low, high=None, low_open=False, high_open=False):
+            value = getattr(self, param)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                raise fail(param, "a real number", TypeError)
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            expected = f"a float in the range {left}{low}, {'inf' if high is None else high}{right}"
+            if (np.isnan(value) or value < low or (low_open and value == low)
+                    or (high is not None and (value > high or (high_open and value == high)))):
+                raise fail(param, expected)
+
+        def integer(param, low):
+            value = getattr(self, param)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+                raise fail(param, f"an int in the range [{low}, inf)", TypeError)
+            if value < low:
+                raise fail(param, f"an int in the range [{low}, inf)")
+
+        def boolean(param):
+            if not isinstance(getattr(self, param), (bool, np.bool_)):
+                raise fail(param, "a bool", TypeError)
+
+        def choice(param, options):
+            if getattr(self, param) not in options:
+                raise fail(param, "one of " + ", ".join(repr(o) for o in options))
+
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, numbers.Integral) and not isinstance(sizes, (bool, np.bool_)):
+            sizes = [sizes]
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+            raise fail("hidden_layer_sizes", "an int or a sequence of ints", TypeError)
+        sizes = list(sizes)
+        if any(isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral)
+               for s in sizes):
+            raise fail("hidden_layer_sizes", "an int or a sequence of ints", TypeError)
+        if any(s <= 0 for s in sizes):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
+
+        choice("activation", list(_HIDDEN))
+        if _HIDDEN[self.activation] not in HIDDEN_ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r} is not supported by mlp; "
+                             f"use one of 'logistic', 'tanh', 'relu'")
+        if self.solver == "lbfgs":
+            raise ValueError(
+                "solver='lbfgs' is not supported by mlp.sklearn: mlp trains with minibatches. "
+                "Use solver='adam' or 'sgd', or sklearn.neural_network for L-BFGS.")
+        choice("solver", ["sgd", "adam"])
+        real("alpha", 0)
+        if self.batch_size != "auto":
+            if not isinstance(self.batch_size, numbers.Integral) or isinstance(
+                    self.batch_size, (bool, np.bool_)):
+                raise fail("batch_size", "'auto' or an int in the range [1, inf)", TypeError)
+            integer("batch_size", 1)
+        choice("learning_rate", ["constant", "invscaling", "adaptive"])
+        real("learning_rate_init", 0, low_open=True)
+        real("power_t", 0)
+        integer("max_iter", 1)
+        boolean("shuffle")
+        real("tol", 0)
+        boolean("warm_start")
+        real("momentum", 0, 1)
+        boolean("nesterovs_momentum")
+        boolean("early_stopping")
+        real("validation_fraction", 0, 1, high_open=True)
+        real("beta_1", 0, 1, high_open=True)
+        real("beta_2", 0, 1, high_open=True)
+        real("epsilon", 0, low_open=True)
+        if self.n_iter_no_change != np.inf:
+            integer("n_iter_no_change", 1)
+        check_dtype(self.dtype, "dtype")
+        if self.n_threads is not None:
+            integer("n_threads", 1)
+        real("dropout", 0, 1, high_open=True)
+        if self.random_state is not None and not isinstance(
+                self.random_state, (numbers.Integral, np.random.RandomState)):
+            raise fail("random_state", "None, an int or a numpy.random.RandomState", TypeError)
+        return [int(s) for s in sizes]
+
+    # -- fitting --------------------------------------------------------------
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The input data, converted to ``dtype``.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (any hashable values, or a multilabel indicator
+            matrix) for the classifier, real targets for the regressor.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample's loss.
+
+        Returns
+        -------
+        self : the fitted estimator.
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def _fit(self, X, y, sample_weight, incremental):
+        hidden_sizes = self._check_hyperparameters()
+        first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        targets = self._encode_targets(y)
+        n_samples, n_features = X.shape
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                                 ensure_non_negative=True)
+        layer_sizes = [n_features, *hidden_sizes, self._n_output_units(targets)]
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(layer_sizes)
+        elif list(self.model_.layer_sizes) != layer_sizes:
+            raise ValueError(
+                f"the fitted network has layer sizes {list(self.model_.layer_sizes)} but "
+                f"hidden_layer_sizes and the data now ask for {layer_sizes}; warm_start and "
+                f"partial_fit continue training the same network. Set warm_start=False (or "
+                f"call fit) to start again.")
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        if not incremental or not hasattr(self, "_rate"):
+            # A new optimizer: fresh momentum/Adam moments, the initial rate.
+            self.model_.optimizer_state = None
+            self._rate = float(self.learning_rate_init)
+        self._fit_stochastic(X, y, targets, sample_weight, incremental)
+        return self
+
+    def _initialize(self, layer_sizes):
+        """Create the network and reset every fitted attribute (first fit)."""
+        out_activation = self._out_activation()
+        output = _OUTPUT[out_activation][0]
+        dtype = check_dtype(self.dtype, "dtype")
+        model = Model(layer_sizes, activation=_HIDDEN[self.activation], output=output,
+                      init="xavier", dtype=dtype)
+        # scikit-learn's initialisation, drawn from the same generator in the
+        # same order, so that a given random_state starts both from the same
+        # coefs_ and intercepts_: Glorot uniform weights *and* biases, with
+        # bound sqrt(2 / (fan_in + fan_out)) for logistic units.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for weights, biases in zip(model.weights, model.biases):
+            fan_out, fan_in = weights.shape
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            weights[...] = self._random_state.uniform(-bound, bound, (fan_in, fan_out)).T
+            biases[...] = self._random_state.uniform(-bound, bound, fan_out)
+        self.model_ = model
+        self._order_seed = None
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = layer_sizes[-1]
+        self.n_layers_ = len(layer_sizes)
+        self.out_activation_ = out_activation
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        self._best_params = model._params.copy()
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _optimizer(self, batch_weight):
+        # scikit-learn adds alpha * W / (the batch's summed sample weight) to
+        # the batch's mean gradient (its L2 term is 0.5 * alpha * ||W||^2 over
+        # the same sum): PyTorch-style weight decay on the weights alone.
+        weight_decay = float(self.alpha) / batch_weight
+        if self.solver == "sgd":
+            return _optimizers.SGD(learning_rate=float(self.learning_rate_init),
+                                   momentum=float(self.momentum),
+                                   nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
+                                   weight_decay=weight_decay)
+        return _optimizers.Adam(learning_rate=float(self.learning_rate_init),
+                                beta1=float(self.beta_1), beta2=float(self.beta_2),
+                                eps=float(self.epsilon), weight_decay=weight_decay)
+
+    def _split_validation(self, X, y, targets, sample_weight):
+        """scikit-learn's early-stopping split: (train part, validation part)."""
+        if not self.early_stopping:
+            return (X, targets, sample_weight), None
+        # scikit-learn stratifies only single-output (binary) classification.
+        stratify = targets if is_classifier(self) and self.n_outputs_ == 1 else None
+        if stratify is not None and stratify.ndim == 2:
+            stratify = stratify[:, 0]
+        train_idx, val_idx = train_test_split(
+            np.arange(X.shape[0]), random_state=self._random_state,
+            test_size=self.validation_fraction, stratify=stratify)
+        if len(val_idx) < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
+        weight = None if sample_weight is None else sample_weight[train_idx]
+        val_weight = None if sample_weight is None else sample_weight[val_idx]
+        return ((X[train_idx], targets[train_idx], weight),
+                (X[val_idx], y[val_idx], val_weight))
+
+    def _fit_stochastic(self, X, y, targets, sample_weight, incremental):
+        (X_train, t_train, w_train), validation = self._split_validation(
+            X, y, targets, sample_weight)
+        n_samples = X_train.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
+                              "It is going to be clipped", stacklevel=4)
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        weight_mean = 1.0
+        if w_train is not None:
+            weight_mean = float(w_train.mean())
+            if weight_mean <= 0:
+                raise ValueError("sample_weight must not be all zero: no sample would count")
+            # mlp averages a batch's weighted losses over its size, scikit-learn
+            # over its sum of weights: weights of mean 1 make the two agree.
+            w_train = w_train / weight_mean
+        optimizer = self._optimizer(batch_size * weight_mean)
+        _, loss = _OUTPUT[self.out_activation_]
+        # scikit-learn's squared error is a mean over the outputs too.
+        loss_scale = 1.0 / self.n_outputs_ if loss == "mse" else 1.0
+        batches = -(-n_samples // batch_size)
+        bar = _epoch_bar(self.max_iter if not incremental else 1, self.verbose)
+        self.n_iter_ = 0
+        try:
+            for _ in range(self.max_iter):
+                factor = self._rate / float(self.learning_rate_init)
+                # scikit-learn's L2 term uses the weights each batch starts
+                # from; those the epoch starts from stand in for them.
+                squares = sum(float(np.dot(w.ravel(), w.ravel())) for w in self.model_.weights)
+                history = _training.train(
+                    self.model_, X_train, t_train, epochs=1, batch_size=batch_size,
+                    optimizer=optimizer, lr_schedule=_EpochRate(factor), loss=loss,
+                    sampling="shuffle", seed=self._epoch_seed(),
+                    sample_weight=w_train, dropout=float(self.dropout), progress=False,
+                    n_threads=self.n_threads)
+                self.n_iter_ += 1
+                # The L2 term as scikit-learn reports it: 0.5 * alpha * ||W||^2
+                # per batch over the batch's weight, averaged over the samples.
+                penalty = 0.5 * float(self.alpha) * squares * batches / (n_samples * weight_mean)
+                self.loss_ = float(history.loss[-1]) * loss_scale + penalty
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                self._update_no_improvement_count(validation)
+                if bar is not None:
+                    bar.update(1)
+                    postfix = {"loss": f"{self.loss_:.6f}"}
+                    if validation is not None:
+                        postfix["val_score"] = f"{self.validation_scores_[-1]:.4f}"
+                    bar.set_postfix(postfix)
+                if self.solver == "sgd" and self.learning_rate == "invscaling":
+                    self._rate = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if self._stop_or_slow_down(validation is not None, bar):
+                        break
+                    self._no_improvement_count = 0
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                        f"and the optimization hasn't converged yet.", ConvergenceWarning,
+                        stacklevel=4)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=4)
+        except FloatingPointError as exc:
+            raise ValueError(
+                f"Solver produced non-finite parameter weights ({exc}). The input data may "
+                f"contain large values and need to be preprocessed, or learning_rate_init "
+                f"may be too large.") from None
+        finally:
+            if bar is not None:
+                bar.close()
+        if validation is not None:
+            self.model_._params[...] = self._best_params
+
+    def _epoch_seed(self):
+        # mlp.train walks a permutation of the samples every epoch; without
+        # shuffle it walks the same one every epoch (mlp has no in-order pass).
+        if self.shuffle or self._order_seed is None:
+            seed = int(self._random_state.randint(np.iinfo(np.int32).max))
+            if self.shuffle:
+                return seed
+            self._order_seed = seed
+        return self._order_seed
+
+    def _update_no_improvement_count(self, validation):
+        if validation is not None:
+            X_val, y_val, w_val = validation
+            score = self._score_validated(X_val, y_val, w_val)
+            self.validation_scores_.append(score)
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = self.model_._params.copy()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _stop_or_slow_down(self, early_stopping, bar):
+        """scikit-learn's response to n_iter_no_change stale epochs: stop, or
+        for the 'adaptive' rate divide the rate by 5 until it is tiny."""
+        what = "Validation score" if early_stopping else "Training loss"
+        message = (f"{what} did not improve more than tol={self.tol:f} for "
+                   f"{self.n_iter_no_change} consecutive epochs.")
+        adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
+        if adaptive and self._rate > _SMALLEST_ADAPTIVE_RATE:
+            self._rate /= 5.0
+            _say(bar, self.verbose, f"{message} Setting learning rate to {self._rate:f}")
+            return False
+        suffix = " Learning rate too small. Stopping." if adaptive else " Stopping."
+        _say(bar, self.verbose, message + suffix)
+        return True
+
+    # -- prediction -----------------------------------------------------------
+
+    def _forward(self, X):
+        """Validated X -> the network's outputs (n, n_outputs_), model dtype."""
+        threads = self.n_threads
+        if threads is None:
+            # Model.forward defaults to one thread (a call of milliseconds);
+            # predict on a data set gains from every core, and mlp's workers
+            # wake no BLAS pool. Small calls stay on one thread, as in training.
+            threads = train_workers(None, X.shape[0], self.model_.layer_sizes)
+        return self.model_.forward(X, n_threads=threads)
+
+    def _check_X(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C")
+
+    def _score_validated(self, X, y, sample_weight):
+        predicted = self._predict_validated(X)
+        if np.issubdtype(predicted.dtype, np.floating) and not np.isfinite(predicted).all():
+            return np.nan
+        return float(self._score_function(y, predicted, sample_weight=sample_weight))
+
+    # -- fitted parameters in scikit-learn's layout ---------------------------
+
+    @property
+    def coefs_(self):
+        """List of (n_in, n_out) weight matrices, one per layer: transposed
+        live views of ``model_.weights`` (writing into them changes the model)."""
+        check_is_fitted(self)
+        return [w.T for w in self.model_.weights]
+
+    @property
+    def intercepts_(self):
+        """List of (n_out,) bias vectors, one per layer: live views of ``model_.biases``."""
+        check_is_fitted(self)
+        return list(self.model_.biases)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "model_")
+
+    def to_onnx(self, path, *, dtype=None):
+        """Write the fitted network to `path` as an ONNX graph (see :func:`mlp.onnx.to_onnx`).
+
+        The graph's output is the network's output layer: class probabilities
+        in ``classes_`` order (multiclass), the probability of ``classes_[1]``
+        (binary), per-label probabilities (multilabel) or the predictions
+        (regression).
+        """
+        check_is_fitted(self)
+        return self.model_.to_onnx(path, dtype=dtype)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier trained by mlp's compiled core.
+
+    A drop-in replacement for ``sklearn.neural_network.MLPClassifier`` with
+    solver "sgd" or "adam": same parameters, same fitted attributes, same
+    training logic between epochs, several times faster. It minimises the
+    log-loss: softmax outputs for more than two classes, one logistic output
+    for two classes, one logistic output per label for a multilabel indicator
+    ``y``.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        Units in each hidden layer.
+    activation : {"logistic", "tanh", "relu"}, default="relu"
+        Activation of the hidden layers.
+    solver : {"adam", "sgd"}, default="adam"
+        ``"lbfgs"`` raises ValueError: it is not supported.
+    alpha : float, default=1e-4
+        Strength of the L2 penalty on the weights, scaled as scikit-learn
+        scales it: each batch's mean gradient gains ``alpha * W / batch_size``.
+    batch_size : int or "auto", default="auto"
+        Minibatch size; "auto" is min(200, n_samples).
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Schedule of the SGD rate (ignored by Adam). "invscaling" sets it to
+        ``learning_rate_init / (t + 1) ** power_t`` after each epoch, t being
+        the samples seen; "adaptive" divides it by 5 whenever
+        ``n_iter_no_change`` epochs fail to improve by ``tol``.
+    learning_rate_init : float, default=0.001
+    power_t : float, default=0.5
+    max_iter : int, default=200
+        Maximum number of epochs (partial_fit runs one).
+    shuffle : bool, default=True
+        Shuffle the samples every epoch; False keeps one order for every epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation (the same draws as scikit-learn's), the
+        shuffling and the early-stopping split.
+    tol : float, default=1e-4
+    verbose : bool, default=False
+        Show a progress bar over the epochs with the loss.
+    warm_start : bool, default=False
+        Continue from the previous fit's parameters.
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data, stop when its accuracy
+        stops improving and keep the best parameters.
+    validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's parameters.
+    n_iter_no_change : int, default=10
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the parameters and of the arithmetic (mlp's addition).
+    n_threads : int or None, default=None
+        Worker threads for training and prediction; None lets mlp choose.
+        Use 1 when a joblib or Dask search already runs one fit per core.
+    dropout : float in [0, 1), default=0.0
+        Dropout rate of the hidden units during training.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    model_ : mlp.Model
+        The underlying network.
+    coefs_ : list of ndarray of shape (n_in, n_out)
+    intercepts_ : list of ndarray of shape (n_out,)
+    loss_, best_loss_ : float
+        The last and the best epoch's mean training loss (with the L2 term);
+        best_loss_ is None with early_stopping.
+    loss_curve_ : list of float
+    validation_scores_ : list of float or None
+        Accuracy on the held-out split after each epoch (early_stopping only).
+    best_validation_score_ : float or None
+    n_iter_ : int
+        Epochs run by the last fit.
+    t_ : int
+        Training samples seen over every fit.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when X had string column names.
+    n_layers_, n_outputs_ : int
+    out_activation_ : str
+        "softmax", or "logistic" for binary and multilabel problems.
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 dtype="float32", n_threads=None, dropout=0.0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+        self.n_threads = n_threads
+        self.dropout = dropout
+
+    _score_function = staticmethod(accuracy_score)
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y), continuing from the current parameters.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array-like of shape (n_classes,), default=None
+            Every class that any call will see; required on the first call,
+            optional (but must not change) afterwards. Not needed for a
+            multilabel indicator y.
+
+        Returns
+        -------
+        self
+        """
+        first_call = not hasattr(self, "classes_")
+        if first_call:
+            if classes is None and not type_of_target(y).startswith("multilabel"):
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+            self.classes_ = self._label_binarizer.classes_
+        elif classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
+            raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
+                             f"partial_fit, was: {self.classes_!r}")
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, multi_output=True, dtype=check_dtype(self.dtype),
+                             order="C", reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        f"warm_start can only be used where `y` has the same classes as in "
+                        f"the previous call to fit. Previously got {self.classes_}, `y` has "
+                        f"{classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {classes}.")
+        return X, y
+
+    def _out_activation(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _encode_targets(self, y):
+        indicator = self._label_binarizer.transform(y)
+        if self._label_binarizer.y_type_ == "multiclass":
+            # Class indices: the kernel one-hot encodes them as it gathers a batch.
+            return np.ascontiguousarray(indicator.argmax(axis=1), dtype=np.int64)
+        return np.ascontiguousarray(indicator, dtype=check_dtype(self.dtype))
+
+    def _n_output_units(self, targets):
+        # Class indices: one softmax unit per class in classes_, which a
+        # partial_fit batch need not all contain.
+        return len(self.classes_) if targets.ndim == 1 else targets.shape[1]
+
+    def predict(self, X):
+        """Predicted class of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,), or (n_samples, n_labels) for multilabel
+        """
+        return self._predict_validated(self._check_X(X))
+
+    def _predict_validated(self, X):
+        outputs = self._forward(X)
+        if self.n_outputs_ == 1:
+            outputs = outputs.ravel()
+        return self._label_binarizer.inverse_transform(outputs)
+
+    def predict_proba(self, X):
+        """Probability of each class.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes), of the model's dtype
+            Columns in ``classes_`` order. For multilabel y, each label's
+            probability.
+        """
+        outputs = self._forward(self._check_X(X))
+        if self.n_outputs_ == 1:
+            p = outputs[:, 0]
+            return np.column_stack([1 - p, p])
+        return outputs
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`, shape (n_samples, n_classes)."""
+        proba = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(proba, out=proba)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor trained by mlp's compiled core.
+
+    A drop-in replacement for ``sklearn.neural_network.MLPRegressor`` with
+    solver "sgd" or "adam": identity output units and the squared error,
+    one output per column of ``y``.
+
+    Parameters
+    ----------
+    loss : {"squared_error"}, default="squared_error"
+        scikit-learn's "poisson" is not supported.
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
+    warm_start, momentum, nesterovs_momentum, early_stopping,
+    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, dtype,
+    n_threads, dropout
+        As for :class:`MLPClassifier`; early stopping watches the R^2 score.
+
+    Attributes
+    ----------
+    model_ : mlp.Model
+    coefs_, intercepts_, loss_, best_loss_, loss_curve_, validation_scores_,
+    best_validation_score_, n_iter_, t_, n_features_in_, feature_names_in_,
+    n_layers_, n_outputs_
+        As for :class:`MLPClassifier`. ``loss_`` is scikit-learn's
+        ``0.5 * mean((y - prediction) ** 2)`` over samples and outputs, plus
+        the L2 term.
+    out_activation_ : "identity"
+    """
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 dtype="float32", n_threads=None, dropout=0.0):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+        self.n_threads = n_threads
+        self.dropout = dropout
+
+    _score_function = staticmethod(r2_score)
+
+    def _check_hyperparameters(self):
+        if self.loss != "squared_error":
+            raise ValueError(f"The 'loss' parameter of MLPRegressor must be 'squared_error' "
+                             f"(mlp does not support {self.loss!r}). Got {self.loss!r} instead.")
+        return super()._check_hyperparameters()
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing from the current parameters.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
+                             dtype=check_dtype(self.dtype), order="C", reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    @staticmethod
+    def _out_activation():
+        return "identity"
+
+    def _encode_targets(self, y):
+        targets = y.reshape(len(y), -1) if y.ndim == 1 else y
+        return np.ascontiguousarray(targets, dtype=check_dtype(self.dtype))
+
+    @staticmethod
+    def _n_output_units(targets):
+        return targets.shape[1]
+
+    def predict(self, X):
+        """Predicted targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs), of the model's dtype
+        """
+        return self._predict_validated(self._check_X(X))
+
+    def _predict_validated(self, X):
+        outputs = self._forward(X)
+        return outputs.ravel() if outputs.shape[1] == 1 else outputs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _epoch_bar(total, verbose):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="epoch", dynamic_ncols=True)
+
+
+def _say(bar, verbose, message):
+    if not verbose:
+        return
+    if bar is not None:
+        bar.write(message)
+    else:
+        print(message)

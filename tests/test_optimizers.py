@@ -1,0 +1,357 @@
+"""mlp.optimizers: the update rules against float64 numpy references and
+torch.optim, optimizer state across calls and files, and bad configurations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mlp
+from mlp import _kernels as K
+from mlp.optimizers import OptimizerState
+
+from conftest import (
+    ACT,
+    LOSS,
+    assert_close,
+    flatten,
+    kernel_train_steps,
+    ref_loss_and_gradients,
+    unflatten,
+)
+from test_kernels import networks
+
+SETTINGS = settings(max_examples=30, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-9, atol=1e-10)}
+
+
+# ---------------------------------------------------------------------------
+# float64 references, written from torch.optim's documentation
+# ---------------------------------------------------------------------------
+
+def _is_weight(sizes):
+    """Mask over the flat layout: True for weights, False for biases."""
+    parts = []
+    for fin, fout in zip(sizes[:-1], sizes[1:]):
+        parts += [np.ones(fout * fin, bool), np.zeros(fout, bool)]
+    return np.concatenate(parts)
+
+
+def ref_step(optimizer, params, grad, state, t, weights_mask, lr=None):
+    """One step of optimizer on flat float64 params with mean gradient grad;
+    state is a dict of float64 buffers, updated in place. Returns new params."""
+    lr = optimizer.learning_rate if lr is None else lr
+    p = params.astype(np.float64).copy()
+    wd = np.where(weights_mask, optimizer.weight_decay, 0.0)
+    if isinstance(optimizer, mlp.SGD):
+        g = grad + wd * p
+        if optimizer.momentum == 0:
+            return p - lr * g
+        v = optimizer.momentum * state["velocity"] + g
+        state["velocity"][...] = v
+        return p - lr * (g + optimizer.momentum * v if optimizer.nesterov else v)
+    if optimizer.decoupled:
+        p = p * (1 - lr * wd)
+        g = grad.copy()
+    else:
+        g = grad + wd * p
+    m = optimizer.beta1 * state["exp_avg"] + (1 - optimizer.beta1) * g
+    v = optimizer.beta2 * state["exp_avg_sq"] + (1 - optimizer.beta2) * g * g
+    state["exp_avg"][...], state["exp_avg_sq"][...] = m, v
+    denom = np.sqrt(v) / np.sqrt(1 - optimizer.beta2 ** t) + optimizer.eps
+    return p - lr / (1 - optimizer.beta1 ** t) * m / denom
+
+
+# beta2 stays well above 0: with beta2 = 0, sqrt(v) is |g| of the last step
+# alone, and a tiny last gradient under a remembered first moment makes a
+# step of lr * m / |g|, where float32's rounding of g is amplified a
+# million-fold (a property of the rule, not of the kernel).
+optimizers = st.one_of(
+    st.builds(lambda lr, mu, nesterov, wd: mlp.SGD(lr, mu, nesterov and mu > 0, wd),
+              st.floats(0.01, 1.0), st.sampled_from([0.0, 0.5, 0.9, 0.99]), st.booleans(),
+              st.sampled_from([0.0, 1e-3, 0.1])),
+    st.builds(lambda lr, b1, b2, eps, wd, decoupled: mlp.Adam(lr, b1, b2, eps, wd, decoupled),
+              st.floats(1e-4, 0.1), st.sampled_from([0.0, 0.9, 0.5]),
+              st.sampled_from([0.999, 0.99, 0.9]), st.sampled_from([1e-8, 1e-3]),
+              st.sampled_from([0.0, 1e-2, 0.5]), st.booleans()),
+)
+
+
+@SETTINGS
+@given(net=networks(), optimizer=optimizers, workers=st.integers(1, 3),
+       feature_major=st.booleans(), n_steps=st.integers(1, 4))
+def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_major, n_steps):
+    """Every step, from the kernel's own parameters and state, against the
+    reference rule applied to the float64 mean gradient."""
+    dtype, sizes = net["dtype"], net["sizes"]
+    n = len(net["x"])
+    params = net["flat"].copy()
+    state = OptimizerState.fresh(optimizer, params.size, dtype)
+    velocity, second_moment = state.kernel_buffers(dtype)
+    mask = _is_weight(sizes)
+    for t in range(1, n_steps + 1):
+        before = params.astype(np.float64)
+        ref_state = {k: v.astype(np.float64) for k, v in state.buffers.items()}
+        Ws, bs = unflatten(before, sizes)
+        _, dWs, dbs = ref_loss_and_gradients(Ws, bs, net["x"], net["y"], net["hidden"],
+                                             net["out"], net["loss"])
+        expected = ref_step(optimizer, before, flatten(dWs, dbs) / n, ref_state, t, mask)
+        kernel_sgd = np.zeros(1)
+        kernel_train_steps(params, net["sizes_arr"], net["hidden"], net["out"],
+                           LOSS[net["loss"]], net["x"], None, np.arange(n, dtype=np.int64), n,
+                           optimizer.learning_rate, 0.0,
+                           np.empty(K.workspace_size(net["sizes_arr"], n), dtype), kernel_sgd,
+                           feature_major, workers, targets=net["y"],
+                           rule=optimizer.kernel_rule(), velocity=velocity,
+                           second_moment=second_moment, steps_before=t - 1)
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert_close(params, expected, scale=scale, err_msg=f"step {t}", **TOL[dtype])
+        for name, buffer in state.buffers.items():
+            assert_close(buffer, ref_state[name], scale=max(1.0, float(np.abs(ref_state[name]).max())),
+                         err_msg=f"{name} after step {t}", **TOL[dtype])
+            # Continue from the kernel's own state, as the next call would.
+
+
+# ---------------------------------------------------------------------------
+# Against torch.optim, step by step on the same model
+# ---------------------------------------------------------------------------
+
+TORCH_CASES = [
+    (mlp.SGD(0.1), "SGD", dict(lr=0.1)),
+    (mlp.SGD(0.1, weight_decay=0.01), "SGD", dict(lr=0.1, weight_decay=0.01)),
+    (mlp.SGD(0.1, momentum=0.9), "SGD", dict(lr=0.1, momentum=0.9)),
+    (mlp.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3), "SGD",
+     dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+    (mlp.Adam(0.01), "Adam", dict(lr=0.01)),
+    (mlp.Adam(0.01, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.1), "Adam",
+     dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    (mlp.Adam(0.01, weight_decay=0.1, decoupled=True), "AdamW", dict(lr=0.01, weight_decay=0.1)),
+    (mlp.AdamW(0.003), "AdamW", dict(lr=0.003)),
+]
+
+
+@pytest.mark.parametrize("optimizer, torch_name, torch_kwargs", TORCH_CASES)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_steps_match_torch_optim(optimizer, torch_name, torch_kwargs, n_threads):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    X = rng.random((64, 12))
+    y = rng.integers(0, 4, 64)
+    model = mlp.Model([12, 10, 8, 4], dtype=np.float64, seed=0)
+    layers = [torch.nn.Linear(i, o).double() for i, o in zip(model.layer_sizes[:-1],
+                                                              model.layer_sizes[1:])]
+    for layer, w, b in zip(layers, model.weights, model.biases):
+        layer.weight.data = torch.tensor(w.copy())
+        layer.bias.data = torch.tensor(b.copy())
+    net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+    # Weight decay on the weights only, as mlp applies it.
+    groups = [{"params": [layer.weight for layer in layers]},
+              {"params": [layer.bias for layer in layers], "weight_decay": 0.0}]
+    torch_optimizer = getattr(torch.optim, torch_name)(groups, **torch_kwargs)
+    for step in range(8):
+        rows = np.arange(step * 8, step * 8 + 8)
+        mlp.train(model, X[rows], y[rows], epochs=1, batch_size=8, optimizer=optimizer,
+                  lr_schedule="constant", sampling="shuffle", progress=False,
+                  n_threads=n_threads, seed=0)
+        torch_optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(torch.tensor(X[rows])), torch.tensor(y[rows]))
+        loss.backward()
+        torch_optimizer.step()
+        for layer, w, b in zip(layers, model.weights, model.biases):
+            np.testing.assert_allclose(w, layer.weight.data.numpy(), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(b, layer.bias.data.numpy(), rtol=1e-10, atol=1e-12)
+    assert model.optimizer_state.step == 8
+
+
+@pytest.mark.parametrize("optimizer, torch_name, torch_kwargs", TORCH_CASES[2:6])
+def test_train_on_two_workers_matches_torch_over_an_epoch(optimizer, torch_name, torch_kwargs):
+    """train() with workers and a constant rate makes the same steps torch does
+    over the same batches (up to rounding)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    X = rng.random((96, 30))
+    y = rng.integers(0, 5, 96)
+    model = mlp.Model([30, 40, 5], dtype=np.float64, seed=1)
+    layers = [torch.nn.Linear(30, 40).double(), torch.nn.Linear(40, 5).double()]
+    for layer, w, b in zip(layers, model.weights, model.biases):
+        layer.weight.data = torch.tensor(w.copy())
+        layer.bias.data = torch.tensor(b.copy())
+    net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1])
+    groups = [{"params": [layer.weight for layer in layers]},
+              {"params": [layer.bias for layer in layers], "weight_decay": 0.0}]
+    torch_optimizer = getattr(torch.optim, torch_name)(groups, **torch_kwargs)
+    orders = []
+    from mlp import training
+
+    real = training._Run.start_epoch
+
+    def recording(self):
+        real(self)
+        orders.append(self.order)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training._Run, "start_epoch", recording)
+        mlp.train(model, X, y, epochs=1, batch_size=16, optimizer=optimizer,
+                  lr_schedule="constant", seed=3, n_threads=2, progress=False)
+    for start in range(0, 96, 16):
+        rows = orders[0][start:start + 16]
+        torch_optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(torch.tensor(X[rows])),
+                                          torch.tensor(y[rows])).backward()
+        torch_optimizer.step()
+    for layer, w, b in zip(layers, model.weights, model.biases):
+        np.testing.assert_allclose(w, layer.weight.data.numpy(), rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(b, layer.bias.data.numpy(), rtol=1e-9, atol=1e-11)
+
+
+# ---------------------------------------------------------------------------
+# State: continued, restarted, saved
+# ---------------------------------------------------------------------------
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.random((120, 6)), rng.integers(0, 3, 120)
+
+
+@pytest.mark.parametrize("optimizer", [mlp.SGD(0.1), mlp.SGD(0.1, momentum=0.9, nesterov=True),
+                                       mlp.Adam(0.01), mlp.AdamW(0.01)])
+@pytest.mark.parametrize("through_file", [False, True])
+def test_a_run_split_in_two_ends_where_one_run_does(optimizer, through_file, tmp_path):
+    X, y = _data()
+    kwargs = dict(batch_size=16, optimizer=optimizer, lr_schedule="constant", progress=False,
+                  dropout=0.2)
+    whole = mlp.Model([6, 8, 3], seed=0)
+    h_whole = mlp.train(whole, X, y, epochs=4, seed=5, **kwargs)
+    split = mlp.Model([6, 8, 3], seed=0)
+    h_first = mlp.train(split, X, y, epochs=2, seed=5, **kwargs)
+    if through_file:
+        split.save(tmp_path / "half.npz")
+        split = mlp.Model.load(tmp_path / "half.npz")
+    h_second = mlp.train(split, X, y, epochs=2, **kwargs)  # no seed: continues the sampler
+    np.testing.assert_array_equal(split._params, whole._params)
+    for name, buffer in whole.optimizer_state.buffers.items():
+        np.testing.assert_array_equal(split.optimizer_state.buffers[name], buffer)
+    assert h_first.steps + h_second.steps == h_whole.steps
+    assert h_second.steps[0] == h_first.steps[-1] + 8
+    assert split.history.steps == h_whole.steps
+    assert split.optimizer_state.step == whole.optimizer_state.step == 32
+
+
+def test_a_warmup_is_not_repeated_by_a_second_call():
+    X, y = _data()
+    rates = []
+
+    class Record(mlp.Callback):
+        pass
+
+    model = mlp.Model([6, 8, 3], seed=0)
+    from mlp import training
+
+    real = training.learning_rates
+
+    def recording(*args, **kwargs):
+        out = real(*args, **kwargs)
+        rates.extend(out.tolist())
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "learning_rates", recording)
+        mlp.train(model, X, y, iterations=10, batch_size=12, optimizer=mlp.SGD(0.5),
+                  lr_schedule="constant", warmup=5, progress=False, seed=0)
+        mlp.train(model, X, y, iterations=10, batch_size=12, optimizer=mlp.SGD(0.5),
+                  lr_schedule="constant", warmup=5, progress=False)
+    assert rates[:5] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert rates[5:] == [0.5] * 15
+
+
+def test_an_equal_optimizer_continues_and_a_different_one_starts_afresh():
+    X, y = _data()
+    model = mlp.Model([6, 8, 3], seed=0)
+    mlp.train(model, X, y, iterations=5, batch_size=10, optimizer=mlp.Adam(0.01),
+              progress=False, seed=0)
+    state = model.optimizer_state
+    assert state.step == 5 and np.abs(state.buffers["exp_avg_sq"]).sum() > 0
+    mlp.train(model, X, y, iterations=3, batch_size=10, optimizer=mlp.Adam(0.01),
+              progress=False)
+    assert model.optimizer_state is state and state.step == 8
+    mlp.train(model, X, y, iterations=2, batch_size=10,
+              optimizer=mlp.SGD(0.1, momentum=0.5), progress=False)
+    assert model.optimizer_state.step == 2
+    assert set(model.optimizer_state.buffers) == {"velocity"}
+    mlp.training_step(model, X[:4], y[:4], optimizer=mlp.SGD(0.1, momentum=0.5))
+    assert model.optimizer_state.step == 3
+
+
+def test_save_and_load_keep_the_optimizer_state_and_history(tmp_path):
+    X, y = _data()
+    model = mlp.Model([6, 8, 3], seed=0)
+    mlp.train(model, X, y, epochs=2, optimizer=mlp.Adam(0.01, weight_decay=0.1, decoupled=True),
+              progress=False, seed=0)
+    model.save(tmp_path / "m.npz")
+    loaded = mlp.Model.load(tmp_path / "m.npz")
+    assert loaded.optimizer_state.optimizer == model.optimizer_state.optimizer
+    assert loaded.optimizer_state.step == model.optimizer_state.step
+    for name in ("exp_avg", "exp_avg_sq"):
+        np.testing.assert_array_equal(loaded.optimizer_state.buffers[name],
+                                      model.optimizer_state.buffers[name])
+    assert loaded.history == model.history
+
+
+# ---------------------------------------------------------------------------
+# Bad configurations
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("build, exc, match", [
+    (lambda: mlp.SGD(momentum=-0.1), ValueError, "momentum"),
+    (lambda: mlp.SGD(momentum=1.0), ValueError, "momentum"),
+    (lambda: mlp.SGD(momentum="0.9"), TypeError, "momentum"),
+    (lambda: mlp.SGD(nesterov=True), ValueError, "nesterov"),
+    (lambda: mlp.SGD(nesterov=1), TypeError, "nesterov"),
+    (lambda: mlp.SGD(learning_rate=0), ValueError, "learning_rate"),
+    (lambda: mlp.SGD(learning_rate=float("nan")), ValueError, "learning_rate"),
+    (lambda: mlp.SGD(weight_decay=-1e-4), ValueError, "weight_decay"),
+    (lambda: mlp.SGD(learning_rate=2.0, weight_decay=0.6), ValueError, "weight_decay"),
+    (lambda: mlp.Adam(beta1=1.0), ValueError, "beta1"),
+    (lambda: mlp.Adam(beta1=-0.1), ValueError, "beta1"),
+    (lambda: mlp.Adam(beta2=1.5), ValueError, "beta2"),
+    (lambda: mlp.Adam(beta2=float("nan")), ValueError, "beta2"),
+    (lambda: mlp.Adam(eps=0), ValueError, "eps"),
+    (lambda: mlp.Adam(decoupled="yes"), TypeError, "decoupled"),
+])
+def test_bad_optimizer_configurations(build, exc, match):
+    with pytest.raises(exc, match=match):
+        build()
+
+
+def test_optimizers_are_immutable_and_comparable():
+    adam = mlp.Adam(0.01)
+    with pytest.raises(AttributeError):
+        adam.learning_rate = 0.1
+    assert adam == mlp.Adam(0.01) and adam != mlp.Adam(0.02) and adam != mlp.SGD(0.01)
+    assert hash(adam) == hash(mlp.Adam(0.01))
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(optimizer=mlp.SGD(0.1), learning_rate=0.1), ValueError, "learning_rate"),
+    (dict(optimizer=mlp.Adam(), weight_decay=0.1), ValueError, "weight_decay"),
+    (dict(optimizer="adam"), TypeError, "optimizer"),
+    (dict(dropout=1.0), ValueError, "dropout"),
+    (dict(dropout=-0.1), ValueError, "dropout"),
+    (dict(input_dropout=1.5), ValueError, "input_dropout"),
+    (dict(max_norm=0.0), ValueError, "max_norm"),
+    (dict(lr_schedule=lambda step, total: float("nan")), ValueError, "lr_schedule"),
+    (dict(lr_schedule=lambda step, total: -1.0), ValueError, "lr_schedule"),
+    (dict(lr_schedule=lambda step, total: "fast"), ValueError, "lr_schedule"),
+    (dict(warmup=-1), ValueError, "warmup"),
+    (dict(warmup=2.5), ValueError, "warmup"),
+    (dict(warmup="10"), TypeError, "warmup"),
+])
+def test_train_refuses_bad_optimizer_arguments(kwargs, exc, match):
+    X, y = _data()
+    model = mlp.Model([6, 8, 3], seed=0)
+    before = model._params.copy()
+    with pytest.raises(exc, match=match):
+        mlp.train(model, X, y, iterations=3, progress=False, **kwargs)
+    np.testing.assert_array_equal(model._params, before)

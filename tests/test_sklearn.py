@@ -1,0 +1,491 @@
+"""mlp.sklearn: scikit-learn's estimator checks, equivalence with
+sklearn.neural_network on the same data, and the behaviour scikit-learn
+users rely on (labels, partial_fit, warm_start, pickling, errors)."""
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn import neural_network  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import mlp  # noqa: E402
+from mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+# Short fits are the point of most tests here; the tests about convergence
+# turn the warning back on.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+# ---------------------------------------------------------------------------
+# scikit-learn's estimator checks
+# ---------------------------------------------------------------------------
+
+_FLOAT32_WEIGHTS = (
+    "float32 arithmetic (the default dtype): the weighted and the repeated fits agree to "
+    "float32 rounding, about 1e-7, and the check asks for rtol=1e-7; "
+    "test_float64_passes_the_checks_float32_fails runs it with dtype='float64'")
+# Every check these estimators are expected to fail, with the reason.
+EXPECTED_FAILURES = {
+    "MLPClassifier": {
+        "check_sample_weight_equivalence_on_dense_data": _FLOAT32_WEIGHTS,
+    },
+    "MLPRegressor": {
+        "check_sample_weight_equivalence_on_dense_data": _FLOAT32_WEIGHTS,
+        "check_regressor_multioutput": (
+            "predictions have the model's dtype, float32 by default, and the check asks for "
+            "float64; test_float64_passes_the_checks_float32_fails runs it with "
+            "dtype='float64'"),
+    },
+}
+
+
+def _expected_failed_checks(estimator):
+    return EXPECTED_FAILURES[type(estimator).__name__]
+
+
+# Small max_iter keeps the checks quick; n_threads=1 keeps them deterministic
+# and out of each other's way.
+@parametrize_with_checks(
+    [MLPClassifier(max_iter=100, n_threads=1), MLPRegressor(max_iter=100, n_threads=1)],
+    expected_failed_checks=_expected_failed_checks, xfail_strict=True,
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.mark.parametrize("Estimator,check", [
+    (MLPClassifier, "check_sample_weight_equivalence_on_dense_data"),
+    (MLPRegressor, "check_sample_weight_equivalence_on_dense_data"),
+    (MLPRegressor, "check_regressor_multioutput"),
+])
+def test_float64_passes_the_checks_float32_fails(Estimator, check):
+    from sklearn.utils import estimator_checks
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        getattr(estimator_checks, check)(Estimator.__name__,
+                                         Estimator(max_iter=100, n_threads=1, dtype="float64"))
+
+
+# ---------------------------------------------------------------------------
+# Same data, same hyper-parameters: the same training as scikit-learn
+# ---------------------------------------------------------------------------
+# With one batch per epoch the order of the samples does not matter, and
+# both start from the same draws of random_state; in float64 the two must
+# then agree to rounding, epoch by epoch, whatever scikit-learn decides
+# between epochs (stopping, adaptive and inverse-scaling rates, early
+# stopping and its split, the L2 term, sample weights, the loss reported).
+
+def _data(n=60, features=4, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, features))
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int) + (X[:, 2] > 0.5)
+    return X, y % classes
+
+
+def _fit_both(cls_name, X, y, sample_weight=None, **params):
+    params = dict(hidden_layer_sizes=(7, 5), random_state=0, batch_size=len(X), **params)
+    theirs = getattr(neural_network, cls_name)(**params)
+    ours = getattr(mlp.sklearn, cls_name)(dtype="float64", n_threads=1, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", UserWarning)  # batch_size clipped by early stopping
+        theirs.fit(X, y, sample_weight=sample_weight)
+        ours.fit(X, y, sample_weight=sample_weight)
+    return theirs, ours
+
+
+def _assert_same_training(theirs, ours, rtol=1e-7):
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.t_ == theirs.t_
+    assert (ours.n_layers_, ours.n_outputs_, ours.out_activation_) == (
+        theirs.n_layers_, theirs.n_outputs_, theirs.out_activation_)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=rtol)
+    for mine, expected in zip(ours.coefs_ + ours.intercepts_,
+                              theirs.coefs_ + theirs.intercepts_):
+        assert mine.shape == expected.shape
+        np.testing.assert_allclose(mine, expected, rtol=100 * rtol, atol=100 * rtol)
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="sgd", momentum=0.9, nesterovs_momentum=True, learning_rate_init=0.1),
+    dict(solver="sgd", momentum=0.5, nesterovs_momentum=False, learning_rate_init=0.2,
+         alpha=0.01, activation="tanh"),
+    dict(solver="sgd", momentum=0.0, learning_rate="invscaling", learning_rate_init=0.5,
+         power_t=0.25, activation="logistic"),
+    dict(solver="sgd", momentum=0.0, learning_rate="adaptive", learning_rate_init=0.3,
+         tol=0.05, n_iter_no_change=2, max_iter=40),
+    dict(solver="sgd", momentum=0.9, learning_rate_init=0.1, tol=0.02, n_iter_no_change=3,
+         max_iter=60),
+], ids=["nesterov", "momentum-l2-tanh", "invscaling-logistic", "adaptive", "tol-stop"])
+def test_classifier_sgd_trains_as_sklearn(params):
+    X, y = _data()
+    params.setdefault("max_iter", 12)
+    _assert_same_training(*_fit_both("MLPClassifier", X, y, **params))
+
+
+def test_classifier_adam_trains_as_sklearn():
+    X, y = _data()
+    # Adam adds eps to sqrt(v) after (scikit-learn) or before (PyTorch, mlp)
+    # the bias correction: the same step to about eps / sqrt(v).
+    _assert_same_training(*_fit_both("MLPClassifier", X, y, solver="adam",
+                                     learning_rate_init=0.01, alpha=1e-3, max_iter=15),
+                          rtol=1e-5)
+
+
+def test_early_stopping_splits_scores_and_restores_as_sklearn():
+    X, y = _data(n=100)
+    theirs, ours = _fit_both("MLPClassifier", X, y, solver="sgd", learning_rate_init=0.5,
+                             early_stopping=True, validation_fraction=0.2, tol=0.01,
+                             n_iter_no_change=3, max_iter=50)
+    _assert_same_training(theirs, ours)
+    assert ours.validation_scores_ == theirs.validation_scores_
+    assert ours.best_validation_score_ == theirs.best_validation_score_
+    assert ours.best_loss_ is None and ours.validation_scores_
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel"])
+def test_logistic_outputs_train_as_sklearn(kind):
+    X, y = _data(classes=2)
+    if kind == "multilabel":
+        y = np.column_stack([y, X[:, 3] > 0, X[:, 1] < 0]).astype(int)
+    theirs, ours = _fit_both("MLPClassifier", X, y, solver="sgd", learning_rate_init=0.2,
+                             alpha=0.01, max_iter=10)
+    _assert_same_training(theirs, ours)
+    assert ours.out_activation_ == "logistic"
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-6)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_regressor_trains_as_sklearn(outputs):
+    X, _ = _data()
+    rng = np.random.default_rng(1)
+    y = X @ rng.standard_normal((4, outputs)) + 0.1 * rng.standard_normal((len(X), outputs))
+    if outputs == 1:
+        y = y.ravel()
+    theirs, ours = _fit_both("MLPRegressor", X, y, solver="sgd", learning_rate_init=0.05,
+                             alpha=0.1, max_iter=10)
+    _assert_same_training(theirs, ours)
+    assert ours.out_activation_ == "identity"
+    assert ours.predict(X).shape == y.shape
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-6, atol=1e-9)
+
+
+def test_sample_weight_trains_as_sklearn():
+    X, y = _data()
+    weights = np.random.default_rng(2).uniform(0.2, 3.0, len(X))
+    _assert_same_training(*_fit_both("MLPClassifier", X, y, sample_weight=weights,
+                                     solver="sgd", learning_rate_init=0.1, alpha=0.05,
+                                     max_iter=8))
+
+
+# ---------------------------------------------------------------------------
+# Labels and outputs
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("labels", [
+    np.array(["cat", "dog", "emu"]), np.array([3, 7, 11]), np.array([-1.0, 0.0, 2.0])])
+def test_any_labels_come_back(labels):
+    X, y = _data(n=120)
+    y_named = labels[y]
+    clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.05, max_iter=60,
+                        random_state=0).fit(X, y_named)
+    np.testing.assert_array_equal(clf.classes_, np.sort(labels))
+    predicted = clf.predict(X)
+    assert predicted.dtype == y_named.dtype and set(predicted) <= set(labels)
+    assert clf.score(X, y_named) > 0.8
+    proba = clf.predict_proba(X)
+    assert proba.shape == (120, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], predicted)
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba), rtol=1e-5)
+
+
+def test_boolean_labels_are_binary():
+    X, y = _data(classes=2)
+    clf = MLPClassifier(max_iter=50, learning_rate_init=0.05, random_state=0).fit(X, y == 1)
+    np.testing.assert_array_equal(clf.classes_, [False, True])
+    assert clf.n_outputs_ == 1 and clf.out_activation_ == "logistic"
+    assert clf.coefs_[-1].shape == (100, 1)
+    assert clf.predict(X).dtype == bool
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+
+
+def test_multilabel_indicator():
+    X, y = _data(classes=2)
+    Y = np.column_stack([y, X[:, 3] > 0]).astype(int)
+    clf = MLPClassifier(max_iter=100, learning_rate_init=0.05, random_state=0).fit(X, Y)
+    np.testing.assert_array_equal(clf.classes_, [0, 1])
+    assert clf.model_.output == "sigmoid" and clf.n_outputs_ == 2
+    assert clf.predict(X).shape == (len(X), 2)
+    assert clf.score(X, Y) > 0.7  # subset accuracy
+
+
+def test_coefs_are_sklearn_oriented_live_views():
+    X, y = _data()
+    clf = MLPClassifier(hidden_layer_sizes=(6, 5), max_iter=3, random_state=0).fit(X, y)
+    assert [c.shape for c in clf.coefs_] == [(4, 6), (6, 5), (5, 3)]
+    assert [b.shape for b in clf.intercepts_] == [(6,), (5,), (3,)]
+    # The forward pass in scikit-learn's orientation gives predict_proba.
+    a = X
+    for W, b in zip(clf.coefs_[:-1], clf.intercepts_[:-1]):
+        a = np.maximum(a @ W + b, 0)
+    z = a @ clf.coefs_[-1] + clf.intercepts_[-1]
+    softmax = np.exp(z - z.max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(clf.predict_proba(X), softmax, rtol=1e-4, atol=1e-6)
+    clf.intercepts_[-1][...] = [0, 0, 100]
+    assert (clf.predict(X) == 2).all()
+
+
+def test_dtype_threads_and_dropout_reach_the_model():
+    X, y = _data()
+    clf = MLPClassifier(dtype="float64", max_iter=2, random_state=0).fit(X, y)
+    assert clf.model_.dtype == np.float64 and clf.predict_proba(X).dtype == np.float64
+    assert MLPClassifier(max_iter=2).fit(X, y).predict_proba(X).dtype == np.float32
+    plain = MLPClassifier(max_iter=5, random_state=0, n_threads=1).fit(X, y)
+    dropped = MLPClassifier(max_iter=5, random_state=0, n_threads=1, dropout=0.5).fit(X, y)
+    assert not np.array_equal(plain.coefs_[0], dropped.coefs_[0])
+
+
+# ---------------------------------------------------------------------------
+# Training control
+# ---------------------------------------------------------------------------
+
+def test_max_iter_warns_and_tol_stops():
+    X, y = _data()
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(3\\)"):
+        clf = MLPClassifier(max_iter=3, random_state=0).fit(X, y)
+    assert clf.n_iter_ == 3 and len(clf.loss_curve_) == 3 and clf.t_ == 3 * len(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = MLPClassifier(max_iter=200, tol=10.0, n_iter_no_change=2, random_state=0).fit(X, y)
+    # The first epoch sets best_loss_; no later one improves on it by 10, and
+    # training stops after n_iter_no_change + 1 such epochs.
+    assert clf.n_iter_ == 4
+    assert clf.best_loss_ == min(clf.loss_curve_)
+
+
+def test_fit_is_reproducible_and_restarts():
+    X, y = _data()
+    a = MLPClassifier(max_iter=5, random_state=3, n_threads=1).fit(X, y)
+    b = MLPClassifier(max_iter=5, random_state=3, n_threads=1).fit(X, y)
+    np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
+    first = a.coefs_[0].copy()
+    a.fit(X, y)  # a second fit without warm_start starts again
+    np.testing.assert_array_equal(a.coefs_[0], first)
+    assert len(a.loss_curve_) == 5
+
+
+def test_warm_start_continues():
+    X, y = _data()
+    clf = MLPClassifier(max_iter=4, warm_start=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+        model = clf.model_
+        clf.fit(X, y)
+    assert clf.model_ is model and len(clf.loss_curve_) == 8 and clf.t_ == 8 * len(X)
+    assert clf.n_iter_ == 4
+    with pytest.raises(ValueError, match="warm_start can only be used"):
+        clf.fit(X, np.where(y == 2, 5, y))
+
+
+def test_partial_fit():
+    X, y = _data(n=300)
+    clf = MLPClassifier(hidden_layer_sizes=(20,), learning_rate_init=0.01, random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X, y)
+    for epoch in range(30):
+        for rows in np.array_split(np.arange(300), 3):
+            clf.partial_fit(X[rows], y[rows], classes=[0, 1, 2] if epoch == 0 else None)
+    assert clf.n_iter_ == 1 and clf.t_ == 30 * 300 and len(clf.loss_curve_) == 90
+    assert clf.score(X, y) > 0.85
+    # scikit-learn's argument order: sample_weight, then classes.
+    weighted = MLPClassifier(random_state=0, n_threads=1).partial_fit(
+        X, y, np.where(y == 0, 0.0, 1.0), [0, 1, 2])
+    unweighted = MLPClassifier(random_state=0, n_threads=1).partial_fit(X, y, None, [0, 1, 2])
+    assert not np.allclose(weighted.coefs_[0], unweighted.coefs_[0])
+    # A batch with fewer classes is fine; new classes or other classes are not.
+    clf.partial_fit(X[y == 0], y[y == 0])
+    with pytest.raises(ValueError, match="classes not in"):
+        clf.partial_fit(X, np.where(y == 2, 7, y))
+    with pytest.raises(ValueError, match="is not the same"):
+        clf.partial_fit(X, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="early_stopping"):
+        MLPClassifier(early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_partial_fit_regressor_and_optimizer_state_continues():
+    X, _ = _data(n=200)
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0])
+    reg = MLPRegressor(hidden_layer_sizes=(16,), solver="sgd", learning_rate_init=0.01,
+                       random_state=0)
+    reg.partial_fit(X, y)
+    state = reg.model_.optimizer_state
+    assert state is not None and state.step == 1
+    for _ in range(100):
+        reg.partial_fit(X, y)
+    assert reg.model_.optimizer_state is state and state.step == 101
+    assert reg.score(X, y) > 0.9
+
+
+def test_verbose_shows_a_progress_bar(capsys):
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier(max_iter=3, verbose=True).fit(X, y)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "epoch" in err and "loss" in err
+
+
+def test_pipeline_and_grid_search():
+    X, y = _data(n=150)
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), MLPClassifier(max_iter=40, random_state=0, n_threads=1)),
+        {"mlpclassifier__hidden_layer_sizes": [(2,), (32,)],
+         "mlpclassifier__learning_rate_init": [1e-4, 0.03]}, cv=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y)
+    assert search.best_params_ == {"mlpclassifier__hidden_layer_sizes": (32,),
+                                   "mlpclassifier__learning_rate_init": 0.03}
+    assert search.best_score_ > 0.8
+
+
+# ---------------------------------------------------------------------------
+# Pickling, cloning, export
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_pickle_and_clone(Estimator):
+    X, y = _data()
+    est = Estimator(hidden_layer_sizes=(8,), max_iter=5, random_state=0, dropout=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    twin = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(twin.predict(X), est.predict(X))
+    assert twin.loss_curve_ == est.loss_curve_
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        twin.partial_fit(X, y)  # and it trains on
+    assert twin.t_ == est.t_ + len(X)
+    fresh = clone(est)
+    assert fresh.get_params() == est.get_params() and not hasattr(fresh, "model_")
+
+
+def test_to_onnx_gives_predict_proba(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    X, y = _data()
+    clf = MLPClassifier(max_iter=5, random_state=0).fit(X, y)
+    clf.to_onnx(tmp_path / "clf.onnx")
+    session = ort.InferenceSession(str(tmp_path / "clf.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": X.astype(np.float32)})[0]
+    np.testing.assert_allclose(got, clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+    with pytest.raises(NotFittedError):
+        MLPClassifier().to_onnx(tmp_path / "x.onnx")
+
+
+# ---------------------------------------------------------------------------
+# Bad input and bad parameters
+# ---------------------------------------------------------------------------
+
+def test_bad_input_raises_what_sklearn_raises():
+    X, y = _data()
+    with pytest.raises(NotFittedError):
+        MLPClassifier().predict(X)
+    clf = MLPClassifier(max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="X has 3 features, but MLPClassifier is expecting 4"):
+        clf.predict(X[:, :3])
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        clf.predict(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        MLPClassifier().fit(bad, y)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        MLPClassifier().fit(X, X[:, 0])
+    with pytest.raises(TypeError, match="dense data is required"):
+        import scipy.sparse
+
+        MLPClassifier().fit(scipy.sparse.csr_matrix(X), y)
+
+
+@pytest.mark.parametrize("params,exc,match", [
+    (dict(solver="lbfgs"), ValueError, "lbfgs.*not supported"),
+    (dict(solver="newton"), ValueError, "'solver' parameter"),
+    (dict(activation="identity"), ValueError, "not supported by mlp"),
+    (dict(activation="softplus"), ValueError, "'activation' parameter"),
+    (dict(hidden_layer_sizes=(10, 0)), ValueError, "must be > 0"),
+    (dict(hidden_layer_sizes="10"), TypeError, "hidden_layer_sizes"),
+    (dict(alpha=-1.0), ValueError, "'alpha' parameter"),
+    (dict(learning_rate_init=0), ValueError, "'learning_rate_init'"),
+    (dict(batch_size=0), ValueError, "'batch_size'"),
+    (dict(batch_size="big"), TypeError, "'batch_size'"),
+    (dict(max_iter=0), ValueError, "'max_iter'"),
+    (dict(momentum=1.5), ValueError, "'momentum'"),
+    (dict(beta_2=1.0), ValueError, "'beta_2'"),
+    (dict(validation_fraction=1.0), ValueError, "'validation_fraction'"),
+    (dict(learning_rate="cosine"), ValueError, "'learning_rate'"),
+    (dict(dtype="float16"), TypeError, "dtype"),
+    (dict(n_threads=0), ValueError, "'n_threads'"),
+    (dict(dropout=1.0), ValueError, "'dropout'"),
+    (dict(shuffle="yes"), TypeError, "'shuffle'"),
+])
+def test_bad_parameters_fail_at_fit(params, exc, match):
+    X, y = _data()
+    clf = MLPClassifier(**params)  # __init__ only stores
+    assert clf.get_params()[next(iter(params))] == next(iter(params.values()))
+    with pytest.raises(exc, match=match):
+        clf.fit(X, y)
+
+
+def test_regressor_rejects_poisson():
+    X, y = _data()
+    with pytest.raises(ValueError, match="poisson"):
+        MLPRegressor(loss="poisson").fit(X, y.astype(float))
+
+
+def test_import_mlp_does_not_import_sklearn():
+    code = "import sys, mlp; assert 'sklearn' not in sys.modules, 'sklearn imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------
+# Real MNIST
+# ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_mnist_subset(mnist, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    train, _, test = mnist
+    clf = MLPClassifier(hidden_layer_sizes=(100,), solver="sgd", momentum=0.9,
+                        learning_rate_init=0.1, batch_size=100, max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(train.images[:10000], train.labels[:10000])
+    assert clf.score(test.images, test.labels) > 0.93
+    clf.to_onnx(tmp_path / "mnist.onnx")
+    session = ort.InferenceSession(str(tmp_path / "mnist.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": test.images})[0]
+    np.testing.assert_allclose(got, clf.predict_proba(test.images), rtol=1e-5, atol=1e-6)

@@ -152,17 +152,19 @@ def _as_numeric_array(value, name):
     return arr
 
 
-def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, targets=False):
+def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, targets=False,
+                 network_input=None):
     """Return value as a C-contiguous (n, n_columns) array of dtype.
 
     dtype=None keeps float32 and float64 input as it is and converts
     anything else to float64. finite=False skips the scan for NaN and inf,
     for a caller whose kernel checks the rows it reads (train()).
 
-    The matrix is the network's input unless ``targets=True``. Integer input
-    with values above 1 (8-bit images in 0..255, say) gets a warning: the
-    network expects features of order 1 and trains to chance on raw pixels.
-    For targets, 1-D input gets a hint about one-hot encoding labels.
+    network_input (default: not targets) says the matrix feeds the network:
+    then integer values above 1 (8-bit images in 0..255, say) get a warning,
+    since the network expects features of order 1 and trains to chance on
+    raw pixels. Pass network_input=False for other matrices (sample weights).
+    For targets=True, 1-D input gets a hint about one-hot encoding labels.
 
     Raises TypeError for non-numeric input and ValueError for a wrong shape,
     an empty batch, or a non-finite entry. Copies only when the dtype or the
@@ -186,7 +188,9 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
         raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
     if n_rows is not None and arr.shape[0] != n_rows:
         raise ValueError(f"{name} must have {n_rows} rows, got shape {arr.shape}")
-    if not targets and np.issubdtype(arr.dtype, np.integer) and arr.max() > 1:
+    if network_input is None:
+        network_input = not targets
+    if network_input and np.issubdtype(arr.dtype, np.integer) and arr.max() > 1:
         warn(f"{name} holds {arr.dtype} values up to {_number(arr.max())}; the network "
              f"expects features scaled to about [0, 1], and trains poorly on raw pixel "
              f"values. For 8-bit images pass {name} / 255.")

@@ -48,10 +48,12 @@ def test_scaled_or_binary_integer_inputs_do_not_warn():
         mlp.train(model, (X > 127).astype(np.int64), y, epochs=1, progress=False)
 
 
-def test_targets_do_not_get_the_pixel_warning():
+def test_targets_and_other_matrices_do_not_get_the_pixel_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_matrix(np.full((2, 3), 7), "Y", n_columns=3, dtype=np.float64, targets=True)
+        check_matrix(np.full((2, 1), 3), "sample_weight", n_columns=1, dtype=np.float64,
+                     network_input=False)
 
 
 # ---------------------------------------------------------------------------

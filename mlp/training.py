@@ -31,7 +31,7 @@ from ._validation import (
 )
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
 from .model import Model, loss_code
-from .optimizers import OptimizerState, check_optimizer
+from .optimizers import OptimizerState
 from .schedules import learning_rates
 
 # Each kernel call runs for about this long (or at least one step), so that

@@ -345,3 +345,15 @@ def mutate(data, edits):
         else:
             del out[position:]
     return bytes(out)
+
+
+def run_python(code, tmp_path):
+    """Run `python -c code` as a user would, importing the same mlp as the tests
+    (installed, or the built checkout), from a directory holding no mlp."""
+    import subprocess
+    import sys
+
+    import mlp
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(mlp.__file__)))
+    return subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)

@@ -766,7 +766,9 @@ def test_real_mnist(real_mnist):
     data = load_mnist(cache_dir=cache)
     cached = time.perf_counter() - t0
     print(f"first load {first:.2f}s, cached load {cached:.3f}s")
-    assert cached < 1.0
+    # Reads the cache rather than fetching again (a generous bound: a busy
+    # machine slows the read, it does not make it a download).
+    assert cached < 10.0
     assert [len(s.labels) for s in data] == [50_000, 10_000, 10_000]
     for s in data:
         assert s.images.shape == (len(s.labels), 784) and s.images.dtype == np.float32

@@ -11,12 +11,15 @@ Measured, interleaved round-robin (median [min-max] over the repeats):
 * for scale, the textbook numpy/scipy implementation of the same
   distortion (gaussian_filter on each uniform field, the composed source
   points resampled once by map_coordinates(order=1)), on 100 images;
-* a float32 training step of a 784-800-800-10 network (mlp.train, batches
-  of --batch-size, on all threads), per sample.
+* training steps of the `augmented` preset's network with its recipe
+  (784-800-800-10, batches of 128, its optimizer, dropout; mlp.train on all
+  threads) with and without its distortions, per step and per sample.
 
-The last table is the target: the share of a training step that
-distorting every sample would add, with both on the same cores
-(microseconds per image on all threads / microseconds per trained sample).
+The target: augmentation adds at most 15% to the preset's training step.
+The last lines give it as measured (median of the per-repeat ratios, the two
+runs adjacent in every repeat), and as predicted from the distortion speed
+alone (microseconds per image on all threads / microseconds per trained
+sample without augmentation).
 """
 from __future__ import annotations
 
@@ -33,8 +36,9 @@ import _common as C  # noqa: E402
 import mlp  # noqa: E402
 from mlp.augment import Affine, Elastic, distort  # noqa: E402
 from mlp.datasets import load_mnist  # noqa: E402
+from mlp.presets import PRESETS  # noqa: E402
 
-TRAIN_SIZES = [784, 800, 800, 10]
+PRESET = PRESETS["augmented"]
 
 
 def distort_case(X, augment, n_threads, target):
@@ -96,16 +100,24 @@ def scipy_case(X, target):
     return measure
 
 
-def train_case(X, y, batch_size, n_threads, iterations):
-    model = mlp.Model(TRAIN_SIZES, output="softmax", seed=0)
+def train_case(X, y, batch_size, n_threads, iterations, augment):
+    """mlp.train with the preset's network and recipe, augment given or None.
+
+    Times the steps alone (History.time: from the first step to the last),
+    so that train()'s one-off checks of X (with augment, a scan of its
+    range) do not count as step time."""
+    model = PRESET.model.build(seed=0)
+    options = PRESET.training.replace(iterations=iterations, batch_size=batch_size,
+                                      augment=augment)
+    kwargs = {f: getattr(options, f) for f in options.__dataclass_fields__}
 
     def measure():
-        t0 = C.now()
-        mlp.train(model, X, y, iterations=iterations, batch_size=batch_size, learning_rate=0.01,
-                  loss="cross_entropy", seed=0, progress=False, n_threads=n_threads)
-        dt = C.now() - t0
+        history = mlp.train(model, X, y, **{**kwargs, "seed": 0}, progress=False,
+                            n_threads=n_threads)
+        dt = history.time[-1]
         samples = iterations * batch_size
-        return {"samples": samples, "seconds": dt, "us_per_sample": dt / samples * 1e6,
+        return {"steps": iterations, "samples": samples, "seconds": dt,
+                "ms_per_step": dt / iterations * 1e3, "us_per_sample": dt / samples * 1e6,
                 "loadavg_1m": os.getloadavg()[0]}
     return measure
 
@@ -121,7 +133,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for the multi-threaded rows (default: all usable cores)")
     ap.add_argument("--images", type=int, default=2000, help="images per distort() call")
-    ap.add_argument("--batch-size", type=int, default=100, help="training batch size")
+    ap.add_argument("--batch-size", type=int, default=PRESET.training.batch_size,
+                    help="training batch size (default: the augmented preset's, %(default)s)")
     ap.add_argument("--no-train", action="store_true", help="skip the training-step ratio")
     ap.add_argument("--no-scipy", action="store_true", help="skip the scipy reference")
     args = ap.parse_args(argv)
@@ -145,19 +158,26 @@ def main(argv=None):
             cases[f"{name}, {threads} threads"] = distort_case(X, augment, threads, target)
     if not args.no_scipy:
         cases["both, scipy (1 thread)"] = scipy_case(X[:100], target)
+    train_names = {"plain": f"train step, {threads} threads",
+                   "augmented": f"train step with augment, {threads} threads"}
     if not args.no_train:
-        # Iterations for ~target seconds, calibrated once (the calibration is the warm-up).
+        # Iterations for ~target seconds with augment (the longer of the two),
+        # calibrated once; the calibration is the warm-up.
         iterations, _ = C.calibrate(
             lambda units: train_case(train.images, train.labels, args.batch_size, threads,
-                                     units)()["seconds"], target, start=4)
-        cases[f"train step, {threads} threads"] = train_case(
-            train.images, train.labels, args.batch_size, threads, iterations)
+                                     units, PRESET.training.augment)()["seconds"],
+            target, start=4)
+        cases[train_names["plain"]] = train_case(train.images, train.labels, args.batch_size,
+                                                 threads, iterations, None)
+        cases[train_names["augmented"]] = train_case(
+            train.images, train.labels, args.batch_size, threads, iterations,
+            PRESET.training.augment)
     results = C.round_robin(cases, repeats)
 
     rows = []
     medians = {}
     for name, runs in results.items():
-        if name.startswith("train"):
+        if name in train_names.values():
             continue
         rate = C.stats([r["images_per_s"] for r in runs])
         per_core = C.stats([r["images_per_s_per_core"] for r in runs])
@@ -171,18 +191,32 @@ def main(argv=None):
         print(f"\nmlp / scipy, affine + elastic on 1 thread: "
               f"{C.fmt_ratio(medians['both, 1 thread']['images_per_s'], medians['both, scipy (1 thread)']['images_per_s'])}")
 
-    train_name = f"train step, {threads} threads"
-    if train_name in results:
-        step = C.stats([r["us_per_sample"] for r in results[train_name]])
-        medians[train_name] = {"us_per_sample": step["median"]}
-        print(f"\n{'-'.join(map(str, TRAIN_SIZES))} float32 training, batch {args.batch_size}, "
-              f"{threads} threads: {C.fmt_range(step)} us per sample")
+    if train_names["plain"] in results:
+        network = "-".join(map(str, PRESET.model.layers))
+        print(f"\nThe augmented preset's training ({network}, float32, batch "
+              f"{args.batch_size}, {threads} threads), {iterations} steps per repeat; "
+              f"augment = {PRESET.training.augment!r}")
+        rows = []
+        for label, name in train_names.items():
+            step = C.stats([r["ms_per_step"] for r in results[name]])
+            sample = C.stats([r["us_per_sample"] for r in results[name]])
+            medians[name] = {"ms_per_step": step["median"], "us_per_sample": sample["median"]}
+            rows.append([label, C.fmt_range(step), C.fmt_range(sample)])
+        print(C.table(["training", "ms/step", "us/sample"], rows))
+        # Paired: the two cases run next to each other in every repeat.
+        ratios = C.stats([a["seconds"] / p["seconds"] for a, p in
+                          zip(results[train_names["augmented"]], results[train_names["plain"]])])
+        medians["augmented / plain step"] = ratios["median"]
+        print(f"\nstep time with augment / without (target <= 1.15): "
+              f"{C.fmt_range(ratios)}")
+        plain_us = medians[train_names["plain"]]["us_per_sample"]
         rows = []
         for name in augments:
             key = f"{name}, {threads} threads" if threads > 1 else f"{name}, 1 thread"
             # Distorting on the same cores, one image per trained sample.
             us_wall = medians[key]["us_per_image_per_core"] / threads
-            rows.append([name, f"{us_wall:.2f}", f"{100 * us_wall / step['median']:.1f}%"])
+            rows.append([name, f"{us_wall:.2f}", f"{100 * us_wall / plain_us:.1f}%"])
+        print("predicted from the distortion speed alone:")
         print(C.table(["distortion", f"us/image on {threads} threads", "added to a step"], rows))
     print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     if args.json:

@@ -59,7 +59,7 @@ def _plain_sgd_steps(model, X, labels, order, batch, work, losses, n_threads):
     return _kernels.train_steps(
         model._params, model._sizes, model._hidden_code, model._output_code,
         _kernels.LOSSES["mse"], X, labels, empty, empty, order, batch, np.full(steps, LR), 0,
-        {"code": _kernels.UPDATE_RULES["sgd"]}, empty, empty, empty, 0.0, 0.0, 0.0, 0, 0.0, work,
+        {"code": _kernels.UPDATE_RULES["sgd"]}, empty, empty, empty, 0.0, 0.0, 0.0, 0, None, 0.0, work,
         losses, batch <= FEATURE_MAJOR_MAX_BATCH, n_threads)
 
 

@@ -135,8 +135,9 @@ static inline int mlp_aug_radius(double sigma)
 
 /* Fill gauss (S*S floats), band_lo, band_hi (S ints each) for a Gaussian of
  * width sigma; weights needs 2*mlp_aug_radius(sigma)+1 doubles. sigma == 0
- * gives the identity, like gaussian_filter. */
-static void mlp_aug_gauss_matrix(int side, double sigma, float *gauss,
+ * gives the identity, like gaussian_filter. (Inline only so that modules
+ * which include this file without building plans compile it silently.) */
+static inline void mlp_aug_gauss_matrix(int side, double sigma, float *gauss,
                                  int *band_lo, int *band_hi, double *weights)
 {
     int radius = mlp_aug_radius(sigma);

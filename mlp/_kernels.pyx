@@ -26,6 +26,9 @@ from cython cimport floating
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
+from ._augment cimport (DistortionPlan, mlp_aug_plan, mlp_aug_distort_image,
+                        mlp_aug_work_floats, mlp_aug_work_init)
+
 import numpy as np
 
 # Activation, loss and update-rule codes. The dictionaries below are the
@@ -375,9 +378,9 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
                 const double[::1] learning_rates, int64_t steps_before, dict rule,
                 floating[::1] velocity, floating[::1] second_moment,
                 floating[::1] gradients, double max_norm, double dropout,
-                double input_dropout, uint64_t dropout_seed, double time_limit,
-                floating[::1] work, double[::1] batch_losses, bint feature_major,
-                int n_workers=1):
+                double input_dropout, uint64_t dropout_seed, DistortionPlan augment,
+                double time_limit, floating[::1] work, double[::1] batch_losses,
+                bint feature_major, int n_workers=1):
     """Train on the samples listed in `order`, batch_size at a time.
 
     Step s trains on rows x[order[s*batch_size : (s+1)*batch_size]] (of
@@ -395,6 +398,13 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
     does not use them. max_norm > 0 caps each unit's incoming weight norm
     after every step. dropout / input_dropout are the probabilities of
     dropping a hidden unit / an input, masks keyed by dropout_seed.
+
+    augment, unless None, is the DistortionPlan (mlp/_augment.pyx) of
+    square images of side**2 == sizes[0] pixels: every gathered row is
+    replaced by a random distortion of itself, drawn from dropout_seed (by
+    its own hash, independent of the masks') and the row's draw counter
+    (step - 1) * batch_size + row, so that it does not depend on n_workers.
+    x must then be float32 with values in [0, 1].
 
     batch_losses[s] receives step s's summed loss. work must hold
     workspace_size(sizes, batch_size) elements. feature_major stores each
@@ -428,6 +438,17 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
     run.dropout_seed = dropout_seed
     run.time_limit = time_limit
     run.batch_losses = &batch_losses[0]
+    cdef float[::1] augment_work
+    if augment is not None:
+        # One workspace per worker, each on its own cache lines; a float64
+        # model also needs a float32 row to distort into before widening it.
+        run.augment_work_floats = (mlp_aug_work_floats(augment.plan.side)
+                                   + (sizes[0] if floating is double else 0) + 15) // 16 * 16
+        augment_work = np.empty(max(1, min(n_workers, MAX_WORKERS)) * run.augment_work_floats,
+                                dtype=np.float32)
+        run.augment = &augment.plan
+        run.augment_work = &augment_work[0]
+        run.augment_seed = dropout_seed
     with nogil:
         _run_workers(&run, n_workers)
     return -1 - run.bad_row if run.bad_row >= 0 else run.steps_done

@@ -13,6 +13,10 @@
 # update of one step and the gather of the next need no barrier. With one
 # worker this is the plain sequential step, the barriers no-ops.
 #
+# With augmentation, each worker distorts the rows it gathered before the
+# barrier that ends the gather (_distort_rows), so the distortions are
+# shared between the workers like the gather itself.
+#
 # One step reads as its stages: _gather_stage, _hidden_forward_stage,
 # _output_stage, then per layer _delta_stage and _update_stage.
 
@@ -61,6 +65,10 @@ cdef struct _TrainRun:
     double dropout             # on hidden units
     double input_dropout
     uint64_t dropout_seed
+    const mlp_aug_plan* augment    # NULL, or distort every gathered row (float32 data)
+    uint64_t augment_seed
+    float* augment_work        # one workspace per worker, augment_work_floats apart
+    Py_ssize_t augment_work_floats
     double time_limit          # seconds; > 0: stop after the step that passes it
     double started             # monotonic clock at the start
     void* work
@@ -193,6 +201,32 @@ cdef void _batch_targets(_TrainRun* run, floating* yb, floating* wb,
             yb[i * sample_stride + j * unit_stride] = targets[r * k + j]
 
 
+cdef void _distort_rows(_TrainRun* run, const data_floating* x, floating* xb,
+                        Py_ssize_t start, Py_ssize_t r0, Py_ssize_t r1, int64_t step,
+                        int tid) noexcept nogil:
+    """Batch rows r0..r1 of xb replaced by random distortions of themselves.
+
+    Row i of step `step` is draw (step - 1) * batch_size + i of the run: its
+    distortion depends on the seed and that counter alone, not on which
+    worker gathers it. A float32 model's rows are distorted in place; a
+    float64 model's come from x (float32, by the Python side's contract)
+    through a float32 row in the worker's workspace."""
+    cdef Py_ssize_t d = run.sizes[0], i, j
+    cdef float* work = run.augment_work + tid * run.augment_work_floats
+    cdef float* image = work + mlp_aug_work_floats(run.augment.side)
+    cdef uint64_t first_draw = <uint64_t>(step - 1) * <uint64_t>run.batch_size
+    if data_floating is float:
+        for i in range(r0, r1):
+            if floating is float:
+                mlp_aug_distort_image(run.augment, xb + i * d, xb + i * d, run.augment_seed,
+                                      first_draw + <uint64_t>i, work)
+            else:
+                mlp_aug_distort_image(run.augment, x + run.order[start + i] * d, image,
+                                      run.augment_seed, first_draw + <uint64_t>i, work)
+                for j in range(d):
+                    xb[i * d + j] = image[j]
+
+
 cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, floating* yb,
                         floating* wb, Py_ssize_t start, Py_ssize_t n, int64_t step,
                         int tid, int n_workers, int* sense) noexcept nogil:
@@ -210,6 +244,8 @@ cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, fl
     # gathered rows are in cache now.
     if not _all_finite(xb + r0 * d, (r1 - r0) * d):
         run.bad[tid] = 1
+    elif run.augment != NULL:
+        _distort_rows(run, x, xb, start, r0, r1, step, tid)
     if run.input_dropout > 0:
         _dropout(xb, r0, r1, 0, d, d, 1, d, mlp_mask_key_for(run.dropout_seed, step, 0),
                  _drop_threshold(run.input_dropout), <floating>(1 / (1 - run.input_dropout)))
@@ -394,6 +430,8 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
     cdef floating* bias_sums[MAX_LAYERS + 1]
     cdef Py_ssize_t offsets[MAX_LAYERS + 1]
 
+    if run.augment != NULL:
+        mlp_aug_work_init(run.augment.side, run.augment_work + tid * run.augment_work_floats)
     offsets[0] = 0
     for l in range(L):
         offsets[l + 1] = offsets[l] + sizes[l + 1] * (sizes[l] + 1)

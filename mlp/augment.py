@@ -34,7 +34,7 @@ clipped to [0, 1].
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -94,10 +94,11 @@ class Affine:
     al. 2010.
     """
 
-    rotation: float = 12.0
-    scale: float = 0.12
-    shear: float = 10.0
-    shift: float = 2.0
+    rotation: float = field(default=12.0, metadata={"help": "largest rotation, degrees"})
+    scale: float = field(default=0.12, metadata={
+        "help": "largest relative change of size, in [0, 1)"})
+    shear: float = field(default=10.0, metadata={"help": "largest horizontal shear, degrees"})
+    shift: float = field(default=2.0, metadata={"help": "largest translation, pixels"})
 
     def __post_init__(self):
         for name, upper, strict, unit in (
@@ -154,8 +155,10 @@ class Elastic:
     for the same strength.
     """
 
-    alpha: float = 34.0
-    sigma: float = 4.0
+    alpha: float = field(default=34.0, metadata={
+        "help": "elastic strength: the smoothed displacement fields times this, pixels"})
+    sigma: float = field(default=4.0, metadata={
+        "help": "elastic smoothness: width of the Gaussian, pixels"})
 
     def __post_init__(self):
         object.__setattr__(self, "alpha", _check_bounded(
@@ -219,6 +222,66 @@ def _kernel_parameters(augment, name="augment"):
         )
     return (affine.rotation, affine.scale, affine.shear, affine.shift,
             elastic.alpha, elastic.sigma)
+
+
+def _check_augment(augment, name="augment"):
+    """augment itself if it is an Affine, Elastic or Compose, else TypeError."""
+    _kernel_parameters(augment, name)
+    return augment
+
+
+def augment_to_dict(augment):
+    """A JSON-ready description of augment: {"affine": {...} or None, "elastic": ...}."""
+    parts = _kernel_parameters(augment)
+    affine = None if isinstance(augment, Elastic) else dict(zip(
+        ("rotation", "scale", "shear", "shift"), parts[:4]))
+    elastic = None if isinstance(augment, Affine) else dict(zip(("alpha", "sigma"), parts[4:]))
+    return {"affine": affine, "elastic": elastic}
+
+
+def augment_from_dict(description):
+    """The inverse of augment_to_dict; ValueError for anything else."""
+    if not isinstance(description, dict) or set(description) != {"affine", "elastic"}:
+        raise ValueError(f"not a description of distortions: {description!r}")
+    try:
+        parts = [cls(**description[key]) for key, cls in (("affine", Affine), ("elastic", Elastic))
+                 if description[key] is not None]
+    except TypeError as exc:
+        raise ValueError(f"bad description of distortions {description!r}: {exc}") from None
+    if not parts:
+        raise ValueError(f"not a description of distortions: {description!r}")
+    return parts[0] if len(parts) == 1 else Compose(*parts)
+
+
+def _training_images_and_plan(augment, X, n_inputs):
+    """What train() hands the kernel for augment: (X, plan).
+
+    Without augment, X as it is and None. With it, X as float32 (the
+    distortions are drawn in float32 and widened for a float64 model),
+    checked to lie in [0, 1], and the DistortionPlan of the model's
+    side x side input images."""
+    if augment is None:
+        return X, None
+    _check_augment(augment)
+    side = math.isqrt(n_inputs)
+    if side * side != n_inputs:
+        raise ValueError(
+            f"augment distorts square images, but the model takes {n_inputs} inputs, which "
+            f"is not side*side (784 = 28*28 for MNIST); train without augment, or on "
+            f"images flattened from square ones"
+        )
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.size:
+        low, high = X.min(), X.max()
+        if not (low >= 0.0 and high <= 1.0):
+            if not (np.isfinite(low) and np.isfinite(high)):
+                raise ValueError("X contains NaN or infinity")
+            raise ValueError(
+                f"augment needs X in [0, 1] (0 is the background that distortions bring "
+                f"in), got values from {low:g} to {high:g}; rescale them, e.g. X / 255, or "
+                f"train without augment"
+            )
+    return X, _distortion_plan(augment, side)
 
 
 def _distortion_plan(augment, side, name="augment"):

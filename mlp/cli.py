@@ -1,8 +1,10 @@
-"""Command line: ``mlp train``, ``evaluate``, ``report`` and ``predict`` (or ``python -m mlp``).
+"""Command line: ``mlp train``, ``evaluate``, ``report``, ``predict`` and
+``augment-preview`` (or ``python -m mlp``).
 
 The train flags are made from the definitions of the hyperparameters
-(mlp/hyperparams.py: ModelOptions, TrainingOptions) and of the optimizers
-(mlp/optimizers.py), so that a new hyperparameter gets its flag there.
+(mlp/hyperparams.py: ModelOptions, TrainingOptions), of the optimizers
+(mlp/optimizers.py) and of the distortions (mlp/augment.py), so that a new
+hyperparameter gets its flag there.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 import time
 
 from ._validation import check_writable
+from .augment import Affine, Compose, Elastic
 from .hyperparams import ModelOptions, TrainingOptions
 from .optimizers import SGD, Adam
 from .presets import PRESETS
@@ -22,6 +25,12 @@ EXIT_USAGE = 2
 OPTIMIZER_CHOICES = {"sgd": (SGD, None), "adam": (Adam, False), "adamw": (Adam, True)}
 # Optimizer fields whose flag is not --field-name.
 _OPTIMIZER_FLAG_NAMES = {"learning_rate": "--lr", "decoupled": None}
+# --augment NAME: the distortions it draws.
+AUGMENT_CHOICES = {"none": (), "affine": (Affine,), "elastic": (Elastic,),
+                   "both": (Affine, Elastic)}
+# Flag prefix of each distortion's fields: a bare --alpha or --sigma would not
+# say what it is.
+_AUGMENT_FLAG_PREFIXES = {Affine: "--", Elastic: "--elastic-"}
 
 
 def _typed(parse_value, name):
@@ -82,6 +91,84 @@ def _optimizer_fields():
     return seen
 
 
+def _augment_fields():
+    """Each distortion parameter with its flag: {(class, name): (flag, help)}."""
+    return {(cls, spec.name): (prefix + spec.name.replace("_", "-"), spec.metadata["help"])
+            for cls, prefix in _AUGMENT_FLAG_PREFIXES.items()
+            for spec in dataclasses.fields(cls)}
+
+
+def _augment_parts(augment):
+    """{Affine: ..., Elastic: ...}: the distortions augment (or None) is made of."""
+    if isinstance(augment, Compose):
+        return {Affine: augment.affine, Elastic: augment.elastic}
+    return {} if augment is None else {type(augment): augment}
+
+
+def _augment_name(augment):
+    parts = set(_augment_parts(augment))
+    return next(name for name, classes in AUGMENT_CHOICES.items() if set(classes) == parts)
+
+
+def _augment_summary(augment):
+    """Short text: "affine (rotation 10, scale 0.1, ...) + elastic (alpha 34, sigma 4)"."""
+    return " + ".join(
+        f"{cls.__name__.lower()} (" + ", ".join(
+            f"{spec.name} {getattr(part, spec.name):g}" for spec in dataclasses.fields(cls)) + ")"
+        for cls, part in _augment_parts(augment).items())
+
+
+def _add_augment_flags(group, base, base_label):
+    """--augment and one flag per distortion parameter; help shows base's values."""
+    group.add_argument("--augment", choices=list(AUGMENT_CHOICES), default=None,
+                       help=f"random distortions of every training image each time it is "
+                            f"drawn: none, affine (rotation, scale, shear, shift), elastic, "
+                            f"or both ({base_label}: {_augment_name(base)})")
+    parts = _augment_parts(base)
+    for (cls, name), (flag, help_text) in _augment_fields().items():
+        shown = (f"{base_label}: {getattr(parts[cls], name):g}" if cls in parts
+                 else f"default: {getattr(cls(), name):g}")
+        group.add_argument(flag, dest=f"augment.{cls.__name__}.{name}", default=None,
+                           metavar="X", type=_typed(float, flag), help=f"{help_text} ({shown})")
+
+
+def _augment_from_flags(base, args):
+    """The distortions the flags ask for, starting from base (the preset's,
+    or None): --augment picks which, keeping base's values for the parts
+    base has, and each parameter flag sets one value."""
+    fields = _augment_fields()
+    given = {}
+    for (cls, name), (flag, _) in fields.items():
+        value = getattr(args, f"augment.{cls.__name__}.{name}")
+        if value is not None:
+            given[(cls, name)] = value
+    if args.augment is None and not given:
+        return base
+    choice = args.augment or _augment_name(base)
+    wanted = AUGMENT_CHOICES[choice]
+    parts = _augment_parts(base)
+    values = {cls: dataclasses.asdict(parts[cls]) if cls in parts else {} for cls in wanted}
+    for (cls, name), value in given.items():
+        flag = fields[(cls, name)][0]
+        if cls not in wanted:
+            hint = ("; choose the distortions with --augment affine, elastic or both"
+                    if args.augment is None else "")
+            raise ValueError(f"{flag} does not apply to --augment {choice}{hint}")
+        values[cls][name] = value
+    built = []
+    for cls in wanted:
+        try:
+            built.append(cls(**values[cls]))
+        except (ValueError, TypeError) as exc:
+            message = str(exc)
+            for (owner, name), (flag, _) in fields.items():
+                message = message.replace(f"{owner.__name__}.{name} ", f"{flag} ")
+            raise ValueError(message) from None
+    if not built:
+        return None
+    return built[0] if len(built) == 1 else Compose(*built)
+
+
 def build_parser():
     from . import __version__
 
@@ -115,6 +202,9 @@ def build_parser():
         else:
             optimizer.add_argument(flag, dest=f"optimizer.{name}", default=None, metavar="X",
                                    type=_typed(float, flag), help=help_text)
+    _add_augment_flags(
+        tr.add_argument_group("augmentation (the preset's, unless --augment names another)"),
+        PRESETS["default"].training.augment, "default preset")
     run = tr.add_argument_group("run")
     run.add_argument("--threads", type=_typed(int, "--threads"),
                      help="training worker threads (default: all cores, 1 for tiny networks)")
@@ -157,6 +247,24 @@ def build_parser():
     pr.add_argument("images", metavar="IMAGE", nargs="+")
     pr.add_argument("--json", action="store_true",
                     help='print a JSON list of {"file", "prediction", "top3"} objects')
+
+    pv = sub.add_parser("augment-preview", help="draw digits next to random distortions of them",
+                        description="Write a PNG of MNIST training digits (top row) above "
+                                    "random distortions of them, as training with --augment "
+                                    "draws them. The distortions are the augmented preset's "
+                                    "unless the flags say otherwise. Needs matplotlib.")
+    pv.add_argument("--out", metavar="GRID.png", default="augment-preview.png",
+                    help="where to write the image (default: %(default)s)")
+    _add_augment_flags(pv.add_argument_group("augmentation"),
+                       PRESETS["augmented"].training.augment, "augmented preset")
+    pv.add_argument("--data", metavar="PATH", help="as for train; the digits come from its "
+                                                   "training split")
+    pv.add_argument("--columns", type=_typed(int, "--columns"), metavar="N", default=8,
+                    help="digits shown (default: %(default)s)")
+    pv.add_argument("--rows", type=_typed(int, "--rows"), metavar="N", default=3,
+                    help="distorted copies of each (default: %(default)s)")
+    pv.add_argument("--seed", type=_typed(int, "--seed"), metavar="N", default=0,
+                    help="seed of the distortions (default: %(default)s)")
     return parser
 
 
@@ -206,8 +314,12 @@ def _configure(args):
         if optimizer is not None:
             training.update(optimizer=optimizer, learning_rate=None, weight_decay=None)
         seed = training.pop("seed", None)
-        return preset.with_overrides(model=_grouped(args, "ModelOptions"), training=training,
-                                     seed=seed)
+        preset = preset.with_overrides(model=_grouped(args, "ModelOptions"), training=training,
+                                       seed=seed)
+        augment = _augment_from_flags(preset.training.augment, args)
+        if augment != preset.training.augment:
+            preset = dataclasses.replace(preset, training=preset.training.replace(augment=augment))
+        return preset
     except (ValueError, TypeError) as exc:
         message = str(exc)
         for name, flag in sorted(_flag_names().items(), key=lambda item: -len(item[0])):
@@ -265,6 +377,8 @@ def _describe(preset, optimizer):
               else f"{options.iterations} iteration{'s' if options.iterations != 1 else ''}")
     extras = [f"{name} {getattr(options, name)}" for name in ("dropout", "input_dropout", "max_norm")
               if getattr(options, name)]
+    if options.augment is not None:
+        extras.append(f"augment {_augment_summary(options.augment)}")
     schedule = options.resolved_schedule().__name__
     return (f"preset {preset.name}: {length}, batch {options.batch_size}, "
             f"{_optimizer_summary(optimizer)} ({schedule}), loss {options.loss or 'default'}, "
@@ -440,13 +554,32 @@ def _file_error(exc):
     return f"{exc.filename}: {exc.strerror}"
 
 
+def _augment_preview(args):
+    from .augment import preview_grid
+
+    for flag, value in (("--columns", args.columns), ("--rows", args.rows)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    augment = _augment_from_flags(PRESETS["augmented"].training.augment, args)
+    if augment is None:
+        raise ValueError("--augment none leaves nothing to preview; choose affine, elastic "
+                         "or both")
+    data, _ = _load_data(args.data)
+    figure = preview_grid(data.train.images, augment, seed=args.seed, n=args.columns,
+                          copies=args.rows)
+    figure.suptitle(_augment_summary(augment), fontsize=8)
+    figure.savefig(args.out, dpi=100)
+    print(f"Wrote {args.columns} digits and {args.rows} distortions of each to {args.out}")
+    return 0
+
+
 def main(argv=None):
     """Entry point of the ``mlp`` console script; returns the exit status."""
     args = _parse_args(argv)
     from .datasets import DatasetUnavailableError
 
     commands = {"train": _train, "evaluate": _evaluate, "report": _write_report,
-                "predict": _predict}
+                "predict": _predict, "augment-preview": _augment_preview}
     try:
         return commands[args.command](args)
     except (ValueError, TypeError, ImportError, DatasetUnavailableError) as exc:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import check_choice, check_int, check_positive_float, check_seed
+from .augment import _check_augment
 from .optimizers import SGD, check_optimizer
 from .schedules import SCHEDULES, check_schedule, check_warmup
 
@@ -109,8 +110,12 @@ class TrainingOptions:
         None, "with validation data: stop after this many epochs without a better "
               "validation accuracy, and keep the best parameters",
         flag="--patience", cli_type=int)
-    seed: object = option(None, "seed for batches and dropout masks; None continues the "
-                                "model's last run, or draws fresh entropy",
+    augment: object = option(
+        None, "random distortions of the training images, drawn afresh every time an image "
+              "is used (validation data is never distorted): an mlp.augment.Affine, Elastic "
+              "or Compose (Affine() + Elastic()); needs square images with values in [0, 1]")
+    seed: object = option(None, "seed for batches, dropout masks and distortions; None "
+                                "continues the model's last run, or draws fresh entropy",
                           flag="--seed", cli_type=int)
 
     def __post_init__(self):
@@ -146,6 +151,8 @@ class TrainingOptions:
         if self.max_norm is not None:
             set_("max_norm", check_positive_float(self.max_norm, "max_norm"))
         set_("patience", check_int(self.patience, "patience", minimum=1, allow_none=True))
+        if self.augment is not None:
+            _check_augment(self.augment)
         if not isinstance(self.seed, np.random.RandomState):
             set_("seed", check_seed(self.seed))
 

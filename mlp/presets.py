@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .augment import Affine, Elastic
 from .hyperparams import ModelOptions, TrainingOptions
 from .optimizers import SGD
 
@@ -89,5 +90,17 @@ PRESETS = {
                                  optimizer=SGD(0.05, momentum=0.9, nesterov=True,
                                                weight_decay=1e-4),
                                  lr_schedule="cosine", dropout=0.3, input_dropout=0.1),
+    ),
+    "augmented": Preset(
+        name="augmented",
+        description="784-800-800-10 ReLU trained on distorted digits (affine: rotation 10, "
+                    "scale 0.1, shear 10, shift 2; elastic: alpha 34, sigma 4), dropout 0.2, "
+                    "SGD with Nesterov momentum, cosine decay, 30 epochs of batches of 128",
+        model=ModelOptions(layers=(784, 800, 800, 10)),
+        training=TrainingOptions(epochs=30, batch_size=128,
+                                 optimizer=SGD(0.1, momentum=0.9, nesterov=True),
+                                 lr_schedule="cosine", dropout=0.2,
+                                 augment=Affine(rotation=10, scale=0.1, shear=10, shift=2)
+                                 + Elastic(alpha=34, sigma=4)),
     ),
 }

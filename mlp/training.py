@@ -29,6 +29,7 @@ from ._validation import (
     check_positive_float,
     check_targets_or_labels,
 )
+from .augment import _training_images_and_plan, augment_from_dict, augment_to_dict
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
 from .model import Model, loss_code
 from .optimizers import OptimizerState
@@ -133,7 +134,7 @@ def training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None,
             Y if Y.ndim == 1 else np.empty(0, dtype=np.int64),
             Y.reshape(-1) if Y.ndim == 2 else empty, empty, np.arange(n, dtype=np.int64), n,
             rates, state.step, *_kernel_step_arguments(model, state, options.max_norm),
-            options.dropout, options.input_dropout, options.seed or 0, 0.0,
+            options.dropout, options.input_dropout, options.seed or 0, None, 0.0,
             model._workspace(n), total, n <= _kernels.FEATURE_MAJOR_MAX_BATCH, 1)
         state.step += status
     return float(total[0])
@@ -362,6 +363,9 @@ class _Run:
         widen = model.dtype == np.float64
         self.X = check_matrix(X, "X", n_columns=model.n_inputs,
                               dtype=None if widen else model.dtype, finite=False)
+        # Distortions are drawn in float32 (and widened for a float64 model).
+        self.X, self.augment_plan = _training_images_and_plan(options.augment, self.X,
+                                                               model.n_inputs)
         n = self.X.shape[0]
         targets = check_targets_or_labels(y, "y", n_outputs=model.n_outputs, n_rows=n,
                                           dtype=model.dtype, loss=self.loss)
@@ -482,7 +486,8 @@ class _Run:
             self.loss_code, self.X, self.labels, self.targets, self.sample_weight, order,
             self.batch_size, rates, self.state.step, *self.step_arguments,
             self.options.dropout, self.options.input_dropout, self.dropout_seed,
-            _SECONDS_PER_CALL, self.work, batch_losses, self.feature_major, self.workers)
+            self.augment_plan, _SECONDS_PER_CALL, self.work, batch_losses, self.feature_major,
+            self.workers)
         if status < 0:
             self.restore_start()
             raise ValueError(f"X[{-1 - status}] holds NaN, infinity or a value too large for "
@@ -574,6 +579,8 @@ def _options_fingerprint(options):
             continue
         if spec.name == "optimizer" and value is not None:
             value = optimizer_to_dict(value)
+        elif spec.name == "augment" and value is not None:
+            value = augment_to_dict(value)
         elif callable(value):
             value = f"callable {getattr(value, '__qualname__', type(value).__name__)}"
         elif isinstance(value, tuple):
@@ -595,6 +602,8 @@ def options_from_checkpoint(path):
         fields = dict(checkpoint[0]["options"])
         if fields.get("optimizer") is not None:
             fields["optimizer"] = optimizer_from_dict(fields["optimizer"])
+        if fields.get("augment") is not None:
+            fields["augment"] = augment_from_dict(fields["augment"])
         if isinstance(fields.get("lr_schedule"), str) and fields["lr_schedule"].startswith(
                 "callable "):
             raise ValueError("the run used a callable lr_schedule; resume it from Python")

@@ -557,3 +557,200 @@ class TestPreviewGrid:
     def test_bad_arguments_raise(self, kwargs, message):
         with pytest.raises(ValueError, match=message):
             A.preview_grid(digit_like(10, 28), Affine(), **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Training on distorted images: train(augment=...)
+# ---------------------------------------------------------------------------
+
+def labelled_digits(n=48, side=8, classes=3, seed=0):
+    """n digit-like images (n, side*side) and labels in [0, classes)."""
+    return digit_like(n, side, seed), np.random.default_rng(seed).integers(0, classes, n)
+
+
+def trained(X, y, *, layers=(64, 24, 3), dtype=np.float32, n_threads=1, **options):
+    """The parameters of a fresh model (seed 0) after mlp.train(..., **options)."""
+    import mlp
+
+    model = mlp.Model(list(layers), seed=0, dtype=dtype)
+    options = {"epochs": 2, "batch_size": 8, "seed": 5, **options}
+    mlp.train(model, X, y, progress=False, n_threads=n_threads, **options)
+    return model
+
+
+class _OrderSpy:
+    """mlp.training's _kernels, recording the sample order of every train_steps call."""
+
+    def __init__(self):
+        from mlp import _kernels
+
+        self._kernels = _kernels
+        self.orders = []
+
+    def __getattr__(self, name):
+        return getattr(self._kernels, name)
+
+    def train_steps(self, *args):
+        self.orders.append(np.array(args[9]))
+        return self._kernels.train_steps(*args)
+
+
+class TestTrainWithAugment:
+    def test_every_drawn_row_is_a_fresh_distortion_keyed_by_the_draw_counter(self, monkeypatch):
+        """The run equals plain SGD steps on distort(X[batch], seed=the run's
+        key, sample_ids=draws before it): each draw of an image its own
+        distortion, whatever epoch and position it is drawn in."""
+        import mlp
+        from mlp import training
+
+        X, y = labelled_digits()
+        augment = Affine(rotation=20, shift=1) + Elastic(alpha=20, sigma=3)
+        spy = _OrderSpy()
+        monkeypatch.setattr(training, "_kernels", spy)
+        model = trained(X, y, optimizer=mlp.SGD(0.1), augment=augment)
+        monkeypatch.undo()
+        order = np.concatenate(spy.orders)
+        assert len(order) == 2 * len(X)
+
+        expected = mlp.Model([64, 24, 3], seed=0)
+        for step in range(len(order) // 8):
+            rows = order[8 * step:8 * (step + 1)]
+            images = distort(X[rows], augment, seed=model._dropout_seed,
+                             sample_ids=8 * step + np.arange(8))
+            mlp.training_step(expected, images, y[rows], optimizer=mlp.SGD(0.1))
+        np.testing.assert_allclose(model._params, expected._params, rtol=1e-5, atol=1e-6)
+        undistorted = trained(X, y, optimizer=mlp.SGD(0.1))
+        assert np.abs(undistorted._params - model._params).max() > 1e-3
+
+    def test_validation_images_are_not_distorted(self):
+        import mlp
+
+        X, y = labelled_digits()
+        X_val, y_val = labelled_digits(40, seed=1)
+        model = mlp.Model([64, 24, 3], seed=0)
+        history = mlp.train(model, X, y, epochs=1, batch_size=8, seed=5, progress=False,
+                            augment=Affine(rotation=45, shift=3), validation=(X_val, y_val))
+        assert history.val_accuracy[-1] == mlp.evaluate(model, X_val, y_val).accuracy
+
+    def test_deterministic_for_a_seed_and_on_one_or_two_threads(self):
+        X, y = labelled_digits(96)
+        augment = Affine() + Elastic()
+        runs = {threads: trained(X, y, layers=(64, 96, 48, 3), n_threads=threads,
+                                 augment=augment)._params for threads in (1, 2)}
+        again = trained(X, y, layers=(64, 96, 48, 3), n_threads=2, augment=augment)._params
+        np.testing.assert_array_equal(again, runs[2])
+        np.testing.assert_allclose(runs[1], runs[2], rtol=1e-4, atol=1e-5)
+        other_seed = trained(X, y, layers=(64, 96, 48, 3), n_threads=2, augment=augment,
+                             seed=6)._params
+        assert np.abs(other_seed - runs[2]).max() > 1e-3
+
+    def test_a_run_split_over_two_calls_draws_what_one_call_draws(self):
+        import mlp
+
+        X, y = labelled_digits()
+        options = dict(optimizer=mlp.SGD(0.1), augment=Affine() + Elastic())
+        whole = trained(X, y, **options)
+        split = trained(X, y, **{**options, "epochs": 1})
+        mlp.train(split, X, y, epochs=1, batch_size=8, progress=False, n_threads=1, **options)
+        np.testing.assert_array_equal(split._params, whole._params)
+
+    def test_a_run_resumed_from_a_checkpoint_draws_what_one_run_draws(self, tmp_path,
+                                                                        monkeypatch):
+        import mlp
+        from mlp import training
+
+        class StopAfterThreeCalls(mlp.Callback):
+            calls = 0
+
+            def on_steps(self, run, steps, loss_sum, samples):
+                self.calls += 1
+                if self.calls == 3:
+                    raise KeyboardInterrupt
+
+        monkeypatch.setattr(training, "_FIRST_CALL_STEPS", 2)
+        monkeypatch.setattr(training, "_SECONDS_PER_CALL", 1e-9)  # then 1 step per call
+        X, y = labelled_digits()
+        augment = Affine(rotation=20) + Elastic(alpha=20, sigma=3)
+        whole = trained(X, y, augment=augment)
+        path = tmp_path / "run.npz"
+        with pytest.raises(KeyboardInterrupt):
+            trained(X, y, augment=augment, checkpoint=path, checkpoint_every=0,
+                    callbacks=[StopAfterThreeCalls()])
+        model, options = training.options_from_checkpoint(path)
+        assert options.augment == augment
+        resumed = mlp.Model([64, 24, 3], seed=1)
+        mlp.train(resumed, X, y, epochs=2, batch_size=8, augment=augment, progress=False,
+                  n_threads=1, resume=path)
+        np.testing.assert_array_equal(resumed._params, whole._params)
+        with pytest.raises(ValueError, match="augment"):
+            mlp.train(mlp.Model([64, 24, 3]), X, y, epochs=2, batch_size=8, progress=False,
+                      augment=Elastic(), resume=path)
+
+    @pytest.mark.parametrize("augment", [Affine(), Elastic(), Affine(0, 0, 0, 0) + Elastic()])
+    def test_descriptions_round_trip(self, augment):
+        import json
+
+        description = json.loads(json.dumps(A.augment_to_dict(augment)))
+        assert A.augment_from_dict(description) == augment
+
+    @pytest.mark.parametrize("description", [
+        None, {}, {"affine": None, "elastic": None}, {"affine": {"turn": 3}, "elastic": None},
+        {"affine": {"rotation": -3}, "elastic": None}, {"affine": None},
+    ])
+    def test_bad_descriptions_raise_value_error(self, description):
+        with pytest.raises(ValueError):
+            A.augment_from_dict(description)
+
+    @pytest.mark.parametrize("augment", [
+        Affine(0, 0, 0, 0), Elastic(alpha=0.0), Compose(Affine(0, 0, 0, 0), Elastic(0.0, 4.0)),
+    ])
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_zero_strength_trains_exactly_as_without_augment(self, augment, dtype):
+        X, y = labelled_digits()
+        plain = trained(X, y, layers=(64, 96, 48, 3), dtype=dtype, n_threads=2)
+        zero = trained(X, y, layers=(64, 96, 48, 3), dtype=dtype, n_threads=2, augment=augment)
+        np.testing.assert_array_equal(zero._params, plain._params)
+
+    def test_a_float64_model_trains_on_float32_distortions_of_its_data(self):
+        """The distortions are drawn in float32 and widened: float64 data is
+        converted first, so it trains as its float32 copy does."""
+        X, y = labelled_digits()
+        augment = Affine() + Elastic()
+        from64 = trained(X.astype(np.float64), y, dtype=np.float64, augment=augment)
+        from32 = trained(X, y, dtype=np.float64, augment=augment)
+        assert from64._params.dtype == np.float64
+        np.testing.assert_array_equal(from64._params, from32._params)
+        single = trained(X, y, dtype=np.float32, augment=augment)
+        np.testing.assert_allclose(from32._params, single._params, rtol=1e-3, atol=1e-4)
+
+    def test_inputs_that_are_not_square_images_raise_naming_augment(self):
+        import mlp
+
+        X = np.random.default_rng(0).uniform(0, 1, (10, 10))
+        with pytest.raises(ValueError, match=r"augment distorts square images.*10 inputs"):
+            mlp.train(mlp.Model([10, 3]), X, np.arange(10) % 3, augment=Affine(),
+                      progress=False)
+
+    @pytest.mark.parametrize("augment", ["elastic", Affine, 1.0, (Affine(), Elastic())])
+    def test_wrong_types_raise_naming_augment(self, augment):
+        import mlp
+
+        X, y = labelled_digits(8)
+        with pytest.raises(TypeError, match=r"augment must be an mlp\.augment\.Affine"):
+            mlp.train(mlp.Model([64, 3]), X, y, augment=augment, progress=False)
+
+    @pytest.mark.parametrize("bad, message", [
+        (2.0, r"augment needs X in \[0, 1\].*up to 2|from 0 to 2"),
+        (-0.5, r"augment needs X in \[0, 1\]"),
+        (np.nan, "NaN or infinity"),
+    ])
+    def test_images_outside_0_1_raise(self, bad, message):
+        import mlp
+
+        X, y = labelled_digits(8)
+        X[3, 10] = bad
+        model = mlp.Model([64, 3], seed=0)
+        before = model._params.copy()
+        with pytest.raises(ValueError, match=message):
+            mlp.train(model, X, y, augment=Elastic(), progress=False)
+        np.testing.assert_array_equal(model._params, before)

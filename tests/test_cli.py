@@ -102,6 +102,68 @@ def test_corrupt_model_file(tmp_path, tiny_mnist, capsys):
     assert err.count("\n") == 1 and str(bad) in err
 
 
+def _configured(*argv):
+    from mlp.cli import _configure, build_parser
+
+    return _configure(build_parser().parse_args(["train", *argv]))
+
+
+def test_augment_flags_parse_into_the_preset():
+    from dataclasses import replace
+
+    from mlp.augment import Affine, Compose, Elastic
+
+    preset = PRESETS["augmented"].training.augment
+    assert isinstance(preset, Compose)
+    assert _configured("--preset", "augmented").training.augment == preset
+    assert _configured("--preset", "augmented", "--rotation", "5", "--elastic-sigma", "6") \
+        .training.augment == Compose(replace(preset.affine, rotation=5.0),
+                                     replace(preset.elastic, sigma=6.0))
+    assert _configured("--preset", "augmented", "--augment", "elastic").training.augment \
+        == preset.elastic
+    assert _configured("--preset", "augmented", "--augment", "none").training.augment is None
+    assert _configured("--augment", "affine", "--shift", "1").training.augment \
+        == Affine(shift=1.0)
+    assert _configured("--augment", "both").training.augment == Affine() + Elastic()
+    assert PRESETS["default"].training.augment is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--rotation", "3"], "--rotation does not apply to --augment none; choose"),
+    (["train", "--augment", "affine", "--elastic-alpha", "3"],
+     "--elastic-alpha does not apply to --augment affine"),
+    (["train", "--preset", "augmented", "--scale", "1.5"], "--scale must be < 1, got 1.5"),
+    (["train", "--augment", "elastic", "--elastic-sigma", "-1"], "--elastic-sigma must be"),
+    (["augment-preview", "--augment", "none"], "--augment none leaves nothing to preview"),
+    (["augment-preview", "--columns", "0"], "--columns must be >= 1"),
+])
+def test_bad_augment_flags_exit_2_with_one_line(argv, message, tiny_mnist, capsys):
+    assert main([*argv, "--data", str(tiny_mnist)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlp: error: " + message) and err.count("\n") == 1, err
+
+
+def test_train_with_augment(tiny_mnist, capsys):
+    assert main(["train", "--data", str(tiny_mnist), "--iterations", "3", "--batch-size", "8",
+                 "--layers", "784,16,10", "--augment", "both", "--rotation", "7",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "augment affine (rotation 7, scale 0.12, shear 10, shift 2) + elastic (alpha 34, " \
+           "sigma 4)" in out
+    assert "for 3 steps" in out
+
+
+def test_augment_preview_writes_a_non_blank_png(tiny_mnist, tmp_path, capsys):
+    matplotlib_image = pytest.importorskip("matplotlib.image")
+    out = tmp_path / "grid.png"
+    assert main(["augment-preview", "--data", str(tiny_mnist), "--out", str(out),
+                 "--columns", "4", "--rows", "2", "--augment", "elastic"]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = matplotlib_image.imread(out)[..., :3].mean(axis=-1)
+    assert pixels.std() > 0.05 and pixels.min() < 0.2 and pixels.max() > 0.9
+
+
 def test_python_dash_m_runs_the_same_program(tmp_path):
     # Run outside the source tree: `-m` puts the working directory first on
     # sys.path, and the checkout's mlp/ has no compiled extension.

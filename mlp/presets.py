@@ -13,7 +13,7 @@ import numpy as np
 
 from .augment import Affine, Elastic
 from .hyperparams import ModelOptions, TrainingOptions
-from .optimizers import SGD
+from .optimizers import SGD, Adam
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,13 @@ PRESETS = {
     "augmented": Preset(
         name="augmented",
         description="784-800-800-10 ReLU trained on distorted digits (affine: rotation 10, "
-                    "scale 0.1, shear 10, shift 2; elastic: alpha 34, sigma 4), dropout 0.2, "
-                    "SGD with Nesterov momentum, cosine decay, 30 epochs of batches of 128",
+                    "scale 0.1, shear 10, shift 2; elastic: alpha 34, sigma 4), Adam lr 1e-3 "
+                    "with cosine decay, 60 epochs of batches of 128, float32",
         model=ModelOptions(layers=(784, 800, 800, 10)),
-        training=TrainingOptions(epochs=30, batch_size=128,
-                                 optimizer=SGD(0.1, momentum=0.9, nesterov=True),
-                                 lr_schedule="cosine", dropout=0.2,
+        # Chosen by measurement (README, "Training on distorted digits"): with
+        # the distortions, dropout did not help and Adam beat Nesterov SGD.
+        training=TrainingOptions(epochs=60, batch_size=128, optimizer=Adam(1e-3),
+                                 lr_schedule="cosine",
                                  augment=Affine(rotation=10, scale=0.1, shear=10, shift=2)
                                  + Elastic(alpha=34, sigma=4)),
     ),

@@ -1,16 +1,34 @@
-"""Build the Cython core. Everything else about the package lives in pyproject.toml."""
+"""Build the Cython core. Everything else about the package lives in pyproject.toml.
+
+``MLP_CHECKED_BUILD=1 pip install .`` builds checked extensions instead: Cython's
+bounds, wraparound and initialisation checks on, compiled with AddressSanitizer and
+UndefinedBehaviorSanitizer. They are slow and need the sanitizer runtimes preloaded
+(see the README's Development section); they exist to run the test suite against.
+"""
+import os
 import sys
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# -fno-trapping-math lets gcc vectorise branch-free selects (in _fastexp.h,
-# and the clamps of _augment.h); unlike -ffast-math it keeps NaN and inf
-# semantics, which the divergence checks rely on. Workers are pthreads
-# (mlp/_parallel.h).
-COMPILE_ARGS = [] if sys.platform == "win32" else ["-O3", "-fno-trapping-math", "-fno-math-errno", "-pthread"]
-LINK_ARGS = [] if sys.platform == "win32" else ["-pthread"]
+CHECKED = os.environ.get("MLP_CHECKED_BUILD", "") not in ("", "0")
+
+if sys.platform == "win32":
+    COMPILE_ARGS, LINK_ARGS = [], []
+elif CHECKED:
+    # -O1 keeps the sanitizers' reports readable and the build quick; the
+    # frame pointers give them whole stack traces.
+    SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    COMPILE_ARGS = ["-O1", "-g", "-pthread", *SANITIZE]
+    LINK_ARGS = ["-pthread", *SANITIZE]
+else:
+    # -fno-trapping-math lets gcc vectorise branch-free selects (in _fastexp.h,
+    # and the clamps of _augment.h); unlike -ffast-math it keeps NaN and inf
+    # semantics, which the divergence checks rely on. Workers are pthreads
+    # (mlp/_parallel.h).
+    COMPILE_ARGS = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-pthread"]
+    LINK_ARGS = ["-pthread"]
 
 
 def extension(name, depends):
@@ -26,7 +44,7 @@ def extension(name, depends):
 
 
 extensions = [
-    extension("_kernels", ["_fastexp.h", "_parallel.h", "_dropout.h", "_blas.pxi",
+    extension("_kernels", ["_fastexp.h", "_parallel.h", "_dropout.h", "_updates.h", "_blas.pxi",
                            "_elementwise.pxi", "_updates.pxi", "_worker.pxi",
                            "_augment.h", "_augment.pxd"]),
     extension("_augment", ["_augment.h", "_augment.pxd", "_parallel.h"]),
@@ -37,10 +55,14 @@ setup(
         extensions,
         compiler_directives={
             "language_level": 3,
-            "boundscheck": False,
-            "wraparound": False,
+            "boundscheck": CHECKED,
+            "wraparound": CHECKED,
             "cdivision": True,
-            "initializedcheck": False,
+            "initializedcheck": CHECKED,
         },
-    )
+        # The checked build generates its C and objects apart from the normal
+        # build, so neither can reuse the other's stale output.
+        **({"build_dir": "build/checked"} if CHECKED else {}),
+    ),
+    options={"build": {"build_base": "build/checked"}} if CHECKED else {},
 )

@@ -1,6 +1,6 @@
 """Time to accuracy on real MNIST: the CLI's presets, end to end, as a user runs them.
 
-    cd /work/main && PYTHONPATH=. python bench/bench_accuracy.py [--quick] [--json OUT]
+    PYTHONPATH=. python bench/bench_accuracy.py [--quick] [--json OUT]
 
 For each preset (default: notebook, default) this runs
 

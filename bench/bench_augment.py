@@ -1,6 +1,6 @@
 """Augmentation speed: 28x28 MNIST digits distorted per second per core.
 
-    cd /work/main && PYTHONPATH=. python bench/bench_augment.py [--quick] [--json OUT]
+    PYTHONPATH=. python bench/bench_augment.py [--quick] [--json OUT]
 
 Measured, interleaved round-robin (median [min-max] over the repeats):
 

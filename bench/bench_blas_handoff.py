@@ -1,6 +1,6 @@
 """What one BLAS pool's spinning workers cost the other, call by call.
 
-    cd /work/main && PYTHONPATH=. python bench/bench_blas_handoff.py [--repeats N]
+    PYTHONPATH=. python bench/bench_blas_handoff.py [--repeats N]
 
 numpy and scipy each bundle an OpenBLAS; mlp's kernels use scipy's. After a
 multi-threaded call, OpenBLAS workers busy-wait for ~0.1 s. This times a

@@ -1,6 +1,6 @@
 """Does mlp's BLAS get in the way of the user's numpy BLAS (and back)?
 
-    cd /work/main && PYTHONPATH=. python bench/bench_blas_mix.py [--quick] [--json OUT]
+    PYTHONPATH=. python bench/bench_blas_mix.py [--quick] [--json OUT]
 
 numpy and scipy each bundle their own OpenBLAS, each with its own thread
 pool; mlp's kernels call scipy's. OpenBLAS workers busy-wait for a while

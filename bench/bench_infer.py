@@ -1,6 +1,6 @@
 """Inference: classify the 10,000 MNIST test images with mlp, numpy and PyTorch.
 
-    cd /work/main && PYTHONPATH=. python bench/bench_infer.py [--quick] [--json OUT]
+    PYTHONPATH=. python bench/bench_infer.py [--quick] [--json OUT]
 
 A float32 784-300-100-10 sigmoid model is trained briefly with mlp.train,
 then copied into a vectorised numpy forward pass and a PyTorch eager model

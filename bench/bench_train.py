@@ -1,6 +1,6 @@
 """Training throughput of mlp against the notebook, numpy, PyTorch and the GEMM bound.
 
-    cd /work/main && PYTHONPATH=. python bench/bench_train.py [--quick] [--json OUT]
+    PYTHONPATH=. python bench/bench_train.py [--quick] [--json OUT]
 
 Every implementation trains the same 784-300-100-10 sigmoid/MSE network with
 SGD at learning rate 2.0 on real MNIST, batches drawn with replacement. All

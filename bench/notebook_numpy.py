@@ -1,6 +1,6 @@
 """The spec notebook's training algorithm, as the notebook writes it, in plain numpy.
 
-Copied from /work/shared/reference/notebook.txt (cells 3-9) with two changes
+Copied from the notebook mlp grew out of (cells 3-9) with two changes
 only, both so the benchmark can run it in float32 as well as the notebook's
 float64:
 

@@ -5,9 +5,41 @@
     >>> history = mlp.train(model, X, y, epochs=5, optimizer=mlp.Adam(), seed=0)
     >>> mlp.evaluate(model, X_test, y_test).accuracy
 """
-from .model import Model
-from .optimizers import SGD, Adam, AdamW
-from .training import Callback, Evaluation, History, evaluate, train, training_step
+import importlib as _importlib
+import os as _os
+
+
+def _not_built_message():
+    package = _os.path.dirname(_os.path.abspath(__file__))
+    root = _os.path.dirname(package)
+    if _os.path.isfile(_os.path.join(root, "setup.py")):
+        return (
+            f"mlp's compiled core, mlp._kernels, is not built in the source checkout at {root}, "
+            f"which is where Python found mlp (`python -m` and `python -c` put the current "
+            f"directory first on sys.path). "
+            f"Build it in place there with `python setup.py build_ext --inplace` "
+            f"(or install the checkout with `pip install -e .`), "
+            f"or run from another directory to use an installed mlp.")
+    return (f"mlp's compiled core, mlp._kernels, is missing from {package}; "
+            f"reinstall mlp (`pip install --force-reinstall --no-deps mlp`, or `pip install .` "
+            f"from a source checkout).")
+
+
+# Without the compiled core, the first module that needs it would fail with
+# "cannot import name '_kernels' from partially initialized module 'mlp' (most
+# likely due to a circular import)", which says nothing about the fix.
+try:
+    _importlib.import_module(f"{__name__}._kernels")
+except ModuleNotFoundError as _exc:
+    if _exc.name != f"{__name__}._kernels":
+        raise
+    raise ImportError(_not_built_message(), name=f"{__name__}._kernels") from None
+
+del _importlib, _os, _not_built_message
+
+from .model import Model  # noqa: E402
+from .optimizers import SGD, Adam, AdamW  # noqa: E402
+from .training import Callback, Evaluation, History, evaluate, train, training_step  # noqa: E402
 
 __version__ = "0.2.0"
 __all__ = ["Model", "train", "training_step", "evaluate", "History", "Evaluation", "Callback",

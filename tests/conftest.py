@@ -251,3 +251,109 @@ def mnist():
         if os.environ.get("MLP_REQUIRE_DATA") == "1":
             raise
         pytest.skip("MNIST is not available offline")
+
+
+# ---------------------------------------------------------------------------
+# Fuzzing the file readers (tests/test_model.py, tests/test_datasets.py)
+# ---------------------------------------------------------------------------
+
+# What a reader may allocate beyond the file's own size: parsing state, the
+# parsed arrays (at most a few copies of the file) and Python's own caches.
+READ_ALLOWANCE = 4 * 2**20
+
+
+def read_outcome(read, data):
+    """Run ``read(data)`` under tracemalloc; return (exception or None, peak bytes).
+
+    numpy reports its array allocations to tracemalloc, so an array sized
+    from a header shows in the peak even where the OS would hand out the
+    address space without complaint."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        read(data)
+        error = None
+    except Exception as exc:  # noqa: BLE001 - the caller asserts on the type
+        error = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return error, peak
+
+
+def assert_rejected_cleanly(read, data, allowed=(ValueError,)):
+    """``read(data)`` must succeed or raise one of `allowed`, and allocate no
+    more than a small multiple of the data it was given."""
+    error, peak = read_outcome(read, data)
+    if error is not None and not isinstance(error, allowed):
+        raise AssertionError(f"{type(error).__name__}: {error}") from error
+    assert peak <= 4 * len(data) + READ_ALLOWANCE, (
+        f"reading {len(data)} bytes allocated {peak} ({type(error).__name__}: {error})")
+    return error
+
+
+def stored_zip(members):
+    """An uncompressed zip of {name: bytes} with correct CRCs, as np.savez writes."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def zip_members(data):
+    """{name: bytes} of a zip archive."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def npy_bytes(array=None, *, header=None, body=b""):
+    """A .npy member: `array` as np.save writes it, or a hand-written header dict
+    (a string, padded as numpy pads it) followed by `body`."""
+    import io
+
+    if array is not None:
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        return buf.getvalue()
+    text = header.encode("latin1")
+    pad = -(len(text) + 11) % 64
+    text = text + b" " * pad + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + body
+
+
+def mutate(data, edits):
+    """Apply byte edits to data. Each edit is (op, position, payload):
+    "set" overwrites bytes, "insert" inserts them, "delete" drops len(payload)
+    bytes, "truncate" cuts the data at position."""
+    out = bytearray(data)
+    for op, position, payload in edits:
+        position %= len(out) + 1
+        if op == "set":
+            out[position:position + len(payload)] = payload
+        elif op == "insert":
+            out[position:position] = payload
+        elif op == "delete":
+            del out[position:position + len(payload)]
+        else:
+            del out[position:]
+    return bytes(out)
+
+
+def run_python(code, tmp_path):
+    """Run `python -c code` as a user would, importing the same mlp as the tests
+    (installed, or the built checkout), from a directory holding no mlp."""
+    import subprocess
+    import sys
+
+    import mlp
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(mlp.__file__)))
+    return subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)

@@ -19,9 +19,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +29,7 @@ from scipy import ndimage
 from mlp import _augment as K
 from mlp import augment as A
 from mlp.augment import Affine, Compose, Elastic, distort
+from conftest import run_python
 
 SIDES = st.integers(1, 40)
 SEEDS = st.integers(0, 2**64 - 1)
@@ -128,11 +126,10 @@ class TestConfigurations:
         with pytest.raises(TypeError, match=r"Compose\.elastic"):
             Compose(Affine(), Affine())
 
-    def test_import_mlp_does_not_import_matplotlib(self):
+    def test_import_mlp_does_not_import_matplotlib(self, tmp_path):
         code = ("import sys, mlp, mlp.augment; "
                 "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
-        subprocess.run([sys.executable, "-c", code], check=True,
-                       cwd=Path(__file__).resolve().parents[1])
+        run_python(code, tmp_path)
 
 
 # ---------------------------------------------------------------------------

@@ -97,7 +97,9 @@ def test_corrupt_model_file(tmp_path, tiny_mnist, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file")
     assert main(["evaluate", str(bad), "--data", str(tiny_mnist)]) == 2
-    assert "not a model saved by mlp" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is not a model saved by mlp.Model.save" in err and "allow_pickle" not in err
+    assert err.count("\n") == 1 and str(bad) in err
 
 
 def _configured(*argv):
@@ -388,3 +390,126 @@ def test_checkpoint_and_resume_from_the_command_line(tiny_mnist, tmp_path, capsy
     assert main(["train", "--data", str(tiny_mnist), "--resume", str(part), "--lr", "0.1",
                  "--no-progress"]) == 2
     assert "leave out" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Polish: --version, wording, usage, help
+# ---------------------------------------------------------------------------
+
+def test_version(capsys):
+    import mlp
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mlp {mlp.__version__}"
+
+
+@pytest.mark.parametrize("flags, wording", [
+    (["--epochs", "1"], "preset default: 1 epoch,"),
+    (["--epochs", "2"], "preset default: 2 epochs,"),
+    (["--iterations", "1"], "preset default: 1 iteration,"),
+])
+def test_run_length_is_singular_or_plural(tiny_mnist, capsys, flags, wording):
+    assert main(["train", "--data", str(tiny_mnist), "--no-progress", *flags]) == 0
+    assert wording in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, usage", [
+    (["train", "--bad-flag"], "usage: mlp train"),
+    (["train", "--epochs", "2", "extra"], "usage: mlp train"),
+    (["evaluate", "m.npz", "--bad-flag"], "usage: mlp evaluate"),
+])
+def test_unknown_flags_show_the_subcommands_usage(argv, usage, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage)
+    assert f"{usage.split()[-1]}: error: unrecognized arguments: {argv[-1]}" in err
+
+
+def test_evaluate_threads_help_describes_inference_workers(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--threads THREADS worker threads sharing the test images" in out
+    assert "BLAS" not in out
+
+
+# ---------------------------------------------------------------------------
+# Files: one line naming the user's path, exit 2; --save checked before any work
+# ---------------------------------------------------------------------------
+
+def test_evaluate_with_a_model_of_the_wrong_shape_speaks_of_inputs(tiny_mnist, tmp_path, capsys):
+    path = tmp_path / "small.npz"
+    Model([100, 10], seed=0).save(path)
+    assert main(["evaluate", str(path), "--data", str(tiny_mnist)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"mlp: error: the model in {path} takes 100 inputs but the test images have "
+                   "784 pixels\n")
+    Model([784, 4], seed=0).save(path)
+    assert main(["evaluate", str(path), "--data", str(tiny_mnist)]) == 2
+    err = capsys.readouterr().err
+    assert "has 4 outputs but the test labels go up to 9" in err
+    assert re.search(r"\b[Xy]\b", err) is None
+
+
+def _unwritable_directory(tmp_path):
+    import os
+
+    if os.geteuid() == 0:  # root ignores permission bits; /proc refuses new files
+        return "/proc"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    return str(locked)
+
+
+@pytest.mark.parametrize("flag", ["--save", "--checkpoint"])
+@pytest.mark.parametrize("where, message", [
+    ("missing", "does not exist"),
+    ("directory", "is a directory"),
+    ("unwritable", "cannot be written"),
+])
+def test_output_paths_are_checked_before_loading_data_or_training(tmp_path, capsys, flag, where,
+                                                                  message):
+    import os
+
+    target = {"missing": str(tmp_path / "no" / "m.npz"), "directory": str(tmp_path),
+              "unwritable": os.path.join(_unwritable_directory(tmp_path), "m.npz")}[where]
+    # --data names nothing: had it been read first, the error would be about it.
+    code = main(["train", "--data", str(tmp_path / "no-data"), "--iterations", "1",
+                 "--no-progress", flag, target])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith(f"mlp: error: {flag} {target!r}") and message in err
+    assert err.count("\n") == 1
+
+
+def test_a_failing_save_after_training_is_one_line(tiny_mnist, tmp_path, capsys, monkeypatch):
+    import errno
+
+    path = str(tmp_path / "m.npz")
+
+    def full_disk(self, target):
+        raise OSError(errno.ENOSPC, "No space left on device", target)
+
+    monkeypatch.setattr(Model, "save", full_disk)
+    assert main(["train", "--data", str(tiny_mnist), "--iterations", "1", "--no-progress",
+                 "--save", path]) == 2
+    assert capsys.readouterr().err.endswith(f"\nmlp: error: {path}: No space left on device\n")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(), "is a directory, not a model file"),
+    (lambda p: p.write_bytes(b"PK\x05\x06" + bytes(18)), "is not a model saved by mlp.Model.save"),
+])
+def test_model_file_errors_are_one_line_naming_the_path(tiny_mnist, tmp_path, capsys, make,
+                                                        message):
+    path = tmp_path / "model.npz"
+    make(path)
+    assert main(["evaluate", str(path), "--data", str(tiny_mnist)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlp: error: ") and str(path) in err and message in err
+    assert err.count("\n") == 1

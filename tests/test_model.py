@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 import mlp
 import mlp.model as model_module
 
-from conftest import ACT, DTYPES, assert_close, min_abs_hidden_z, ref_forward, ref_loss
+from conftest import (ACT, DTYPES, assert_close, assert_rejected_cleanly, min_abs_hidden_z, mutate,
+                      npy_bytes, ref_forward, ref_loss, stored_zip, zip_members)
 
 SETTINGS = settings(max_examples=30, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -534,6 +535,268 @@ def test_save_into_missing_directory_fails_cleanly(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_save_refuses_non_finite_parameters_and_keeps_the_old_file(tmp_path, bad):
+    path = tmp_path / "model.npz"
+    mlp.Model([3, 4, 2], seed=0).save(path)
+    good = path.read_bytes()
+    model = mlp.Model([3, 4, 2], seed=1)
+    model.biases[1][0] = bad
+    model.weights[0][2, 1] = bad
+    with pytest.raises(ValueError, match=r"NaN or infinity \(W0, b1: 2 of 26 parameters\)"):
+        model.save(path)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_file_gets_the_permissions_of_a_new_file(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        mlp.Model([3, 2], seed=0).save(tmp_path / "new.npz")
+        (tmp_path / "old.npz").write_bytes(b"")
+        (tmp_path / "old.npz").chmod(0o600)
+        mlp.Model([3, 2], seed=0).save(tmp_path / "old.npz")  # replaced, not rewritten
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.npz").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "old.npz").stat().st_mode & 0o777 == mode
+
+
+# ---------------------------------------------------------------------------
+# Model.load on damaged and hostile files: only ValueError, nothing sized from
+# what the file claims
+# ---------------------------------------------------------------------------
+
+def _model_file_bytes(sizes=(3, 4, 2), dtype=np.float32):
+    import io
+
+    buf = io.BytesIO()
+    model = mlp.Model(list(sizes), dtype=dtype, seed=0)
+    arrays = {"meta": None}
+    meta = {"format": "mlp.Model", "version": 1, "layer_sizes": list(sizes),
+            "activation": "sigmoid", "output": "sigmoid", "init": "normal",
+            "dtype": np.dtype(dtype).name}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    for l, (w, b) in enumerate(zip(model.weights, model.biases)):
+        arrays[f"W{l}"], arrays[f"b{l}"] = w, b
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+GOOD_MODEL_FILE = _model_file_bytes()
+
+
+def _checkpoint_file_bytes():
+    """A training checkpoint: parameters, Adam's state, History, sampler and the
+    run's place, every part of the format that Model.load reads."""
+    import tempfile
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((12, 3)), rng.integers(0, 2, 12)
+    model = mlp.Model([3, 4, 2], seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "run.ckpt")
+        mlp.train(model, X, y, epochs=2, batch_size=4, optimizer=mlp.Adam(), seed=0,
+                  progress=False, checkpoint=path, validation=(X, y))
+        # The run's place as an interrupted run leaves it: mid-epoch, with its order.
+        model._save(path, checkpoint=({"done": 3, "position": 4, "history": {}},
+                                      {"order": np.arange(12), "best_params": model._params}))
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+CHECKPOINT_FILE = _checkpoint_file_bytes()
+
+
+@pytest.fixture(scope="module")
+def load_bytes(tmp_path_factory):
+    """Model.load applied to bytes, through a file (the fixture is module-scoped so
+    that Hypothesis can use it)."""
+    path = tmp_path_factory.mktemp("fuzz") / "model.npz"
+
+    def load(data):
+        path.write_bytes(data)
+        return mlp.Model.load(path)
+
+    return load
+
+
+def test_the_fuzzing_seed_file_loads(load_bytes):
+    model = load_bytes(GOOD_MODEL_FILE)
+    assert model.layer_sizes == (3, 4, 2)
+    assert assert_rejected_cleanly(load_bytes, GOOD_MODEL_FILE) is None
+
+
+def _meta_bytes(**changes):
+    meta = {"format": "mlp.Model", "version": 1, "layer_sizes": [3, 4, 2],
+            "activation": "sigmoid", "output": "sigmoid", "init": "normal", "dtype": "float32"}
+    meta.update(changes)
+    return json.dumps(meta).encode()
+
+
+def _with_member(name, data, base=GOOD_MODEL_FILE):
+    members = zip_members(base)
+    members[name] = data
+    return stored_zip(members)
+
+
+@pytest.mark.parametrize("sizes", [[100000, 100000, 100000], [2**30, 2**30], [2**31 - 1, 1],
+                                   [65536] * 60])
+def test_huge_layer_sizes_in_a_small_file_are_refused_before_allocating(load_bytes, sizes):
+    data = stored_zip({"meta.npy": npy_bytes(np.frombuffer(
+        _meta_bytes(layer_sizes=sizes), dtype=np.uint8))})
+    assert len(data) < 1200
+    error = assert_rejected_cleanly(load_bytes, data)
+    assert isinstance(error, ValueError)
+
+
+def test_huge_shape_in_an_npy_header_is_refused_before_allocating(load_bytes):
+    huge = npy_bytes(header="{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000), }",
+                     body=b"\0" * 48)
+    for name in ("W0.npy", "meta.npy"):
+        error = assert_rejected_cleanly(load_bytes, _with_member(name, huge))
+        assert isinstance(error, ValueError) and "bytes" in str(error)
+
+
+@pytest.mark.parametrize("depth", [100, 10_000, 200_000])
+def test_deeply_nested_metadata_is_a_value_error(load_bytes, depth):
+    for nested in (b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth):
+        data = _with_member("meta.npy", npy_bytes(np.frombuffer(nested, dtype=np.uint8)))
+        error = assert_rejected_cleanly(load_bytes, data)
+        assert isinstance(error, ValueError)
+
+
+@pytest.mark.parametrize("data", [
+    pickle.dumps({"a": 1}),
+    npy_bytes(np.ones(3)),
+    pickle.dumps(np.ones(2)),
+    b"PK\x05\x06" + b"\0" * 18,
+    GOOD_MODEL_FILE[: len(GOOD_MODEL_FILE) // 2],
+], ids=["pickle", "npy", "pickled array", "empty zip", "truncated"])
+def test_corrupt_file_message_is_mlps_own(load_bytes, data):
+    with pytest.raises(ValueError, match="is not a model saved by mlp.Model.save") as info:
+        load_bytes(data)
+    assert "allow_pickle" not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_compressed_and_overlapping_members_are_refused(load_bytes):
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, member in zip_members(GOOD_MODEL_FILE).items():
+            archive.writestr(name, member)
+    with pytest.raises(ValueError, match="compressed"):
+        load_bytes(buf.getvalue())
+    # Two directory entries pointing at the same bytes.
+    with zipfile.ZipFile(io.BytesIO(GOOD_MODEL_FILE)) as archive:
+        first = archive.infolist()[1]
+    data = bytearray(GOOD_MODEL_FILE)
+    directory = data.rindex(b"PK\x01\x02")  # the last member's directory entry
+    data[directory + 42:directory + 46] = first.header_offset.to_bytes(4, "little")
+    with pytest.raises(ValueError):
+        load_bytes(bytes(data))
+
+
+_EDIT = st.tuples(
+    st.sampled_from(["set", "set", "insert", "delete", "truncate"]),
+    st.integers(0, len(GOOD_MODEL_FILE)),
+    st.one_of(st.binary(min_size=1, max_size=6),
+              st.sampled_from([b"\xff\xff\xff\xff", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80",
+                               b"\x00\x00\x00\x00", b"\xff\xff", b"\x00\x00"])))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(edits=st.lists(_EDIT, min_size=1, max_size=4))
+def test_fuzz_load_mutated_model_files(load_bytes, edits):
+    assert_rejected_cleanly(load_bytes, mutate(GOOD_MODEL_FILE, edits))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.one_of(st.binary(max_size=600),
+                      st.binary(max_size=600).map(lambda b: b"PK\x03\x04" + b),
+                      st.binary(max_size=600).map(lambda b: GOOD_MODEL_FILE[:40] + b),
+                      st.binary(max_size=600).map(lambda b: b + GOOD_MODEL_FILE[-22:])))
+def test_fuzz_load_random_bytes(load_bytes, data):
+    assert_rejected_cleanly(load_bytes, data)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
+                                                                      max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(key=st.sampled_from(["layer_sizes", "activation", "output", "dtype", "init", "format",
+                            "version"]),
+       value=_JSON | st.lists(st.integers(-3, 2**64), max_size=6)
+       | st.sampled_from(["float16", "object", "V99999999999", "<f4", "int64"]))
+def test_fuzz_load_metadata_values(load_bytes, key, value):
+    data = _with_member("meta.npy", npy_bytes(np.frombuffer(_meta_bytes(**{key: value}),
+                                                           dtype=np.uint8)))
+    assert_rejected_cleanly(load_bytes, data)
+
+
+def test_the_checkpoint_seed_file_loads(load_bytes):
+    model = load_bytes(CHECKPOINT_FILE)
+    assert model.optimizer_state is not None and model.optimizer_state.step > 0
+    assert sorted(zip_members(CHECKPOINT_FILE)) == sorted(
+        ["meta.npy", "W0.npy", "b0.npy", "W1.npy", "b1.npy", "optimizer.exp_avg.npy",
+         "optimizer.exp_avg_sq.npy", "checkpoint.order.npy", "checkpoint.best_params.npy"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(edits=st.lists(_EDIT, min_size=1, max_size=4))
+def test_fuzz_load_mutated_checkpoints(load_bytes, edits):
+    assert_rejected_cleanly(load_bytes, mutate(CHECKPOINT_FILE, edits))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=st.lists(st.sampled_from(["optimizer", "config", "step", "buffers", "history",
+                                      "steps", "loss", "val_accuracy", "time", "sampling_rng",
+                                      "state", "dropout_seed", "checkpoint", "done", "order"]),
+                     min_size=1, max_size=3),
+       value=_JSON | st.integers(-2**70, 2**130) | st.lists(st.integers(-3, 2**64), max_size=4))
+def test_fuzz_load_checkpoint_metadata(load_bytes, path, value):
+    members = zip_members(CHECKPOINT_FILE)
+    header_length = 10 + int.from_bytes(members["meta.npy"][8:10], "little")
+    meta = json.loads(members["meta.npy"][header_length:])
+    node = meta
+    for key in path[:-1]:  # walk into existing dicts; stop where there are none
+        if not isinstance(node.get(key), dict):
+            break
+        node = node[key]
+    node[path[-1]] = value
+    members["meta.npy"] = npy_bytes(np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    assert_rejected_cleanly(load_bytes, stored_zip(members))
+
+
+_DESCR = st.sampled_from(["<f4", "<f8", ">f4", "|u1", "|O", "<c16", "<U3", "|V8", "<f2", "<i8",
+                          "[('a', '<f4')]", "('<f4', (2,))"])
+_SHAPE = st.lists(st.integers(0, 2**40), max_size=3).map(tuple) | st.sampled_from(
+    [(4, 3), (4,), (2, 4), (2,), (), (0,), (3, 4), (10**20,)])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(member=st.sampled_from(["meta.npy", "W0.npy", "b0.npy", "W1.npy", "b1.npy", "x.npy", "W0"]),
+       descr=_DESCR, fortran=st.booleans(), shape=_SHAPE, body=st.binary(max_size=80),
+       raw=st.none() | st.text(st.characters(max_codepoint=255), max_size=120), version=st.sampled_from([b"\x01\x00", b"\x02\x00",
+                                                                      b"\x03\x00", b"\x09\x00"]))
+def test_fuzz_load_npy_headers(load_bytes, member, descr, fortran, shape, body, raw, version):
+    descr_text = descr if descr.startswith(("[", "(")) else repr(descr)
+    header = raw if raw is not None else (
+        f"{{'descr': {descr_text}, 'fortran_order': {fortran}, 'shape': {shape!r}, }}")
+    npy = npy_bytes(header=header, body=body)
+    if version != b"\x01\x00":
+        npy = b"\x93NUMPY" + version + len(npy[10:]).to_bytes(4, "little") + npy[10:]
+    assert_rejected_cleanly(load_bytes, _with_member(member, npy))
+
+
 # ---------------------------------------------------------------------------
 # Input validation
 # ---------------------------------------------------------------------------
@@ -674,9 +937,12 @@ def test_non_contiguous_and_converted_inputs_give_same_answer(dtype):
         np.testing.assert_array_equal(model.predict(Xv), model.predict(X))
         np.testing.assert_array_equal(model.gradients(Xv, Y, "cross_entropy")[0][0], ref_g[0])
     # Integer inputs are converted, and give what their float conversion gives.
+    # (Integers above 1 get a warning: they are usually unscaled pixels.)
     Xi = rng.integers(-3, 4, (6, 4))
-    np.testing.assert_array_equal(model.forward(Xi), model.forward(Xi.astype(dtype)))
-    np.testing.assert_array_equal(model.forward(Xi.astype(np.int8)), model.forward(Xi.astype(dtype)))
+    with pytest.warns(UserWarning, match="/ 255"):
+        np.testing.assert_array_equal(model.forward(Xi), model.forward(Xi.astype(dtype)))
+        np.testing.assert_array_equal(model.forward(Xi.astype(np.int8)),
+                                      model.forward(Xi.astype(dtype)))
     # float64 data into a float32 model (and the other way round).
     other = np.float64 if dtype == np.float32 else np.float32
     Xo = rng.standard_normal((6, 4)).astype(other)

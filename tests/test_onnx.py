@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import mlp.onnx  # noqa: E402  (after the skips: it is the module under test)
+from conftest import run_python
 
 # Agreement within float32 rounding: a few layers of sums of tens of
 # products, each rounded at eps32 = 1.2e-7, and the runtimes order their sums
@@ -117,10 +116,10 @@ def test_bad_paths_and_arguments(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_import_mlp_does_not_import_onnx():
+def test_import_mlp_does_not_import_onnx(tmp_path):
     code = ("import sys, mlp; m = mlp.Model([3, 2]); "
             "assert not {'onnx', 'onnxruntime'} & set(sys.modules), 'onnx imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    run_python(code, tmp_path)
 
 
 @pytest.mark.slow

@@ -4,8 +4,6 @@ users rely on (labels, partial_fit, warm_start, pickling, errors)."""
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -23,6 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import mlp  # noqa: E402
 from mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from conftest import run_python
 
 # Short fits are the point of most tests here; the tests about convergence
 # turn the warning back on.
@@ -465,9 +464,9 @@ def test_regressor_rejects_poisson():
         MLPRegressor(loss="poisson").fit(X, y.astype(float))
 
 
-def test_import_mlp_does_not_import_sklearn():
+def test_import_mlp_does_not_import_sklearn(tmp_path):
     code = "import sys, mlp; assert 'sklearn' not in sys.modules, 'sklearn imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    run_python(code, tmp_path)
 
 
 # ---------------------------------------------------------------------------

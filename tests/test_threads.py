@@ -1,6 +1,5 @@
 """BLAS thread limits: chosen per call, restored afterwards, and safe next to numpy's own BLAS."""
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -70,22 +69,15 @@ def test_overlapping_calls_restore_the_user_setting():
     assert _blas_threads_now() == before
 
 
-def _best_of(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def test_numpy_between_mlp_calls_stays_fast():
+def test_numpy_between_mlp_calls_computes_the_same_numbers():
     """A user loop that alternates numpy's BLAS with mlp's (scipy's) BLAS.
 
     Two OpenBLAS pools spinning against each other on two cores were measured
     at 4x (and once ~50x) slower than either alone when mlp ran these calls on
-    2 threads; with the defaults the mix stays ~1.05x the parts run apart. It
-    must also compute the same numbers."""
+    2 threads; with the defaults the mix stays ~1.05x the parts run apart
+    (bench/bench_blas_mix.py measures that ratio: timings belong in bench/,
+    where a busy machine cannot fail a build). Here: the same numbers, and
+    the user's BLAS settings as they were."""
     rng = np.random.default_rng(0)
     A = rng.random((256, 784), dtype=np.float32)
     W = rng.random((300, 784), dtype=np.float32)
@@ -113,10 +105,11 @@ def test_numpy_between_mlp_calls_stays_fast():
         np.testing.assert_array_equal(product, expected_product)
         np.testing.assert_array_equal(prediction, expected_prediction)
 
-    mixed()  # warm up both pools
-    separate = _best_of(numpy_only) + _best_of(mlp_only)
-    together = _best_of(mixed)
-    assert together < 2.5 * separate + 0.02, (together, separate)
+    before = _blas_threads_now()
+    numpy_only()
+    mlp_only()
+    mixed()
+    assert _blas_threads_now() == before
 
 
 def test_default_thread_counts(monkeypatch):
@@ -205,14 +198,13 @@ def test_inference_on_workers_gives_the_same_numbers(n_threads):
     assert _blas_threads_now() == before
 
 
-@pytest.mark.parametrize("n_threads, bound", [(None, 2.5), (2, 4.0)])
-def test_numpy_between_training_calls_stays_fast(n_threads, bound):
+@pytest.mark.parametrize("n_threads", [None, 2])
+def test_numpy_between_training_calls_trains_as_alone(n_threads):
     """The same mix with short mlp.train runs. numpy's pool keeps spinning for
     ~0.1 s after each matmul; by default so short a run stays on one worker
-    and does not compete with it. Asked for two workers, the run shares the
-    cores with the spinner, which costs about 2x; it cost 5x while waiting
-    workers spun for half a millisecond before yielding. Either way the runs
-    must train exactly as they do alone."""
+    and does not compete with it (asked for two workers it costs about 2x:
+    bench/bench_blas_mix.py measures it). Either way the runs must train
+    exactly as they do alone."""
     rng = np.random.default_rng(0)
     A = rng.random((256, 784), dtype=np.float32)
     W = rng.random((300, 784), dtype=np.float32)
@@ -245,7 +237,8 @@ def test_numpy_between_training_calls_stays_fast(n_threads, bound):
             train_once(model, i)
         np.testing.assert_array_equal(model._params, alone._params)
 
+    before = _blas_threads_now()
+    numpy_only()
+    mlp_only()
     mixed()
-    separate = _best_of(numpy_only) + _best_of(mlp_only)
-    together = _best_of(mixed)
-    assert together < bound * separate + 0.02, (together, separate)
+    assert _blas_threads_now() == before

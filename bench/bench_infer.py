@@ -7,10 +7,10 @@ then copied into a vectorised numpy forward pass and a PyTorch eager model
 (run under torch.no_grad()). Measured, on 1 and 2 threads, interleaved
 round-robin (median [min-max] over the repeats):
 
-* latency at batch 1: per-call microseconds of predict() on single rows,
-  over many consecutive test rows;
-* throughput: images/s classifying all 10,000 in one call, and in 10 calls
-  of 1,000.
+* per batch size (--batches, default 1, 8, 30, 64, 128, 256, 512, 1024
+  and 4096 rows per call): images/s of predict() on consecutive blocks of
+  that many test rows, and mlp's microseconds per call;
+* images/s classifying all 10,000 in one call.
 
 Finally the three implementations' predictions on the test set are compared.
 """
@@ -31,31 +31,31 @@ import mlp  # noqa: E402
 from mlp.datasets import load_mnist  # noqa: E402
 
 SIZES = [784, 300, 100, 10]
-METRICS = ("latency_b1", "batch_10000", "batch_1000")
 
 
-def make_predictors(model, np_model, t_model, torch, X, T):
-    """impl -> (single_row(i), whole(), batched_1000()) callables."""
-    rows_np = [X[i:i + 1] for i in range(X.shape[0])]
-    batches_np = [X[i:i + 1000] for i in range(0, X.shape[0], 1000)]
+BATCHES = (1, 8, 30, 64, 128, 256, 512, 1024, 4096)
+
+
+def make_predictors(model, np_model, t_model, torch, X, T, batch):
+    """impl -> predict(i): classify the i-th block of `batch` consecutive test
+    rows (the blocks cycle through the test set), and impl -> whole()."""
+    blocks = [X[i:i + batch] for i in range(0, X.shape[0] - batch + 1, batch)]
     out = {
-        "mlp": (lambda i: model.predict(rows_np[i], n_threads=T),
-                lambda: model.predict(X, n_threads=T),
-                lambda: [model.predict(b, n_threads=T) for b in batches_np]),
-        "numpy": (lambda i: np_model.predict(rows_np[i]),
-                  lambda: np_model.predict(X),
-                  lambda: [np_model.predict(b) for b in batches_np]),
+        "mlp": (lambda i: model.predict(blocks[i % len(blocks)], n_threads=T),
+                lambda: model.predict(X, n_threads=T)),
+        "numpy": (lambda i: np_model.predict(blocks[i % len(blocks)]),
+                  lambda: np_model.predict(X)),
     }
     if torch is not None:
         # torch.from_numpy is zero-copy; it is part of what a caller does.
-        out["torch"] = (lambda i: t_model.predict(torch.from_numpy(rows_np[i])),
-                        lambda: t_model.predict(torch.from_numpy(X)),
-                        lambda: [t_model.predict(torch.from_numpy(b)) for b in batches_np])
+        out["torch"] = (lambda i: t_model.predict(torch.from_numpy(blocks[i % len(blocks)])),
+                        lambda: t_model.predict(torch.from_numpy(X)))
     return out
 
 
-def latency_case(single, n_rows, T, torch, target, settle):
+def blocks_case(predict, batch, T, torch, target, settle):
     state = {"i": 0}
+    per_round = max(1, 4096 // batch)
 
     def measure():
         C.settle(settle)
@@ -65,13 +65,13 @@ def latency_case(single, n_rows, T, torch, target, settle):
             while dt < target:
                 i0 = state["i"]
                 t0 = C.now()
-                for k in range(100):
-                    single((i0 + k) % n_rows)
+                for k in range(per_round):
+                    predict(i0 + k)
                 dt += C.now() - t0
-                calls += 100
-                state["i"] = (i0 + 100) % n_rows
+                calls += per_round
+                state["i"] = i0 + per_round
         return {"calls": calls, "seconds": dt, "us_per_call": dt / calls * 1e6,
-                "images_per_s": calls / dt, "loadavg_1m": os.getloadavg()[0]}
+                "images_per_s": calls * batch / dt, "loadavg_1m": os.getloadavg()[0]}
     return measure
 
 
@@ -98,6 +98,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, help="repeats (default 7, quick 3)")
     ap.add_argument("--seconds", type=float, help="target seconds per measurement (default 0.5, quick 0.1)")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)),
+                    help="comma-separated batch sizes (rows per predict call; default %(default)s)")
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     ap.add_argument("--train-iterations", type=int, help="mlp.train iterations for the model (default 5000, quick 2000)")
     ap.add_argument("--settle", type=float, default=0.12,
@@ -108,6 +110,7 @@ def main(argv=None):
     target = args.seconds or (0.1 if args.quick else 0.5)
     iterations = args.train_iterations or (2000 if args.quick else 5000)
     thread_counts = [int(t) for t in args.threads.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
     dtype = np.dtype(args.dtype)
 
     torch = None if args.no_torch else C.import_torch()
@@ -154,17 +157,17 @@ def main(argv=None):
     groups = []
     for T in thread_counts:
         settle = args.settle if T > 1 else 0.0
-        pred = make_predictors(model, np_model, t_model, torch, X, T)
-        for name, (single, whole, batched) in pred.items():  # warm-up
-            C.set_torch_threads(torch, T)
-            with C.threads(T):
-                single(0), whole(), batched()
-        groups.append(((T, "latency_b1"), {n: latency_case(p[0], len(X), T, torch, target, settle)
-                                           for n, p in pred.items()}))
-        groups.append(((T, "batch_10000"), {n: batch_case(p[1], len(X), T, torch, target, settle)
-                                            for n, p in pred.items()}))
-        groups.append(((T, "batch_1000"), {n: batch_case(p[2], len(X), T, torch, target, settle)
-                                           for n, p in pred.items()}))
+        for batch in batches:
+            pred = make_predictors(model, np_model, t_model, torch, X, T, batch)
+            for name, (blocks, _whole) in pred.items():  # warm-up
+                C.set_torch_threads(torch, T)
+                with C.threads(T):
+                    blocks(0)
+            groups.append(((T, f"batch_{batch}"),
+                           {n: blocks_case(p[0], batch, T, torch, target, settle)
+                            for n, p in pred.items()}))
+        groups.append(((T, "all_10000"), {n: batch_case(p[1], len(X), T, torch, target, settle)
+                                          for n, p in pred.items()}))
     print(f"measuring ({repeats} repeats, {target:.2f} s per measurement)...", flush=True)
     raw = C.interleave(groups, repeats)
 
@@ -175,7 +178,7 @@ def main(argv=None):
             entry["results"][name] = {
                 "raw": rs,
                 "images_per_s": C.stats([r["images_per_s"] for r in rs]),
-                "us_per_call": C.stats([r["us_per_call"] for r in rs]) if metric == "latency_b1" else None,
+                "us_per_call": C.stats([r["us_per_call"] for r in rs]) if "us_per_call" in rs[0] else None,
             }
         results.append(entry)
 
@@ -183,20 +186,17 @@ def main(argv=None):
     rows = []
     for e in results:
         res = e["results"]
-        if e["metric"] == "latency_b1":
-            label, key, scale, unit = "batch 1", "us_per_call", 1.0, "us/call"
-        else:
-            label = "all 10000 at once" if e["metric"] == "batch_10000" else "10 x 1000"
-            key, scale, unit = "images_per_s", 1.0, "images/s"
-        med = {n: res[n][key]["median"] for n in impls}
-        # Ratios are speed-ups of mlp: for latency, other / mlp; for throughput, mlp / other.
+        label = "all 10000 at once" if e["metric"] == "all_10000" else e["metric"].replace("_", " ")
+        med = {n: res[n]["images_per_s"]["median"] for n in impls}
+
         def speedup(other):
-            if other not in med:
-                return "-"
-            return C.fmt_ratio(med[other], med["mlp"]) if key == "us_per_call" else C.fmt_ratio(med["mlp"], med[other])
-        rows.append([f"T={e['threads']}", label, unit] + [C.fmt_range(res[n][key], scale) for n in impls]
+            return C.fmt_ratio(med["mlp"], med[other]) if other in med else "-"
+        latency = (f"{res['mlp']['us_per_call']['median']:.1f}" if res["mlp"]["us_per_call"] else "-")
+        rows.append([f"T={e['threads']}", label, latency]
+                    + [C.fmt_range(res[n]["images_per_s"]) for n in impls]
                     + [speedup("numpy"), speedup("torch")])
-    print(C.table(["threads", "workload", "unit"] + [f"{n} median [min-max]" for n in impls]
+    print(C.table(["threads", "rows per call", "mlp us/call"]
+                  + [f"{n} images/s median [min-max]" for n in impls]
                   + ["mlp vs numpy", "mlp vs torch"], rows, "lll" + "r" * (len(impls) + 2)))
     print("(ratios: how many times faster mlp is; >1x means mlp wins)")
     loads = [r["loadavg_1m"] for e in results for v in e["results"].values() for r in v["raw"]]

@@ -296,6 +296,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, help="repeats per implementation (default 7, quick 3)")
     ap.add_argument("--seconds", type=float,
                     help="target seconds per measurement (default 0.5, quick 0.1)")
+    ap.add_argument("--batches", metavar="B1,B2,...",
+                    help="float32 batch sizes to measure instead of the default configurations "
+                         "(float64 and float32 at batch 30, float32 at 128 and 256), e.g. "
+                         "1,8,30,64,128,256,512,1024,4096")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--impls", default=",".join(IMPLS), help=f"subset of {','.join(IMPLS)}")
     ap.add_argument("--peak-n", type=int, help="matrix size of the GEMM peak (default 2048, quick 1024)")
@@ -314,6 +318,8 @@ def main(argv=None):
     target = args.seconds or (0.1 if args.quick else 0.5)
     peak_n = args.peak_n or (1024 if args.quick else 2048)
     thread_counts = [int(t) for t in args.threads.split(",")]
+    config_list = ([(np.float32, int(b)) for b in args.batches.split(",")] if args.batches
+                   else CONFIGS)
     impls = [i for i in args.impls.split(",") if i]
     unknown = set(impls) - set(IMPLS)
     if unknown:
@@ -328,7 +334,7 @@ def main(argv=None):
     X32 = np.ascontiguousarray(train.images, dtype=np.float32)
     labels = np.ascontiguousarray(train.labels, dtype=np.int64)
     data = {np.dtype(np.float32): X32}
-    if any(np.dtype(d) == np.float64 for d, _ in CONFIGS):
+    if any(np.dtype(d) == np.float64 for d, _ in config_list):
         data[np.dtype(np.float64)] = X32.astype(np.float64)
 
     info = C.system_info(torch)
@@ -346,7 +352,7 @@ def main(argv=None):
 
     # Build configurations and calibrate steps per measurement (also warms up).
     configs = []
-    for dtype, batch in ([] if args.only_optimizers else CONFIGS):
+    for dtype, batch in ([] if args.only_optimizers else config_list):
         for T in thread_counts:
             configs.append({"dtype": np.dtype(dtype).name, "batch": batch, "threads": T,
                             "flops_per_step": step_flops(SIZES, batch)})
@@ -439,7 +445,11 @@ def main(argv=None):
         print(_config_table(cfg, peaks[cfg["threads"]]))
     print()
     if configs:
-        print(_summary_table(configs, impls))
+        print(_summary_table(configs, impls, peaks))
+        scaling = _scaling_table(configs)
+        if scaling:
+            print()
+            print(scaling)
     if opt_configs:
         print()
         print(_optimizer_table(opt_configs))
@@ -536,18 +546,34 @@ def _config_table(cfg, peak):
          "vs gemm_split", "GFLOP/s", "% peak"], rows)
 
 
-def _summary_table(configs, impls):
+def _summary_table(configs, impls, peaks):
     rows = []
     for cfg in configs:
         med = {k: v["steps_per_s"]["median"] for k, v in cfg["results"].items()}
+        peak = peaks[cfg["threads"]][f"{cfg['dtype']}_peak_gflops"]
+        share = (f"{med['mlp'] * cfg['flops_per_step'] / 1e9 / peak:.2f}" if "mlp" in med else "-")
         rows.append([f"{cfg['dtype']} B={cfg['batch']} T={cfg['threads']}"]
                     + [C.fmt_num(med.get(i)) for i in impls]
                     + [C.fmt_ratio(med.get("mlp"), med.get("notebook")), C.fmt_ratio(med.get("mlp"), med.get("torch")),
                        C.fmt_ratio(med.get("mlp"), med.get("gemm_bound")),
-                       C.fmt_ratio(med.get("mlp"), med.get("gemm_split"))])
-    return ("Summary: steps/s (medians) and mlp's ratios\n"
+                       C.fmt_ratio(med.get("mlp"), med.get("gemm_split")), share])
+    return ("Summary: steps/s (medians), mlp's ratios and mlp's share of the sgemm peak\n"
             + C.table(["config"] + list(impls) + ["mlp/notebook", "mlp/torch", "mlp/gemm_bound",
-                                                 "mlp/gemm_split"], rows))
+                                                 "mlp/gemm_split", "mlp/peak"], rows))
+
+
+def _scaling_table(configs):
+    """mlp's steps/s on its largest thread count over one thread, per batch."""
+    by_key = {(c["dtype"], c["batch"], c["threads"]): c["results"]["mlp"]["steps_per_s"]["median"]
+              for c in configs if "mlp" in c["results"]}
+    thread_counts = sorted({c["threads"] for c in configs})
+    if len(thread_counts) < 2 or 1 not in thread_counts:
+        return ""
+    most = thread_counts[-1]
+    rows = [[f"{dt} B={b}", C.fmt_ratio(by_key[(dt, b, most)], by_key[(dt, b, 1)])]
+            for (dt, b, T) in by_key if T == 1 and (dt, b, most) in by_key]
+    return (f"Scaling: mlp steps/s on {most} threads over 1 thread\n"
+            + C.table(["config", f"T={most} / T=1"], rows)) if rows else ""
 
 
 if __name__ == "__main__":

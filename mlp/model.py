@@ -38,9 +38,6 @@ READABLE_VERSIONS = (1, 2)
 # GEMMs run near peak, small enough that the activations stay in cache and
 # memory does not grow with the batch.
 _FORWARD_CHUNK = 1024
-# Fewer rows than this per worker and a forward pass is cheaper on one
-# thread than the cost of starting another.
-_ROWS_PER_WORKER = 64
 
 
 def loss_code(loss, output):
@@ -243,15 +240,16 @@ class Model:
 
     def _forward_locked(self, X, n_threads=1):
         # X is validated, the caller holds self._lock and has limited BLAS to
-        # one thread: rows are split between n_threads of mlp's own workers
-        # (at least _ROWS_PER_WORKER each), so no BLAS pool is woken.
+        # one thread: n_threads of mlp's own workers share the rows (at least
+        # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each
+        # layer's units, so no BLAS pool is woken.
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         if X.shape[0] == 0:
             return out
-        workers = max(1, min(n_threads, X.shape[0] // _ROWS_PER_WORKER))
-        chunk = min(-(-X.shape[0] // workers), _FORWARD_CHUNK)
+        row_workers = max(1, min(n_threads, X.shape[0] // _kernels.FORWARD_MIN_ROWS_PER_WORKER))
+        chunk = min(-(-X.shape[0] // row_workers), _FORWARD_CHUNK)
         _kernels.forward(self._params, self._sizes, self._hidden_code, self._output_code,
-                         X, out, self._workspace(chunk, workers), chunk, workers)
+                         X, out, self._workspace(chunk, row_workers), chunk, n_threads)
         return out
 
     def predict(self, X, *, n_threads=None):

@@ -41,6 +41,7 @@ from conftest import (
     DTYPES,
     LOSS,
     assert_close,
+    flatten,
     min_abs_hidden_z,
     one_hot,
     ref_act,
@@ -379,6 +380,35 @@ def test_forward_matches_reference(net, chunk_extra, workers):
     assert_close(out, acts[-1], **COMPOSITE_TOL[dtype])
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_forward_on_both_sides_of_every_switch_over(workers, dtype):
+    """Inference picks a layout and a split from the block's rows: one
+    worker below FORWARD_MIN_ROWS_UNITS_SPLIT rows, units split between the
+    workers up to FORWARD_MIN_ROWS_PER_WORKER rows each, rows split above;
+    feature-major blocks up to FORWARD_FEATURE_MAJOR_MAX_ROWS rows. Rows on
+    both sides of each, against the float64 reference."""
+    rng = np.random.default_rng(8)
+    sizes = [13, 11, 9, 4]
+    sizes_arr = np.asarray(sizes, np.intp)
+    flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:])))
+    Ws, bs = unflatten(flat, sizes)
+    limits = [K.FORWARD_MIN_ROWS_UNITS_SPLIT, K.FORWARD_FEATURE_MAJOR_MAX_ROWS,
+              K.FORWARD_MIN_ROWS_PER_WORKER * workers]
+    for n in sorted({1} | {m + d for m in limits for d in (-1, 0, 1)}):
+        x = rng.standard_normal((n, sizes[0])).astype(dtype)
+        chunk = 1024
+        need = workers * K.workspace_size(sizes_arr, chunk)
+        full, work = guarded(need, dtype)
+        out = np.full((n, sizes[-1]), np.nan, dtype=dtype)
+        with strict_fp():
+            K.forward(flat.astype(dtype), sizes_arr, ACT["relu"], ACT["softmax"], x, out, work,
+                      chunk, workers)
+        assert_guard_intact(full, need)
+        _, acts = ref_forward(Ws, bs, x.astype(np.float64), ACT["relu"], ACT["softmax"])
+        assert_close(out, acts[-1], err_msg=f"{n} rows", **COMPOSITE_TOL[dtype])
+
+
 # ---------------------------------------------------------------------------
 # loss_and_gradients
 # ---------------------------------------------------------------------------
@@ -668,6 +698,115 @@ def test_more_workers_than_the_cap_or_the_units():
         results.append((params, losses, out))
     for a, b in zip(*results):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# How the workers share a step: units split, or samples split (large batches)
+# ---------------------------------------------------------------------------
+
+def switch_over_batches(workers):
+    """The batch sizes on both sides of the units/samples switch-over for
+    this many workers: (last units-split batch, first samples-split batch)."""
+    first = (K.SPLIT_SAMPLES_MIN_ROWS_ONE_WORKER if workers == 1
+             else K.SPLIT_SAMPLES_MIN_ROWS * workers)
+    return first - 1, first
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_the_switch_over_is_where_the_constants_put_it(workers):
+    below, at = switch_over_batches(workers)
+    assert not K.splits_samples(below, workers, False)
+    assert K.splits_samples(at, workers, False)
+    assert K.splits_samples(4 * at, workers, False)
+    # Small feature-major batches always split units.
+    assert not K.splits_samples(at, workers, True)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("side", [0, 1])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_steps_on_both_sides_of_the_switch_over_match_the_reference(workers, side, dtype):
+    """Each step of a batch just below and just above the switch-over, on 1,
+    2 and 3 workers, against the float64 reference SGD step from the same
+    parameters; then the same steps in one call (the gather of step s + 1
+    overlapping the updates of step s) end where the step-by-step run did."""
+    batch = switch_over_batches(workers)[side]
+    assert K.splits_samples(batch, workers, False) == bool(side)
+    rng = np.random.default_rng(11)
+    sizes = [14, 11, 9, 3]
+    sizes_arr = np.asarray(sizes, np.intp)
+    flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))) * 0.4
+    x = rng.random((300, sizes[0])).astype(dtype)
+    labels = rng.integers(0, 3, 300).astype(np.int64)
+    # Two full batches and a ragged last one (its own, smaller size).
+    order = rng.integers(0, 300, 2 * batch + 37).astype(np.int64)
+    starts = range(0, len(order), batch)
+    need = K.workspace_size(sizes_arr, batch)
+    full, work = guarded(need, dtype)
+    params = flat.astype(dtype)
+    states = [params.copy()]
+    for start in starts:
+        losses = np.full(2, SENTINEL)
+        with strict_fp():
+            kernel_train_steps(params, sizes_arr, ACT["tanh"], ACT["softmax"],
+                               LOSS["cross_entropy"], x, labels, order[start:start + batch],
+                               batch, 0.5, 0.01, work, losses, False, workers)
+        assert losses[1] == SENTINEL
+        idx = order[start:start + batch]
+        before = states[-1].astype(np.float64)
+        Ws, bs = unflatten(before, sizes)
+        total, dWs, dbs = ref_loss_and_gradients(Ws, bs, x[idx].astype(np.float64),
+                                                 one_hot(labels[idx], 3), ACT["tanh"],
+                                                 ACT["softmax"], "cross_entropy")
+        expected = (before - 0.5 / len(idx) * flatten(dWs, dbs)
+                    - 0.5 * 0.01 * before * _weights_mask(sizes))
+        assert_close(params, expected, scale=max(1.0, np.abs(expected).max()),
+                     err_msg=f"step at row {start}", **COMPOSITE_TOL[dtype])
+        assert losses[0] == pytest.approx(total, rel=COMPOSITE_TOL[dtype]["rtol"] * 10)
+        states.append(params.copy())
+    assert_guard_intact(full, need)
+    in_one_call = flat.astype(dtype)
+    losses = np.full(len(starts) + 1, SENTINEL)
+    assert kernel_train_steps(in_one_call, sizes_arr, ACT["tanh"], ACT["softmax"],
+                              LOSS["cross_entropy"], x, labels, order, batch, 0.5, 0.01, work,
+                              losses, False, workers) == len(starts)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(in_one_call, states[-1], rtol=64 * eps, atol=64 * eps)
+
+
+def _weights_mask(sizes):
+    """1 for weights, 0 for biases, over the flat layout (weight decay's reach)."""
+    parts = []
+    for fin, fout in zip(sizes[:-1], sizes[1:]):
+        parts += [np.ones(fout * fin), np.zeros(fout)]
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_samples_split_with_dropout_matches_units_split(workers):
+    """Dropout masks are keyed by sample, so a samples-split step drops the
+    same units as a units-split one: one worker below its own switch-over
+    against several workers above theirs, same batches."""
+    batch = switch_over_batches(workers)[1]
+    assert K.splits_samples(batch, workers, False)
+    assert not K.splits_samples(batch, 1, False)
+    rng = np.random.default_rng(5)
+    sizes_arr = np.asarray([30, 24, 16, 4], np.intp)
+    flat = rng.standard_normal(24 * 31 + 16 * 25 + 4 * 17) * 0.3
+    x = rng.random((400, 30))
+    labels = rng.integers(0, 4, 400).astype(np.int64)
+    order = rng.integers(0, 400, 2 * batch + 100).astype(np.int64)
+    results = []
+    for w in (1, workers):
+        params = flat.copy()
+        losses = np.empty(3)
+        kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
+                           x, labels, order, batch, 0.2, 0.0,
+                           np.empty(K.workspace_size(sizes_arr, batch)), losses, False, w,
+                           dropout=0.5, input_dropout=0.2, dropout_seed=3, max_norm=1.5)
+        results.append((params, losses))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-11)
 
 
 # ---------------------------------------------------------------------------

@@ -268,10 +268,9 @@ include "_worker.pxi"
 DEF _FORWARD_FEATURE_MAJOR_MAX_ROWS = 128
 FORWARD_FEATURE_MAJOR_MAX_ROWS = _FORWARD_FEATURE_MAJOR_MAX_ROWS
 # Several workers split the rows when each gets at least this many, and
-# the units of each layer for smaller blocks of at least
-# FORWARD_MIN_ROWS_UNITS_SPLIT rows; below that one worker does it all.
+# the units of each layer of smaller blocks. (With the thread pool of
+# _parallel.h, 2 workers on 1 row took 21 us a call, one worker 29 us.)
 FORWARD_MIN_ROWS_PER_WORKER = 64
-FORWARD_MIN_ROWS_UNITS_SPLIT = 8
 
 
 cdef struct _ForwardRun:
@@ -396,14 +395,11 @@ def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
     if n_workers > MAX_WORKERS:
         n_workers = MAX_WORKERS
     # Fewer than FORWARD_MIN_ROWS_PER_WORKER rows each: split the units of
-    # one feature-major block instead of the rows (one worker for tiny
-    # blocks, where starting a thread costs more than it saves).
+    # one feature-major block instead of the rows.
     run.split_units = (n_workers > 1 and run.n <= chunk
                        and run.n < n_workers * FORWARD_MIN_ROWS_PER_WORKER
                        and run.n <= _FORWARD_FEATURE_MAJOR_MAX_ROWS)
-    if run.n < FORWARD_MIN_ROWS_UNITS_SPLIT:
-        n_workers = 1
-    elif run.n < n_workers * FORWARD_MIN_ROWS_PER_WORKER and not run.split_units:
+    if run.n < n_workers * FORWARD_MIN_ROWS_PER_WORKER and not run.split_units:
         n_workers = max(1, <int>(run.n // FORWARD_MIN_ROWS_PER_WORKER))
     if n_workers > MAX_WORKERS:
         n_workers = MAX_WORKERS

@@ -11,8 +11,10 @@
  * spinning after the call returns (the two-pool hazard of numpy's and
  * scipy's OpenBLAS).
  *
- * The threads live for one kernel call (creating two costs ~50 us, against
- * ~100 ms of training per call). Where pthreads or GCC atomics are missing
+ * The threads stay between calls in a small pool (below), spinning for
+ * 0.1 ms after a call and then sleeping, so that a short call (inference
+ * on a few rows) does not pay ~40 us to start one, and nothing spins once
+ * the caller's loop is over. Where pthreads or GCC atomics are missing
  * (MSVC), mlp_parallel_run runs everything on the calling thread and says
  * so in its return value.
  */
@@ -48,6 +50,7 @@ static int mlp_parallel_run(mlp_task fn, void *ctx, int n_threads,
 
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 
 /* A sense-reversing barrier. Waits between layers are microseconds, so a
  * waiter spins first; after that it yields its core on every check, so that
@@ -114,21 +117,14 @@ static void *mlp_thread_main(void *p)
     return NULL;
 }
 
-/* Run fn(ctx, tid, n) on n threads, the caller being tid 0, and return n
- * once all have finished. n is n_threads, or fewer if the system refused to
- * start more; fn must split its work by the n it is given. barrier is set
- * up for those n threads before any of them runs. */
-static int mlp_parallel_run(mlp_task fn, void *ctx, int n_threads,
-                            mlp_barrier *barrier)
+/* Start threads for one call, run fn on them, join them: the fallback
+ * when the pool below is in use by another caller or cannot grow. */
+static int mlp_run_on_new_threads(mlp_task fn, void *ctx, int n_threads,
+                                  mlp_barrier *barrier)
 {
     pthread_t *threads;
     mlp_thread_arg *args;
     int started = 1, go = 0, i;
-    mlp_barrier_init(barrier, 1);
-    if (n_threads <= 1) {
-        fn(ctx, 0, 1);
-        return 1;
-    }
     threads = (pthread_t *)malloc(sizeof(pthread_t) * (size_t)n_threads);
     args = (mlp_thread_arg *)malloc(sizeof(mlp_thread_arg) * (size_t)n_threads);
     if (threads == NULL || args == NULL) {
@@ -156,6 +152,152 @@ static int mlp_parallel_run(mlp_task fn, void *ctx, int n_threads,
     free(threads);
     free(args);
     return started;
+}
+
+/* The pool: worker threads kept between calls, so that a call of a few
+ * tens of microseconds (inference on a small block) does not pay for
+ * starting threads (~40 us for one on these VMs, more when its vCPU was
+ * idle). Between calls a worker spins for MLP_POOL_SPIN_NS, so calls in a
+ * loop find it awake, then sleeps on a condition variable: unlike a BLAS
+ * pool it does not keep a core busy once the caller's loop is over (the
+ * two-pool hazard in bench/README.md).
+ *
+ * Each worker has its own slot: the caller writes the task into the slots
+ * of the workers it needs, then bumps each slot's generation; the worker
+ * runs the task and publishes that generation as done. One caller at a
+ * time owns the pool (`busy`); another caller meanwhile starts threads of
+ * its own. A forked child starts with an empty pool. */
+#define MLP_POOL_MAX 64
+#define MLP_POOL_SPIN_NS 100000L
+
+typedef struct {
+    mlp_task fn;
+    void *ctx;
+    int n_threads;
+    unsigned generation;   /* bumped by the caller: a new task */
+    unsigned done;         /* the generation the worker finished */
+    char pad[64];          /* slots on their own cache lines */
+} mlp_pool_slot;
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int n_workers;         /* started so far (tids 1..n_workers) */
+    int busy;
+    int atfork_set;
+    mlp_pool_slot slot[MLP_POOL_MAX + 1];
+} mlp_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, {{0}}};
+
+static long mlp_elapsed_ns(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1000000000L + (now.tv_nsec - since->tv_nsec);
+}
+
+static void *mlp_pool_worker(void *p)
+{
+    int tid = (int)(size_t)p;
+    mlp_pool_slot *slot = &mlp_pool.slot[tid];
+    /* Set before this thread started, and bumped only for a new task. */
+    unsigned seen = slot->done;
+    struct timespec idle_since;
+    int spins;
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &idle_since);
+        spins = 0;
+        while (__atomic_load_n(&slot->generation, __ATOMIC_ACQUIRE) == seen) {
+            mlp_cpu_relax();
+            if (++spins % 64 == 0 && mlp_elapsed_ns(&idle_since) > MLP_POOL_SPIN_NS) {
+                pthread_mutex_lock(&mlp_pool.lock);
+                while (__atomic_load_n(&slot->generation, __ATOMIC_ACQUIRE) == seen)
+                    pthread_cond_wait(&mlp_pool.wake, &mlp_pool.lock);
+                pthread_mutex_unlock(&mlp_pool.lock);
+            }
+        }
+        seen = __atomic_load_n(&slot->generation, __ATOMIC_ACQUIRE);
+        slot->fn(slot->ctx, tid, slot->n_threads);
+        __atomic_store_n(&slot->done, seen, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+static void mlp_pool_after_fork_in_child(void)
+{
+    /* Only the forking thread exists in the child. */
+    pthread_mutex_init(&mlp_pool.lock, NULL);
+    pthread_cond_init(&mlp_pool.wake, NULL);
+    mlp_pool.n_workers = 0;
+    mlp_pool.busy = 0;
+}
+
+/* Workers 1..n_threads - 1 started (the caller owns the pool); returns how
+ * many threads, the caller included, can take part. */
+static int mlp_pool_grow(int n_threads)
+{
+    pthread_t thread;
+    pthread_attr_t attr;
+    if (!mlp_pool.atfork_set) {
+        pthread_atfork(NULL, NULL, mlp_pool_after_fork_in_child);
+        mlp_pool.atfork_set = 1;
+    }
+    if (mlp_pool.n_workers >= n_threads - 1)
+        return n_threads;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    while (mlp_pool.n_workers < n_threads - 1) {
+        int tid = mlp_pool.n_workers + 1;
+        mlp_pool.slot[tid].done = mlp_pool.slot[tid].generation;
+        if (pthread_create(&thread, &attr, mlp_pool_worker, (void *)(size_t)tid) != 0)
+            break;
+        mlp_pool.n_workers = tid;
+    }
+    pthread_attr_destroy(&attr);
+    return mlp_pool.n_workers + 1 < n_threads ? mlp_pool.n_workers + 1 : n_threads;
+}
+
+/* Run fn(ctx, tid, n) on n threads, the caller being tid 0, and return n
+ * once all have finished. n is n_threads, or fewer if the system refused to
+ * start more; fn must split its work by the n it is given. barrier is set
+ * up for those n threads before any of them runs. */
+static int mlp_parallel_run(mlp_task fn, void *ctx, int n_threads,
+                            mlp_barrier *barrier)
+{
+    int n, i, spins;
+    mlp_barrier_init(barrier, 1);
+    if (n_threads <= 1) {
+        fn(ctx, 0, 1);
+        return 1;
+    }
+    if (n_threads > MLP_POOL_MAX + 1 || __atomic_exchange_n(&mlp_pool.busy, 1, __ATOMIC_ACQUIRE))
+        return mlp_run_on_new_threads(fn, ctx, n_threads, barrier);
+    n = mlp_pool_grow(n_threads);
+    mlp_barrier_init(barrier, n);
+    for (i = 1; i < n; i++) {
+        mlp_pool.slot[i].fn = fn;
+        mlp_pool.slot[i].ctx = ctx;
+        mlp_pool.slot[i].n_threads = n;
+        __atomic_add_fetch(&mlp_pool.slot[i].generation, 1, __ATOMIC_RELEASE);
+    }
+    /* Wake the sleepers; the lock orders this after a worker's last check. */
+    pthread_mutex_lock(&mlp_pool.lock);
+    pthread_cond_broadcast(&mlp_pool.wake);
+    pthread_mutex_unlock(&mlp_pool.lock);
+    fn(ctx, 0, n);
+    for (i = 1; i < n; i++) {
+        spins = 0;
+        while (__atomic_load_n(&mlp_pool.slot[i].done, __ATOMIC_ACQUIRE)
+               != __atomic_load_n(&mlp_pool.slot[i].generation, __ATOMIC_RELAXED)) {
+            if (spins < 1000) {
+                spins++;
+                mlp_cpu_relax();
+            } else {
+                sched_yield();
+            }
+        }
+    }
+    __atomic_store_n(&mlp_pool.busy, 0, __ATOMIC_RELEASE);
+    return n;
 }
 
 #endif

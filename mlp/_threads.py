@@ -91,8 +91,9 @@ def default_threads():
 #
 # Training runs on mlp's own workers instead (mlp/_parallel.h), with BLAS on
 # one thread: each worker makes single-threaded BLAS calls on its share of
-# every layer. They live for one kernel call and leave nothing spinning, so
-# no BLAS pool is ever woken by training. Below this many multiply-adds a
+# every layer. They wait between calls in mlp's own pool, spinning for at
+# most 0.1 ms before they sleep, so no BLAS pool is ever woken by training
+# and nothing keeps a core busy after it. Below this many multiply-adds a
 # step (a few microseconds of work) the barriers between layers cost more
 # than a second core gains.
 SMALL_STEP_MACS = 1 << 18

@@ -383,19 +383,18 @@ def test_forward_matches_reference(net, chunk_extra, workers):
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_forward_on_both_sides_of_every_switch_over(workers, dtype):
-    """Inference picks a layout and a split from the block's rows: one
-    worker below FORWARD_MIN_ROWS_UNITS_SPLIT rows, units split between the
-    workers up to FORWARD_MIN_ROWS_PER_WORKER rows each, rows split above;
-    feature-major blocks up to FORWARD_FEATURE_MAJOR_MAX_ROWS rows. Rows on
-    both sides of each, against the float64 reference."""
+    """Inference picks a layout and a split from the block's rows: units
+    split between the workers below FORWARD_MIN_ROWS_PER_WORKER rows each,
+    rows split from there; feature-major blocks up to
+    FORWARD_FEATURE_MAJOR_MAX_ROWS rows. Rows on both sides of each, against
+    the float64 reference."""
     rng = np.random.default_rng(8)
     sizes = [13, 11, 9, 4]
     sizes_arr = np.asarray(sizes, np.intp)
     flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:])))
     Ws, bs = unflatten(flat, sizes)
-    limits = [K.FORWARD_MIN_ROWS_UNITS_SPLIT, K.FORWARD_FEATURE_MAJOR_MAX_ROWS,
-              K.FORWARD_MIN_ROWS_PER_WORKER * workers]
-    for n in sorted({1} | {m + d for m in limits for d in (-1, 0, 1)}):
+    limits = [K.FORWARD_FEATURE_MAJOR_MAX_ROWS, K.FORWARD_MIN_ROWS_PER_WORKER * workers]
+    for n in sorted({1, 2, 7} | {m + d for m in limits for d in (-1, 0, 1)}):
         x = rng.standard_normal((n, sizes[0])).astype(dtype)
         chunk = 1024
         need = workers * K.workspace_size(sizes_arr, chunk)

@@ -1,5 +1,10 @@
-"""BLAS thread limits: chosen per call, restored afterwards, and safe next to numpy's own BLAS."""
+"""BLAS thread limits: chosen per call, restored afterwards, and safe next to numpy's own
+BLAS; mlp's own worker threads across Python threads and forks."""
+import os
+import signal
 import threading
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -193,9 +198,89 @@ def test_inference_on_workers_gives_the_same_numbers(n_threads):
     np.testing.assert_array_equal(model.predict(X, n_threads=n_threads), many.argmax(axis=1))
     expected = np.count_nonzero(many.argmax(axis=1) == y)
     assert mlp.evaluate(model, X, y, n_threads=n_threads).correct == expected
-    # A batch too small to split runs on one worker: the same call as without.
-    np.testing.assert_array_equal(model.forward(X[:5], n_threads=n_threads), model.forward(X[:5]))
+    # A block too small to split by rows splits each layer's units.
+    for rows in (1, 5, 64):
+        np.testing.assert_allclose(model.forward(X[:rows], n_threads=n_threads),
+                                   model.forward(X[:rows]), rtol=1e-5, atol=1e-6)
     assert _blas_threads_now() == before
+
+
+def _train_and_predict(model, X, y, n_threads=2):
+    mlp.train(model, X, y, iterations=30, batch_size=40, seed=1, n_threads=n_threads,
+              progress=False)
+    return model.forward(X[:50], n_threads=n_threads)
+
+
+def test_calls_from_several_python_threads_at_once():
+    """mlp's worker threads stay between calls (_parallel.h's pool); one call
+    at a time owns them and a concurrent one starts threads of its own.
+    Both must compute what the same call computes alone, bit for bit (the
+    same split, only other threads)."""
+    rng = np.random.default_rng(2)
+    X = rng.random((400, 30), dtype=np.float32)
+    y = rng.integers(0, 5, 400)
+    start = mlp.Model([30, 64, 32, 5], seed=0, dtype=np.float32)
+    alone = _train_and_predict(start.copy(), X, y)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(_train_and_predict(start.copy(), X, y))
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a call never returned"
+    assert not errors
+    assert len(results) == 20
+    for result in results:
+        np.testing.assert_array_equal(result, alone)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_its_own_workers():
+    """The pool's threads do not exist in a child forked after they were
+    started (multiprocessing's fork start method, joblib's fallbacks): the
+    child must start its own rather than wait for them forever."""
+    rng = np.random.default_rng(3)
+    X = rng.random((300, 20), dtype=np.float32)
+    y = rng.integers(0, 4, 300)
+    start = mlp.Model([20, 48, 4], seed=0, dtype=np.float32)
+    expected = _train_and_predict(start.copy(), X, y)  # the parent's pool is running
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process that has threads: the
+        # point of this test.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        status = 1
+        try:
+            result = _train_and_predict(start.copy(), X, y)
+            os.write(write_end, b"same" if np.array_equal(result, expected) else b"different")
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung waiting for its workers")
+    answer = os.read(read_end, 100)
+    os.close(read_end)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answer == b"same"
 
 
 @pytest.mark.parametrize("n_threads", [None, 2])

@@ -617,6 +617,23 @@ def output_delta(const floating[:, ::1] a, const floating[:, ::1] y,
                       a.shape[0], a.shape[1], False, NULL)
 
 
+def adam_rule(floating[::1] params, const floating[::1] grads, floating[::1] first_moment,
+              floating[::1] second_moment, double learning_rate, double beta1, double beta2,
+              double eps, double weight_decay, bint decoupled, int64_t t):
+    """In place: one Adam (AdamW with decoupled) step t >= 1 of params whose
+    mean gradient is grads, as the update stage applies it."""
+    cdef _Optimizer opt
+    memset(&opt, 0, sizeof(opt))
+    opt.code = OPT_ADAM
+    opt.beta1 = beta1
+    opt.beta2 = beta2
+    opt.eps = eps
+    opt.decoupled = decoupled
+    with nogil:
+        _adam(&params[0], &grads[0], &first_moment[0], &second_moment[0], params.shape[0],
+              learning_rate, weight_decay, &opt, t)
+
+
 def batch_loss(const floating[:, ::1] a, const floating[:, ::1] z,
                const floating[:, ::1] y, int loss):
     """Summed loss over the batch from outputs a and logits z (n, k)."""

@@ -158,6 +158,46 @@ def test_rules_on_both_sides_of_the_samples_split_match_the_float64_rule(optimiz
                          err_msg=f"{name} after step {t}", **TOL[np.float64])
 
 
+@pytest.mark.parametrize("eps", [1e-8, 1e-3, 1e-35])
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_float32_adam_rule_at_the_edges(eps, decoupled):
+    """The float32 Adam loop (mlp/_updates.h, vectorised): every parameter is
+    the float64 rule's to float32 rounding, including zero, subnormal, tiny,
+    huge and overflowing gradients, a count that is not a multiple of the
+    vector width, and a tiny eps."""
+    rng = np.random.default_rng(0)
+    n = 203
+    grads = rng.standard_normal(n) * 10.0 ** rng.integers(-12, 4, n)
+    grads[:7] = 0
+    grads[7:12] = [1e-45, 1e-40, -1e-39, 1e-38, 1e-30]
+    grads[12:16] = [3e19, -3e19, 1e-19, 1e19]       # g*g overflows float32 in the first two
+    params = rng.standard_normal(n).astype(np.float32)
+    first = (rng.standard_normal(n) * 1e-3).astype(np.float32)
+    second = (rng.random(n) * 1e-6).astype(np.float32)
+    second[:4] = 0
+    optimizer = mlp.Adam(0.01, 0.9, 0.999, eps, 0.1, decoupled)
+    mask = np.ones(n, bool)
+    for t in (1, 2, 7):
+        g32 = grads.astype(np.float32)
+        state = {"exp_avg": first.astype(np.float64), "exp_avg_sq": second.astype(np.float64)}
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = ref_step(optimizer, params.astype(np.float64), g32.astype(np.float64),
+                                state, t, mask)
+        got, m, v = params.copy(), first.copy(), second.copy()
+        K.adam_rule(got, g32, m, v, 0.01, 0.9, 0.999, eps, 0.1, decoupled, t)
+        finite = np.isfinite(expected)
+        np.testing.assert_array_equal(np.isfinite(got), finite.astype(bool))
+        # A parameter moves by at most a few lr: its float32 rounding (and the
+        # float32 rounding of g, m and v) sets the tolerance.
+        np.testing.assert_allclose(got[finite], expected[finite], rtol=2e-6, atol=1e-7)
+        with np.errstate(over="ignore"):
+            # b1 m + (1 - b1)(grad + wd p) cancels where the terms have
+            # opposite signs: float32's rounding of them sets the tolerance.
+            np.testing.assert_allclose(m, state["exp_avg"].astype(np.float32), rtol=1e-6,
+                                       atol=1e-9)
+            np.testing.assert_allclose(v, state["exp_avg_sq"].astype(np.float32), rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # Against torch.optim, step by step on the same model
 # ---------------------------------------------------------------------------

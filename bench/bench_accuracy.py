@@ -116,7 +116,7 @@ def main(argv=None):
                     help="comma-separated preset names (or previous-default, see RECIPES)")
     ap.add_argument("--repeats", type=int, help="runs per preset (default 3, quick 1)")
     ap.add_argument("--seeds", default="0,1,2",
-                    help="run r of a preset passes --seed seeds[r % len(seeds)] (default 0,1,2; "
+                    help="run r of a preset passes --seed seeds[r %% len(seeds)] (default 0,1,2; "
                          "'' keeps the preset's own seed)")
     ap.add_argument("--extra", default="", help="extra CLI arguments, e.g. '--threads 1'")
     ap.add_argument("--command", help="run this command instead of the CLI (parsed with shlex; "

@@ -83,10 +83,10 @@ PRESETS = {
     "accurate": Preset(
         name="accurate",
         description="784-800-800-10 ReLU with dropout 0.3 (inputs 0.1), SGD with Nesterov "
-                    "momentum 0.9, lr 0.05 with cosine decay, weight decay 1e-4, 40 epochs of "
+                    "momentum 0.9, lr 0.05 with cosine decay, weight decay 1e-4, 50 epochs of "
                     "batches of 128, float32",
         model=ModelOptions(layers=(784, 800, 800, 10)),
-        training=TrainingOptions(epochs=40, batch_size=128,
+        training=TrainingOptions(epochs=50, batch_size=128,
                                  optimizer=SGD(0.05, momentum=0.9, nesterov=True,
                                                weight_decay=1e-4),
                                  lr_schedule="cosine", dropout=0.3, input_dropout=0.1),

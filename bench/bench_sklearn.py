@@ -49,8 +49,8 @@ CONFIGS = {
 TARGETS = {"accuracy_points": 0.3, "fit_speedup": 3.0, "predict_speedup": 2.0}
 
 
-def make_estimator(impl, config, epochs, n_threads):
-    params = {**COMMON, **CONFIGS[config], "max_iter": epochs}
+def make_estimator(impl, config, epochs, n_threads, seed=0):
+    params = {**COMMON, **CONFIGS[config], "max_iter": epochs, "random_state": seed}
     if impl == "sklearn":
         from sklearn.neural_network import MLPClassifier
 
@@ -60,10 +60,10 @@ def make_estimator(impl, config, epochs, n_threads):
     return MLPClassifier(**params, n_threads=n_threads)
 
 
-def run_once(impl, config, data, epochs, n_threads, predict_repeats):
+def run_once(impl, config, data, epochs, n_threads, predict_repeats, seed=0):
     """Fit, then time predict; returns a dict of measurements."""
     (X, y), (X_test, y_test) = data
-    estimator = make_estimator(impl, config, epochs, n_threads)
+    estimator = make_estimator(impl, config, epochs, n_threads, seed)
     with C.threads(n_threads), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter is the point
         start = C.now()
@@ -75,7 +75,7 @@ def run_once(impl, config, data, epochs, n_threads, predict_repeats):
             start = C.now()
             predicted = estimator.predict(X_test)
             predict_times.append(C.now() - start)
-    return {"impl": impl, "config": config, "fit_s": fit_s,
+    return {"impl": impl, "config": config, "seed": seed, "fit_s": fit_s,
             "predict": C.stats(predict_times),
             "accuracy": float(np.mean(predicted == y_test)),
             "epochs_run": int(estimator.n_iter_), "final_loss": float(estimator.loss_),
@@ -88,10 +88,14 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="10,000 images, 2 epochs")
     ap.add_argument("--configs", default="sgd,adam", help="comma-separated, from: sgd, adam")
     ap.add_argument("--repeats", type=int, default=1, help="fits per estimator and configuration")
+    ap.add_argument("--seeds", default="0",
+                    help="comma-separated random_state values; repeat r uses seeds[r %% len(seeds)] "
+                         "for both estimators (default 0). Accuracy is compared by its median")
     ap.add_argument("--predict-repeats", type=int, default=5, help="timed predict calls per fit")
     ap.add_argument("--threads", type=int, help="limit both to this many threads")
     ap.add_argument("--json", metavar="OUT", help="write every run and the system information")
     args = ap.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s] or [0]
     configs = [c for c in args.configs.split(",") if c]
     for c in configs:
         if c not in CONFIGS:
@@ -114,10 +118,11 @@ def main(argv=None):
         for i, config in enumerate(configs):
             order = ("sklearn", "mlp") if (repeat + i) % 2 == 0 else ("mlp", "sklearn")
             for impl in order:
-                result = run_once(impl, config, data, epochs, args.threads, args.predict_repeats)
+                result = run_once(impl, config, data, epochs, args.threads, args.predict_repeats,
+                                  seeds[repeat % len(seeds)])
                 result["repeat"] = repeat
                 runs.append(result)
-                print(f"  {config:5s} {impl:8s} fit {result['fit_s']:7.2f} s  "
+                print(f"  {config:5s} {impl:8s} seed {result['seed']}  fit {result['fit_s']:7.2f} s  "
                       f"predict {result['predict']['median'] * 1000:7.1f} ms  "
                       f"accuracy {result['accuracy']:.4f}  "
                       f"(load {result['loadavg_1m']:.2f})", flush=True)

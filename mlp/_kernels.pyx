@@ -335,6 +335,9 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
     cdef floating* acts[MAX_LAYERS + 1]
     cdef bint feature_major
     cdef Py_ssize_t i, j
+    if run.split_units:
+        _forward_units_split(params, x, out, run, tid, n_workers)
+        return
     _share(run.n, tid, n_workers, 1, &start, &stop)
     while start < stop:
         rows = run.chunk if stop - start > run.chunk else stop - start
@@ -353,14 +356,7 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
 
 cdef void _forward_task(void* ctx, int tid, int n_workers) noexcept nogil:
     cdef _ForwardRun* run = <_ForwardRun*>ctx
-    if run.split_units:
-        if run.is_double:
-            _forward_units_split(<double*>run.params, <const double*>run.x, <double*>run.out,
-                                 run, tid, n_workers)
-        else:
-            _forward_units_split(<float*>run.params, <const float*>run.x, <float*>run.out,
-                                 run, tid, n_workers)
-    elif run.is_double:
+    if run.is_double:
         _forward_worker(<double*>run.params, <const double*>run.x, <double*>run.out,
                         run, tid, n_workers)
     else:

@@ -8,24 +8,30 @@ from pathlib import Path
 
 import pytest
 
+import mlp
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.name for p in (ROOT / "bench").glob("bench_*.py"))
+# The mlp these tests import: the checkout built in place, or (in CI) the
+# installed package, whose checkout has no compiled core.
+MLP_HOME = str(Path(mlp.__file__).resolve().parents[1])
 
 
-def _run(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+def _run(tmp_path, *args):
+    env = dict(os.environ, PYTHONPATH=MLP_HOME)
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_every_benchmark_prints_its_help(script):
-    result = _run(f"bench/{script}", "--help")
+def test_every_benchmark_prints_its_help(script, tmp_path):
+    result = _run(tmp_path, str(ROOT / "bench" / script), "--help")
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
 
 
-def test_bench_accuracy_reads_the_cli_output():
-    result = _run("bench/bench_accuracy.py", "--fake", "--quick", "--presets", "default")
+def test_bench_accuracy_reads_the_cli_output(tmp_path):
+    result = _run(tmp_path, str(ROOT / "bench" / "bench_accuracy.py"), "--fake", "--quick",
+                  "--presets", "default")
     assert result.returncode == 0, result.stderr
     assert "9441/10000" in result.stdout

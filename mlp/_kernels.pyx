@@ -371,7 +371,10 @@ def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
 
     The rows are split between n_workers threads (BLAS must be
     single-threaded meanwhile), each processing its share `chunk` rows at a
-    time; work must hold n_workers * workspace_size(sizes, chunk) elements.
+    time; a block too small to give each worker FORWARD_MIN_ROWS_PER_WORKER
+    rows has each layer's units split instead (one block of all rows, which
+    needs chunk >= the number of rows). work must hold
+    n_workers * workspace_size(sizes, chunk) elements.
     Each output row depends only on its input row; how the rows are split
     changes only rounding (BLAS treats the rows at the edge of a block
     differently)."""

@@ -206,6 +206,61 @@ def _maybe_gunzip(data: bytes, path: Path) -> bytes:
         raise ValueError(f"{path}: corrupt gzip data ({e})") from e
 
 
+# Deflate expands its input at most about 1032-fold; a header that claims
+# more than that from a gzip file's size is not telling the truth.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _gunzip_idx(data: bytes, path: Path, header_size: int, total_size) -> bytes:
+    """Decompress a gzipped IDX file without ever producing more than its
+    header claims. ``total_size(header)`` checks the first ``header_size``
+    bytes and returns the file's whole size; decompression stops one byte
+    past it (the parser then reports the trailing bytes), so a small file
+    that inflates without end allocates no more than its header says, and
+    a header claiming more than the gzip can hold is refused before any."""
+    stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    pending = data
+    parts = []
+    size = 0
+
+    def inflate(limit):
+        """Decompress until `limit` bytes in all, or the input ends."""
+        nonlocal stream, pending, size
+        while size < limit:
+            if stream.eof:
+                # At a member's end the rest of the input is in unused_data
+                # (and still in unconsumed_tail): another member follows, or
+                # zeros that pad the file, as gzip allows.
+                if not stream.unused_data.strip(b"\x00"):
+                    return
+                pending = stream.unused_data
+                stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            elif not pending:
+                return
+            parts.append(stream.decompress(pending, limit - size))
+            size += len(parts[-1])
+            pending = stream.unconsumed_tail
+
+    try:
+        inflate(header_size)
+        if size < header_size:
+            if not stream.eof:
+                raise ValueError(f"{path}: corrupt gzip data (truncated)")
+            return b"".join(parts)  # the parser reports the truncated header
+        total = total_size(b"".join(parts)[:header_size])
+        if total > _DEFLATE_MAX_RATIO * len(data) + header_size:
+            raise ValueError(
+                f"{path}: the header says the file holds {total} bytes, more than a gzip file "
+                f"of {len(data)} bytes can expand to; the file is corrupt or not an IDX file"
+            )
+        inflate(total + 1)
+        if size <= total and not stream.eof:
+            raise ValueError(f"{path}: corrupt gzip data (truncated)")
+    except zlib.error as e:
+        raise ValueError(f"{path}: corrupt gzip data ({e})") from e
+    return b"".join(parts)
+
+
 def _images_to_float(pixels: np.ndarray) -> np.ndarray:
     # 1/256 is exact in float32, so this reproduces Nielsen's floats bit for bit.
     return np.multiply(pixels, np.float32(1 / 256), dtype=np.float32)
@@ -222,10 +277,9 @@ def _floats_to_pixels(images: np.ndarray) -> np.ndarray | None:
 # --- IDX ------------------------------------------------------------------
 
 
-def _parse_idx_images(data: bytes, path: Path) -> np.ndarray:
-    if len(data) < 16:
-        raise ValueError(f"{path}: truncated IDX image header: expected 16 bytes, got {len(data)}")
-    magic, count, rows, cols = np.frombuffer(data, dtype=">u4", count=4).tolist()
+def _idx_images_size(header: bytes, path: Path) -> int:
+    """The whole size of an IDX image file whose first 16 bytes are header."""
+    magic, count, rows, cols = np.frombuffer(header, dtype=">u4", count=4).tolist()
     if magic != _IMAGE_MAGIC:
         raise ValueError(
             f"{path}: bad magic number {magic} (0x{magic:08x}); "
@@ -233,7 +287,25 @@ def _parse_idx_images(data: bytes, path: Path) -> np.ndarray:
         )
     if (rows, cols) != (28, 28):
         raise ValueError(f"{path}: images are {rows}x{cols}, expected 28x28")
-    expected = 16 + count * N_PIXELS
+    return 16 + count * N_PIXELS
+
+
+def _idx_labels_size(header: bytes, path: Path) -> int:
+    """The whole size of an IDX label file whose first 8 bytes are header."""
+    magic, count = np.frombuffer(header, dtype=">u4", count=2).tolist()
+    if magic != _LABEL_MAGIC:
+        raise ValueError(
+            f"{path}: bad magic number {magic} (0x{magic:08x}); "
+            f"an IDX label file starts with {_LABEL_MAGIC} (0x{_LABEL_MAGIC:08x})"
+        )
+    return 8 + count
+
+
+def _parse_idx_images(data: bytes, path: Path) -> np.ndarray:
+    if len(data) < 16:
+        raise ValueError(f"{path}: truncated IDX image header: expected 16 bytes, got {len(data)}")
+    expected = _idx_images_size(data[:16], path)
+    count = (expected - 16) // N_PIXELS
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise ValueError(
@@ -245,13 +317,8 @@ def _parse_idx_images(data: bytes, path: Path) -> np.ndarray:
 def _parse_idx_labels(data: bytes, path: Path) -> np.ndarray:
     if len(data) < 8:
         raise ValueError(f"{path}: truncated IDX label header: expected 8 bytes, got {len(data)}")
-    magic, count = np.frombuffer(data, dtype=">u4", count=2).tolist()
-    if magic != _LABEL_MAGIC:
-        raise ValueError(
-            f"{path}: bad magic number {magic} (0x{magic:08x}); "
-            f"an IDX label file starts with {_LABEL_MAGIC} (0x{_LABEL_MAGIC:08x})"
-        )
-    expected = 8 + count
+    expected = _idx_labels_size(data[:8], path)
+    count = expected - 8
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise ValueError(
@@ -285,13 +352,15 @@ def _read_idx_dir(files: dict[str, Path]):
     parsed = {}
     official = True
     for name, path in files.items():
-        data = _maybe_gunzip(_read_bytes(path), path)
+        images = name in (IDX_TRAIN_IMAGES, IDX_TEST_IMAGES)
+        data = _read_bytes(path)
+        if data[:2] == b"\x1f\x8b":
+            data = _gunzip_idx(data, path, 16 if images else 8,
+                               lambda header: (_idx_images_size if images
+                                               else _idx_labels_size)(header, path))
         # Unknown hashes are fine (e.g. Fashion-MNIST): IDX parsing cannot run code.
         official &= _sha256(data) == IDX_SHA256[name]
-        if name in (IDX_TRAIN_IMAGES, IDX_TEST_IMAGES):
-            parsed[name] = _parse_idx_images(data, path)
-        else:
-            parsed[name] = _parse_idx_labels(data, path)
+        parsed[name] = (_parse_idx_images if images else _parse_idx_labels)(data, path)
     for img, lab in ((IDX_TRAIN_IMAGES, IDX_TRAIN_LABELS), (IDX_TEST_IMAGES, IDX_TEST_LABELS)):
         if len(parsed[img]) != len(parsed[lab]):
             raise ValueError(

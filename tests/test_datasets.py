@@ -232,6 +232,52 @@ def test_idx_bad_gzip(tmp_path, mangle):
     assert str(target) in str(e.value)
 
 
+def _idx_image_header(count):
+    return (2051).to_bytes(4, "big") + count.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+
+
+def test_idx_gzip_that_inflates_past_its_header_stops_there(tmp_path):
+    """A small gzip that inflates to far more than its header claims (a
+    decompression bomb) is refused after the claimed size, without
+    inflating the rest."""
+    import tracemalloc
+
+    write_idx(tmp_path)
+    target = tmp_path / (D.IDX_TRAIN_IMAGES + ".gz")
+    bomb = gzip.compress(_idx_image_header(20) + bytes(20 * 784) + bytes(200 * 2**20))
+    assert len(bomb) < 2**20
+    target.write_bytes(bomb)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="trailing bytes"):
+            load_mnist(tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20
+
+
+def test_idx_gzip_header_claiming_more_than_the_file_can_hold(tmp_path):
+    write_idx(tmp_path)
+    target = tmp_path / (D.IDX_TRAIN_IMAGES + ".gz")
+    target.write_bytes(gzip.compress(_idx_image_header(2**32 - 1) + bytes(784)))
+    with pytest.raises(ValueError, match="more than a gzip file of"):
+        load_mnist(tmp_path)
+
+
+@pytest.mark.parametrize("split", [10, 1000])  # the header itself split, or the pixels
+@pytest.mark.parametrize("padding", [b"", b"\x00" * 64])
+def test_idx_multi_member_and_zero_padded_gzip(tmp_path, split, padding):
+    """gzip files may hold several members one after another (cat a.gz b.gz)
+    and end in zeros; both read as gzip.decompress reads them."""
+    train_px, train_y, *_ = write_idx(tmp_path)
+    target = tmp_path / (D.IDX_TRAIN_IMAGES + ".gz")
+    raw = gzip.decompress(target.read_bytes())
+    target.write_bytes(gzip.compress(raw[:split]) + gzip.compress(raw[split:]) + padding)
+    data = load_mnist(tmp_path)
+    assert len(data.train.images) + len(data.validation.images) == len(train_px)
+
+
 def test_single_idx_file_is_refused_with_hint(tmp_path):
     write_idx(tmp_path)
     with pytest.raises(ValueError, match="directory"):

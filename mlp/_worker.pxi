@@ -515,7 +515,7 @@ cdef void _summed_update_stage(_TrainRun* run, floating* params, const Py_ssize_
                                int tid, int n_workers) noexcept nogil:
     """The optimizer's update of the units of layer l this worker owns, from
     the sum of every worker's partial gradient (_sample_split_stage)."""
-    cdef Py_ssize_t fan_in = run.sizes[l], fan_out = run.sizes[l + 1], u0, u1, i, first
+    cdef Py_ssize_t fan_in = run.sizes[l], fan_out = run.sizes[l + 1], u0, u1, first
     cdef Py_ssize_t count
     cdef floating* w = params + offsets[l]
     cdef const floating* partials = <const floating*>run.partial_gradients
@@ -523,7 +523,7 @@ cdef void _summed_update_stage(_TrainRun* run, floating* params, const Py_ssize_
     cdef const _Optimizer* opt = &run.opt
     cdef floating step_size = <floating>(learning_rate / n)
     cdef floating decay = <floating>(1 - learning_rate * opt.weight_decay)
-    cdef int w_id, part
+    cdef int part
     _share(fan_out, tid, n_workers, 1, &u0, &u1)
     if u1 <= u0:
         return

@@ -23,7 +23,7 @@
 # same layout.
 
 from cython cimport floating
-from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
 from ._augment cimport (DistortionPlan, mlp_aug_plan, mlp_aug_distort_image,
@@ -288,6 +288,18 @@ cdef struct _ForwardRun:
     Py_ssize_t chunk
     bint split_units          # the workers share each layer's units, not the rows
     mlp_barrier barrier       # between layers, when they share the units
+    # The sparse-input path (_forward_sparse_input), when sparse_input:
+    bint sparse_input
+    void* panels              # the first layer's weights by input, (inputs, panel_ld)
+    Py_ssize_t panel_ld
+    void* first_layer         # per worker: a block's first-layer outputs, (block, sizes[1])
+    int32_t* nonzero_index    # per worker: one row's non-zero inputs, (inputs,)
+    void* nonzero_value       # per worker: their values, (inputs,)
+    void* upper_acts          # per worker: activations of layers 2..L for its rows
+    Py_ssize_t upper_acts_per_worker
+    # where those are in the workspace (_carve_sparse_input), in elements
+    Py_ssize_t first_layer_at, nonzero_value_at, upper_acts_at, nonzero_index_at
+    Py_ssize_t sparse_work_size
 
 
 cdef void _forward_units_split(floating* params, const floating* x, floating* out,
@@ -327,6 +339,148 @@ cdef void _forward_units_split(floating* params, const floating* x, floating* ou
                 out[i * k + j] = acts[L][j * n + i]
 
 
+cdef extern from "_sparse.h" nogil:
+    Py_ssize_t mlp_nonzeros_f(const float* x, Py_ssize_t d, int32_t* idx, float* val)
+    Py_ssize_t mlp_nonzeros_d(const double* x, Py_ssize_t d, int32_t* idx, double* val)
+    void mlp_sparse_row_f(const int32_t* idx, const float* val, Py_ssize_t nnz,
+                          const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z)
+    void mlp_sparse_row_d(const int32_t* idx, const double* val, Py_ssize_t nnz,
+                          const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z)
+    void mlp_transpose_units_f(const float* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
+                               float* panel, Py_ssize_t ld, Py_ssize_t pad)
+    void mlp_transpose_units_d(const double* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
+                               double* panel, Py_ssize_t ld, Py_ssize_t pad)
+
+
+# Inference skips the zero inputs of the first layer (_sparse.h) when at
+# least this share of the inputs is zero (in the first rows of the call) and
+# the call has at least SPARSE_INPUT_MIN_ROWS rows: below that the transpose
+# of the first layer's weights costs more than the zeros save. Both measured
+# with bench/bench_infer.py (see bench/README.md).
+DEF _SPARSE_INPUT_MIN_ZEROS = 0.75
+SPARSE_INPUT_MIN_ZEROS = _SPARSE_INPUT_MIN_ZEROS
+SPARSE_INPUT_MIN_ROWS = 24
+# Rows per block of the sparse path (a worker's first-layer outputs, then
+# the dense layers above).
+DEF SPARSE_INPUT_BLOCK_ROWS = 128
+# The first rows of a call that decide whether it takes the sparse path.
+DEF SPARSE_INPUT_SAMPLE_ROWS = 32
+
+
+cdef void _carve_sparse_input(const Py_ssize_t* sizes, int n_layers, int n_workers,
+                              bint is_float, _ForwardRun* run) noexcept nogil:
+    """The sparse path's scratch, in elements of the model's dtype: the
+    panel (and a cache line to align it), then per worker a block's first-layer
+    outputs, one row's non-zero values, a block's activations above the
+    first layer and one row's non-zero indices (int32)."""
+    cdef Py_ssize_t d = sizes[0], element = 4 if is_float else 8, upper_width = 0
+    cdef Py_ssize_t line = 64 // element
+    cdef int l
+    for l in range(2, n_layers + 1):
+        upper_width += sizes[l]
+    # Rows of whole cache lines (so whole vectors too), and the panel on a
+    # line boundary (_point_sparse_input): the workers' shares of the units,
+    # multiples of 16, then never write to the same line.
+    run.panel_ld = (sizes[1] + line - 1) // line * line
+    run.upper_acts_per_worker = SPARSE_INPUT_BLOCK_ROWS * upper_width
+    run.first_layer_at = line + d * run.panel_ld
+    run.nonzero_value_at = run.first_layer_at + n_workers * SPARSE_INPUT_BLOCK_ROWS * sizes[1]
+    run.upper_acts_at = run.nonzero_value_at + n_workers * d
+    run.nonzero_index_at = run.upper_acts_at + n_workers * run.upper_acts_per_worker
+    run.sparse_work_size = run.nonzero_index_at + (n_workers * d * 4 + element - 1) // element
+
+
+cdef void _point_sparse_input(floating* work, _ForwardRun* run) noexcept nogil:
+    run.panels = <floating*>((<uintptr_t>work + 63) // 64 * 64)
+    run.first_layer = work + run.first_layer_at
+    run.nonzero_value = work + run.nonzero_value_at
+    run.upper_acts = work + run.upper_acts_at
+    run.nonzero_index = <int32_t*>(work + run.nonzero_index_at)
+
+
+def sparse_input_workspace_size(const Py_ssize_t[::1] sizes, int n_workers, bint is_float):
+    """Elements of the model's dtype that forward's sparse-input path needs
+    in its workspace for n_workers."""
+    cdef _ForwardRun run
+    _carve_sparse_input(&sizes[0], <int>sizes.shape[0] - 1, min(n_workers, MAX_WORKERS),
+                        is_float, &run)
+    return run.sparse_work_size
+
+
+cdef void _forward_sparse_input(floating* params, const floating* x, floating* out,
+                                _ForwardRun* run, int tid, int n_workers) noexcept nogil:
+    """Inference on inputs that are mostly zeros, the first layer through
+    _sparse.h. The workers transpose the first layer's weights into one
+    panel, each its share of the units; a barrier; then each worker takes its
+    share of the rows, SPARSE_INPUT_BLOCK_ROWS at a time, through the first
+    layer from each row's non-zero inputs and through the other layers as
+    _forward_worker does."""
+    cdef int L = run.n_layers, sense = 0
+    cdef Py_ssize_t d = run.sizes[0], hidden = run.sizes[1], k = run.sizes[L]
+    cdef Py_ssize_t ld = run.panel_ld, u0, u1, start, stop, rows, i, nnz
+    cdef floating* panel = <floating*>run.panels
+    cdef int32_t* idx = run.nonzero_index + tid * d
+    cdef floating* val = <floating*>run.nonzero_value + tid * d
+    cdef floating* first = <floating*>run.first_layer + tid * SPARSE_INPUT_BLOCK_ROWS * hidden
+    cdef floating* upper = <floating*>run.upper_acts + tid * run.upper_acts_per_worker
+    cdef floating* acts[MAX_LAYERS + 1]
+    cdef bint feature_major
+    _share(hidden, tid, n_workers, 16, &u0, &u1)
+    # The last share also zeroes the panel's padding columns.
+    if floating is float:
+        mlp_transpose_units_f(params, d, u0, u1, panel + u0, ld,
+                              (ld - u1) if u1 == hidden else 0)
+    else:
+        mlp_transpose_units_d(params, d, u0, u1, panel + u0, ld,
+                              (ld - u1) if u1 == hidden else 0)
+    mlp_barrier_wait(&run.barrier, &sense)
+    _share(run.n, tid, n_workers, 1, &start, &stop)
+    while start < stop:
+        rows = min(<Py_ssize_t>SPARSE_INPUT_BLOCK_ROWS, stop - start)
+        for i in range(rows):
+            if floating is float:
+                nnz = mlp_nonzeros_f(x + (start + i) * d, d, idx, val)
+                mlp_sparse_row_f(idx, val, nnz, panel, ld, hidden, first + i * hidden)
+            else:
+                nnz = mlp_nonzeros_d(x + (start + i) * d, d, idx, val)
+                mlp_sparse_row_d(idx, val, nnz, panel, ld, hidden, first + i * hidden)
+        _bias_activation(first, params + hidden * d, rows, hidden, run.hidden_act, False)
+        feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
+        _point_acts(upper, run.sizes + 1, L - 1, rows, first, acts)
+        _forward(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
+                 run.output_act, acts, NULL, rows, feature_major)
+        _copy_out(acts[L - 1], out + start * k, rows, k, feature_major)
+        start += rows
+
+
+cdef inline void _copy_out(const floating* last, floating* out, Py_ssize_t rows,
+                           Py_ssize_t k, bint feature_major) noexcept nogil:
+    """The output layer's activations of a block of rows into out (rows, k)."""
+    cdef Py_ssize_t i, j
+    if feature_major:
+        for i in range(rows):
+            for j in range(k):
+                out[i * k + j] = last[j * rows + i]
+    else:
+        memcpy(out, last, rows * k * sizeof(floating))
+
+
+def chooses_sparse_input(const floating[:, ::1] x, int n_layers):
+    """Whether forward, left to choose, computes the first layer of a
+    network of n_layers layers on x (n, inputs) from its non-zero inputs: for
+    two layers or more, SPARSE_INPUT_MIN_ROWS rows or more, and at least
+    SPARSE_INPUT_MIN_ZEROS of the entries of x's first
+    SPARSE_INPUT_SAMPLE_ROWS rows zero."""
+    cdef Py_ssize_t rows = min(x.shape[0], <Py_ssize_t>SPARSE_INPUT_SAMPLE_ROWS)
+    cdef Py_ssize_t count = rows * x.shape[1], i, zeros = 0
+    if n_layers < 2 or x.shape[0] < SPARSE_INPUT_MIN_ROWS or count == 0:
+        return False
+    cdef const floating* p = &x[0, 0]
+    for i in range(count):
+        zeros += p[i] == 0
+    return zeros >= _SPARSE_INPUT_MIN_ZEROS * count
+
+
 cdef void _forward_worker(floating* params, const floating* x, floating* out,
                           _ForwardRun* run, int tid, int n_workers) noexcept nogil:
     cdef int L = run.n_layers
@@ -335,6 +489,9 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
     cdef floating* acts[MAX_LAYERS + 1]
     cdef bint feature_major
     cdef Py_ssize_t i, j
+    if run.sparse_input:
+        _forward_sparse_input(params, x, out, run, tid, n_workers)
+        return
     if run.split_units:
         _forward_units_split(params, x, out, run, tid, n_workers)
         return
@@ -345,12 +502,7 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
         _point_acts(workspace, run.sizes, L, rows, x + start * d, acts)
         _forward(params, run.sizes, L, run.hidden_act, run.output_act, acts, NULL,
                  rows, feature_major)
-        if feature_major:
-            for i in range(rows):
-                for j in range(k):
-                    out[(start + i) * k + j] = acts[L][j * rows + i]
-        else:
-            memcpy(out + start * k, acts[L], rows * k * sizeof(floating))
+        _copy_out(acts[L], out + start * k, rows, k, feature_major)
         start += rows
 
 
@@ -366,7 +518,7 @@ cdef void _forward_task(void* ctx, int tid, int n_workers) noexcept nogil:
 
 def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
             int output_act, const floating[:, ::1] x, floating[:, ::1] out,
-            floating[::1] work, Py_ssize_t chunk, int n_workers=1):
+            floating[::1] work, Py_ssize_t chunk, int n_workers=1, sparse_input=None):
     """Output activations of the network for x (n, sizes[0]) into out (n, sizes[-1]).
 
     The rows are split between n_workers threads (BLAS must be
@@ -377,8 +529,15 @@ def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
     n_workers * workspace_size(sizes, chunk) elements.
     Each output row depends only on its input row; how the rows are split
     changes only rounding (BLAS treats the rows at the edge of a block
-    differently)."""
+    differently).
+
+    A network of two layers or more whose input is mostly zeros (see
+    SPARSE_INPUT_MIN_ZEROS, SPARSE_INPUT_MIN_ROWS) computes its first layer
+    from each row's non-zero inputs instead (_forward_sparse_input, on all
+    n_workers); sparse_input=True or False forces the choice, for tests and
+    benchmarks. That too changes only rounding."""
     cdef _ForwardRun run
+    cdef int L = <int>sizes.shape[0] - 1
     run.is_double = floating is double
     run.params = &params[0]
     run.sizes = &sizes[0]
@@ -393,6 +552,17 @@ def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
     run.chunk = chunk
     if n_workers > MAX_WORKERS:
         n_workers = MAX_WORKERS
+    if sparse_input is None:
+        sparse_input = chooses_sparse_input(x, L)
+    run.sparse_input = L >= 2 and run.n > 0 and sparse_input
+    if run.sparse_input:
+        _carve_sparse_input(&sizes[0], L, n_workers, floating is float, &run)
+        if work.shape[0] < run.sparse_work_size:
+            work = np.empty(run.sparse_work_size, dtype=np.float32 if floating is float else np.float64)
+        _point_sparse_input(&work[0], &run)
+        with nogil:
+            mlp_parallel_run(_forward_task, &run, n_workers, &run.barrier)
+        return
     # Fewer than FORWARD_MIN_ROWS_PER_WORKER rows each: split the units of
     # one feature-major block instead of the rows.
     run.split_units = (n_workers > 1 and run.n <= chunk

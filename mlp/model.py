@@ -208,10 +208,10 @@ class Model:
         self._lock = threading.Lock()
         self._work = np.empty(0, dtype=self.dtype)
 
-    def _workspace(self, rows, copies=1):
+    def _workspace(self, rows, copies=1, at_least=0):
         # Kernels release the GIL, so two threads may share a model; callers
         # hold self._lock while they use the buffer returned here.
-        need = copies * _kernels.workspace_size(self._sizes, rows)
+        need = max(copies * _kernels.workspace_size(self._sizes, rows), at_least)
         if self._work.size < need:
             self._work = np.empty(need, dtype=self.dtype)
         return self._work
@@ -238,18 +238,24 @@ class Model:
         with self._lock, blas_threads(1):
             return self._forward_locked(X, threads)
 
-    def _forward_locked(self, X, n_threads=1):
+    def _forward_locked(self, X, n_threads=1, sparse_input=None):
         # X is validated, the caller holds self._lock and has limited BLAS to
         # one thread: n_threads of mlp's own workers share the rows (at least
         # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each
-        # layer's units, so no BLAS pool is woken.
+        # layer's units, so no BLAS pool is woken. sparse_input: see
+        # _kernels.forward (None chooses by the input).
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         if X.shape[0] == 0:
             return out
         row_workers = max(1, min(n_threads, X.shape[0] // _kernels.FORWARD_MIN_ROWS_PER_WORKER))
         chunk = min(-(-X.shape[0] // row_workers), _FORWARD_CHUNK)
+        # at_least: the first layer may skip zero inputs (_kernels.forward)
+        # and needs its own scratch then.
+        sparse_work = _kernels.sparse_input_workspace_size(self._sizes, n_threads,
+                                                           self.dtype == np.float32)
         _kernels.forward(self._params, self._sizes, self._hidden_code, self._output_code,
-                         X, out, self._workspace(chunk, row_workers), chunk, n_threads)
+                         X, out, self._workspace(chunk, row_workers, sparse_work), chunk,
+                         n_threads, sparse_input=sparse_input)
         return out
 
     def predict(self, X, *, n_threads=None):

@@ -408,6 +408,101 @@ def test_forward_on_both_sides_of_every_switch_over(workers, dtype):
         assert_close(out, acts[-1], err_msg=f"{n} rows", **COMPOSITE_TOL[dtype])
 
 
+@st.composite
+def sparse_inputs(draw):
+    """A network of 2 or 3 layers whose first layer is wider than a block of
+    accumulators (64 float32 units) or not, an input width that is a multiple
+    of 8 (the transpose's tiles) or not, and rows that are mostly zeros, -0.0
+    among them, in numbers that cross the 128-row blocks of each worker."""
+    dtype = draw(dtypes)
+    sizes = [draw(st.integers(1, 70)), draw(st.integers(1, 150))]
+    sizes += [draw(st.integers(1, 20)) for _ in range(draw(st.integers(1, 2)))]
+    n = draw(st.integers(1, 300))
+    zeros = draw(st.floats(0, 1))
+    hidden = draw(st.sampled_from([ACT["sigmoid"], ACT["tanh"], ACT["relu"]]))
+    out = draw(st.sampled_from([ACT["sigmoid"], ACT["softmax"], ACT["identity"]]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    flat = np.concatenate([np.concatenate([rng.standard_normal(fout * fin) * 1.5 / math.sqrt(fin),
+                                           rng.standard_normal(fout) * 0.5])
+                           for fin, fout in zip(sizes[:-1], sizes[1:])])
+    x = rng.standard_normal((n, sizes[0])) * 2
+    x[rng.random(x.shape) < zeros] = 0.0
+    x[rng.random(x.shape) < 0.05] = -0.0
+    x = x.astype(dtype)
+    Ws, bs = unflatten(flat, sizes)
+    if hidden == ACT["relu"]:
+        assume(min_abs_hidden_z(Ws, bs, x, hidden, out) > 1e-3)
+    return dict(dtype=dtype, sizes=sizes, flat=flat.astype(dtype), x=x, hidden=hidden, out=out)
+
+
+@SETTINGS
+@given(net=sparse_inputs(), workers=st.integers(1, 3))
+def test_forward_sparse_input_matches_reference(net, workers):
+    """The first layer from each row's non-zero inputs (forced on, whatever
+    the share of zeros), in a workspace of exactly
+    sparse_input_workspace_size elements."""
+    dtype, sizes = net["dtype"], net["sizes"]
+    sizes_arr = np.asarray(sizes, np.intp)
+    n = len(net["x"])
+    need = K.sparse_input_workspace_size(sizes_arr, workers, dtype == np.float32)
+    full, work = guarded(need, dtype)
+    out = np.full((n, sizes[-1]), np.nan, dtype=dtype)
+    params = net["flat"].copy()
+    with strict_fp():
+        K.forward(params, sizes_arr, net["hidden"], net["out"], net["x"], out, work, n, workers,
+                  True)
+    assert_guard_intact(full, need)
+    np.testing.assert_array_equal(params, net["flat"])
+    Ws, bs = unflatten(net["flat"].astype(np.float64), sizes)
+    _, acts = ref_forward(Ws, bs, net["x"].astype(np.float64), net["hidden"], net["out"])
+    assert_close(out, acts[-1], **COMPOSITE_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_forward_chooses_sparse_input_on_both_sides_of_its_thresholds(dtype):
+    """Left to choose, forward takes the sparse-input path from
+    SPARSE_INPUT_MIN_ROWS rows whose first rows are SPARSE_INPUT_MIN_ZEROS
+    zeros, for networks of two layers or more, and gives the reference's
+    outputs on both sides."""
+    rng = np.random.default_rng(3)
+    sizes = [100, 40, 10]
+    sizes_arr = np.asarray(sizes, np.intp)
+    flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:])))
+    Ws, bs = unflatten(flat, sizes)
+    min_rows, min_zeros = K.SPARSE_INPUT_MIN_ROWS, K.SPARSE_INPUT_MIN_ZEROS
+    for n in (min_rows - 1, min_rows, min_rows + 1):
+        for zero_columns in (round(min_zeros * 100) - 1, round(min_zeros * 100)):
+            x = rng.standard_normal((n, 100)).astype(dtype)
+            x[:, :zero_columns] = 0
+            expected = n >= min_rows and zero_columns >= min_zeros * 100
+            assert K.chooses_sparse_input(x, 2) == expected, (n, zero_columns)
+            assert not K.chooses_sparse_input(x, 1)
+            need = max(2 * K.workspace_size(sizes_arr, n),
+                       K.sparse_input_workspace_size(sizes_arr, 2, dtype == np.float32))
+            out = np.empty((n, 10), dtype)
+            K.forward(flat.astype(dtype), sizes_arr, ACT["relu"], ACT["softmax"], x, out,
+                      np.empty(need, dtype), n, 2)
+            _, acts = ref_forward(Ws, bs, x.astype(np.float64), ACT["relu"], ACT["softmax"])
+            assert_close(out, acts[-1], **COMPOSITE_TOL[dtype])
+
+
+def test_forward_sparse_input_allocates_when_the_workspace_is_short():
+    """A caller that passes only the dense path's workspace still gets the
+    right outputs: the sparse path then allocates its own."""
+    rng = np.random.default_rng(4)
+    sizes = np.asarray([200, 60, 3], np.intp)
+    flat = rng.standard_normal(60 * 201 + 3 * 61).astype(np.float32)
+    x = rng.standard_normal((50, 200)).astype(np.float32)
+    x[:, 8:] = 0
+    out_sparse, out_dense = np.empty((50, 3), np.float32), np.empty((50, 3), np.float32)
+    full, work = guarded(2 * K.workspace_size(sizes, 10), np.float32)
+    assert work.size < K.sparse_input_workspace_size(sizes, 2, True)
+    K.forward(flat, sizes, ACT["tanh"], ACT["sigmoid"], x, out_sparse, work, 10, 2, True)
+    assert_guard_intact(full, work.size)
+    K.forward(flat, sizes, ACT["tanh"], ACT["sigmoid"], x, out_dense, work, 10, 2, False)
+    np.testing.assert_allclose(out_sparse, out_dense, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # loss_and_gradients
 # ---------------------------------------------------------------------------

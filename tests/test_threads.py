@@ -148,9 +148,9 @@ def test_default_thread_counts(monkeypatch):
     workers = []
     real_forward = mlp.model._kernels.forward
 
-    def spy_forward(*args):
+    def spy_forward(*args, **kwargs):
         workers.append(args[-1])
-        return real_forward(*args)
+        return real_forward(*args, **kwargs)
 
     monkeypatch.setattr(mlp.model._kernels, "forward", spy_forward)
     model.forward(X, n_threads=2)

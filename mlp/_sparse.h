@@ -1,0 +1,193 @@
+/* The first layer of inference on inputs that are mostly zeros (images:
+ * MNIST's digits are 81% zero pixels), see _forward_sparse_input in
+ * mlp/_kernels.pyx.
+ *
+ * A dense GEMM spends as long on a zero pixel as on any other. Here each
+ * input row is first compressed to its non-zero entries (index, value), and
+ * a unit's pre-activation is the sum over those entries of value times the
+ * weight from that input. For that the weights are read by input, so each
+ * worker first transposes its share of the units into a panel of
+ * (inputs, ld) floats, ld a multiple of the vector width, padded with zeros.
+ * One non-zero input then costs one row of the panel: contiguous loads into
+ * register accumulators. Measured on one core of an AMD EPYC (Zen 4), on
+ * MNIST's test images: 784 inputs to 150 units, 1.6 us a row against 2.6 us
+ * for sgemm on all 784 inputs.
+ *
+ * Compiled for AVX2+FMA and for the baseline (MLP_MULTIVERSION, _fastexp.h);
+ * the accumulators are GCC/clang vector types, which the baseline clone
+ * splits into SSE halves. */
+#ifndef MLP_SPARSE_H
+#define MLP_SPARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "_fastexp.h"
+
+/* 32 bytes: 8 floats or 4 doubles. aligned(sizeof(T)): the panel's rows and
+ * the output need only the element's alignment. */
+typedef float mlp_vec8f __attribute__((vector_size(32), aligned(4)));
+typedef double mlp_vec4d __attribute__((vector_size(32), aligned(8)));
+
+/* Vectors of units accumulated at once: 8 accumulators leave registers for
+ * the loads on AVX2's 16; 12 and 16 measured no faster on Zen 4. */
+#define MLP_SPARSE_BLOCK 8
+
+/* x (d,) -> the indices and values of its entries whose bits are not all
+ * zero; returns their number. Keeping -0.0 (or NaN) is harmless, it only
+ * adds a product the dense sum would have had too. Groups of 8 zero entries
+ * are skipped whole: most of an image's border is. */
+#define MLP_DEFINE_COMPRESS(NAME, T, BITS)                                      \
+MLP_MULTIVERSION                                                                \
+static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *idx, T *val)            \
+{                                                                               \
+    ptrdiff_t n = 0, j = 0;                                                     \
+    for (; j + 8 <= d; j += 8) {                                                \
+        BITS group[8], any = 0;                                                 \
+        memcpy(group, x + j, sizeof group);                                     \
+        for (int i = 0; i < 8; i++)                                             \
+            any |= group[i];                                                    \
+        if (!any)                                                               \
+            continue;                                                           \
+        for (int i = 0; i < 8; i++) {                                           \
+            idx[n] = (int32_t)(j + i);                                          \
+            val[n] = x[j + i];                                                  \
+            n += group[i] != 0;                                                 \
+        }                                                                       \
+    }                                                                           \
+    for (; j < d; j++) {                                                        \
+        BITS bits;                                                              \
+        memcpy(&bits, x + j, sizeof bits);                                      \
+        idx[n] = (int32_t)j;                                                    \
+        val[n] = x[j];                                                          \
+        n += bits != 0;                                                         \
+    }                                                                           \
+    return n;                                                                   \
+}
+
+/* NV accumulators of one vector each, over every non-zero input. */
+#define MLP_SPARSE_ACCUMULATE(VEC, NV)                                          \
+    {                                                                           \
+        VEC acc[NV];                                                            \
+        for (int v = 0; v < NV; v++)                                            \
+            acc[v] = (VEC){0};                                                  \
+        for (ptrdiff_t e = 0; e < nnz; e++) {                                   \
+            const VEC *w = (const VEC *)(panel + (ptrdiff_t)idx[e] * ld + u0); \
+            for (int v = 0; v < NV; v++)                                        \
+                acc[v] += val[e] * w[v];                                        \
+        }                                                                       \
+        for (int v = 0; v < NV; v++)                                            \
+            dst[v] = acc[v];                                                    \
+    }
+
+/* z[u] = sum_e val[e] * panel[idx[e] * ld + u] for u < units; ld is a
+ * multiple of LANES and the panel's columns from units to ld are zeros. */
+#define MLP_DEFINE_SPARSE_ROW(NAME, T, VEC, LANES)                              \
+MLP_MULTIVERSION                                                                \
+static void NAME(const int32_t *idx, const T *val, ptrdiff_t nnz,               \
+                 const T *panel, ptrdiff_t ld, ptrdiff_t units, T *z)           \
+{                                                                               \
+    const ptrdiff_t step = MLP_SPARSE_BLOCK * LANES;                            \
+    VEC tail[MLP_SPARSE_BLOCK];                                                 \
+    for (ptrdiff_t u0 = 0; u0 < units; u0 += step) {                            \
+        ptrdiff_t left = units - u0;                                            \
+        VEC *dst = left >= step ? (VEC *)(z + u0) : tail;                       \
+        switch (left >= step ? MLP_SPARSE_BLOCK : (int)((left + LANES - 1) / LANES)) { \
+        case 8: MLP_SPARSE_ACCUMULATE(VEC, 8) break;                            \
+        case 7: MLP_SPARSE_ACCUMULATE(VEC, 7) break;                            \
+        case 6: MLP_SPARSE_ACCUMULATE(VEC, 6) break;                            \
+        case 5: MLP_SPARSE_ACCUMULATE(VEC, 5) break;                            \
+        case 4: MLP_SPARSE_ACCUMULATE(VEC, 4) break;                            \
+        case 3: MLP_SPARSE_ACCUMULATE(VEC, 3) break;                            \
+        case 2: MLP_SPARSE_ACCUMULATE(VEC, 2) break;                            \
+        default: MLP_SPARSE_ACCUMULATE(VEC, 1) break;                           \
+        }                                                                       \
+        if (left < step)                                                        \
+            memcpy(z + u0, tail, left * sizeof(T));                             \
+    }                                                                           \
+}
+
+/* panel[j * ld + (u - u0)] = w[u * d + j] for u in [u0, u1), j < d, and
+ * zeros in the pad columns after those. */
+#define MLP_DEFINE_TRANSPOSE(NAME, T, TILE_BODY)                                \
+MLP_MULTIVERSION                                                                \
+static void NAME(const T *w, ptrdiff_t d, ptrdiff_t u0, ptrdiff_t u1,           \
+                 T *panel, ptrdiff_t ld, ptrdiff_t pad)                         \
+{                                                                               \
+    const ptrdiff_t width = u1 - u0, full = width / 16 * 16;                      \
+    ptrdiff_t j0 = 0;                                                           \
+    w += u0 * d;                                                                \
+    /* 16 units at a time: 16 rows of w read front to back, and each line \
+     * of the panel written whole. */                                           \
+    for (ptrdiff_t c0 = 0; c0 + 16 <= width; c0 += 16)                          \
+        for (j0 = 0; j0 + 8 <= d; j0 += 8) {                                    \
+            TILE_BODY(w + c0 * d + j0, d, panel + j0 * ld + c0, ld);            \
+            TILE_BODY(w + (c0 + 8) * d + j0, d, panel + j0 * ld + c0 + 8, ld);  \
+        }                                                                       \
+    j0 = d / 8 * 8;                                                             \
+    for (ptrdiff_t j = 0; j < d; j++) {                                         \
+        for (ptrdiff_t c = j < j0 ? full : 0; c < width; c++)                   \
+            panel[j * ld + c] = w[c * d + j];                                   \
+        for (ptrdiff_t c = width; c < width + pad; c++)                         \
+            panel[j * ld + c] = 0;                                              \
+    }                                                                           \
+}
+
+typedef int32_t mlp_vec8i __attribute__((vector_size(32)));
+
+/* The 8 x 8 block at src (row stride src_ld) into dst (row stride dst_ld),
+ * transposed in registers: three rounds of shuffles, as with AVX's unpack,
+ * shuffle and permute2f128. 2.7x faster than a tiled scalar loop. */
+static inline __attribute__((always_inline)) void
+mlp_transpose8x8_f(const float *src, ptrdiff_t src_ld, float *dst, ptrdiff_t dst_ld)
+{
+    const mlp_vec8i unpack_lo = {0, 8, 1, 9, 4, 12, 5, 13};
+    const mlp_vec8i unpack_hi = {2, 10, 3, 11, 6, 14, 7, 15};
+    const mlp_vec8i pairs_lo = {0, 1, 8, 9, 4, 5, 12, 13};
+    const mlp_vec8i pairs_hi = {2, 3, 10, 11, 6, 7, 14, 15};
+    const mlp_vec8i halves_lo = {0, 1, 2, 3, 8, 9, 10, 11};
+    const mlp_vec8i halves_hi = {4, 5, 6, 7, 12, 13, 14, 15};
+    /* Named values, not arrays: GCC kept arrays on the stack. */
+    mlp_vec8f r0 = *(const mlp_vec8f *)(src), r1 = *(const mlp_vec8f *)(src + src_ld);
+    mlp_vec8f r2 = *(const mlp_vec8f *)(src + 2 * src_ld);
+    mlp_vec8f r3 = *(const mlp_vec8f *)(src + 3 * src_ld);
+    mlp_vec8f r4 = *(const mlp_vec8f *)(src + 4 * src_ld);
+    mlp_vec8f r5 = *(const mlp_vec8f *)(src + 5 * src_ld);
+    mlp_vec8f r6 = *(const mlp_vec8f *)(src + 6 * src_ld);
+    mlp_vec8f r7 = *(const mlp_vec8f *)(src + 7 * src_ld);
+    mlp_vec8f t0 = __builtin_shuffle(r0, r1, unpack_lo), t1 = __builtin_shuffle(r0, r1, unpack_hi);
+    mlp_vec8f t2 = __builtin_shuffle(r2, r3, unpack_lo), t3 = __builtin_shuffle(r2, r3, unpack_hi);
+    mlp_vec8f t4 = __builtin_shuffle(r4, r5, unpack_lo), t5 = __builtin_shuffle(r4, r5, unpack_hi);
+    mlp_vec8f t6 = __builtin_shuffle(r6, r7, unpack_lo), t7 = __builtin_shuffle(r6, r7, unpack_hi);
+    mlp_vec8f s0 = __builtin_shuffle(t0, t2, pairs_lo), s1 = __builtin_shuffle(t0, t2, pairs_hi);
+    mlp_vec8f s2 = __builtin_shuffle(t1, t3, pairs_lo), s3 = __builtin_shuffle(t1, t3, pairs_hi);
+    mlp_vec8f s4 = __builtin_shuffle(t4, t6, pairs_lo), s5 = __builtin_shuffle(t4, t6, pairs_hi);
+    mlp_vec8f s6 = __builtin_shuffle(t5, t7, pairs_lo), s7 = __builtin_shuffle(t5, t7, pairs_hi);
+    *(mlp_vec8f *)(dst) = __builtin_shuffle(s0, s4, halves_lo);
+    *(mlp_vec8f *)(dst + dst_ld) = __builtin_shuffle(s1, s5, halves_lo);
+    *(mlp_vec8f *)(dst + 2 * dst_ld) = __builtin_shuffle(s2, s6, halves_lo);
+    *(mlp_vec8f *)(dst + 3 * dst_ld) = __builtin_shuffle(s3, s7, halves_lo);
+    *(mlp_vec8f *)(dst + 4 * dst_ld) = __builtin_shuffle(s0, s4, halves_hi);
+    *(mlp_vec8f *)(dst + 5 * dst_ld) = __builtin_shuffle(s1, s5, halves_hi);
+    *(mlp_vec8f *)(dst + 6 * dst_ld) = __builtin_shuffle(s2, s6, halves_hi);
+    *(mlp_vec8f *)(dst + 7 * dst_ld) = __builtin_shuffle(s3, s7, halves_hi);
+}
+
+/* The same for doubles, element by element. */
+static inline void
+mlp_transpose8x8_d(const double *src, ptrdiff_t src_ld, double *dst, ptrdiff_t dst_ld)
+{
+    for (int i = 0; i < 8; i++)
+        for (int c = 0; c < 8; c++)
+            dst[i * dst_ld + c] = src[c * src_ld + i];
+}
+
+MLP_DEFINE_COMPRESS(mlp_nonzeros_f, float, uint32_t)
+MLP_DEFINE_COMPRESS(mlp_nonzeros_d, double, uint64_t)
+MLP_DEFINE_SPARSE_ROW(mlp_sparse_row_f, float, mlp_vec8f, 8)
+MLP_DEFINE_SPARSE_ROW(mlp_sparse_row_d, double, mlp_vec4d, 4)
+MLP_DEFINE_TRANSPOSE(mlp_transpose_units_f, float, mlp_transpose8x8_f)
+MLP_DEFINE_TRANSPOSE(mlp_transpose_units_d, double, mlp_transpose8x8_d)
+
+#endif

@@ -290,8 +290,9 @@ cdef struct _ForwardRun:
     mlp_barrier barrier       # between layers, when they share the units
     # The sparse-input path (_forward_sparse_input), when sparse_input:
     bint sparse_input
-    void* panels              # the first layer's weights by input, (inputs, panel_ld)
+    void* panels              # per worker: the first layer's weights by input, (inputs, panel_ld)
     Py_ssize_t panel_ld
+    Py_ssize_t panel_size     # elements from one worker's panel to the next's
     void* first_layer         # per worker: a block's first-layer outputs, (block, sizes[1])
     int32_t* nonzero_index    # per worker: one row's non-zero inputs, (inputs,)
     void* nonzero_value       # per worker: their values, (inputs,)
@@ -369,8 +370,8 @@ DEF SPARSE_INPUT_SAMPLE_ROWS = 32
 
 cdef void _carve_sparse_input(const Py_ssize_t* sizes, int n_layers, int n_workers,
                               bint is_float, _ForwardRun* run) noexcept nogil:
-    """The sparse path's scratch, in elements of the model's dtype: the
-    panel (and a cache line to align it), then per worker a block's first-layer
+    """The sparse path's scratch, in elements of the model's dtype: a
+    panel per worker (and a cache line to align them), then per worker a block's first-layer
     outputs, one row's non-zero values, a block's activations above the
     first layer and one row's non-zero indices (int32)."""
     cdef Py_ssize_t d = sizes[0], element = 4 if is_float else 8, upper_width = 0
@@ -378,12 +379,12 @@ cdef void _carve_sparse_input(const Py_ssize_t* sizes, int n_layers, int n_worke
     cdef int l
     for l in range(2, n_layers + 1):
         upper_width += sizes[l]
-    # Rows of whole cache lines (so whole vectors too), and the panel on a
-    # line boundary (_point_sparse_input): the workers' shares of the units,
-    # multiples of 16, then never write to the same line.
+    # Rows of whole cache lines (so whole vectors too), the first panel on a
+    # line boundary (_point_sparse_input), so every panel is on one.
     run.panel_ld = (sizes[1] + line - 1) // line * line
+    run.panel_size = d * run.panel_ld
     run.upper_acts_per_worker = SPARSE_INPUT_BLOCK_ROWS * upper_width
-    run.first_layer_at = line + d * run.panel_ld
+    run.first_layer_at = line + n_workers * run.panel_size
     run.nonzero_value_at = run.first_layer_at + n_workers * SPARSE_INPUT_BLOCK_ROWS * sizes[1]
     run.upper_acts_at = run.nonzero_value_at + n_workers * d
     run.nonzero_index_at = run.upper_acts_at + n_workers * run.upper_acts_per_worker
@@ -410,31 +411,34 @@ def sparse_input_workspace_size(const Py_ssize_t[::1] sizes, int n_workers, bint
 cdef void _forward_sparse_input(floating* params, const floating* x, floating* out,
                                 _ForwardRun* run, int tid, int n_workers) noexcept nogil:
     """Inference on inputs that are mostly zeros, the first layer through
-    _sparse.h. The workers transpose the first layer's weights into one
-    panel, each its share of the units; a barrier; then each worker takes its
-    share of the rows, SPARSE_INPUT_BLOCK_ROWS at a time, through the first
-    layer from each row's non-zero inputs and through the other layers as
-    _forward_worker does."""
-    cdef int L = run.n_layers, sense = 0
+    _sparse.h. Each worker takes its share of the rows: it transposes the
+    first layer's weights into its own panel, then, SPARSE_INPUT_BLOCK_ROWS
+    rows at a time, computes the first layer from each row's non-zero inputs
+    and the other layers as _forward_worker does.
+
+    A panel each, rather than one shared panel of which each worker writes
+    its share of the units: twice the transposing, but no barrier, and no
+    worker reads the lines another core wrote. With the shared panel, 30
+    rows on 2 workers took 120 us a call in some runs and 260 us in others
+    (the host's placement of the two cores, presumably); with a panel each,
+    116 us."""
+    cdef int L = run.n_layers
     cdef Py_ssize_t d = run.sizes[0], hidden = run.sizes[1], k = run.sizes[L]
-    cdef Py_ssize_t ld = run.panel_ld, u0, u1, start, stop, rows, i, nnz
-    cdef floating* panel = <floating*>run.panels
+    cdef Py_ssize_t ld = run.panel_ld, start, stop, rows, i, nnz
+    cdef floating* panel = <floating*>run.panels + tid * run.panel_size
     cdef int32_t* idx = run.nonzero_index + tid * d
     cdef floating* val = <floating*>run.nonzero_value + tid * d
     cdef floating* first = <floating*>run.first_layer + tid * SPARSE_INPUT_BLOCK_ROWS * hidden
     cdef floating* upper = <floating*>run.upper_acts + tid * run.upper_acts_per_worker
     cdef floating* acts[MAX_LAYERS + 1]
     cdef bint feature_major
-    _share(hidden, tid, n_workers, 16, &u0, &u1)
-    # The last share also zeroes the panel's padding columns.
-    if floating is float:
-        mlp_transpose_units_f(params, d, u0, u1, panel + u0, ld,
-                              (ld - u1) if u1 == hidden else 0)
-    else:
-        mlp_transpose_units_d(params, d, u0, u1, panel + u0, ld,
-                              (ld - u1) if u1 == hidden else 0)
-    mlp_barrier_wait(&run.barrier, &sense)
     _share(run.n, tid, n_workers, 1, &start, &stop)
+    if start == stop:
+        return
+    if floating is float:
+        mlp_transpose_units_f(params, d, 0, hidden, panel, ld, ld - hidden)
+    else:
+        mlp_transpose_units_d(params, d, 0, hidden, panel, ld, ld - hidden)
     while start < stop:
         rows = min(<Py_ssize_t>SPARSE_INPUT_BLOCK_ROWS, stop - start)
         for i in range(rows):

@@ -232,6 +232,10 @@ class Model:
         n_threads : worker threads sharing the rows (default 1: see
             mlp/_threads.py for why); each runs a single-threaded BLAS.
         Returns ndarray (n, layer_sizes[-1]) of the model's dtype.
+
+        From 24 rows that are mostly zeros (images), the first layer is
+        computed from each row's non-zero inputs only; the outputs are the
+        same up to float rounding.
         """
         threads = call_threads(n_threads)
         X = self._check_x(X)

@@ -357,7 +357,7 @@ cdef extern from "_sparse.h" nogil:
 # least this share of the inputs is zero (in the first rows of the call) and
 # the call has at least SPARSE_INPUT_MIN_ROWS rows: below that the transpose
 # of the first layer's weights costs more than the zeros save. Both measured
-# with bench/bench_infer.py (see bench/README.md).
+# against the dense path, interleaved in one process (bench/README.md).
 DEF _SPARSE_INPUT_MIN_ZEROS = 0.75
 SPARSE_INPUT_MIN_ZEROS = _SPARSE_INPUT_MIN_ZEROS
 SPARSE_INPUT_MIN_ROWS = 24
@@ -370,10 +370,10 @@ DEF SPARSE_INPUT_SAMPLE_ROWS = 32
 
 cdef void _carve_sparse_input(const Py_ssize_t* sizes, int n_layers, int n_workers,
                               bint is_float, _ForwardRun* run) noexcept nogil:
-    """The sparse path's scratch, in elements of the model's dtype: a
-    panel per worker (and a cache line to align them), then per worker a block's first-layer
-    outputs, one row's non-zero values, a block's activations above the
-    first layer and one row's non-zero indices (int32)."""
+    """The sparse path's scratch, in elements of the model's dtype: a panel
+    per worker (and a cache line to align them), then per worker a block's
+    first-layer outputs, one row's non-zero values, a block's activations
+    above the first layer and one row's non-zero indices (int32)."""
     cdef Py_ssize_t d = sizes[0], element = 4 if is_float else 8, upper_width = 0
     cdef Py_ssize_t line = 64 // element
     cdef int l
@@ -492,7 +492,6 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
     cdef floating* workspace = <floating*>run.work + tid * run.work_per_worker
     cdef floating* acts[MAX_LAYERS + 1]
     cdef bint feature_major
-    cdef Py_ssize_t i, j
     if run.sparse_input:
         _forward_sparse_input(params, x, out, run, tid, n_workers)
         return

@@ -405,6 +405,20 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"mlp {mlp.__version__}"
 
 
+def test_installed_version_is_the_packages():
+    """pip's metadata and mlp.__version__ say the same version (pyproject.toml
+    reads it from mlp/__init__.py)."""
+    from importlib import metadata
+
+    import mlp
+
+    try:
+        installed = metadata.version("mlp")
+    except metadata.PackageNotFoundError:
+        pytest.skip("mlp runs from a checkout that was never installed")
+    assert installed == mlp.__version__
+
+
 @pytest.mark.parametrize("flags, wording", [
     (["--epochs", "1"], "preset default: 1 epoch,"),
     (["--epochs", "2"], "preset default: 2 epochs,"),

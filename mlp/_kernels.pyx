@@ -78,6 +78,7 @@ ctypedef fused data_floating:
 include "_blas.pxi"
 include "_elementwise.pxi"
 include "_updates.pxi"
+include "_sparse.pxi"
 
 
 def all_finite(const floating[::1] values):
@@ -340,19 +341,6 @@ cdef void _forward_units_split(floating* params, const floating* x, floating* ou
                 out[i * k + j] = acts[L][j * n + i]
 
 
-cdef extern from "_sparse.h" nogil:
-    Py_ssize_t mlp_nonzeros_f(const float* x, Py_ssize_t d, int32_t* idx, float* val)
-    Py_ssize_t mlp_nonzeros_d(const double* x, Py_ssize_t d, int32_t* idx, double* val)
-    void mlp_sparse_row_f(const int32_t* idx, const float* val, Py_ssize_t nnz,
-                          const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z)
-    void mlp_sparse_row_d(const int32_t* idx, const double* val, Py_ssize_t nnz,
-                          const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z)
-    void mlp_transpose_units_f(const float* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
-                               float* panel, Py_ssize_t ld, Py_ssize_t pad)
-    void mlp_transpose_units_d(const double* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
-                               double* panel, Py_ssize_t ld, Py_ssize_t pad)
-
-
 # Inference skips the zero inputs of the first layer (_sparse.h) when at
 # least this share of the inputs is zero (in the first rows of the call) and
 # the call has at least SPARSE_INPUT_MIN_ROWS rows: below that the transpose
@@ -435,19 +423,12 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     _share(run.n, tid, n_workers, 1, &start, &stop)
     if start == stop:
         return
-    if floating is float:
-        mlp_transpose_units_f(params, d, 0, hidden, panel, ld, ld - hidden)
-    else:
-        mlp_transpose_units_d(params, d, 0, hidden, panel, ld, ld - hidden)
+    _transpose_units(params, d, 0, hidden, panel, ld)
     while start < stop:
         rows = min(<Py_ssize_t>SPARSE_INPUT_BLOCK_ROWS, stop - start)
         for i in range(rows):
-            if floating is float:
-                nnz = mlp_nonzeros_f(x + (start + i) * d, d, idx, val)
-                mlp_sparse_row_f(idx, val, nnz, panel, ld, hidden, first + i * hidden)
-            else:
-                nnz = mlp_nonzeros_d(x + (start + i) * d, d, idx, val)
-                mlp_sparse_row_d(idx, val, nnz, panel, ld, hidden, first + i * hidden)
+            nnz = _nonzeros(x + (start + i) * d, d, idx, val)
+            _sparse_row(idx, val, nnz, panel, ld, hidden, first + i * hidden)
         _bias_activation(first, params + hidden * d, rows, hidden, run.hidden_act, False)
         feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(upper, run.sizes + 1, L - 1, rows, first, acts)
@@ -629,7 +610,7 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
                 floating[::1] gradients, double max_norm, double dropout,
                 double input_dropout, uint64_t dropout_seed, DistortionPlan augment,
                 double time_limit, floating[::1] work, double[::1] batch_losses,
-                bint feature_major, int n_workers=1):
+                bint feature_major, int n_workers=1, sparse_input=None):
     """Train on the samples listed in `order`, batch_size at a time.
 
     Step s trains on rows x[order[s*batch_size : (s+1)*batch_size]] (of
@@ -662,6 +643,13 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
     meanwhile); the result depends on n_workers only through rounding.
     With time_limit > 0 the call returns after the first step that ends
     past that many seconds.
+
+    Where the workers split the units of row-major batches (see
+    splits_samples and feature_major) of a network of two layers or more,
+    the first layer's forward pass and weight gradient come from each row's
+    non-zero inputs when x is mostly zeros (chooses_sparse_input on its
+    first rows) or sparse_input is True; sparse_input=False keeps them
+    GEMMs. Either way the result differs only by rounding.
 
     Returns the number of steps done, or -1 - r when row r of x holds NaN
     or inf: the run stops before the step that would have used it."""
@@ -699,9 +687,61 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
         run.augment_work = &augment_work[0]
         run.augment_seed = dropout_seed
     partial_gradients = _prepare_strategy(&run, n_workers, params.shape[0], np.asarray(params).dtype)
+    sparse_buffers = _prepare_sparse_input(&run, x, n_workers, np.asarray(params).dtype,
+                                           sparse_input)
     with nogil:
         _run_workers(&run, n_workers)
     return -1 - run.bad_row if run.bad_row >= 0 else run.steps_done
+
+
+def trains_sparse_input(const data_floating[:, ::1] x, int n_layers, Py_ssize_t batch_size,
+                        int n_workers, bint feature_major, sparse_input=None):
+    """Whether train_steps computes the first layer from the non-zero
+    inputs: only where the workers split the units of row-major batches
+    (not feature_major, not splits_samples) of a network of two layers or
+    more, and there when sparse_input is True, or None and x is mostly
+    zeros (chooses_sparse_input)."""
+    if sparse_input is None:
+        sparse_input = chooses_sparse_input(x, n_layers)
+    return bool(sparse_input and n_layers >= 2 and not feature_major
+                and not splits_samples(batch_size, n_workers, feature_major))
+
+
+cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x, int n_workers,
+                                  dtype, sparse_input):
+    """Whether the run computes its first layer from the non-zero inputs
+    (see train_steps), and if so the buffers that takes, to be kept alive
+    for the call: the lists of two batches' non-zero inputs, and per worker
+    a panel of its units' weights, one of their gradient, a copy of its
+    units' deltas and the batch's non-zero inputs listed by input."""
+    cdef Py_ssize_t d = run.sizes[0], m = run.batch_size, width, line
+    cdef Py_ssize_t itemsize = np.dtype(dtype).itemsize
+    run.sparse_input = trains_sparse_input(x, run.n_layers, m, n_workers, run.feature_major,
+                                           sparse_input)
+    if not run.sparse_input:
+        return None
+    n_workers = max(1, min(n_workers, MAX_WORKERS))
+    line = 64 // itemsize
+    width = (run.sizes[1] + n_workers - 1) // n_workers + 1   # the widest share
+    run.panel_ld = (width + line - 1) // line * line
+    run.panel_size = d * run.panel_ld
+    index = np.empty(2 * m * d, dtype=np.int32)
+    value = np.empty(2 * m * d, dtype=dtype)
+    count = np.empty(2 * m, dtype=np.intp)
+    panels = np.empty(n_workers * (2 * run.panel_size + m * run.panel_ld), dtype=dtype)
+    starts = np.empty(n_workers * (d + 1), dtype=np.intp)
+    samples = np.empty(n_workers * m * d, dtype=np.int32)
+    values = np.empty(n_workers * m * d, dtype=dtype)
+    run.nonzero_index = <int32_t*><uintptr_t>index.ctypes.data
+    run.nonzero_value = <void*><uintptr_t>value.ctypes.data
+    run.nonzero_count = <Py_ssize_t*><uintptr_t>count.ctypes.data
+    run.panels = <void*><uintptr_t>panels.ctypes.data
+    run.gradient_panels = <void*>(<char*>run.panels + n_workers * run.panel_size * itemsize)
+    run.delta_panels = <void*>(<char*>run.gradient_panels + n_workers * run.panel_size * itemsize)
+    run.input_starts = <Py_ssize_t*><uintptr_t>starts.ctypes.data
+    run.input_samples = <int32_t*><uintptr_t>samples.ctypes.data
+    run.input_values = <void*><uintptr_t>values.ctypes.data
+    return index, value, count, panels, starts, samples, values
 
 
 def dropout_mask(floating[:, ::1] values, double p, uint64_t seed, int64_t step, int layer,

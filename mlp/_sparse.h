@@ -1,17 +1,20 @@
-/* The first layer of inference on inputs that are mostly zeros (images:
- * MNIST's digits are 81% zero pixels), see _forward_sparse_input in
- * mlp/_kernels.pyx.
+/* The first layer on inputs that are mostly zeros (images: MNIST's digits
+ * are 81% zero pixels), for inference (_forward_sparse_input in
+ * mlp/_kernels.pyx) and for training's units split (mlp/_worker.pxi);
+ * mlp/_sparse.pxi wraps these loops for Cython.
  *
  * A dense GEMM spends as long on a zero pixel as on any other. Here each
  * input row is first compressed to its non-zero entries (index, value), and
  * a unit's pre-activation is the sum over those entries of value times the
- * weight from that input. For that the weights are read by input, so each
- * worker first transposes its share of the units into a panel of
- * (inputs, ld) floats, ld a multiple of the vector width, padded with zeros.
- * One non-zero input then costs one row of the panel: contiguous loads into
- * register accumulators. Measured on one core of an AMD EPYC (Zen 4), on
- * MNIST's test images: 784 inputs to 150 units, 1.6 us a row against 2.6 us
- * for sgemm on all 784 inputs.
+ * weight from that input. For that the weights are read by input, from a
+ * panel of (inputs, ld), ld a multiple of the vector width, padded with
+ * zeros. One non-zero input then costs one row of the panel: contiguous
+ * loads into register accumulators. Measured on one core of an AMD EPYC
+ * (Zen 4), on MNIST's test images: 784 inputs to 150 units, 1.6 us a row
+ * against 2.6 us for sgemm on all 784 inputs. Training's weight gradient
+ * is the same loop turned around: each input's row of the gradient is the
+ * sum, over the batch rows in which it is non-zero, of its value times the
+ * row's deltas.
  *
  * Compiled for AVX2+FMA and for the baseline (MLP_MULTIVERSION, _fastexp.h);
  * the accumulators are GCC/clang vector types, which the baseline clone
@@ -183,11 +186,79 @@ mlp_transpose8x8_d(const double *src, ptrdiff_t src_ld, double *dst, ptrdiff_t d
             dst[i * dst_ld + c] = src[c * src_ld + i];
 }
 
+/* The non-zero entries of n rows listed by row (row i's at i * d, count[i]
+ * of them: _nonzeros) listed by input instead: input j's are
+ * start[j] .. start[j + 1] of sample (their rows) and value. A counting
+ * sort: the weight gradient then sums, for each input, over the rows in
+ * which it is non-zero, in registers. */
+#define MLP_DEFINE_BY_INPUT(NAME, T)                                            \
+static void NAME(const int32_t *idx, const T *val, const ptrdiff_t *count,      \
+                 ptrdiff_t n, ptrdiff_t d, ptrdiff_t *start, int32_t *sample,   \
+                 T *value)                                                      \
+{                                                                               \
+    memset(start, 0, (d + 1) * sizeof *start);                                  \
+    for (ptrdiff_t i = 0; i < n; i++)                                           \
+        for (ptrdiff_t e = 0; e < count[i]; e++)                                \
+            start[idx[i * d + e] + 1]++;                                        \
+    for (ptrdiff_t j = 0; j < d; j++)                                           \
+        start[j + 1] += start[j];                                               \
+    /* start[j] walks to the end of input j's entries, which is where         \
+     * input j + 1's begin: shifted back afterwards. */                         \
+    for (ptrdiff_t i = 0; i < n; i++)                                           \
+        for (ptrdiff_t e = 0; e < count[i]; e++) {                              \
+            ptrdiff_t at = start[idx[i * d + e]]++;                             \
+            sample[at] = (int32_t)i;                                            \
+            value[at] = val[i * d + e];                                         \
+        }                                                                       \
+    for (ptrdiff_t j = d; j > 0; j--)                                           \
+        start[j] = start[j - 1];                                                \
+    start[0] = 0;                                                               \
+}
+
+/* The panel's (inputs d, units) gradient back into the parameters' layout:
+ * out[u * d + j] = beta * out[u * d + j] + alpha * panel[j * ld + u] for
+ * u < units, j < d; beta == 0 writes out without reading it. Blocks of 8 x 8
+ * go through TILE (a transpose) into a small buffer first. */
+#define MLP_DEFINE_TRANSPOSED_UPDATE(NAME, T, TILE)                             \
+MLP_MULTIVERSION                                                                \
+static void NAME(const T *panel, ptrdiff_t ld, ptrdiff_t d, ptrdiff_t units,    \
+                 T alpha, T beta, T *out)                                       \
+{                                                                               \
+    T tile[64];                                                                 \
+    ptrdiff_t u0 = 0, j0, j;                                                    \
+    for (; u0 + 8 <= units; u0 += 8) {                                          \
+        for (j0 = 0; j0 + 8 <= d; j0 += 8) {                                    \
+            TILE(panel + j0 * ld + u0, ld, tile, 8);                            \
+            for (int u = 0; u < 8; u++) {                                       \
+                T *o = out + (u0 + u) * d + j0;                                 \
+                if (beta == 0)                                                  \
+                    for (int c = 0; c < 8; c++)                                 \
+                        o[c] = alpha * tile[u * 8 + c];                         \
+                else                                                            \
+                    for (int c = 0; c < 8; c++)                                 \
+                        o[c] = beta * o[c] + alpha * tile[u * 8 + c];           \
+            }                                                                   \
+        }                                                                       \
+        for (j = j0; j < d; j++)                                                \
+            for (ptrdiff_t u = u0; u < u0 + 8; u++)                             \
+                out[u * d + j] = (beta == 0 ? 0 : beta * out[u * d + j])        \
+                                 + alpha * panel[j * ld + u];                   \
+    }                                                                           \
+    for (; u0 < units; u0++)                                                    \
+        for (j = 0; j < d; j++)                                                 \
+            out[u0 * d + j] = (beta == 0 ? 0 : beta * out[u0 * d + j])          \
+                              + alpha * panel[j * ld + u0];                     \
+}
+
 MLP_DEFINE_COMPRESS(mlp_nonzeros_f, float, uint32_t)
 MLP_DEFINE_COMPRESS(mlp_nonzeros_d, double, uint64_t)
 MLP_DEFINE_SPARSE_ROW(mlp_sparse_row_f, float, mlp_vec8f, 8)
 MLP_DEFINE_SPARSE_ROW(mlp_sparse_row_d, double, mlp_vec4d, 4)
 MLP_DEFINE_TRANSPOSE(mlp_transpose_units_f, float, mlp_transpose8x8_f)
 MLP_DEFINE_TRANSPOSE(mlp_transpose_units_d, double, mlp_transpose8x8_d)
+MLP_DEFINE_BY_INPUT(mlp_by_input_f, float)
+MLP_DEFINE_BY_INPUT(mlp_by_input_d, double)
+MLP_DEFINE_TRANSPOSED_UPDATE(mlp_transposed_update_f, float, mlp_transpose8x8_f)
+MLP_DEFINE_TRANSPOSED_UPDATE(mlp_transposed_update_d, double, mlp_transpose8x8_d)
 
 #endif

@@ -92,6 +92,19 @@ cdef struct _TrainRun:
     Py_ssize_t partial_stride  # samples, laid out like params; workers this many apart
     char has_rows[MAX_WORKERS] # worker w had samples this step (its partial is valid)
     bint gemms_only            # the GEMM bound: the same calls, nothing else
+    # sparse_input: the first layer from each sample's non-zero inputs
+    # (_sparse.pxi), forward and weight gradient; units split, row-major only.
+    bint sparse_input
+    int32_t* nonzero_index     # two steps' worth (the next batch is gathered while
+    void* nonzero_value        # the last update of this one runs): step s's rows at
+    Py_ssize_t* nonzero_count  # (s % 2) * batch_size, row i's entries at i * inputs
+    void* panels               # per worker: its first-layer units' weights by input
+    void* gradient_panels      # per worker: their gradient, laid out alike
+    Py_ssize_t panel_ld, panel_size
+    void* delta_panels         # per worker: its units' deltas, (batch, panel_ld)
+    Py_ssize_t* input_starts   # per worker: the batch's non-zero inputs listed by
+    int32_t* input_samples     # input (_by_input): (inputs + 1,) starts, and
+    void* input_values         # (batch * inputs,) rows and values
     mlp_barrier barrier
     char bad[MAX_WORKERS]      # worker w found NaN/inf in its part of a batch
     double part_loss[MAX_WORKERS]  # worker w's share of the batch loss
@@ -246,10 +259,11 @@ cdef void _distort_rows(_TrainRun* run, const data_floating* x, floating* xb,
 
 cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, floating* yb,
                         floating* wb, Py_ssize_t start, Py_ssize_t n, int64_t step,
-                        int tid, int n_workers, int* sense) noexcept nogil:
+                        int parity, int tid, int n_workers, int* sense) noexcept nogil:
     """Gather the batch (each worker a range of whole rows), drop inputs,
-    build the targets; False when the batch holds a NaN/inf row (run.bad_row
-    says which) or the time is up, and the run must stop before this step."""
+    list each row's non-zero inputs (sparse_input), build the targets; False
+    when the batch holds a NaN/inf row (run.bad_row says which) or the time
+    is up, and the run must stop before this step."""
     cdef Py_ssize_t d = run.sizes[0], r0, r1, i
     cdef int w_id
     cdef bint stop = False
@@ -266,6 +280,8 @@ cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, fl
     if run.input_dropout > 0:
         _dropout(xb, r0, r1, 0, d, d, 1, d, mlp_mask_key_for(run.dropout_seed, step, 0),
                  _drop_threshold(run.input_dropout), <floating>(1 / (1 - run.input_dropout)))
+    if run.sparse_input:
+        _list_nonzeros(run, xb, parity, r0, r1)
     if tid == 0:
         _batch_targets(run, yb, wb, start, n, run.sizes[run.n_layers], run.feature_major)
         run.out_of_time = (run.time_limit > 0 and start > 0
@@ -280,6 +296,21 @@ cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, fl
                 run.bad_row = run.order[start + i]
                 break
     return not (stop or run.out_of_time)
+
+
+cdef inline Py_ssize_t _step_rows(_TrainRun* run, int parity) noexcept nogil:
+    """Where step parity's rows start in the lists of non-zero inputs."""
+    return parity * run.batch_size
+
+
+cdef void _list_nonzeros(_TrainRun* run, const floating* xb, int parity, Py_ssize_t r0,
+                         Py_ssize_t r1) noexcept nogil:
+    """Rows r0..r1 of the batch xb (n, inputs) as lists of non-zero inputs."""
+    cdef Py_ssize_t d = run.sizes[0], i, row
+    for i in range(r0, r1):
+        row = _step_rows(run, parity) + i
+        run.nonzero_count[row] = _nonzeros(xb + i * d, d, run.nonzero_index + row * d,
+                                           <floating*>run.nonzero_value + row * d)
 
 
 cdef void _prefetch_next_batch(_TrainRun* run, const data_floating* x, Py_ssize_t start,
@@ -297,8 +328,8 @@ cdef void _prefetch_next_batch(_TrainRun* run, const data_floating* x, Py_ssize_
 
 
 cdef void _hidden_forward_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
-                                floating** acts, Py_ssize_t n, int64_t step, int tid,
-                                int n_workers, int* sense) noexcept nogil:
+                                floating** acts, Py_ssize_t n, int64_t step, int parity,
+                                int tid, int n_workers, int* sense) noexcept nogil:
     """Hidden layers, each split by units: z = a W^T + b, activation, dropout."""
     cdef Py_ssize_t fan_in, fan_out, u0, u1
     cdef bint feature_major = run.feature_major
@@ -310,8 +341,11 @@ cdef void _hidden_forward_stage(_TrainRun* run, floating* params, const Py_ssize
         w = params + offsets[l]
         _share(fan_out, tid, n_workers, 1, &u0, &u1)
         if u1 > u0:
-            _layer_gemm(feature_major, feature_major and l > 0, w, fan_in, fan_out, u0, u1,
-                        acts[l], acts[l + 1], n)
+            if l == 0 and run.sparse_input:
+                _sparse_first_layer(run, w, acts[1], n, parity, u0, u1, tid)
+            else:
+                _layer_gemm(feature_major, feature_major and l > 0, w, fan_in, fan_out, u0,
+                            u1, acts[l], acts[l + 1], n)
             if not run.gemms_only:
                 _bias_activation_part(acts[l + 1], w + fan_out * fan_in, n, fan_out, u0, u1,
                                       run.hidden_act, feature_major)
@@ -322,6 +356,51 @@ cdef void _hidden_forward_stage(_TrainRun* run, floating* params, const Py_ssize
                              mlp_mask_key_for(run.dropout_seed, step, l + 1),
                              _drop_threshold(run.dropout), <floating>(1 / (1 - run.dropout)))
         mlp_barrier_wait(&run.barrier, sense)
+
+
+cdef void _sparse_first_layer(_TrainRun* run, const floating* w, floating* z, Py_ssize_t n,
+                              int parity, Py_ssize_t u0, Py_ssize_t u1,
+                              int tid) noexcept nogil:
+    """z[:, u0:u1] = xb W[u0:u1].T for the batch (n, inputs) of step
+    parity, row-major z (n, units), from each row's non-zero inputs. The
+    worker's panel is its units' weights as they are now, transposed."""
+    cdef Py_ssize_t d = run.sizes[0], fan_out = run.sizes[1], i, row
+    cdef floating* panel = <floating*>run.panels + tid * run.panel_size
+    _transpose_units(w, d, u0, u1, panel, run.panel_ld)
+    for i in range(n):
+        row = _step_rows(run, parity) + i
+        _sparse_row(run.nonzero_index + row * d, <const floating*>run.nonzero_value + row * d,
+                    run.nonzero_count[row], panel, run.panel_ld, u1 - u0, z + i * fan_out + u0)
+
+
+cdef void _sparse_weight_gradient(_TrainRun* run, const floating* delta, Py_ssize_t n,
+                                  int parity, Py_ssize_t u0, Py_ssize_t u1, floating alpha,
+                                  floating beta, floating* out, int tid) noexcept nogil:
+    """out (u1 - u0, inputs) = beta * out + alpha * delta[:, u0:u1].T xb,
+    the first layer's weight gradient of units u0..u1 from the batch's
+    non-zero inputs (delta row-major (n, units)). The batch's lists are
+    turned into one list per input, then each input's gradient row, the sum
+    over the rows in which it is non-zero of value times the row's deltas,
+    is added up in registers (_sparse_row on the worker's copy of its deltas,
+    padded like a panel) into the gradient panel, and transposed into out.
+    (Adding each non-zero input's product into the panel instead, a read and
+    a write of the panel's row each, took twice as long.)"""
+    cdef Py_ssize_t d = run.sizes[0], fan_out = run.sizes[1], ld = run.panel_ld
+    cdef Py_ssize_t units = u1 - u0, row0 = _step_rows(run, parity), i, j
+    cdef floating* panel = <floating*>run.gradient_panels + tid * run.panel_size
+    cdef floating* deltas = <floating*>run.delta_panels + tid * run.batch_size * ld
+    cdef Py_ssize_t* start = run.input_starts + tid * (d + 1)
+    cdef int32_t* sample = run.input_samples + tid * run.batch_size * d
+    cdef floating* value = <floating*>run.input_values + tid * run.batch_size * d
+    _by_input(run.nonzero_index + row0 * d, <const floating*>run.nonzero_value + row0 * d,
+              run.nonzero_count + row0, n, d, start, sample, value)
+    for i in range(n):
+        memcpy(deltas + i * ld, delta + i * fan_out + u0, units * sizeof(floating))
+        memset(deltas + i * ld + units, 0, (ld - units) * sizeof(floating))
+    for j in range(d):
+        _sparse_row(sample + start[j], value + start[j], start[j + 1] - start[j], deltas, ld,
+                    units, panel + j * ld)
+    _transposed_update(panel, ld, d, units, alpha, beta, out)
 
 
 cdef void _output_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
@@ -395,7 +474,7 @@ cdef void _delta_stage(_TrainRun* run, floating* params, const Py_ssize_t* offse
 
 cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
                         floating** acts, floating** deltas, floating* bias_sums, int l,
-                        Py_ssize_t n, double learning_rate, int64_t step, int tid,
+                        Py_ssize_t n, double learning_rate, int64_t step, int parity, int tid,
                         int n_workers) noexcept nogil:
     """The optimizer's update of the units of layer l this worker owns."""
     cdef Py_ssize_t fan_in = run.sizes[l], fan_out = run.sizes[l + 1], u0, u1, j
@@ -411,9 +490,14 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
         return
     if opt.code == OPT_SGD:
         # W = (1 - lr wd) W - lr / n * delta^T a, in the GEMM itself.
-        _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1], fan_in,
-                     fan_out, u0, u1, n, -step_size,
-                     <floating>(1 - learning_rate * opt.weight_decay), w)
+        if l == 0 and run.sparse_input:
+            _sparse_weight_gradient(run, deltas[1], n, parity, u0, u1, -step_size,
+                                    <floating>(1 - learning_rate * opt.weight_decay),
+                                    w + u0 * fan_in, tid)
+        else:
+            _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1],
+                         fan_in, fan_out, u0, u1, n, -step_size,
+                         <floating>(1 - learning_rate * opt.weight_decay), w)
         if run.gemms_only:
             return
         _bias_gradient_part(deltas[l + 1], bias_sums, n, fan_out, u0, u1, feature_major)
@@ -421,8 +505,12 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
             b[j] = b[j] - step_size * bias_sums[j]
     else:
         grads = <floating*>opt.gradients + offsets[l]
-        _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1], fan_in,
-                     fan_out, u0, u1, n, inverse_n, 0, grads)
+        if l == 0 and run.sparse_input:
+            _sparse_weight_gradient(run, deltas[1], n, parity, u0, u1, inverse_n, 0,
+                                    grads + u0 * fan_in, tid)
+        else:
+            _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1],
+                         fan_in, fan_out, u0, u1, n, inverse_n, 0, grads)
         if run.gemms_only:
             return
         _bias_gradient_part(deltas[l + 1], grads + fan_out * fan_in, n, fan_out, u0, u1,
@@ -620,7 +708,8 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
             bias_sums[l] = bias_sums[l + 1] + sizes[l + 1]
 
         if not run.gemms_only:
-            if not _gather_stage(run, x, xb, yb, wb, start, n, step, tid, n_workers, &sense):
+            if not _gather_stage(run, x, xb, yb, wb, start, n, step, s & 1, tid, n_workers,
+                                 &sense):
                 break
             _prefetch_next_batch(run, x, start, n, tid, n_workers)
         if run.split_samples:
@@ -633,7 +722,8 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
                 _summed_update_stage(run, params, offsets, l, n, run.learning_rates[s], step,
                                      tid, n_workers)
         else:
-            _hidden_forward_stage(run, params, offsets, acts, n, step, tid, n_workers, &sense)
+            _hidden_forward_stage(run, params, offsets, acts, n, step, s & 1, tid, n_workers,
+                                  &sense)
             _output_stage(run, params, offsets, acts, deltas, workspace + c.logits, yb, wb, n,
                           s, tid, n_workers, &sense)
             for l in range(L - 1, -1, -1):
@@ -641,7 +731,7 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
                     _delta_stage(run, params, offsets, acts, deltas, l, n, step, tid,
                                  n_workers, &sense)
                 _update_stage(run, params, offsets, acts, deltas, bias_sums[l + 1], l, n,
-                              run.learning_rates[s], step, tid, n_workers)
+                              run.learning_rates[s], step, s & 1, tid, n_workers)
         start += n
         s += 1
     if tid == 0:

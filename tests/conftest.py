@@ -31,7 +31,7 @@ def kernel_train_steps(params, sizes_arr, hidden, out, loss_code, x, labels, ord
                        lr, weight_decay, work, batch_losses, feature_major, n_workers=1, *,
                        targets=None, sample_weights=None, rule=None, velocity=None,
                        second_moment=None, steps_before=0, max_norm=0.0, dropout=0.0,
-                       input_dropout=0.0, dropout_seed=0, augment=None):
+                       input_dropout=0.0, dropout_seed=0, augment=None, sparse_input=None):
     """_kernels.train_steps with plain SGD at a constant rate unless told otherwise."""
     dtype = params.dtype
     empty = np.empty(0, dtype=dtype)
@@ -47,7 +47,8 @@ def kernel_train_steps(params, sizes_arr, hidden, out, loss_code, x, labels, ord
         order, batch_size, rates, steps_before, rule,
         empty if velocity is None else velocity,
         empty if second_moment is None else second_moment, gradients, max_norm, dropout,
-        input_dropout, dropout_seed, augment, 0.0, work, batch_losses, feature_major, n_workers)
+        input_dropout, dropout_seed, augment, 0.0, work, batch_losses, feature_major, n_workers,
+        sparse_input)
 
 
 def kernel_sgd_step(params, sizes_arr, hidden, out, loss_code, x, y, lr, weight_decay, work,

@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from mlp import _augment as distortions
 from mlp import _kernels as K
 
 from conftest import (
@@ -901,6 +902,129 @@ def test_samples_split_with_dropout_matches_units_split(workers):
         results.append((params, losses))
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-11)
+
+
+# ---------------------------------------------------------------------------
+# training on mostly-zero inputs: the first layer from the non-zero inputs
+# ---------------------------------------------------------------------------
+
+def mostly_zeros(rng, n, d, dtype, zeros=0.8):
+    """Rows in [0, 1) of which `zeros` are 0, and some -0.0 among the rest."""
+    x = rng.random((n, d))
+    x[rng.random(x.shape) < zeros] = 0.0
+    x[rng.random(x.shape) < 0.03] = -0.0
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_sparse_input_training_is_chosen_where_it_applies(workers):
+    """Units split, row-major batches, two layers or more, mostly-zero
+    inputs (or forced); never feature-major or samples-split batches."""
+    rng = np.random.default_rng(0)
+    sparse = mostly_zeros(rng, 100, 37, np.float32)
+    dense = rng.random((100, 37)).astype(np.float32)
+    below, at = switch_over_batches(workers)
+    row_major = K.FEATURE_MAJOR_MAX_BATCH + 1
+    assert K.trains_sparse_input(sparse, 3, row_major, workers, False)
+    assert K.trains_sparse_input(sparse, 3, below, workers, False)
+    assert not K.trains_sparse_input(sparse, 3, at, workers, False)
+    assert not K.trains_sparse_input(sparse, 3, K.FEATURE_MAJOR_MAX_BATCH, workers, True)
+    assert not K.trains_sparse_input(sparse, 1, row_major, workers, False)
+    assert not K.trains_sparse_input(dense, 3, row_major, workers, False)
+    assert K.trains_sparse_input(dense, 3, row_major, workers, False, True)
+    assert not K.trains_sparse_input(sparse, 3, row_major, workers, False, False)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("dtype, data_dtype", [(np.float64, np.float64), (np.float32, np.float32),
+                                               (np.float64, np.float32)])
+def test_sparse_input_sgd_steps_match_the_reference(workers, dtype, data_dtype):
+    """Plain SGD with weight decay from the non-zero inputs, each step
+    against the float64 reference from the same parameters; then the same
+    steps in one call (step s + 1's rows listed while step s's first layer
+    still updates from its own) end where the step-by-step run did. 37
+    inputs and 21 units: neither a multiple of the vector width."""
+    rng = np.random.default_rng(12)
+    sizes = [37, 21, 9, 3]
+    sizes_arr = np.asarray(sizes, np.intp)
+    flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))) * 0.4
+    x = mostly_zeros(rng, 300, sizes[0], data_dtype)
+    labels = rng.integers(0, 3, 300).astype(np.int64)
+    batch = 40
+    assert K.trains_sparse_input(x, 3, batch, workers, False)
+    order = rng.integers(0, 300, 2 * batch + 13).astype(np.int64)
+    starts = range(0, len(order), batch)
+    need = K.workspace_size(sizes_arr, batch)
+    full, work = guarded(need, dtype)
+    params = flat.astype(dtype)
+    states = [params.copy()]
+    for start in starts:
+        with strict_fp():
+            kernel_train_steps(params, sizes_arr, ACT["tanh"], ACT["softmax"],
+                               LOSS["cross_entropy"], x, labels, order[start:start + batch],
+                               batch, 0.5, 0.01, work, np.zeros(1), False, workers)
+        idx = order[start:start + batch]
+        before = states[-1].astype(np.float64)
+        _, dWs, dbs = ref_loss_and_gradients(*unflatten(before, sizes),
+                                             x[idx].astype(np.float64), one_hot(labels[idx], 3),
+                                             ACT["tanh"], ACT["softmax"], "cross_entropy")
+        expected = (before - 0.5 / len(idx) * flatten(dWs, dbs)
+                    - 0.5 * 0.01 * before * _weights_mask(sizes))
+        assert_close(params, expected, scale=max(1.0, np.abs(expected).max()),
+                     err_msg=f"step at row {start}", **COMPOSITE_TOL[dtype])
+        states.append(params.copy())
+    assert_guard_intact(full, need)
+    in_one_call = flat.astype(dtype)
+    kernel_train_steps(in_one_call, sizes_arr, ACT["tanh"], ACT["softmax"], LOSS["cross_entropy"],
+                       x, labels, order, batch, 0.5, 0.01, work, np.zeros(len(starts)), False,
+                       workers)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(in_one_call, states[-1], rtol=64 * eps, atol=64 * eps)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_sparse_input_training_with_dropout_and_max_norm_matches_dense(workers):
+    """Input dropout zeroes inputs before they are listed, hidden dropout and
+    max-norm act on what the first layer computed: the same run with the
+    first layer as GEMMs ends at the same parameters and losses."""
+    rng = np.random.default_rng(6)
+    sizes_arr = np.asarray([50, 24, 16, 4], np.intp)
+    flat = rng.standard_normal(24 * 51 + 16 * 25 + 4 * 17) * 0.3
+    x = mostly_zeros(rng, 400, 50, np.float64)
+    labels = rng.integers(0, 4, 400).astype(np.int64)
+    order = rng.integers(0, 400, 5 * 48).astype(np.int64)
+    results = []
+    for sparse_input in (False, True):
+        params = flat.copy()
+        losses = np.empty(5)
+        kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
+                           x, labels, order, 48, 0.2, 0.001,
+                           np.empty(K.workspace_size(sizes_arr, 48)), losses, False, workers,
+                           dropout=0.5, input_dropout=0.2, dropout_seed=3, max_norm=1.5,
+                           sparse_input=sparse_input)
+        results.append((params, losses))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-11)
+
+
+def test_sparse_input_training_with_augmentation_matches_dense():
+    """Distorted images are listed after the distortion."""
+    rng = np.random.default_rng(7)
+    sizes_arr = np.asarray([64, 20, 5], np.intp)
+    flat = (rng.standard_normal(20 * 65 + 5 * 21) * 0.3).astype(np.float32)
+    x = mostly_zeros(rng, 200, 64, np.float32)
+    labels = rng.integers(0, 5, 200).astype(np.int64)
+    order = rng.integers(0, 200, 3 * 40).astype(np.int64)
+    plan = distortions.DistortionPlan(8, 10.0, 0.1, 10.0, 1.0, 0.0, 0.0)
+    results = []
+    for sparse_input in (False, True):
+        params = flat.copy()
+        kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
+                           x, labels, order, 40, 0.2, 0.0,
+                           np.empty(K.workspace_size(sizes_arr, 40), np.float32), np.empty(3),
+                           False, 2, dropout_seed=5, augment=plan, sparse_input=sparse_input)
+        results.append(params)
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------

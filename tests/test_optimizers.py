@@ -118,6 +118,49 @@ def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_ma
     mlp.SGD(0.3, momentum=0.9, nesterov=True, weight_decay=0.01),
     mlp.Adam(0.01, weight_decay=0.1), mlp.AdamW(0.01, weight_decay=0.1)])
 @pytest.mark.parametrize("workers", [1, 2, 3])
+def test_rules_on_mostly_zero_inputs_match_the_float64_rule(optimizer, workers):
+    """The first layer's gradient from the non-zero inputs (transposed into
+    the parameters' layout before the rule): every rule, three steps from
+    the kernel's own state, against the reference rule on the float64 mean
+    gradient. 37 inputs, 21 units: neither a multiple of a vector."""
+    batch = 40
+    rng = np.random.default_rng(4)
+    sizes = [37, 21, 7, 4]
+    Ws = [rng.standard_normal((o, i)) * 0.4 for i, o in zip(sizes[:-1], sizes[1:])]
+    bs = [rng.standard_normal(o) * 0.1 for o in sizes[1:]]
+    x = rng.random((batch, sizes[0]))
+    x[rng.random(x.shape) < 0.8] = 0
+    y = np.eye(4)[rng.integers(0, 4, batch)]
+    assert K.trains_sparse_input(x, 3, batch, workers, False)
+    params = flatten(Ws, bs)
+    state = OptimizerState.fresh(optimizer, params.size, np.float64)
+    velocity, second_moment = state.kernel_buffers(np.float64)
+    mask = _is_weight(sizes)
+    sizes_arr = np.asarray(sizes, np.intp)
+    for t in range(1, 4):
+        before = params.copy()
+        ref_state = {k: v.copy() for k, v in state.buffers.items()}
+        _, dWs, dbs = ref_loss_and_gradients(*unflatten(before, sizes), x, y, ACT["relu"],
+                                             ACT["softmax"], "cross_entropy")
+        expected = ref_step(optimizer, before, flatten(dWs, dbs) / batch, ref_state, t, mask)
+        kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
+                           x, None, np.arange(batch, dtype=np.int64), batch,
+                           optimizer.learning_rate, 0.0,
+                           np.empty(K.workspace_size(sizes_arr, batch)), np.zeros(1), False,
+                           workers, targets=y, rule=optimizer.kernel_rule(), velocity=velocity,
+                           second_moment=second_moment, steps_before=t - 1)
+        assert_close(params, expected, scale=max(1.0, float(np.abs(expected).max())),
+                     err_msg=f"step {t}", **TOL[np.float64])
+        for name, buffer in state.buffers.items():
+            assert_close(buffer, ref_state[name],
+                         scale=max(1.0, float(np.abs(ref_state[name]).max())),
+                         err_msg=f"{name} after step {t}", **TOL[np.float64])
+
+
+@pytest.mark.parametrize("optimizer", [
+    mlp.SGD(0.3, momentum=0.9, nesterov=True, weight_decay=0.01),
+    mlp.Adam(0.01, weight_decay=0.1), mlp.AdamW(0.01, weight_decay=0.1)])
+@pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("side", [0, 1])
 def test_rules_on_both_sides_of_the_samples_split_match_the_float64_rule(optimizer, workers,
                                                                           side):

@@ -1,0 +1,87 @@
+# The first layer from the non-zero inputs only (included by _kernels.pyx):
+# the C loops are in _sparse.h, which says why and how fast. Inference uses
+# them on mostly-zero rows (_forward_sparse_input in _kernels.pyx), and so
+# does training's units split (_worker.pxi: _list_nonzeros in the gather,
+# _sparse_first_layer in the forward pass, _sparse_weight_gradient in the
+# update).
+#
+# Layouts. A row's non-zero inputs are an index (int32) and a value list.
+# The weights of units u0..u1 of the first layer, W[u0:u1] (units, inputs)
+# in the parameters, are read by input from a panel of (inputs, ld):
+# panel[j, u - u0] = W[u, j], ld a multiple of the vector width whose extra
+# columns are zeros.
+
+from libc.stdint cimport int32_t
+
+
+cdef extern from "_sparse.h" nogil:
+    Py_ssize_t mlp_nonzeros_f(const float* x, Py_ssize_t d, int32_t* idx, float* val)
+    Py_ssize_t mlp_nonzeros_d(const double* x, Py_ssize_t d, int32_t* idx, double* val)
+    void mlp_sparse_row_f(const int32_t* idx, const float* val, Py_ssize_t nnz,
+                          const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z)
+    void mlp_sparse_row_d(const int32_t* idx, const double* val, Py_ssize_t nnz,
+                          const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z)
+    void mlp_transpose_units_f(const float* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
+                               float* panel, Py_ssize_t ld, Py_ssize_t pad)
+    void mlp_transpose_units_d(const double* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
+                               double* panel, Py_ssize_t ld, Py_ssize_t pad)
+    void mlp_by_input_f(const int32_t* idx, const float* val, const Py_ssize_t* count,
+                        Py_ssize_t n, Py_ssize_t d, Py_ssize_t* start, int32_t* sample,
+                        float* value)
+    void mlp_by_input_d(const int32_t* idx, const double* val, const Py_ssize_t* count,
+                        Py_ssize_t n, Py_ssize_t d, Py_ssize_t* start, int32_t* sample,
+                        double* value)
+    void mlp_transposed_update_f(const float* panel, Py_ssize_t ld, Py_ssize_t d,
+                                 Py_ssize_t units, float alpha, float beta, float* out)
+    void mlp_transposed_update_d(const double* panel, Py_ssize_t ld, Py_ssize_t d,
+                                 Py_ssize_t units, double alpha, double beta, double* out)
+
+
+cdef inline Py_ssize_t _nonzeros(const floating* x, Py_ssize_t d, int32_t* idx,
+                                 floating* val) noexcept nogil:
+    """x (d,) -> its non-zero entries' indices and values; returns their count."""
+    if floating is float:
+        return mlp_nonzeros_f(x, d, idx, val)
+    else:
+        return mlp_nonzeros_d(x, d, idx, val)
+
+
+cdef inline void _sparse_row(const int32_t* idx, const floating* val, Py_ssize_t nnz,
+                             const floating* panel, Py_ssize_t ld, Py_ssize_t units,
+                             floating* z) noexcept nogil:
+    """z[:units] = the row's pre-activations, sum of val[e] * panel[idx[e], :units]."""
+    if floating is float:
+        mlp_sparse_row_f(idx, val, nnz, panel, ld, units, z)
+    else:
+        mlp_sparse_row_d(idx, val, nnz, panel, ld, units, z)
+
+
+cdef inline void _transpose_units(const floating* w, Py_ssize_t d, Py_ssize_t u0,
+                                  Py_ssize_t u1, floating* panel,
+                                  Py_ssize_t ld) noexcept nogil:
+    """The panel of units u0..u1 of w (units, d), its padding zeroed."""
+    if floating is float:
+        mlp_transpose_units_f(w, d, u0, u1, panel, ld, ld - (u1 - u0))
+    else:
+        mlp_transpose_units_d(w, d, u0, u1, panel, ld, ld - (u1 - u0))
+
+
+cdef inline void _transposed_update(const floating* panel, Py_ssize_t ld, Py_ssize_t d,
+                                    Py_ssize_t units, floating alpha, floating beta,
+                                    floating* out) noexcept nogil:
+    """out (units, d) = beta * out + alpha * panel[:, :units].T; beta == 0
+    does not read out."""
+    if floating is float:
+        mlp_transposed_update_f(panel, ld, d, units, alpha, beta, out)
+    else:
+        mlp_transposed_update_d(panel, ld, d, units, alpha, beta, out)
+
+
+cdef inline void _by_input(const int32_t* idx, const floating* val, const Py_ssize_t* count,
+                           Py_ssize_t n, Py_ssize_t d, Py_ssize_t* start, int32_t* sample,
+                           floating* value) noexcept nogil:
+    """n rows' lists of non-zero inputs as one list per input (start, sample, value)."""
+    if floating is float:
+        mlp_by_input_f(idx, val, count, n, d, start, sample, value)
+    else:
+        mlp_by_input_d(idx, val, count, n, d, start, sample, value)

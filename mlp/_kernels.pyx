@@ -644,10 +644,9 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
     With time_limit > 0 the call returns after the first step that ends
     past that many seconds.
 
-    Where the workers split the units of row-major batches (see
-    splits_samples and feature_major) of a network of two layers or more,
-    the first layer's forward pass and weight gradient come from each row's
-    non-zero inputs when x is mostly zeros (chooses_sparse_input on its
+    For row-major batches (not feature_major) of a network of two layers or
+    more, the first layer's forward pass and weight gradient come from each
+    row's non-zero inputs when x is mostly zeros (chooses_sparse_input on its
     first rows) or sparse_input is True; sparse_input=False keeps them
     GEMMs. Either way the result differs only by rounding.
 
@@ -697,14 +696,12 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
 def trains_sparse_input(const data_floating[:, ::1] x, int n_layers, Py_ssize_t batch_size,
                         int n_workers, bint feature_major, sparse_input=None):
     """Whether train_steps computes the first layer from the non-zero
-    inputs: only where the workers split the units of row-major batches
-    (not feature_major, not splits_samples) of a network of two layers or
-    more, and there when sparse_input is True, or None and x is mostly
-    zeros (chooses_sparse_input)."""
+    inputs: only for row-major batches (not feature_major) of a network of
+    two layers or more, and there when sparse_input is True, or None and x
+    is mostly zeros (chooses_sparse_input)."""
     if sparse_input is None:
         sparse_input = chooses_sparse_input(x, n_layers)
-    return bool(sparse_input and n_layers >= 2 and not feature_major
-                and not splits_samples(batch_size, n_workers, feature_major))
+    return bool(sparse_input and n_layers >= 2 and not feature_major)
 
 
 cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x, int n_workers,
@@ -722,7 +719,9 @@ cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x,
         return None
     n_workers = max(1, min(n_workers, MAX_WORKERS))
     line = 64 // itemsize
-    width = (run.sizes[1] + n_workers - 1) // n_workers + 1   # the widest share
+    # The widest share of the first layer's units, or all of them when the
+    # workers split the samples.
+    width = run.sizes[1] if run.split_samples else (run.sizes[1] + n_workers - 1) // n_workers + 1
     run.panel_ld = (width + line - 1) // line * line
     run.panel_size = d * run.panel_ld
     index = np.empty(2 * m * d, dtype=np.int32)

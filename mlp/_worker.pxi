@@ -93,7 +93,7 @@ cdef struct _TrainRun:
     char has_rows[MAX_WORKERS] # worker w had samples this step (its partial is valid)
     bint gemms_only            # the GEMM bound: the same calls, nothing else
     # sparse_input: the first layer from each sample's non-zero inputs
-    # (_sparse.pxi), forward and weight gradient; units split, row-major only.
+    # (_sparse.pxi), forward and weight gradient; row-major batches only.
     bint sparse_input
     int32_t* nonzero_index     # two steps' worth (the next batch is gathered while
     void* nonzero_value        # the last update of this one runs): step s's rows at
@@ -364,38 +364,48 @@ cdef void _sparse_first_layer(_TrainRun* run, const floating* w, floating* z, Py
     """z[:, u0:u1] = xb W[u0:u1].T for the batch (n, inputs) of step
     parity, row-major z (n, units), from each row's non-zero inputs. The
     worker's panel is its units' weights as they are now, transposed."""
+    _transpose_units(w, run.sizes[0], u0, u1, <floating*>run.panels + tid * run.panel_size,
+                     run.panel_ld)
+    _sparse_rows(run, z, 0, n, parity, u0, u1, tid)
+
+
+cdef void _sparse_rows(_TrainRun* run, floating* z, Py_ssize_t i0, Py_ssize_t i1, int parity,
+                       Py_ssize_t u0, Py_ssize_t u1, int tid) noexcept nogil:
+    """z[i0:i1, u0:u1] from batch rows i0..i1's non-zero inputs and the
+    worker's panel (units u0..u1, transposed)."""
     cdef Py_ssize_t d = run.sizes[0], fan_out = run.sizes[1], i, row
     cdef floating* panel = <floating*>run.panels + tid * run.panel_size
-    _transpose_units(w, d, u0, u1, panel, run.panel_ld)
-    for i in range(n):
+    for i in range(i0, i1):
         row = _step_rows(run, parity) + i
         _sparse_row(run.nonzero_index + row * d, <const floating*>run.nonzero_value + row * d,
                     run.nonzero_count[row], panel, run.panel_ld, u1 - u0, z + i * fan_out + u0)
 
 
-cdef void _sparse_weight_gradient(_TrainRun* run, const floating* delta, Py_ssize_t n,
-                                  int parity, Py_ssize_t u0, Py_ssize_t u1, floating alpha,
-                                  floating beta, floating* out, int tid) noexcept nogil:
-    """out (u1 - u0, inputs) = beta * out + alpha * delta[:, u0:u1].T xb,
-    the first layer's weight gradient of units u0..u1 from the batch's
-    non-zero inputs (delta row-major (n, units)). The batch's lists are
-    turned into one list per input, then each input's gradient row, the sum
-    over the rows in which it is non-zero of value times the row's deltas,
-    is added up in registers (_sparse_row on the worker's copy of its deltas,
-    padded like a panel) into the gradient panel, and transposed into out.
-    (Adding each non-zero input's product into the panel instead, a read and
-    a write of the panel's row each, took twice as long.)"""
+cdef void _sparse_weight_gradient(_TrainRun* run, const floating* delta, Py_ssize_t i0,
+                                  Py_ssize_t i1, int parity, Py_ssize_t u0, Py_ssize_t u1,
+                                  floating alpha, floating beta, floating* out,
+                                  int tid) noexcept nogil:
+    """out (u1 - u0, inputs) = beta * out + alpha * delta[i0:i1, u0:u1].T xb[i0:i1],
+    the first layer's weight gradient of units u0..u1 over batch rows
+    i0..i1, from their non-zero inputs (delta row-major (n, units)). The
+    rows' lists are turned into one list per input, then each input's
+    gradient row, the sum over the rows in which it is non-zero of value
+    times the row's deltas, is added up in registers (_sparse_row on the
+    worker's copy of those deltas, padded like a panel) into the gradient
+    panel, and transposed into out. (Adding each non-zero input's product
+    into the panel instead, a read and a write of the panel's row each,
+    took twice as long.)"""
     cdef Py_ssize_t d = run.sizes[0], fan_out = run.sizes[1], ld = run.panel_ld
-    cdef Py_ssize_t units = u1 - u0, row0 = _step_rows(run, parity), i, j
+    cdef Py_ssize_t units = u1 - u0, row0 = _step_rows(run, parity) + i0, i, j
     cdef floating* panel = <floating*>run.gradient_panels + tid * run.panel_size
     cdef floating* deltas = <floating*>run.delta_panels + tid * run.batch_size * ld
     cdef Py_ssize_t* start = run.input_starts + tid * (d + 1)
     cdef int32_t* sample = run.input_samples + tid * run.batch_size * d
     cdef floating* value = <floating*>run.input_values + tid * run.batch_size * d
     _by_input(run.nonzero_index + row0 * d, <const floating*>run.nonzero_value + row0 * d,
-              run.nonzero_count + row0, n, d, start, sample, value)
-    for i in range(n):
-        memcpy(deltas + i * ld, delta + i * fan_out + u0, units * sizeof(floating))
+              run.nonzero_count + row0, i1 - i0, d, start, sample, value)
+    for i in range(i1 - i0):
+        memcpy(deltas + i * ld, delta + (i0 + i) * fan_out + u0, units * sizeof(floating))
         memset(deltas + i * ld + units, 0, (ld - units) * sizeof(floating))
     for j in range(d):
         _sparse_row(sample + start[j], value + start[j], start[j + 1] - start[j], deltas, ld,
@@ -491,7 +501,7 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
     if opt.code == OPT_SGD:
         # W = (1 - lr wd) W - lr / n * delta^T a, in the GEMM itself.
         if l == 0 and run.sparse_input:
-            _sparse_weight_gradient(run, deltas[1], n, parity, u0, u1, -step_size,
+            _sparse_weight_gradient(run, deltas[1], 0, n, parity, u0, u1, -step_size,
                                     <floating>(1 - learning_rate * opt.weight_decay),
                                     w + u0 * fan_in, tid)
         else:
@@ -506,7 +516,7 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
     else:
         grads = <floating*>opt.gradients + offsets[l]
         if l == 0 and run.sparse_input:
-            _sparse_weight_gradient(run, deltas[1], n, parity, u0, u1, inverse_n, 0,
+            _sparse_weight_gradient(run, deltas[1], 0, n, parity, u0, u1, inverse_n, 0,
                                     grads + u0 * fan_in, tid)
         else:
             _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1],
@@ -528,7 +538,7 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
 cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
                               floating** acts, floating** deltas, floating* logits,
                               const floating* yb, const floating* wb, Py_ssize_t n,
-                              int64_t step, int tid, int n_workers) noexcept nogil:
+                              int64_t step, int parity, int tid, int n_workers) noexcept nogil:
     """The forward pass, the loss and every layer's delta for this worker's
     samples (the rows it gathered), all units at once, panel_rows rows at a
     time so that what one product writes is still in cache when the next
@@ -544,6 +554,10 @@ cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t
     cdef floating* partial = <floating*>run.partial_gradients + tid * run.partial_stride
     _share(n, tid, n_workers, 1, &r0, &r1)
     run.has_rows[tid] = r1 > r0
+    if run.sparse_input and r1 > r0:
+        # Every unit of the first layer, for this worker's rows.
+        _transpose_units(params, sizes[0], 0, sizes[1],
+                         <floating*>run.panels + tid * run.panel_size, run.panel_ld)
     i0 = r0
     while i0 < r1:
         i1 = i0 + run.panel_rows if r1 - i0 > run.panel_rows else r1
@@ -552,8 +566,11 @@ cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t
             fan_in = sizes[l]
             fan_out = sizes[l + 1]
             w = params + offsets[l]
-            _layer_gemm(False, False, w, fan_in, fan_out, 0, fan_out, acts[l] + i0 * fan_in,
-                        acts[l + 1] + i0 * fan_out, rows)
+            if l == 0 and run.sparse_input:
+                _sparse_rows(run, acts[1], i0, i1, parity, 0, fan_out, tid)
+            else:
+                _layer_gemm(False, False, w, fan_in, fan_out, 0, fan_out,
+                            acts[l] + i0 * fan_in, acts[l + 1] + i0 * fan_out, rows)
             if not run.gemms_only:
                 _bias_activation(acts[l + 1] + i0 * fan_out, w + fan_out * fan_in, rows,
                                  fan_out, run.hidden_act, False)
@@ -577,9 +594,13 @@ cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t
             fan_in = sizes[l]
             fan_out = sizes[l + 1]
             # This panel's share of layer l's gradient, added to the worker's own.
-            _weight_gemm(False, False, acts[l] + i0 * fan_in, deltas[l + 1] + i0 * fan_out,
-                         fan_in, fan_out, 0, fan_out, rows, 1, 0 if i0 == r0 else 1,
-                         partial + offsets[l])
+            if l == 0 and run.sparse_input:
+                _sparse_weight_gradient(run, deltas[1], i0, i1, parity, 0, fan_out, 1,
+                                        0 if i0 == r0 else 1, partial, tid)
+            else:
+                _weight_gemm(False, False, acts[l] + i0 * fan_in, deltas[l + 1] + i0 * fan_out,
+                             fan_in, fan_out, 0, fan_out, rows, 1, 0 if i0 == r0 else 1,
+                             partial + offsets[l])
             if not run.gemms_only:
                 _unit_sums(deltas[l + 1] + i0 * fan_out, partial + offsets[l] + fan_out * fan_in,
                            rows, fan_out, fan_out, i0 != r0, False)
@@ -714,7 +735,7 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
             _prefetch_next_batch(run, x, start, n, tid, n_workers)
         if run.split_samples:
             _sample_split_stage(run, params, offsets, acts, deltas, workspace + c.logits,
-                                yb, wb, n, step, tid, n_workers)
+                                yb, wb, n, step, s & 1, tid, n_workers)
             # Every delta is done and no weight has changed yet.
             mlp_barrier_wait(&run.barrier, &sense)
             _sum_batch_loss(run, s, tid, n_workers)

@@ -918,8 +918,8 @@ def mostly_zeros(rng, n, d, dtype, zeros=0.8):
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_sparse_input_training_is_chosen_where_it_applies(workers):
-    """Units split, row-major batches, two layers or more, mostly-zero
-    inputs (or forced); never feature-major or samples-split batches."""
+    """Row-major batches (units or samples split), two layers or more,
+    mostly-zero inputs (or forced); never feature-major batches."""
     rng = np.random.default_rng(0)
     sparse = mostly_zeros(rng, 100, 37, np.float32)
     dense = rng.random((100, 37)).astype(np.float32)
@@ -927,7 +927,7 @@ def test_sparse_input_training_is_chosen_where_it_applies(workers):
     row_major = K.FEATURE_MAJOR_MAX_BATCH + 1
     assert K.trains_sparse_input(sparse, 3, row_major, workers, False)
     assert K.trains_sparse_input(sparse, 3, below, workers, False)
-    assert not K.trains_sparse_input(sparse, 3, at, workers, False)
+    assert K.trains_sparse_input(sparse, 3, at, workers, False)
     assert not K.trains_sparse_input(sparse, 3, K.FEATURE_MAJOR_MAX_BATCH, workers, True)
     assert not K.trains_sparse_input(sparse, 1, row_major, workers, False)
     assert not K.trains_sparse_input(dense, 3, row_major, workers, False)
@@ -936,21 +936,24 @@ def test_sparse_input_training_is_chosen_where_it_applies(workers):
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("samples_split", [False, True])
 @pytest.mark.parametrize("dtype, data_dtype", [(np.float64, np.float64), (np.float32, np.float32),
                                                (np.float64, np.float32)])
-def test_sparse_input_sgd_steps_match_the_reference(workers, dtype, data_dtype):
-    """Plain SGD with weight decay from the non-zero inputs, each step
-    against the float64 reference from the same parameters; then the same
-    steps in one call (step s + 1's rows listed while step s's first layer
-    still updates from its own) end where the step-by-step run did. 37
-    inputs and 21 units: neither a multiple of the vector width."""
+def test_sparse_input_sgd_steps_match_the_reference(workers, samples_split, dtype, data_dtype):
+    """Plain SGD with weight decay from the non-zero inputs, the units or
+    the samples split, each step against the float64 reference from the
+    same parameters; then the same steps in one call (step s + 1's rows
+    listed while step s's first layer still updates from its own) end where
+    the step-by-step run did. 37 inputs and 21 units: neither a multiple of
+    the vector width."""
     rng = np.random.default_rng(12)
     sizes = [37, 21, 9, 3]
     sizes_arr = np.asarray(sizes, np.intp)
     flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))) * 0.4
     x = mostly_zeros(rng, 300, sizes[0], data_dtype)
     labels = rng.integers(0, 3, 300).astype(np.int64)
-    batch = 40
+    batch = switch_over_batches(workers)[1] if samples_split else 40
+    assert K.splits_samples(batch, workers, False) == samples_split
     assert K.trains_sparse_input(x, 3, batch, workers, False)
     order = rng.integers(0, 300, 2 * batch + 13).astype(np.int64)
     starts = range(0, len(order), batch)

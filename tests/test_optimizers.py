@@ -118,12 +118,15 @@ def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_ma
     mlp.SGD(0.3, momentum=0.9, nesterov=True, weight_decay=0.01),
     mlp.Adam(0.01, weight_decay=0.1), mlp.AdamW(0.01, weight_decay=0.1)])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_rules_on_mostly_zero_inputs_match_the_float64_rule(optimizer, workers):
+@pytest.mark.parametrize("samples_split", [False, True])
+def test_rules_on_mostly_zero_inputs_match_the_float64_rule(optimizer, workers, samples_split):
     """The first layer's gradient from the non-zero inputs (transposed into
-    the parameters' layout before the rule): every rule, three steps from
-    the kernel's own state, against the reference rule on the float64 mean
-    gradient. 37 inputs, 21 units: neither a multiple of a vector."""
-    batch = 40
+    the parameters' layout before the rule), the units or the samples
+    split: every rule, three steps from the kernel's own state, against the
+    reference rule on the float64 mean gradient. 37 inputs, 21 units:
+    neither a multiple of a vector."""
+    batch = switch_over_batches(workers)[1] if samples_split else 40
+    assert K.splits_samples(batch, workers, False) == samples_split
     rng = np.random.default_rng(4)
     sizes = [37, 21, 7, 4]
     Ws = [rng.standard_normal((o, i)) * 0.4 for i, o in zip(sizes[:-1], sizes[1:])]

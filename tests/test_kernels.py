@@ -828,13 +828,20 @@ def test_steps_on_both_sides_of_the_switch_over_match_the_reference(workers, sid
     batch = switch_over_batches(workers)[side]
     assert K.splits_samples(batch, workers, False) == bool(side)
     rng = np.random.default_rng(11)
-    sizes = [14, 11, 9, 3]
+    x = rng.random((300, 14)).astype(dtype)
+    sgd_steps_match_the_reference([14, 11, 9, 3], x, batch, workers, dtype, rng)
+
+
+def sgd_steps_match_the_reference(sizes, x, batch, workers, dtype, rng):
+    """SGD with weight decay on rows of x (labels, parameters and order
+    drawn from rng): two full batches and a ragged last one, each step
+    against the float64 reference SGD step from the same parameters; then
+    the same steps in one call (the gather of step s + 1 overlapping the
+    updates of step s) end where the step-by-step run did."""
     sizes_arr = np.asarray(sizes, np.intp)
     flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))) * 0.4
-    x = rng.random((300, sizes[0])).astype(dtype)
-    labels = rng.integers(0, 3, 300).astype(np.int64)
-    # Two full batches and a ragged last one (its own, smaller size).
-    order = rng.integers(0, 300, 2 * batch + 37).astype(np.int64)
+    labels = rng.integers(0, sizes[-1], len(x)).astype(np.int64)
+    order = rng.integers(0, len(x), 2 * batch + 37).astype(np.int64)
     starts = range(0, len(order), batch)
     need = K.workspace_size(sizes_arr, batch)
     full, work = guarded(need, dtype)
@@ -851,7 +858,7 @@ def test_steps_on_both_sides_of_the_switch_over_match_the_reference(workers, sid
         before = states[-1].astype(np.float64)
         Ws, bs = unflatten(before, sizes)
         total, dWs, dbs = ref_loss_and_gradients(Ws, bs, x[idx].astype(np.float64),
-                                                 one_hot(labels[idx], 3), ACT["tanh"],
+                                                 one_hot(labels[idx], sizes[-1]), ACT["tanh"],
                                                  ACT["softmax"], "cross_entropy")
         expected = (before - 0.5 / len(idx) * flatten(dWs, dbs)
                     - 0.5 * 0.01 * before * _weights_mask(sizes))
@@ -947,42 +954,11 @@ def test_sparse_input_sgd_steps_match_the_reference(workers, samples_split, dtyp
     the step-by-step run did. 37 inputs and 21 units: neither a multiple of
     the vector width."""
     rng = np.random.default_rng(12)
-    sizes = [37, 21, 9, 3]
-    sizes_arr = np.asarray(sizes, np.intp)
-    flat = rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))) * 0.4
-    x = mostly_zeros(rng, 300, sizes[0], data_dtype)
-    labels = rng.integers(0, 3, 300).astype(np.int64)
+    x = mostly_zeros(rng, 300, 37, data_dtype)
     batch = switch_over_batches(workers)[1] if samples_split else 40
     assert K.splits_samples(batch, workers, False) == samples_split
     assert K.trains_sparse_input(x, 3, batch, workers, False)
-    order = rng.integers(0, 300, 2 * batch + 13).astype(np.int64)
-    starts = range(0, len(order), batch)
-    need = K.workspace_size(sizes_arr, batch)
-    full, work = guarded(need, dtype)
-    params = flat.astype(dtype)
-    states = [params.copy()]
-    for start in starts:
-        with strict_fp():
-            kernel_train_steps(params, sizes_arr, ACT["tanh"], ACT["softmax"],
-                               LOSS["cross_entropy"], x, labels, order[start:start + batch],
-                               batch, 0.5, 0.01, work, np.zeros(1), False, workers)
-        idx = order[start:start + batch]
-        before = states[-1].astype(np.float64)
-        _, dWs, dbs = ref_loss_and_gradients(*unflatten(before, sizes),
-                                             x[idx].astype(np.float64), one_hot(labels[idx], 3),
-                                             ACT["tanh"], ACT["softmax"], "cross_entropy")
-        expected = (before - 0.5 / len(idx) * flatten(dWs, dbs)
-                    - 0.5 * 0.01 * before * _weights_mask(sizes))
-        assert_close(params, expected, scale=max(1.0, np.abs(expected).max()),
-                     err_msg=f"step at row {start}", **COMPOSITE_TOL[dtype])
-        states.append(params.copy())
-    assert_guard_intact(full, need)
-    in_one_call = flat.astype(dtype)
-    kernel_train_steps(in_one_call, sizes_arr, ACT["tanh"], ACT["softmax"], LOSS["cross_entropy"],
-                       x, labels, order, batch, 0.5, 0.01, work, np.zeros(len(starts)), False,
-                       workers)
-    eps = np.finfo(dtype).eps
-    np.testing.assert_allclose(in_one_call, states[-1], rtol=64 * eps, atol=64 * eps)
+    sgd_steps_match_the_reference([37, 21, 9, 3], x, batch, workers, dtype, rng)
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])

@@ -114,27 +114,14 @@ def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_ma
             # Continue from the kernel's own state, as the next call would.
 
 
-@pytest.mark.parametrize("optimizer", [
-    mlp.SGD(0.3, momentum=0.9, nesterov=True, weight_decay=0.01),
-    mlp.Adam(0.01, weight_decay=0.1), mlp.AdamW(0.01, weight_decay=0.1)])
-@pytest.mark.parametrize("workers", [1, 2, 3])
-@pytest.mark.parametrize("samples_split", [False, True])
-def test_rules_on_mostly_zero_inputs_match_the_float64_rule(optimizer, workers, samples_split):
-    """The first layer's gradient from the non-zero inputs (transposed into
-    the parameters' layout before the rule), the units or the samples
-    split: every rule, three steps from the kernel's own state, against the
-    reference rule on the float64 mean gradient. 37 inputs, 21 units:
-    neither a multiple of a vector."""
-    batch = switch_over_batches(workers)[1] if samples_split else 40
-    assert K.splits_samples(batch, workers, False) == samples_split
-    rng = np.random.default_rng(4)
-    sizes = [37, 21, 7, 4]
+def three_kernel_steps_match_the_rule(optimizer, sizes, x, y, workers):
+    """Three kernel steps of optimizer on the whole of (x, y), from the
+    kernel's own state, each against the reference rule on the float64 mean
+    gradient from the same parameters; and the state after each."""
+    rng = np.random.default_rng(2)
+    batch = len(x)
     Ws = [rng.standard_normal((o, i)) * 0.4 for i, o in zip(sizes[:-1], sizes[1:])]
     bs = [rng.standard_normal(o) * 0.1 for o in sizes[1:]]
-    x = rng.random((batch, sizes[0]))
-    x[rng.random(x.shape) < 0.8] = 0
-    y = np.eye(4)[rng.integers(0, 4, batch)]
-    assert K.trains_sparse_input(x, 3, batch, workers, False)
     params = flatten(Ws, bs)
     state = OptimizerState.fresh(optimizer, params.size, np.float64)
     velocity, second_moment = state.kernel_buffers(np.float64)
@@ -160,48 +147,41 @@ def test_rules_on_mostly_zero_inputs_match_the_float64_rule(optimizer, workers, 
                          err_msg=f"{name} after step {t}", **TOL[np.float64])
 
 
-@pytest.mark.parametrize("optimizer", [
-    mlp.SGD(0.3, momentum=0.9, nesterov=True, weight_decay=0.01),
-    mlp.Adam(0.01, weight_decay=0.1), mlp.AdamW(0.01, weight_decay=0.1)])
+RULES = [mlp.SGD(0.3, momentum=0.9, nesterov=True, weight_decay=0.01),
+         mlp.Adam(0.01, weight_decay=0.1), mlp.AdamW(0.01, weight_decay=0.1)]
+
+
+@pytest.mark.parametrize("optimizer", RULES)
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("side", [0, 1])
 def test_rules_on_both_sides_of_the_samples_split_match_the_float64_rule(optimizer, workers,
                                                                           side):
     """Large batches split samples rather than units between the workers
     (the switch-over depends on the worker count): every rule, just below
-    and just above it, against the reference rule on the float64 mean
-    gradient, three steps from the kernel's own state."""
+    and just above it."""
     batch = switch_over_batches(workers)[side]
     assert K.splits_samples(batch, workers, False) == bool(side)
     rng = np.random.default_rng(2)
-    sizes = [12, 10, 7, 4]
-    Ws = [rng.standard_normal((o, i)) * 0.4 for i, o in zip(sizes[:-1], sizes[1:])]
-    bs = [rng.standard_normal(o) * 0.1 for o in sizes[1:]]
-    x = rng.random((batch, sizes[0]))
+    x = rng.random((batch, 12))
     y = np.eye(4)[rng.integers(0, 4, batch)]
-    params = flatten(Ws, bs)
-    state = OptimizerState.fresh(optimizer, params.size, np.float64)
-    velocity, second_moment = state.kernel_buffers(np.float64)
-    mask = _is_weight(sizes)
-    sizes_arr = np.asarray(sizes, np.intp)
-    for t in range(1, 4):
-        before = params.copy()
-        ref_state = {k: v.copy() for k, v in state.buffers.items()}
-        _, dWs, dbs = ref_loss_and_gradients(*unflatten(before, sizes), x, y, ACT["relu"],
-                                             ACT["softmax"], "cross_entropy")
-        expected = ref_step(optimizer, before, flatten(dWs, dbs) / batch, ref_state, t, mask)
-        kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
-                           x, None, np.arange(batch, dtype=np.int64), batch,
-                           optimizer.learning_rate, 0.0,
-                           np.empty(K.workspace_size(sizes_arr, batch)), np.zeros(1), False,
-                           workers, targets=y, rule=optimizer.kernel_rule(), velocity=velocity,
-                           second_moment=second_moment, steps_before=t - 1)
-        assert_close(params, expected, scale=max(1.0, float(np.abs(expected).max())),
-                     err_msg=f"step {t}", **TOL[np.float64])
-        for name, buffer in state.buffers.items():
-            assert_close(buffer, ref_state[name],
-                         scale=max(1.0, float(np.abs(ref_state[name]).max())),
-                         err_msg=f"{name} after step {t}", **TOL[np.float64])
+    three_kernel_steps_match_the_rule(optimizer, [12, 10, 7, 4], x, y, workers)
+
+
+@pytest.mark.parametrize("optimizer", RULES)
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("samples_split", [False, True])
+def test_rules_on_mostly_zero_inputs_match_the_float64_rule(optimizer, workers, samples_split):
+    """The first layer's gradient from the non-zero inputs (transposed into
+    the parameters' layout before the rule), the units or the samples
+    split: every rule. 37 inputs, 21 units: neither a multiple of a vector."""
+    batch = switch_over_batches(workers)[1] if samples_split else 40
+    assert K.splits_samples(batch, workers, False) == samples_split
+    rng = np.random.default_rng(4)
+    x = rng.random((batch, 37))
+    x[rng.random(x.shape) < 0.8] = 0
+    y = np.eye(4)[rng.integers(0, 4, batch)]
+    assert K.trains_sparse_input(x, 3, batch, workers, False)
+    three_kernel_steps_match_the_rule(optimizer, [37, 21, 7, 4], x, y, workers)
 
 
 @pytest.mark.parametrize("eps", [1e-8, 1e-3, 1e-35])

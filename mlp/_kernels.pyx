@@ -693,15 +693,24 @@ def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
     return -1 - run.bad_row if run.bad_row >= 0 else run.steps_done
 
 
+# Training's lists of non-zero inputs take room for every input of every
+# row, twice (two steps) and again per worker (listed by input): at 4096
+# rows of 784 float32 inputs and 2 workers, about 110 MB. Larger batches keep
+# their GEMMs rather than take more.
+SPARSE_INPUT_MAX_BATCH = 4096
+
+
 def trains_sparse_input(const data_floating[:, ::1] x, int n_layers, Py_ssize_t batch_size,
                         int n_workers, bint feature_major, sparse_input=None):
     """Whether train_steps computes the first layer from the non-zero
-    inputs: only for row-major batches (not feature_major) of a network of
-    two layers or more, and there when sparse_input is True, or None and x
-    is mostly zeros (chooses_sparse_input)."""
+    inputs: only for row-major batches (not feature_major) of up to
+    SPARSE_INPUT_MAX_BATCH rows of a network of two layers or more, and
+    there when sparse_input is True, or None and x is mostly zeros
+    (chooses_sparse_input)."""
     if sparse_input is None:
         sparse_input = chooses_sparse_input(x, n_layers)
-    return bool(sparse_input and n_layers >= 2 and not feature_major)
+    return bool(sparse_input and n_layers >= 2 and not feature_major
+                and batch_size <= SPARSE_INPUT_MAX_BATCH)
 
 
 cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x, int n_workers,

@@ -925,8 +925,8 @@ def mostly_zeros(rng, n, d, dtype, zeros=0.8):
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_sparse_input_training_is_chosen_where_it_applies(workers):
-    """Row-major batches (units or samples split), two layers or more,
-    mostly-zero inputs (or forced); never feature-major batches."""
+    """Row-major batches (units or samples split) up to a size, two layers
+    or more, mostly-zero inputs (or forced); never feature-major batches."""
     rng = np.random.default_rng(0)
     sparse = mostly_zeros(rng, 100, 37, np.float32)
     dense = rng.random((100, 37)).astype(np.float32)
@@ -935,6 +935,8 @@ def test_sparse_input_training_is_chosen_where_it_applies(workers):
     assert K.trains_sparse_input(sparse, 3, row_major, workers, False)
     assert K.trains_sparse_input(sparse, 3, below, workers, False)
     assert K.trains_sparse_input(sparse, 3, at, workers, False)
+    assert K.trains_sparse_input(sparse, 3, K.SPARSE_INPUT_MAX_BATCH, workers, False)
+    assert not K.trains_sparse_input(sparse, 3, K.SPARSE_INPUT_MAX_BATCH + 1, workers, False)
     assert not K.trains_sparse_input(sparse, 3, K.FEATURE_MAJOR_MAX_BATCH, workers, True)
     assert not K.trains_sparse_input(sparse, 1, row_major, workers, False)
     assert not K.trains_sparse_input(dense, 3, row_major, workers, False)

@@ -412,10 +412,10 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     116 us."""
     cdef int L = run.n_layers
     cdef Py_ssize_t d = run.sizes[0], hidden = run.sizes[1], k = run.sizes[L]
-    cdef Py_ssize_t ld = run.panel_ld, start, stop, rows, i, nnz
+    cdef Py_ssize_t ld = run.panel_ld, start, stop, rows, i, n_nonzero
     cdef floating* panel = <floating*>run.panels + tid * run.panel_size
-    cdef int32_t* idx = run.nonzero_index + tid * d
-    cdef floating* val = <floating*>run.nonzero_value + tid * d
+    cdef int32_t* nonzero_inputs = run.nonzero_index + tid * d
+    cdef floating* nonzero_values = <floating*>run.nonzero_value + tid * d
     cdef floating* first = <floating*>run.first_layer + tid * SPARSE_INPUT_BLOCK_ROWS * hidden
     cdef floating* upper = <floating*>run.upper_acts + tid * run.upper_acts_per_worker
     cdef floating* acts[MAX_LAYERS + 1]
@@ -427,8 +427,9 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     while start < stop:
         rows = min(<Py_ssize_t>SPARSE_INPUT_BLOCK_ROWS, stop - start)
         for i in range(rows):
-            nnz = _nonzeros(x + (start + i) * d, d, idx, val)
-            _sparse_row(idx, val, nnz, panel, ld, hidden, first + i * hidden)
+            n_nonzero = _nonzeros(x + (start + i) * d, d, nonzero_inputs, nonzero_values)
+            _sparse_row(nonzero_inputs, nonzero_values, n_nonzero, panel, ld, hidden,
+                        first + i * hidden)
         _bias_activation(first, params + hidden * d, rows, hidden, run.hidden_act, False)
         feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(upper, run.sizes + 1, L - 1, rows, first, acts)

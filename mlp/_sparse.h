@@ -43,7 +43,7 @@ typedef double mlp_vec4d __attribute__((vector_size(32), aligned(8)));
  * are skipped whole: most of an image's border is. */
 #define MLP_DEFINE_COMPRESS(NAME, T, BITS)                                      \
 MLP_MULTIVERSION                                                                \
-static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *idx, T *val)            \
+static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values)      \
 {                                                                               \
     ptrdiff_t n = 0, j = 0;                                                     \
     for (; j + 8 <= d; j += 8) {                                                \
@@ -54,16 +54,16 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *idx, T *val)            
         if (!any)                                                               \
             continue;                                                           \
         for (int i = 0; i < 8; i++) {                                           \
-            idx[n] = (int32_t)(j + i);                                          \
-            val[n] = x[j + i];                                                  \
+            inputs[n] = (int32_t)(j + i);                                       \
+            values[n] = x[j + i];                                               \
             n += group[i] != 0;                                                 \
         }                                                                       \
     }                                                                           \
     for (; j < d; j++) {                                                        \
         BITS bits;                                                              \
         memcpy(&bits, x + j, sizeof bits);                                      \
-        idx[n] = (int32_t)j;                                                    \
-        val[n] = x[j];                                                          \
+        inputs[n] = (int32_t)j;                                                 \
+        values[n] = x[j];                                                       \
         n += bits != 0;                                                         \
     }                                                                           \
     return n;                                                                   \
@@ -75,20 +75,20 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *idx, T *val)            
         VEC acc[NV];                                                            \
         for (int v = 0; v < NV; v++)                                            \
             acc[v] = (VEC){0};                                                  \
-        for (ptrdiff_t e = 0; e < nnz; e++) {                                   \
-            const VEC *w = (const VEC *)(panel + (ptrdiff_t)idx[e] * ld + u0); \
+        for (ptrdiff_t e = 0; e < count; e++) {                                 \
+            const VEC *w = (const VEC *)(panel + (ptrdiff_t)inputs[e] * ld + u0);  \
             for (int v = 0; v < NV; v++)                                        \
-                acc[v] += val[e] * w[v];                                        \
+                acc[v] += values[e] * w[v];                                     \
         }                                                                       \
         for (int v = 0; v < NV; v++)                                            \
             dst[v] = acc[v];                                                    \
     }
 
-/* z[u] = sum_e val[e] * panel[idx[e] * ld + u] for u < units; ld is a
+/* z[u] = sum_e values[e] * panel[inputs[e] * ld + u] for u < units; ld is a
  * multiple of LANES and the panel's columns from units to ld are zeros. */
 #define MLP_DEFINE_SPARSE_ROW(NAME, T, VEC, LANES)                              \
 MLP_MULTIVERSION                                                                \
-static void NAME(const int32_t *idx, const T *val, ptrdiff_t nnz,               \
+static void NAME(const int32_t *inputs, const T *values, ptrdiff_t count,       \
                  const T *panel, ptrdiff_t ld, ptrdiff_t units, T *z)           \
 {                                                                               \
     const ptrdiff_t step = MLP_SPARSE_BLOCK * LANES;                            \
@@ -96,7 +96,7 @@ static void NAME(const int32_t *idx, const T *val, ptrdiff_t nnz,               
     for (ptrdiff_t u0 = 0; u0 < units; u0 += step) {                            \
         ptrdiff_t left = units - u0;                                            \
         VEC *dst = left >= step ? (VEC *)(z + u0) : tail;                       \
-        switch (left >= step ? MLP_SPARSE_BLOCK : (int)((left + LANES - 1) / LANES)) { \
+        switch (left >= step ? MLP_SPARSE_BLOCK : (int)((left + LANES - 1) / LANES)) {  \
         case 8: MLP_SPARSE_ACCUMULATE(VEC, 8) break;                            \
         case 7: MLP_SPARSE_ACCUMULATE(VEC, 7) break;                            \
         case 6: MLP_SPARSE_ACCUMULATE(VEC, 6) break;                            \
@@ -118,10 +118,10 @@ MLP_MULTIVERSION                                                                
 static void NAME(const T *w, ptrdiff_t d, ptrdiff_t u0, ptrdiff_t u1,           \
                  T *panel, ptrdiff_t ld, ptrdiff_t pad)                         \
 {                                                                               \
-    const ptrdiff_t width = u1 - u0, full = width / 16 * 16;                      \
+    const ptrdiff_t width = u1 - u0, full = width / 16 * 16;                    \
     ptrdiff_t j0 = 0;                                                           \
     w += u0 * d;                                                                \
-    /* 16 units at a time: 16 rows of w read front to back, and each line \
+    /* 16 units at a time: 16 rows of w read front to back, and each line       \
      * of the panel written whole. */                                           \
     for (ptrdiff_t c0 = 0; c0 + 16 <= width; c0 += 16)                          \
         for (j0 = 0; j0 + 8 <= d; j0 += 8) {                                    \
@@ -188,27 +188,27 @@ mlp_transpose8x8_d(const double *src, ptrdiff_t src_ld, double *dst, ptrdiff_t d
 
 /* The non-zero entries of n rows listed by row (row i's at i * d, count[i]
  * of them: _nonzeros) listed by input instead: input j's are
- * start[j] .. start[j + 1] of sample (their rows) and value. A counting
+ * start[j] .. start[j + 1] of rows (which rows) and row_values. A counting
  * sort: the weight gradient then sums, for each input, over the rows in
  * which it is non-zero, in registers. */
 #define MLP_DEFINE_BY_INPUT(NAME, T)                                            \
-static void NAME(const int32_t *idx, const T *val, const ptrdiff_t *count,      \
-                 ptrdiff_t n, ptrdiff_t d, ptrdiff_t *start, int32_t *sample,   \
-                 T *value)                                                      \
+static void NAME(const int32_t *inputs, const T *values, const ptrdiff_t *count,  \
+                 ptrdiff_t n, ptrdiff_t d, ptrdiff_t *start, int32_t *rows,     \
+                 T *row_values)                                                 \
 {                                                                               \
     memset(start, 0, (d + 1) * sizeof *start);                                  \
     for (ptrdiff_t i = 0; i < n; i++)                                           \
         for (ptrdiff_t e = 0; e < count[i]; e++)                                \
-            start[idx[i * d + e] + 1]++;                                        \
+            start[inputs[i * d + e] + 1]++;                                     \
     for (ptrdiff_t j = 0; j < d; j++)                                           \
         start[j + 1] += start[j];                                               \
-    /* start[j] walks to the end of input j's entries, which is where         \
+    /* start[j] walks to the end of input j's entries, which is where           \
      * input j + 1's begin: shifted back afterwards. */                         \
     for (ptrdiff_t i = 0; i < n; i++)                                           \
         for (ptrdiff_t e = 0; e < count[i]; e++) {                              \
-            ptrdiff_t at = start[idx[i * d + e]]++;                             \
-            sample[at] = (int32_t)i;                                            \
-            value[at] = val[i * d + e];                                         \
+            ptrdiff_t at = start[inputs[i * d + e]]++;                          \
+            rows[at] = (int32_t)i;                                              \
+            row_values[at] = values[i * d + e];                                 \
         }                                                                       \
     for (ptrdiff_t j = d; j > 0; j--)                                           \
         start[j] = start[j - 1];                                                \

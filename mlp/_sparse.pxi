@@ -15,20 +15,20 @@ from libc.stdint cimport int32_t
 
 
 cdef extern from "_sparse.h" nogil:
-    Py_ssize_t mlp_nonzeros_f(const float* x, Py_ssize_t d, int32_t* idx, float* val)
-    Py_ssize_t mlp_nonzeros_d(const double* x, Py_ssize_t d, int32_t* idx, double* val)
-    void mlp_sparse_row_f(const int32_t* idx, const float* val, Py_ssize_t nnz,
+    Py_ssize_t mlp_nonzeros_f(const float* x, Py_ssize_t d, int32_t* inputs, float* values)
+    Py_ssize_t mlp_nonzeros_d(const double* x, Py_ssize_t d, int32_t* inputs, double* values)
+    void mlp_sparse_row_f(const int32_t* inputs, const float* values, Py_ssize_t count,
                           const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z)
-    void mlp_sparse_row_d(const int32_t* idx, const double* val, Py_ssize_t nnz,
+    void mlp_sparse_row_d(const int32_t* inputs, const double* values, Py_ssize_t count,
                           const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z)
     void mlp_transpose_units_f(const float* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
                                float* panel, Py_ssize_t ld, Py_ssize_t pad)
     void mlp_transpose_units_d(const double* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
                                double* panel, Py_ssize_t ld, Py_ssize_t pad)
-    void mlp_by_input_f(const int32_t* idx, const float* val, const Py_ssize_t* count,
+    void mlp_by_input_f(const int32_t* inputs, const float* values, const Py_ssize_t* count,
                         Py_ssize_t n, Py_ssize_t d, Py_ssize_t* start, int32_t* sample,
                         float* value)
-    void mlp_by_input_d(const int32_t* idx, const double* val, const Py_ssize_t* count,
+    void mlp_by_input_d(const int32_t* inputs, const double* values, const Py_ssize_t* count,
                         Py_ssize_t n, Py_ssize_t d, Py_ssize_t* start, int32_t* sample,
                         double* value)
     void mlp_transposed_update_f(const float* panel, Py_ssize_t ld, Py_ssize_t d,
@@ -37,23 +37,23 @@ cdef extern from "_sparse.h" nogil:
                                  Py_ssize_t units, double alpha, double beta, double* out)
 
 
-cdef inline Py_ssize_t _nonzeros(const floating* x, Py_ssize_t d, int32_t* idx,
-                                 floating* val) noexcept nogil:
+cdef inline Py_ssize_t _nonzeros(const floating* x, Py_ssize_t d, int32_t* inputs,
+                                 floating* values) noexcept nogil:
     """x (d,) -> its non-zero entries' indices and values; returns their count."""
     if floating is float:
-        return mlp_nonzeros_f(x, d, idx, val)
+        return mlp_nonzeros_f(x, d, inputs, values)
     else:
-        return mlp_nonzeros_d(x, d, idx, val)
+        return mlp_nonzeros_d(x, d, inputs, values)
 
 
-cdef inline void _sparse_row(const int32_t* idx, const floating* val, Py_ssize_t nnz,
+cdef inline void _sparse_row(const int32_t* inputs, const floating* values, Py_ssize_t count,
                              const floating* panel, Py_ssize_t ld, Py_ssize_t units,
                              floating* z) noexcept nogil:
-    """z[:units] = the row's pre-activations, sum of val[e] * panel[idx[e], :units]."""
+    """z[:units] = the row's pre-activations, sum of values[e] * panel[inputs[e], :units]."""
     if floating is float:
-        mlp_sparse_row_f(idx, val, nnz, panel, ld, units, z)
+        mlp_sparse_row_f(inputs, values, count, panel, ld, units, z)
     else:
-        mlp_sparse_row_d(idx, val, nnz, panel, ld, units, z)
+        mlp_sparse_row_d(inputs, values, count, panel, ld, units, z)
 
 
 cdef inline void _transpose_units(const floating* w, Py_ssize_t d, Py_ssize_t u0,
@@ -77,11 +77,11 @@ cdef inline void _transposed_update(const floating* panel, Py_ssize_t ld, Py_ssi
         mlp_transposed_update_d(panel, ld, d, units, alpha, beta, out)
 
 
-cdef inline void _by_input(const int32_t* idx, const floating* val, const Py_ssize_t* count,
+cdef inline void _by_input(const int32_t* inputs, const floating* values, const Py_ssize_t* count,
                            Py_ssize_t n, Py_ssize_t d, Py_ssize_t* start, int32_t* sample,
                            floating* value) noexcept nogil:
     """n rows' lists of non-zero inputs as one list per input (start, sample, value)."""
     if floating is float:
-        mlp_by_input_f(idx, val, count, n, d, start, sample, value)
+        mlp_by_input_f(inputs, values, count, n, d, start, sample, value)
     else:
-        mlp_by_input_d(idx, val, count, n, d, start, sample, value)
+        mlp_by_input_d(inputs, values, count, n, d, start, sample, value)

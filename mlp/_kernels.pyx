@@ -543,7 +543,8 @@ def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
     if run.sparse_input:
         _carve_sparse_input(&sizes[0], L, n_workers, floating is float, &run)
         if work.shape[0] < run.sparse_work_size:
-            work = np.empty(run.sparse_work_size, dtype=np.float32 if floating is float else np.float64)
+            work = np.empty(run.sparse_work_size,
+                            dtype=np.float32 if floating is float else np.float64)
         _point_sparse_input(&work[0], &run)
         with nogil:
             mlp_parallel_run(_forward_task, &run, n_workers, &run.barrier)

@@ -15,7 +15,10 @@ from libc.stdint cimport int32_t
 
 
 cdef extern from "_sparse.h" nogil:
+    void mlp_sparse_init()
     Py_ssize_t mlp_nonzeros_f(const float* x, Py_ssize_t d, int32_t* inputs, float* values)
+    Py_ssize_t mlp_nonzeros_scalar_f(const float* x, Py_ssize_t d, int32_t* inputs,
+                                     float* values)
     Py_ssize_t mlp_nonzeros_d(const double* x, Py_ssize_t d, int32_t* inputs, double* values)
     void mlp_sparse_row_f(const int32_t* inputs, const float* values, Py_ssize_t count,
                           const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z)
@@ -37,6 +40,9 @@ cdef extern from "_sparse.h" nogil:
                                  Py_ssize_t units, double alpha, double beta, double* out)
 
 
+# The compression's lane table, and whether this CPU runs its AVX2 loop.
+mlp_sparse_init()
+
 cdef inline Py_ssize_t _nonzeros(const floating* x, Py_ssize_t d, int32_t* inputs,
                                  floating* values) noexcept nogil:
     """x (d,) -> its non-zero entries' indices and values; returns their count."""
@@ -45,6 +51,25 @@ cdef inline Py_ssize_t _nonzeros(const floating* x, Py_ssize_t d, int32_t* input
     else:
         return mlp_nonzeros_d(x, d, inputs, values)
 
+
+
+def nonzeros(const floating[::1] x, bint portable=False):
+    """x (d,) -> (inputs int32 (count,), values (count,) of x's dtype): the
+    entries whose bits are not all zero, as the sparse-input paths list them;
+    portable=True takes the loop for CPUs without AVX2 (for the tests)."""
+    cdef Py_ssize_t d = x.shape[0], count
+    inputs = np.empty(d, dtype=np.int32)
+    values = np.empty(d, dtype=np.float32 if floating is float else np.float64)
+    cdef int32_t[::1] inputs_view = inputs
+    cdef floating[::1] values_view = values
+    if d == 0:
+        return inputs, values
+    with nogil:
+        if floating is float and portable:
+            count = mlp_nonzeros_scalar_f(&x[0], d, &inputs_view[0], &values_view[0])
+        else:
+            count = _nonzeros(&x[0], d, &inputs_view[0], &values_view[0])
+    return inputs[:count], values[:count]
 
 cdef inline void _sparse_row(const int32_t* inputs, const floating* values, Py_ssize_t count,
                              const floating* panel, Py_ssize_t ld, Py_ssize_t units,

@@ -409,6 +409,26 @@ def test_forward_on_both_sides_of_every_switch_over(workers, dtype):
         assert_close(out, acts[-1], err_msg=f"{n} rows", **COMPOSITE_TOL[dtype])
 
 
+@SETTINGS
+@given(d=st.integers(0, 70), zeros=st.floats(0, 1), dtype=dtypes, seed=st.integers(0, 2**32 - 1))
+def test_nonzeros_lists_the_entries_whose_bits_are_not_zero(d, zeros, dtype, seed):
+    """The AVX2 loop (float32, where the CPU has it) and the portable loop
+    both list x's entries whose bits are not all zero: -0.0, NaN and inf
+    kept, groups of 8 zeros or not, a tail after the last group of 8."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(d)
+    x[rng.random(d) < zeros] = 0.0
+    x[rng.random(d) < 0.1] = -0.0
+    x[rng.random(d) < 0.05] = rng.choice([np.nan, np.inf, -np.inf, 1e-40])
+    x = x.astype(dtype)
+    expected = np.flatnonzero(x.view(np.uint32 if dtype == np.float32 else np.uint64))
+    for portable in (False, True):
+        inputs, values = K.nonzeros(x, portable)
+        assert inputs.dtype == np.int32 and values.dtype == dtype
+        np.testing.assert_array_equal(inputs, expected)
+        np.testing.assert_array_equal(values.view(np.uint8), x[expected].view(np.uint8))
+
+
 @st.composite
 def sparse_inputs(draw):
     """A network of 2 or 3 layers whose first layer is wider than a block of

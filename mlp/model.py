@@ -238,9 +238,13 @@ class Model:
         same up to float rounding.
         """
         threads = call_threads(n_threads)
-        X = self._check_x(X)
+        return self._forward_checked(self._check_x(X), threads)
+
+    def _forward_checked(self, X, n_threads):
+        # X already checked (2-D, n_inputs columns, the model's dtype,
+        # C-contiguous, finite), n_threads a positive int.
         with self._lock, blas_threads(1):
-            return self._forward_locked(X, threads)
+            return self._forward_locked(X, n_threads)
 
     def _forward_locked(self, X, n_threads=1, sparse_input=None):
         # X is validated, the caller holds self._lock and has limited BLAS to

@@ -420,13 +420,15 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         """Validated X -> the network's outputs (n, n_outputs_), model dtype."""
-        threads = self.n_threads
-        if threads is None:
-            # Model.forward defaults to one thread (a call of milliseconds);
-            # predict on a data set gains from every core, and mlp's workers
-            # wake no BLAS pool. Small calls stay on one thread, as in training.
-            threads = train_workers(None, X.shape[0], self.model_.layer_sizes)
-        return self.model_.forward(X, n_threads=threads)
+        # n_threads=None: Model.forward defaults to one thread (a call of
+        # milliseconds); predict on a data set gains from every core, and
+        # mlp's workers wake no BLAS pool. Small calls stay on one thread, as
+        # in training.
+        threads = train_workers(self.n_threads, X.shape[0], self.model_.layer_sizes)
+        # validate_data (_check_X) has checked what Model.forward would check
+        # again: a second scan for NaN took 0.8 ms of a 20 ms predict on
+        # MNIST's test set.
+        return self.model_._forward_checked(X, threads)
 
     def _check_X(self, X):
         check_is_fitted(self)

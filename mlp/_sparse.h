@@ -38,15 +38,19 @@ typedef double mlp_vec4d __attribute__((vector_size(32), aligned(8)));
 #define MLP_SPARSE_BLOCK 8
 
 /* x (d,) -> the indices and values of its entries whose bits are not all
- * zero; returns their number. Keeping -0.0 (or NaN) is harmless, it only
+ * zero; returns their number, and sets *nonfinite to 1 if one of them is
+ * NaN or infinite (all exponent bits set): inference checks its input
+ * here, in the one pass it makes anyway, not in a separate scan. Keeping -0.0 (or NaN) is harmless, it only
  * adds a product the dense sum would have had too. Groups of 8 zero entries
  * are skipped whole: most of an image's border is. The portable loop; float
  * rows take mlp_nonzeros_avx2_f where the CPU has AVX2. */
-#define MLP_DEFINE_COMPRESS(NAME, T, BITS)                                      \
+#define MLP_DEFINE_COMPRESS(NAME, T, BITS, EXPONENT)                            \
 MLP_MULTIVERSION                                                                \
-static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values)      \
+static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values,      \
+                      int *nonfinite)                                           \
 {                                                                               \
     ptrdiff_t n = 0, j = 0;                                                     \
+    int bad = 0;                                                                \
     for (; j + 8 <= d; j += 8) {                                                \
         BITS group[8], any = 0;                                                 \
         memcpy(group, x + j, sizeof group);                                     \
@@ -58,6 +62,7 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values)      
             inputs[n] = (int32_t)(j + i);                                       \
             values[n] = x[j + i];                                               \
             n += group[i] != 0;                                                 \
+            bad |= (group[i] & EXPONENT) == EXPONENT;                           \
         }                                                                       \
     }                                                                           \
     for (; j < d; j++) {                                                        \
@@ -66,7 +71,9 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values)      
         inputs[n] = (int32_t)j;                                                 \
         values[n] = x[j];                                                       \
         n += bits != 0;                                                         \
+        bad |= (bits & EXPONENT) == EXPONENT;                                   \
     }                                                                           \
+    *nonfinite |= bad;                                                          \
     return n;                                                                   \
 }
 
@@ -251,8 +258,8 @@ static void NAME(const T *panel, ptrdiff_t ld, ptrdiff_t d, ptrdiff_t units,    
                               + alpha * panel[j * ld + u0];                     \
 }
 
-MLP_DEFINE_COMPRESS(mlp_nonzeros_scalar_f, float, uint32_t)
-MLP_DEFINE_COMPRESS(mlp_nonzeros_d, double, uint64_t)
+MLP_DEFINE_COMPRESS(mlp_nonzeros_scalar_f, float, uint32_t, UINT32_C(0x7f800000))
+MLP_DEFINE_COMPRESS(mlp_nonzeros_d, double, uint64_t, UINT64_C(0x7ff0000000000000))
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MLP_SPARSE_AVX2 1
@@ -272,10 +279,13 @@ static int mlp_has_avx2;
  * whose groups of 8 branch on being all zero and whose entries each wait
  * on the count. */
 __attribute__((target("avx2,popcnt")))
-static ptrdiff_t mlp_nonzeros_avx2_f(const float *x, ptrdiff_t d, int32_t *inputs, float *values)
+static ptrdiff_t mlp_nonzeros_avx2_f(const float *x, ptrdiff_t d, int32_t *inputs, float *values,
+                                    int *nonfinite)
 {
     __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i eight = _mm256_set1_epi32(8), zero = _mm256_setzero_si256();
+    const __m256i exponent = _mm256_set1_epi32(0x7f800000);
+    __m256i bad = zero;
     ptrdiff_t n = 0, j = 0;
     for (; j + 8 <= d; j += 8) {
         __m256i bits = _mm256_loadu_si256((const __m256i *)(x + j));
@@ -288,14 +298,19 @@ static ptrdiff_t mlp_nonzeros_avx2_f(const float *x, ptrdiff_t d, int32_t *input
         _mm256_storeu_si256((__m256i *)(values + n), _mm256_permutevar8x32_epi32(bits, lanes));
         n += __builtin_popcount(kept);
         index = _mm256_add_epi32(index, eight);
+        bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent));
     }
+    int tail_bad = 0;
     for (; j < d; j++) {
         uint32_t bits;
         memcpy(&bits, x + j, sizeof bits);
         inputs[n] = (int32_t)j;
         values[n] = x[j];
         n += bits != 0;
+        tail_bad |= (bits & 0x7f800000u) == 0x7f800000u;
     }
+    if (tail_bad || !_mm256_testz_si256(bad, bad))
+        *nonfinite = 1;
     return n;
 }
 #endif
@@ -319,13 +334,14 @@ static void mlp_sparse_init(void)
 }
 
 /* x (d,) float -> its non-zero entries (MLP_DEFINE_COMPRESS). */
-static ptrdiff_t mlp_nonzeros_f(const float *x, ptrdiff_t d, int32_t *inputs, float *values)
+static ptrdiff_t mlp_nonzeros_f(const float *x, ptrdiff_t d, int32_t *inputs, float *values,
+                                int *nonfinite)
 {
 #ifdef MLP_SPARSE_AVX2
     if (mlp_has_avx2)
-        return mlp_nonzeros_avx2_f(x, d, inputs, values);
+        return mlp_nonzeros_avx2_f(x, d, inputs, values, nonfinite);
 #endif
-    return mlp_nonzeros_scalar_f(x, d, inputs, values);
+    return mlp_nonzeros_scalar_f(x, d, inputs, values, nonfinite);
 }
 
 MLP_DEFINE_SPARSE_ROW(mlp_sparse_row_f, float, mlp_vec8f, 8)

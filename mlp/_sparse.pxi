@@ -16,10 +16,12 @@ from libc.stdint cimport int32_t
 
 cdef extern from "_sparse.h" nogil:
     void mlp_sparse_init()
-    Py_ssize_t mlp_nonzeros_f(const float* x, Py_ssize_t d, int32_t* inputs, float* values)
+    Py_ssize_t mlp_nonzeros_f(const float* x, Py_ssize_t d, int32_t* inputs, float* values,
+                              int* nonfinite)
     Py_ssize_t mlp_nonzeros_scalar_f(const float* x, Py_ssize_t d, int32_t* inputs,
-                                     float* values)
-    Py_ssize_t mlp_nonzeros_d(const double* x, Py_ssize_t d, int32_t* inputs, double* values)
+                                     float* values, int* nonfinite)
+    Py_ssize_t mlp_nonzeros_d(const double* x, Py_ssize_t d, int32_t* inputs, double* values,
+                              int* nonfinite)
     void mlp_sparse_row_f(const int32_t* inputs, const float* values, Py_ssize_t count,
                           const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z)
     void mlp_sparse_row_d(const int32_t* inputs, const double* values, Py_ssize_t count,
@@ -43,33 +45,16 @@ cdef extern from "_sparse.h" nogil:
 # The compression's lane table, and whether this CPU runs its AVX2 loop.
 mlp_sparse_init()
 
+
 cdef inline Py_ssize_t _nonzeros(const floating* x, Py_ssize_t d, int32_t* inputs,
-                                 floating* values) noexcept nogil:
-    """x (d,) -> its non-zero entries' indices and values; returns their count."""
+                                 floating* values, int* nonfinite) noexcept nogil:
+    """x (d,) -> its non-zero entries' indices and values; returns their
+    count, and sets nonfinite[0] to 1 if one is NaN or infinite."""
     if floating is float:
-        return mlp_nonzeros_f(x, d, inputs, values)
+        return mlp_nonzeros_f(x, d, inputs, values, nonfinite)
     else:
-        return mlp_nonzeros_d(x, d, inputs, values)
+        return mlp_nonzeros_d(x, d, inputs, values, nonfinite)
 
-
-
-def nonzeros(const floating[::1] x, bint portable=False):
-    """x (d,) -> (inputs int32 (count,), values (count,) of x's dtype): the
-    entries whose bits are not all zero, as the sparse-input paths list them;
-    portable=True takes the loop for CPUs without AVX2 (for the tests)."""
-    cdef Py_ssize_t d = x.shape[0], count
-    inputs = np.empty(d, dtype=np.int32)
-    values = np.empty(d, dtype=np.float32 if floating is float else np.float64)
-    cdef int32_t[::1] inputs_view = inputs
-    cdef floating[::1] values_view = values
-    if d == 0:
-        return inputs, values
-    with nogil:
-        if floating is float and portable:
-            count = mlp_nonzeros_scalar_f(&x[0], d, &inputs_view[0], &values_view[0])
-        else:
-            count = _nonzeros(&x[0], d, &inputs_view[0], &values_view[0])
-    return inputs[:count], values[:count]
 
 cdef inline void _sparse_row(const int32_t* inputs, const floating* values, Py_ssize_t count,
                              const floating* panel, Py_ssize_t ld, Py_ssize_t units,
@@ -79,6 +64,28 @@ cdef inline void _sparse_row(const int32_t* inputs, const floating* values, Py_s
         mlp_sparse_row_f(inputs, values, count, panel, ld, units, z)
     else:
         mlp_sparse_row_d(inputs, values, count, panel, ld, units, z)
+
+
+def nonzeros(const floating[::1] x, bint portable=False):
+    """x (d,) -> (inputs int32 (count,), values (count,) of x's dtype, finite):
+    the entries whose bits are not all zero, as the sparse-input paths list
+    them, and whether none is NaN or infinite; portable=True takes the loop
+    for CPUs without AVX2 (for the tests)."""
+    cdef Py_ssize_t d = x.shape[0], count
+    cdef int nonfinite = 0
+    inputs = np.empty(d, dtype=np.int32)
+    values = np.empty(d, dtype=np.float32 if floating is float else np.float64)
+    cdef int32_t[::1] inputs_view = inputs
+    cdef floating[::1] values_view = values
+    if d == 0:
+        return inputs, values, True
+    with nogil:
+        if floating is float and portable:
+            count = mlp_nonzeros_scalar_f(&x[0], d, &inputs_view[0], &values_view[0],
+                                          &nonfinite)
+        else:
+            count = _nonzeros(&x[0], d, &inputs_view[0], &values_view[0], &nonfinite)
+    return inputs[:count], values[:count], not nonfinite
 
 
 cdef inline void _transpose_units(const floating* w, Py_ssize_t d, Py_ssize_t u0,

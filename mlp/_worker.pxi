@@ -307,10 +307,11 @@ cdef void _list_nonzeros(_TrainRun* run, const floating* xb, int parity, Py_ssiz
                          Py_ssize_t r1) noexcept nogil:
     """Rows r0..r1 of the batch xb (n, inputs) as lists of non-zero inputs."""
     cdef Py_ssize_t d = run.sizes[0], i, row
+    cdef int nonfinite = 0  # the gather has checked the rows already
     for i in range(r0, r1):
         row = _step_rows(run, parity) + i
         run.nonzero_count[row] = _nonzeros(xb + i * d, d, run.nonzero_index + row * d,
-                                           <floating*>run.nonzero_value + row * d)
+                                           <floating*>run.nonzero_value + row * d, &nonfinite)
 
 
 cdef void _prefetch_next_batch(_TrainRun* run, const data_floating* x, Py_ssize_t start,

@@ -238,15 +238,21 @@ class Model:
         same up to float rounding.
         """
         threads = call_threads(n_threads)
-        return self._forward_checked(self._check_x(X), threads)
+        # The kernel looks for NaN and inf in the rows as it reads them.
+        checked = check_matrix(X, "X", n_columns=self.n_inputs, dtype=self.dtype, finite=False)
+        out = self._forward_checked(checked, threads)
+        if out is None:
+            self._check_x(X)  # raises, saying what is wrong
+        return out
 
     def _forward_checked(self, X, n_threads):
-        # X already checked (2-D, n_inputs columns, the model's dtype,
-        # C-contiguous, finite), n_threads a positive int.
+        # X checked but for NaN and inf (2-D, n_inputs columns, the model's
+        # dtype, C-contiguous), n_threads a positive int. None when X holds
+        # a NaN or an infinity.
         with self._lock, blas_threads(1):
-            return self._forward_locked(X, n_threads)
+            return self._forward_locked(X, n_threads, check_finite=True)
 
-    def _forward_locked(self, X, n_threads=1, sparse_input=None):
+    def _forward_locked(self, X, n_threads=1, sparse_input=None, check_finite=False):
         # X is validated, the caller holds self._lock and has limited BLAS to
         # one thread: n_threads of mlp's own workers share the rows (at least
         # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each
@@ -261,10 +267,12 @@ class Model:
         # and needs its own scratch then.
         sparse_work = _kernels.sparse_input_workspace_size(self._sizes, n_threads,
                                                            self.dtype == np.float32)
-        _kernels.forward(self._params, self._sizes, self._hidden_code, self._output_code,
-                         X, out, self._workspace(chunk, row_workers, sparse_work), chunk,
-                         n_threads, sparse_input=sparse_input)
-        return out
+        finite = _kernels.forward(self._params, self._sizes, self._hidden_code,
+                                  self._output_code, X, out,
+                                  self._workspace(chunk, row_workers, sparse_work), chunk,
+                                  n_threads, sparse_input=sparse_input,
+                                  check_finite=check_finite)
+        return out if finite else None
 
     def predict(self, X, *, n_threads=None):
         """Predicted class per row of X: int64 ndarray (n,)."""

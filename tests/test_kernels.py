@@ -414,7 +414,8 @@ def test_forward_on_both_sides_of_every_switch_over(workers, dtype):
 def test_nonzeros_lists_the_entries_whose_bits_are_not_zero(d, zeros, dtype, seed):
     """The AVX2 loop (float32, where the CPU has it) and the portable loop
     both list x's entries whose bits are not all zero: -0.0, NaN and inf
-    kept, groups of 8 zeros or not, a tail after the last group of 8."""
+    kept, groups of 8 zeros or not, a tail after the last group of 8; and
+    both say whether one is NaN or infinite."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(d)
     x[rng.random(d) < zeros] = 0.0
@@ -423,7 +424,8 @@ def test_nonzeros_lists_the_entries_whose_bits_are_not_zero(d, zeros, dtype, see
     x = x.astype(dtype)
     expected = np.flatnonzero(x.view(np.uint32 if dtype == np.float32 else np.uint64))
     for portable in (False, True):
-        inputs, values = K.nonzeros(x, portable)
+        inputs, values, finite = K.nonzeros(x, portable)
+        assert finite == bool(np.isfinite(x).all())
         assert inputs.dtype == np.int32 and values.dtype == dtype
         np.testing.assert_array_equal(inputs, expected)
         np.testing.assert_array_equal(values.view(np.uint8), x[expected].view(np.uint8))
@@ -522,6 +524,35 @@ def test_forward_sparse_input_allocates_when_the_workspace_is_short():
     assert_guard_intact(full, work.size)
     K.forward(flat, sizes, ACT["tanh"], ACT["sigmoid"], x, out_dense, work, 10, 2, False)
     np.testing.assert_allclose(out_sparse, out_dense, rtol=1e-5, atol=1e-6)
+
+
+@SETTINGS
+@given(n=st.integers(1, 300), workers=st.integers(1, 3), chunk=st.integers(1, 300),
+       path=st.sampled_from([None, True, False]), bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+       dtype=dtypes, seed=st.integers(0, 2**32 - 1))
+def test_forward_check_finite_finds_a_nan_or_inf_in_any_row(n, workers, chunk, path, bad, dtype,
+                                                            seed):
+    """check_finite: forward says False when any row, read by any worker on
+    any path (the sparse-input path, rows in chunks, units split), holds a
+    NaN or an infinity, and True for the same rows without it."""
+    rng = np.random.default_rng(seed)
+    sizes = np.asarray([37, 20, 4], np.intp)
+    flat = rng.standard_normal(20 * 38 + 4 * 21).astype(dtype)
+    x = rng.standard_normal((n, 37)).astype(dtype)
+    x[rng.random(x.shape) < 0.85] = 0
+    chunk = max(chunk, n) if workers > 1 and n < 64 * workers else chunk
+    need = max(workers * K.workspace_size(sizes, chunk),
+               K.sparse_input_workspace_size(sizes, workers, dtype == np.float32))
+    out = np.empty((n, 4), dtype)
+    work = np.empty(need, dtype)
+    assert K.forward(flat, sizes, ACT["relu"], ACT["softmax"], x, out, work, chunk, workers,
+                     path, True)
+    x[rng.integers(n), rng.integers(37)] = bad
+    assert not K.forward(flat, sizes, ACT["relu"], ACT["softmax"], x, out, work, chunk, workers,
+                         path, True)
+    # Not asked to look: the call says nothing.
+    assert K.forward(flat, sizes, ACT["relu"], ACT["softmax"], x, out, work, chunk, workers,
+                     path, False)
 
 
 # ---------------------------------------------------------------------------

@@ -877,6 +877,26 @@ def test_bad_X_to_every_method(method, label, X, exc):
     np.testing.assert_array_equal(model._params, before)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.parametrize("bad,message", [(np.nan, "NaN or infinity"), (np.inf, "NaN or infinity"),
+                                         (1e300, "too large for float32")])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("zeros", [0.0, 0.9])
+def test_forward_finds_a_bad_value_in_the_last_of_many_rows(bad, message, n_threads, zeros):
+    """Many rows, mostly zeros or not (the kernel's sparse-input and dense
+    paths look for NaN and inf themselves), the bad value in the last row:
+    forward and predict still raise, naming X."""
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 50))
+    X[rng.random(X.shape) < zeros] = 0
+    model = mlp.Model([50, 20, 3], dtype=np.float32, seed=0)
+    model.forward(X, n_threads=n_threads)
+    X[-1, -1] = bad
+    for method in (model.forward, model.predict, model.predict_proba):
+        with pytest.raises(ValueError, match=f"X .*{message}"):
+            method(X, n_threads=n_threads)
+
+
 BAD_Y = [
     ("1-D", np.zeros(2), ValueError),
     ("wrong columns", np.zeros((2, 3)), ValueError),

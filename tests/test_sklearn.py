@@ -426,10 +426,16 @@ def test_bad_input_raises_what_sklearn_raises():
         clf.predict(X[:, :3])
     bad = X.copy()
     bad[3, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="Input X contains NaN"):
         clf.predict(bad)
     with pytest.raises(ValueError, match="NaN"):
         MLPClassifier().fit(bad, y)
+    bad[3, 1] = -np.inf
+    for method in (clf.predict, clf.predict_proba, clf.predict_log_proba):
+        with pytest.raises(ValueError, match="Input X contains infinity"):
+            method(bad)
+    with pytest.raises(ValueError, match="Input X contains infinity"):
+        clf.score(bad, y)
     with pytest.raises(ValueError, match="Unknown label type"):
         MLPClassifier().fit(X, X[:, 0])
     with pytest.raises(TypeError, match="dense data is required"):

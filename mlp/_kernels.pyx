@@ -297,8 +297,8 @@ cdef struct _ForwardRun:
     Py_ssize_t panel_ld
     Py_ssize_t panel_size     # elements from one worker's panel to the next's
     void* first_layer         # per worker: a block's first-layer outputs, (block, sizes[1])
-    int32_t* nonzero_index    # per worker: one row's non-zero inputs, (inputs,)
-    void* nonzero_value       # per worker: their values, (inputs,)
+    int32_t* nonzero_index    # per worker: a block's non-zero inputs, row after row,
+    void* nonzero_value       # and their values, (block * inputs,) at most
     void* upper_acts          # per worker: activations of layers 2..L for its rows
     Py_ssize_t upper_acts_per_worker
     # where those are in the workspace (_carve_sparse_input), in elements
@@ -364,8 +364,8 @@ cdef void _carve_sparse_input(const Py_ssize_t* sizes, int n_layers, int n_worke
                               bint is_float, _ForwardRun* run) noexcept nogil:
     """The sparse path's scratch, in elements of the model's dtype: a panel
     per worker (and a cache line to align them), then per worker a block's
-    first-layer outputs, one row's non-zero values, a block's activations
-    above the first layer and one row's non-zero indices (int32)."""
+    first-layer outputs, a block's non-zero values, a block's activations
+    above the first layer and a block's non-zero indices (int32)."""
     cdef Py_ssize_t d = sizes[0], element = 4 if is_float else 8, upper_width = 0
     cdef Py_ssize_t line = 64 // element
     cdef int l
@@ -378,9 +378,10 @@ cdef void _carve_sparse_input(const Py_ssize_t* sizes, int n_layers, int n_worke
     run.upper_acts_per_worker = SPARSE_INPUT_BLOCK_ROWS * upper_width
     run.first_layer_at = line + n_workers * run.panel_size
     run.nonzero_value_at = run.first_layer_at + n_workers * SPARSE_INPUT_BLOCK_ROWS * sizes[1]
-    run.upper_acts_at = run.nonzero_value_at + n_workers * d
+    run.upper_acts_at = run.nonzero_value_at + n_workers * SPARSE_INPUT_BLOCK_ROWS * d
     run.nonzero_index_at = run.upper_acts_at + n_workers * run.upper_acts_per_worker
-    run.sparse_work_size = run.nonzero_index_at + (n_workers * d * 4 + element - 1) // element
+    run.sparse_work_size = run.nonzero_index_at + (
+        n_workers * SPARSE_INPUT_BLOCK_ROWS * d * 4 + element - 1) // element
 
 
 cdef void _point_sparse_input(floating* work, _ForwardRun* run) noexcept nogil:
@@ -405,8 +406,9 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     """Inference on inputs that are mostly zeros, the first layer through
     _sparse.h. Each worker takes its share of the rows: it transposes the
     first layer's weights into its own panel, then, SPARSE_INPUT_BLOCK_ROWS
-    rows at a time, computes the first layer from each row's non-zero inputs
-    and the other layers as _forward_worker does.
+    rows at a time, lists each row's non-zero inputs, computes the first
+    layer from them (_sparse_block) and the other layers as _forward_worker
+    does.
 
     A panel each, rather than one shared panel of which each worker writes
     its share of the units: twice the transposing, but no barrier, and no
@@ -416,10 +418,13 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     116 us."""
     cdef int L = run.n_layers
     cdef Py_ssize_t d = run.sizes[0], hidden = run.sizes[1], k = run.sizes[L]
-    cdef Py_ssize_t ld = run.panel_ld, start, stop, rows, i, n_nonzero
+    cdef Py_ssize_t ld = run.panel_ld, start, stop, rows, i
+    cdef Py_ssize_t row_starts[SPARSE_INPUT_BLOCK_ROWS + 1]
+    cdef Py_ssize_t cursor[SPARSE_INPUT_BLOCK_ROWS]
     cdef floating* panel = <floating*>run.panels + tid * run.panel_size
-    cdef int32_t* nonzero_inputs = run.nonzero_index + tid * d
-    cdef floating* nonzero_values = <floating*>run.nonzero_value + tid * d
+    cdef int32_t* nonzero_inputs = run.nonzero_index + tid * SPARSE_INPUT_BLOCK_ROWS * d
+    cdef floating* nonzero_values = (<floating*>run.nonzero_value
+                                     + tid * SPARSE_INPUT_BLOCK_ROWS * d)
     cdef floating* first = <floating*>run.first_layer + tid * SPARSE_INPUT_BLOCK_ROWS * hidden
     cdef floating* upper = <floating*>run.upper_acts + tid * run.upper_acts_per_worker
     cdef floating* acts[MAX_LAYERS + 1]
@@ -431,11 +436,13 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     _transpose_units(params, d, 0, hidden, panel, ld)
     while start < stop:
         rows = min(<Py_ssize_t>SPARSE_INPUT_BLOCK_ROWS, stop - start)
+        row_starts[0] = 0
         for i in range(rows):
-            n_nonzero = _nonzeros(x + (start + i) * d, d, nonzero_inputs, nonzero_values,
-                                  &nonfinite)
-            _sparse_row(nonzero_inputs, nonzero_values, n_nonzero, panel, ld, hidden,
-                        first + i * hidden)
+            row_starts[i + 1] = row_starts[i] + _nonzeros(
+                x + (start + i) * d, d, nonzero_inputs + row_starts[i],
+                nonzero_values + row_starts[i], &nonfinite)
+        _sparse_block(nonzero_inputs, nonzero_values, row_starts, rows, d, panel, ld, hidden,
+                      first, cursor)
         _bias_activation(first, params + hidden * d, rows, hidden, run.hidden_act, False)
         feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(upper, run.sizes + 1, L - 1, rows, first, acts)

@@ -77,12 +77,13 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values,      
     return n;                                                                   \
 }
 
-/* NV accumulators of one vector each, over every non-zero input. */
+/* NV accumulators of one vector each, over every non-zero input, starting
+ * from dst (add) or from zero. */
 #define MLP_SPARSE_ACCUMULATE(VEC, NV)                                          \
     {                                                                           \
         VEC acc[NV];                                                            \
         for (int v = 0; v < NV; v++)                                            \
-            acc[v] = (VEC){0};                                                  \
+            acc[v] = add ? dst[v] : (VEC){0};                                   \
         for (ptrdiff_t e = 0; e < count; e++) {                                 \
             const VEC *w = (const VEC *)(panel + (ptrdiff_t)inputs[e] * ld + u0);  \
             for (int v = 0; v < NV; v++)                                        \
@@ -92,18 +93,21 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values,      
             dst[v] = acc[v];                                                    \
     }
 
-/* z[u] = sum_e values[e] * panel[inputs[e] * ld + u] for u < units; ld is a
- * multiple of LANES and the panel's columns from units to ld are zeros. */
+/* z[u] = sum_e values[e] * panel[inputs[e] * ld + u] for u < units, or z[u]
+ * plus that sum (add); ld is a multiple of LANES and the panel's columns
+ * from units to ld are zeros. */
 #define MLP_DEFINE_SPARSE_ROW(NAME, T, VEC, LANES)                              \
 MLP_MULTIVERSION                                                                \
 static void NAME(const int32_t *inputs, const T *values, ptrdiff_t count,       \
-                 const T *panel, ptrdiff_t ld, ptrdiff_t units, T *z)           \
+                 const T *panel, ptrdiff_t ld, ptrdiff_t units, T *z, int add)  \
 {                                                                               \
     const ptrdiff_t step = MLP_SPARSE_BLOCK * LANES;                            \
     VEC tail[MLP_SPARSE_BLOCK];                                                 \
     for (ptrdiff_t u0 = 0; u0 < units; u0 += step) {                            \
         ptrdiff_t left = units - u0;                                            \
         VEC *dst = left >= step ? (VEC *)(z + u0) : tail;                       \
+        if (left < step && add)                                                 \
+            memcpy(tail, z + u0, left * sizeof(T));                             \
         switch (left >= step ? MLP_SPARSE_BLOCK : (int)((left + LANES - 1) / LANES)) {  \
         case 8: MLP_SPARSE_ACCUMULATE(VEC, 8) break;                            \
         case 7: MLP_SPARSE_ACCUMULATE(VEC, 7) break;                            \
@@ -116,6 +120,40 @@ static void NAME(const int32_t *inputs, const T *values, ptrdiff_t count,       
         }                                                                       \
         if (left < step)                                                        \
             memcpy(z + u0, tail, left * sizeof(T));                             \
+    }                                                                           \
+}
+
+/* Inputs per pass of MLP_DEFINE_SPARSE_BLOCK: 48 (58 KB of the panel at
+ * 300 units) measured fastest, against 16, 32, 64 and 112. */
+#define MLP_SPARSE_CHUNK 48
+
+/* The rows of a block at once, z (rows, units) = the pre-activations of
+ * row r from its non-zero entries, inputs[start[r] .. start[r + 1]) in
+ * increasing order (and their values). One row at a time, its sums read
+ * rows spread over the whole panel (950 KB for 784 x 300, close to the size
+ * of an L2); here every row takes its inputs in the first MLP_SPARSE_CHUNK,
+ * then every row those in the next, and so on, so that the part of the
+ * panel being read stays in cache, while each row's sums go back to z
+ * between chunks. Same sums, in the same order, as SPARSE_ROW; MNIST's test
+ * images at 300 units on one core of an AMD EPYC (Zen 4), 128 rows a
+ * block: 2.10 us a row against 2.46 us. cursor: rows entries of scratch. */
+#define MLP_DEFINE_SPARSE_BLOCK(NAME, T, ROW)                                   \
+static void NAME(const int32_t *inputs, const T *values, const ptrdiff_t *start,  \
+                 ptrdiff_t rows, ptrdiff_t d, const T *panel, ptrdiff_t ld,     \
+                 ptrdiff_t units, T *z, ptrdiff_t *cursor)                      \
+{                                                                               \
+    memset(z, 0, rows * units * sizeof(T));                                     \
+    memcpy(cursor, start, rows * sizeof *cursor);                               \
+    for (ptrdiff_t j0 = 0; j0 < d; j0 += MLP_SPARSE_CHUNK) {                    \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                  \
+            ptrdiff_t first = cursor[r], last = first;                          \
+            while (last < start[r + 1] && inputs[last] < j0 + MLP_SPARSE_CHUNK)  \
+                last++;                                                         \
+            cursor[r] = last;                                                   \
+            if (last > first)                                                   \
+                ROW(inputs + first, values + first, last - first, panel, ld,    \
+                    units, z + r * units, 1);                                   \
+        }                                                                       \
     }                                                                           \
 }
 
@@ -346,6 +384,8 @@ static ptrdiff_t mlp_nonzeros_f(const float *x, ptrdiff_t d, int32_t *inputs, fl
 
 MLP_DEFINE_SPARSE_ROW(mlp_sparse_row_f, float, mlp_vec8f, 8)
 MLP_DEFINE_SPARSE_ROW(mlp_sparse_row_d, double, mlp_vec4d, 4)
+MLP_DEFINE_SPARSE_BLOCK(mlp_sparse_block_f, float, mlp_sparse_row_f)
+MLP_DEFINE_SPARSE_BLOCK(mlp_sparse_block_d, double, mlp_sparse_row_d)
 MLP_DEFINE_TRANSPOSE(mlp_transpose_units_f, float, mlp_transpose8x8_f)
 MLP_DEFINE_TRANSPOSE(mlp_transpose_units_d, double, mlp_transpose8x8_d)
 MLP_DEFINE_BY_INPUT(mlp_by_input_f, float)

@@ -23,9 +23,18 @@ cdef extern from "_sparse.h" nogil:
     Py_ssize_t mlp_nonzeros_d(const double* x, Py_ssize_t d, int32_t* inputs, double* values,
                               int* nonfinite)
     void mlp_sparse_row_f(const int32_t* inputs, const float* values, Py_ssize_t count,
-                          const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z)
+                          const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z,
+                          int add)
     void mlp_sparse_row_d(const int32_t* inputs, const double* values, Py_ssize_t count,
-                          const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z)
+                          const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z,
+                          int add)
+    void mlp_sparse_block_f(const int32_t* inputs, const float* values, const Py_ssize_t* start,
+                            Py_ssize_t rows, Py_ssize_t d, const float* panel, Py_ssize_t ld,
+                            Py_ssize_t units, float* z, Py_ssize_t* cursor)
+    void mlp_sparse_block_d(const int32_t* inputs, const double* values,
+                            const Py_ssize_t* start, Py_ssize_t rows, Py_ssize_t d,
+                            const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z,
+                            Py_ssize_t* cursor)
     void mlp_transpose_units_f(const float* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
                                float* panel, Py_ssize_t ld, Py_ssize_t pad)
     void mlp_transpose_units_d(const double* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
@@ -61,9 +70,21 @@ cdef inline void _sparse_row(const int32_t* inputs, const floating* values, Py_s
                              floating* z) noexcept nogil:
     """z[:units] = the row's pre-activations, sum of values[e] * panel[inputs[e], :units]."""
     if floating is float:
-        mlp_sparse_row_f(inputs, values, count, panel, ld, units, z)
+        mlp_sparse_row_f(inputs, values, count, panel, ld, units, z, 0)
     else:
-        mlp_sparse_row_d(inputs, values, count, panel, ld, units, z)
+        mlp_sparse_row_d(inputs, values, count, panel, ld, units, z, 0)
+
+
+cdef inline void _sparse_block(const int32_t* inputs, const floating* values,
+                               const Py_ssize_t* start, Py_ssize_t rows, Py_ssize_t d,
+                               const floating* panel, Py_ssize_t ld, Py_ssize_t units,
+                               floating* z, Py_ssize_t* cursor) noexcept nogil:
+    """z (rows, units) = the pre-activations of a block of rows, row r's
+    non-zero inputs at inputs[start[r]:start[r + 1]] (_sparse.h)."""
+    if floating is float:
+        mlp_sparse_block_f(inputs, values, start, rows, d, panel, ld, units, z, cursor)
+    else:
+        mlp_sparse_block_d(inputs, values, start, rows, d, panel, ld, units, z, cursor)
 
 
 def nonzeros(const floating[::1] x, bint portable=False):

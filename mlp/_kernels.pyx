@@ -297,8 +297,8 @@ cdef struct _ForwardRun:
     Py_ssize_t panel_ld
     Py_ssize_t panel_size     # elements from one worker's panel to the next's
     void* first_layer         # per worker: a block's first-layer outputs, (block, sizes[1])
-    int32_t* nonzero_index    # per worker: a block's non-zero inputs, row after row,
-    void* nonzero_value       # and their values, (block * inputs,) at most
+    int32_t* nonzero_index    # per worker: a block's non-zero inputs, row i's at
+    void* nonzero_value       # i * inputs, and their values, (block * inputs,)
     void* upper_acts          # per worker: activations of layers 2..L for its rows
     Py_ssize_t upper_acts_per_worker
     # where those are in the workspace (_carve_sparse_input), in elements
@@ -353,9 +353,6 @@ cdef void _forward_units_split(floating* params, const floating* x, floating* ou
 DEF _SPARSE_INPUT_MIN_ZEROS = 0.75
 SPARSE_INPUT_MIN_ZEROS = _SPARSE_INPUT_MIN_ZEROS
 SPARSE_INPUT_MIN_ROWS = 24
-# Rows per block of the sparse path (a worker's first-layer outputs, then
-# the dense layers above).
-DEF SPARSE_INPUT_BLOCK_ROWS = 128
 # The first rows of a call that decide whether it takes the sparse path.
 DEF SPARSE_INPUT_SAMPLE_ROWS = 32
 
@@ -419,7 +416,7 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     cdef int L = run.n_layers
     cdef Py_ssize_t d = run.sizes[0], hidden = run.sizes[1], k = run.sizes[L]
     cdef Py_ssize_t ld = run.panel_ld, start, stop, rows, i
-    cdef Py_ssize_t row_starts[SPARSE_INPUT_BLOCK_ROWS + 1]
+    cdef Py_ssize_t counts[SPARSE_INPUT_BLOCK_ROWS]
     cdef Py_ssize_t cursor[SPARSE_INPUT_BLOCK_ROWS]
     cdef floating* panel = <floating*>run.panels + tid * run.panel_size
     cdef int32_t* nonzero_inputs = run.nonzero_index + tid * SPARSE_INPUT_BLOCK_ROWS * d
@@ -436,13 +433,11 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     _transpose_units(params, d, 0, hidden, panel, ld)
     while start < stop:
         rows = min(<Py_ssize_t>SPARSE_INPUT_BLOCK_ROWS, stop - start)
-        row_starts[0] = 0
         for i in range(rows):
-            row_starts[i + 1] = row_starts[i] + _nonzeros(
-                x + (start + i) * d, d, nonzero_inputs + row_starts[i],
-                nonzero_values + row_starts[i], &nonfinite)
-        _sparse_block(nonzero_inputs, nonzero_values, row_starts, rows, d, panel, ld, hidden,
-                      first, cursor)
+            counts[i] = _nonzeros(x + (start + i) * d, d, nonzero_inputs + i * d,
+                                  nonzero_values + i * d, &nonfinite)
+        _sparse_block(nonzero_inputs, nonzero_values, d, counts, rows, d, panel, ld, hidden,
+                      first, hidden, cursor)
         _bias_activation(first, params + hidden * d, rows, hidden, run.hidden_act, False)
         feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(upper, run.sizes + 1, L - 1, rows, first, acts)

@@ -127,32 +127,37 @@ static void NAME(const int32_t *inputs, const T *values, ptrdiff_t count,       
  * 300 units) measured fastest, against 16, 32, 64 and 112. */
 #define MLP_SPARSE_CHUNK 48
 
-/* The rows of a block at once, z (rows, units) = the pre-activations of
- * row r from its non-zero entries, inputs[start[r] .. start[r + 1]) in
- * increasing order (and their values). One row at a time, its sums read
- * rows spread over the whole panel (950 KB for 784 x 300, close to the size
- * of an L2); here every row takes its inputs in the first MLP_SPARSE_CHUNK,
- * then every row those in the next, and so on, so that the part of the
- * panel being read stays in cache, while each row's sums go back to z
- * between chunks. Same sums, in the same order, as SPARSE_ROW; MNIST's test
- * images at 300 units on one core of an AMD EPYC (Zen 4), 128 rows a
- * block: 2.10 us a row against 2.46 us. cursor: rows entries of scratch. */
+/* The rows of a block at once: z[r * zld + u] for u < units = the
+ * pre-activations of row r from its non-zero entries, count[r] of them at
+ * inputs + r * stride (and values + r * stride), in increasing input order.
+ * One row at a time, each row's sums read rows spread over the whole panel
+ * (950 KB for 784 x 300, about the size of an L2); here every row takes its
+ * inputs among the first MLP_SPARSE_CHUNK, then every row those among the
+ * next, and so on, so that the part of the panel being read stays in
+ * cache, while each row's sums go back to z between chunks. Same sums, in
+ * the same order, as SPARSE_ROW; MNIST's test images at 300 units on one
+ * core of an AMD EPYC (Zen 4), 128 rows a block: 2.10 us a row against
+ * 2.46 us. cursor: rows entries of scratch. */
 #define MLP_DEFINE_SPARSE_BLOCK(NAME, T, ROW)                                   \
-static void NAME(const int32_t *inputs, const T *values, const ptrdiff_t *start,  \
-                 ptrdiff_t rows, ptrdiff_t d, const T *panel, ptrdiff_t ld,     \
-                 ptrdiff_t units, T *z, ptrdiff_t *cursor)                      \
+static void NAME(const int32_t *inputs, const T *values, ptrdiff_t stride,      \
+                 const ptrdiff_t *count, ptrdiff_t rows, ptrdiff_t d,           \
+                 const T *panel, ptrdiff_t ld, ptrdiff_t units, T *z,           \
+                 ptrdiff_t zld, ptrdiff_t *cursor)                              \
 {                                                                               \
-    memset(z, 0, rows * units * sizeof(T));                                     \
-    memcpy(cursor, start, rows * sizeof *cursor);                               \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                      \
+        memset(z + r * zld, 0, units * sizeof(T));                              \
+        cursor[r] = 0;                                                          \
+    }                                                                           \
     for (ptrdiff_t j0 = 0; j0 < d; j0 += MLP_SPARSE_CHUNK) {                    \
         for (ptrdiff_t r = 0; r < rows; r++) {                                  \
+            const int32_t *row_inputs = inputs + r * stride;                    \
             ptrdiff_t first = cursor[r], last = first;                          \
-            while (last < start[r + 1] && inputs[last] < j0 + MLP_SPARSE_CHUNK)  \
+            while (last < count[r] && row_inputs[last] < j0 + MLP_SPARSE_CHUNK)  \
                 last++;                                                         \
             cursor[r] = last;                                                   \
             if (last > first)                                                   \
-                ROW(inputs + first, values + first, last - first, panel, ld,    \
-                    units, z + r * units, 1);                                   \
+                ROW(row_inputs + first, values + r * stride + first, last - first,  \
+                    panel, ld, units, z + r * zld, 1);                          \
         }                                                                       \
     }                                                                           \
 }

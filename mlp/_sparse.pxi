@@ -13,6 +13,11 @@
 
 from libc.stdint cimport int32_t
 
+# Rows per block of the sparse paths: inference's blocks (a worker's
+# first-layer outputs, then the dense layers above) and the rows that go
+# through the first layer together (_sparse_block).
+DEF SPARSE_INPUT_BLOCK_ROWS = 128
+
 
 cdef extern from "_sparse.h" nogil:
     void mlp_sparse_init()
@@ -28,13 +33,14 @@ cdef extern from "_sparse.h" nogil:
     void mlp_sparse_row_d(const int32_t* inputs, const double* values, Py_ssize_t count,
                           const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z,
                           int add)
-    void mlp_sparse_block_f(const int32_t* inputs, const float* values, const Py_ssize_t* start,
-                            Py_ssize_t rows, Py_ssize_t d, const float* panel, Py_ssize_t ld,
-                            Py_ssize_t units, float* z, Py_ssize_t* cursor)
-    void mlp_sparse_block_d(const int32_t* inputs, const double* values,
-                            const Py_ssize_t* start, Py_ssize_t rows, Py_ssize_t d,
+    void mlp_sparse_block_f(const int32_t* inputs, const float* values, Py_ssize_t stride,
+                            const Py_ssize_t* count, Py_ssize_t rows, Py_ssize_t d,
+                            const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z,
+                            Py_ssize_t zld, Py_ssize_t* cursor)
+    void mlp_sparse_block_d(const int32_t* inputs, const double* values, Py_ssize_t stride,
+                            const Py_ssize_t* count, Py_ssize_t rows, Py_ssize_t d,
                             const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z,
-                            Py_ssize_t* cursor)
+                            Py_ssize_t zld, Py_ssize_t* cursor)
     void mlp_transpose_units_f(const float* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
                                float* panel, Py_ssize_t ld, Py_ssize_t pad)
     void mlp_transpose_units_d(const double* w, Py_ssize_t d, Py_ssize_t u0, Py_ssize_t u1,
@@ -76,15 +82,18 @@ cdef inline void _sparse_row(const int32_t* inputs, const floating* values, Py_s
 
 
 cdef inline void _sparse_block(const int32_t* inputs, const floating* values,
-                               const Py_ssize_t* start, Py_ssize_t rows, Py_ssize_t d,
-                               const floating* panel, Py_ssize_t ld, Py_ssize_t units,
-                               floating* z, Py_ssize_t* cursor) noexcept nogil:
-    """z (rows, units) = the pre-activations of a block of rows, row r's
-    non-zero inputs at inputs[start[r]:start[r + 1]] (_sparse.h)."""
+                               Py_ssize_t stride, const Py_ssize_t* count, Py_ssize_t rows,
+                               Py_ssize_t d, const floating* panel, Py_ssize_t ld,
+                               Py_ssize_t units, floating* z, Py_ssize_t zld,
+                               Py_ssize_t* cursor) noexcept nogil:
+    """z[r, :units] (row stride zld) = the pre-activations of a block of
+    rows, row r's count[r] non-zero inputs at inputs + r * stride (_sparse.h)."""
     if floating is float:
-        mlp_sparse_block_f(inputs, values, start, rows, d, panel, ld, units, z, cursor)
+        mlp_sparse_block_f(inputs, values, stride, count, rows, d, panel, ld, units, z, zld,
+                           cursor)
     else:
-        mlp_sparse_block_d(inputs, values, start, rows, d, panel, ld, units, z, cursor)
+        mlp_sparse_block_d(inputs, values, stride, count, rows, d, panel, ld, units, z, zld,
+                           cursor)
 
 
 def nonzeros(const floating[::1] x, bint portable=False):

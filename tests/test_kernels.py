@@ -701,7 +701,8 @@ def _sgd_steps_by_hand(run, feature_major=False, states=None):
         if states is not None:
             states.append(params.copy())
         losses.append(kernel_sgd_step(params, sizes_arr, run["hidden"], run["out"],
-                                 LOSS[run["loss"]], xb, yb, run["lr"], 0.0, work, feature_major))
+                                      LOSS[run["loss"]], xb, yb, run["lr"], 0.0, work,
+                                      feature_major, sparse_input=False))
     if states is not None:
         states.append(params.copy())
     return params, losses
@@ -725,8 +726,12 @@ def test_train_steps_equals_sgd_steps_over_order(run, feature_major, workers):
     batch_losses = np.full(n_steps + 3, SENTINEL)
     params = run["flat"].copy()
     with strict_fp():
+        # The dense kernels, as step by step below: mostly-zero x would
+        # otherwise take the sparse-input path, which rounds differently
+        # (tested against the reference on its own).
         kernel_train_steps(params, sizes_arr, run["hidden"], run["out"], LOSS[run["loss"]], run["x"],
-                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses, feature_major, workers)
+                      run["labels"], order, bs, run["lr"], 0.0, work, batch_losses, feature_major, workers,
+                      sparse_input=False)
     assert_guard_intact(full, need)
     assert np.all(batch_losses[n_steps:] == SENTINEL), "wrote more batch losses than steps"
     states = []

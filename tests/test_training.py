@@ -506,21 +506,27 @@ def test_train_refuses_a_non_finite_row_and_leaves_the_model_alone(dtype, bad):
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("column", [1, 20, 39])
-@pytest.mark.parametrize("feature_major", [False, True])
-def test_train_kernel_reports_the_bad_row_before_stepping(feature_major, column, workers):
-    """Workers check the rows they gather; whichever holds the bad
-    one, all of them stop before the step."""
+@pytest.mark.parametrize("feature_major,sparse_input", [(False, False), (True, False),
+                                                         (False, True)])
+def test_train_kernel_reports_the_bad_row_before_stepping(feature_major, sparse_input, column,
+                                                          workers):
+    """Workers check the rows they gather (or, on the sparse-input path,
+    list straight from X); whichever holds the bad one, all of them stop
+    before the step."""
     model = mlp.Model([40, 8, 2], seed=0)
     X = np.ones((4, 40), dtype=np.float32)
+    if sparse_input:
+        X[:, ::3] = 0
     X[2, column] = np.nan
     work = np.empty(training_module._kernels.workspace_size(model._sizes, 2), dtype=np.float32)
     order = np.array([0, 1, 3, 2], dtype=np.int64)
     expected = model._params.copy()
     kernel_train_steps(expected, model._sizes, 0, 0, 0, X, np.zeros(4, dtype=np.int64),
-                       order[:2], 2, 0.5, 0.0, work, np.empty(1), feature_major, 1)
+                       order[:2], 2, 0.5, 0.0, work, np.empty(1), feature_major, 1,
+                       sparse_input=sparse_input)
     status = kernel_train_steps(model._params, model._sizes, 0, 0, 0, X,
                                 np.zeros(4, dtype=np.int64), order, 2, 0.5, 0.0, work,
-                                np.empty(2), feature_major, workers)
+                                np.empty(2), feature_major, workers, sparse_input=sparse_input)
     assert status == -1 - 2
     # The first, clean batch was applied, and nothing after it.
     np.testing.assert_allclose(model._params, expected, rtol=1e-6, atol=1e-7)

@@ -1,7 +1,7 @@
 /* The first layer on inputs that are mostly zeros (images: MNIST's digits
  * are 81% zero pixels), for inference (_forward_sparse_input in
- * mlp/_kernels.pyx) and for training's units split (mlp/_worker.pxi);
- * mlp/_sparse.pxi wraps these loops for Cython.
+ * mlp/_kernels.pyx) and for training (mlp/_worker.pxi); mlp/_sparse.pxi
+ * wraps these loops for Cython.
  *
  * A dense GEMM spends as long on a zero pixel as on any other. Here each
  * input row is first compressed to its non-zero entries (index, value), and
@@ -14,7 +14,9 @@
  * against 2.6 us for sgemm on all 784 inputs. Training's weight gradient
  * is the same loop turned around: each input's row of the gradient is the
  * sum, over the batch rows in which it is non-zero, of its value times the
- * row's deltas.
+ * row's deltas. Inference takes a block of rows through the inputs a chunk
+ * at a time (MLP_DEFINE_SPARSE_BLOCK), so that the panel's rows in use stay
+ * in cache.
  *
  * Compiled for AVX2+FMA and for the baseline (MLP_MULTIVERSION, _fastexp.h);
  * the accumulators are GCC/clang vector types, which the baseline clone
@@ -39,11 +41,12 @@ typedef double mlp_vec4d __attribute__((vector_size(32), aligned(8)));
 
 /* x (d,) -> the indices and values of its entries whose bits are not all
  * zero; returns their number, and sets *nonfinite to 1 if one of them is
- * NaN or infinite (all exponent bits set): inference checks its input
- * here, in the one pass it makes anyway, not in a separate scan. Keeping -0.0 (or NaN) is harmless, it only
- * adds a product the dense sum would have had too. Groups of 8 zero entries
- * are skipped whole: most of an image's border is. The portable loop; float
- * rows take mlp_nonzeros_avx2_f where the CPU has AVX2. */
+ * NaN or infinite (all exponent bits set): inference checks its input here,
+ * in the one pass it makes anyway, not in a separate scan. Keeping -0.0 (or
+ * NaN) is harmless, it only adds a product the dense sum would have had too.
+ * Groups of 8 zero entries are skipped whole: most of an image's border is.
+ * The portable loop; float rows take mlp_nonzeros_avx2_f where the CPU has
+ * AVX2. */
 #define MLP_DEFINE_COMPRESS(NAME, T, BITS, EXPONENT)                            \
 MLP_MULTIVERSION                                                                \
 static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values,      \

@@ -21,6 +21,7 @@ DEF SPARSE_INPUT_BLOCK_ROWS = 128
 
 cdef extern from "_sparse.h" nogil:
     void mlp_sparse_init()
+    int mlp_sparse_set_wide(int wide)
     Py_ssize_t mlp_nonzeros_f(const float* x, Py_ssize_t d, int32_t* inputs, float* values,
                               int* nonfinite)
     Py_ssize_t mlp_nonzeros_scalar_f(const float* x, Py_ssize_t d, int32_t* inputs,
@@ -57,8 +58,17 @@ cdef extern from "_sparse.h" nogil:
                                  Py_ssize_t units, double alpha, double beta, double* out)
 
 
-# The compression's lane table, and whether this CPU runs its AVX2 loop.
+# The compression's lane table, and which loops this CPU runs.
 mlp_sparse_init()
+
+
+def sparse_wide_rows(bint wide):
+    """Whether the float32 sparse sums use 16-float vectors (AVX-512) rather
+    than 8-float ones: wide=True asks for them, granted where the CPU has
+    AVX-512F (the default there); returns the setting now in force. The
+    results are the same either way (each unit's sum is added up in the same
+    order); for the tests and benchmarks, which compare the two."""
+    return bool(mlp_sparse_set_wide(wide))
 
 
 cdef inline Py_ssize_t _nonzeros(const floating* x, Py_ssize_t d, int32_t* inputs,

@@ -979,6 +979,44 @@ def mostly_zeros(rng, n, d, dtype, zeros=0.8):
     return x.astype(dtype)
 
 
+needs_avx512 = pytest.mark.skipif(
+    not K.sparse_wide_rows(True),
+    reason="the CPU has no AVX-512F: the sparse sums always use 8-float vectors")
+
+
+@needs_avx512
+@SETTINGS
+@given(units=st.integers(1, 340), n=st.integers(24, 200), workers=st.integers(1, 2),
+       seed=st.integers(0, 2**32 - 1))
+def test_sparse_sums_are_the_same_with_16_or_8_float_vectors(units, n, workers, seed):
+    """Inference and training on mostly-zero inputs give the same bits with
+    AVX-512's 16-float vectors (10 a pass: 160 units) as with 8-float ones,
+    for first layers narrower than a vector, between passes and wider than
+    two: each unit's sum is added up in the same order."""
+    rng = np.random.default_rng(seed)
+    sizes = np.asarray([53, units, 7], np.intp)
+    flat = (rng.standard_normal(units * 54 + 7 * (units + 1)) * 0.3).astype(np.float32)
+    x = mostly_zeros(rng, n, 53, np.float32)
+    labels = rng.integers(0, 7, n)
+    results = []
+    try:
+        for wide in (True, False):
+            assert K.sparse_wide_rows(wide) == wide
+            out = np.empty((n, 7), np.float32)
+            work = np.empty(K.sparse_input_workspace_size(sizes, workers, True), np.float32)
+            K.forward(flat, sizes, ACT["relu"], ACT["softmax"], x, out, work, n, workers, True)
+            params = flat.copy()
+            kernel_train_steps(params, sizes, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
+                               x, labels, np.arange(n, dtype=np.int64), n // 3, 0.1, 1e-3,
+                               np.empty(K.workspace_size(sizes, n // 3), np.float32),
+                               np.empty(3), False, workers, sparse_input=True)
+            results.append((out, params))
+    finally:
+        K.sparse_wide_rows(True)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_sparse_input_training_is_chosen_where_it_applies(workers):
     """Row-major batches (units or samples split) up to a size, two layers

@@ -736,11 +736,19 @@ def test_train_steps_equals_sgd_steps_over_order(run, feature_major, workers):
     assert np.all(batch_losses[n_steps:] == SENTINEL), "wrote more batch losses than steps"
     states = []
     by_hand, losses = _sgd_steps_by_hand(run, feature_major, states)
-    # Same kernels on the same batches: agreement to a few ulps (BLAS may pick
-    # different blockings for gathered vs. separately allocated rows).
+    # One worker: the same kernels on the same batches, agreement to a few
+    # ulps (BLAS may pick different blockings for gathered vs. separately
+    # allocated rows). Several: each worker's GEMMs take its slice of the
+    # units, whose sums BLAS may round differently at the slice's edges, and
+    # the steps carry that on (hypothesis found 450 ulps after 6 steps at lr
+    # 1.06): the tolerance of the float64 check below.
     eps = np.finfo(dtype).eps
-    assert_close(params, by_hand, rtol=64 * eps, atol=64 * eps)
-    np.testing.assert_allclose(batch_losses[:n_steps], losses, rtol=64 * eps, atol=64 * eps)
+    if workers == 1:
+        tol, scale = dict(rtol=64 * eps, atol=64 * eps), None
+    else:
+        tol, scale = COMPOSITE_TOL[dtype], max(1.0, run["lr"]) * max(1.0, np.abs(by_hand).max())
+    assert_close(params, by_hand, scale=scale, **tol)
+    np.testing.assert_allclose(batch_losses[:n_steps], losses, **tol)
     # And every step against a float64 numpy SGD step from the same
     # parameters. (Over many steps the float32 and float64 runs may drift
     # apart on their own: at lr 2 with softmax + MSE, ten float32 steps on
@@ -1006,10 +1014,11 @@ def test_sparse_sums_are_the_same_with_16_or_8_float_vectors(units, n, workers, 
             work = np.empty(K.sparse_input_workspace_size(sizes, workers, True), np.float32)
             K.forward(flat, sizes, ACT["relu"], ACT["softmax"], x, out, work, n, workers, True)
             params = flat.copy()
+            batch = n // 3
             kernel_train_steps(params, sizes, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
-                               x, labels, np.arange(n, dtype=np.int64), n // 3, 0.1, 1e-3,
-                               np.empty(K.workspace_size(sizes, n // 3), np.float32),
-                               np.empty(3), False, workers, sparse_input=True)
+                               x, labels, np.arange(n, dtype=np.int64), batch, 0.1, 1e-3,
+                               np.empty(K.workspace_size(sizes, batch), np.float32),
+                               np.empty(-(-n // batch)), False, workers, sparse_input=True)
             results.append((out, params))
     finally:
         K.sparse_wide_rows(True)

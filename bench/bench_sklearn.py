@@ -7,7 +7,10 @@ fit the 50,000 training images and predict the 10,000 test images, in this
 one process, interleaved (each repeat runs every configuration and, inside
 it, both estimators, alternating which goes first). Reported per
 configuration: test accuracy, fit time, predict time (the median of
---predict-repeats calls), and the ratios scikit-learn / mlp.
+--predict-repeats calls), and the ratios scikit-learn / mlp; for fit also
+the median [min-max] of each repeat's ratio ("paired": the two fits back to
+back), which the host speeding up or slowing down between repeats moves
+less. The fit target counts as met only when both ratios meet it.
 
 Configurations (10 epochs each: max_iter=10, and tol=0 with n_iter_no_change
 above max_iter, so every epoch runs):
@@ -138,26 +141,35 @@ def main(argv=None):
                for k, v in (("mlp", mine), ("sklearn", theirs))}
         fit_ratio = fit["sklearn"]["median"] / fit["mlp"]["median"]
         predict_ratio = pred["sklearn"]["median"] / pred["mlp"]["median"]
+        # Each repeat fits the two back to back: their ratio there is less
+        # exposed to the host getting faster or slower between repeats.
+        paired = C.stats([t["fit_s"] / m["fit_s"] for t, m in zip(
+            sorted(theirs, key=lambda r: r["repeat"]), sorted(mine, key=lambda r: r["repeat"]))])
         points = 100 * (acc["mlp"] - acc["sklearn"])
         summary[config] = {"fit_s": fit, "predict_s": pred, "accuracy": acc,
-                           "fit_speedup": fit_ratio, "predict_speedup": predict_ratio,
-                           "accuracy_points": points}
+                           "fit_speedup": fit_ratio, "fit_speedup_paired": paired,
+                           "predict_speedup": predict_ratio, "accuracy_points": points}
         rows.append([config,
                      f"{100 * acc['sklearn']:.2f}%", f"{100 * acc['mlp']:.2f}%", f"{points:+.2f}",
                      f"{fit['sklearn']['median']:.2f} s", f"{fit['mlp']['median']:.2f} s",
                      f"{fit_ratio:.2f}x",
+                     f"{paired['median']:.2f}x [{paired['min']:.2f}-{paired['max']:.2f}]",
                      f"{1000 * pred['sklearn']['median']:.1f} ms",
                      f"{1000 * pred['mlp']['median']:.1f} ms", f"{predict_ratio:.2f}x"])
     print()
     print(C.table(["config", "acc sklearn", "acc mlp", "points", "fit sklearn", "fit mlp",
-                   "fit speedup", "predict sklearn", "predict mlp", "predict speedup"], rows))
+                   "fit speedup", "paired", "predict sklearn", "predict mlp",
+                   "predict speedup"], rows))
+    print("(fit speedup: the ratio of the median fit times; paired: the median [min-max] of "
+          "each repeat's ratio, the two fits back to back)")
     print(f"\ntargets: accuracy within {TARGETS['accuracy_points']} points, fit >= "
           f"{TARGETS['fit_speedup']}x, predict >= {TARGETS['predict_speedup']}x faster")
     for config, s in summary.items():
         verdicts = [
             ("accuracy", abs(s["accuracy_points"]) <= TARGETS["accuracy_points"]
              or s["accuracy_points"] > 0),
-            ("fit", s["fit_speedup"] >= TARGETS["fit_speedup"]),
+            ("fit", min(s["fit_speedup"], s["fit_speedup_paired"]["median"])
+             >= TARGETS["fit_speedup"]),
             ("predict", s["predict_speedup"] >= TARGETS["predict_speedup"]),
         ]
         print(f"  {config}: " + ", ".join(f"{name} {'met' if ok else 'MISSED'}"

@@ -354,18 +354,14 @@ static ptrdiff_t mlp_nonzeros_avx2_f(const float *x, ptrdiff_t d, int32_t *input
         index = _mm256_add_epi32(index, eight);
         bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent));
     }
-    int tail_bad = 0;
-    for (; j < d; j++) {
-        uint32_t bits;
-        memcpy(&bits, x + j, sizeof bits);
-        inputs[n] = (int32_t)j;
-        values[n] = x[j];
-        n += bits != 0;
-        tail_bad |= (bits & 0x7f800000u) == 0x7f800000u;
-    }
-    if (tail_bad || !_mm256_testz_si256(bad, bad))
+    if (!_mm256_testz_si256(bad, bad))
         *nonfinite = 1;
-    return n;
+    /* The last d % 8 entries through the portable loop, their indices then
+     * moved past the j entries before them. */
+    ptrdiff_t tail = mlp_nonzeros_scalar_f(x + j, d - j, inputs + n, values + n, nonfinite);
+    for (ptrdiff_t e = n; e < n + tail; e++)
+        inputs[e] += (int32_t)j;
+    return n + tail;
 }
 #endif
 

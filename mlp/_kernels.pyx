@@ -747,8 +747,10 @@ cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x,
     """Whether the run computes its first layer from the non-zero inputs
     (see train_steps), and if so the buffers that takes, to be kept alive
     for the call: the lists of two batches' non-zero inputs, and per worker
-    a panel of its units' weights, one of their gradient, a copy of its
-    units' deltas and the batch's non-zero inputs listed by input."""
+    a panel of its units' weights, one of their gradient (or, with
+    weights_by_input, a few of its rows), a copy of its units' deltas, the
+    batch's non-zero inputs listed by input, and with weights_by_input the
+    optimizer's state for its units, laid out like its panel."""
     cdef Py_ssize_t d = run.sizes[0], m = run.batch_size, width, line
     cdef Py_ssize_t itemsize = np.dtype(dtype).itemsize
     run.sparse_input = trains_sparse_input(x, run.n_layers, m, n_workers, run.feature_major,
@@ -778,7 +780,14 @@ cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x,
     run.input_starts = <Py_ssize_t*><uintptr_t>starts.ctypes.data
     run.input_samples = <int32_t*><uintptr_t>samples.ctypes.data
     run.input_values = <void*><uintptr_t>values.ctypes.data
-    return index, value, count, panels, starts, samples, values
+    # The units split keeps each worker's first-layer units in its panel
+    # for the whole call; the samples split transposes all of them every step.
+    run.weights_by_input = not run.split_samples
+    state = None
+    if run.weights_by_input and run.opt.velocity != NULL:
+        state = np.empty(n_workers * 2 * run.panel_size, dtype=dtype)
+        run.state_panels = <void*><uintptr_t>state.ctypes.data
+    return index, value, count, panels, starts, samples, values, state
 
 
 def dropout_mask(floating[:, ::1] values, double p, uint64_t seed, int64_t step, int layer,

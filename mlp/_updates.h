@@ -54,6 +54,20 @@ static void NAME(T *restrict params, const T *restrict grads, T *restrict m1,   
     }                                                                                   \
 }
 
+/* Plain SGD from a gradient sum: params = decay * params + scale * sums,
+ * with scale = -lr / n and decay = 1 - lr wd, as the weight GEMM applies it
+ * (alpha and beta) where the gradient is not a GEMM's. */
+#define MLP_DEFINE_SGD(NAME, T)                                                        \
+MLP_MULTIVERSION                                                                        \
+static void NAME(T *restrict params, const T *restrict sums, ptrdiff_t count, T scale,  \
+                 T decay)                                                               \
+{                                                                                       \
+    for (ptrdiff_t i = 0; i < count; i++)                                               \
+        params[i] = decay * params[i] + scale * sums[i];                                \
+}
+
+MLP_DEFINE_SGD(mlp_sgdf, float)
+MLP_DEFINE_SGD(mlp_sgd, double)
 MLP_DEFINE_MOMENTUM(mlp_sgd_momentumf, float)
 MLP_DEFINE_MOMENTUM(mlp_sgd_momentum, double)
 MLP_DEFINE_ADAM(mlp_adamf, float, sqrtf)

@@ -8,7 +8,10 @@
 # The other rules need the gradient itself, so each worker writes the mean
 # gradient of the units it owns into `gradients` (laid out like the
 # parameters) and updates those same rows: no other worker reads them, so
-# the update needs no barrier.
+# the update needs no barrier. The first layer on mostly-zero inputs is the
+# exception to both (_panel_update_stage in _worker.pxi): its gradient is
+# summed a few inputs at a time into a small buffer, and every rule, plain
+# SGD too (_sgd_from_sums), runs on those rows where the weights are kept.
 
 from libc.math cimport sqrt, pow
 
@@ -29,6 +32,9 @@ cdef struct _Optimizer:
 
 
 cdef extern from "_updates.h" nogil:
+    void mlp_sgdf(float* params, const float* sums, Py_ssize_t count, float scale, float decay)
+    void mlp_sgd(double* params, const double* sums, Py_ssize_t count, double scale,
+                 double decay)
     void mlp_sgd_momentumf(float* params, const float* grads, float* velocity,
                            Py_ssize_t count, float lr, float wd, float mu, int nesterov)
     void mlp_sgd_momentum(double* params, const double* grads, double* velocity,
@@ -40,6 +46,17 @@ cdef extern from "_updates.h" nogil:
                   Py_ssize_t count, double shrink, double coupled_decay, double b1,
                   double one_minus_b1, double b2, double one_minus_b2, double step_size,
                   double inv_root_correction, double eps)
+
+
+cdef void _sgd_from_sums(floating* params, const floating* sums, Py_ssize_t count,
+                         floating scale, floating decay) noexcept nogil:
+    """Plain SGD where the gradient is not a GEMM's: params = decay * params
+    + scale * sums, scale = -lr / n and decay = 1 - lr wd for the batch's
+    summed gradient (_updates.h)."""
+    if floating is float:
+        mlp_sgdf(params, sums, count, scale, decay)
+    else:
+        mlp_sgd(params, sums, count, scale, decay)
 
 
 cdef void _sgd_momentum(floating* params, const floating* grads, floating* velocity,
@@ -80,19 +97,29 @@ cdef void _adam(floating* params, const floating* grads, floating* first_moment,
                  inv_root_correction, opt.eps)
 
 
+cdef void _rule_step(const _Optimizer* opt, floating* params, const floating* grads,
+                     floating* velocity, floating* second_moment, Py_ssize_t count,
+                     double learning_rate, double weight_decay, int64_t t) noexcept nogil:
+    """The optimizer's rule (not plain SGD) on count parameters, given their
+    mean gradient and their state (velocity: momentum's, or Adam's first
+    moment), laid out alike."""
+    if opt.code == OPT_SGD_MOMENTUM:
+        _sgd_momentum(params, grads, velocity, count, learning_rate, weight_decay,
+                      opt.momentum, opt.nesterov)
+    elif opt.code == OPT_ADAM:
+        _adam(params, grads, velocity, second_moment, count, learning_rate, weight_decay,
+              opt, t)
+
+
 cdef void _apply_rule(const _Optimizer* opt, floating* params, Py_ssize_t first,
                       Py_ssize_t count, double learning_rate, double weight_decay,
                       int64_t t) noexcept nogil:
     """The optimizer's rule on params[first:first+count], whose mean
     gradient is in opt.gradients at the same offsets."""
-    cdef const floating* grads = <const floating*>opt.gradients + first
-    if opt.code == OPT_SGD_MOMENTUM:
-        _sgd_momentum(params + first, grads, <floating*>opt.velocity + first, count,
-                      learning_rate, weight_decay, opt.momentum, opt.nesterov)
-    elif opt.code == OPT_ADAM:
-        _adam(params + first, grads, <floating*>opt.velocity + first,
-              <floating*>opt.second_moment + first, count, learning_rate, weight_decay,
-              opt, t)
+    _rule_step(opt, params + first, <const floating*>opt.gradients + first,
+               <floating*>opt.velocity + first if opt.velocity != NULL else NULL,
+               <floating*>opt.second_moment + first if opt.second_moment != NULL else NULL,
+               count, learning_rate, weight_decay, t)
 
 
 cdef void _cap_row_norms(floating* w, Py_ssize_t rows, Py_ssize_t fan_in,
@@ -110,3 +137,28 @@ cdef void _cap_row_norms(floating* w, Py_ssize_t rows, Py_ssize_t fan_in,
             scale = <floating>(max_norm / sqrt(total))
             for j in range(fan_in):
                 w[r * fan_in + j] *= scale
+
+
+cdef void _cap_column_norms(floating* panel, Py_ssize_t fan_in, Py_ssize_t ld,
+                            Py_ssize_t units, double max_norm) noexcept nogil:
+    """_cap_row_norms for weights laid out by input, panel (fan_in, ld):
+    column u is unit u's incoming weights. Each unit's squares are added in
+    the same order (input 0 first), so the result is the same."""
+    cdef double totals[256]
+    cdef floating scales[256]
+    cdef Py_ssize_t c0, c1, c, j
+    cdef double weight
+    for c0 in range(0, units, 256):
+        c1 = units if units - c0 < 256 else c0 + 256
+        for c in range(c1 - c0):
+            totals[c] = 0
+        for j in range(fan_in):
+            for c in range(c0, c1):
+                weight = <double>panel[j * ld + c]
+                totals[c - c0] += weight * weight
+        for c in range(c1 - c0):
+            scales[c] = (<floating>(max_norm / sqrt(totals[c]))
+                         if totals[c] > max_norm * max_norm else 1)
+        for j in range(fan_in):
+            for c in range(c0, c1):
+                panel[j * ld + c] *= scales[c - c0]

@@ -100,6 +100,13 @@ cdef struct _TrainRun:
     Py_ssize_t* nonzero_count  # (s % 2) * batch_size, row i's entries at i * inputs
     void* panels               # per worker: its first-layer units' weights by input
     void* gradient_panels      # per worker: their gradient, laid out alike
+    # weights_by_input (the units split on sparse inputs): each worker's
+    # panel holds its first-layer units' weights for the whole call, and the
+    # optimizer's state for them sits in state_panels (per worker: velocity,
+    # then second moment), laid out alike; _load_panels and _store_panels
+    # move them in and out of params and the optimizer's arrays.
+    bint weights_by_input
+    void* state_panels
     Py_ssize_t panel_ld, panel_size
     void* delta_panels         # per worker: its units' deltas, (batch, panel_ld)
     Py_ssize_t* input_starts   # per worker: the batch's non-zero inputs listed by
@@ -343,7 +350,7 @@ cdef void _hidden_forward_stage(_TrainRun* run, floating* params, const Py_ssize
         _share(fan_out, tid, n_workers, 1, &u0, &u1)
         if u1 > u0:
             if l == 0 and run.sparse_input:
-                _sparse_first_layer(run, w, acts[1], n, parity, u0, u1, tid)
+                _sparse_first_layer(run, acts[1], n, parity, u0, u1, tid)
             else:
                 _layer_gemm(feature_major, feature_major and l > 0, w, fan_in, fan_out, u0,
                             u1, acts[l], acts[l + 1], n)
@@ -359,14 +366,12 @@ cdef void _hidden_forward_stage(_TrainRun* run, floating* params, const Py_ssize
         mlp_barrier_wait(&run.barrier, sense)
 
 
-cdef void _sparse_first_layer(_TrainRun* run, const floating* w, floating* z, Py_ssize_t n,
-                              int parity, Py_ssize_t u0, Py_ssize_t u1,
-                              int tid) noexcept nogil:
+cdef void _sparse_first_layer(_TrainRun* run, floating* z, Py_ssize_t n, int parity,
+                              Py_ssize_t u0, Py_ssize_t u1, int tid) noexcept nogil:
     """z[:, u0:u1] = xb W[u0:u1].T for the batch (n, inputs) of step
-    parity, row-major z (n, units), from each row's non-zero inputs. The
-    worker's panel is its units' weights as they are now, transposed."""
-    _transpose_units(w, run.sizes[0], u0, u1, <floating*>run.panels + tid * run.panel_size,
-                     run.panel_ld)
+    parity, row-major z (n, units), from each row's non-zero inputs and the
+    worker's panel, which holds those units' weights by input for the whole
+    call (weights_by_input)."""
     _sparse_rows(run, z, 0, n, parity, u0, u1, tid)
 
 
@@ -412,6 +417,110 @@ cdef void _sparse_weight_gradient(_TrainRun* run, const floating* delta, Py_ssiz
         _sparse_row(sample + start[j], value + start[j], start[j + 1] - start[j], deltas, ld,
                     units, panel + j * ld)
     _transposed_update(panel, ld, d, units, alpha, beta, out)
+
+
+# Inputs whose gradient rows _panel_update_stage sums before applying the
+# rule to them: 16 rows of 160 floats (10 KB) stay in L1.
+DEF GRADIENT_CHUNK_INPUTS = 16
+
+
+cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t n,
+                              int parity, Py_ssize_t u0, Py_ssize_t u1, double learning_rate,
+                              int64_t step, int tid) noexcept nogil:
+    """The optimizer's update of the first-layer weights this worker owns,
+    where they live during the call (weights_by_input): its panel, (inputs,
+    panel_ld). Each input's gradient row is summed as in
+    _sparse_weight_gradient, GRADIENT_CHUNK_INPUTS inputs at a time into a
+    buffer that stays in L1, and the rule goes over those rows of the panel
+    and of its state at once: no gradient panel written out and read back,
+    and no transposes. The same arithmetic as the rule on the parameters'
+    layout, element by element; the panels' pad columns stay zero."""
+    cdef Py_ssize_t d = run.sizes[0], fan_out = run.sizes[1], ld = run.panel_ld
+    cdef Py_ssize_t units = u1 - u0, row0 = _step_rows(run, parity), i, j, j0, j1, count
+    cdef const _Optimizer* opt = &run.opt
+    cdef floating* panel = <floating*>run.panels + tid * run.panel_size
+    cdef floating* velocity = _state_panel(run, <floating*>run.state_panels, tid, 0)
+    cdef floating* second_moment = _state_panel(run, <floating*>run.state_panels, tid, 1)
+    cdef floating* sums = <floating*>run.gradient_panels + tid * run.panel_size
+    cdef floating* deltas = <floating*>run.delta_panels + tid * run.batch_size * ld
+    cdef Py_ssize_t* start = run.input_starts + tid * (d + 1)
+    cdef int32_t* sample = run.input_samples + tid * run.batch_size * d
+    cdef floating* value = <floating*>run.input_values + tid * run.batch_size * d
+    cdef floating scale = <floating>(-learning_rate / n)
+    cdef floating decay = <floating>(1 - learning_rate * opt.weight_decay)
+    cdef floating inverse_n = <floating>(1.0 / n)
+    _by_input(run.nonzero_index + row0 * d, <const floating*>run.nonzero_value + row0 * d,
+              run.nonzero_count + row0, n, d, start, sample, value)
+    for i in range(n):
+        memcpy(deltas + i * ld, delta + i * fan_out + u0, units * sizeof(floating))
+        memset(deltas + i * ld + units, 0, (ld - units) * sizeof(floating))
+    for j0 in range(0, d, GRADIENT_CHUNK_INPUTS):
+        j1 = d if d - j0 < GRADIENT_CHUNK_INPUTS else j0 + GRADIENT_CHUNK_INPUTS
+        for j in range(j0, j1):
+            _sparse_row(sample + start[j], value + start[j], start[j + 1] - start[j], deltas,
+                        ld, units, sums + (j - j0) * ld)
+        # Whole rows, pad columns included: their sums, weights and state
+        # are zeros, which every rule keeps at zero.
+        count = (j1 - j0) * ld
+        if opt.code == OPT_SGD:
+            _sgd_from_sums(panel + j0 * ld, sums, count, scale, decay)
+        else:
+            for i in range(count):
+                sums[i] *= inverse_n
+            _rule_step(opt, panel + j0 * ld, sums,
+                       velocity + j0 * ld if velocity != NULL else NULL,
+                       second_moment + j0 * ld if second_moment != NULL else NULL,
+                       count, learning_rate, opt.weight_decay, step)
+    if opt.max_norm > 0:
+        _cap_column_norms(panel, d, ld, units, opt.max_norm)
+
+
+cdef inline floating* _state_panel(_TrainRun* run, floating* panels, int tid,
+                                   int which) noexcept nogil:
+    """Worker tid's panel of the optimizer's velocity (which 0) or second
+    moment (1) among the state panels (run.state_panels as the model's
+    type), or NULL when the optimizer keeps no such state."""
+    cdef void* state = run.opt.velocity if which == 0 else run.opt.second_moment
+    if state == NULL or not run.weights_by_input:
+        return NULL
+    return panels + (2 * tid + which) * run.panel_size
+
+
+cdef void _load_panels(_TrainRun* run, floating* params, int tid, int n_workers) noexcept nogil:
+    """At the start of a call (weights_by_input): this worker's first-layer
+    units into its panel, their optimizer state into its state panels, and
+    the gradient rows' pad columns zeroed."""
+    cdef Py_ssize_t d = run.sizes[0], ld = run.panel_ld, u0, u1
+    cdef floating* velocity = _state_panel(run, <floating*>run.state_panels, tid, 0)
+    cdef floating* second_moment = _state_panel(run, <floating*>run.state_panels, tid, 1)
+    _share(run.sizes[1], tid, n_workers, 1, &u0, &u1)
+    if u1 <= u0:
+        return
+    _transpose_units(params, d, u0, u1, <floating*>run.panels + tid * run.panel_size, ld)
+    if velocity != NULL:
+        _transpose_units(<const floating*>run.opt.velocity, d, u0, u1, velocity, ld)
+    if second_moment != NULL:
+        _transpose_units(<const floating*>run.opt.second_moment, d, u0, u1, second_moment, ld)
+    memset(<floating*>run.gradient_panels + tid * run.panel_size, 0,
+           (d if d < GRADIENT_CHUNK_INPUTS else GRADIENT_CHUNK_INPUTS) * ld * sizeof(floating))
+
+
+cdef void _store_panels(_TrainRun* run, floating* params, int tid, int n_workers) noexcept nogil:
+    """At the end of a call: _load_panels undone, the panels copied back
+    into params and the optimizer's arrays."""
+    cdef Py_ssize_t d = run.sizes[0], ld = run.panel_ld, u0, u1
+    cdef floating* velocity = _state_panel(run, <floating*>run.state_panels, tid, 0)
+    cdef floating* second_moment = _state_panel(run, <floating*>run.state_panels, tid, 1)
+    _share(run.sizes[1], tid, n_workers, 1, &u0, &u1)
+    if u1 <= u0:
+        return
+    _transposed_update(<floating*>run.panels + tid * run.panel_size, ld, d, u1 - u0, 1, 0,
+                       params + u0 * d)
+    if velocity != NULL:
+        _transposed_update(velocity, ld, d, u1 - u0, 1, 0, <floating*>run.opt.velocity + u0 * d)
+    if second_moment != NULL:
+        _transposed_update(second_moment, ld, d, u1 - u0, 1, 0,
+                           <floating*>run.opt.second_moment + u0 * d)
 
 
 cdef void _output_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
@@ -490,6 +599,7 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
     """The optimizer's update of the units of layer l this worker owns."""
     cdef Py_ssize_t fan_in = run.sizes[l], fan_out = run.sizes[l + 1], u0, u1, j
     cdef bint feature_major = run.feature_major
+    cdef bint in_panel = l == 0 and run.weights_by_input
     cdef floating* w = params + offsets[l]
     cdef floating* b = w + fan_out * fan_in
     cdef floating* grads
@@ -499,13 +609,12 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
     _share(fan_out, tid, n_workers, 1, &u0, &u1)
     if u1 <= u0:
         return
+    if in_panel:
+        # The weights (and their max-norm) in the worker's panel; the biases below.
+        _panel_update_stage(run, deltas[1], n, parity, u0, u1, learning_rate, step, tid)
     if opt.code == OPT_SGD:
         # W = (1 - lr wd) W - lr / n * delta^T a, in the GEMM itself.
-        if l == 0 and run.sparse_input:
-            _sparse_weight_gradient(run, deltas[1], 0, n, parity, u0, u1, -step_size,
-                                    <floating>(1 - learning_rate * opt.weight_decay),
-                                    w + u0 * fan_in, tid)
-        else:
+        if not in_panel:
             _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1],
                          fan_in, fan_out, u0, u1, n, -step_size,
                          <floating>(1 - learning_rate * opt.weight_decay), w)
@@ -516,10 +625,7 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
             b[j] = b[j] - step_size * bias_sums[j]
     else:
         grads = <floating*>opt.gradients + offsets[l]
-        if l == 0 and run.sparse_input:
-            _sparse_weight_gradient(run, deltas[1], 0, n, parity, u0, u1, inverse_n, 0,
-                                    grads + u0 * fan_in, tid)
-        else:
+        if not in_panel:
             _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1],
                          fan_in, fan_out, u0, u1, n, inverse_n, 0, grads)
         if run.gemms_only:
@@ -528,11 +634,12 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
                             feature_major)
         for j in range(u0, u1):
             grads[fan_out * fan_in + j] *= inverse_n
-        _apply_rule(opt, params, offsets[l] + u0 * fan_in, (u1 - u0) * fan_in,
-                    learning_rate, opt.weight_decay, step)
+        if not in_panel:
+            _apply_rule(opt, params, offsets[l] + u0 * fan_in, (u1 - u0) * fan_in,
+                        learning_rate, opt.weight_decay, step)
         _apply_rule(opt, params, offsets[l] + fan_out * fan_in + u0, u1 - u0,
                     learning_rate, 0, step)
-    if opt.max_norm > 0:
+    if opt.max_norm > 0 and not in_panel:
         _cap_row_norms(w + u0 * fan_in, u1 - u0, fan_in, opt.max_norm)
 
 
@@ -717,6 +824,8 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
     for l in range(L):
         offsets[l + 1] = offsets[l] + sizes[l + 1] * (sizes[l] + 1)
 
+    if run.weights_by_input:
+        _load_panels(run, params, tid, n_workers)
     while start < run.n_total:
         n = m if run.n_total - start > m else run.n_total - start
         step = run.steps_before + s + 1
@@ -756,6 +865,8 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
                               run.learning_rates[s], step, s & 1, tid, n_workers)
         start += n
         s += 1
+    if run.weights_by_input:
+        _store_panels(run, params, tid, n_workers)
     if tid == 0:
         run.steps_done = s
 

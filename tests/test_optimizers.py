@@ -171,9 +171,10 @@ def test_rules_on_both_sides_of_the_samples_split_match_the_float64_rule(optimiz
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("samples_split", [False, True])
 def test_rules_on_mostly_zero_inputs_match_the_float64_rule(optimizer, workers, samples_split):
-    """The first layer's gradient from the non-zero inputs (transposed into
-    the parameters' layout before the rule), the units or the samples
-    split: every rule. 37 inputs, 21 units: neither a multiple of a vector."""
+    """The first layer's gradient from the non-zero inputs (in the units
+    split, applied where its weights are kept by input for the call; in the
+    samples split, transposed into the parameters' layout before the rule):
+    every rule. 37 inputs, 21 units: neither a multiple of a vector."""
     batch = switch_over_batches(workers)[1] if samples_split else 40
     assert K.splits_samples(batch, workers, False) == samples_split
     rng = np.random.default_rng(4)
@@ -182,6 +183,57 @@ def test_rules_on_mostly_zero_inputs_match_the_float64_rule(optimizer, workers, 
     y = np.eye(4)[rng.integers(0, 4, batch)]
     assert K.trains_sparse_input(x, 3, batch, workers, False)
     three_kernel_steps_match_the_rule(optimizer, [37, 21, 7, 4], x, y, workers)
+
+
+@pytest.mark.parametrize("optimizer", [mlp.SGD(0.2, weight_decay=0.01)] + RULES)
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mostly_zero_inputs_run_split_over_calls_is_the_same_run(optimizer, workers, dtype):
+    """In the units split on mostly-zero inputs each worker keeps its
+    first-layer weights and their optimizer state by input for a whole call,
+    and puts them back at its end: six steps in one call and in calls of 1,
+    2 and 3 steps end with the same bits (parameters, state, losses), with
+    max-norm and dropout; and within rounding where the first layer is a GEMM."""
+    rng = np.random.default_rng(9)
+    sizes = [37, 21, 7, 4]
+    sizes_arr = np.asarray(sizes, np.intp)
+    x = rng.random((300, 37))
+    x[rng.random(x.shape) < 0.8] = 0
+    x = x.astype(dtype)
+    labels = rng.integers(0, 4, 300).astype(np.int64)
+    batch = 40
+    order = rng.integers(0, 300, 6 * batch).astype(np.int64)
+    assert not K.splits_samples(batch, workers, False)
+    assert K.trains_sparse_input(x, 3, batch, workers, False)
+    flat = (rng.standard_normal(sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:])))
+            * 0.4).astype(dtype)
+
+    def run(calls, sparse_input):
+        params = flat.copy()
+        state = OptimizerState.fresh(optimizer, params.size, dtype)
+        velocity, second_moment = state.kernel_buffers(dtype)
+        losses, done = [], 0
+        for steps in calls:
+            batch_losses = np.empty(steps)
+            kernel_train_steps(params, sizes_arr, ACT["relu"], ACT["softmax"],
+                               LOSS["cross_entropy"], x, labels,
+                               order[done * batch:(done + steps) * batch], batch,
+                               optimizer.learning_rate, 0.0,
+                               np.empty(K.workspace_size(sizes_arr, batch), dtype), batch_losses,
+                               False, workers, rule=optimizer.kernel_rule(), velocity=velocity,
+                               second_moment=second_moment, steps_before=done, max_norm=1.2,
+                               dropout=0.3, input_dropout=0.1, dropout_seed=4,
+                               sparse_input=sparse_input)
+            losses.extend(batch_losses)
+            done += steps
+        return [params, *state.buffers.values(), np.asarray(losses)]
+
+    whole = run([6], True)
+    for split, together in zip(run([1, 2, 3], True), whole):
+        np.testing.assert_array_equal(split, together)
+    tolerance = dict(rtol=2e-3, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-12)
+    for dense, sparse in zip(run([6], False), whole):
+        np.testing.assert_allclose(sparse, dense, **tolerance)
 
 
 @pytest.mark.parametrize("eps", [1e-8, 1e-3, 1e-35])

@@ -888,7 +888,7 @@ def adam_rule(floating[::1] params, const floating[::1] grads, floating[::1] fir
     opt.eps = eps
     opt.decoupled = decoupled
     with nogil:
-        _adam(&params[0], &grads[0], &first_moment[0], &second_moment[0], params.shape[0],
+        _adam(&params[0], &grads[0], &first_moment[0], &second_moment[0], params.shape[0], 1,
               learning_rate, weight_decay, &opt, t)
 
 

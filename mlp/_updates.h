@@ -3,7 +3,9 @@
  * picked at load time, as the sigmoid is (MLP_MULTIVERSION, _fastexp.h):
  * Adam's square root and division run 8 floats at a time instead of 4.
  * restrict: the four arrays are distinct, which spares the compiler a
- * run-time alias check per call. */
+ * run-time alias check per call. The gradient is grads times grad_scale:
+ * 1 for a mean gradient, 1 / n for a sum over n samples (one rounding
+ * either way, and no pass of its own over the sums). */
 #ifndef MLP_UPDATES_H
 #define MLP_UPDATES_H
 
@@ -15,19 +17,19 @@
 #define MLP_DEFINE_MOMENTUM(NAME, T)                                                   \
 MLP_MULTIVERSION                                                                        \
 static void NAME(T *restrict params, const T *restrict grads, T *restrict velocity,    \
-                 ptrdiff_t count, T lr, T wd, T mu, int nesterov)                       \
+                 ptrdiff_t count, T grad_scale, T lr, T wd, T mu, int nesterov)         \
 {                                                                                       \
     ptrdiff_t i;                                                                        \
     if (nesterov) {                                                                     \
         for (i = 0; i < count; i++) {                                                   \
-            T g = grads[i] + wd * params[i];                                            \
+            T g = grads[i] * grad_scale + wd * params[i];                               \
             T v = mu * velocity[i] + g;                                                 \
             velocity[i] = v;                                                            \
             params[i] = params[i] - lr * (g + mu * v);                                  \
         }                                                                               \
     } else {                                                                            \
         for (i = 0; i < count; i++) {                                                   \
-            T g = grads[i] + wd * params[i];                                            \
+            T g = grads[i] * grad_scale + wd * params[i];                               \
             T v = mu * velocity[i] + g;                                                 \
             velocity[i] = v;                                                            \
             params[i] = params[i] - lr * v;                                             \
@@ -38,14 +40,14 @@ static void NAME(T *restrict params, const T *restrict grads, T *restrict veloci
 #define MLP_DEFINE_ADAM(NAME, T, SQRT)                                                  \
 MLP_MULTIVERSION                                                                        \
 static void NAME(T *restrict params, const T *restrict grads, T *restrict m1,          \
-                 T *restrict m2, ptrdiff_t count, T shrink, T coupled_decay, T b1,      \
-                 T one_minus_b1, T b2, T one_minus_b2, T step_size,                     \
-                 T inv_root_correction, T eps)                                          \
+                 T *restrict m2, ptrdiff_t count, T grad_scale, T shrink,               \
+                 T coupled_decay, T b1, T one_minus_b1, T b2, T one_minus_b2,           \
+                 T step_size, T inv_root_correction, T eps)                             \
 {                                                                                       \
     ptrdiff_t i;                                                                        \
     for (i = 0; i < count; i++) {                                                       \
         T p = params[i] * shrink;                                                       \
-        T g = grads[i] + coupled_decay * p;                                             \
+        T g = grads[i] * grad_scale + coupled_decay * p;                                \
         T m = b1 * m1[i] + one_minus_b1 * g;                                            \
         T v = b2 * m2[i] + one_minus_b2 * g * g;                                        \
         m1[i] = m;                                                                      \

@@ -36,16 +36,19 @@ cdef extern from "_updates.h" nogil:
     void mlp_sgd(double* params, const double* sums, Py_ssize_t count, double scale,
                  double decay)
     void mlp_sgd_momentumf(float* params, const float* grads, float* velocity,
-                           Py_ssize_t count, float lr, float wd, float mu, int nesterov)
+                           Py_ssize_t count, float grad_scale, float lr, float wd, float mu,
+                           int nesterov)
     void mlp_sgd_momentum(double* params, const double* grads, double* velocity,
-                          Py_ssize_t count, double lr, double wd, double mu, int nesterov)
+                          Py_ssize_t count, double grad_scale, double lr, double wd, double mu,
+                          int nesterov)
     void mlp_adamf(float* params, const float* grads, float* m1, float* m2, Py_ssize_t count,
-                   float shrink, float coupled_decay, float b1, float one_minus_b1, float b2,
-                   float one_minus_b2, float step_size, float inv_root_correction, float eps)
+                   float grad_scale, float shrink, float coupled_decay, float b1,
+                   float one_minus_b1, float b2, float one_minus_b2, float step_size,
+                   float inv_root_correction, float eps)
     void mlp_adam(double* params, const double* grads, double* m1, double* m2,
-                  Py_ssize_t count, double shrink, double coupled_decay, double b1,
-                  double one_minus_b1, double b2, double one_minus_b2, double step_size,
-                  double inv_root_correction, double eps)
+                  Py_ssize_t count, double grad_scale, double shrink, double coupled_decay,
+                  double b1, double one_minus_b1, double b2, double one_minus_b2,
+                  double step_size, double inv_root_correction, double eps)
 
 
 cdef void _sgd_from_sums(floating* params, const floating* sums, Py_ssize_t count,
@@ -60,24 +63,26 @@ cdef void _sgd_from_sums(floating* params, const floating* sums, Py_ssize_t coun
 
 
 cdef void _sgd_momentum(floating* params, const floating* grads, floating* velocity,
-                        Py_ssize_t count, double learning_rate, double weight_decay,
-                        double momentum, bint nesterov) noexcept nogil:
-    """torch.optim.SGD with momentum (dampening 0):
+                        Py_ssize_t count, floating grad_scale, double learning_rate,
+                        double weight_decay, double momentum, bint nesterov) noexcept nogil:
+    """torch.optim.SGD with momentum (dampening 0), grad = grads * grad_scale:
     g = grad + wd p;  v = mu v + g;  p -= lr (g + mu v if nesterov else v).
     v starts at 0, which makes the first step's v = g, as torch's does.
     (The loop is in _updates.h, compiled for AVX2 too.)"""
     if floating is float:
-        mlp_sgd_momentumf(params, grads, velocity, count, <float>learning_rate,
+        mlp_sgd_momentumf(params, grads, velocity, count, grad_scale, <float>learning_rate,
                           <float>weight_decay, <float>momentum, nesterov)
     else:
-        mlp_sgd_momentum(params, grads, velocity, count, learning_rate, weight_decay,
-                         momentum, nesterov)
+        mlp_sgd_momentum(params, grads, velocity, count, grad_scale, learning_rate,
+                         weight_decay, momentum, nesterov)
 
 
 cdef void _adam(floating* params, const floating* grads, floating* first_moment,
-                floating* second_moment, Py_ssize_t count, double learning_rate,
-                double weight_decay, const _Optimizer* opt, int64_t t) noexcept nogil:
-    """torch.optim.Adam (and AdamW with opt.decoupled) at step t >= 1:
+                floating* second_moment, Py_ssize_t count, floating grad_scale,
+                double learning_rate, double weight_decay, const _Optimizer* opt,
+                int64_t t) noexcept nogil:
+    """torch.optim.Adam (and AdamW with opt.decoupled) at step t >= 1, grad =
+    grads * grad_scale:
     AdamW first shrinks p by 1 - lr wd, Adam adds wd p to the gradient; then
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
@@ -87,28 +92,30 @@ cdef void _adam(floating* params, const floating* grads, floating* first_moment,
     cdef double coupled_decay = 0 if opt.decoupled else weight_decay
     cdef double shrink = 1 - learning_rate * weight_decay if opt.decoupled else 1
     if floating is float:
-        mlp_adamf(params, grads, first_moment, second_moment, count, <float>shrink,
+        mlp_adamf(params, grads, first_moment, second_moment, count, grad_scale, <float>shrink,
                   <float>coupled_decay, <float>opt.beta1, <float>(1 - opt.beta1),
                   <float>opt.beta2, <float>(1 - opt.beta2), <float>step_size,
                   <float>inv_root_correction, <float>opt.eps)
     else:
-        mlp_adam(params, grads, first_moment, second_moment, count, shrink, coupled_decay,
+        mlp_adam(params, grads, first_moment, second_moment, count, grad_scale, shrink,
+                 coupled_decay,
                  opt.beta1, 1 - opt.beta1, opt.beta2, 1 - opt.beta2, step_size,
                  inv_root_correction, opt.eps)
 
 
 cdef void _rule_step(const _Optimizer* opt, floating* params, const floating* grads,
-                     floating* velocity, floating* second_moment, Py_ssize_t count,
-                     double learning_rate, double weight_decay, int64_t t) noexcept nogil:
+                     floating grad_scale, floating* velocity, floating* second_moment,
+                     Py_ssize_t count, double learning_rate, double weight_decay,
+                     int64_t t) noexcept nogil:
     """The optimizer's rule (not plain SGD) on count parameters, given their
-    mean gradient and their state (velocity: momentum's, or Adam's first
-    moment), laid out alike."""
+    mean gradient, grads * grad_scale, and their state (velocity: momentum's,
+    or Adam's first moment), laid out alike."""
     if opt.code == OPT_SGD_MOMENTUM:
-        _sgd_momentum(params, grads, velocity, count, learning_rate, weight_decay,
-                      opt.momentum, opt.nesterov)
+        _sgd_momentum(params, grads, velocity, count, grad_scale, learning_rate,
+                      weight_decay, opt.momentum, opt.nesterov)
     elif opt.code == OPT_ADAM:
-        _adam(params, grads, velocity, second_moment, count, learning_rate, weight_decay,
-              opt, t)
+        _adam(params, grads, velocity, second_moment, count, grad_scale, learning_rate,
+              weight_decay, opt, t)
 
 
 cdef void _apply_rule(const _Optimizer* opt, floating* params, Py_ssize_t first,
@@ -116,7 +123,7 @@ cdef void _apply_rule(const _Optimizer* opt, floating* params, Py_ssize_t first,
                       int64_t t) noexcept nogil:
     """The optimizer's rule on params[first:first+count], whose mean
     gradient is in opt.gradients at the same offsets."""
-    _rule_step(opt, params + first, <const floating*>opt.gradients + first,
+    _rule_step(opt, params + first, <const floating*>opt.gradients + first, 1,
                <floating*>opt.velocity + first if opt.velocity != NULL else NULL,
                <floating*>opt.second_moment + first if opt.second_moment != NULL else NULL,
                count, learning_rate, weight_decay, t)

@@ -465,9 +465,7 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
         if opt.code == OPT_SGD:
             _sgd_from_sums(panel + j0 * ld, sums, count, scale, decay)
         else:
-            for i in range(count):
-                sums[i] *= inverse_n
-            _rule_step(opt, panel + j0 * ld, sums,
+            _rule_step(opt, panel + j0 * ld, sums, inverse_n,
                        velocity + j0 * ld if velocity != NULL else NULL,
                        second_moment + j0 * ld if second_moment != NULL else NULL,
                        count, learning_rate, opt.weight_decay, step)

@@ -6,13 +6,16 @@
  * masks, so a run gives the same result on any number of threads (up to
  * rounding), and the backward pass recomputes the forward pass's mask
  * instead of storing it. The hash is integer multiply-xorshift, so the loops
- * below vectorise.
+ * below vectorise; they are compiled for AVX2 too (MLP_MULTIVERSION), whose
+ * 8-lane 32-bit multiply the baseline's SSE2 lacks.
  */
 #ifndef MLP_DROPOUT_H
 #define MLP_DROPOUT_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "_fastexp.h"
 
 typedef struct {
     uint32_t first;
@@ -57,6 +60,7 @@ static inline uint32_t mlp_kept(mlp_mask_key key, uint32_t counter, uint32_t dro
  * wide, values pointing at sample 0, unit 0. One of the strides is 1; the
  * loop runs along it so that it vectorises. */
 #define MLP_DEFINE_DROPOUT(NAME, T)                                                   \
+MLP_MULTIVERSION                                                                      \
 static void NAME(T *values, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t u0, ptrdiff_t u1,  \
                  ptrdiff_t sample_stride, ptrdiff_t unit_stride, ptrdiff_t width,     \
                  mlp_mask_key key, uint32_t drop_threshold, T scale)                  \

@@ -536,7 +536,8 @@ def _restore_training_state(model, meta, arrays, bad):
         try:
             generator = np.random.PCG64()
             generator.state = meta["sampling_rng"]
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            # OverflowError: a negative or too large integer for its uint64.
             raise bad(f"bad sampling generator state ({exc})") from None
         dropout_seed = meta.get("dropout_seed", 0)
         if not isinstance(dropout_seed, int) or not 0 <= dropout_seed < 2 ** 64:

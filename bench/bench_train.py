@@ -284,6 +284,16 @@ def optimizer_runners(batch, X, labels, torch, seed):
     return runners
 
 
+def _paired_time_ratio(results, case):
+    """Median over the repeats of case's step time over plain SGD's in the
+    same repeat (interleave runs both within seconds of each other), or None."""
+    ours, plain = results.get(f"mlp_{case}"), results.get("mlp_sgd")
+    if ours is None or plain is None:
+        return None
+    return float(np.median([p["steps_per_s"] / o["steps_per_s"]
+                            for o, p in zip(ours["raw"], plain["raw"])]))
+
+
 def _optimizer_table(opt_configs):
     rows = []
     for cfg in opt_configs:
@@ -292,11 +302,15 @@ def _optimizer_table(opt_configs):
         rows.append([f"float32 B={cfg['batch']} T={OPT_THREADS}"]
                     + [C.fmt_num(med.get(f"mlp_{c}")) for c in OPT_CASES]
                     + [C.fmt_num(med.get(f"torch_{c}")) for c in ("sgd", "momentum", "adam")]
-                    + [C.fmt_ratio(plain, med.get(f"mlp_{c}")) for c in ("momentum", "adam", "dropout")]
+                    + [f"{C.fmt_ratio(plain, med.get(f'mlp_{c}'))} "
+                       f"({C.fmt_ratio(_paired_time_ratio(cfg['results'], c), 1.0)})"
+                       for c in ("momentum", "adam", "dropout")]
                     + [C.fmt_ratio(med.get(f"mlp_{c}"), med.get(f"torch_{c}"))
                        for c in ("sgd", "momentum", "adam")])
     return ("Optimizers (784-300-100-10 ReLU/softmax/cross-entropy): steps/s (medians); step "
-            "time against plain SGD; mlp against PyTorch with the same optimizer\n"
+            "time against plain SGD, as the ratio of the medians and (in brackets) the median "
+            "of each repeat's own ratio, the two runs seconds apart; mlp against PyTorch with "
+            "the same optimizer\n"
             + C.table(["config"] + [f"mlp {c}" for c in OPT_CASES]
                       + [f"torch {c}" for c in ("sgd", "momentum", "adam")]
                       + ["momentum/sgd time", "adam/sgd time", "dropout/sgd time",

@@ -35,3 +35,18 @@ def test_bench_accuracy_reads_the_cli_output(tmp_path):
                   "--presets", "default")
     assert result.returncode == 0, result.stderr
     assert "9441/10000" in result.stdout
+
+
+def test_bench_train_pairs_each_repeat_with_plain_sgd():
+    """The optimizer table's paired ratio is the median of each repeat's
+    own time ratio, which a slow repeat of both runs does not move."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_train
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    rates = {"mlp_sgd": [100.0, 50.0, 100.0], "mlp_adam": [80.0, 40.0, 50.0]}
+    results = {name: {"raw": [{"steps_per_s": r} for r in values]}
+               for name, values in rates.items()}
+    assert bench_train._paired_time_ratio(results, "adam") == pytest.approx(1.25)
+    assert bench_train._paired_time_ratio(results, "momentum") is None

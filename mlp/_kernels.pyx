@@ -785,7 +785,8 @@ cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x,
     run.weights_by_input = not run.split_samples
     state = None
     if run.weights_by_input and run.opt.velocity != NULL:
-        state = np.empty(n_workers * 2 * run.panel_size, dtype=dtype)
+        state = np.empty(n_workers * (2 if run.opt.second_moment != NULL else 1)
+                         * run.panel_size, dtype=dtype)
         run.state_panels = <void*><uintptr_t>state.ctypes.data
     return index, value, count, panels, starts, samples, values, state
 

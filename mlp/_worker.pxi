@@ -103,7 +103,7 @@ cdef struct _TrainRun:
     # weights_by_input (the units split on sparse inputs): each worker's
     # panel holds its first-layer units' weights for the whole call, and the
     # optimizer's state for them sits in state_panels (per worker: velocity,
-    # then second moment), laid out alike; _load_panels and _store_panels
+    # then Adam's second moment), laid out alike; _load_panels and _store_panels
     # move them in and out of params and the optimizer's arrays.
     bint weights_by_input
     void* state_panels
@@ -479,9 +479,10 @@ cdef inline floating* _state_panel(_TrainRun* run, floating* panels, int tid,
     moment (1) among the state panels (run.state_panels as the model's
     type), or NULL when the optimizer keeps no such state."""
     cdef void* state = run.opt.velocity if which == 0 else run.opt.second_moment
+    cdef int per_worker = 2 if run.opt.second_moment != NULL else 1
     if state == NULL or not run.weights_by_input:
         return NULL
-    return panels + (2 * tid + which) * run.panel_size
+    return panels + (per_worker * tid + which) * run.panel_size
 
 
 cdef void _load_panels(_TrainRun* run, floating* params, int tid, int n_workers) noexcept nogil:

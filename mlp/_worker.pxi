@@ -99,7 +99,9 @@ cdef struct _TrainRun:
     void* nonzero_value        # the last update of this one runs): step s's rows at
     Py_ssize_t* nonzero_count  # (s % 2) * batch_size, row i's entries at i * inputs
     void* panels               # per worker: its first-layer units' weights by input
-    void* gradient_panels      # per worker: their gradient, laid out alike
+    void* gradient_panels      # per worker: their gradient, laid out alike (with
+                               # weights_by_input, only its first rows: the sums
+                               # of GRADIENT_CHUNK_INPUTS inputs at a time)
     # weights_by_input (the units split on sparse inputs): each worker's
     # panel holds its first-layer units' weights for the whole call, and the
     # optimizer's state for them sits in state_panels (per worker: velocity,

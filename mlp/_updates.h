@@ -5,7 +5,18 @@
  * restrict: the four arrays are distinct, which spares the compiler a
  * run-time alias check per call. The gradient is grads times grad_scale:
  * 1 for a mean gradient, 1 / n for a sum over n samples (one rounding
- * either way, and no pass of its own over the sums). */
+ * either way, and no pass of its own over the sums).
+ *
+ * Momentum's and Adam's rules run with subnormal numbers flushed to zero
+ * (x86's FTZ and DAZ bits, set for the loop and restored after it). A
+ * velocity or first moment whose gradient stays zero, as the weights of a
+ * pixel that is blank in most images, decays by mu or beta1 every step until
+ * it is subnormal, and then stays there: x86 CPUs compute with subnormal
+ * operands tens of times slower, and 7% of them in a first layer's state made
+ * Adam's loop 2.2x slower. Below float's 1.2e-38 (double's 2.2e-308) such a
+ * value moves no weight: p - lr * v rounds to p unless p itself is that small.
+ * So the state reads zero where torch.optim's would hold a subnormal, and the
+ * weights are the same. */
 #ifndef MLP_UPDATES_H
 #define MLP_UPDATES_H
 
@@ -14,12 +25,30 @@
 
 #include "_fastexp.h"
 
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+/* MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6). */
+#define MLP_FLUSH_SUBNORMALS_BITS 0x8040u
+static inline unsigned int mlp_flush_subnormals_begin(void)
+{
+    unsigned int saved = _mm_getcsr();
+    _mm_setcsr(saved | MLP_FLUSH_SUBNORMALS_BITS);
+    return saved;
+}
+static inline void mlp_flush_subnormals_end(unsigned int saved) { _mm_setcsr(saved); }
+#else
+/* Elsewhere the rules keep IEEE subnormals (and their speed there). */
+static inline unsigned int mlp_flush_subnormals_begin(void) { return 0; }
+static inline void mlp_flush_subnormals_end(unsigned int saved) { (void)saved; }
+#endif
+
 #define MLP_DEFINE_MOMENTUM(NAME, T)                                                   \
 MLP_MULTIVERSION                                                                        \
 static void NAME(T *restrict params, const T *restrict grads, T *restrict velocity,    \
                  ptrdiff_t count, T grad_scale, T lr, T wd, T mu, int nesterov)         \
 {                                                                                       \
     ptrdiff_t i;                                                                        \
+    unsigned int saved_fp_mode = mlp_flush_subnormals_begin();                          \
     if (nesterov) {                                                                     \
         for (i = 0; i < count; i++) {                                                   \
             T g = grads[i] * grad_scale + wd * params[i];                               \
@@ -35,6 +64,7 @@ static void NAME(T *restrict params, const T *restrict grads, T *restrict veloci
             params[i] = params[i] - lr * v;                                             \
         }                                                                               \
     }                                                                                   \
+    mlp_flush_subnormals_end(saved_fp_mode);                                            \
 }
 
 #define MLP_DEFINE_ADAM(NAME, T, SQRT)                                                  \
@@ -45,6 +75,7 @@ static void NAME(T *restrict params, const T *restrict grads, T *restrict m1,   
                  T step_size, T inv_root_correction, T eps)                             \
 {                                                                                       \
     ptrdiff_t i;                                                                        \
+    unsigned int saved_fp_mode = mlp_flush_subnormals_begin();                          \
     for (i = 0; i < count; i++) {                                                       \
         T p = params[i] * shrink;                                                       \
         T g = grads[i] * grad_scale + coupled_decay * p;                                \
@@ -54,6 +85,7 @@ static void NAME(T *restrict params, const T *restrict grads, T *restrict m1,   
         m2[i] = v;                                                                      \
         params[i] = p - step_size * m / (SQRT(v) * inv_root_correction + eps);          \
     }                                                                                   \
+    mlp_flush_subnormals_end(saved_fp_mode);                                            \
 }
 
 /* Plain SGD from a gradient sum: params = decay * params + scale * sums,

@@ -4,7 +4,12 @@ Each optimizer is a frozen dataclass, validated when it is built, that says
 which update rule the kernel runs (mlp/_updates.pxi) and with which
 hyperparameters. The rules are exactly those of ``torch.optim.SGD``,
 ``torch.optim.Adam`` and ``torch.optim.AdamW``, applied to the batch's mean
-gradient. Weight decay applies to the weights, never to the biases.
+gradient. Weight decay applies to the weights, never to the biases. One
+difference: on x86, momentum's and Adam's update treats numbers below the
+dtype's smallest normal (1.2e-38 in float32) as zero. A velocity or moment
+that small moves no weight, and it is what a weight whose gradient stays
+zero (a pixel blank in most images) decays to; computing with it is many
+times slower on these CPUs. The weights come out the same as torch's.
 
 The state an optimizer builds up (velocities, moments, step count) lives
 with the model, in ``model.optimizer_state`` (an :class:`OptimizerState`),

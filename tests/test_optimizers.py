@@ -517,3 +517,67 @@ def test_train_refuses_bad_optimizer_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         mlp.train(model, X, y, iterations=3, progress=False, **kwargs)
     np.testing.assert_array_equal(model._params, before)
+
+
+# ---------------------------------------------------------------------------
+# Subnormal state is flushed to zero (mlp/_updates.h)
+# ---------------------------------------------------------------------------
+
+def _subnormal_count(values):
+    values = np.asarray(values)
+    return int(np.sum((values != 0) & (np.abs(values) < np.finfo(values.dtype).tiny)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_rule_flushes_a_subnormal_moment_and_moves_no_weight(dtype):
+    """A first moment decayed into the subnormal range reads zero and
+    stays zero, the weight is exactly what IEEE arithmetic gives (no move),
+    and the calling thread's arithmetic keeps its subnormals afterwards."""
+    tiny = np.finfo(dtype).tiny
+    params = np.array([0.5, -0.25, 1e-3, 2.0], dtype)
+    first = np.array([tiny / 4, -tiny / 1024, tiny * 8, 0], dtype)
+    second = np.array([1e-6, 1e-8, 1e-10, 0], dtype)
+    grads = np.array([0, 0, 0, tiny / 2], dtype)
+    got = params.copy()
+    K.adam_rule(got, grads, first, second, 1e-3, 0.9, 0.999, 1e-8, 0.0, False, 10)
+    np.testing.assert_array_equal(first[[0, 1, 3]], 0)
+    assert first[2] == dtype(0.9) * dtype(tiny * 8)
+    np.testing.assert_array_equal(got, params)
+    assert _subnormal_count(first) == 0 and _subnormal_count(second) == 0
+    assert np.multiply(dtype(tiny), dtype(0.5)) == tiny / 2 != 0
+
+
+@pytest.mark.parametrize("optimizer", [mlp.SGD(0.1, momentum=0.9),
+                                       mlp.SGD(0.1, momentum=0.9, nesterov=True),
+                                       mlp.Adam(0.01)], ids=["momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("mostly_zero", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_state_of_an_input_gone_blank_decays_to_zero_not_to_subnormals(optimizer, mostly_zero,
+                                                                        n_threads):
+    """A velocity (first moment) whose gradient stays zero decays by 0.9 a
+    step; under IEEE rounding it would stop at the smallest subnormal, 0.9 of
+    it rounding back up. The rules flush it to zero, on the dense and the
+    mostly-zero (weights by input) paths, and the weights from that input
+    stop moving."""
+    rng = np.random.default_rng(0)
+    n, d = 256, 64
+    X = rng.random((n, d)).astype(np.float32)
+    if mostly_zero:
+        X[rng.random((n, d)) < 0.85] = 0
+    X[:, 0] = 1.0
+    y = rng.integers(0, 3, n)
+    model = mlp.Model([d, 8, 3], seed=0)
+    kwargs = dict(batch_size=16, optimizer=optimizer, progress=False, n_threads=n_threads)
+    mlp.train(model, X, y, iterations=20, seed=1, **kwargs)
+    X[:, 0] = 0
+    assert K.trains_sparse_input(X, 2, 16, n_threads, False) == mostly_zero
+    mlp.train(model, X, y, iterations=1100, seed=2, **kwargs)
+    before = model.weights[0][:, 0].copy()
+    mlp.train(model, X, y, iterations=5, seed=3, **kwargs)
+    np.testing.assert_array_equal(model.weights[0][:, 0], before)
+    buffers = model.optimizer_state.buffers
+    velocity = buffers["velocity" if optimizer.name == "sgd" else "exp_avg"]
+    weights_state = mlp.model._layer_views(velocity, model.layer_sizes)[0][0]
+    np.testing.assert_array_equal(weights_state[:, 0], 0)
+    for name, buffer in buffers.items():
+        assert _subnormal_count(buffer) == 0, name

@@ -111,7 +111,7 @@ static void NAME(const int32_t *inputs, const T *values, ptrdiff_t count,       
                  const T *panel, ptrdiff_t ld, ptrdiff_t units, T *z, int add)  \
 {                                                                               \
     const ptrdiff_t step = BLOCK * LANES;                                       \
-    VEC tail[BLOCK];                                                            \
+    VEC tail[10];   /* 10, not BLOCK: no case of the switch below reads past it */ \
     for (ptrdiff_t u0 = 0; u0 < units; u0 += step) {                            \
         ptrdiff_t left = units - u0;                                            \
         VEC *dst = left >= step ? (VEC *)(z + u0) : tail;                       \

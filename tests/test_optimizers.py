@@ -591,3 +591,27 @@ def test_state_of_an_input_gone_blank_decays_to_zero_not_to_subnormals(optimizer
     np.testing.assert_array_equal(weights_state[:, 0], 0)
     for name, buffer in buffers.items():
         assert _subnormal_count(buffer) == 0, name
+
+
+@x86_only
+@pytest.mark.parametrize("optimizer", [mlp.SGD(0.1, momentum=0.9), mlp.Adam(0.01)],
+                         ids=["momentum", "adam"])
+def test_training_leaves_the_workers_arithmetic_ieee(optimizer):
+    """The flush is for the rules only: after training on 2 threads, the
+    same worker threads compute a subnormal output as IEEE arithmetic does,
+    not as zero."""
+    rng = np.random.default_rng(0)
+    X = rng.random((256, 64)).astype(np.float32)
+    X[rng.random(X.shape) < 0.85] = 0
+    model = mlp.Model([64, 8, 3], seed=0)
+    mlp.train(model, X, rng.integers(0, 3, 256), iterations=20, batch_size=64,
+              optimizer=optimizer, progress=False, n_threads=2, seed=1)
+    probe = mlp.Model([2, 2, 1], output="identity", seed=0)
+    probe.weights[0][:] = [[1e-20, 0], [0, 0]]
+    probe.biases[0][:] = 0
+    probe.weights[1][:] = [[1, 0]]
+    probe.biases[1][:] = 0
+    rows = np.tile(np.array([[1e-20, 0]], np.float32), (512, 1))
+    expected = np.float32(1e-20) * np.float32(1e-20)
+    assert 0 < expected < np.finfo(np.float32).tiny
+    np.testing.assert_array_equal(probe.forward(rows, n_threads=2), expected)

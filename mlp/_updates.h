@@ -12,11 +12,12 @@
  * velocity or first moment whose gradient stays zero, as the weights of a
  * pixel that is blank in most images, decays by mu or beta1 every step until
  * it is subnormal, and then stays there: x86 CPUs compute with subnormal
- * operands tens of times slower, and 7% of them in a first layer's state made
- * Adam's loop 2.2x slower. Below float's 1.2e-38 (double's 2.2e-308) such a
+ * operands tens of times slower. After 2,000-8,000 steps of batch 64 on
+ * MNIST, 6-7% of Adam's first moments are subnormal; with a tenth of them
+ * subnormal its loop ran 2.2x slower. Below float's 1.2e-38 (double's 2.2e-308) such a
  * value moves no weight: p - lr * v rounds to p unless p itself is that small.
  * So the state reads zero where torch.optim's would hold a subnormal, and the
- * weights are the same. */
+ * weights come out as they would without the flush. */
 #ifndef MLP_UPDATES_H
 #define MLP_UPDATES_H
 

@@ -9,7 +9,7 @@ difference: on x86, momentum's and Adam's update treats numbers below the
 dtype's smallest normal (1.2e-38 in float32) as zero. A velocity or moment
 that small moves no weight, and it is what a weight whose gradient stays
 zero (a pixel blank in most images) decays to; computing with it is many
-times slower on these CPUs. The weights come out the same as torch's.
+times slower on these CPUs. The weights come out as they would without it.
 
 The state an optimizer builds up (velocities, moments, step count) lives
 with the model, in ``model.optimizer_state`` (an :class:`OptimizerState`),

@@ -216,8 +216,9 @@ def min_abs_hidden_z(Ws, bs, x, hidden_code, out_code):
     return min((np.abs(z).min() for z in hidden), default=np.inf)
 
 
-def assert_close(got, ref, *, rtol, atol, scale=None, err_msg=""):
-    """|got - ref| <= rtol*|ref| + atol*max(1, scale); scale defaults to max|ref|.
+def assert_close(got, ref, *, rtol, atol, scale=None, slack=0.0, err_msg=""):
+    """|got - ref| <= rtol*|ref| + atol*max(1, scale) + slack; scale defaults
+    to max|ref|, slack (a number or one per element) to 0.
 
     Scaling atol with the array's magnitude keeps one tolerance meaningful
     for quantities that are sums of many products of size ~scale, where a
@@ -228,7 +229,14 @@ def assert_close(got, ref, *, rtol, atol, scale=None, err_msg=""):
     assert np.isfinite(got).all(), f"non-finite result {err_msg}"
     if scale is None:
         scale = float(np.abs(ref).max()) if ref.size else 0.0
-    np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol * max(1.0, scale), err_msg=err_msg)
+    atol = atol * max(1.0, scale)
+    slack = np.broadcast_to(np.asarray(slack, dtype=np.float64), ref.shape)
+    outside = ~(np.abs(got - ref) <= rtol * np.abs(ref) + atol + slack)
+    if outside.any():
+        # numpy's report, on the elements outside even with their slack.
+        np.testing.assert_allclose(got[outside], ref[outside], rtol=rtol, atol=atol,
+                                   err_msg=f"{err_msg} (outside their slack too, which was "
+                                           f"at most {slack[outside].max():.3g})")
 
 
 @pytest.fixture(params=DTYPES, ids=["float32", "float64"])

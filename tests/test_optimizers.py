@@ -6,7 +6,7 @@ import platform
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import mlp
@@ -66,6 +66,22 @@ def ref_step(optimizer, params, grad, state, t, weights_mask, lr=None):
     return p - lr / (1 - optimizer.beta1 ** t) * m / denom
 
 
+def _rounding_slack(optimizer, params, grad, state, t, weights_mask, dtype):
+    """How far the rule's result may move, element by element, when the mean
+    gradient is off by its rounding in dtype (the kernel's gradient is a
+    sum of products of size about 1): Adam divides by about |g| + eps, so
+    where g is no larger than its own rounding error (float32: 1e-7 of the
+    terms it was summed from) the step's size and even its direction are
+    the rounding's. Elsewhere the slack is far below the tolerance."""
+    error = 16 * float(np.finfo(dtype).eps) * max(1.0, float(np.abs(grad).max()))
+    centre = ref_step(optimizer, params, grad, {k: v.copy() for k, v in state.items()}, t,
+                      weights_mask)
+    moved = [ref_step(optimizer, params, grad + f * error,
+                      {k: v.copy() for k, v in state.items()}, t, weights_mask)
+             for f in (-1.0, -0.5, 0.5, 1.0)]
+    return np.max(np.abs(np.array(moved) - centre), axis=0)
+
+
 # beta2 stays well above 0: with beta2 = 0, sqrt(v) is |g| of the last step
 # alone, and a tiny last gradient under a remembered first moment makes a
 # step of lr * m / |g|, where float32's rounding of g is amplified a
@@ -84,6 +100,23 @@ optimizers = st.one_of(
 @SETTINGS
 @given(net=networks(), optimizer=optimizers, workers=st.integers(1, 3),
        feature_major=st.booleans(), n_steps=st.integers(1, 4))
+# Found by Hypothesis: a hidden bias whose mean gradient (-7e-8) is no larger
+# than its float32 rounding, where Adam's first step (lr g / (|g| + eps)) is
+# the rounding's; _rounding_slack allows for that.
+@example(
+    net={"dtype": np.float32, "sizes": [1, 6, 3], "sizes_arr": np.array([1, 6, 3]),
+         "hidden": 1, "out": 0, "loss": "mse",
+         "flat": np.array([0.5183763, 1.2324272, 0.49565563, -1.9547359, 1.3580338,
+                           0.66956186, -0.2684766, 0.29055905, 0.1822862, 0.14706625,
+                           0.01421112, 0.2733565, -0.45098418, -0.09976156, -0.2952366,
+                           0.36671692, 0.02432472, -0.17909245, -0.4788192, -0.15749744,
+                           0.00498605, -0.16877162, 0.792449, 0.61649024, -1.6602411,
+                           -1.1567796, -0.10702561, -0.25853777, 0.13082908, 0.13308196,
+                           1.0589194, -0.55601037, -0.18880251], dtype=np.float32),
+         "x": np.array([[4.085543]], dtype=np.float32),
+         "y": np.array([[1.3345954, -0.42081425, 0.5571785]], dtype=np.float32)},
+    optimizer=mlp.Adam(0.0625, 0.0, 0.999, 1e-08, 0.0, False),
+    workers=1, feature_major=False, n_steps=1)
 def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_major, n_steps):
     """Every step, from the kernel's own parameters and state, against the
     reference rule applied to the float64 mean gradient."""
@@ -99,7 +132,9 @@ def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_ma
         Ws, bs = unflatten(before, sizes)
         _, dWs, dbs = ref_loss_and_gradients(Ws, bs, net["x"], net["y"], net["hidden"],
                                              net["out"], net["loss"])
-        expected = ref_step(optimizer, before, flatten(dWs, dbs) / n, ref_state, t, mask)
+        grad = flatten(dWs, dbs) / n
+        slack = _rounding_slack(optimizer, before, grad, ref_state, t, mask, dtype)
+        expected = ref_step(optimizer, before, grad, ref_state, t, mask)
         kernel_sgd = np.zeros(1)
         kernel_train_steps(params, net["sizes_arr"], net["hidden"], net["out"],
                            LOSS[net["loss"]], net["x"], None, np.arange(n, dtype=np.int64), n,
@@ -109,7 +144,8 @@ def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_ma
                            rule=optimizer.kernel_rule(), velocity=velocity,
                            second_moment=second_moment, steps_before=t - 1)
         scale = max(1.0, float(np.abs(expected).max()))
-        assert_close(params, expected, scale=scale, err_msg=f"step {t}", **TOL[dtype])
+        assert_close(params, expected, scale=scale, slack=slack, err_msg=f"step {t}",
+                     **TOL[dtype])
         for name, buffer in state.buffers.items():
             assert_close(buffer, ref_state[name], scale=max(1.0, float(np.abs(ref_state[name]).max())),
                          err_msg=f"{name} after step {t}", **TOL[dtype])

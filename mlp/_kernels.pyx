@@ -746,7 +746,8 @@ cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x,
                                   dtype, sparse_input):
     """Whether the run computes its first layer from the non-zero inputs
     (see train_steps), and if so the buffers that takes, to be kept alive
-    for the call: the lists of two batches' non-zero inputs, and per worker
+    for the call: the lists of two batches' non-zero inputs (one set per
+    worker with lists_by_worker, one shared otherwise), and per worker
     a panel of its units' weights, one of their gradient (or, with
     weights_by_input, a few of its rows), a copy of its units' deltas, the
     batch's non-zero inputs listed by input, and with weights_by_input the
@@ -764,9 +765,18 @@ cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x,
     width = run.sizes[1] if run.split_samples else (run.sizes[1] + n_workers - 1) // n_workers + 1
     run.panel_ld = (width + line - 1) // line * line
     run.panel_size = d * run.panel_ld
-    index = np.empty(2 * m * d, dtype=np.int32)
-    value = np.empty(2 * m * d, dtype=dtype)
-    count = np.empty(2 * m, dtype=np.intp)
+    # The units split lists every row in each worker (lists_by_worker) when
+    # it reads the rows as they are in x: not distorted, not dropped out and
+    # of the model's type; otherwise each lists the rows it gathered, into
+    # lists both read.
+    run.lists_by_worker = (not run.split_samples and run.augment == NULL
+                           and run.input_dropout == 0
+                           and run.dtype_pair in (FLOAT_MODEL_FLOAT_DATA,
+                                                  DOUBLE_MODEL_DOUBLE_DATA))
+    lists = n_workers if run.lists_by_worker else 1
+    index = np.empty(lists * 2 * m * d, dtype=np.int32)
+    value = np.empty(lists * 2 * m * d, dtype=dtype)
+    count = np.empty(lists * 2 * m, dtype=np.intp)
     panels = np.empty(n_workers * (2 * run.panel_size + m * run.panel_ld), dtype=dtype)
     starts = np.empty(n_workers * (d + 1), dtype=np.intp)
     samples = np.empty(n_workers * m * d, dtype=np.int32)

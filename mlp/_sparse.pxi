@@ -1,7 +1,7 @@
 # The first layer from the non-zero inputs only (included by _kernels.pyx):
 # the C loops are in _sparse.h, which says why and how fast. Inference uses
 # them on mostly-zero rows (_forward_sparse_input in _kernels.pyx), and so
-# does training (_worker.pxi: _list_nonzeros in the gather; in the units
+# does training (_worker.pxi: _list_row in the gather; in the units
 # split, _sparse_first_layer in the forward pass and _panel_update_stage in
 # the update, on weights kept by input for the whole call; in the samples
 # split, _sparse_rows and _sparse_weight_gradient).

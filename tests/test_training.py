@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import mlp
 import mlp.training as training_module
 
-from conftest import DTYPES, assert_close, kernel_train_steps, one_hot
+from conftest import ACT, DTYPES, LOSS, assert_close, kernel_train_steps, one_hot
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -484,6 +484,45 @@ def test_float32_data_trains_a_float64_model_without_a_copy_and_identically(samp
         models.append(model)
     assert seen[0] is X32  # handed to the kernel as it is
     np.testing.assert_array_equal(models[0]._params, models[1]._params)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("optimizer", [mlp.SGD(0.1), mlp.SGD(0.1, momentum=0.9, nesterov=True),
+                                       mlp.Adam(0.01)], ids=["sgd", "nesterov", "adam"])
+def test_mostly_zero_rows_listed_by_each_worker_train_as_shared_lists(optimizer, workers):
+    """Float32 rows of mostly zeros into a float32 model: each worker lists
+    every row of a batch itself, straight from x. The same values as
+    float64 rows: the workers convert their share of the rows and list it
+    into lists all of them read. Same lists, so the same steps, bit for bit."""
+    from mlp.optimizers import OptimizerState
+
+    rng = np.random.default_rng(0)
+    x = rng.random((400, 50), dtype=np.float32)
+    x[x < 0.8] = 0
+    labels = rng.integers(0, 4, 400)
+    order = rng.permutation(400).astype(np.int64)
+    sizes = np.array([50, 37, 11, 4], dtype=np.intp)
+    start = mlp.Model(list(sizes), seed=1)._params
+    results = []
+    for data in (x, x.astype(np.float64)):
+        params = start.copy()
+        state = OptimizerState.fresh(optimizer, params.size, np.float32)
+        velocity, second_moment = state.kernel_buffers(np.float32)
+        losses = np.zeros(7)
+        work = np.empty(training_module._kernels.workspace_size(sizes, 64), dtype=np.float32)
+        steps = kernel_train_steps(
+            params, sizes, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"], data, labels,
+            order, 64, optimizer.learning_rate, 0.0, work, losses, False, workers,
+            rule=optimizer.kernel_rule(), velocity=velocity, second_moment=second_moment,
+            sparse_input=True)
+        assert steps == 7
+        results.append((params, losses, [b.copy() for b in state.buffers.values()]))
+    (params, losses, buffers), (params64, losses64, buffers64) = results
+    np.testing.assert_array_equal(params, params64)
+    np.testing.assert_array_equal(losses, losses64)
+    for buffer, buffer64 in zip(buffers, buffers64):
+        np.testing.assert_array_equal(buffer, buffer64)
+    assert np.isfinite(params).all() and not np.array_equal(params, start)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -87,4 +87,35 @@ static void NAME(T *values, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t u0, ptrdiff_t 
 MLP_DEFINE_DROPOUT(mlp_dropoutf, float)
 MLP_DEFINE_DROPOUT(mlp_dropout, double)
 
+/* Input dropout on a list of sample i's non-zero inputs (inputs, values,
+ * count of them, the first layer's counters starting at base = i * width):
+ * the dropped ones removed, the kept ones' values times scale, in place;
+ * returns the new count. The same list as mlp_dropout on the whole row and
+ * a new list of its non-zero entries (scale >= 1 keeps a non-zero value
+ * non-zero), with a mask for the listed inputs only: about a fifth of an
+ * image's. Masks 64 entries at a time into kept, a loop that vectorises,
+ * then the kept entries moved forward. */
+#define MLP_DEFINE_DROP_LISTED(NAME, T)                                               \
+MLP_MULTIVERSION                                                                      \
+static ptrdiff_t NAME(int32_t *inputs, T *values, ptrdiff_t count, uint32_t base,    \
+                      mlp_mask_key key, uint32_t drop_threshold, T scale)             \
+{                                                                                     \
+    ptrdiff_t n = 0;                                                                  \
+    for (ptrdiff_t e0 = 0; e0 < count; e0 += 64) {                                    \
+        ptrdiff_t block = count - e0 < 64 ? count - e0 : 64;                          \
+        uint32_t kept[64];                                                            \
+        for (ptrdiff_t e = 0; e < block; e++)                                         \
+            kept[e] = mlp_kept(key, base + (uint32_t)inputs[e0 + e], drop_threshold); \
+        for (ptrdiff_t e = 0; e < block; e++) {                                       \
+            inputs[n] = inputs[e0 + e];                                               \
+            values[n] = values[e0 + e] * scale;                                       \
+            n += kept[e];                                                             \
+        }                                                                             \
+    }                                                                                 \
+    return n;                                                                         \
+}
+
+MLP_DEFINE_DROP_LISTED(mlp_drop_listedf, float)
+MLP_DEFINE_DROP_LISTED(mlp_drop_listed, double)
+
 #endif

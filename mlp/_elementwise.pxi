@@ -31,6 +31,10 @@ cdef extern from "_dropout.h" nogil:
     void mlp_dropout(double* values, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t u0, Py_ssize_t u1,
                      Py_ssize_t sample_stride, Py_ssize_t unit_stride, Py_ssize_t width,
                      mlp_mask_key key, uint32_t drop_threshold, double scale)
+    Py_ssize_t mlp_drop_listedf(int32_t* inputs, float* values, Py_ssize_t count, uint32_t base,
+                                mlp_mask_key key, uint32_t drop_threshold, float scale)
+    Py_ssize_t mlp_drop_listed(int32_t* inputs, double* values, Py_ssize_t count, uint32_t base,
+                               mlp_mask_key key, uint32_t drop_threshold, double scale)
 
 
 cdef inline Py_ssize_t _sample_stride(bint feature_major, Py_ssize_t n,
@@ -314,3 +318,14 @@ cdef inline void _dropout(floating* values, Py_ssize_t i0, Py_ssize_t i1, Py_ssi
     else:
         mlp_dropout(values, i0, i1, u0, u1, sample_stride, unit_stride, width, key,
                     drop_threshold, scale)
+
+
+cdef inline Py_ssize_t _drop_listed(int32_t* inputs, floating* values, Py_ssize_t count,
+                                    uint32_t base, mlp_mask_key key, uint32_t drop_threshold,
+                                    floating scale) noexcept nogil:
+    """Input dropout on a sample's list of non-zero inputs, in place, its
+    counters from base (sample * inputs); returns the kept count (_dropout.h)."""
+    if floating is float:
+        return mlp_drop_listedf(inputs, values, count, base, key, drop_threshold, scale)
+    else:
+        return mlp_drop_listed(inputs, values, count, base, key, drop_threshold, scale)

@@ -765,15 +765,17 @@ cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x,
     width = run.sizes[1] if run.split_samples else (run.sizes[1] + n_workers - 1) // n_workers + 1
     run.panel_ld = (width + line - 1) // line * line
     run.panel_size = d * run.panel_ld
-    # The units split lists every row in each worker (lists_by_worker) when
-    # it reads the rows as they are in x: not distorted, not dropped out and
-    # of the model's type; otherwise each lists the rows it gathered, into
-    # lists both read.
-    run.lists_by_worker = (not run.split_samples and run.augment == NULL
-                           and run.input_dropout == 0
-                           and run.dtype_pair in (FLOAT_MODEL_FLOAT_DATA,
-                                                  DOUBLE_MODEL_DOUBLE_DATA))
+    # The units split lists every row in each worker (lists_by_worker),
+    # unless rows are distorted: each worker then lists the rows it
+    # distorted, into lists all of them read.
+    run.lists_by_worker = not run.split_samples and run.augment == NULL
     lists = n_workers if run.lists_by_worker else 1
+    rows = None
+    if run.lists_by_worker and run.dtype_pair in (FLOAT_MODEL_DOUBLE_DATA,
+                                                  DOUBLE_MODEL_FLOAT_DATA):
+        run.row_stride = (d + line - 1) // line * line
+        rows = np.empty(n_workers * run.row_stride, dtype=dtype)
+        run.row_buffers = <void*><uintptr_t>rows.ctypes.data
     index = np.empty(lists * 2 * m * d, dtype=np.int32)
     value = np.empty(lists * 2 * m * d, dtype=dtype)
     count = np.empty(lists * 2 * m, dtype=np.intp)
@@ -798,7 +800,7 @@ cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x,
         state = np.empty(n_workers * (2 if run.opt.second_moment != NULL else 1)
                          * run.panel_size, dtype=dtype)
         run.state_panels = <void*><uintptr_t>state.ctypes.data
-    return index, value, count, panels, starts, samples, values, state
+    return index, value, count, panels, starts, samples, values, state, rows
 
 
 def dropout_mask(floating[:, ::1] values, double p, uint64_t seed, int64_t step, int layer,

@@ -98,10 +98,13 @@ cdef struct _TrainRun:
     int32_t* nonzero_index     # two steps' worth (the next batch is gathered while
     void* nonzero_value        # the last update of this one runs): step s's rows at
     Py_ssize_t* nonzero_count  # (s % 2) * batch_size, row i's entries at i * inputs
-    # lists_by_worker (the units split, rows as the data hold them): each
-    # worker lists every row of the batch itself, into lists of its own,
-    # 2 * batch_size rows apart (see _gather_stage).
+    # lists_by_worker (the units split, rows not distorted): each worker
+    # lists every row of the batch itself, into lists of its own,
+    # 2 * batch_size rows apart (see _gather_stage), through its row buffer
+    # (row_stride apart) when rows are converted to the model's type.
     bint lists_by_worker
+    void* row_buffers
+    Py_ssize_t row_stride
     void* panels               # per worker: its first-layer units' weights by input
     void* gradient_panels      # per worker: their gradient, laid out alike (with
                                # weights_by_input, only its first rows: the sums
@@ -286,23 +289,17 @@ cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, fl
     is up, and the run must stop before this step.
 
     With lists_by_worker nothing is gathered: each worker lists every row
-    straight from x into its own lists, checking it in the same pass. In
-    the units split both workers read every row's list; lists shared
-    between them made each step's listing wait for the lines the other
-    worker had read, which cost more than listing every row twice."""
+    itself, into its own lists (_list_batch). In the units split both
+    workers read every row's list; lists shared between them made each
+    step's listing wait for the lines the other worker had read, which cost
+    more than listing every row twice."""
     cdef Py_ssize_t d = run.sizes[0], r0, r1, i
     cdef int w_id, nonfinite = 0
     cdef bint stop = False
     _share(n, tid, n_workers, 1, &r0, &r1)
     if run.lists_by_worker:
-        if floating is data_floating:
-            for i in range(n):
-                if i + LIST_PREFETCH_ROWS < n:
-                    _prefetch_rows(x, run.order + start + i + LIST_PREFETCH_ROWS, 1, d)
-                _list_row(run, <const floating*>x + run.order[start + i] * d, parity, i,
-                          tid, &nonfinite)
-        if nonfinite:
-            run.bad[tid] = 1
+        _list_batch(run, x, <floating*>run.row_buffers + tid * run.row_stride
+                    if run.row_buffers != NULL else NULL, start, n, step, parity, tid)
     else:
         # A row is 3 KB of contiguous memory, which the hardware prefetcher streams.
         _gather_rows(x, run.order + start + r0, xb + r0 * d, r1 - r0, d)
@@ -348,6 +345,38 @@ cdef inline void _list_row(_TrainRun* run, const floating* x, int parity, Py_ssi
     cdef Py_ssize_t d = run.sizes[0], row = _step_rows(run, parity, tid) + i
     run.nonzero_count[row] = _nonzeros(x, d, run.nonzero_index + row * d,
                                        <floating*>run.nonzero_value + row * d, nonfinite)
+
+
+cdef void _list_batch(_TrainRun* run, const data_floating* x, floating* row, Py_ssize_t start,
+                      Py_ssize_t n, int64_t step, int parity, int tid) noexcept nogil:
+    """Every row of the batch into worker tid's own lists (lists_by_worker),
+    read where it is in x, or when x holds another type than the model's
+    through row, the worker's (inputs,) buffer, converted; then its inputs
+    dropped out, on the list. The lists' own check finds NaN and
+    infinities (before the dropout, which could hide them); run.bad[tid]
+    says so."""
+    cdef Py_ssize_t d = run.sizes[0], i, at
+    cdef int nonfinite = 0
+    cdef const floating* source
+    cdef mlp_mask_key input_mask = mlp_mask_key_for(run.dropout_seed, step, 0)
+    cdef uint32_t threshold = _drop_threshold(run.input_dropout)
+    cdef floating scale = <floating>(1 / (1 - run.input_dropout))
+    for i in range(n):
+        if i + LIST_PREFETCH_ROWS < n:
+            _prefetch_rows(x, run.order + start + i + LIST_PREFETCH_ROWS, 1, d)
+        if floating is data_floating:
+            source = x + run.order[start + i] * d
+        else:
+            _gather_rows(x, run.order + start + i, row, 1, d)
+            source = row
+        _list_row(run, source, parity, i, tid, &nonfinite)
+        if run.input_dropout > 0:
+            at = _step_rows(run, parity, tid) + i
+            run.nonzero_count[at] = _drop_listed(
+                run.nonzero_index + at * d, <floating*>run.nonzero_value + at * d,
+                run.nonzero_count[at], <uint32_t>(i * d), input_mask, threshold, scale)
+    if nonfinite:
+        run.bad[tid] = 1
 
 
 cdef void _prefetch_next_batch(_TrainRun* run, const data_floating* x, Py_ssize_t start,

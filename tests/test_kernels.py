@@ -1068,9 +1068,10 @@ def test_sparse_input_sgd_steps_match_the_reference(workers, samples_split, dtyp
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_sparse_input_training_with_dropout_and_max_norm_matches_dense(workers):
-    """Input dropout zeroes inputs before they are listed, hidden dropout and
-    max-norm act on what the first layer computed: the same run with the
-    first layer as GEMMs ends at the same parameters and losses."""
+    """Input dropout removes the dropped inputs from each worker's lists (the
+    GEMMs' path zeroes them in the batch), hidden dropout and max-norm act
+    on what the first layer computed: the same run with the first layer as
+    GEMMs ends at the same parameters and losses."""
     rng = np.random.default_rng(6)
     sizes_arr = np.asarray([50, 24, 16, 4], np.intp)
     flat = rng.standard_normal(24 * 51 + 16 * 25 + 4 * 17) * 0.3

@@ -492,8 +492,8 @@ def test_float32_data_trains_a_float64_model_without_a_copy_and_identically(samp
 def test_mostly_zero_rows_listed_by_each_worker_train_as_shared_lists(optimizer, workers):
     """Float32 rows of mostly zeros into a float32 model: each worker lists
     every row of a batch itself, straight from x. The same values as
-    float64 rows: the workers convert their share of the rows and list it
-    into lists all of them read. Same lists, so the same steps, bit for bit."""
+    float64 rows: each worker converts every row into a buffer of its own
+    and lists it from there. Same lists, so the same steps, bit for bit."""
     from mlp.optimizers import OptimizerState
 
     rng = np.random.default_rng(0)

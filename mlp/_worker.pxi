@@ -98,7 +98,8 @@ cdef struct _TrainRun:
     int32_t* nonzero_index     # two steps' worth (the next batch is gathered while
     void* nonzero_value        # the last update of this one runs): step s's rows at
     Py_ssize_t* nonzero_count  # (s % 2) * batch_size, row i's entries at i * inputs
-    # lists_by_worker (the units split, rows not distorted): each worker
+    # lists_by_worker (the units split on few workers, rows not distorted:
+    # _prepare_sparse_input in _kernels.pyx): each worker
     # lists every row of the batch itself, into lists of its own,
     # 2 * batch_size rows apart (see _gather_stage), through its row buffer
     # (row_stride apart) when rows are converted to the model's type.

@@ -66,20 +66,19 @@ def ref_step(optimizer, params, grad, state, t, weights_mask, lr=None):
     return p - lr / (1 - optimizer.beta1 ** t) * m / denom
 
 
-def _rounding_slack(optimizer, params, grad, state, t, weights_mask, dtype):
+def _rounding_slack(optimizer, params, grad, expected, state, t, weights_mask, dtype):
     """How far the rule's result may move, element by element, when the mean
     gradient is off by its rounding in dtype (the kernel's gradient is a
     sum of products of size about 1): Adam divides by about |g| + eps, so
     where g is no larger than its own rounding error (float32: 1e-7 of the
     terms it was summed from) the step's size and even its direction are
-    the rounding's. Elsewhere the slack is far below the tolerance."""
+    the rounding's. Elsewhere the slack is far below the tolerance.
+    expected: the rule's result from grad; state: the state before it."""
     error = 16 * float(np.finfo(dtype).eps) * max(1.0, float(np.abs(grad).max()))
-    centre = ref_step(optimizer, params, grad, {k: v.copy() for k, v in state.items()}, t,
-                      weights_mask)
     moved = [ref_step(optimizer, params, grad + f * error,
                       {k: v.copy() for k, v in state.items()}, t, weights_mask)
              for f in (-1.0, -0.5, 0.5, 1.0)]
-    return np.max(np.abs(np.array(moved) - centre), axis=0)
+    return np.max(np.abs(np.array(moved) - expected), axis=0)
 
 
 # beta2 stays well above 0: with beta2 = 0, sqrt(v) is |g| of the last step
@@ -133,8 +132,9 @@ def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_ma
         _, dWs, dbs = ref_loss_and_gradients(Ws, bs, net["x"], net["y"], net["hidden"],
                                              net["out"], net["loss"])
         grad = flatten(dWs, dbs) / n
-        slack = _rounding_slack(optimizer, before, grad, ref_state, t, mask, dtype)
+        state_before = {k: v.copy() for k, v in ref_state.items()}
         expected = ref_step(optimizer, before, grad, ref_state, t, mask)
+        slack = _rounding_slack(optimizer, before, grad, expected, state_before, t, mask, dtype)
         kernel_sgd = np.zeros(1)
         kernel_train_steps(params, net["sizes_arr"], net["hidden"], net["out"],
                            LOSS[net["loss"]], net["x"], None, np.arange(n, dtype=np.int64), n,

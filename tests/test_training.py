@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import mlp
 import mlp.training as training_module
+from mlp.optimizers import OptimizerState
 
 from conftest import ACT, DTYPES, LOSS, assert_close, kernel_train_steps, one_hot
 
@@ -494,8 +495,6 @@ def test_mostly_zero_rows_listed_by_each_worker_train_as_shared_lists(optimizer,
     every row of a batch itself, straight from x. The same values as
     float64 rows: each worker converts every row into a buffer of its own
     and lists it from there. Same lists, so the same steps, bit for bit."""
-    from mlp.optimizers import OptimizerState
-
     rng = np.random.default_rng(0)
     x = rng.random((400, 50), dtype=np.float32)
     x[x < 0.8] = 0

@@ -526,6 +526,21 @@ def test_forward_sparse_input_allocates_when_the_workspace_is_short():
     np.testing.assert_allclose(out_sparse, out_dense, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("count", [1, 15, 1000, 250_000])
+def test_training_buffers_start_on_a_cache_line(count, dtype):
+    """The sparse path's panels and lists (_empty_on_lines) start on a
+    64-byte boundary, whatever numpy's allocator returns, with the size and
+    dtype asked for and memory of their own (a writable, contiguous view)."""
+    arrays = [K._empty_on_lines(count, dtype) for _ in range(4)]
+    for array in arrays:
+        assert array.ctypes.data % 64 == 0
+        assert array.shape == (count,) and array.dtype == dtype
+        assert array.flags.c_contiguous and array.flags.writeable
+        array[...] = 7
+    assert all((array == 7).all() for array in arrays)
+
+
 @SETTINGS
 @given(n=st.integers(1, 300), workers=st.integers(1, 3), chunk=st.integers(1, 300),
        path=st.sampled_from([None, True, False]), bad=st.sampled_from([np.nan, np.inf, -np.inf]),

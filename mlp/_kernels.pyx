@@ -921,9 +921,10 @@ def adam_rule(floating[::1] params, const floating[::1] grads, floating[::1] fir
     opt.beta2 = beta2
     opt.eps = eps
     opt.decoupled = decoupled
+    cdef _StepRates rates = _step_rates(&opt, learning_rate, t)
     with nogil:
         _adam(&params[0], &grads[0], &first_moment[0], &second_moment[0], params.shape[0], 1,
-              learning_rate, weight_decay, &opt, t)
+              &rates, weight_decay, &opt)
 
 
 def batch_loss(const floating[:, ::1] a, const floating[:, ::1] z,

@@ -31,6 +31,27 @@ cdef struct _Optimizer:
     void* gradients           # scratch, laid out like the parameters
 
 
+cdef struct _StepRates:
+    # What a rule needs of the step, computed once a stage rather than once
+    # a call of the rule (the first layer's pass calls it 49 times a step).
+    double learning_rate
+    double adam_step_size            # lr / (1 - beta1^t)
+    double adam_inv_root_correction  # 1 / sqrt(1 - beta2^t)
+
+
+cdef inline _StepRates _step_rates(const _Optimizer* opt, double learning_rate,
+                                   int64_t t) noexcept nogil:
+    """The step's rates for opt at step t >= 1 and this learning rate."""
+    cdef _StepRates rates
+    rates.learning_rate = learning_rate
+    rates.adam_step_size = 0
+    rates.adam_inv_root_correction = 0
+    if opt.code == OPT_ADAM:
+        rates.adam_step_size = learning_rate / (1 - pow(opt.beta1, <double>t))
+        rates.adam_inv_root_correction = 1 / sqrt(1 - pow(opt.beta2, <double>t))
+    return rates
+
+
 cdef extern from "_updates.h" nogil:
     void mlp_sgdf(float* params, const float* sums, Py_ssize_t count, float scale, float decay)
     void mlp_sgd(double* params, const double* sums, Py_ssize_t count, double scale,
@@ -79,18 +100,19 @@ cdef void _sgd_momentum(floating* params, const floating* grads, floating* veloc
 
 cdef void _adam(floating* params, const floating* grads, floating* first_moment,
                 floating* second_moment, Py_ssize_t count, floating grad_scale,
-                double learning_rate, double weight_decay, const _Optimizer* opt,
-                int64_t t) noexcept nogil:
+                const _StepRates* rates, double weight_decay,
+                const _Optimizer* opt) noexcept nogil:
     """torch.optim.Adam (and AdamW with opt.decoupled) at step t >= 1, grad =
     grads * grad_scale:
     AdamW first shrinks p by 1 - lr wd, Adam adds wd p to the gradient; then
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
-    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),
+    the two corrections from rates (_step_rates).
     (The loop is in _updates.h, compiled for AVX2 too.)"""
-    cdef double step_size = learning_rate / (1 - pow(opt.beta1, <double>t))
-    cdef double inv_root_correction = 1 / sqrt(1 - pow(opt.beta2, <double>t))
+    cdef double step_size = rates.adam_step_size
+    cdef double inv_root_correction = rates.adam_inv_root_correction
     cdef double coupled_decay = 0 if opt.decoupled else weight_decay
-    cdef double shrink = 1 - learning_rate * weight_decay if opt.decoupled else 1
+    cdef double shrink = 1 - rates.learning_rate * weight_decay if opt.decoupled else 1
     if floating is float:
         mlp_adamf(params, grads, first_moment, second_moment, count, grad_scale, <float>shrink,
                   <float>coupled_decay, <float>opt.beta1, <float>(1 - opt.beta1),
@@ -105,28 +127,28 @@ cdef void _adam(floating* params, const floating* grads, floating* first_moment,
 
 cdef void _rule_step(const _Optimizer* opt, floating* params, const floating* grads,
                      floating grad_scale, floating* velocity, floating* second_moment,
-                     Py_ssize_t count, double learning_rate, double weight_decay,
-                     int64_t t) noexcept nogil:
+                     Py_ssize_t count, const _StepRates* rates,
+                     double weight_decay) noexcept nogil:
     """The optimizer's rule (not plain SGD) on count parameters, given their
     mean gradient, grads * grad_scale, and their state (velocity: momentum's,
     or Adam's first moment), laid out alike."""
     if opt.code == OPT_SGD_MOMENTUM:
-        _sgd_momentum(params, grads, velocity, count, grad_scale, learning_rate,
+        _sgd_momentum(params, grads, velocity, count, grad_scale, rates.learning_rate,
                       weight_decay, opt.momentum, opt.nesterov)
     elif opt.code == OPT_ADAM:
-        _adam(params, grads, velocity, second_moment, count, grad_scale, learning_rate,
-              weight_decay, opt, t)
+        _adam(params, grads, velocity, second_moment, count, grad_scale, rates, weight_decay,
+              opt)
 
 
 cdef void _apply_rule(const _Optimizer* opt, floating* params, Py_ssize_t first,
-                      Py_ssize_t count, double learning_rate, double weight_decay,
-                      int64_t t) noexcept nogil:
+                      Py_ssize_t count, const _StepRates* rates,
+                      double weight_decay) noexcept nogil:
     """The optimizer's rule on params[first:first+count], whose mean
     gradient is in opt.gradients at the same offsets."""
     _rule_step(opt, params + first, <const floating*>opt.gradients + first, 1,
                <floating*>opt.velocity + first if opt.velocity != NULL else NULL,
                <floating*>opt.second_moment + first if opt.second_moment != NULL else NULL,
-               count, learning_rate, weight_decay, t)
+               count, rates, weight_decay)
 
 
 cdef void _cap_row_norms(floating* w, Py_ssize_t rows, Py_ssize_t fan_in,

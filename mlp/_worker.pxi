@@ -510,6 +510,7 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
     cdef floating scale = <floating>(-learning_rate / n)
     cdef floating decay = <floating>(1 - learning_rate * opt.weight_decay)
     cdef floating inverse_n = <floating>(1.0 / n)
+    cdef _StepRates rates = _step_rates(opt, learning_rate, step)
     _by_input(run.nonzero_index + row0 * d, <const floating*>run.nonzero_value + row0 * d,
               run.nonzero_count + row0, n, d, start, sample, value)
     for i in range(n):
@@ -536,7 +537,7 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
             _rule_step(opt, panel + j0 * ld, sums, inverse_n,
                        velocity + j0 * ld if velocity != NULL else NULL,
                        second_moment + j0 * ld if second_moment != NULL else NULL,
-                       count, learning_rate, opt.weight_decay, step)
+                       count, &rates, opt.weight_decay)
     if opt.max_norm > 0:
         _cap_column_norms(panel, d, ld, units, opt.max_norm)
 
@@ -673,6 +674,7 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
     cdef const _Optimizer* opt = &run.opt
     cdef floating step_size = <floating>(learning_rate / n)
     cdef floating inverse_n = <floating>(1.0 / n)
+    cdef _StepRates rates = _step_rates(opt, learning_rate, step)
     _share(fan_out, tid, n_workers, 1, &u0, &u1)
     if u1 <= u0:
         return
@@ -702,10 +704,9 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
         for j in range(u0, u1):
             grads[fan_out * fan_in + j] *= inverse_n
         if not in_panel:
-            _apply_rule(opt, params, offsets[l] + u0 * fan_in, (u1 - u0) * fan_in,
-                        learning_rate, opt.weight_decay, step)
-        _apply_rule(opt, params, offsets[l] + fan_out * fan_in + u0, u1 - u0,
-                    learning_rate, 0, step)
+            _apply_rule(opt, params, offsets[l] + u0 * fan_in, (u1 - u0) * fan_in, &rates,
+                        opt.weight_decay)
+        _apply_rule(opt, params, offsets[l] + fan_out * fan_in + u0, u1 - u0, &rates, 0)
     if opt.max_norm > 0 and not in_panel:
         _cap_row_norms(w + u0 * fan_in, u1 - u0, fan_in, opt.max_norm)
 
@@ -807,6 +808,7 @@ cdef void _summed_update_stage(_TrainRun* run, floating* params, const Py_ssize_
     cdef const _Optimizer* opt = &run.opt
     cdef floating step_size = <floating>(learning_rate / n)
     cdef floating decay = <floating>(1 - learning_rate * opt.weight_decay)
+    cdef _StepRates rates = _step_rates(opt, learning_rate, step)
     cdef int part
     _share(fan_out, tid, n_workers, 1, &u0, &u1)
     if u1 <= u0:
@@ -827,8 +829,8 @@ cdef void _summed_update_stage(_TrainRun* run, floating* params, const Py_ssize_
             grads = <floating*>opt.gradients + first
             _sum_partials(grads, partials + first, run.partial_stride, run.has_rows,
                           n_workers, count, <floating>(1.0 / n))
-            _apply_rule(opt, params, first, count, learning_rate,
-                        opt.weight_decay if part == 0 else 0, step)
+            _apply_rule(opt, params, first, count, &rates,
+                        opt.weight_decay if part == 0 else 0)
     if opt.max_norm > 0:
         _cap_row_norms(w + u0 * fan_in, u1 - u0, fan_in, opt.max_norm)
 

@@ -753,8 +753,8 @@ def _empty_on_lines(Py_ssize_t count, dtype):
     on a 64-byte boundary. numpy aligns large arrays to 16 bytes only; the
     sparse path's panels and lists, whose rows are whole cache lines, then
     straddle two lines with every row and one 64-byte vector load in two.
-    Aligned, training's step took 0.91-0.99x the time at batch 64 (plain
-    SGD, momentum and Adam, three interleaved runs; bench/README.md)."""
+    Aligned, plain SGD's and momentum's steps took 0.90-0.99x the time at
+    batch 64 (four interleaved runs; Adam's 0.90-1.06x; bench/README.md)."""
     itemsize = np.dtype(dtype).itemsize
     raw = np.empty(count * itemsize + 64, dtype=np.uint8)
     offset = (-raw.ctypes.data) % 64

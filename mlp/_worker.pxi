@@ -485,8 +485,8 @@ DEF GRADIENT_CHUNK_INPUTS = 16
 
 
 cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t n,
-                              int parity, Py_ssize_t u0, Py_ssize_t u1, double learning_rate,
-                              int64_t step, int tid) noexcept nogil:
+                              int parity, Py_ssize_t u0, Py_ssize_t u1,
+                              const _StepRates* rates, int64_t step, int tid) noexcept nogil:
     """The optimizer's update of the first-layer weights this worker owns,
     where they live during the call (weights_by_input): its panel, (inputs,
     panel_ld). Each input's gradient row is summed as in
@@ -494,7 +494,8 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
     buffer that stays in L1, and the rule goes over those rows of the panel
     and of its state at once: no gradient panel written out and read back,
     and no transposes. The same arithmetic as the rule on the parameters'
-    layout, element by element; the panels' pad columns stay zero."""
+    layout, element by element; the panels' pad columns stay zero. rates:
+    the stage's (_update_stage), for optimizer step `step`."""
     cdef Py_ssize_t d = run.sizes[0], fan_out = run.sizes[1], ld = run.panel_ld
     cdef Py_ssize_t units = u1 - u0, row0 = _step_rows(run, parity, tid), i, j, j0, j1, count
     cdef Py_ssize_t chunks = (d + GRADIENT_CHUNK_INPUTS - 1) // GRADIENT_CHUNK_INPUTS, c
@@ -507,10 +508,9 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
     cdef Py_ssize_t* start = run.input_starts + tid * (d + 1)
     cdef int32_t* sample = run.input_samples + tid * run.batch_size * d
     cdef floating* value = <floating*>run.input_values + tid * run.batch_size * d
-    cdef floating scale = <floating>(-learning_rate / n)
-    cdef floating decay = <floating>(1 - learning_rate * opt.weight_decay)
+    cdef floating scale = <floating>(-rates.learning_rate / n)
+    cdef floating decay = <floating>(1 - rates.learning_rate * opt.weight_decay)
     cdef floating inverse_n = <floating>(1.0 / n)
-    cdef _StepRates rates = _step_rates(opt, learning_rate, step)
     _by_input(run.nonzero_index + row0 * d, <const floating*>run.nonzero_value + row0 * d,
               run.nonzero_count + row0, n, d, start, sample, value)
     for i in range(n):
@@ -537,7 +537,7 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
             _rule_step(opt, panel + j0 * ld, sums, inverse_n,
                        velocity + j0 * ld if velocity != NULL else NULL,
                        second_moment + j0 * ld if second_moment != NULL else NULL,
-                       count, &rates, opt.weight_decay)
+                       count, rates, opt.weight_decay)
     if opt.max_norm > 0:
         _cap_column_norms(panel, d, ld, units, opt.max_norm)
 
@@ -680,7 +680,7 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
         return
     if in_panel:
         # The weights (and their max-norm) in the worker's panel; the biases below.
-        _panel_update_stage(run, deltas[1], n, parity, u0, u1, learning_rate, step, tid)
+        _panel_update_stage(run, deltas[1], n, parity, u0, u1, &rates, step, tid)
     if opt.code == OPT_SGD:
         # W = (1 - lr wd) W - lr / n * delta^T a, in the GEMM itself.
         if not in_panel:

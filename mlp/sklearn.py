@@ -37,6 +37,7 @@ scikit-learn is imported by this module only; ``import mlp`` does not need it.
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import warnings
 
@@ -274,6 +275,19 @@ class _BaseMLP(BaseEstimator):
                                 beta1=float(self.beta_1), beta2=float(self.beta_2),
                                 eps=float(self.epsilon), weight_decay=weight_decay)
 
+    def _carry_state_to(self, optimizer):
+        """Let the momentum or Adam state built so far continue under
+        `optimizer` when only its weight decay differs. The decay is alpha over
+        the batch's weight, which changes with the size of each partial_fit
+        chunk (and with sample weights); scikit-learn keeps its velocities and
+        moments through that, where mlp.train would start a fresh state for an
+        optimizer that is not equal."""
+        state = self.model_.optimizer_state
+        if state is not None and type(state.optimizer) is type(optimizer) and (
+                dataclasses.replace(state.optimizer, weight_decay=optimizer.weight_decay)
+                == optimizer):
+            state.optimizer = optimizer
+
     def _split_validation(self, X, y, targets, sample_weight):
         """scikit-learn's early-stopping split: (train part, validation part)."""
         if not self.early_stopping:
@@ -313,6 +327,7 @@ class _BaseMLP(BaseEstimator):
             # over its sum of weights: weights of mean 1 make the two agree.
             w_train = w_train / weight_mean
         optimizer = self._optimizer(batch_size * weight_mean)
+        self._carry_state_to(optimizer)
         _, loss = _OUTPUT[self.out_activation_]
         # scikit-learn's squared error is a mean over the outputs too.
         loss_scale = 1.0 / self.n_outputs_ if loss == "mse" else 1.0

@@ -356,6 +356,28 @@ def test_partial_fit_regressor_and_optimizer_state_continues():
     assert reg.score(X, y) > 0.9
 
 
+@pytest.mark.parametrize("weights", [False, True], ids=["sizes", "sample-weights"])
+def test_partial_fit_keeps_momentum_through_chunks_of_other_sizes(weights):
+    # alpha is divided by each chunk's weight, so the weight decay differs
+    # from chunk to chunk; scikit-learn keeps its velocities through that.
+    X, y = _data(n=200)
+    rng = np.random.default_rng(1)
+    params = dict(hidden_layer_sizes=(7,), solver="sgd", momentum=0.9, alpha=0.01,
+                  random_state=0)
+    ours = MLPClassifier(dtype="float64", n_threads=1, **params)
+    theirs = neural_network.MLPClassifier(**params)
+    for n in (60, 70, 80, 90):
+        weight = rng.uniform(0.5, 2.0, n) if weights else None
+        # One batch a chunk: scikit-learn divides a batch by its own weight,
+        # mlp by the chunk's mean weight times the batch size (the same here).
+        ours.partial_fit(X[:n], y[:n], sample_weight=weight, classes=[0, 1, 2])
+        theirs.partial_fit(X[:n], y[:n], sample_weight=weight, classes=[0, 1, 2])
+    assert ours.model_.optimizer_state.step == 4
+    for mine, expected in zip(ours.coefs_ + ours.intercepts_,
+                              theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(mine, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_verbose_shows_a_progress_bar(capsys):
     X, y = _data()
     with warnings.catch_warnings():

@@ -83,6 +83,52 @@ class _EpochRate:
         return self.factor
 
 
+class _LayerList(list):
+    """``coefs_`` or ``intercepts_``: one live view of the model's arrays per
+    layer. scikit-learn's lists hold the network itself, so that
+    ``clf.coefs_[0] = W`` changes it; here assigning an item copies the new
+    values into the model (same shape, finite), rather than replacing the
+    view in a list that nothing else holds."""
+
+    def __init__(self, views, name):
+        super().__init__(views)
+        self._name = name
+
+    def _assign(self, index, values):
+        view = list.__getitem__(self, index)
+        where = f"{self._name}[{index}]"
+        try:
+            values = np.asarray(values, dtype=view.dtype)
+        except (TypeError, ValueError):
+            raise TypeError(f"{where} must be an array of numbers of shape {view.shape}, got "
+                            f"{type(values).__name__}") from None
+        if values.shape != view.shape:
+            raise ValueError(f"{where} must have shape {view.shape} (the layer's size), got "
+                             f"{values.shape}")
+        if not np.isfinite(values).all():
+            raise ValueError(f"{where} must be finite; it has NaN or infinity")
+        view[...] = values
+
+    def __setitem__(self, index, values):
+        if isinstance(index, slice):
+            indices = range(len(self))[index]
+            values = list(values)
+            if len(values) != len(indices):
+                raise ValueError(f"{self._name}[{index.start}:{index.stop}] takes "
+                                 f"{len(indices)} arrays, one per layer; got {len(values)}")
+            for i, layer_values in zip(indices, values):
+                self._assign(i, layer_values)
+        else:
+            self._assign(index, values)
+
+    def assign_all(self, values):
+        values = list(values)
+        if len(values) != len(self):
+            raise ValueError(f"{self._name} takes one array per layer, {len(self)}; got "
+                             f"{len(values)}")
+        self[:] = values
+
+
 class _BaseMLP(BaseEstimator):
     """The training loop and everything shared by the classifier and the regressor."""
 
@@ -466,15 +512,28 @@ class _BaseMLP(BaseEstimator):
     @property
     def coefs_(self):
         """List of (n_in, n_out) weight matrices, one per layer: transposed
-        live views of ``model_.weights`` (writing into them changes the model)."""
+        live views of ``model_.weights``. Writing into them, assigning an item
+        (``clf.coefs_[0] = W``) or the whole list changes the model, as it
+        changes scikit-learn's network."""
         check_is_fitted(self)
-        return [w.T for w in self.model_.weights]
+        return _LayerList([w.T for w in self.model_.weights], "coefs_")
+
+    @coefs_.setter
+    def coefs_(self, matrices):
+        check_is_fitted(self)
+        _LayerList([w.T for w in self.model_.weights], "coefs_").assign_all(matrices)
 
     @property
     def intercepts_(self):
-        """List of (n_out,) bias vectors, one per layer: live views of ``model_.biases``."""
+        """List of (n_out,) bias vectors, one per layer: live views of
+        ``model_.biases``, which take assignments as ``coefs_`` does."""
         check_is_fitted(self)
-        return list(self.model_.biases)
+        return _LayerList(list(self.model_.biases), "intercepts_")
+
+    @intercepts_.setter
+    def intercepts_(self, vectors):
+        check_is_fitted(self)
+        _LayerList(list(self.model_.biases), "intercepts_").assign_all(vectors)
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "model_")

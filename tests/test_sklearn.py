@@ -264,6 +264,33 @@ def test_coefs_are_sklearn_oriented_live_views():
     assert (clf.predict(X) == 2).all()
 
 
+def test_assigning_coefs_and_intercepts_changes_the_model():
+    # As in scikit-learn, whose lists hold the network itself.
+    X, y = _data()
+    clf = MLPClassifier(hidden_layer_sizes=(6,), max_iter=3, random_state=0).fit(X, y)
+    theirs = neural_network.MLPClassifier(hidden_layer_sizes=(6,), max_iter=3,
+                                          random_state=0).fit(X, y)
+    for estimator in (clf, theirs):
+        estimator.coefs_[0] = np.zeros((4, 6))
+        estimator.coefs_[1] = np.zeros((6, 3))
+        estimator.intercepts_[1] = np.array([0.0, 5.0, 0.0])
+    np.testing.assert_allclose(clf.predict_proba(X), theirs.predict_proba(X), rtol=1e-6)
+    assert (clf.predict(X) == 1).all()
+    clf.coefs_ = [np.ones((4, 6)), np.ones((6, 3))]
+    clf.intercepts_[:] = [np.zeros(6), np.array([0.0, 0.0, 1.0])]
+    assert (clf.model_.weights[0] == 1).all() and (clf.predict(X) == 2).all()
+    with pytest.raises(ValueError, match=r"coefs_\[0\] must have shape \(4, 6\)"):
+        clf.coefs_[0] = np.zeros((6, 4))
+    with pytest.raises(ValueError, match="one array per layer, 2; got 1"):
+        clf.coefs_ = [np.zeros((4, 6))]
+    with pytest.raises(ValueError, match=r"intercepts_\[1\] must be finite"):
+        clf.intercepts_[1] = [0.0, np.nan, 0.0]
+    with pytest.raises(TypeError, match=r"intercepts_\[0\] must be an array of numbers"):
+        clf.intercepts_[0] = "zeros"
+    with pytest.raises(NotFittedError):
+        MLPClassifier().coefs_ = [np.zeros((4, 6))]
+
+
 def test_dtype_threads_and_dropout_reach_the_model():
     X, y = _data()
     clf = MLPClassifier(dtype="float64", max_iter=2, random_state=0).fit(X, y)

@@ -602,6 +602,7 @@ cdef _Optimizer _optimizer_from(dict rule, double max_norm, void* velocity,
     opt.beta2 = rule.get("beta2", 0.0)
     opt.eps = rule.get("eps", 0.0)
     opt.decoupled = rule.get("decoupled", False)
+    opt.eps_hat = rule.get("eps_hat", False)
     opt.max_norm = max_norm
     opt.velocity = velocity
     opt.second_moment = second_moment
@@ -911,7 +912,8 @@ def output_delta(const floating[:, ::1] a, const floating[:, ::1] y,
 
 def adam_rule(floating[::1] params, const floating[::1] grads, floating[::1] first_moment,
               floating[::1] second_moment, double learning_rate, double beta1, double beta2,
-              double eps, double weight_decay, bint decoupled, int64_t t):
+              double eps, double weight_decay, bint decoupled, int64_t t,
+              bint eps_hat=False):
     """In place: one Adam (AdamW with decoupled) step t >= 1 of params whose
     mean gradient is grads, as the update stage applies it."""
     cdef _Optimizer opt
@@ -921,6 +923,7 @@ def adam_rule(floating[::1] params, const floating[::1] grads, floating[::1] fir
     opt.beta2 = beta2
     opt.eps = eps
     opt.decoupled = decoupled
+    opt.eps_hat = eps_hat
     cdef _StepRates rates = _step_rates(&opt, learning_rate, t)
     with nogil:
         _adam(&params[0], &grads[0], &first_moment[0], &second_moment[0], params.shape[0], 1,

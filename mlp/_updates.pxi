@@ -25,6 +25,7 @@ cdef struct _Optimizer:
     double beta2
     double eps
     bint decoupled            # Adam's weight decay as AdamW's
+    bint eps_hat              # Adam's eps added before sqrt(v)'s bias correction
     double max_norm           # > 0: cap on each unit's incoming weight norm
     void* velocity            # SGD with momentum; Adam's first moment
     void* second_moment       # Adam's
@@ -37,6 +38,7 @@ cdef struct _StepRates:
     double learning_rate
     double adam_step_size            # lr / (1 - beta1^t)
     double adam_inv_root_correction  # 1 / sqrt(1 - beta2^t)
+    double adam_eps                  # eps, or eps / sqrt(1 - beta2^t) (opt.eps_hat)
 
 
 cdef inline _StepRates _step_rates(const _Optimizer* opt, double learning_rate,
@@ -46,9 +48,14 @@ cdef inline _StepRates _step_rates(const _Optimizer* opt, double learning_rate,
     rates.learning_rate = learning_rate
     rates.adam_step_size = 0
     rates.adam_inv_root_correction = 0
+    rates.adam_eps = 0
     if opt.code == OPT_ADAM:
         rates.adam_step_size = learning_rate / (1 - pow(opt.beta1, <double>t))
         rates.adam_inv_root_correction = 1 / sqrt(1 - pow(opt.beta2, <double>t))
+        # The paper's epsilon-hat (scikit-learn's): eps added to sqrt(v)
+        # before the correction is eps times the correction added after it.
+        rates.adam_eps = (opt.eps * rates.adam_inv_root_correction if opt.eps_hat
+                          else opt.eps)
     return rates
 
 
@@ -107,7 +114,8 @@ cdef void _adam(floating* params, const floating* grads, floating* first_moment,
     AdamW first shrinks p by 1 - lr wd, Adam adds wd p to the gradient; then
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps),
-    the two corrections from rates (_step_rates).
+    the two corrections and eps (scaled where opt.eps_hat) from rates
+    (_step_rates).
     (The loop is in _updates.h, compiled for AVX2 too.)"""
     cdef double step_size = rates.adam_step_size
     cdef double inv_root_correction = rates.adam_inv_root_correction
@@ -117,12 +125,12 @@ cdef void _adam(floating* params, const floating* grads, floating* first_moment,
         mlp_adamf(params, grads, first_moment, second_moment, count, grad_scale, <float>shrink,
                   <float>coupled_decay, <float>opt.beta1, <float>(1 - opt.beta1),
                   <float>opt.beta2, <float>(1 - opt.beta2), <float>step_size,
-                  <float>inv_root_correction, <float>opt.eps)
+                  <float>inv_root_correction, <float>rates.adam_eps)
     else:
         mlp_adam(params, grads, first_moment, second_moment, count, grad_scale, shrink,
                  coupled_decay,
                  opt.beta1, 1 - opt.beta1, opt.beta2, 1 - opt.beta2, step_size,
-                 inv_root_correction, opt.eps)
+                 inv_root_correction, rates.adam_eps)
 
 
 cdef void _rule_step(const _Optimizer* opt, floating* params, const floating* grads,

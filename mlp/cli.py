@@ -23,8 +23,9 @@ from .presets import PRESETS
 EXIT_USAGE = 2
 # --optimizer NAME: the configuration class and whether Adam's decay is decoupled.
 OPTIMIZER_CHOICES = {"sgd": (SGD, None), "adam": (Adam, False), "adamw": (Adam, True)}
-# Optimizer fields whose flag is not --field-name.
-_OPTIMIZER_FLAG_NAMES = {"learning_rate": "--lr", "decoupled": None}
+# Optimizer fields whose flag is not --field-name; None: no flag (decoupled is
+# --optimizer adamw; eps_hat is scikit-learn's placement of eps, for mlp.sklearn).
+_OPTIMIZER_FLAG_NAMES = {"learning_rate": "--lr", "decoupled": None, "eps_hat": None}
 # --augment NAME: the distortions it draws.
 AUGMENT_CHOICES = {"none": (), "affine": (Affine,), "elastic": (Elastic,),
                    "both": (Affine, Elastic)}

@@ -123,6 +123,15 @@ class Adam:
         v = beta2 * v + (1 - beta2) * g**2
         w = w - learning_rate / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
+    With ``eps_hat=True`` the last line is the Adam paper's faster form, in
+    which eps is added before the bias correction of sqrt(v) (the paper's
+    epsilon-hat; scikit-learn's, Keras's and TensorFlow's Adam)::
+
+        w = w - learning_rate * sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v) + eps)
+
+    i.e. PyTorch's rule with eps / sqrt(1 - beta2**t) in place of eps, a
+    larger eps in the first thousand or so steps.
+
     Parameters
     ----------
     learning_rate : float > 0
@@ -131,6 +140,9 @@ class Adam:
     weight_decay : float >= 0
     decoupled : bool
         Decay the weights directly (AdamW) instead of through the gradient.
+    eps_hat : bool
+        Add eps to sqrt(v) before its bias correction, as scikit-learn does
+        (``mlp.sklearn`` sets it); PyTorch's placement by default.
     """
     learning_rate: float = field(default=0.001, metadata={"help": "learning rate"})
     beta1: float = field(default=0.9, metadata={"help": "first-moment decay (Adam)"})
@@ -138,6 +150,8 @@ class Adam:
     eps: float = field(default=1e-8, metadata={"help": "term added to the denominator (Adam)"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty on the weights"})
     decoupled: bool = field(default=False, metadata={"help": "AdamW's decoupled weight decay"})
+    eps_hat: bool = field(default=False, metadata={
+        "help": "add eps before sqrt(v)'s bias correction (scikit-learn's Adam)"})
 
     name = "adam"
 
@@ -151,6 +165,7 @@ class Adam:
         object.__setattr__(self, "weight_decay", _check_real(
             self.weight_decay, "weight_decay", low=0))
         object.__setattr__(self, "decoupled", _check_bool(self.decoupled, "decoupled"))
+        object.__setattr__(self, "eps_hat", _check_bool(self.eps_hat, "eps_hat"))
         if self.decoupled and self.learning_rate * self.weight_decay >= 1:
             raise ValueError(
                 f"learning_rate * weight_decay must be below 1 (AdamW scales the weights by "
@@ -162,7 +177,7 @@ class Adam:
         """The update rule as the kernel takes it (see _kernels.train_steps)."""
         return {"code": _kernels.UPDATE_RULES["adam"], "weight_decay": self.weight_decay,
                 "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                "decoupled": self.decoupled}
+                "decoupled": self.decoupled, "eps_hat": self.eps_hat}
 
 
 def AdamW(learning_rate=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):

@@ -319,7 +319,8 @@ class _BaseMLP(BaseEstimator):
                                    weight_decay=weight_decay)
         return _optimizers.Adam(learning_rate=float(self.learning_rate_init),
                                 beta1=float(self.beta_1), beta2=float(self.beta_2),
-                                eps=float(self.epsilon), weight_decay=weight_decay)
+                                eps=float(self.epsilon), weight_decay=weight_decay,
+                                eps_hat=True)
 
     def _carry_state_to(self, optimizer):
         """Let the momentum or Adam state built so far continue under

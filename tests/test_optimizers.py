@@ -62,6 +62,9 @@ def ref_step(optimizer, params, grad, state, t, weights_mask, lr=None):
     m = optimizer.beta1 * state["exp_avg"] + (1 - optimizer.beta1) * g
     v = optimizer.beta2 * state["exp_avg_sq"] + (1 - optimizer.beta2) * g * g
     state["exp_avg"][...], state["exp_avg_sq"][...] = m, v
+    if optimizer.eps_hat:  # the Adam paper's epsilon-hat, as scikit-learn writes it
+        step = lr * np.sqrt(1 - optimizer.beta2 ** t) / (1 - optimizer.beta1 ** t)
+        return p - step * m / (np.sqrt(v) + optimizer.eps)
     denom = np.sqrt(v) / np.sqrt(1 - optimizer.beta2 ** t) + optimizer.eps
     return p - lr / (1 - optimizer.beta1 ** t) * m / denom
 
@@ -89,10 +92,11 @@ optimizers = st.one_of(
     st.builds(lambda lr, mu, nesterov, wd: mlp.SGD(lr, mu, nesterov and mu > 0, wd),
               st.floats(0.01, 1.0), st.sampled_from([0.0, 0.5, 0.9, 0.99]), st.booleans(),
               st.sampled_from([0.0, 1e-3, 0.1])),
-    st.builds(lambda lr, b1, b2, eps, wd, decoupled: mlp.Adam(lr, b1, b2, eps, wd, decoupled),
+    st.builds(lambda lr, b1, b2, eps, wd, decoupled, eps_hat:
+              mlp.Adam(lr, b1, b2, eps, wd, decoupled, eps_hat),
               st.floats(1e-4, 0.1), st.sampled_from([0.0, 0.9, 0.5]),
               st.sampled_from([0.999, 0.99, 0.9]), st.sampled_from([1e-8, 1e-3]),
-              st.sampled_from([0.0, 1e-2, 0.5]), st.booleans()),
+              st.sampled_from([0.0, 1e-2, 0.5]), st.booleans(), st.booleans()),
 )
 
 
@@ -275,8 +279,8 @@ def test_mostly_zero_inputs_run_split_over_calls_is_the_same_run(optimizer, work
 
 
 @pytest.mark.parametrize("eps", [1e-8, 1e-3, 1e-35])
-@pytest.mark.parametrize("decoupled", [False, True])
-def test_float32_adam_rule_at_the_edges(eps, decoupled):
+@pytest.mark.parametrize("decoupled, eps_hat", [(False, False), (True, False), (False, True)])
+def test_float32_adam_rule_at_the_edges(eps, decoupled, eps_hat):
     """The float32 Adam loop (mlp/_updates.h, vectorised): every parameter is
     the float64 rule's to float32 rounding, including zero, subnormal, tiny,
     huge and overflowing gradients, a count that is not a multiple of the
@@ -291,7 +295,7 @@ def test_float32_adam_rule_at_the_edges(eps, decoupled):
     first = (rng.standard_normal(n) * 1e-3).astype(np.float32)
     second = (rng.random(n) * 1e-6).astype(np.float32)
     second[:4] = 0
-    optimizer = mlp.Adam(0.01, 0.9, 0.999, eps, 0.1, decoupled)
+    optimizer = mlp.Adam(0.01, 0.9, 0.999, eps, 0.1, decoupled, eps_hat)
     mask = np.ones(n, bool)
     for t in (1, 2, 7):
         g32 = grads.astype(np.float32)
@@ -300,7 +304,7 @@ def test_float32_adam_rule_at_the_edges(eps, decoupled):
             expected = ref_step(optimizer, params.astype(np.float64), g32.astype(np.float64),
                                 state, t, mask)
         got, m, v = params.copy(), first.copy(), second.copy()
-        K.adam_rule(got, g32, m, v, 0.01, 0.9, 0.999, eps, 0.1, decoupled, t)
+        K.adam_rule(got, g32, m, v, 0.01, 0.9, 0.999, eps, 0.1, decoupled, t, eps_hat)
         finite = np.isfinite(expected)
         np.testing.assert_array_equal(np.isfinite(got), finite.astype(bool))
         # A parameter moves by at most a few lr: its float32 rounding (and the

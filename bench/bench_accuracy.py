@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/bench_accuracy.py [--quick] [--json OUT]
 
-For each preset (default: notebook, default) this runs
+For each preset (--presets; default: notebook, default, previous-default, accurate) this runs
 
     python -m mlp train --preset NAME --no-progress [extra args]
 

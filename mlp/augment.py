@@ -463,9 +463,7 @@ def preview_grid(images, augment, *, seed=0, n=8, copies=3):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError(
-            "preview_grid needs matplotlib: pip install matplotlib (or mlp[plots])"
-        ) from None
+        raise ImportError("preview_grid needs matplotlib: pip install matplotlib") from None
     originals = flat[:n]
     # Row r's copy of image i has sample id r * n + i: every tile its own draw.
     repeated = np.tile(originals, (copies, 1))

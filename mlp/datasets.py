@@ -974,8 +974,7 @@ def _require_pillow(what):
     try:
         import PIL.Image
     except ImportError:
-        raise ImportError(f'{what} needs Pillow: pip install "mlp[images]" (or pip install '
-                          "Pillow)") from None
+        raise ImportError(f"{what} needs Pillow: pip install Pillow") from None
     return PIL.Image
 
 

@@ -31,8 +31,7 @@ def _new_figure(width, height):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError('mlp.plots needs matplotlib: pip install "mlp[plots]" '
-                          "(or pip install matplotlib)") from None
+        raise ImportError("mlp.plots needs matplotlib: pip install matplotlib") from None
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 

@@ -745,25 +745,31 @@ train.__doc__ = f"""Train model in place.
     Parameters
     ----------
     model : Model
-    X : array-like (n, n_inputs)
+    X : array-like of float, shape (n, n_inputs)
         Converted once to the model's dtype, except float32 data for a
         float64 model: its rows are widened as batches are gathered.
-    y : array-like (n,) integer labels in [0, n_outputs), or (n, n_outputs) targets
-    validation : (X_val, y_val), optional
-        Scored at the end of every epoch.
-    sample_weight : array-like (n,), optional
-        Scales each sample's loss and gradient.
-    progress : bool
+    y : array-like of int, shape (n,), or array-like of float, shape (n, n_outputs)
+        Class labels in [0, n_outputs) (converted to int64), or targets
+        (converted to the model's dtype; in [0, 1] for the cross-entropy losses).
+    validation : tuple (X_val, y_val), optional
+        Inputs and integer labels, scored at the end of every epoch.
+    sample_weight : array-like of float, shape (n,), optional
+        Scales each sample's loss and gradient; every weight >= 0.
+    progress : bool, default True
         Show a progress bar.
     n_threads : int, optional
         Worker threads sharing each step (at most 64); None uses all cores
         unless the network or the run is too small to gain from them. BLAS
         runs single-threaded inside each worker.
-    callbacks : sequence of Callback
+    callbacks : sequence of Callback, default ()
+        Called between compiled calls, after every epoch and at the end.
     checkpoint : str or os.PathLike, optional
         Write the run's state here (atomically): the model, optimizer state,
         History, sampler and the place in the epoch, every
-        `checkpoint_every` seconds (default 60), at the end, and on Ctrl-C.
+        `checkpoint_every` seconds, at the end, and on Ctrl-C.
+    checkpoint_every : float, default 60.0
+        Seconds between checkpoint writes, checked after each compiled call
+        (about 0.2 s of steps); 0 writes after every call.
     resume : str or os.PathLike, optional
         A checkpoint to continue from: its state is loaded into `model` and
         the run goes on where it stopped, ending with the parameters an

@@ -120,7 +120,14 @@ _MAX_DOWNLOAD = 64 * 2**20
 
 
 class Split(NamedTuple):
-    """One split: ``images`` float32 (n, 784) in [0, 1], ``labels`` int64 (n,)."""
+    """One split of the data.
+
+    Attributes
+    ----------
+    images : ndarray of float32, shape (n, 784)
+        Values in [0, 1], each row a 28x28 image, row-major.
+    labels : ndarray of int64, shape (n,)
+    """
 
     images: np.ndarray
     labels: np.ndarray

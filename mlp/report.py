@@ -115,7 +115,7 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
     model : mlp.Model
         ``model.history`` (an :class:`mlp.History`, when saved with the
         model) supplies the training time and learning curves.
-    X : array-like, shape (n, model.n_inputs)
+    X : array-like of float, shape (n, n_inputs)
         Test inputs.
     y : array-like of int, shape (n,)
         Test labels in [0, model.n_outputs).

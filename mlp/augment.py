@@ -364,7 +364,7 @@ def distort(images, augment, *, seed, sample_ids=None, n_threads=1):
 
     Parameters
     ----------
-    images : array_like of float, shape (n, side*side) or (n, side, side)
+    images : array-like of float, shape (n, side*side) or (n, side, side)
         Square images, row-major, values in [0, 1] with 0 the background
         (e.g. MNIST rows of 784 = 28x28 pixels). Any square side works;
         28x28 is the fastest per pixel.
@@ -373,7 +373,7 @@ def distort(images, augment, *, seed, sample_ids=None, n_threads=1):
     seed : int, numpy.random.Generator or None
         Keys the random draws (an int in [0, 2**64)). None draws a fresh
         seed from the operating system; a Generator gives one integer.
-    sample_ids : array_like of int, shape (n,), optional
+    sample_ids : array-like of int, shape (n,), optional
         The draw counter of each image, in [0, 2**63): an image's distortion
         depends on (seed, its sample id, augment) and nothing else. Default
         ``arange(n)``. Give new ids (a running count) for fresh distortions
@@ -384,7 +384,7 @@ def distort(images, augment, *, seed, sample_ids=None, n_threads=1):
 
     Returns
     -------
-    numpy.ndarray of float32
+    ndarray of float32, shape (n, side*side) or (n, side, side)
         The distorted images, the shape of ``images``, values in [0, 1].
 
     Raises
@@ -431,7 +431,7 @@ def preview_grid(images, augment, *, seed=0, n=8, copies=3):
 
     Parameters
     ----------
-    images : array_like of float, shape (m, side*side) or (m, side, side)
+    images : array-like of float, shape (m, side*side) or (m, side, side)
         Square images in [0, 1], m >= n.
     augment : Affine, Elastic or Compose
         The distortions to draw.

@@ -120,7 +120,14 @@ _MAX_DOWNLOAD = 64 * 2**20
 
 
 class Split(NamedTuple):
-    """One split: ``images`` float32 (n, 784) in [0, 1], ``labels`` int64 (n,)."""
+    """One split of the data.
+
+    Attributes
+    ----------
+    images : ndarray of float32, shape (n, 784)
+        Values in [0, 1], each row a 28x28 image, row-major.
+    labels : ndarray of int64, shape (n,)
+    """
 
     images: np.ndarray
     labels: np.ndarray
@@ -899,17 +906,37 @@ def _load_path(path: Path, cache_dir: Path) -> MNIST:
 def load_mnist(path=None, *, cache_dir=None) -> MNIST:
     """Load MNIST as ``MNIST(train, validation, test)`` of ``Split(images, labels)``.
 
-    images: float32 (n, 784), C-contiguous, ``pixel / 256`` (exactly Nielsen's
-    values); labels: int64 (n,).  Sizes 50,000 / 10,000 / 10,000 for MNIST.
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        Nielsen's ``mnist.pkl.gz``, a directory holding it, or a directory
+        holding the four IDX files (raw or ``.gz``). For IDX files the last
+        ``n // 6`` training images become the validation split (10,000 of
+        60,000, as Nielsen did). None: the cache directory is used, and
+        MNIST is fetched into it if needed.
+    cache_dir : str or os.PathLike, optional
+        The cache directory (see :func:`get_cache_dir`).
 
-    ``path`` is Nielsen's ``mnist.pkl.gz``, a directory holding it, or a
-    directory holding the four IDX files (raw or ``.gz``).  For IDX files the
-    last ``n // 6`` training images become the validation split (10,000 of
-    60,000, as Nielsen did).  With ``path=None`` the cache directory (see
-    ``get_cache_dir``) is used, and MNIST is fetched into it if needed.
+    Returns
+    -------
+    MNIST
+        Three Splits. ``images``: ndarray of float32, shape (n, 784),
+        C-contiguous, values in [0, 1] (for MNIST ``pixel / 256``, exactly
+        Nielsen's values). ``labels``: ndarray of int64, shape (n,), in 0..9.
+        Sizes 50,000 / 10,000 / 10,000 for MNIST.
 
-    Raises TypeError (bad ``path`` type), FileNotFoundError, ValueError
-    (malformed, corrupt or unsafe data) or DatasetUnavailableError.
+    Raises
+    ------
+    TypeError
+        If `path` or `cache_dir` is not a str or os.PathLike.
+    FileNotFoundError
+        If `path` does not exist, or is a directory holding neither the
+        pickle nor the four IDX files.
+    ValueError
+        For malformed, corrupt or unsafe data (:class:`UnsafePickleError`
+        is one).
+    DatasetUnavailableError
+        With ``path=None``: nothing usable in the cache and every fetch failed.
     """
     cdir = get_cache_dir(cache_dir)
     if path is None:
@@ -1174,14 +1201,20 @@ def prepare_digit(image, *, invert=None):
 
     Returns
     -------
-    ndarray float32 (784,)
+    ndarray of float32, shape (784,)
         Values in [0, 1], background 0; row-major 28x28, like
         ``load_mnist()`` images, ready for ``model.predict(x[None])``.
 
     Raises
     ------
-    ValueError : an unreadable or empty image, or one with no ink (blank).
-    FileNotFoundError, TypeError, ImportError (Pillow is not installed).
+    ValueError
+        An unreadable or empty image, or one with no ink (blank).
+    FileNotFoundError
+        A path with no file.
+    TypeError
+        An `image` or `invert` of the wrong type.
+    ImportError
+        Pillow is not installed (arrays need it too, for resizing).
     """
     if isinstance(image, (str, os.PathLike)):
         source = os.fspath(image)

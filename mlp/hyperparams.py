@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,12 +33,15 @@ DEFAULT_OPTIMIZER = SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
 DEFAULT_SCHEDULE = "cosine"
 
 
-def option(default, help, *, flag=None, cli_type=None, choices=None, metavar=None):
+def option(default, help, *, flag=None, cli_type=None, choices=None, metavar=None,
+           doc_type=None):
     """A hyperparameter field: its default, its help text, and its CLI flag
-    (None: no flag), parsed with cli_type and limited to choices."""
+    (None: no flag), parsed with cli_type and limited to choices. doc_type
+    is its type in train()'s docstring, for a field whose annotation (say
+    ``object``) does not tell the reader what to pass."""
     return field(default=default, metadata={
         "help": help, "flag": flag, "cli_type": cli_type, "choices": choices,
-        "metavar": metavar})
+        "metavar": metavar, "doc_type": doc_type})
 
 
 def _layers(text):
@@ -79,7 +83,8 @@ class TrainingOptions:
     batch_size: int = option(64, "samples per step", flag="--batch-size", cli_type=int)
     optimizer: object = option(
         None, "an mlp.SGD or mlp.Adam; default SGD(learning_rate=0.1, momentum=0.9, "
-              "nesterov=True), or plain SGD when learning_rate or weight_decay is given instead")
+              "nesterov=True), or plain SGD when learning_rate or weight_decay is given instead",
+        doc_type="SGD, Adam or None")
     learning_rate: float | None = option(
         None, "plain SGD with this rate (not together with optimizer)")
     weight_decay: float | None = option(
@@ -89,9 +94,9 @@ class TrainingOptions:
               "schedule(step, total_steps) -> factor, evaluated every step; steps count on "
               "from the model's previous run with the same optimizer. None: cosine with the "
               "default optimizer, constant with one you chose",
-        flag="--lr-schedule", choices=tuple(SCHEDULES))
+        flag="--lr-schedule", choices=tuple(SCHEDULES), doc_type="str, callable or None")
     warmup: float = option(0, "linear warm-up: steps, or a fraction of the run below 1",
-                           flag="--warmup", cli_type=float)
+                           flag="--warmup", cli_type=float, doc_type="int or float")
     loss: str | None = option(
         None, "mse, cross_entropy or binary_cross_entropy (default: cross_entropy for "
               "softmax models, mse otherwise)",
@@ -113,10 +118,12 @@ class TrainingOptions:
     augment: object = option(
         None, "random distortions of the training images, drawn afresh every time an image "
               "is used (validation data is never distorted): an mlp.augment.Affine, Elastic "
-              "or Compose (Affine() + Elastic()); needs square images with values in [0, 1]")
+              "or Compose (Affine() + Elastic()); needs square images with values in [0, 1]",
+        doc_type="Affine, Elastic, Compose or None")
     seed: object = option(None, "seed for batches, dropout masks and distortions; None "
                                 "continues the model's last run, or draws fresh entropy",
-                          flag="--seed", cli_type=int)
+                          flag="--seed", cli_type=int,
+                          doc_type="int, numpy.random.Generator or None")
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -190,10 +197,19 @@ def keyword_parameters(options_class):
             for f in dataclasses.fields(options_class)]
 
 
-def numpydoc_parameters(options_class, indent="    "):
-    """The fields of options_class as numpydoc parameter entries."""
+def numpydoc_parameters(options_class, indent="    ", width=79):
+    """The fields of options_class as numpydoc parameter entries, each
+    ``name : type, default value`` at `indent` and its help text one level
+    deeper, wrapped to `width` columns, to sit in a docstring indented by `indent`.
+
+    The help text is used as written: it is also the CLI's help, and starts
+    with a name (mse, shuffle) that capitalising would change."""
     lines = []
     for f in dataclasses.fields(options_class):
-        lines.append(f"{f.name} : default {f.default!r}")
-        lines.append(f"{indent}{f.metadata['help'][:1].upper()}{f.metadata['help'][1:]}.")
+        # Annotations are strings here (from __future__ import annotations).
+        doc_type = f.metadata.get("doc_type") or str(f.type).replace(" | ", " or ")
+        lines.append(f"{indent}{f.name} : {doc_type}, default {f.default!r}")
+        lines.append(textwrap.fill(f"{f.metadata['help']}.", width=width,
+                                   initial_indent=2 * indent, subsequent_indent=2 * indent,
+                                   break_long_words=False, break_on_hyphens=False))
     return "\n".join(lines)

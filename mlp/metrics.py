@@ -54,15 +54,17 @@ def predict_checked(model, X, y=None):
     Parameters
     ----------
     model : mlp.Model
-    X : array-like, shape (n, model.n_inputs)
+    X : array-like of float, shape (n, n_inputs)
     y : array-like of int, shape (n,), optional
         Labels in [0, model.n_outputs).
 
     Returns
     -------
-    X : ndarray (n, n_inputs) of the model's dtype, C-contiguous
-    y : ndarray int64 (n,), or None when y is None
-    predicted : ndarray int64 (n,)
+    X : ndarray of the model's dtype, shape (n, n_inputs)
+        C-contiguous.
+    y : ndarray of int64, shape (n,), or None
+        None when y is None.
+    predicted : ndarray of int64, shape (n,)
     """
     check_model(model)
     X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype)
@@ -92,7 +94,7 @@ def confusion_matrix(y_true, y_pred, n_classes):
 
     Returns
     -------
-    ndarray int64 (n_classes, n_classes)
+    ndarray of int64, shape (n_classes, n_classes)
         ``counts[i, j]`` is the number of samples of class i predicted as j:
         rows are true classes, columns predicted ones (scikit-learn's layout).
     """
@@ -135,7 +137,7 @@ def never_predicted(model_or_predictions, X=None, *, n_classes=None):
     Parameters
     ----------
     model_or_predictions : mlp.Model or array-like of int, shape (n,)
-    X : array-like, shape (n, model.n_inputs)
+    X : array-like of float, shape (n, n_inputs)
         The inputs, with a model; must be omitted with predictions.
     n_classes : int
         The number of classes, with predictions; a model's is its n_outputs.

@@ -79,14 +79,13 @@ class Model:
     biases : tuple of ndarray
         ``biases[l]`` has shape (layer_sizes[l+1],).
 
+        Both are live, C-contiguous views into one flat parameter array of
+        the model's dtype: writing into them changes the model.
     optimizer_state : OptimizerState or None
         What the last optimizer built up (see mlp.optimizers); train()
         continues it when given an equal optimizer.
     history : History or None
         Every train() run on this model, one entry per epoch.
-
-    Both are live, C-contiguous views into one flat parameter array:
-    writing into them changes the model.
     """
 
     def __init__(self, layer_sizes, *, activation=ModelOptions.activation,
@@ -228,11 +227,31 @@ class Model:
     def forward(self, X, *, n_threads=None):
         """Output activations for X.
 
-        X : array-like (n, layer_sizes[0]); converted to the model's dtype.
-        n_threads : worker threads sharing the rows (default 1: see
-            mlp/_threads.py for why); each runs a single-threaded BLAS.
-        Returns ndarray (n, layer_sizes[-1]) of the model's dtype.
+        Parameters
+        ----------
+        X : array-like of float, shape (n, n_inputs)
+            At least one row; converted to the model's dtype (copied only
+            when its dtype or memory layout differs).
+        n_threads : int, optional
+            Worker threads sharing the rows (default 1: see mlp/_threads.py
+            for why); each runs a single-threaded BLAS.
 
+        Returns
+        -------
+        ndarray of the model's dtype, shape (n, n_outputs)
+            A new array.
+
+        Raises
+        ------
+        TypeError
+            If X is not numeric or n_threads not an int.
+        ValueError
+            If X is not 2-D with n_inputs columns, has no rows, or holds NaN,
+            infinity or values too large for the model's dtype; or if
+            n_threads < 1.
+
+        Notes
+        -----
         From 24 rows that are mostly zeros (images), the first layer is
         computed from each row's non-zero inputs only; the outputs are the
         same up to float rounding.
@@ -275,12 +294,52 @@ class Model:
         return out if finite else None
 
     def predict(self, X, *, n_threads=None):
-        """Predicted class per row of X: int64 ndarray (n,)."""
+        """Predicted class per row of X: the index of the largest output.
+
+        Parameters
+        ----------
+        X : array-like of float, shape (n, n_inputs)
+            As for :meth:`forward`.
+        n_threads : int, optional
+            As for :meth:`forward`.
+
+        Returns
+        -------
+        ndarray of int64, shape (n,)
+            Classes in [0, n_outputs); a tie goes to the lowest index.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`forward`.
+        """
         return np.argmax(self.forward(X, n_threads=n_threads), axis=1).astype(np.int64)
 
     def predict_proba(self, X, *, n_threads=None):
-        """Class probabilities (n, n_outputs): the softmax output, or the
-        sigmoid outputs normalised to sum to 1 per row."""
+        """Class probabilities: the softmax output, or the sigmoid outputs
+        normalised to sum to 1 per row.
+
+        Parameters
+        ----------
+        X : array-like of float, shape (n, n_inputs)
+            As for :meth:`forward`.
+        n_threads : int, optional
+            As for :meth:`forward`.
+
+        Returns
+        -------
+        ndarray of the model's dtype, shape (n, n_outputs)
+            Each row sums to 1 (up to rounding); a sigmoid row whose outputs
+            all underflow to 0 is uniform.
+
+        Raises
+        ------
+        ValueError
+            If the model's output is "identity" (a regressor), or as
+            :meth:`forward`.
+        TypeError
+            As :meth:`forward`.
+        """
         if self.output == "identity":
             raise ValueError("predict_proba needs a classifier (output 'softmax' or 'sigmoid'); "
                              "this model's output is 'identity': use forward()")
@@ -299,21 +358,61 @@ class Model:
     # -- loss and gradients ---------------------------------------------------
 
     def loss(self, X, Y, loss=None):
-        """Sum over the batch of the per-sample loss, as a Python float.
+        """Sum over the batch of the per-sample loss.
 
-        X : (n, layer_sizes[0]); Y : (n, layer_sizes[-1]) targets (one-hot rows
-        for classification). ``"mse"`` is 0.5 * ||a - y||^2 per sample;
-        ``"cross_entropy"`` is -sum(y * log softmax(z)), for softmax models;
-        ``"binary_cross_entropy"`` is -sum(y log a + (1 - y) log(1 - a)), for
-        sigmoid models. None: cross_entropy for softmax models, else mse.
+        Parameters
+        ----------
+        X : array-like of float, shape (n, n_inputs)
+            Converted to the model's dtype.
+        Y : array-like of float, shape (n, n_outputs)
+            Targets, converted to the model's dtype (one-hot rows for
+            classification; labels are not accepted here).
+        loss : {"mse", "cross_entropy", "binary_cross_entropy"}, optional
+            ``"mse"`` is 0.5 * ||a - y||^2 per sample; ``"cross_entropy"`` is
+            -sum(y * log softmax(z)), for softmax models;
+            ``"binary_cross_entropy"`` is -sum(y log a + (1 - y) log(1 - a)),
+            for sigmoid models. None: cross_entropy for softmax models, else mse.
+
+        Returns
+        -------
+        float
+            A Python float, not a numpy scalar.
+
+        Raises
+        ------
+        TypeError
+            If X or Y is not numeric, or loss not a string.
+        ValueError
+            If loss is unknown or does not fit the model's output, or X or Y
+            has the wrong shape or holds NaN or infinity.
         """
         return self._loss_and_gradients(X, Y, loss, want_gradients=False)[0]
 
     def gradients(self, X, Y, loss=None):
         """Gradient of ``self.loss(X, Y, loss)`` with respect to every parameter.
 
-        Returns (weight_grads, bias_grads): lists of ndarrays shaped like
-        ``weights`` and ``biases``, in the model's dtype.
+        The gradients are views into one new flat array, not into the model.
+
+        Parameters
+        ----------
+        X : array-like of float, shape (n, n_inputs)
+        Y : array-like of float, shape (n, n_outputs)
+            Targets, as for :meth:`loss`.
+        loss : {"mse", "cross_entropy", "binary_cross_entropy"}, optional
+            As for :meth:`loss`.
+
+        Returns
+        -------
+        weight_grads : list of ndarray of the model's dtype
+            ``weight_grads[l]`` has the shape of ``weights[l]``,
+            (layer_sizes[l+1], layer_sizes[l]).
+        bias_grads : list of ndarray of the model's dtype
+            ``bias_grads[l]`` has the shape of ``biases[l]``, (layer_sizes[l+1],).
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`loss`.
         """
         _, flat = self._loss_and_gradients(X, Y, loss, want_gradients=True)
         w, b = _layer_views(flat, self.layer_sizes)
@@ -345,10 +444,24 @@ class Model:
         from it. No pickle is involved. The file is written to a temporary
         name and renamed into place, so a failure never leaves a
         half-written model where a good one stood; it gets the permissions
-        the umask gives a new file. The name is used exactly as given.
+        the umask gives a new file.
 
-        Raises ValueError if a parameter is NaN or infinite: :meth:`load`
-        would refuse such a file.
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Used exactly as given (no ``.npz`` is appended). Its directory
+            must exist.
+
+        Raises
+        ------
+        TypeError
+            If path is not a str or os.PathLike.
+        ValueError
+            If a parameter is NaN or infinite: :meth:`load` would refuse
+            such a file.
+        OSError
+            If the file cannot be written (e.g. a missing or read-only
+            directory); whatever stood at `path` is left as it was.
         """
         self._save(check_path(path))
 
@@ -395,8 +508,30 @@ class Model:
     def to_onnx(self, path, *, dtype=None):
         """Write the model to `path` as an ONNX graph; see :func:`mlp.onnx.to_onnx`.
 
-        Needs the ``onnx`` package (``pip install "mlp[onnx]"``). Returns the
-        onnx.ModelProto written.
+        Needs the ``onnx`` package (``pip install "mlp[onnx]"``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (atomically); its directory must exist.
+        dtype : None, float32 or float64
+            Element type of the graph's input, parameters and output. None
+            keeps the model's dtype.
+
+        Returns
+        -------
+        onnx.ModelProto
+            The model written: input ``"input"`` of shape (batch, n_inputs),
+            output ``"output"`` of shape (batch, n_outputs), both of `dtype`.
+
+        Raises
+        ------
+        ImportError
+            If onnx is not installed.
+        TypeError
+            If path is not a path, or dtype not float32 or float64.
+        FileNotFoundError, IsADirectoryError
+            If the directory of `path` does not exist, or `path` is a directory.
         """
         from .onnx import to_onnx
 
@@ -407,10 +542,29 @@ class Model:
         """Read a model written by :meth:`save` (or a training checkpoint).
         Never unpickles anything.
 
-        Raises FileNotFoundError when there is no file at `path`, and
-        ValueError for any file that is not a complete, intact model file:
-        every size the file declares is checked against its real length
-        before anything is allocated.
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Returns
+        -------
+        Model
+            With the saved parameters, dtype, optimizer state, History and
+            batch sampler, so that :func:`mlp.train` can go on from them.
+
+        Raises
+        ------
+        TypeError
+            If path is not a str or os.PathLike.
+        FileNotFoundError
+            If there is no file at `path`, or `path` is a directory.
+        ValueError
+            For any file that is not a complete, intact model file (not a
+            zip archive, unknown format version, damaged or missing arrays,
+            NaN or infinite parameters): every size the file declares is
+            checked against its real length before anything is allocated.
+        OSError
+            If the file exists but cannot be read.
         """
         return cls._load(path)[0]
 

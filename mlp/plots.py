@@ -137,7 +137,7 @@ def confusion_matrix(model, X, y):
     Parameters
     ----------
     model : mlp.Model
-    X : array-like, shape (n, model.n_inputs)
+    X : array-like of float, shape (n, n_inputs)
     y : array-like of int, shape (n,)
         Labels in [0, model.n_outputs).
 
@@ -190,7 +190,7 @@ def misclassified(model, X, y, n=36):
     ----------
     model : mlp.Model
         Its inputs must form a square image (784 = 28 x 28 for MNIST).
-    X : array-like, shape (n_samples, model.n_inputs)
+    X : array-like of float, shape (n_samples, n_inputs)
         Pixel values; drawn dark on light, between the smallest and largest
         pixel shown.
     y : array-like of int, shape (n_samples,)

@@ -115,7 +115,7 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
     model : mlp.Model
         ``model.history`` (an :class:`mlp.History`, when saved with the
         model) supplies the training time and learning curves.
-    X : array-like, shape (n, model.n_inputs)
+    X : array-like of float, shape (n, n_inputs)
         Test inputs.
     y : array-like of int, shape (n,)
         Test labels in [0, model.n_outputs).
@@ -203,10 +203,39 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
 
 
 def write_report(model, X, y, path, *, source=None):
-    """Write :func:`build_report` to `path` as UTF-8; returns the path.
+    """Write :func:`build_report` to `path` as UTF-8.
 
     The page is built completely before the file is opened, so an error in
     the model or the data leaves no file behind.
+
+    Parameters
+    ----------
+    model : mlp.Model
+    X : array-like of float, shape (n, n_inputs)
+        Test inputs.
+    y : array-like of int, shape (n,)
+        Test labels in [0, n_outputs).
+    path : str or os.PathLike
+        The file to write; an existing file is replaced.
+    source : str, optional
+        Names the model in the page (default ``"model"``).
+
+    Returns
+    -------
+    str
+        `path`, as a str.
+
+    Raises
+    ------
+    TypeError
+        If `path` is not a str or os.PathLike, `model` not an mlp.Model, or
+        X or y not numeric.
+    ValueError
+        If X or y do not fit the model (shape, NaN, labels out of range).
+    OSError
+        If the file cannot be written.
+    ImportError
+        If matplotlib is not installed.
     """
     path = check_path(path, "path")
     page = build_report(model, X, y, source=source or "model")

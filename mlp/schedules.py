@@ -26,18 +26,75 @@ import numpy as np
 
 
 def constant(step, total_steps):
+    """1 at every step.
+
+    Parameters
+    ----------
+    step : int
+        The step, counted from 0 after any warm-up.
+    total_steps : int
+        Steps in the run after any warm-up, >= 1.
+
+    Returns
+    -------
+    float
+        The factor the learning rate is multiplied by at `step`.
+    """
     return 1.0
 
 
 def linear(step, total_steps):
+    """From 1 down to 0 at the end of the run: ``max(0, 1 - step / total_steps)``.
+
+    Parameters
+    ----------
+    step : int
+        The step, counted from 0 after any warm-up.
+    total_steps : int
+        Steps in the run after any warm-up, >= 1.
+
+    Returns
+    -------
+    float
+        The factor the learning rate is multiplied by at `step`.
+    """
     return max(0.0, 1.0 - step / total_steps)
 
 
 def cosine(step, total_steps):
+    """Half a cosine from 1 down to 0 at the end of the run:
+    ``0.5 * (1 + cos(pi * min(step / total_steps, 1)))``.
+
+    Parameters
+    ----------
+    step : int
+        The step, counted from 0 after any warm-up.
+    total_steps : int
+        Steps in the run after any warm-up, >= 1.
+
+    Returns
+    -------
+    float
+        The factor the learning rate is multiplied by at `step`.
+    """
     return 0.5 * (1.0 + math.cos(math.pi * min(step / total_steps, 1.0)))
 
 
 def step(step, total_steps):
+    """1, then 0.1 from half the run and 0.01 from three quarters of it.
+
+    Parameters
+    ----------
+    step : int
+        The step, counted from 0 after any warm-up.
+    total_steps : int
+        Steps in the run after any warm-up, >= 1.
+
+    Returns
+    -------
+    float
+        The factor the learning rate is multiplied by at `step`.
+    """
     progress = step / total_steps
     return 1.0 if progress < 0.5 else (0.1 if progress < 0.75 else 0.01)
 

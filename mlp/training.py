@@ -91,8 +91,12 @@ def training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None,
     Parameters
     ----------
     model : Model
-    X : array-like (n, n_inputs)
-    Y : array-like (n, n_outputs) targets, or (n,) integer labels (one-hot encoded)
+    X : array-like of float, shape (n, n_inputs)
+        Converted to the model's dtype.
+    Y : array-like of float, shape (n, n_outputs), or array-like of int, shape (n,)
+        Targets, converted to the model's dtype (in [0, 1] for the
+        cross-entropy losses), or class labels in [0, n_outputs), which
+        train as their one-hot rows.
     learning_rate, weight_decay : float, optional
         Plain SGD with these (``p -= learning_rate * mean gradient``, weights
         also ``-= learning_rate * weight_decay * W``); not together with optimizer.
@@ -102,7 +106,7 @@ def training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None,
         The update rule; its state continues across calls on the model while
         the optimizer stays equal.
     dropout, input_dropout, max_norm : as in :func:`train`
-    seed : int
+    seed : int, default 0
         Keys the dropout masks (with the step count).
 
     Returns
@@ -151,8 +155,10 @@ def evaluate(model, X, y, *, n_threads=None):
 
     Parameters
     ----------
-    X : array-like (n, n_inputs)
-    y : array-like (n,) integer labels
+    model : Model
+    X : array-like of float, shape (n, n_inputs)
+    y : array-like of int, shape (n,)
+        Class labels in [0, n_outputs).
     n_threads : int, optional
         Worker threads sharing the rows (default 1).
 
@@ -185,9 +191,13 @@ class History:
         Mean per-sample training loss over the epoch's batches (the data
         loss, without weight decay, with dropout as trained).
     val_accuracy : list of float
-        Validation accuracy at the end of the epoch (when validation data was given).
+        Validation accuracy at the end of the epoch (when validation data was
+        given). In ``model.history``, None for the epochs of runs without it.
     time : list of float
-        Seconds since this run started.
+        Seconds from the start of the run to the end of the epoch (a resumed
+        run counts its time before the checkpoint). ``model.history`` offsets
+        each run's times by the previous runs' total: they add up the runs'
+        durations, leaving out the time between runs.
     stopped_early : bool
     best_step : int or None
         With patience: the step whose parameters were kept.
@@ -745,25 +755,31 @@ train.__doc__ = f"""Train model in place.
     Parameters
     ----------
     model : Model
-    X : array-like (n, n_inputs)
+    X : array-like of float, shape (n, n_inputs)
         Converted once to the model's dtype, except float32 data for a
         float64 model: its rows are widened as batches are gathered.
-    y : array-like (n,) integer labels in [0, n_outputs), or (n, n_outputs) targets
-    validation : (X_val, y_val), optional
-        Scored at the end of every epoch.
-    sample_weight : array-like (n,), optional
-        Scales each sample's loss and gradient.
-    progress : bool
+    y : array-like of int, shape (n,), or array-like of float, shape (n, n_outputs)
+        Class labels in [0, n_outputs) (converted to int64), or targets
+        (converted to the model's dtype; in [0, 1] for the cross-entropy losses).
+    validation : tuple (X_val, y_val), optional
+        Inputs and integer labels, scored at the end of every epoch.
+    sample_weight : array-like of float, shape (n,), optional
+        Scales each sample's loss and gradient; every weight >= 0.
+    progress : bool, default True
         Show a progress bar.
     n_threads : int, optional
         Worker threads sharing each step (at most 64); None uses all cores
         unless the network or the run is too small to gain from them. BLAS
         runs single-threaded inside each worker.
-    callbacks : sequence of Callback
+    callbacks : sequence of Callback, default ()
+        Called between compiled calls, after every epoch and at the end.
     checkpoint : str or os.PathLike, optional
         Write the run's state here (atomically): the model, optimizer state,
         History, sampler and the place in the epoch, every
-        `checkpoint_every` seconds (default 60), at the end, and on Ctrl-C.
+        `checkpoint_every` seconds, at the end, and on Ctrl-C.
+    checkpoint_every : float, default 60.0
+        Seconds between checkpoint writes, checked after each compiled call
+        (about 0.2 s of steps); 0 writes after every call.
     resume : str or os.PathLike, optional
         A checkpoint to continue from: its state is loaded into `model` and
         the run goes on where it stopped, ending with the parameters an

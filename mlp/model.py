@@ -659,7 +659,8 @@ def _restore_training_state(model, meta, arrays, bad):
             names = description["buffers"]
         except (KeyError, TypeError, ValueError) as exc:
             raise bad(f"bad optimizer state ({exc})") from None
-        if not isinstance(step, int) or isinstance(step, bool) or step < 0 \
+        # The kernel counts steps in int64.
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2 ** 62 \
                 or not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
                 or sorted(names) != sorted(optimizer.state_buffers):
             raise bad("bad optimizer state (step or buffer names)")
@@ -677,12 +678,6 @@ def _restore_training_state(model, meta, arrays, bad):
     if "history" in meta:
         try:
             history = History.from_dict(meta["history"])
-            lists = (history.steps, history.loss, history.val_accuracy, history.time)
-            if not all(isinstance(values, list) and all(
-                    (isinstance(v, (int, float)) and not isinstance(v, bool))
-                    or (v is None and values is history.val_accuracy) for v in values)
-                    for values in lists):
-                raise ValueError("entries must be lists of numbers")
         except (TypeError, ValueError) as exc:
             raise bad(f"bad training history ({exc})") from None
         model.history = history

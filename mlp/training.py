@@ -14,7 +14,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple
 
 import numpy as np
@@ -236,7 +236,29 @@ class History:
 
     @classmethod
     def from_dict(cls, data):
-        return cls(**data)
+        """The inverse of to_dict; ValueError for anything to_dict does not
+        write (a file's History is read through here)."""
+        if not isinstance(data, dict) or not set(data) <= {f.name for f in fields(cls)}:
+            raise ValueError(f"a History is a dict of {[f.name for f in fields(cls)]}")
+        history = cls(**data)
+
+        def numbers(values, kinds, allow_none=False):
+            return isinstance(values, list) and all(
+                (v is None and allow_none) or (isinstance(v, kinds) and not isinstance(v, bool)
+                                               and math.isfinite(v)) for v in values)
+
+        if not (numbers(history.steps, int) and numbers(history.loss, (int, float))
+                and numbers(history.time, (int, float))
+                and numbers(history.val_accuracy, (int, float), allow_none=True)):
+            raise ValueError("History entries must be lists of finite numbers")
+        if not len(history.steps) == len(history.loss) == len(history.time) \
+                or len(history.val_accuracy) > len(history.steps):
+            raise ValueError("History's steps, loss and time must have one entry per epoch")
+        if not isinstance(history.stopped_early, bool) or not (
+                history.best_step is None or (isinstance(history.best_step, int)
+                                              and not isinstance(history.best_step, bool))):
+            raise ValueError("History's stopped_early must be a bool and best_step an int or None")
+        return history
 
 
 # ---------------------------------------------------------------------------
@@ -427,8 +449,9 @@ class _Run:
         self.order = arrays.get("order")
         if self.order is not None and (self.order.dtype != np.int64 or self.order.ndim != 1
                                        or not 0 <= self.position <= len(self.order)
-                                       or (len(self.order) and not 0 <= self.order.min()
-                                           and self.order.max() < self.X.shape[0])):
+                                       or (len(self.order) and not (
+                                           0 <= self.order.min()
+                                           and self.order.max() < self.X.shape[0]))):
             raise ValueError("resume: the checkpoint's sample order does not fit this data")
         self.history = History.from_dict(place["history"])
         self.elapsed_before = self.history.total_time if place.get("elapsed") is None \
@@ -643,9 +666,21 @@ def _read_checkpoint(model, path, options):
     try:
         stored = place["options"]
         for key in ("total_steps", "schedule_steps", "steps_per_epoch", "done", "position"):
-            if not isinstance(place[key], int) or place[key] < 0:
+            if not isinstance(place[key], int) or isinstance(place[key], bool) \
+                    or not 0 <= place[key] < 2 ** 62:
                 raise ValueError(key)
         place["loss_sum"] = float(place["loss_sum"])
+        if not math.isfinite(place["loss_sum"]):
+            raise ValueError("loss_sum")
+        if place.get("elapsed") is not None:
+            place["elapsed"] = float(place["elapsed"])
+            if not 0 <= place["elapsed"] < math.inf:
+                raise ValueError("elapsed")
+        if "validation" in place:
+            best, stale = place["validation"]["best_accuracy"], place["validation"]["stale"]
+            if not isinstance(best, (int, float)) or not -1 <= best <= 1 \
+                    or not isinstance(stale, int) or stale < 0:
+                raise ValueError("validation")
         History.from_dict(place["history"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"resume: {path!r} has a damaged checkpoint ({exc})") from None

@@ -642,6 +642,25 @@ def _with_member(name, data, base=GOOD_MODEL_FILE):
     return stored_zip(members)
 
 
+@pytest.mark.parametrize("history", [
+    {"steps": [1, 2], "loss": [0.5], "time": [1.0, 2.0]},              # lengths differ
+    {"steps": [1], "loss": [0.5], "time": [1.0], "stopped_early": "yes"},
+    {"steps": [1], "loss": [0.5], "time": [1.0], "best_step": "x"},
+    {"steps": [1], "loss": [float("nan")], "time": [1.0]},
+    {"steps": [1], "loss": [0.5], "time": [1.0], "val_accuracy": [0.5, 0.6]},
+    {"steps": [1], "loss": [0.5], "time": [1.0], "epochs": [1]},
+])
+def test_a_history_that_save_cannot_write_is_refused(load_bytes, history):
+    # The report prints these: "parameters of step x restored" came from one.
+    data = _with_member("meta.npy", npy_bytes(np.frombuffer(_meta_bytes(history=history),
+                                                           dtype=np.uint8)))
+    with pytest.raises(ValueError, match="history"):
+        load_bytes(data)
+    good = {"steps": [1], "loss": [0.5], "time": [1.0], "val_accuracy": [None]}
+    assert load_bytes(_with_member("meta.npy", npy_bytes(np.frombuffer(
+        _meta_bytes(history=good), dtype=np.uint8)))).history.steps == [1]
+
+
 @pytest.mark.parametrize("sizes", [[100000, 100000, 100000], [2**30, 2**30], [2**31 - 1, 1],
                                    [65536] * 60])
 def test_huge_layer_sizes_in_a_small_file_are_refused_before_allocating(load_bytes, sizes):

@@ -759,6 +759,50 @@ def test_resume_refuses_other_options(tmp_path, change, match):
         mlp.train(mlp.Model([2, 4, 2], seed=0), X, y, resume=path, **dict(kwargs, **change))
 
 
+def _damaged_checkpoint(tmp_path, monkeypatch, damage):
+    """A checkpoint written mid-epoch (so it holds the epoch's sample order),
+    rewritten after damage(place, arrays) changed it."""
+    monkeypatch.setattr(training_module, "_FIRST_CALL_STEPS", 2)
+    monkeypatch.setattr(training_module, "_SECONDS_PER_CALL", 1e-9)
+    X, y = _blobs(60, [(0, 0), (2, 2)], 0.5, seed=0)
+    Xv, yv = _blobs(10, [(0, 0), (2, 2)], 0.5, seed=1)
+    path = tmp_path / "ck.npz"
+    with pytest.raises(KeyboardInterrupt):
+        mlp.train(mlp.Model([2, 4, 2], seed=0), X, y, epochs=2, batch_size=8, progress=False,
+                  validation=(Xv, yv), checkpoint=path, callbacks=[_SigintAfter(2)], seed=0)
+    model, (place, arrays) = mlp.Model._load(path)
+    assert place["position"] > 0 and "order" in arrays
+    damage(place, arrays)
+    model._save(path, checkpoint=(place, arrays))
+    return path, X, y, (Xv, yv)
+
+
+def _set(mapping, key, value):
+    mapping[key] = value
+
+
+@pytest.mark.parametrize("damage, match", [
+    # Indices past the data once passed a check that Python parsed as
+    # (not 0 <= min) and (max < n), and the kernel read out of bounds.
+    (lambda place, arrays: arrays["order"].__setitem__(slice(None), 10 ** 12), "sample order"),
+    (lambda place, arrays: arrays["order"].__setitem__(slice(None), -1), "sample order"),
+    (lambda place, arrays: _set(place, "validation", {}), "damaged checkpoint"),
+    (lambda place, arrays: _set(place, "validation", {"best_accuracy": "x", "stale": 0}),
+     "damaged checkpoint"),
+    (lambda place, arrays: _set(place, "elapsed", "x"), "damaged checkpoint"),
+    (lambda place, arrays: _set(place, "loss_sum", "nan"), "damaged checkpoint"),
+    (lambda place, arrays: _set(place, "done", 2 ** 70), "damaged checkpoint"),
+    (lambda place, arrays: _set(place, "history", {"steps": "abc"}), "damaged checkpoint"),
+    (lambda place, arrays: _set(place, "history", {"steps": [1], "loss": [], "time": []}),
+     "damaged checkpoint"),
+])
+def test_resume_refuses_a_damaged_checkpoint(tmp_path, monkeypatch, damage, match):
+    path, X, y, validation = _damaged_checkpoint(tmp_path, monkeypatch, damage)
+    with pytest.raises(ValueError, match=match):
+        mlp.train(mlp.Model([2, 4, 2], seed=0), X, y, epochs=2, batch_size=8, progress=False,
+                  validation=validation, resume=path)
+
+
 def test_resume_refuses_a_plain_model_file_and_another_network(tmp_path):
     X, y = _blobs(30, [(0, 0), (2, 2)], 0.5, seed=0)
     model = mlp.Model([2, 4, 2], seed=0)

@@ -115,7 +115,9 @@ class Model:
         self.weights, self.biases = _layer_views(self._params, sizes)
         self._hidden_code = _kernels.ACTIVATIONS[activation]
         self._output_code = _kernels.ACTIVATIONS[output]
-        self._lock = threading.Lock()
+        # Reentrant: train() holds it for the whole run, and its callbacks and
+        # schedules, on the same thread between compiled calls, may predict.
+        self._lock = threading.RLock()
         self._work = np.empty(0, dtype=dtype)
         self.optimizer_state = None
         self.history = None
@@ -204,7 +206,7 @@ class Model:
             for name, buffer in optimizer_state.buffers.items():
                 optimizer_state.buffers[name] = _writable(buffer)
         self.weights, self.biases = _layer_views(self._params, self.layer_sizes)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._work = np.empty(0, dtype=self.dtype)
 
     def _workspace(self, rows, copies=1, at_least=0):

@@ -813,3 +813,40 @@ def test_resume_refuses_a_plain_model_file_and_another_network(tmp_path):
     with pytest.raises(ValueError, match="not this"):
         mlp.train(mlp.Model([2, 5, 2]), X, y, epochs=1, resume=tmp_path / "c.npz",
                   progress=False)
+
+
+@pytest.mark.parametrize("use", ["predict", "evaluate", "loss", "training_step", "schedule"])
+def test_callbacks_and_schedules_may_use_the_model_being_trained(use):
+    # train() holds the model's lock for the whole run; a plain lock made
+    # these wait on it forever (and Ctrl-C went to train's handler).
+    import threading
+
+    X, y = _blobs(40, [(0, 0), (2, 2)], 0.5, seed=0)
+    model = mlp.Model([2, 4, 2], seed=0)
+    seen = []
+
+    def use_model(*_):
+        if use == "predict":
+            seen.append(model.predict(X))
+        elif use == "evaluate":
+            seen.append(mlp.evaluate(model, X, y))
+        elif use == "loss":
+            seen.append(model.loss(X, np.eye(2)[y]))
+        elif use == "training_step":
+            seen.append(mlp.training_step(model, X[:4], y[:4], learning_rate=0.01))
+        return 1.0
+
+    class UseModel(mlp.Callback):
+        def on_epoch_end(self, run, history):
+            use_model()
+            return False
+
+    kwargs = dict(lr_schedule=use_model, learning_rate=0.1) if use == "schedule" else dict(
+        callbacks=[UseModel()])
+    worker = threading.Thread(target=mlp.train, args=(model, X, y), daemon=True,
+                              kwargs=dict(epochs=2, batch_size=8, progress=False, **kwargs))
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), f"train() hung when a {use} used the model"
+    assert use == "schedule" or len(seen) == 2
+    assert model.history is not None and len(model.history.steps) == 2

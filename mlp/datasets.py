@@ -35,6 +35,7 @@ import json
 import math
 import os
 import pickle
+import stat
 import pickletools
 import struct
 import subprocess
@@ -199,18 +200,44 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# The largest data file read, and the most a gzipped pickle may inflate to:
+# Nielsen's pickle is 220 MB inflated, one of float64 images 440 MB.
+_MAX_DATA_BYTES = 512 * 2**20
+
+
 def _read_bytes(path: Path) -> bytes:
-    with open(path, "rb") as f:
+    # Non-blocking, so that opening a FIFO returns at once (to be refused).
+    with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+        info = os.fstat(f.fileno())
+        # A FIFO would block and /dev/zero never end: regular files only.
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is not a regular file; give the path of a data file")
+        if info.st_size > _MAX_DATA_BYTES:
+            raise ValueError(f"{path} holds {info.st_size} bytes, more than an MNIST-style data "
+                             f"file ({_MAX_DATA_BYTES // 2**20} MiB at most)")
         return f.read()
 
 
 def _maybe_gunzip(data: bytes, path: Path) -> bytes:
+    """data, inflated if it is gzip; at most _MAX_DATA_BYTES, so a small file
+    that inflates without end is refused rather than filling the memory."""
     if data[:2] != b"\x1f\x8b":
         return data
+    parts, size = [], 0
     try:
-        return gzip.decompress(data)
+        # In pieces: read(n) would set aside n bytes at once.
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            while size <= _MAX_DATA_BYTES:
+                parts.append(stream.read(min(2**24, _MAX_DATA_BYTES + 1 - size)))
+                if not parts[-1]:
+                    break
+                size += len(parts[-1])
     except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{path}: corrupt gzip data ({e})") from e
+    if size > _MAX_DATA_BYTES:
+        raise ValueError(f"{path} inflates to more than {_MAX_DATA_BYTES // 2**20} MiB, more than "
+                         f"an MNIST-style pickle holds; the file is corrupt or not MNIST")
+    return b"".join(parts)
 
 
 # Deflate expands its input at most about 1032-fold; a header that claims

@@ -278,6 +278,39 @@ def test_idx_multi_member_and_zero_padded_gzip(tmp_path, split, padding):
     assert len(data.train.images) + len(data.validation.images) == len(train_px)
 
 
+def test_pickle_gzip_that_inflates_past_the_limit_is_refused(tmp_path, monkeypatch):
+    """The pickle route has no header to bound it: a small gzip that inflates
+    without end stops at the largest size an MNIST-style pickle has."""
+    import tracemalloc
+
+    monkeypatch.setattr(D, "_MAX_DATA_BYTES", 4 * 2**20)
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(bytes(64 * 2**20)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="inflates to more than 4 MiB"):
+            load_mnist(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20
+
+
+def test_files_that_are_not_regular_or_too_large_are_refused(tmp_path, monkeypatch):
+    fifo = tmp_path / "mnist.pkl.gz"
+    os.mkfifo(fifo)  # reading it would wait for a writer forever
+    with pytest.raises(ValueError, match="not a regular file"):
+        load_mnist(fifo)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ValueError, match="not a regular file"):
+            load_mnist("/dev/zero")
+    monkeypatch.setattr(D, "_MAX_DATA_BYTES", 1000)
+    big = tmp_path / "big.pkl"
+    big.write_bytes(bytes(1001))
+    with pytest.raises(ValueError, match="more than an MNIST-style data file"):
+        load_mnist(big)
+
+
 def test_single_idx_file_is_refused_with_hint(tmp_path):
     write_idx(tmp_path)
     with pytest.raises(ValueError, match="directory"):

@@ -156,4 +156,4 @@ def backprop(model, x, y):
 
 def training_step(model, input_batch, output_batch, learning_rate):
     """One SGD step in place: p -= learning_rate / len(batch) * grad_p."""
-    _training.training_step(_model_of(model), input_batch, output_batch, learning_rate, "mse")
+    _training._training_step(_model_of(model), input_batch, output_batch, learning_rate, "mse")

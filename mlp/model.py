@@ -50,6 +50,16 @@ def loss_code(loss, output):
     return _kernels.LOSSES[loss]
 
 
+
+def predicted_classes(outputs):
+    """Each row's class, the index of its largest output, as int64. NaN
+    outputs (a diverged model, or one that overflows on this input) have no
+    largest: argmax would silently say class 0, so they are an error."""
+    if np.isnan(outputs).any():
+        raise ValueError("the model's outputs are NaN for some rows: its parameters have "
+                         "diverged or overflow on this input, and it cannot classify them")
+    return np.argmax(outputs, axis=1).astype(np.int64)
+
 class Model:
     """A fully connected feed-forward network.
 
@@ -315,7 +325,7 @@ class Model:
         TypeError, ValueError
             As :meth:`forward`.
         """
-        return np.argmax(self.forward(X, n_threads=n_threads), axis=1).astype(np.int64)
+        return predicted_classes(self.forward(X, n_threads=n_threads))
 
     def predict_proba(self, X, *, n_threads=None):
         """Class probabilities: the softmax output, or the sigmoid outputs

@@ -89,6 +89,15 @@ def build_onnx(model, *, dtype=None, doc_string=None):
     from onnx import TensorProto, helper, numpy_helper
 
     dtype = model.dtype if dtype is None else check_dtype(dtype)
+    # A diverged model (NaN, or weights past float32's range for a float32
+    # export) would give NaN for every input: refused, as Model.save does.
+    if not np.isfinite(model._params).all():
+        raise ValueError("the model's parameters hold NaN or infinity (a diverged run); "
+                         "there is nothing meaningful to export")
+    with np.errstate(over="ignore"):
+        if not np.isfinite(model._params.astype(dtype)).all():
+            raise ValueError(f"the model's parameters do not fit in {np.dtype(dtype).name}; "
+                             f"export it as {model.dtype.name}")
     elem_type = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
     n_layers = len(model.weights)
     nodes, initializers = [], []

@@ -31,7 +31,7 @@ from ._validation import (
 )
 from .augment import _training_images_and_plan, augment_from_dict, augment_to_dict
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
-from .model import Model, loss_code
+from .model import Model, loss_code, predicted_classes
 from .optimizers import OptimizerState
 from .schedules import learning_rates
 
@@ -113,7 +113,28 @@ def training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None,
     -------
     float
         The batch's summed loss before the step.
+
+    Raises
+    ------
+    FloatingPointError
+        When the loss or the parameters stop being finite (the learning rate
+        is too high for this model): the model is left as the step made it.
     """
+    loss_sum = _training_step(model, X, Y, learning_rate, loss, optimizer=optimizer,
+                              weight_decay=weight_decay, dropout=dropout,
+                              input_dropout=input_dropout, max_norm=max_norm, seed=seed)
+    if not (math.isfinite(loss_sum) and _kernels.all_finite(model._params)):
+        raise FloatingPointError(
+            f"training diverged: the batch's loss is {loss_sum} and the parameters are "
+            f"{'finite' if _kernels.all_finite(model._params) else 'no longer finite'}; "
+            f"lower the learning rate and start from finite parameters")
+    return loss_sum
+
+
+def _training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None,
+                   weight_decay=None, dropout=0.0, input_dropout=0.0, max_norm=None, seed=0):
+    """training_step without the check for divergence (mlp.compat's, which
+    goes on with NaN as the notebook's numpy does); returns the summed loss."""
     _check_model(model)
     loss = _default_loss(model) if loss is None else loss
     code = loss_code(loss, model.output)
@@ -172,7 +193,7 @@ def evaluate(model, X, y, *, n_threads=None):
     X, y = _check_inputs_and_labels(model, X, y)
     # X is checked once above; model.predict would check it again.
     with model._lock, blas_threads(1):
-        predicted = model._forward_locked(X, threads).argmax(axis=1)
+        predicted = predicted_classes(model._forward_locked(X, threads))
     correct = int(np.count_nonzero(predicted == y))
     return Evaluation(correct / len(y), correct)
 

@@ -143,3 +143,16 @@ def test_trained_model_on_mnist_test_images(tmp_path, mnist, activation, output)
     agree = np.count_nonzero(got.argmax(axis=1) == expected.argmax(axis=1))
     assert agree >= len(test.labels) - 2
     assert np.mean(got.argmax(axis=1) == test.labels) > 0.85
+
+
+def test_a_diverged_model_or_one_that_overflows_float32_is_not_exported(tmp_path):
+    model = mlp.Model([4, 3, 2], seed=0)
+    model.weights[0][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        model.to_onnx(tmp_path / "nan.onnx")
+    wide = mlp.Model([4, 3, 2], dtype=np.float64, seed=0)
+    wide.weights[0][0, 0] = 1e300
+    with pytest.raises(ValueError, match="do not fit in float32"):
+        wide.to_onnx(tmp_path / "wide.onnx", dtype=np.float32)
+    wide.to_onnx(tmp_path / "wide.onnx")  # in its own dtype it fits
+    assert not (tmp_path / "nan.onnx").exists()

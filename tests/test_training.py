@@ -850,3 +850,27 @@ def test_callbacks_and_schedules_may_use_the_model_being_trained(use):
     assert not worker.is_alive(), f"train() hung when a {use} used the model"
     assert use == "schedule" or len(seen) == 2
     assert model.history is not None and len(model.history.steps) == 2
+
+
+def test_training_step_raises_when_the_step_diverges():
+    X, y = _blobs(32, [(0, 0), (2, 2), (0, 2)], 0.5, seed=0)
+    model = mlp.Model([2, 4, 3], seed=0)
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        for _ in range(3):  # the first step's loss is finite, its result is not
+            mlp.training_step(model, X, y, 1e38)
+    # What the model gives now is no class at all, not a silent class 0.
+    with pytest.raises(ValueError, match="outputs are NaN"):
+        model.predict(X)
+    with pytest.raises(ValueError, match="outputs are NaN"):
+        mlp.evaluate(model, X, y)
+    assert np.isnan(model.forward(X)).any()  # forward shows the NaN as it is
+
+
+def test_compat_training_step_goes_on_with_nan_as_the_notebook_does():
+    from mlp import compat
+
+    X, y = _blobs(32, [(0, 0), (2, 2), (0, 2)], 0.5, seed=0)
+    model = mlp.Model([2, 4, 3], output="identity", seed=0)
+    for _ in range(3):
+        compat.training_step(model, X, np.eye(3)[y], 1e38)
+    assert not np.isfinite(model._params).all()

@@ -238,7 +238,13 @@ def check_targets_or_labels(value, name, *, n_outputs, n_rows, dtype, loss):
         return check_labels(value, name, n_classes=n_outputs, n_rows=n_rows)
     targets = check_matrix(value, name, n_columns=n_outputs, dtype=dtype, n_rows=n_rows,
                            targets=True)
-    if loss in ("cross_entropy", "binary_cross_entropy") and (
+    return check_target_range(targets, name, loss)
+
+
+def check_target_range(targets, name, loss):
+    """targets, checked to lie in [0, 1] for the cross-entropy losses, outside
+    which they are no loss (a negative one-hot row gives a negative one)."""
+    if loss in ("cross_entropy", "binary_cross_entropy") and targets.size and (
             targets.min() < 0 or targets.max() > 1):
         raise ValueError(f"{name} must hold targets in [0, 1] for loss={loss!r} (one-hot or "
                          f"probabilities), got values from {targets.min()} to {targets.max()}")

@@ -19,6 +19,7 @@ from ._validation import (
     check_matrix,
     check_path,
     check_seed,
+    check_target_range,
 )
 
 # The kernel owns the codes; these say which activations go where.
@@ -435,7 +436,7 @@ class Model:
             loss = "cross_entropy" if self.output == "softmax" else "mse"
         code = loss_code(loss, self.output)
         X = self._check_x(X)
-        Y = self._check_targets(Y, X.shape[0])
+        Y = check_target_range(self._check_targets(Y, X.shape[0]), "Y", loss)
         # Without want_gradients the kernel never touches grads; any buffer of
         # the right type satisfies its signature.
         grads = np.empty_like(self._params) if want_gradients else self._params

@@ -57,7 +57,9 @@ def models_and_data(draw, dtype=None, max_batch=6):
         Y = np.zeros((n, sizes[-1]))
         Y[np.arange(n), rng.integers(0, sizes[-1], n)] = 1
     else:
-        Y = rng.uniform(-0.5, 1.5, (n, sizes[-1]))  # arbitrary real targets
+        # Arbitrary real targets; the cross-entropies take them in [0, 1].
+        Y = rng.uniform(-0.5, 1.5, (n, sizes[-1])) if loss == "mse" else rng.uniform(
+            0, 1, (n, sizes[-1]))
     return model, X, Y, loss
 
 
@@ -936,6 +938,17 @@ def test_bad_Y_to_loss_and_gradients(method, label, Y, exc):
     model = mlp.Model([3, 2], seed=0)
     with pytest.raises(exc, match="Y"):
         getattr(model, method)(np.zeros((2, 3)), Y)
+
+
+@pytest.mark.parametrize("method", ["loss", "gradients"])
+@pytest.mark.parametrize("output, loss", [("softmax", "cross_entropy"),
+                                          ("sigmoid", "binary_cross_entropy")])
+def test_cross_entropy_targets_outside_0_1_are_refused(method, output, loss):
+    # As train() refuses them: a negative one-hot gave a loss of -45.
+    model = mlp.Model([3, 2], output=output, seed=0)
+    with pytest.raises(ValueError, match=r"Y must hold targets in \[0, 1\]"):
+        getattr(model, method)(np.ones((2, 3)), -np.eye(2), loss)
+    assert getattr(model, "loss")(np.ones((2, 3)), np.eye(2) * 0.5, loss) > 0
 
 
 @pytest.mark.parametrize("loss,exc", [("bogus", ValueError), (2.5, TypeError), (1, TypeError),

@@ -78,6 +78,22 @@ def check_path(path, name="path"):
     return os.fspath(path)
 
 
+def check_output_path(path, name="path", example="model.npz"):
+    """Return path as a str, checked before any work is done to fill it: not
+    empty, not a directory, and in a directory that exists."""
+    path = check_path(path, name)
+    if not path:
+        raise ValueError(f"{name} is empty; give a file name such as {example!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{name} {path!r} is a directory; give a file name such as "
+                                f"{os.path.join(path, example)!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {name} {path!r}: its directory {directory!r} "
+                                f"does not exist; create it first")
+    return path
+
+
 def warn(message, category=UserWarning):
     """``warnings.warn`` attributed to the user's line: the first caller outside mlp."""
     package = os.path.dirname(os.path.abspath(__file__))

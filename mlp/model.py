@@ -17,6 +17,7 @@ from ._validation import (
     check_dtype,
     check_int,
     check_matrix,
+    check_output_path,
     check_path,
     check_seed,
     check_target_range,
@@ -472,11 +473,14 @@ class Model:
         ValueError
             If a parameter is NaN or infinite: :meth:`load` would refuse
             such a file.
+        FileNotFoundError, IsADirectoryError
+            If the directory of `path` does not exist, or `path` is a
+            directory (or ValueError: an empty path).
         OSError
-            If the file cannot be written (e.g. a missing or read-only
+            If the file cannot be written otherwise (e.g. a read-only
             directory); whatever stood at `path` is left as it was.
         """
-        self._save(check_path(path))
+        self._save(check_output_path(path))
 
     def _save(self, path, checkpoint=None):
         """save(), plus, for a training checkpoint, checkpoint = (JSON-ready

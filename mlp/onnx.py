@@ -17,12 +17,10 @@ The ``onnx`` package is imported only when a model is exported.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 
-from ._validation import check_dtype, check_path
+from ._files import atomic_write
+from ._validation import check_dtype, check_output_path
 
 __all__ = ["to_onnx", "OPSET", "INPUT_NAME", "OUTPUT_NAME"]
 
@@ -76,10 +74,11 @@ def to_onnx(model, path, *, dtype=None, doc_string=None):
 
     if not isinstance(model, Model):
         raise TypeError(f"model must be an mlp.Model, got {type(model).__name__}")
-    path = _check_output_path(path)
+    path = check_output_path(path, example="model.onnx")
     dtype = model.dtype if dtype is None else check_dtype(dtype)
     proto = build_onnx(model, dtype=dtype, doc_string=doc_string)
-    _write_atomically(proto.SerializeToString(), path)
+    data = proto.SerializeToString()
+    atomic_write(path, lambda file: file.write(data))
     return proto
 
 
@@ -143,26 +142,3 @@ def build_onnx(model, *, dtype=None, doc_string=None):
     return proto
 
 
-def _check_output_path(path):
-    path = check_path(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"path {path!r} is a directory; give a file name such as "
-                                f"{os.path.join(path, 'model.onnx')!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write path {path!r}: its directory {directory!r} "
-                                f"does not exist; create it first")
-    return path
-
-
-def _write_atomically(data, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".mlp-", suffix=".onnx.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -25,6 +25,7 @@ from ._validation import (
     check_batch_size,
     check_labels,
     check_matrix,
+    check_output_path,
     check_path,
     check_positive_float,
     check_targets_or_labels,
@@ -63,6 +64,17 @@ def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y", for_training=F
 
 def _default_loss(model):
     return "cross_entropy" if model.output == "softmax" else "mse"
+
+
+def _check_options_fit(model, options):
+    """What TrainingOptions cannot check alone: the options against the model."""
+    if options.dropout and len(model.layer_sizes) == 2:
+        raise ValueError(f"dropout drops hidden units, and {model!r} has none; use "
+                         f"input_dropout, or add a hidden layer")
+    eps = getattr(options.resolved_optimizer(), "eps", None)
+    if eps is not None and model.dtype.type(eps) == 0:
+        raise ValueError(f"Adam's eps={eps} is 0 in {model.dtype.name}, which would divide by "
+                         f"zero; use at least {np.finfo(model.dtype).tiny:.3g} (typically 1e-8)")
 
 
 def _optimizer_state(model, optimizer):
@@ -144,6 +156,7 @@ def _training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None
     if options.optimizer is None and options.learning_rate is None:
         raise ValueError("training_step needs optimizer= (e.g. mlp.SGD(learning_rate=0.1)) "
                          "or learning_rate=")
+    _check_options_fit(model, options)
     optimizer = options.resolved_optimizer()
     X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype)
     Y = check_targets_or_labels(Y, "Y", n_outputs=model.n_outputs, n_rows=X.shape[0],
@@ -734,7 +747,9 @@ def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
           **options):
     _check_model(model)
     options = TrainingOptions(**options)
-    checkpoint = None if checkpoint is None else check_path(checkpoint, "checkpoint")
+    _check_options_fit(model, options)
+    # Checked now, not when the first checkpoint is due, after minutes of training.
+    checkpoint = None if checkpoint is None else check_output_path(checkpoint, "checkpoint")
     checkpoint_every = check_positive_float(checkpoint_every, "checkpoint_every", allow_zero=True)
     resumed = None if resume is None else _read_checkpoint(model, check_path(resume, "resume"),
                                                            options)
@@ -746,6 +761,9 @@ def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
                                                 "validation[1]")
     elif options.patience is not None:
         raise ValueError("patience needs validation data to watch: pass validation=(X_val, y_val)")
+    if isinstance(callbacks, Callback):
+        raise TypeError("callbacks must be a list of mlp.Callback instances; put the one in a "
+                        "list: callbacks=[...]")
     for callback in callbacks:
         if not isinstance(callback, Callback):
             raise TypeError(f"callbacks must be mlp.training.Callback instances, got {callback!r}")

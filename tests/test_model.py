@@ -1007,3 +1007,14 @@ def test_non_contiguous_and_converted_inputs_give_same_answer(dtype):
     Xf = np.asfortranarray(X.copy())
     model.forward(Xf)
     np.testing.assert_array_equal(Xf, X)
+
+
+def test_save_names_what_is_wrong_with_the_path(tmp_path):
+    model = mlp.Model([3, 2], seed=0)
+    with pytest.raises(ValueError, match="path is empty"):
+        model.save("")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        model.save(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist; create it first"):
+        model.save(tmp_path / "missing" / "m.npz")
+    assert list(tmp_path.iterdir()) == []  # and no temporary file left behind

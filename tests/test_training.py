@@ -874,3 +874,23 @@ def test_compat_training_step_goes_on_with_nan_as_the_notebook_does():
     for _ in range(3):
         compat.training_step(model, X, np.eye(3)[y], 1e38)
     assert not np.isfinite(model._params).all()
+
+
+def test_options_that_do_not_fit_the_model_are_refused_before_training(tmp_path):
+    X, y = _blobs(20, [(0, 0), (2, 2)], 0.5, seed=0)
+    flat = mlp.Model([2, 2], seed=0)  # no hidden layer
+    with pytest.raises(ValueError, match="dropout drops hidden units"):
+        mlp.train(flat, X, y, epochs=1, dropout=0.5, progress=False)
+    mlp.train(flat, X, y, epochs=1, input_dropout=0.5, progress=False)
+    tiny_eps = mlp.Adam(eps=1e-320)  # 0 in float32: a division by zero
+    with pytest.raises(ValueError, match="eps=1e-320 is 0 in float32"):
+        mlp.training_step(mlp.Model([2, 3, 2], seed=0), X, y, optimizer=tiny_eps)
+    mlp.training_step(mlp.Model([2, 3, 2], dtype=np.float64, seed=0), X, y, optimizer=tiny_eps)
+    with pytest.raises(TypeError, match="put the one in a list"):
+        mlp.train(flat, X, y, epochs=1, progress=False, callbacks=mlp.Callback())
+    model = mlp.Model([2, 3, 2], seed=0)
+    before = model._params.copy()
+    with pytest.raises(FileNotFoundError, match="checkpoint .* does not exist"):
+        mlp.train(model, X, y, epochs=1, progress=False,
+                  checkpoint=tmp_path / "missing" / "run.npz")
+    np.testing.assert_array_equal(model._params, before)  # refused before any step

@@ -1022,6 +1022,9 @@ _MIN_CONTRAST = 0.1
 # extent above this; blobs smaller than _SPECK of the largest are dust.
 _INK = 0.25
 _SPECK = 0.02
+# Ink of fewer pixels than this in all is a speck, not a digit: even a 1
+# drawn 7 pixels tall has more.
+_MIN_INK_PIXELS = 5
 
 
 def _require_pillow(what):
@@ -1285,6 +1288,9 @@ def prepare_digit(image, *, invert=None):
     if count == 0:
         raise ValueError(f"{source}: no ink found: the image is blank")
     sizes = np.bincount(labels.ravel())[1:]
+    if sizes.sum() < _MIN_INK_PIXELS:
+        raise ValueError(f"{source}: no digit found: the only ink is a speck of "
+                         f"{sizes.sum()} pixel(s)")
     dust = np.flatnonzero(sizes < _SPECK * sizes.max()) + 1
     if dust.size:
         ink[np.isin(labels, dust)] = 0

@@ -1051,6 +1051,9 @@ def test_prepare_digit_never_hands_a_file_to_ghostscript():
     (lambda Image: Image.new("RGB", (64, 48), (0, 0, 0)), "no ink"),
     (lambda Image: np.full((30, 30), 0.5), "no ink"),
     (lambda Image: Image.new("RGBA", (30, 30), (0, 0, 0, 0)), "no ink"),
+    # One dark pixel on white paper: dust, which used to fill the 20x20 box.
+    (lambda Image: np.where(np.arange(100 * 100).reshape(100, 100) == 5050, 0, 255).astype(
+        np.uint8), "only ink is a speck of 1 pixel"),
 ])
 def test_prepare_digit_refuses_blank_images(Image, make, words):
     with pytest.raises(ValueError, match=words):

@@ -102,8 +102,13 @@ def _assign(targets, values, name):
         raise ValueError(f"{name} must hold {len(targets)} arrays, got {len(values)}")
     for l, (dest, src) in enumerate(zip(targets, values)):
         src = np.asarray(src, dtype=dest.dtype)
-        if src.size != dest.size:
-            raise ValueError(f"{name}[{l}] must have {dest.size} entries, got shape {src.shape}")
+        # Biases as the notebook keeps them, (1, n), or as mlp does, (n,); a
+        # weight matrix (n_out, n_in) only, so that a transposed one is an
+        # error rather than reshaped into a scramble.
+        shapes = [dest.shape] + ([(1, dest.size)] if dest.ndim == 1 else [])
+        if src.shape not in shapes:
+            raise ValueError(f"{name}[{l}] must have shape {' or '.join(map(str, shapes))}, "
+                             f"got {src.shape}")
         dest[...] = src.reshape(dest.shape)
 
 

@@ -146,3 +146,11 @@ def test_call_checks_its_input():
         compat.call(model, np.ones((1, 4)))
     with pytest.raises(TypeError, match="model"):
         compat.call("not a model", np.ones((1, 3)))
+
+
+def test_assigned_weights_must_have_the_notebooks_shapes():
+    net = compat.Model([4, 3, 2])
+    with pytest.raises(ValueError, match=r"weights\[0\] must have shape \(3, 4\), got \(4, 3\)"):
+        net.weights = [w.T for w in net.weights]  # was reshaped in, scrambled
+    net.biases = [np.zeros((1, 3)), np.zeros(2)]  # the notebook's (1, n) and mlp's (n,)
+    assert all((b == 0).all() for b in net.biases)

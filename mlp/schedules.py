@@ -26,80 +26,46 @@ import numpy as np
 
 
 def constant(step, total_steps):
-    """1 at every step.
-
-    Parameters
-    ----------
-    step : int
-        The step, counted from 0 after any warm-up.
-    total_steps : int
-        Steps in the run after any warm-up, >= 1.
-
-    Returns
-    -------
-    float
-        The factor the learning rate is multiplied by at `step`.
-    """
+    """1 at every step."""
     return 1.0
 
 
 def linear(step, total_steps):
-    """From 1 down to 0 at the end of the run: ``max(0, 1 - step / total_steps)``.
-
-    Parameters
-    ----------
-    step : int
-        The step, counted from 0 after any warm-up.
-    total_steps : int
-        Steps in the run after any warm-up, >= 1.
-
-    Returns
-    -------
-    float
-        The factor the learning rate is multiplied by at `step`.
-    """
+    """From 1 down to 0 at the end of the run: ``max(0, 1 - step / total_steps)``."""
     return max(0.0, 1.0 - step / total_steps)
 
 
 def cosine(step, total_steps):
     """Half a cosine from 1 down to 0 at the end of the run:
-    ``0.5 * (1 + cos(pi * min(step / total_steps, 1)))``.
-
-    Parameters
-    ----------
-    step : int
-        The step, counted from 0 after any warm-up.
-    total_steps : int
-        Steps in the run after any warm-up, >= 1.
-
-    Returns
-    -------
-    float
-        The factor the learning rate is multiplied by at `step`.
-    """
+    ``0.5 * (1 + cos(pi * min(step / total_steps, 1)))``."""
     return 0.5 * (1.0 + math.cos(math.pi * min(step / total_steps, 1.0)))
 
 
 def step(step, total_steps):
-    """1, then 0.1 from half the run and 0.01 from three quarters of it.
-
-    Parameters
-    ----------
-    step : int
-        The step, counted from 0 after any warm-up.
-    total_steps : int
-        Steps in the run after any warm-up, >= 1.
-
-    Returns
-    -------
-    float
-        The factor the learning rate is multiplied by at `step`.
-    """
+    """1, then 0.1 from half the run and 0.01 from three quarters of it."""
     progress = step / total_steps
     return 1.0 if progress < 0.5 else (0.1 if progress < 0.75 else 0.01)
 
 
 SCHEDULES = {"constant": constant, "linear": linear, "cosine": cosine, "step": step}
+
+# Every schedule, a callable given too, takes and returns the same: said once.
+for _schedule in SCHEDULES.values():
+    _schedule.__doc__ = (_schedule.__doc__ or "") + """
+
+    Parameters
+    ----------
+    step : int
+        The step, counted from 0 after any warm-up.
+    total_steps : int
+        Steps in the run after any warm-up, >= 1.
+
+    Returns
+    -------
+    float
+        The factor the learning rate is multiplied by at `step`.
+    """
+del _schedule
 
 
 def check_schedule(schedule, name="lr_schedule"):

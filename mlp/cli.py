@@ -40,8 +40,8 @@ def _typed(parse_value, name):
         try:
             return parse_value(text)
         except (ValueError, TypeError):
-            what = {int: "an integer", float: "a number"}.get(parse_value,
-                                                             "a value like 784,300,100,10")
+            what = {int: "an integer", float: "a number"}.get(
+                parse_value, "two or more comma-separated sizes >= 1, like 784,300,100,10")
             raise argparse.ArgumentTypeError(f"{name} takes {what}, got {text!r}") from None
     return parse
 
@@ -170,10 +170,23 @@ def _augment_from_flags(base, args):
     return built[0] if len(built) == 1 else Compose(*built)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, as every mlp error is: the
+    usage argparse prints first would bury the message under a screenful of
+    flags."""
+
+    def error(self, message):
+        # "argument --epochs: --epochs takes an integer": say the flag once.
+        flag, _, rest = message.partition(": ")
+        if flag.startswith("argument ") and rest.startswith(flag.split()[-1] + " "):
+            message = rest
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlp", description="Train and evaluate multilayer perceptrons on MNIST.")
     parser.add_argument("--version", action="version", version=f"mlp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

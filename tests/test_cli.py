@@ -429,18 +429,39 @@ def test_run_length_is_singular_or_plural(tiny_mnist, capsys, flags, wording):
     assert wording in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, usage", [
-    (["train", "--bad-flag"], "usage: mlp train"),
-    (["train", "--epochs", "2", "extra"], "usage: mlp train"),
-    (["evaluate", "m.npz", "--bad-flag"], "usage: mlp evaluate"),
+@pytest.mark.parametrize("argv, prog", [
+    (["train", "--bad-flag"], "mlp train"),
+    (["train", "--epochs", "2", "extra"], "mlp train"),
+    (["evaluate", "m.npz", "--bad-flag"], "mlp evaluate"),
 ])
-def test_unknown_flags_show_the_subcommands_usage(argv, usage, capsys):
+def test_unknown_flags_name_the_subcommand(argv, prog, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (f"{prog}: error: unrecognized arguments: {argv[-1]} "
+                                       f"(see {prog} --help)\n")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--epochs", "1.5"], "--epochs takes an integer, got '1.5'"),
+    (["train", "--lr", "abc"], "--lr takes a number, got 'abc'"),
+    (["train", "--layers", "784,0,10"], "--layers takes two or more comma-separated sizes >= 1"),
+    (["train", "--epochs", "2", "--iterations", "3"],
+     "argument --iterations: not allowed with argument --epochs"),
+    (["evaluate"], "the following arguments are required: MODEL.npz"),
+    (["report", "m.npz", "--out"], "argument --out: expected one argument"),
+    (["predict", "m.npz"], "the following arguments are required: IMAGE"),
+    (["augment-preview", "--rows", "x"], "--rows takes an integer, got 'x'"),
+    ([], "the following arguments are required: command"),
+])
+def test_argparse_errors_are_one_line_without_usage(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(usage)
-    assert f"{usage.split()[-1]}: error: unrecognized arguments: {argv[-1]}" in err
+    prog = " ".join(["mlp", *argv[:1]])
+    assert err.startswith(f"{prog}: error: {message}") and err.count("\n") == 1, err
+    assert err.endswith(f" (see {prog} --help)\n") and "usage:" not in err
 
 
 def test_evaluate_threads_help_describes_inference_workers(capsys):

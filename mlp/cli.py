@@ -596,8 +596,10 @@ def main(argv=None):
                 "predict": _predict, "augment-preview": _augment_preview}
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, ImportError, DatasetUnavailableError) as exc:
+    except (ValueError, TypeError, ImportError, DatasetUnavailableError,
+            FloatingPointError) as exc:
         # ImportError: an optional dependency (matplotlib, Pillow) that is not installed.
+        # FloatingPointError: training diverged; the message says which flag to lower.
         print(f"mlp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # FileNotFoundError, PermissionError, a full disk...

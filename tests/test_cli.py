@@ -72,6 +72,14 @@ def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, mess
     assert message in capsys.readouterr().err
 
 
+def test_divergence_is_one_line_naming_the_learning_rate(tiny_mnist, capsys):
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--epochs", "1",
+                 "--lr", "1e30", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlp: error: training diverged") and err.count("\n") == 1, err
+    assert "Lower the learning rate" in err
+
+
 @pytest.mark.parametrize("argv", [
     ["train", "--layers", "78x"],
     ["train", "--lr", "x"],

@@ -32,6 +32,14 @@ AUGMENT_CHOICES = {"none": (), "affine": (Affine,), "elastic": (Elastic,),
 # Flag prefix of each distortion's fields: a bare --alpha or --sigma would not
 # say what it is.
 _AUGMENT_FLAG_PREFIXES = {Affine: "--", Elastic: "--elastic-"}
+# Far more threads than any machine has cores, but bounded: each worker gets
+# its own workspace, and a huge count overflowed the kernels' int (a traceback
+# after training, losing the model).
+MAX_THREADS = 1024
+# Integer flags checked when parsed, so that the error names the flag:
+# {flag: (lowest, highest)}. The notebook preset seeds numpy's legacy
+# generator, which takes seeds below 2**32.
+_FLAG_BOUNDS = {"--threads": (1, MAX_THREADS), "--seed": (0, 2**32 - 1)}
 
 
 def _typed(parse_value, name):
@@ -43,6 +51,20 @@ def _typed(parse_value, name):
             what = {int: "an integer", float: "a number"}.get(
                 parse_value, "two or more comma-separated sizes >= 1, like 784,300,100,10")
             raise argparse.ArgumentTypeError(f"{name} takes {what}, got {text!r}") from None
+    return parse
+
+
+def _bounded(name):
+    """argparse type: an integer within _FLAG_BOUNDS[name]."""
+    low, high = _FLAG_BOUNDS[name]
+    parse_int = _typed(int, name)
+
+    def parse(text):
+        value = parse_int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be between {low} and {high}, "
+                                             f"got {value}")
+        return value
     return parse
 
 
@@ -75,7 +97,10 @@ def _add_option_flags(group, options_class, only=None, skip=()):
                                                                           spec.name)))
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
-        if meta.get("cli_type"):
+        if meta["flag"] in _FLAG_BOUNDS:
+            kwargs["type"] = _bounded(meta["flag"])
+            kwargs["metavar"] = "N"
+        elif meta.get("cli_type"):
             kwargs["type"] = _typed(meta["cli_type"], meta["flag"])
             kwargs["metavar"] = meta.get("metavar") or {int: "N", float: "X"}[meta["cli_type"]]
         group.add_argument(meta["flag"], **kwargs)
@@ -220,8 +245,9 @@ def build_parser():
         tr.add_argument_group("augmentation (the preset's, unless --augment names another)"),
         PRESETS["default"].training.augment, "default preset")
     run = tr.add_argument_group("run")
-    run.add_argument("--threads", type=_typed(int, "--threads"),
-                     help="training worker threads (default: all cores, 1 for tiny networks)")
+    run.add_argument("--threads", type=_bounded("--threads"),
+                     help=f"training worker threads, at most {MAX_THREADS} (default: all cores, "
+                          "1 for tiny networks)")
     run.add_argument("--data", metavar="PATH",
                      help="mnist.pkl.gz or a directory of the four IDX files "
                           "(default: cached copy, fetched on first use)")
@@ -237,8 +263,9 @@ def build_parser():
     ev = sub.add_parser("evaluate", help="report a saved model's test accuracy")
     ev.add_argument("model", metavar="MODEL.npz")
     ev.add_argument("--data", metavar="PATH", help="as for train")
-    ev.add_argument("--threads", type=_typed(int, "--threads"),
-                    help="worker threads sharing the test images (default 1)")
+    ev.add_argument("--threads", type=_bounded("--threads"),
+                    help=f"worker threads sharing the test images, at most {MAX_THREADS} "
+                         "(default 1)")
 
     rep = sub.add_parser("report", help="write an HTML report on a saved model",
                          description="Write one self-contained HTML file on a saved model: its "
@@ -277,7 +304,7 @@ def build_parser():
                     help="digits shown (default: %(default)s)")
     pv.add_argument("--rows", type=_typed(int, "--rows"), metavar="N", default=3,
                     help="distorted copies of each (default: %(default)s)")
-    pv.add_argument("--seed", type=_typed(int, "--seed"), metavar="N", default=0,
+    pv.add_argument("--seed", type=_bounded("--seed"), metavar="N", default=0,
                     help="seed of the distortions (default: %(default)s)")
     return parser
 

@@ -94,6 +94,23 @@ def test_bad_flags_are_usage_errors(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--threads", "0"], "--threads must be between 1 and 1024, got 0"),
+    (["train", "--threads", "99999999999999"], "--threads must be between 1 and 1024"),
+    (["evaluate", "m.npz", "--threads", "99999999999999"], "--threads must be between 1 and"),
+    (["train", "--seed", "-1"], "--seed must be between 0 and 4294967295, got -1"),
+    (["train", "--preset", "notebook", "--seed", "4294967296"], "--seed must be between 0 and"),
+    (["augment-preview", "--seed", "-1"], "--seed must be between 0 and 4294967295"),
+])
+def test_out_of_range_threads_and_seeds_are_refused_when_parsed(argv, message, tiny_mnist,
+                                                               capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--data", str(tiny_mnist)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlp {argv[0]}: error: {message}") and err.count("\n") == 1, err
+
+
 def test_missing_files(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "none.npz"), "--data", str(tmp_path)]) == 2
     assert "no model file" in capsys.readouterr().err

@@ -482,14 +482,15 @@ def _train(args):
                     progress=not args.no_progress, n_threads=threads,
                     checkpoint=args.checkpoint or args.resume, resume=args.resume,
                     **_options_as_kwargs(options, training_seed))
+    # Save before evaluating: a failure there must not throw the trained model away.
+    if args.save:
+        model.save(args.save)
+        print(f"Saved the model to {args.save}")
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%  (validation {100 * history.val_accuracy[-1]:.2f}%)"
           f"\nTraining time: {history.total_time:.1f} s for {history.steps[-1]} steps "
           f"({history.steps[-1] / max(history.total_time, 1e-9):.0f} steps/s)")
     _warn_never_predicted(model, data.test.images, args.threads)
-    if args.save:
-        model.save(args.save)
-        print(f"Saved the model to {args.save}")
     return 0
 
 

@@ -558,7 +558,22 @@ def test_a_failing_save_after_training_is_one_line(tiny_mnist, tmp_path, capsys,
     monkeypatch.setattr(Model, "save", full_disk)
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "1", "--no-progress",
                  "--save", path]) == 2
-    assert capsys.readouterr().err.endswith(f"\nmlp: error: {path}: No space left on device\n")
+    assert capsys.readouterr().err.endswith(f"mlp: error: {path}: No space left on device\n")
+
+
+def test_the_model_is_saved_before_the_test_evaluation(tiny_mnist, tmp_path, capsys,
+                                                       monkeypatch):
+    import mlp.training
+
+    def failing_evaluate(*args, **kwargs):
+        raise ValueError("the evaluation failed")
+
+    monkeypatch.setattr(mlp.training, "evaluate", failing_evaluate)
+    saved = tmp_path / "m.npz"
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--iterations",
+                 "2", "--no-progress", "--save", str(saved)]) == 2
+    assert capsys.readouterr().err == "mlp: error: the evaluation failed\n"
+    assert Model.load(saved).layer_sizes == (784, 16, 10)
 
 
 @pytest.mark.parametrize("make, message", [

@@ -54,6 +54,16 @@ def _typed(parse_value, name):
     return parse
 
 
+def _path(name):
+    """argparse type: a path that is not empty (an empty --save saved nothing,
+    an empty --data meant the working directory)."""
+    def parse(text):
+        if not text:
+            raise argparse.ArgumentTypeError(f"{name} takes a path, got an empty string")
+        return text
+    return parse
+
+
 def _bounded(name):
     """argparse type: an integer within _FLAG_BOUNDS[name]."""
     low, high = _FLAG_BOUNDS[name]
@@ -248,21 +258,22 @@ def build_parser():
     run.add_argument("--threads", type=_bounded("--threads"),
                      help=f"training worker threads, at most {MAX_THREADS} (default: all cores, "
                           "1 for tiny networks)")
-    run.add_argument("--data", metavar="PATH",
+    run.add_argument("--data", metavar="PATH", type=_path("--data"),
                      help="mnist.pkl.gz or a directory of the four IDX files "
                           "(default: cached copy, fetched on first use)")
-    run.add_argument("--save", metavar="MODEL.npz", help="write the trained model here")
-    run.add_argument("--checkpoint", metavar="PATH",
+    run.add_argument("--save", metavar="MODEL.npz", type=_path("--save"),
+                     help="write the trained model here")
+    run.add_argument("--checkpoint", metavar="PATH", type=_path("--checkpoint"),
                      help="write the run's state here every minute, at the end and on Ctrl-C")
-    run.add_argument("--resume", metavar="PATH",
+    run.add_argument("--resume", metavar="PATH", type=_path("--resume"),
                      help="continue the run a checkpoint holds (its configuration comes from "
                           "the file; it keeps checkpointing there unless --checkpoint says "
                           "otherwise)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("evaluate", help="report a saved model's test accuracy")
-    ev.add_argument("model", metavar="MODEL.npz")
-    ev.add_argument("--data", metavar="PATH", help="as for train")
+    ev.add_argument("model", metavar="MODEL.npz", type=_path("MODEL.npz"))
+    ev.add_argument("--data", metavar="PATH", type=_path("--data"), help="as for train")
     ev.add_argument("--threads", type=_bounded("--threads"),
                     help=f"worker threads sharing the test images, at most {MAX_THREADS} "
                          "(default 1)")
@@ -273,9 +284,11 @@ def build_parser():
                                      "recall per class, the confusion matrix, misclassified "
                                      "digits, learning curves and first-layer weights. Needs "
                                      "matplotlib.")
-    rep.add_argument("model", metavar="MODEL.npz")
-    rep.add_argument("--data", metavar="PATH", help="as for train; the report uses its test split")
-    rep.add_argument("--out", metavar="REPORT.html", default="report.html",
+    rep.add_argument("model", metavar="MODEL.npz", type=_path("MODEL.npz"))
+    rep.add_argument("--data", metavar="PATH", type=_path("--data"),
+                     help="as for train; the report uses its test split")
+    rep.add_argument("--out", metavar="REPORT.html", type=_path("--out"),
+                     default="report.html",
                      help="where to write the report (default: %(default)s)")
 
     pr = sub.add_parser("predict", help="classify your own images of digits",
@@ -284,8 +297,8 @@ def build_parser():
                                     "light or light on dark). Each is prepared as MNIST's digits "
                                     "were: grey, cropped, scaled to fit 20x20, centred by mass "
                                     "in 28x28. Needs Pillow.")
-    pr.add_argument("model", metavar="MODEL.npz")
-    pr.add_argument("images", metavar="IMAGE", nargs="+")
+    pr.add_argument("model", metavar="MODEL.npz", type=_path("MODEL.npz"))
+    pr.add_argument("images", metavar="IMAGE", type=_path("IMAGE"), nargs="+")
     pr.add_argument("--json", action="store_true",
                     help='print a JSON list of {"file", "prediction", "top3"} objects')
 
@@ -294,12 +307,13 @@ def build_parser():
                                     "random distortions of them, as training with --augment "
                                     "draws them. The distortions are the augmented preset's "
                                     "unless the flags say otherwise. Needs matplotlib.")
-    pv.add_argument("--out", metavar="GRID.png", default="augment-preview.png",
+    pv.add_argument("--out", metavar="GRID.png", type=_path("--out"),
+                    default="augment-preview.png",
                     help="where to write the image (default: %(default)s)")
     _add_augment_flags(pv.add_argument_group("augmentation"),
                        PRESETS["augmented"].training.augment, "augmented preset")
-    pv.add_argument("--data", metavar="PATH", help="as for train; the digits come from its "
-                                                   "training split")
+    pv.add_argument("--data", metavar="PATH", type=_path("--data"),
+                    help="as for train; the digits come from its training split")
     pv.add_argument("--columns", type=_typed(int, "--columns"), metavar="N", default=8,
                     help="digits shown (default: %(default)s)")
     pv.add_argument("--rows", type=_typed(int, "--rows"), metavar="N", default=3,

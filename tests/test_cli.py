@@ -111,6 +111,30 @@ def test_out_of_range_threads_and_seeds_are_refused_when_parsed(argv, message, t
     assert err.startswith(f"mlp {argv[0]}: error: {message}") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--save", ""], "--save"),
+    (["train", "--checkpoint", ""], "--checkpoint"),
+    (["train", "--resume", ""], "--resume"),
+    (["train", "--data", ""], "--data"),
+    (["evaluate", ""], "MODEL.npz"),
+    (["report", "m.npz", "--out", ""], "--out"),
+    (["predict", "m.npz", ""], "IMAGE"),
+    (["augment-preview", "--out", ""], "--out"),
+])
+def test_empty_paths_are_refused_before_any_work(argv, flag, tiny_mnist, tmp_path, capsys,
+                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = [] if "--data" in argv else ["--data", str(tiny_mnist)]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, *data, *(["--iterations", "1", "--no-progress"] if argv[0] == "train"
+                              else [])])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"mlp {argv[0]}: error: {flag} takes a path, got an empty string")
+    assert set(os.listdir(tmp_path)) <= {"idx", "cache"}  # no ./.png, no model
+
+
 def test_missing_files(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "none.npz"), "--data", str(tmp_path)]) == 2
     assert "no model file" in capsys.readouterr().err

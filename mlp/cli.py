@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import sys
 import time
 
+from ._files import atomic_write
 from ._validation import check_writable
 from .augment import Affine, Compose, Elastic
 from .hyperparams import ModelOptions, TrainingOptions
@@ -624,7 +626,14 @@ def _augment_preview(args):
     figure = preview_grid(data.train.images, augment, seed=args.seed, n=args.columns,
                           copies=args.rows)
     figure.suptitle(_augment_summary(augment), fontsize=8)
-    figure.savefig(args.out, dpi=100)
+    # Render in memory and rename into place: a failure (a full disk) leaves no
+    # partial image and any earlier one intact. The format follows the extension.
+    image = io.BytesIO()
+    figure.savefig(image, format=os.path.splitext(args.out)[1][1:] or None, dpi=100)
+    try:
+        atomic_write(args.out, lambda fh: fh.write(image.getvalue()))
+    except OSError as exc:
+        raise OSError(f"cannot write the image to {args.out!r}: {exc.strerror or exc}") from None
     print(f"Wrote {args.columns} digits and {args.rows} distortions of each to {args.out}")
     return 0
 

@@ -344,6 +344,29 @@ def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_f
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
 
 
+@pytest.mark.parametrize("command, name", [("report", "r.html"), ("augment-preview", "g.png")])
+def test_a_failed_write_leaves_the_old_output_intact(command, name, random_model, tiny_mnist,
+                                                    tmp_path, capsys):
+    """As under `ulimit -f`: the write fails part way; the old file must survive."""
+    resource = pytest.importorskip("resource")
+    pytest.importorskip("matplotlib.figure")
+    out = tmp_path / name
+    out.write_text("old")
+    argv = {"report": ["report", str(random_model)],
+            "augment-preview": ["augment-preview", "--columns", "2", "--rows", "1"]}[command]
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))  # Python ignores SIGXFSZ
+    try:
+        code = main([*argv, "--data", str(tiny_mnist), "--out", str(out)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("mlp: error: cannot write") and err.count("\n") == 1
+    assert str(out) in err and "File too large" in err
+    assert out.read_text() == "old"
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
 @pytest.mark.slow
 def test_predict_classifies_drawn_test_digits(tmp_path, capsys):
     """A model trained here for two epochs reads 20 real test digits drawn as

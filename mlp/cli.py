@@ -554,6 +554,9 @@ def _write_report(args):
     from .model import Model
     from .report import write_report
 
+    if _same_file(args.out, args.model):
+        raise ValueError(f"--out {args.out!r} is the model file {args.model!r}: the report "
+                         f"would replace the model; give another path, such as report.html")
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
     _check_model_fits_data(model, data, args.model)
@@ -561,6 +564,13 @@ def _write_report(args):
                  source=os.path.basename(args.model))
     print(f"Wrote the report to {args.out}")
     return 0
+
+
+def _same_file(path, other):
+    """Whether path and other name one file, however spelt (./m.npz, a link)."""
+    if os.path.exists(path) and os.path.exists(other):
+        return os.path.samefile(path, other)
+    return os.path.realpath(path) == os.path.realpath(other)
 
 
 def _share(probability):

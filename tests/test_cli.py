@@ -344,6 +344,18 @@ def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_f
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
 
 
+def test_report_refuses_to_write_over_its_model(random_model, tiny_mnist, tmp_path, capsys):
+    before = random_model.read_bytes()
+    link = tmp_path / "link.npz"
+    link.symlink_to(random_model)
+    for out in (str(random_model), os.path.join(str(tmp_path), ".", "random.npz"), str(link)):
+        assert main(["report", str(random_model), "--data", str(tiny_mnist), "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mlp: error: --out {out!r} is the model file") and \
+            err.count("\n") == 1, err
+    assert random_model.read_bytes() == before
+
+
 @pytest.mark.parametrize("command, name", [("report", "r.html"), ("augment-preview", "g.png")])
 def test_a_failed_write_leaves_the_old_output_intact(command, name, random_model, tiny_mnist,
                                                     tmp_path, capsys):

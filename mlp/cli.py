@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import io
 import os
+import re
 import sys
 import time
 
@@ -42,6 +43,9 @@ MAX_THREADS = 1024
 # {flag: (lowest, highest)}. The notebook preset seeds numpy's legacy
 # generator, which takes seeds below 2**32.
 _FLAG_BOUNDS = {"--threads": (1, MAX_THREADS), "--seed": (0, 2**32 - 1)}
+# augment-preview draws one matplotlib plot per digit, about 20 ms each: 32 by
+# 10 (352 plots with the originals) is drawn in seconds, 100 by 100 took minutes.
+MAX_PREVIEW_COLUMNS, MAX_PREVIEW_ROWS = 32, 10
 
 
 def _typed(parse_value, name):
@@ -317,9 +321,10 @@ def build_parser():
     pv.add_argument("--data", metavar="PATH", type=_path("--data"),
                     help="as for train; the digits come from its training split")
     pv.add_argument("--columns", type=_typed(int, "--columns"), metavar="N", default=8,
-                    help="digits shown (default: %(default)s)")
+                    help=f"digits shown, at most {MAX_PREVIEW_COLUMNS} (default: %(default)s)")
     pv.add_argument("--rows", type=_typed(int, "--rows"), metavar="N", default=3,
-                    help="distorted copies of each (default: %(default)s)")
+                    help=f"distorted copies of each, at most {MAX_PREVIEW_ROWS} "
+                         "(default: %(default)s)")
     pv.add_argument("--seed", type=_bounded("--seed"), metavar="N", default=0,
                     help="seed of the distortions (default: %(default)s)")
     return parser
@@ -349,6 +354,10 @@ def _optimizer_from_flags(preset, args):
         values[field_name] = value
     if decoupled is not None:
         values["decoupled"] = decoupled
+    # The library's message says nesterov=True; on the command line the fix is a flag.
+    if values.get("nesterov") and values.get("momentum") == 0:
+        raise ValueError("--nesterov needs --momentum > 0 (Nesterov momentum with no momentum "
+                         "is plain SGD); add --no-nesterov, or give --momentum, e.g. 0.9")
     return cls(**values)
 
 
@@ -379,10 +388,16 @@ def _configure(args):
         return preset
     except (ValueError, TypeError) as exc:
         message = str(exc)
-        for name, flag in sorted(_flag_names().items(), key=lambda item: -len(item[0])):
+        names = sorted(_flag_names().items(), key=lambda item: -len(item[0]))
+        for name, flag in names:
             if message.startswith(name + " "):
                 message = flag + message[len(name):]
                 break
+        # A field name such as weight_decay is no English word: its flag, wherever it
+        # is, unless it is a Python keyword argument (weight_decay=1e-4).
+        for name, flag in names:
+            if "_" in name:
+                message = re.sub(rf"\b{name}\b(?!=)", flag, message)
         raise ValueError(message) from None
 
 
@@ -625,14 +640,18 @@ def _file_error(exc):
 def _augment_preview(args):
     from .augment import preview_grid
 
-    for flag, value in (("--columns", args.columns), ("--rows", args.rows)):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
+    for flag, value, most in (("--columns", args.columns, MAX_PREVIEW_COLUMNS),
+                              ("--rows", args.rows, MAX_PREVIEW_ROWS)):
+        if not 1 <= value <= most:
+            raise ValueError(f"{flag} must be between 1 and {most}, got {value}")
     augment = _augment_from_flags(PRESETS["augmented"].training.augment, args)
     if augment is None:
         raise ValueError("--augment none leaves nothing to preview; choose affine, elastic "
                          "or both")
     data, _ = _load_data(args.data)
+    if args.columns > len(data.train.images):
+        raise ValueError(f"--columns must be at most the {len(data.train.images)} training "
+                         f"images of --data, got {args.columns}")
     figure = preview_grid(data.train.images, augment, seed=args.seed, n=args.columns,
                           copies=args.rows)
     figure.suptitle(_augment_summary(augment), fontsize=8)

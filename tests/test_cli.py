@@ -64,7 +64,10 @@ def test_progress_bar_is_shown(tiny_mnist, capsys):
     (["--momentum", "1.5"], "--momentum must be"),
     (["--optimizer", "adam", "--momentum", "0.9"], "--momentum does not apply to --optimizer adam"),
     (["--dropout", "1"], "--dropout is the probability"),
-    (["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "nesterov=True needs momentum"),
+    (["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "--nesterov needs --momentum > 0"),
+    (["--momentum", "0"], "--nesterov needs --momentum > 0 (Nesterov momentum with no momentum "
+                          "is plain SGD); add --no-nesterov"),
+    (["--optimizer", "adamw", "--weight-decay", "2000"], "--lr * --weight-decay must be below 1"),
 ])
 def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, message):
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "2", "--no-progress"]
@@ -184,12 +187,23 @@ def test_augment_flags_parse_into_the_preset():
     (["train", "--preset", "augmented", "--scale", "1.5"], "--scale must be < 1, got 1.5"),
     (["train", "--augment", "elastic", "--elastic-sigma", "-1"], "--elastic-sigma must be"),
     (["augment-preview", "--augment", "none"], "--augment none leaves nothing to preview"),
-    (["augment-preview", "--columns", "0"], "--columns must be >= 1"),
+    (["augment-preview", "--columns", "0"], "--columns must be between 1 and 32, got 0"),
+    (["augment-preview", "--columns", "1000000"], "--columns must be between 1 and 32"),
+    (["augment-preview", "--rows", "100000"], "--rows must be between 1 and 10, got 100000"),
 ])
 def test_bad_augment_flags_exit_2_with_one_line(argv, message, tiny_mnist, capsys):
     assert main([*argv, "--data", str(tiny_mnist)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mlp: error: " + message) and err.count("\n") == 1, err
+
+
+def test_augment_preview_columns_are_at_most_the_training_images(tmp_path, monkeypatch,
+                                                                  capsys):
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
+    write_idx(tmp_path / "idx", n_train=12, n_test=5)  # 10 training, 2 validation images
+    assert main(["augment-preview", "--data", str(tmp_path / "idx"), "--columns", "20"]) == 2
+    assert capsys.readouterr().err == ("mlp: error: --columns must be at most the 10 training "
+                                       "images of --data, got 20\n")
 
 
 def test_train_with_augment(tiny_mnist, capsys):

@@ -378,7 +378,10 @@ def _configure(args):
     try:
         optimizer = _optimizer_from_flags(preset, args)
         if optimizer is not None:
-            training.update(optimizer=optimizer, learning_rate=None, weight_decay=None)
+            # The optimizer now holds the rate and decay; drop the preset's own (the
+            # notebook's learning_rate=2.0) here, as with_overrides ignores None.
+            preset = dataclasses.replace(preset, training=preset.training.replace(
+                optimizer=optimizer, learning_rate=None, weight_decay=None))
         seed = training.pop("seed", None)
         preset = preset.with_overrides(model=_grouped(args, "ModelOptions"), training=training,
                                        seed=seed)

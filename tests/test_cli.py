@@ -50,6 +50,17 @@ def test_flags_override_the_preset(tiny_mnist, tmp_path, capsys):
     assert "sgd lr 2 (constant), loss mse, sampling replacement" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flags, summary", [
+    (["--lr", "3"], "sgd lr 3 (constant)"),
+    (["--momentum", "0.5"], "sgd lr 2, momentum 0.5 (constant)"),
+    (["--optimizer", "adam"], "adam lr 0.001, betas"),
+])
+def test_optimizer_flags_apply_to_the_notebook_preset(tiny_mnist, capsys, flags, summary):
+    assert main(["train", "--preset", "notebook", "--data", str(tiny_mnist), "--iterations", "1",
+                 "--layers", "784,16,10", "--no-progress", *flags]) == 0
+    assert summary in capsys.readouterr().out
+
+
 def test_progress_bar_is_shown(tiny_mnist, capsys):
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "4"]) == 0
     err = capsys.readouterr().err

@@ -610,6 +610,10 @@ def _predict(args):
     from .model import Model
 
     model = Model.load(args.model)
+    if model.output not in ("softmax", "sigmoid"):
+        raise ValueError(f"the model in {args.model} has {model.output!r} output, a regression "
+                         f"model; mlp predict needs a classifier, a model with softmax or "
+                         f"sigmoid output")
     if model.n_inputs != N_PIXELS:
         raise ValueError(f"the model in {args.model} takes {model.n_inputs} inputs; mlp predict "
                          f"prepares 28x28 images, {N_PIXELS} inputs")

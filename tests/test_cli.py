@@ -338,6 +338,8 @@ def test_predict_json(random_model, digit_file, capsys):
     ("model is not a model", "not a model saved by mlp"),
     ("model is an image", "not a model saved by mlp"),
     ("model takes other inputs", "takes 100 inputs"),
+    ("model is a regressor", "has 'identity' output, a regression model; mlp predict needs a "
+                             "classifier, a model with softmax or sigmoid output"),
 ])
 def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_file, tmp_path,
                                               capsys):
@@ -360,6 +362,9 @@ def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_f
     elif case == "model takes other inputs":
         model = tmp_path / "small.npz"
         Model([100, 10]).save(model)
+    elif case == "model is a regressor":
+        model = tmp_path / "regressor.npz"
+        Model([784, 10], output="identity").save(model)
     if case.startswith("model"):
         image = digit_file
     assert main(["predict", str(model), str(digit_file), str(image)]) == 2

@@ -437,6 +437,19 @@ def _load_data(path):
     return data, time.perf_counter() - start
 
 
+def _check_data(data, path, command):
+    """Refuse a data set with an empty split the command needs, saying what it holds
+    (the library would fail later, speaking of arrays, not of --data)."""
+    where = f"--data {path}" if path else "the MNIST data"
+    if command == "train" and len(data.validation.labels) == 0:
+        n_train = len(data.train.labels)
+        raise ValueError(f"{where} holds {n_train} training images; mlp train needs at least 6, "
+                         f"as it keeps one in six of them for validation")
+    if len(data.test.labels) == 0:
+        raise ValueError(f"{where} holds no test images; mlp {command} needs at least one, "
+                         f"to measure accuracy on")
+
+
 def _report(model, test, threads):
     from .training import evaluate
 
@@ -497,6 +510,7 @@ def _train(args):
     options = preset.training
     optimizer = options.resolved_optimizer()
     data, load_time = _load_data(args.data)
+    _check_data(data, args.data, "train")
     layers = preset.model.layers
     if layers[0] != data.train.images.shape[1]:
         raise ValueError(f"--layers must start with {data.train.images.shape[1]} inputs for this "
@@ -551,6 +565,7 @@ def _evaluate(args):
 
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
+    _check_data(data, args.data, args.command)
     _check_model_fits_data(model, data, args.model)
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%")
@@ -577,6 +592,7 @@ def _write_report(args):
                          f"would replace the model; give another path, such as report.html")
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
+    _check_data(data, args.data, args.command)
     _check_model_fits_data(model, data, args.model)
     write_report(model, data.test.images, data.test.labels, args.out,
                  source=os.path.basename(args.model))

@@ -149,6 +149,27 @@ def test_empty_paths_are_refused_before_any_work(argv, flag, tiny_mnist, tmp_pat
     assert set(os.listdir(tmp_path)) <= {"idx", "cache"}  # no ./.png, no model
 
 
+@pytest.mark.parametrize("command, n_train, n_test, message", [
+    ("train", 0, 30, "holds 0 training images; mlp train needs at least 6, as it keeps one in "
+                     "six of them for validation"),
+    ("train", 5, 30, "holds 5 training images; mlp train needs at least 6, as it keeps one in "
+                     "six of them for validation"),
+    ("train", 120, 0, "holds no test images; mlp train needs at least one, to measure accuracy "
+                      "on"),
+    ("evaluate", 120, 0, "holds no test images; mlp evaluate needs at least one, to measure "
+                         "accuracy on"),
+])
+def test_data_too_small_is_one_line_naming_data(command, n_train, n_test, message,
+                                                random_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "small"
+    write_idx(data, n_train=n_train, n_test=n_test)
+    argv = {"train": ["train", "--iterations", "1", "--no-progress"],
+            "evaluate": ["evaluate", str(random_model)]}[command]
+    assert main([*argv, "--data", str(data)]) == 2
+    assert capsys.readouterr().err == f"mlp: error: --data {data} {message}\n"
+
+
 def test_missing_files(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "none.npz"), "--data", str(tmp_path)]) == 2
     assert "no model file" in capsys.readouterr().err

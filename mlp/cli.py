@@ -532,7 +532,12 @@ def _train(args):
                     **_options_as_kwargs(options, training_seed))
     # Save before evaluating: a failure there must not throw the trained model away.
     if args.save:
-        model.save(args.save)
+        try:
+            model.save(args.save)
+        except OSError as exc:
+            # Its directory may have gone during the run; Model.save's error then
+            # names its temporary file, which the user never heard of.
+            raise OSError(exc.errno, exc.strerror, args.save) from None
         print(f"Saved the model to {args.save}")
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%  (validation {100 * history.val_accuracy[-1]:.2f}%)"

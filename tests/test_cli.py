@@ -671,6 +671,26 @@ def test_a_failing_save_after_training_is_one_line(tiny_mnist, tmp_path, capsys,
     assert capsys.readouterr().err.endswith(f"mlp: error: {path}: No space left on device\n")
 
 
+def test_a_save_directory_removed_during_training_is_named(tiny_mnist, tmp_path, capsys,
+                                                          monkeypatch):
+    import mlp.training
+
+    directory = tmp_path / "out"
+    directory.mkdir()
+    train = mlp.training.train
+
+    def train_then_remove_the_directory(*args, **kwargs):
+        history = train(*args, **kwargs)
+        directory.rmdir()
+        return history
+
+    monkeypatch.setattr(mlp.training, "train", train_then_remove_the_directory)
+    path = directory / "m.npz"
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--iterations",
+                 "1", "--no-progress", "--save", str(path)]) == 2
+    assert capsys.readouterr().err == f"mlp: error: {path}: No such file or directory\n"
+
+
 def test_the_model_is_saved_before_the_test_evaluation(tiny_mnist, tmp_path, capsys,
                                                        monkeypatch):
     import mlp.training

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
+import re
 import sys
 import time
 
+from ._files import atomic_write
 from ._validation import check_writable
 from .augment import Affine, Compose, Elastic
 from .hyperparams import ModelOptions, TrainingOptions
@@ -32,6 +35,17 @@ AUGMENT_CHOICES = {"none": (), "affine": (Affine,), "elastic": (Elastic,),
 # Flag prefix of each distortion's fields: a bare --alpha or --sigma would not
 # say what it is.
 _AUGMENT_FLAG_PREFIXES = {Affine: "--", Elastic: "--elastic-"}
+# Far more threads than any machine has cores, but bounded: each worker gets
+# its own workspace, and a huge count overflowed the kernels' int (a traceback
+# after training, losing the model).
+MAX_THREADS = 1024
+# Integer flags checked when parsed, so that the error names the flag:
+# {flag: (lowest, highest)}. The notebook preset seeds numpy's legacy
+# generator, which takes seeds below 2**32.
+_FLAG_BOUNDS = {"--threads": (1, MAX_THREADS), "--seed": (0, 2**32 - 1)}
+# augment-preview draws one matplotlib plot per digit, about 20 ms each: 32 by
+# 10 (352 plots with the originals) is drawn in seconds, 100 by 100 took minutes.
+MAX_PREVIEW_COLUMNS, MAX_PREVIEW_ROWS = 32, 10
 
 
 def _typed(parse_value, name):
@@ -40,9 +54,33 @@ def _typed(parse_value, name):
         try:
             return parse_value(text)
         except (ValueError, TypeError):
-            what = {int: "an integer", float: "a number"}.get(parse_value,
-                                                             "a value like 784,300,100,10")
+            what = {int: "an integer", float: "a number"}.get(
+                parse_value, "two or more comma-separated sizes >= 1, like 784,300,100,10")
             raise argparse.ArgumentTypeError(f"{name} takes {what}, got {text!r}") from None
+    return parse
+
+
+def _path(name):
+    """argparse type: a path that is not empty (an empty --save saved nothing,
+    an empty --data meant the working directory)."""
+    def parse(text):
+        if not text:
+            raise argparse.ArgumentTypeError(f"{name} takes a path, got an empty string")
+        return text
+    return parse
+
+
+def _bounded(name):
+    """argparse type: an integer within _FLAG_BOUNDS[name]."""
+    low, high = _FLAG_BOUNDS[name]
+    parse_int = _typed(int, name)
+
+    def parse(text):
+        value = parse_int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be between {low} and {high}, "
+                                             f"got {value}")
+        return value
     return parse
 
 
@@ -75,7 +113,10 @@ def _add_option_flags(group, options_class, only=None, skip=()):
                                                                           spec.name)))
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
-        if meta.get("cli_type"):
+        if meta["flag"] in _FLAG_BOUNDS:
+            kwargs["type"] = _bounded(meta["flag"])
+            kwargs["metavar"] = "N"
+        elif meta.get("cli_type"):
             kwargs["type"] = _typed(meta["cli_type"], meta["flag"])
             kwargs["metavar"] = meta.get("metavar") or {int: "N", float: "X"}[meta["cli_type"]]
         group.add_argument(meta["flag"], **kwargs)
@@ -170,10 +211,23 @@ def _augment_from_flags(base, args):
     return built[0] if len(built) == 1 else Compose(*built)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, as every mlp error is: the
+    usage argparse prints first would bury the message under a screenful of
+    flags."""
+
+    def error(self, message):
+        # "argument --epochs: --epochs takes an integer": say the flag once.
+        flag, _, rest = message.partition(": ")
+        if flag.startswith("argument ") and rest.startswith(flag.split()[-1] + " "):
+            message = rest
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlp", description="Train and evaluate multilayer perceptrons on MNIST.")
     parser.add_argument("--version", action="version", version=f"mlp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,25 +261,28 @@ def build_parser():
         tr.add_argument_group("augmentation (the preset's, unless --augment names another)"),
         PRESETS["default"].training.augment, "default preset")
     run = tr.add_argument_group("run")
-    run.add_argument("--threads", type=_typed(int, "--threads"),
-                     help="training worker threads (default: all cores, 1 for tiny networks)")
-    run.add_argument("--data", metavar="PATH",
+    run.add_argument("--threads", type=_bounded("--threads"),
+                     help=f"training worker threads, at most {MAX_THREADS} (default: all cores, "
+                          "1 for tiny networks)")
+    run.add_argument("--data", metavar="PATH", type=_path("--data"),
                      help="mnist.pkl.gz or a directory of the four IDX files "
                           "(default: cached copy, fetched on first use)")
-    run.add_argument("--save", metavar="MODEL.npz", help="write the trained model here")
-    run.add_argument("--checkpoint", metavar="PATH",
+    run.add_argument("--save", metavar="MODEL.npz", type=_path("--save"),
+                     help="write the trained model here")
+    run.add_argument("--checkpoint", metavar="PATH", type=_path("--checkpoint"),
                      help="write the run's state here every minute, at the end and on Ctrl-C")
-    run.add_argument("--resume", metavar="PATH",
+    run.add_argument("--resume", metavar="PATH", type=_path("--resume"),
                      help="continue the run a checkpoint holds (its configuration comes from "
                           "the file; it keeps checkpointing there unless --checkpoint says "
                           "otherwise)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("evaluate", help="report a saved model's test accuracy")
-    ev.add_argument("model", metavar="MODEL.npz")
-    ev.add_argument("--data", metavar="PATH", help="as for train")
-    ev.add_argument("--threads", type=_typed(int, "--threads"),
-                    help="worker threads sharing the test images (default 1)")
+    ev.add_argument("model", metavar="MODEL.npz", type=_path("MODEL.npz"))
+    ev.add_argument("--data", metavar="PATH", type=_path("--data"), help="as for train")
+    ev.add_argument("--threads", type=_bounded("--threads"),
+                    help=f"worker threads sharing the test images, at most {MAX_THREADS} "
+                         "(default 1)")
 
     rep = sub.add_parser("report", help="write an HTML report on a saved model",
                          description="Write one self-contained HTML file on a saved model: its "
@@ -233,9 +290,11 @@ def build_parser():
                                      "recall per class, the confusion matrix, misclassified "
                                      "digits, learning curves and first-layer weights. Needs "
                                      "matplotlib.")
-    rep.add_argument("model", metavar="MODEL.npz")
-    rep.add_argument("--data", metavar="PATH", help="as for train; the report uses its test split")
-    rep.add_argument("--out", metavar="REPORT.html", default="report.html",
+    rep.add_argument("model", metavar="MODEL.npz", type=_path("MODEL.npz"))
+    rep.add_argument("--data", metavar="PATH", type=_path("--data"),
+                     help="as for train; the report uses its test split")
+    rep.add_argument("--out", metavar="REPORT.html", type=_path("--out"),
+                     default="report.html",
                      help="where to write the report (default: %(default)s)")
 
     pr = sub.add_parser("predict", help="classify your own images of digits",
@@ -244,8 +303,8 @@ def build_parser():
                                     "light or light on dark). Each is prepared as MNIST's digits "
                                     "were: grey, cropped, scaled to fit 20x20, centred by mass "
                                     "in 28x28. Needs Pillow.")
-    pr.add_argument("model", metavar="MODEL.npz")
-    pr.add_argument("images", metavar="IMAGE", nargs="+")
+    pr.add_argument("model", metavar="MODEL.npz", type=_path("MODEL.npz"))
+    pr.add_argument("images", metavar="IMAGE", type=_path("IMAGE"), nargs="+")
     pr.add_argument("--json", action="store_true",
                     help='print a JSON list of {"file", "prediction", "top3"} objects')
 
@@ -254,17 +313,19 @@ def build_parser():
                                     "random distortions of them, as training with --augment "
                                     "draws them. The distortions are the augmented preset's "
                                     "unless the flags say otherwise. Needs matplotlib.")
-    pv.add_argument("--out", metavar="GRID.png", default="augment-preview.png",
+    pv.add_argument("--out", metavar="GRID.png", type=_path("--out"),
+                    default="augment-preview.png",
                     help="where to write the image (default: %(default)s)")
     _add_augment_flags(pv.add_argument_group("augmentation"),
                        PRESETS["augmented"].training.augment, "augmented preset")
-    pv.add_argument("--data", metavar="PATH", help="as for train; the digits come from its "
-                                                   "training split")
+    pv.add_argument("--data", metavar="PATH", type=_path("--data"),
+                    help="as for train; the digits come from its training split")
     pv.add_argument("--columns", type=_typed(int, "--columns"), metavar="N", default=8,
-                    help="digits shown (default: %(default)s)")
+                    help=f"digits shown, at most {MAX_PREVIEW_COLUMNS} (default: %(default)s)")
     pv.add_argument("--rows", type=_typed(int, "--rows"), metavar="N", default=3,
-                    help="distorted copies of each (default: %(default)s)")
-    pv.add_argument("--seed", type=_typed(int, "--seed"), metavar="N", default=0,
+                    help=f"distorted copies of each, at most {MAX_PREVIEW_ROWS} "
+                         "(default: %(default)s)")
+    pv.add_argument("--seed", type=_bounded("--seed"), metavar="N", default=0,
                     help="seed of the distortions (default: %(default)s)")
     return parser
 
@@ -293,6 +354,10 @@ def _optimizer_from_flags(preset, args):
         values[field_name] = value
     if decoupled is not None:
         values["decoupled"] = decoupled
+    # The library's message says nesterov=True; on the command line the fix is a flag.
+    if values.get("nesterov") and values.get("momentum") == 0:
+        raise ValueError("--nesterov needs --momentum > 0 (Nesterov momentum with no momentum "
+                         "is plain SGD); add --no-nesterov, or give --momentum, e.g. 0.9")
     return cls(**values)
 
 
@@ -313,7 +378,10 @@ def _configure(args):
     try:
         optimizer = _optimizer_from_flags(preset, args)
         if optimizer is not None:
-            training.update(optimizer=optimizer, learning_rate=None, weight_decay=None)
+            # The optimizer now holds the rate and decay; drop the preset's own (the
+            # notebook's learning_rate=2.0) here, as with_overrides ignores None.
+            preset = dataclasses.replace(preset, training=preset.training.replace(
+                optimizer=optimizer, learning_rate=None, weight_decay=None))
         seed = training.pop("seed", None)
         preset = preset.with_overrides(model=_grouped(args, "ModelOptions"), training=training,
                                        seed=seed)
@@ -323,10 +391,16 @@ def _configure(args):
         return preset
     except (ValueError, TypeError) as exc:
         message = str(exc)
-        for name, flag in sorted(_flag_names().items(), key=lambda item: -len(item[0])):
+        names = sorted(_flag_names().items(), key=lambda item: -len(item[0]))
+        for name, flag in names:
             if message.startswith(name + " "):
                 message = flag + message[len(name):]
                 break
+        # A field name such as weight_decay is no English word: its flag, wherever it
+        # is, unless it is a Python keyword argument (weight_decay=1e-4).
+        for name, flag in names:
+            if "_" in name:
+                message = re.sub(rf"\b{name}\b(?!=)", flag, message)
         raise ValueError(message) from None
 
 
@@ -361,6 +435,19 @@ def _load_data(path):
     start = time.perf_counter()
     data = load_mnist(path)
     return data, time.perf_counter() - start
+
+
+def _check_data(data, path, command):
+    """Refuse a data set with an empty split the command needs, saying what it holds
+    (the library would fail later, speaking of arrays, not of --data)."""
+    where = f"--data {path}" if path else "the MNIST data"
+    if command == "train" and len(data.validation.labels) == 0:
+        n_train = len(data.train.labels)
+        raise ValueError(f"{where} holds {n_train} training images; mlp train needs at least 6, "
+                         f"as it keeps one in six of them for validation")
+    if len(data.test.labels) == 0:
+        raise ValueError(f"{where} holds no test images; mlp {command} needs at least one, "
+                         f"to measure accuracy on")
 
 
 def _report(model, test, threads):
@@ -423,6 +510,7 @@ def _train(args):
     options = preset.training
     optimizer = options.resolved_optimizer()
     data, load_time = _load_data(args.data)
+    _check_data(data, args.data, "train")
     layers = preset.model.layers
     if layers[0] != data.train.images.shape[1]:
         raise ValueError(f"--layers must start with {data.train.images.shape[1]} inputs for this "
@@ -442,14 +530,20 @@ def _train(args):
                     progress=not args.no_progress, n_threads=threads,
                     checkpoint=args.checkpoint or args.resume, resume=args.resume,
                     **_options_as_kwargs(options, training_seed))
+    # Save before evaluating: a failure there must not throw the trained model away.
+    if args.save:
+        try:
+            model.save(args.save)
+        except OSError as exc:
+            # Its directory may have gone during the run; Model.save's error then
+            # names its temporary file, which the user never heard of.
+            raise OSError(exc.errno, exc.strerror, args.save) from None
+        print(f"Saved the model to {args.save}")
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%  (validation {100 * history.val_accuracy[-1]:.2f}%)"
           f"\nTraining time: {history.total_time:.1f} s for {history.steps[-1]} steps "
           f"({history.steps[-1] / max(history.total_time, 1e-9):.0f} steps/s)")
     _warn_never_predicted(model, data.test.images, args.threads)
-    if args.save:
-        model.save(args.save)
-        print(f"Saved the model to {args.save}")
     return 0
 
 
@@ -476,6 +570,7 @@ def _evaluate(args):
 
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
+    _check_data(data, args.data, args.command)
     _check_model_fits_data(model, data, args.model)
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%")
@@ -497,13 +592,24 @@ def _write_report(args):
     from .model import Model
     from .report import write_report
 
+    if _same_file(args.out, args.model):
+        raise ValueError(f"--out {args.out!r} is the model file {args.model!r}: the report "
+                         f"would replace the model; give another path, such as report.html")
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
+    _check_data(data, args.data, args.command)
     _check_model_fits_data(model, data, args.model)
     write_report(model, data.test.images, data.test.labels, args.out,
                  source=os.path.basename(args.model))
     print(f"Wrote the report to {args.out}")
     return 0
+
+
+def _same_file(path, other):
+    """Whether path and other name one file, however spelt (./m.npz, a link)."""
+    if os.path.exists(path) and os.path.exists(other):
+        return os.path.samefile(path, other)
+    return os.path.realpath(path) == os.path.realpath(other)
 
 
 def _share(probability):
@@ -525,6 +631,10 @@ def _predict(args):
     from .model import Model
 
     model = Model.load(args.model)
+    if model.output not in ("softmax", "sigmoid"):
+        raise ValueError(f"the model in {args.model} has {model.output!r} output, a regression "
+                         f"model; mlp predict needs a classifier, a model with softmax or "
+                         f"sigmoid output")
     if model.n_inputs != N_PIXELS:
         raise ValueError(f"the model in {args.model} takes {model.n_inputs} inputs; mlp predict "
                          f"prepares 28x28 images, {N_PIXELS} inputs")
@@ -558,18 +668,29 @@ def _file_error(exc):
 def _augment_preview(args):
     from .augment import preview_grid
 
-    for flag, value in (("--columns", args.columns), ("--rows", args.rows)):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
+    for flag, value, most in (("--columns", args.columns, MAX_PREVIEW_COLUMNS),
+                              ("--rows", args.rows, MAX_PREVIEW_ROWS)):
+        if not 1 <= value <= most:
+            raise ValueError(f"{flag} must be between 1 and {most}, got {value}")
     augment = _augment_from_flags(PRESETS["augmented"].training.augment, args)
     if augment is None:
         raise ValueError("--augment none leaves nothing to preview; choose affine, elastic "
                          "or both")
     data, _ = _load_data(args.data)
+    if args.columns > len(data.train.images):
+        raise ValueError(f"--columns must be at most the {len(data.train.images)} training "
+                         f"images of --data, got {args.columns}")
     figure = preview_grid(data.train.images, augment, seed=args.seed, n=args.columns,
                           copies=args.rows)
     figure.suptitle(_augment_summary(augment), fontsize=8)
-    figure.savefig(args.out, dpi=100)
+    # Render in memory and rename into place: a failure (a full disk) leaves no
+    # partial image and any earlier one intact. The format follows the extension.
+    image = io.BytesIO()
+    figure.savefig(image, format=os.path.splitext(args.out)[1][1:] or None, dpi=100)
+    try:
+        atomic_write(args.out, lambda fh: fh.write(image.getvalue()))
+    except OSError as exc:
+        raise OSError(f"cannot write the image to {args.out!r}: {exc.strerror or exc}") from None
     print(f"Wrote {args.columns} digits and {args.rows} distortions of each to {args.out}")
     return 0
 
@@ -583,8 +704,10 @@ def main(argv=None):
                 "predict": _predict, "augment-preview": _augment_preview}
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, ImportError, DatasetUnavailableError) as exc:
+    except (ValueError, TypeError, ImportError, DatasetUnavailableError,
+            FloatingPointError) as exc:
         # ImportError: an optional dependency (matplotlib, Pillow) that is not installed.
+        # FloatingPointError: training diverged; the message says which flag to lower.
         print(f"mlp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # FileNotFoundError, PermissionError, a full disk...

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import plots
+from ._files import atomic_write
 from ._validation import check_int, check_path
 from .metrics import (
     class_scores,
@@ -216,7 +217,8 @@ def write_report(model, X, y, path, *, source=None):
     y : array-like of int, shape (n,)
         Test labels in [0, n_outputs).
     path : str or os.PathLike
-        The file to write; an existing file is replaced.
+        The file to write; an existing file is replaced atomically, so that a
+        failure (a full disk) leaves it as it was.
     source : str, optional
         Names the model in the page (default ``"model"``).
 
@@ -238,10 +240,9 @@ def write_report(model, X, y, path, *, source=None):
         If matplotlib is not installed.
     """
     path = check_path(path, "path")
-    page = build_report(model, X, y, source=source or "model")
+    page = build_report(model, X, y, source=source or "model").encode("utf-8")
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(page)
+        atomic_write(path, lambda fh: fh.write(page))
     except OSError as exc:
         raise OSError(f"cannot write the report to {path!r}: {exc.strerror or exc}") from None
     return path

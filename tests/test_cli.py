@@ -50,6 +50,17 @@ def test_flags_override_the_preset(tiny_mnist, tmp_path, capsys):
     assert "sgd lr 2 (constant), loss mse, sampling replacement" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flags, summary", [
+    (["--lr", "3"], "sgd lr 3 (constant)"),
+    (["--momentum", "0.5"], "sgd lr 2, momentum 0.5 (constant)"),
+    (["--optimizer", "adam"], "adam lr 0.001, betas"),
+])
+def test_optimizer_flags_apply_to_the_notebook_preset(tiny_mnist, capsys, flags, summary):
+    assert main(["train", "--preset", "notebook", "--data", str(tiny_mnist), "--iterations", "1",
+                 "--layers", "784,16,10", "--no-progress", *flags]) == 0
+    assert summary in capsys.readouterr().out
+
+
 def test_progress_bar_is_shown(tiny_mnist, capsys):
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "4"]) == 0
     err = capsys.readouterr().err
@@ -64,12 +75,23 @@ def test_progress_bar_is_shown(tiny_mnist, capsys):
     (["--momentum", "1.5"], "--momentum must be"),
     (["--optimizer", "adam", "--momentum", "0.9"], "--momentum does not apply to --optimizer adam"),
     (["--dropout", "1"], "--dropout is the probability"),
-    (["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "nesterov=True needs momentum"),
+    (["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "--nesterov needs --momentum > 0"),
+    (["--momentum", "0"], "--nesterov needs --momentum > 0 (Nesterov momentum with no momentum "
+                          "is plain SGD); add --no-nesterov"),
+    (["--optimizer", "adamw", "--weight-decay", "2000"], "--lr * --weight-decay must be below 1"),
 ])
 def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, message):
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "2", "--no-progress"]
                 + argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_divergence_is_one_line_naming_the_learning_rate(tiny_mnist, capsys):
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--epochs", "1",
+                 "--lr", "1e30", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlp: error: training diverged") and err.count("\n") == 1, err
+    assert "Lower the learning rate" in err
 
 
 @pytest.mark.parametrize("argv", [
@@ -84,6 +106,68 @@ def test_bad_flags_are_usage_errors(argv, capsys):
         main(argv)
     assert info.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--threads", "0"], "--threads must be between 1 and 1024, got 0"),
+    (["train", "--threads", "99999999999999"], "--threads must be between 1 and 1024"),
+    (["evaluate", "m.npz", "--threads", "99999999999999"], "--threads must be between 1 and"),
+    (["train", "--seed", "-1"], "--seed must be between 0 and 4294967295, got -1"),
+    (["train", "--preset", "notebook", "--seed", "4294967296"], "--seed must be between 0 and"),
+    (["augment-preview", "--seed", "-1"], "--seed must be between 0 and 4294967295"),
+])
+def test_out_of_range_threads_and_seeds_are_refused_when_parsed(argv, message, tiny_mnist,
+                                                               capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--data", str(tiny_mnist)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlp {argv[0]}: error: {message}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--save", ""], "--save"),
+    (["train", "--checkpoint", ""], "--checkpoint"),
+    (["train", "--resume", ""], "--resume"),
+    (["train", "--data", ""], "--data"),
+    (["evaluate", ""], "MODEL.npz"),
+    (["report", "m.npz", "--out", ""], "--out"),
+    (["predict", "m.npz", ""], "IMAGE"),
+    (["augment-preview", "--out", ""], "--out"),
+])
+def test_empty_paths_are_refused_before_any_work(argv, flag, tiny_mnist, tmp_path, capsys,
+                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = [] if "--data" in argv else ["--data", str(tiny_mnist)]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, *data, *(["--iterations", "1", "--no-progress"] if argv[0] == "train"
+                              else [])])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"mlp {argv[0]}: error: {flag} takes a path, got an empty string")
+    assert set(os.listdir(tmp_path)) <= {"idx", "cache"}  # no ./.png, no model
+
+
+@pytest.mark.parametrize("command, n_train, n_test, message", [
+    ("train", 0, 30, "holds 0 training images; mlp train needs at least 6, as it keeps one in "
+                     "six of them for validation"),
+    ("train", 5, 30, "holds 5 training images; mlp train needs at least 6, as it keeps one in "
+                     "six of them for validation"),
+    ("train", 120, 0, "holds no test images; mlp train needs at least one, to measure accuracy "
+                      "on"),
+    ("evaluate", 120, 0, "holds no test images; mlp evaluate needs at least one, to measure "
+                         "accuracy on"),
+])
+def test_data_too_small_is_one_line_naming_data(command, n_train, n_test, message,
+                                                random_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "small"
+    write_idx(data, n_train=n_train, n_test=n_test)
+    argv = {"train": ["train", "--iterations", "1", "--no-progress"],
+            "evaluate": ["evaluate", str(random_model)]}[command]
+    assert main([*argv, "--data", str(data)]) == 2
+    assert capsys.readouterr().err == f"mlp: error: --data {data} {message}\n"
 
 
 def test_missing_files(tmp_path, capsys):
@@ -135,12 +219,23 @@ def test_augment_flags_parse_into_the_preset():
     (["train", "--preset", "augmented", "--scale", "1.5"], "--scale must be < 1, got 1.5"),
     (["train", "--augment", "elastic", "--elastic-sigma", "-1"], "--elastic-sigma must be"),
     (["augment-preview", "--augment", "none"], "--augment none leaves nothing to preview"),
-    (["augment-preview", "--columns", "0"], "--columns must be >= 1"),
+    (["augment-preview", "--columns", "0"], "--columns must be between 1 and 32, got 0"),
+    (["augment-preview", "--columns", "1000000"], "--columns must be between 1 and 32"),
+    (["augment-preview", "--rows", "100000"], "--rows must be between 1 and 10, got 100000"),
 ])
 def test_bad_augment_flags_exit_2_with_one_line(argv, message, tiny_mnist, capsys):
     assert main([*argv, "--data", str(tiny_mnist)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mlp: error: " + message) and err.count("\n") == 1, err
+
+
+def test_augment_preview_columns_are_at_most_the_training_images(tmp_path, monkeypatch,
+                                                                  capsys):
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
+    write_idx(tmp_path / "idx", n_train=12, n_test=5)  # 10 training, 2 validation images
+    assert main(["augment-preview", "--data", str(tmp_path / "idx"), "--columns", "20"]) == 2
+    assert capsys.readouterr().err == ("mlp: error: --columns must be at most the 10 training "
+                                       "images of --data, got 20\n")
 
 
 def test_train_with_augment(tiny_mnist, capsys):
@@ -264,6 +359,8 @@ def test_predict_json(random_model, digit_file, capsys):
     ("model is not a model", "not a model saved by mlp"),
     ("model is an image", "not a model saved by mlp"),
     ("model takes other inputs", "takes 100 inputs"),
+    ("model is a regressor", "has 'identity' output, a regression model; mlp predict needs a "
+                             "classifier, a model with softmax or sigmoid output"),
 ])
 def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_file, tmp_path,
                                               capsys):
@@ -286,6 +383,9 @@ def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_f
     elif case == "model takes other inputs":
         model = tmp_path / "small.npz"
         Model([100, 10]).save(model)
+    elif case == "model is a regressor":
+        model = tmp_path / "regressor.npz"
+        Model([784, 10], output="identity").save(model)
     if case.startswith("model"):
         image = digit_file
     assert main(["predict", str(model), str(digit_file), str(image)]) == 2
@@ -293,6 +393,41 @@ def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_f
     assert captured.out == ""  # nothing printed for the good file either
     assert captured.err.startswith("mlp: error: ") and words in captured.err
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+def test_report_refuses_to_write_over_its_model(random_model, tiny_mnist, tmp_path, capsys):
+    before = random_model.read_bytes()
+    link = tmp_path / "link.npz"
+    link.symlink_to(random_model)
+    for out in (str(random_model), os.path.join(str(tmp_path), ".", "random.npz"), str(link)):
+        assert main(["report", str(random_model), "--data", str(tiny_mnist), "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mlp: error: --out {out!r} is the model file") and \
+            err.count("\n") == 1, err
+    assert random_model.read_bytes() == before
+
+
+@pytest.mark.parametrize("command, name", [("report", "r.html"), ("augment-preview", "g.png")])
+def test_a_failed_write_leaves_the_old_output_intact(command, name, random_model, tiny_mnist,
+                                                    tmp_path, capsys):
+    """As under `ulimit -f`: the write fails part way; the old file must survive."""
+    resource = pytest.importorskip("resource")
+    pytest.importorskip("matplotlib.figure")
+    out = tmp_path / name
+    out.write_text("old")
+    argv = {"report": ["report", str(random_model)],
+            "augment-preview": ["augment-preview", "--columns", "2", "--rows", "1"]}[command]
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))  # Python ignores SIGXFSZ
+    try:
+        code = main([*argv, "--data", str(tiny_mnist), "--out", str(out)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("mlp: error: cannot write") and err.count("\n") == 1
+    assert str(out) in err and "File too large" in err
+    assert out.read_text() == "old"
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
 @pytest.mark.slow
@@ -429,18 +564,39 @@ def test_run_length_is_singular_or_plural(tiny_mnist, capsys, flags, wording):
     assert wording in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, usage", [
-    (["train", "--bad-flag"], "usage: mlp train"),
-    (["train", "--epochs", "2", "extra"], "usage: mlp train"),
-    (["evaluate", "m.npz", "--bad-flag"], "usage: mlp evaluate"),
+@pytest.mark.parametrize("argv, prog", [
+    (["train", "--bad-flag"], "mlp train"),
+    (["train", "--epochs", "2", "extra"], "mlp train"),
+    (["evaluate", "m.npz", "--bad-flag"], "mlp evaluate"),
 ])
-def test_unknown_flags_show_the_subcommands_usage(argv, usage, capsys):
+def test_unknown_flags_name_the_subcommand(argv, prog, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (f"{prog}: error: unrecognized arguments: {argv[-1]} "
+                                       f"(see {prog} --help)\n")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--epochs", "1.5"], "--epochs takes an integer, got '1.5'"),
+    (["train", "--lr", "abc"], "--lr takes a number, got 'abc'"),
+    (["train", "--layers", "784,0,10"], "--layers takes two or more comma-separated sizes >= 1"),
+    (["train", "--epochs", "2", "--iterations", "3"],
+     "argument --iterations: not allowed with argument --epochs"),
+    (["evaluate"], "the following arguments are required: MODEL.npz"),
+    (["report", "m.npz", "--out"], "argument --out: expected one argument"),
+    (["predict", "m.npz"], "the following arguments are required: IMAGE"),
+    (["augment-preview", "--rows", "x"], "--rows takes an integer, got 'x'"),
+    ([], "the following arguments are required: command"),
+])
+def test_argparse_errors_are_one_line_without_usage(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(usage)
-    assert f"{usage.split()[-1]}: error: unrecognized arguments: {argv[-1]}" in err
+    prog = " ".join(["mlp", *argv[:1]])
+    assert err.startswith(f"{prog}: error: {message}") and err.count("\n") == 1, err
+    assert err.endswith(f" (see {prog} --help)\n") and "usage:" not in err
 
 
 def test_evaluate_threads_help_describes_inference_workers(capsys):
@@ -512,7 +668,42 @@ def test_a_failing_save_after_training_is_one_line(tiny_mnist, tmp_path, capsys,
     monkeypatch.setattr(Model, "save", full_disk)
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "1", "--no-progress",
                  "--save", path]) == 2
-    assert capsys.readouterr().err.endswith(f"\nmlp: error: {path}: No space left on device\n")
+    assert capsys.readouterr().err.endswith(f"mlp: error: {path}: No space left on device\n")
+
+
+def test_a_save_directory_removed_during_training_is_named(tiny_mnist, tmp_path, capsys,
+                                                          monkeypatch):
+    import mlp.training
+
+    directory = tmp_path / "out"
+    directory.mkdir()
+    train = mlp.training.train
+
+    def train_then_remove_the_directory(*args, **kwargs):
+        history = train(*args, **kwargs)
+        directory.rmdir()
+        return history
+
+    monkeypatch.setattr(mlp.training, "train", train_then_remove_the_directory)
+    path = directory / "m.npz"
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--iterations",
+                 "1", "--no-progress", "--save", str(path)]) == 2
+    assert capsys.readouterr().err == f"mlp: error: {path}: No such file or directory\n"
+
+
+def test_the_model_is_saved_before_the_test_evaluation(tiny_mnist, tmp_path, capsys,
+                                                       monkeypatch):
+    import mlp.training
+
+    def failing_evaluate(*args, **kwargs):
+        raise ValueError("the evaluation failed")
+
+    monkeypatch.setattr(mlp.training, "evaluate", failing_evaluate)
+    saved = tmp_path / "m.npz"
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--iterations",
+                 "2", "--no-progress", "--save", str(saved)]) == 2
+    assert capsys.readouterr().err == "mlp: error: the evaluation failed\n"
+    assert Model.load(saved).layer_sizes == (784, 16, 10)
 
 
 @pytest.mark.parametrize("make, message", [

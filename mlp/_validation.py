@@ -78,22 +78,6 @@ def check_path(path, name="path"):
     return os.fspath(path)
 
 
-def check_output_path(path, name="path", example="model.npz"):
-    """Return path as a str, checked before any work is done to fill it: not
-    empty, not a directory, and in a directory that exists."""
-    path = check_path(path, name)
-    if not path:
-        raise ValueError(f"{name} is empty; give a file name such as {example!r}")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{name} {path!r} is a directory; give a file name such as "
-                                f"{os.path.join(path, example)!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write {name} {path!r}: its directory {directory!r} "
-                                f"does not exist; create it first")
-    return path
-
-
 def warn(message, category=UserWarning):
     """``warnings.warn`` attributed to the user's line: the first caller outside mlp."""
     package = os.path.dirname(os.path.abspath(__file__))
@@ -111,22 +95,26 @@ def _number(value):
     return repr(value)
 
 
-def check_writable(path, name="path"):
+def check_writable(path, name="path", example="model.npz"):
     """Check that a file can be written at `path` before any work is done.
 
-    The CLI calls this for --save and --checkpoint before it loads data or
-    trains, so that a typo does not cost a whole run. The check creates and
-    removes a temporary file next to `path`, which is what the atomic save
-    will do; it never touches `path` itself.
+    Model.save, to_onnx, train(checkpoint=) and the CLI's --save and
+    --checkpoint call this before they compute anything, so that a typo does
+    not cost a whole run. The check creates and removes a temporary file
+    next to `path`, which is what the atomic save will do; it never touches
+    `path` itself.
 
     Returns path as a str. Raises TypeError for a path that is not str or
     os.PathLike, and ValueError (one line naming `name` and the path) when
-    `path` is a directory, or its directory is missing or cannot be written.
+    `path` is empty or a directory, or its directory is missing or cannot be
+    written.
     """
     path = check_path(path, name)
-    if not path or os.path.isdir(path) or not os.path.basename(path):
+    if not path:
+        raise ValueError(f"{name} is empty; give a file name, such as {example!r}")
+    if os.path.isdir(path) or not os.path.basename(path):
         raise ValueError(f"{name} {path!r} is a directory; give a file name, such as "
-                         f"{os.path.join(path, 'model.npz')!r}")
+                         f"{os.path.join(path, example)!r}")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(f"{name} {path!r}: the directory {directory!r} does not exist")

@@ -535,8 +535,8 @@ def _train(args):
         try:
             model.save(args.save)
         except OSError as exc:
-            # Its directory may have gone during the run; Model.save's error then
-            # names its temporary file, which the user never heard of.
+            # A failed write names Model.save's temporary file, which the user
+            # never heard of.
             raise OSError(exc.errno, exc.strerror, args.save) from None
         print(f"Saved the model to {args.save}")
     result = _report(model, data.test, args.threads)

@@ -17,10 +17,10 @@ from ._validation import (
     check_dtype,
     check_int,
     check_matrix,
-    check_output_path,
     check_path,
     check_seed,
     check_target_range,
+    check_writable,
 )
 
 # The kernel owns the codes; these say which activations go where.
@@ -471,16 +471,14 @@ class Model:
         TypeError
             If path is not a str or os.PathLike.
         ValueError
-            If a parameter is NaN or infinite: :meth:`load` would refuse
-            such a file.
-        FileNotFoundError, IsADirectoryError
-            If the directory of `path` does not exist, or `path` is a
-            directory (or ValueError: an empty path).
+            If a parameter is NaN or infinite (:meth:`load` would refuse
+            such a file), or `path` is empty, a directory, or in a directory
+            that is missing or cannot be written.
         OSError
-            If the file cannot be written otherwise (e.g. a read-only
-            directory); whatever stood at `path` is left as it was.
+            If the write fails all the same (e.g. a full disk); whatever
+            stood at `path` is left as it was.
         """
-        self._save(check_output_path(path))
+        self._save(check_writable(path))
 
     def _save(self, path, checkpoint=None):
         """save(), plus, for a training checkpoint, checkpoint = (JSON-ready
@@ -547,8 +545,10 @@ class Model:
             If onnx is not installed.
         TypeError
             If path is not a path, or dtype not float32 or float64.
-        FileNotFoundError, IsADirectoryError
-            If the directory of `path` does not exist, or `path` is a directory.
+        ValueError
+            If `path` is empty, a directory, or in a directory that is
+            missing or cannot be written; or the parameters are not finite
+            (in `dtype`).
         """
         from .onnx import to_onnx
 

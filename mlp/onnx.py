@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._files import atomic_write
-from ._validation import check_dtype, check_output_path
+from ._validation import check_dtype, check_writable
 
 __all__ = ["to_onnx", "OPSET", "INPUT_NAME", "OUTPUT_NAME"]
 
@@ -67,14 +67,15 @@ def to_onnx(model, path, *, dtype=None, doc_string=None):
     ------
     TypeError
         If `model` is not an mlp.Model or `path` is not a path.
-    FileNotFoundError, IsADirectoryError
-        If the directory of `path` does not exist, or `path` is a directory.
+    ValueError
+        If `path` is empty, a directory, or in a directory that is missing or
+        cannot be written; or the parameters are not finite (in `dtype`).
     """
     from .model import Model
 
     if not isinstance(model, Model):
         raise TypeError(f"model must be an mlp.Model, got {type(model).__name__}")
-    path = check_output_path(path, example="model.onnx")
+    path = check_writable(path, example="model.onnx")
     dtype = model.dtype if dtype is None else check_dtype(dtype)
     proto = build_onnx(model, dtype=dtype, doc_string=doc_string)
     data = proto.SerializeToString()

@@ -25,10 +25,10 @@ from ._validation import (
     check_batch_size,
     check_labels,
     check_matrix,
-    check_output_path,
     check_path,
     check_positive_float,
     check_targets_or_labels,
+    check_writable,
 )
 from .augment import _training_images_and_plan, augment_from_dict, augment_to_dict
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
@@ -749,7 +749,7 @@ def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
     options = TrainingOptions(**options)
     _check_options_fit(model, options)
     # Checked now, not when the first checkpoint is due, after minutes of training.
-    checkpoint = None if checkpoint is None else check_output_path(checkpoint, "checkpoint")
+    checkpoint = None if checkpoint is None else check_writable(checkpoint, "checkpoint")
     checkpoint_every = check_positive_float(checkpoint_every, "checkpoint_every", allow_zero=True)
     resumed = None if resume is None else _read_checkpoint(model, check_path(resume, "resume"),
                                                            options)

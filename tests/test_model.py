@@ -531,12 +531,6 @@ def test_save_to_unwritable_directory_keeps_existing_file(tmp_path):
         d.chmod(0o700)
 
 
-def test_save_into_missing_directory_fails_cleanly(tmp_path):
-    with pytest.raises(OSError):
-        mlp.Model([3, 2]).save(tmp_path / "missing" / "m.npz")
-    assert list(tmp_path.iterdir()) == []
-
-
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_save_refuses_non_finite_parameters_and_keeps_the_old_file(tmp_path, bad):
     path = tmp_path / "model.npz"
@@ -1013,8 +1007,8 @@ def test_save_names_what_is_wrong_with_the_path(tmp_path):
     model = mlp.Model([3, 2], seed=0)
     with pytest.raises(ValueError, match="path is empty"):
         model.save("")
-    with pytest.raises(IsADirectoryError, match="is a directory"):
+    with pytest.raises(ValueError, match="is a directory"):
         model.save(tmp_path)
-    with pytest.raises(FileNotFoundError, match="does not exist; create it first"):
+    with pytest.raises(ValueError, match="does not exist"):
         model.save(tmp_path / "missing" / "m.npz")
     assert list(tmp_path.iterdir()) == []  # and no temporary file left behind

@@ -103,10 +103,12 @@ def test_single_layer_and_overwrite(tmp_path):
 
 def test_bad_paths_and_arguments(tmp_path):
     model = _model("relu", "softmax", np.float32, sizes=(4, 2))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist"):
         model.to_onnx(tmp_path / "missing" / "m.onnx")
-    with pytest.raises(IsADirectoryError, match="is a directory"):
+    with pytest.raises(ValueError, match="is a directory"):
         model.to_onnx(tmp_path)
+    with pytest.raises(ValueError, match="path is empty; give a file name, such as 'model.onnx'"):
+        model.to_onnx("")
     with pytest.raises(TypeError, match="path"):
         model.to_onnx(42)
     with pytest.raises(TypeError, match="dtype"):

@@ -890,7 +890,7 @@ def test_options_that_do_not_fit_the_model_are_refused_before_training(tmp_path)
         mlp.train(flat, X, y, epochs=1, progress=False, callbacks=mlp.Callback())
     model = mlp.Model([2, 3, 2], seed=0)
     before = model._params.copy()
-    with pytest.raises(FileNotFoundError, match="checkpoint .* does not exist"):
+    with pytest.raises(ValueError, match="checkpoint .* does not exist"):
         mlp.train(model, X, y, epochs=1, progress=False,
                   checkpoint=tmp_path / "missing" / "run.npz")
     np.testing.assert_array_equal(model._params, before)  # refused before any step

@@ -276,10 +276,16 @@ class History:
             raise ValueError(f"a History is a dict of {[f.name for f in fields(cls)]}")
         history = cls(**data)
 
+        def finite(value):
+            try:
+                return math.isfinite(value)
+            except OverflowError:  # an int past float's range
+                return False
+
         def numbers(values, kinds, allow_none=False):
             return isinstance(values, list) and all(
                 (v is None and allow_none) or (isinstance(v, kinds) and not isinstance(v, bool)
-                                               and math.isfinite(v)) for v in values)
+                                               and finite(v)) for v in values)
 
         if not (numbers(history.steps, int) and numbers(history.loss, (int, float))
                 and numbers(history.time, (int, float))
@@ -384,10 +390,18 @@ class _DivergenceCheck(Callback):
         if not (math.isfinite(loss) and _kernels.all_finite(model._params)):
             model._params[...] = self.last_good
             first = history.steps[-2] if len(history.steps) > 1 else run.first_step
+            last = history.steps[-1]
+            # The diverged epoch's entry and the optimizer's state (NaN
+            # velocities or moments) go too: the model must save and load, and
+            # a next run must not start from NaN.
+            for entries in (history.steps, history.loss, history.time):
+                del entries[-1]
+            del history.val_accuracy[len(history.steps):]
+            model.optimizer_state = None
             raise FloatingPointError(
-                f"training diverged between steps {first} and {history.steps[-1]} "
-                f"(loss {loss}); the model keeps its parameters from step {first}. "
-                f"Lower the learning rate ({run.optimizer.learning_rate}).")
+                f"training diverged between steps {first} and {last} (loss {loss}); the "
+                f"model keeps its parameters from step {first}, and its optimizer starts "
+                f"afresh. Lower the learning rate ({run.optimizer.learning_rate}).")
         self.last_good[...] = model._params
         first, rate = history.loss[0], run.optimizer.learning_rate
         message = None
@@ -716,7 +730,7 @@ def _read_checkpoint(model, path, options):
                     or not isinstance(stale, int) or stale < 0:
                 raise ValueError("validation")
         History.from_dict(place["history"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"resume: {path!r} has a damaged checkpoint ({exc})") from None
     current = _options_fingerprint(options)
     for name, value in current.items():

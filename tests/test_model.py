@@ -645,8 +645,9 @@ def _with_member(name, data, base=GOOD_MODEL_FILE):
     {"steps": [1], "loss": [float("nan")], "time": [1.0]},
     {"steps": [1], "loss": [0.5], "time": [1.0], "val_accuracy": [0.5, 0.6]},
     {"steps": [1], "loss": [0.5], "time": [1.0], "epochs": [1]},
+    {"steps": [10**400], "loss": [0.5], "time": [1.0]},                # past float's range
 ])
-def test_a_history_that_save_cannot_write_is_refused(load_bytes, history):
+def test_a_damaged_history_in_a_model_file_is_refused(load_bytes, history):
     # The report prints these: "parameters of step x restored" came from one.
     data = _with_member("meta.npy", npy_bytes(np.frombuffer(_meta_bytes(history=history),
                                                            dtype=np.uint8)))

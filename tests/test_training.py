@@ -387,6 +387,28 @@ def test_divergence_raises_instead_of_returning_non_finite_parameters(dtype, see
                      f"model still predicts {model.predict(X[:3])}")
 
 
+@pytest.mark.parametrize("optimizer", [None, mlp.SGD(1e30, momentum=0.9), mlp.Adam(1e30)])
+def test_a_diverged_run_leaves_a_model_that_saves_loads_and_trains_on(tmp_path, optimizer):
+    # The diverged epoch's NaN loss stayed in the History, which save wrote and
+    # load refused; momentum's NaN velocities stayed in the optimizer state.
+    X, y = _blobs(40, [(0, 0), (2, 2), (0, 2)], 0.5, seed=0)
+    model = mlp.Model([2, 8, 3], seed=0)
+    mlp.train(model, X, y, epochs=2, batch_size=8, progress=False, optimizer=mlp.SGD(0.1),
+              validation=(X, y))
+    kwargs = dict(learning_rate=1e30) if optimizer is None else dict(optimizer=optimizer)
+    with pytest.raises(FloatingPointError, match="optimizer starts afresh"):
+        mlp.train(model, X, y, epochs=3, batch_size=8, progress=False, validation=(X, y),
+                  **kwargs)
+    assert model.optimizer_state is None
+    assert all(np.isfinite(model.history.loss)) and len(model.history.steps) == 2
+    assert len(model.history.val_accuracy) == 2
+    model.save(tmp_path / "m.npz")
+    loaded = mlp.Model.load(tmp_path / "m.npz")
+    assert loaded.history == model.history
+    mlp.train(loaded, X, y, epochs=1, batch_size=8, progress=False, optimizer=mlp.SGD(0.1))
+    assert np.isfinite(loaded._params).all()
+
+
 # ---------------------------------------------------------------------------
 # Threads
 # ---------------------------------------------------------------------------

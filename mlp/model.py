@@ -53,14 +53,20 @@ def loss_code(loss, output):
 
 
 
-def predicted_classes(outputs):
-    """Each row's class, the index of its largest output, as int64. NaN
-    outputs (a diverged model, or one that overflows on this input) have no
-    largest: argmax would silently say class 0, so they are an error."""
+def check_classifiable(outputs):
+    """outputs, checked to hold no NaN: a diverged model's, or one that
+    overflows on this input, say nothing of the classes, and argmax would
+    silently call them class 0."""
     if np.isnan(outputs).any():
         raise ValueError("the model's outputs are NaN for some rows: its parameters have "
                          "diverged or overflow on this input, and it cannot classify them")
-    return np.argmax(outputs, axis=1).astype(np.int64)
+    return outputs
+
+
+def predicted_classes(outputs):
+    """Each row's class, the index of its largest output, as int64 (NaN
+    outputs are an error, see check_classifiable)."""
+    return np.argmax(check_classifiable(outputs), axis=1).astype(np.int64)
 
 class Model:
     """A fully connected feed-forward network.
@@ -324,7 +330,9 @@ class Model:
 
         Raises
         ------
-        TypeError, ValueError
+        ValueError
+            If an output is NaN (a diverged model), or as :meth:`forward`.
+        TypeError
             As :meth:`forward`.
         """
         return predicted_classes(self.forward(X, n_threads=n_threads))
@@ -349,15 +357,15 @@ class Model:
         Raises
         ------
         ValueError
-            If the model's output is "identity" (a regressor), or as
-            :meth:`forward`.
+            If the model's output is "identity" (a regressor), or an output
+            is NaN (a diverged model), or as :meth:`forward`.
         TypeError
             As :meth:`forward`.
         """
         if self.output == "identity":
             raise ValueError("predict_proba needs a classifier (output 'softmax' or 'sigmoid'); "
                              "this model's output is 'identity': use forward()")
-        a = self.forward(X, n_threads=n_threads)
+        a = check_classifiable(self.forward(X, n_threads=n_threads))
         if self.output == "softmax":
             return a
         total = a.sum(axis=1, keepdims=True)

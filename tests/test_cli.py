@@ -361,6 +361,8 @@ def test_predict_json(random_model, digit_file, capsys):
     ("model takes other inputs", "takes 100 inputs"),
     ("model is a regressor", "has 'identity' output, a regression model; mlp predict needs a "
                              "classifier, a model with softmax or sigmoid output"),
+    # Finite weights whose outputs overflow to NaN: once ranked as class 0 (nan%).
+    ("model overflows", "outputs are NaN"),
 ])
 def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_file, tmp_path,
                                               capsys):
@@ -386,6 +388,12 @@ def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_f
     elif case == "model is a regressor":
         model = tmp_path / "regressor.npz"
         Model([784, 10], output="identity").save(model)
+    elif case == "model overflows":
+        model = tmp_path / "huge.npz"
+        huge = Model([784, 16, 10], seed=0)
+        huge.weights[0][...] = 3e38
+        huge.weights[1][...] = 3e38
+        huge.save(model)
     if case.startswith("model"):
         image = digit_file
     assert main(["predict", str(model), str(digit_file), str(image)]) == 2

@@ -885,6 +885,8 @@ def test_training_step_raises_when_the_step_diverges():
         model.predict(X)
     with pytest.raises(ValueError, match="outputs are NaN"):
         mlp.evaluate(model, X, y)
+    with pytest.raises(ValueError, match="outputs are NaN"):
+        model.predict_proba(X)
     assert np.isnan(model.forward(X)).any()  # forward shows the NaN as it is
 
 

@@ -1022,9 +1022,11 @@ _MIN_CONTRAST = 0.1
 # extent above this; blobs smaller than _SPECK of the largest are dust.
 _INK = 0.25
 _SPECK = 0.02
-# Ink of fewer pixels than this in all is a speck, not a digit: even a 1
-# drawn 7 pixels tall has more.
-_MIN_INK_PIXELS = 5
+# Ink that spans less than this share of the picture's shorter side (or 3
+# pixels) is a speck, not a digit: a digit photographed or drawn on its own
+# spans a good part of the frame (MNIST's test digits pasted 6x enlarged into
+# canvases 400 pixels wider still span 30% of them).
+_MIN_DIGIT_EXTENT = 0.03
 
 
 def _require_pillow(what):
@@ -1288,13 +1290,15 @@ def prepare_digit(image, *, invert=None):
     if count == 0:
         raise ValueError(f"{source}: no ink found: the image is blank")
     sizes = np.bincount(labels.ravel())[1:]
-    if sizes.sum() < _MIN_INK_PIXELS:
-        raise ValueError(f"{source}: no digit found: the only ink is a speck of "
-                         f"{sizes.sum()} pixel(s)")
     dust = np.flatnonzero(sizes < _SPECK * sizes.max()) + 1
     if dust.size:
         ink[np.isin(labels, dust)] = 0
+    frame = min(ink.shape)
     ink = ink[_bounding_box(np.isin(labels, np.flatnonzero(sizes >= _SPECK * sizes.max()) + 1))]
+    if max(ink.shape) < max(3, _MIN_DIGIT_EXTENT * frame):
+        raise ValueError(f"{source}: no digit found: the only ink is a speck of "
+                         f"{ink.shape[1]} by {ink.shape[0]} pixels, in a picture {frame} "
+                         f"pixels across")
 
     if max(ink.shape) > _STROKE_BOX:
         ink = _fit(ink, _STROKE_BOX)

@@ -1051,9 +1051,11 @@ def test_prepare_digit_never_hands_a_file_to_ghostscript():
     (lambda Image: Image.new("RGB", (64, 48), (0, 0, 0)), "no ink"),
     (lambda Image: np.full((30, 30), 0.5), "no ink"),
     (lambda Image: Image.new("RGBA", (30, 30), (0, 0, 0, 0)), "no ink"),
-    # One dark pixel on white paper: dust, which used to fill the 20x20 box.
+    # A dark dot on white paper: dust, which used to fill the 20x20 box.
     (lambda Image: np.where(np.arange(100 * 100).reshape(100, 100) == 5050, 0, 255).astype(
-        np.uint8), "only ink is a speck of 1 pixel"),
+        np.uint8), "only ink is a speck of 1 by 1 pixels"),
+    (lambda Image: np.pad(np.zeros((3, 3), np.uint8), 200, constant_values=255),
+     "only ink is a speck of 3 by 3 pixels, in a picture 403 pixels across"),
 ])
 def test_prepare_digit_refuses_blank_images(Image, make, words):
     with pytest.raises(ValueError, match=words):
@@ -1081,3 +1083,12 @@ def test_prepare_digit_missing_file_and_directory(Image, tmp_path):
         D.prepare_digit(tmp_path / "nope.png")
     with pytest.raises(ValueError, match="not a file"):
         D.prepare_digit(tmp_path)
+
+
+def test_prepare_digit_reads_a_small_digit_in_a_small_picture():
+    # Specks are judged against the picture's size, not a fixed count: a 1
+    # four pixels tall fills half of an 8x8 picture.
+    picture = np.full((8, 8), 255, np.uint8)
+    picture[2:6, 4] = 0
+    digit = D.prepare_digit(picture)
+    assert digit.shape == (784,) and digit.max() == 1

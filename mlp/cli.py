@@ -390,18 +390,22 @@ def _configure(args):
             preset = dataclasses.replace(preset, training=preset.training.replace(augment=augment))
         return preset
     except (ValueError, TypeError) as exc:
-        message = str(exc)
-        names = sorted(_flag_names().items(), key=lambda item: -len(item[0]))
-        for name, flag in names:
-            if message.startswith(name + " "):
-                message = flag + message[len(name):]
-                break
-        # A field name such as weight_decay is no English word: its flag, wherever it
-        # is, unless it is a Python keyword argument (weight_decay=1e-4).
-        for name, flag in names:
-            if "_" in name:
-                message = re.sub(rf"\b{name}\b(?!=)", flag, message)
-        raise ValueError(message) from None
+        raise ValueError(_in_flag_terms(str(exc))) from None
+
+
+def _in_flag_terms(message):
+    """A library message about hyperparameter fields, in terms of their flags."""
+    names = sorted(_flag_names().items(), key=lambda item: -len(item[0]))
+    for name, flag in names:
+        if message.startswith(name + " "):
+            message = flag + message[len(name):]
+            break
+    # A field name such as weight_decay is no English word: its flag, wherever it
+    # is, unless it is a Python keyword argument (weight_decay=1e-4).
+    for name, flag in names:
+        if "_" in name:
+            message = re.sub(rf"\b{name}\b(?!=)", flag, message)
+    return message
 
 
 def _optimizer_summary(optimizer):
@@ -525,11 +529,14 @@ def _train(args):
     threads = train_workers(args.threads, options.batch_size, layers)
     print(f"Training {model!r}\n  {_describe(preset, optimizer)}, {threads} worker "
           f"thread{'s' if threads != 1 else ''}; data loaded in {load_time:.2f} s", flush=True)
-    history = train(model, data.train.images, data.train.labels,
-                    validation=(data.validation.images, data.validation.labels),
-                    progress=not args.no_progress, n_threads=threads,
-                    checkpoint=args.checkpoint or args.resume, resume=args.resume,
-                    **_options_as_kwargs(options, training_seed))
+    try:
+        history = train(model, data.train.images, data.train.labels,
+                        validation=(data.validation.images, data.validation.labels),
+                        progress=not args.no_progress, n_threads=threads,
+                        checkpoint=args.checkpoint or args.resume, resume=args.resume,
+                        **_options_as_kwargs(options, training_seed))
+    except ValueError as exc:  # options that do not fit the network (dropout, eps)
+        raise ValueError(_in_flag_terms(str(exc))) from None
     # Save before evaluating: a failure there must not throw the trained model away.
     if args.save:
         try:

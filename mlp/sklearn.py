@@ -213,10 +213,16 @@ class _BaseMLP(BaseEstimator):
         real("epsilon", 0, low_open=True)
         if self.n_iter_no_change != np.inf:
             integer("n_iter_no_change", 1)
-        check_dtype(self.dtype, "dtype")
+        dtype = check_dtype(self.dtype, "dtype")
+        if self.solver == "adam" and dtype.type(self.epsilon) == 0:
+            raise fail("epsilon", f"a float that is not 0 in {dtype.name} (at least "
+                                  f"{np.finfo(dtype).tiny:.3g}), or Adam divides by zero")
         if self.n_threads is not None:
             integer("n_threads", 1)
         real("dropout", 0, 1, high_open=True)
+        if self.dropout and not sizes:
+            raise fail("dropout", "0 with hidden_layer_sizes=(): it drops hidden units, and "
+                                  "there are none")
         if self.random_state is not None and not isinstance(
                 self.random_state, (numbers.Integral, np.random.RandomState)):
             raise fail("random_state", "None, an int or a numpy.random.RandomState", TypeError)

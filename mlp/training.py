@@ -68,12 +68,13 @@ def _default_loss(model):
 
 def _check_options_fit(model, options):
     """What TrainingOptions cannot check alone: the options against the model."""
+    # Each message starts with the parameter's name, which the CLI turns into its flag.
     if options.dropout and len(model.layer_sizes) == 2:
         raise ValueError(f"dropout drops hidden units, and {model!r} has none; use "
                          f"input_dropout, or add a hidden layer")
     eps = getattr(options.resolved_optimizer(), "eps", None)
     if eps is not None and model.dtype.type(eps) == 0:
-        raise ValueError(f"Adam's eps={eps} is 0 in {model.dtype.name}, which would divide by "
+        raise ValueError(f"eps {eps} is 0 in {model.dtype.name}, and Adam would divide by "
                          f"zero; use at least {np.finfo(model.dtype).tiny:.3g} (typically 1e-8)")
 
 

@@ -727,3 +727,16 @@ def test_model_file_errors_are_one_line_naming_the_path(tiny_mnist, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("mlp: error: ") and str(path) in err and message in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--layers", "784,10", "--dropout", "0.5"], "--dropout drops hidden units"),
+    (["--optimizer", "adam", "--eps", "1e-50"], "--eps 1e-50 is 0 in float32"),
+])
+def test_options_that_do_not_fit_the_network_are_named_by_their_flags(tiny_mnist, capsys, flags,
+                                                                       words):
+    assert main(["train", "--data", str(tiny_mnist), "--iterations", "1", "--no-progress",
+                 *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlp: error: {words}") and err.count("\n") == 1
+    assert "input_dropout" not in err and "Adam's eps" not in err

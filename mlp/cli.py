@@ -539,6 +539,8 @@ def _train(args):
         raise ValueError(_in_flag_terms(str(exc))) from None
     # Save before evaluating: a failure there must not throw the trained model away.
     if args.save:
+        # Again, in the flag's words: the directory may have gone during the run.
+        check_writable(args.save, "--save")
         try:
             model.save(args.save)
         except OSError as exc:

@@ -697,7 +697,7 @@ def test_a_save_directory_removed_during_training_is_named(tiny_mnist, tmp_path,
     assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--iterations",
                  "1", "--no-progress", "--save", str(path)]) == 2
     assert capsys.readouterr().err == (
-        f"mlp: error: path {str(path)!r}: the directory {str(directory)!r} does not exist\n")
+        f"mlp: error: --save {str(path)!r}: the directory {str(directory)!r} does not exist\n")
 
 
 def test_the_model_is_saved_before_the_test_evaluation(tiny_mnist, tmp_path, capsys,

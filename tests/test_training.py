@@ -848,7 +848,7 @@ def test_callbacks_and_schedules_may_use_the_model_being_trained(use):
     seen = []
 
     def use_model(*_):
-        if use == "predict":
+        if use in ("predict", "schedule"):
             seen.append(model.predict(X))
         elif use == "evaluate":
             seen.append(mlp.evaluate(model, X, y))
@@ -870,7 +870,7 @@ def test_callbacks_and_schedules_may_use_the_model_being_trained(use):
     worker.start()
     worker.join(timeout=60)
     assert not worker.is_alive(), f"train() hung when a {use} used the model"
-    assert use == "schedule" or len(seen) == 2
+    assert len(seen) == 2 if use != "schedule" else len(seen) >= 2  # once per call
     assert model.history is not None and len(model.history.steps) == 2
 
 

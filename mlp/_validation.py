@@ -78,6 +78,35 @@ def check_path(path, name="path"):
     return os.fspath(path)
 
 
+def check_layer_arrays(values, targets, name, *, other_shapes=None, finite=True):
+    """values, one array per layer for `targets` (the model's arrays), each
+    converted to its target's dtype and shape. Every one is checked (its
+    shape, or one of other_shapes(target), and if `finite` its values) before
+    the caller copies any in, so that a bad one leaves the model as it was."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a list of arrays, one per layer ({len(targets)}), "
+                        f"got {type(values).__name__}")
+    values = list(values)
+    if len(values) != len(targets):
+        raise ValueError(f"{name} takes one array per layer, {len(targets)}; got {len(values)}")
+    checked = []
+    for index, (value, target) in enumerate(zip(values, targets)):
+        where = f"{name}[{index}]"
+        try:
+            array = np.asarray(value, dtype=target.dtype)
+        except (TypeError, ValueError):
+            raise TypeError(f"{where} must be an array of numbers of shape {target.shape}, got "
+                            f"{type(value).__name__}") from None
+        shapes = [target.shape, *(other_shapes(target) if other_shapes else ())]
+        if array.shape not in shapes:
+            raise ValueError(f"{where} must have shape {' or '.join(map(str, shapes))}, got "
+                             f"{array.shape}")
+        if finite and not np.isfinite(array).all():
+            raise ValueError(f"{where} must be finite; it has NaN or infinity")
+        checked.append(array.reshape(target.shape))
+    return checked
+
+
 def warn(message, category=UserWarning):
     """``warnings.warn`` attributed to the user's line: the first caller outside mlp."""
     package = os.path.dirname(os.path.abspath(__file__))

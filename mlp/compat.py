@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from . import _kernels
 from . import training as _training
+from ._validation import check_layer_arrays
 from .model import Model as _Model
 
 # np and tqdm are exported too: the notebook's cells use both by those names.
@@ -97,19 +98,14 @@ class Model:
 
 
 def _assign(targets, values, name):
-    values = list(values)
-    if len(values) != len(targets):
-        raise ValueError(f"{name} must hold {len(targets)} arrays, got {len(values)}")
-    for l, (dest, src) in enumerate(zip(targets, values)):
-        src = np.asarray(src, dtype=dest.dtype)
-        # Biases as the notebook keeps them, (1, n), or as mlp does, (n,); a
-        # weight matrix (n_out, n_in) only, so that a transposed one is an
-        # error rather than reshaped into a scramble.
-        shapes = [dest.shape] + ([(1, dest.size)] if dest.ndim == 1 else [])
-        if src.shape not in shapes:
-            raise ValueError(f"{name}[{l}] must have shape {' or '.join(map(str, shapes))}, "
-                             f"got {src.shape}")
-        dest[...] = src.reshape(dest.shape)
+    # Biases as the notebook keeps them, (1, n), or as mlp does, (n,); a weight
+    # matrix (n_out, n_in) only, so that a transposed one is an error rather
+    # than reshaped into a scramble. NaN is let through, as numpy lets it.
+    checked = check_layer_arrays(
+        values, targets, name, finite=False,
+        other_shapes=lambda target: [(1, target.size)] if target.ndim == 1 else [])
+    for target, array in zip(targets, checked):
+        target[...] = array
 
 
 def _model_of(model):

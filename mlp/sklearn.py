@@ -54,7 +54,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import optimizers as _optimizers
 from . import training as _training
 from ._threads import train_workers
-from ._validation import check_dtype
+from ._validation import check_dtype, check_layer_arrays
 from .model import HIDDEN_ACTIVATIONS, Model
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -86,47 +86,24 @@ class _EpochRate:
 class _LayerList(list):
     """``coefs_`` or ``intercepts_``: one live view of the model's arrays per
     layer. scikit-learn's lists hold the network itself, so that
-    ``clf.coefs_[0] = W`` changes it; here assigning an item copies the new
-    values into the model (same shape, finite), rather than replacing the
-    view in a list that nothing else holds."""
+    ``clf.coefs_[0] = W`` changes it; here assigning an item (or a slice, or
+    the whole list) copies the new values into the model once every one is
+    checked (shape, finite), rather than replacing a view in a list that
+    nothing else holds."""
 
     def __init__(self, views, name):
         super().__init__(views)
         self._name = name
 
-    def _assign(self, index, values):
-        view = list.__getitem__(self, index)
-        where = f"{self._name}[{index}]"
-        try:
-            values = np.asarray(values, dtype=view.dtype)
-        except (TypeError, ValueError):
-            raise TypeError(f"{where} must be an array of numbers of shape {view.shape}, got "
-                            f"{type(values).__name__}") from None
-        if values.shape != view.shape:
-            raise ValueError(f"{where} must have shape {view.shape} (the layer's size), got "
-                             f"{values.shape}")
-        if not np.isfinite(values).all():
-            raise ValueError(f"{where} must be finite; it has NaN or infinity")
-        view[...] = values
-
     def __setitem__(self, index, values):
-        if isinstance(index, slice):
-            indices = range(len(self))[index]
-            values = list(values)
-            if len(values) != len(indices):
-                raise ValueError(f"{self._name}[{index.start}:{index.stop}] takes "
-                                 f"{len(indices)} arrays, one per layer; got {len(values)}")
-            for i, layer_values in zip(indices, values):
-                self._assign(i, layer_values)
-        else:
-            self._assign(index, values)
+        layers = list(self)
+        layers[index] = values
+        self.assign_all(layers)
 
     def assign_all(self, values):
-        values = list(values)
-        if len(values) != len(self):
-            raise ValueError(f"{self._name} takes one array per layer, {len(self)}; got "
-                             f"{len(values)}")
-        self[:] = values
+        views = list(self)
+        for view, array in zip(views, check_layer_arrays(values, views, self._name)):
+            view[...] = array
 
 
 class _BaseMLP(BaseEstimator):

@@ -290,6 +290,13 @@ def test_assigning_coefs_and_intercepts_changes_the_model():
         clf.intercepts_[0] = "zeros"
     with pytest.raises(NotFittedError):
         MLPClassifier().coefs_ = [np.zeros((4, 6))]
+    # A bad layer leaves every layer as it was, not the ones before it replaced.
+    before = [c.copy() for c in clf.coefs_]
+    with pytest.raises(ValueError, match=r"coefs_\[1\] must have shape \(6, 3\)"):
+        clf.coefs_ = [np.zeros((4, 6)), np.zeros((3, 6))]
+    assert all((c == b).all() for c, b in zip(clf.coefs_, before))
+    with pytest.raises(TypeError, match="coefs_ must be a list of arrays, one per layer"):
+        clf.coefs_ = 5
 
 
 def test_dtype_threads_and_dropout_reach_the_model():

@@ -426,7 +426,7 @@ def preview_grid(images, augment, *, seed=0, n=8, copies=3):
     """A figure of images next to distorted copies of them.
 
     The first row shows ``images[:n]`` as they are, each following row one
-    random distortion of each. Needs matplotlib (``pip install mlp[plots]``);
+    random distortion of each. Needs matplotlib (``pip install matplotlib``);
     the figure is not shown, save it with ``fig.savefig("grid.png")``.
 
     Parameters

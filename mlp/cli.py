@@ -447,8 +447,9 @@ def _check_data(data, path, command):
     where = f"--data {path}" if path else "the MNIST data"
     if command == "train" and len(data.validation.labels) == 0:
         n_train = len(data.train.labels)
-        raise ValueError(f"{where} holds {n_train} training images; mlp train needs at least 6, "
-                         f"as it keeps one in six of them for validation")
+        raise ValueError(f"{where} holds {n_train} training images and no validation images; "
+                         f"mlp train needs some to validate on (from IDX files it keeps one "
+                         f"training image in six for that, so it needs at least 6)")
     if len(data.test.labels) == 0:
         raise ValueError(f"{where} holds no test images; mlp {command} needs at least one, "
                          f"to measure accuracy on")
@@ -604,6 +605,7 @@ def _write_report(args):
     if _same_file(args.out, args.model):
         raise ValueError(f"--out {args.out!r} is the model file {args.model!r}: the report "
                          f"would replace the model; give another path, such as report.html")
+    check_writable(args.out, "--out", example="report.html")
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
     _check_data(data, args.data, args.command)
@@ -681,6 +683,7 @@ def _augment_preview(args):
                               ("--rows", args.rows, MAX_PREVIEW_ROWS)):
         if not 1 <= value <= most:
             raise ValueError(f"{flag} must be between 1 and {most}, got {value}")
+    check_writable(args.out, "--out", example="augment-preview.png")
     augment = _augment_from_flags(PRESETS["augmented"].training.augment, args)
     if augment is None:
         raise ValueError("--augment none leaves nothing to preview; choose affine, elastic "

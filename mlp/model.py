@@ -406,7 +406,8 @@ class Model:
             If X or Y is not numeric, or loss not a string.
         ValueError
             If loss is unknown or does not fit the model's output, or X or Y
-            has the wrong shape or holds NaN or infinity.
+            has the wrong shape or holds NaN or infinity, or Y holds targets
+            outside [0, 1] for a cross-entropy loss.
         """
         return self._loss_and_gradients(X, Y, loss, want_gradients=False)[0]
 
@@ -531,7 +532,7 @@ class Model:
     def to_onnx(self, path, *, dtype=None):
         """Write the model to `path` as an ONNX graph; see :func:`mlp.onnx.to_onnx`.
 
-        Needs the ``onnx`` package (``pip install "mlp[onnx]"``).
+        Needs the ``onnx`` package (``pip install onnx``).
 
         Parameters
         ----------

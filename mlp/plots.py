@@ -1,7 +1,7 @@
 """Figures of a model and its training: learning curves, the confusion
 matrix, misclassified images and the first layer's weights.
 
-Needs matplotlib (``pip install "mlp[plots]"``), imported on first use. Every
+Needs matplotlib (``pip install matplotlib``), imported on first use. Every
 function returns a :class:`matplotlib.figure.Figure` built without pyplot, so
 nothing needs a display and nothing is shown or kept in pyplot's global
 state: save it with ``fig.savefig("name.png")``, or let Jupyter display it.

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import plots
 from ._files import atomic_write
-from ._validation import check_int, check_path
+from ._validation import check_int, check_writable
 from .metrics import (
     class_scores,
     confusion_matrix,
@@ -233,13 +233,16 @@ def write_report(model, X, y, path, *, source=None):
         If `path` is not a str or os.PathLike, `model` not an mlp.Model, or
         X or y not numeric.
     ValueError
-        If X or y do not fit the model (shape, NaN, labels out of range).
+        If X or y do not fit the model (shape, NaN, labels out of range), or
+        `path` is empty, a directory, or in a directory that is missing or
+        cannot be written.
     OSError
-        If the file cannot be written.
+        If the write fails all the same (e.g. a full disk).
     ImportError
         If matplotlib is not installed.
     """
-    path = check_path(path, "path")
+    # Checked before the figures are drawn, which takes seconds.
+    path = check_writable(path, "path", example="report.html")
     page = build_report(model, X, y, source=source or "model").encode("utf-8")
     try:
         atomic_write(path, lambda fh: fh.write(page))

@@ -56,9 +56,10 @@ for _schedule in SCHEDULES.values():
     Parameters
     ----------
     step : int
-        The step, counted from 0 after any warm-up.
+        The step, counted from 0 after any warm-up; a train() call that
+        continues the model's optimizer counts on from its earlier calls.
     total_steps : int
-        Steps in the run after any warm-up, >= 1.
+        The step count at the end of this call, from the same origin, >= 1.
 
     Returns
     -------

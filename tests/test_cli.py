@@ -150,10 +150,12 @@ def test_empty_paths_are_refused_before_any_work(argv, flag, tiny_mnist, tmp_pat
 
 
 @pytest.mark.parametrize("command, n_train, n_test, message", [
-    ("train", 0, 30, "holds 0 training images; mlp train needs at least 6, as it keeps one in "
-                     "six of them for validation"),
-    ("train", 5, 30, "holds 5 training images; mlp train needs at least 6, as it keeps one in "
-                     "six of them for validation"),
+    ("train", 0, 30, "holds 0 training images and no validation images; mlp train needs some "
+                     "to validate on (from IDX files it keeps one training image in six for "
+                     "that, so it needs at least 6)"),
+    ("train", 5, 30, "holds 5 training images and no validation images; mlp train needs some "
+                     "to validate on (from IDX files it keeps one training image in six for "
+                     "that, so it needs at least 6)"),
     ("train", 120, 0, "holds no test images; mlp train needs at least one, to measure accuracy "
                       "on"),
     ("evaluate", 120, 0, "holds no test images; mlp evaluate needs at least one, to measure "

@@ -96,7 +96,7 @@ def _training(history):
     val = [v for v in getattr(history, "val_accuracy", []) if v is not None]
     times = list(getattr(history, "time", []))
     total_time = getattr(history, "total_time", times[-1] if times else 0.0)
-    rows = [("epochs", len(loss)), ("SGD steps", steps[-1] if steps else 0),
+    rows = [("epochs", len(loss)), ("optimizer steps", steps[-1] if steps else 0),
             ("training time", f"{total_time:.1f} s")]
     if loss:
         rows.append(("final training loss", f"{loss[-1]:.4g}"))
@@ -106,6 +106,17 @@ def _training(history):
     if getattr(history, "stopped_early", False):
         rows.append(("stopped early", f"yes, parameters of step {history.best_step} restored"))
     return _table(("training", "value"), rows, text_columns=2)
+
+
+def _learning_curves(history):
+    if history is None:
+        return ["<h2>Learning curves</h2>", _note("no training history saved with this model")]
+    try:
+        curves = plots.learning_curves(history)
+    except (TypeError, ValueError) as exc:
+        # A history that cannot be drawn should not cost the whole report.
+        return ["<h2>Learning curves</h2>", _note(f"cannot draw the learning curves: {exc}")]
+    return [_figure("Learning curves", curves, "training loss and validation accuracy per epoch")]
 
 
 def build_report(model, X, y, *, source="model", n_misclassified=36):
@@ -141,10 +152,13 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
 
     parts = [f"<h1>{html.escape(f'mlp report: {source}')}</h1>",
              "<h2>Model</h2>", _configuration(model, source),
-             "<h2>Training</h2>", _training(history),
-             "<h2>Test results</h2>",
-             f"<p>Test accuracy: <strong>{html.escape(_percent(correct / len(y)))}</strong> "
-             f"({correct:,} of {len(y):,} correct)</p>"]
+             "<h2>Training</h2>", _training(history)]
+    # The sections follow the README's description: configuration, training and its
+    # curves, then what the test set says.
+    parts += _learning_curves(history)
+    parts += ["<h2>Test results</h2>",
+              f"<p>Test accuracy: <strong>{html.escape(_percent(correct / len(y)))}</strong> "
+              f"({correct:,} of {len(y):,} correct)</p>"]
     message = never_predicted_message(never_predicted(predicted, n_classes=n_classes),
                                       f"these {len(y):,} test samples")
     if message:
@@ -174,18 +188,6 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
                              "predicted class"))
     else:
         parts += ["<h2>Misclassified test samples</h2>", _note(not_square)]
-
-    if history is None:
-        parts += ["<h2>Learning curves</h2>", _note("no training history saved with this model")]
-    else:
-        try:
-            curves = plots.learning_curves(history)
-        except (TypeError, ValueError) as exc:
-            # A history that cannot be drawn should not cost the whole report.
-            parts += ["<h2>Learning curves</h2>", _note(f"cannot draw the learning curves: {exc}")]
-        else:
-            parts.append(_figure("Learning curves", curves,
-                                 "training loss and validation accuracy per epoch"))
 
     if side is not None:
         parts.append(_figure("First-layer weights", plots.first_layer_weights(model),

@@ -84,10 +84,12 @@ def full_report():
 def test_report_holds_every_section_and_figure(full_report):
     model, X, y, html_text = full_report
     page = Page(html_text)
-    assert page.headings == ["Model", "Training", "Test results", "Confusion matrix",
+    # The order the README describes the report in.
+    assert page.headings == ["Model", "Training", "Learning curves", "Test results",
+                             "Confusion matrix",
                              f"Misclassified test samples (the first 36 of "
                              f"{np.sum(model.predict(X) != y)})",
-                             "Learning curves", "First-layer weights"]
+                             "First-layer weights"]
     assert len(page.images) == 4
     for image in page.images:
         decode_png(image["src"])
@@ -113,6 +115,16 @@ def test_report_has_precision_and_recall_for_each_class(full_report):
         else:
             assert precision == "undefined"
         assert recall == f"{100 * hits / np.sum(y == c):.2f}%"
+
+
+def test_report_counts_optimizer_steps_whatever_the_optimizer():
+    import mlp
+
+    model, X, y = small_case()
+    mlp.train(model, X, y, epochs=1, batch_size=16, optimizer=mlp.Adam(1e-3), seed=0)
+    rows = dict(row for row in Page(build_report(model, X, y)).rows if len(row) == 2)
+    assert "SGD steps" not in rows
+    assert rows["optimizer steps"] == str(model.history.steps[-1])
 
 
 def test_report_escapes_text(full_report):

@@ -59,7 +59,8 @@ UPDATE_RULES = {"sgd": OPT_SGD, "sgd_momentum": OPT_SGD_MOMENTUM, "adam": OPT_AD
 
 # Networks deeper than this are refused on the Python side; it lets the
 # per-layer pointer tables live on the stack.
-DEF MAX_LAYERS = 64
+cdef enum:
+    MAX_LAYERS = 64
 MAX_WEIGHT_LAYERS = MAX_LAYERS
 
 # Training batches up to this size run with activations stored
@@ -266,7 +267,8 @@ include "_worker.pxi"
 # small blocks is most of a product's cost (OpenBLAS SkylakeX sgemm, one
 # thread, 784x300 layer: 8 rows 76 us against 153 us row-major, 64 rows
 # 307 against 403 us).
-DEF _FORWARD_FEATURE_MAJOR_MAX_ROWS = 128
+cdef enum:
+    _FORWARD_FEATURE_MAJOR_MAX_ROWS = 128
 FORWARD_FEATURE_MAJOR_MAX_ROWS = _FORWARD_FEATURE_MAJOR_MAX_ROWS
 # Several workers split the rows when each gets at least this many, and
 # the units of each layer of smaller blocks. (With the thread pool of
@@ -350,11 +352,12 @@ cdef void _forward_units_split(floating* params, const floating* x, floating* ou
 # the call has at least SPARSE_INPUT_MIN_ROWS rows: below that the transpose
 # of the first layer's weights costs more than the zeros save. Both measured
 # against the dense path, interleaved in one process (bench/README.md).
-DEF _SPARSE_INPUT_MIN_ZEROS = 0.75
+cdef double _SPARSE_INPUT_MIN_ZEROS = 0.75
 SPARSE_INPUT_MIN_ZEROS = _SPARSE_INPUT_MIN_ZEROS
 SPARSE_INPUT_MIN_ROWS = 24
 # The first rows of a call that decide whether it takes the sparse path.
-DEF SPARSE_INPUT_SAMPLE_ROWS = 32
+cdef enum:
+    SPARSE_INPUT_SAMPLE_ROWS = 32
 
 
 cdef void _carve_sparse_input(const Py_ssize_t* sizes, int n_layers, int n_workers,

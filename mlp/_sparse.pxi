@@ -17,7 +17,8 @@ from libc.stdint cimport int32_t
 # Rows per block of the sparse paths: inference's blocks (a worker's
 # first-layer outputs, then the dense layers above) and the rows that go
 # through the first layer together (_sparse_block).
-DEF SPARSE_INPUT_BLOCK_ROWS = 128
+cdef enum:
+    SPARSE_INPUT_BLOCK_ROWS = 128
 
 
 cdef extern from "_sparse.h" nogil:

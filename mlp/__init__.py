@@ -39,11 +39,12 @@ del _importlib, _os, _not_built_message
 
 from .model import Model  # noqa: E402
 from .optimizers import SGD, Adam, AdamW  # noqa: E402
+from .metrics import RegressionEvaluation  # noqa: E402
 from .training import Callback, Evaluation, History, evaluate, train, training_step  # noqa: E402
 
 __version__ = "0.2.0"
-__all__ = ["Model", "train", "training_step", "evaluate", "History", "Evaluation", "Callback",
-           "SGD", "Adam", "AdamW", "datasets", "schedules"]
+__all__ = ["Model", "train", "training_step", "evaluate", "History", "Evaluation",
+           "RegressionEvaluation", "Callback", "SGD", "Adam", "AdamW", "datasets", "schedules"]
 
 
 def __getattr__(name):

@@ -6,6 +6,7 @@ ranges, so a value that gets past here must be safe to hand to it.
 """
 from __future__ import annotations
 
+import difflib
 import numbers
 import os
 import secrets
@@ -69,6 +70,19 @@ def check_seed(seed, name="seed"):
     if seed is None or isinstance(seed, np.random.Generator):
         return seed
     return check_int(seed, name, minimum=0)
+
+
+def check_keywords(function_name, keywords, valid):
+    """Raise TypeError for the first of `keywords` not in `valid`, naming
+    `function_name` (the public function the caller called, not the class
+    that takes its options) and the closest valid name, if any is close."""
+    for keyword in keywords:
+        if keyword not in valid:
+            close = difflib.get_close_matches(keyword, list(valid), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else \
+                f"; it takes {', '.join(sorted(valid))}"
+            raise TypeError(f"{function_name}() got an unexpected keyword argument "
+                            f"{keyword!r}{hint}")
 
 
 def check_path(path, name="path"):
@@ -185,8 +199,37 @@ def _as_numeric_array(value, name):
     return arr
 
 
+# Float features beyond this (in absolute value) get check_matrix's warning
+# when a classifier trains on them: standardised features rarely pass 5 and
+# images scaled to [0, 1] never pass 1, while raw 0..255 pixels, the usual
+# cause, reach 255.
+FLOAT_INPUT_WARNING_BOUND = 10.0
+
+
+def warn_if_unscaled(arr, name, *, floats=False):
+    """Warn when arr, a network input, is clearly not scaled to order 1: an
+    integer array with values above 1 (8-bit images in 0..255, say), or,
+    with `floats`, a float array with a value beyond +-FLOAT_INPUT_WARNING_BOUND.
+    The network trains to chance on such input (10% on raw MNIST pixels)."""
+    if np.issubdtype(arr.dtype, np.integer):
+        extreme = f"up to {_number(arr.max())}"
+        unscaled = arr.max() > 1
+    elif floats and np.issubdtype(arr.dtype, np.floating):
+        high, low = arr.max(), arr.min()
+        # NaN and infinity are errors, reported where they are found.
+        unscaled = np.isfinite(high) and np.isfinite(low) and (
+            high > FLOAT_INPUT_WARNING_BOUND or low < -FLOAT_INPUT_WARNING_BOUND)
+        extreme = f"up to {high:.4g}" if high >= -low else f"down to {low:.4g}"
+    else:
+        return
+    if unscaled:
+        warn(f"{name} holds {arr.dtype} values {extreme}; the network "
+             f"expects features scaled to about [0, 1], and trains poorly on raw pixel "
+             f"values. For 8-bit images pass {name} / 255.")
+
+
 def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, targets=False,
-                 network_input=None):
+                 network_input=None, warn_float_scale=False):
     """Return value as a C-contiguous (n, n_columns) array of dtype.
 
     dtype=None keeps float32 and float64 input as it is and converts
@@ -196,7 +239,9 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
     network_input (default: not targets) says the matrix feeds the network:
     then integer values above 1 (8-bit images in 0..255, say) get a warning,
     since the network expects features of order 1 and trains to chance on
-    raw pixels. Pass network_input=False for other matrices (sample weights).
+    raw pixels; with warn_float_scale (a classifier's training data), so do
+    float values beyond +-FLOAT_INPUT_WARNING_BOUND (see warn_if_unscaled).
+    Pass network_input=False for other matrices (sample weights).
     For targets=True, 1-D input gets a hint about one-hot encoding labels.
 
     Raises TypeError for non-numeric input and ValueError for a wrong shape,
@@ -223,10 +268,8 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
         raise ValueError(f"{name} must have {n_rows} rows, got shape {arr.shape}")
     if network_input is None:
         network_input = not targets
-    if network_input and np.issubdtype(arr.dtype, np.integer) and arr.max() > 1:
-        warn(f"{name} holds {arr.dtype} values up to {_number(arr.max())}; the network "
-             f"expects features scaled to about [0, 1], and trains poorly on raw pixel "
-             f"values. For 8-bit images pass {name} / 255.")
+    if network_input:
+        warn_if_unscaled(arr, name, floats=warn_float_scale)
     if dtype is None:
         dtype = arr.dtype if arr.dtype in SUPPORTED_DTYPES else np.float64
     with np.errstate(over="ignore"):
@@ -266,12 +309,28 @@ def check_labels(value, name, *, n_classes, n_rows=None):
 def check_targets_or_labels(value, name, *, n_outputs, n_rows, dtype, loss):
     """Integer class labels (n,) as int64, or targets (n, n_outputs) as dtype.
 
-    For the cross-entropy losses, targets must lie in [0, 1]."""
-    if np.ndim(value) == 1:
+    A model with one output takes 1-D input as its targets, never as labels
+    (which could only all be 0): see check_targets. For the cross-entropy
+    losses, targets must lie in [0, 1]."""
+    if np.ndim(value) == 1 and n_outputs > 1:
         return check_labels(value, name, n_classes=n_outputs, n_rows=n_rows)
-    targets = check_matrix(value, name, n_columns=n_outputs, dtype=dtype, n_rows=n_rows,
-                           targets=True)
-    return check_target_range(targets, name, loss)
+    return check_target_range(check_targets(value, name, n_outputs=n_outputs, n_rows=n_rows,
+                                            dtype=dtype), name, loss)
+
+
+def check_targets(value, name, *, n_outputs, n_rows, dtype):
+    """Return targets as a C-contiguous (n, n_outputs) array of dtype.
+
+    For a model with one output, 1-D input of shape (n,) is its targets,
+    returned as (n, 1): a regression's y as scikit-learn takes it. Raises
+    as check_matrix."""
+    if n_outputs == 1 and np.ndim(value) == 1:
+        value = _as_numeric_array(value, name)
+        if n_rows is not None and value.shape[0] != n_rows:
+            raise ValueError(f"{name} must have {n_rows} values to match X, got {value.shape[0]}")
+        value = value.reshape(-1, 1)
+    return check_matrix(value, name, n_columns=n_outputs, dtype=dtype, n_rows=n_rows,
+                        targets=True)
 
 
 def check_target_range(targets, name, loss):

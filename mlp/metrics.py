@@ -1,8 +1,10 @@
 """Classification metrics: the confusion matrix, per-class precision and
-recall, and the classes a model never predicts.
+recall, and the classes a model never predicts; and the regression scores
+(mean squared error and R²) that :func:`mlp.evaluate` reports for a model
+with identity output.
 
-Everything here works on integer labels; the functions that take a model
-run it once over the data and reuse the predictions.
+The classification metrics work on integer labels; the functions that take a
+model run it once over the data and reuse the predictions.
 """
 from __future__ import annotations
 
@@ -10,17 +12,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import _as_numeric_array, check_int, check_labels, check_matrix
+from ._validation import _as_numeric_array, check_int, check_labels, check_matrix, check_targets
 from .model import Model
 
 __all__ = [
     "ClassScores",
+    "RegressionEvaluation",
     "check_model",
     "class_scores",
     "confusion_matrix",
     "never_predicted",
     "never_predicted_message",
     "predict_checked",
+    "regression_scores",
 ]
 
 
@@ -41,10 +45,85 @@ class ClassScores(NamedTuple):
     predicted: np.ndarray
 
 
+class RegressionEvaluation(NamedTuple):
+    """Scores of a regression: what :func:`mlp.evaluate` returns for a model
+    with identity output, and :func:`regression_scores` computes.
+
+    Attributes
+    ----------
+    mse : float
+        Mean squared error over every sample and output,
+        ``mean((y_pred - y_true) ** 2)`` (scikit-learn's
+        ``mean_squared_error``). Twice the training loss ``"mse"`` per
+        sample for one output, which is ``0.5 * ||a - y||^2``.
+    r2 : float
+        Coefficient of determination, ``1 - sum((y_pred - y_true) ** 2) /
+        sum((y_true - mean(y_true)) ** 2)`` per output, averaged over the
+        outputs (scikit-learn's ``r2_score``): 1 for exact predictions, 0 for
+        predicting the mean, negative for worse. An output whose targets are
+        all equal scores 1 if predicted exactly, else 0.
+    """
+
+    mse: float
+    r2: float
+
+
+def regression_scores(y_true, y_pred):
+    """Mean squared error and R² of predictions, computed in float64.
+
+    Parameters
+    ----------
+    y_true : array-like of float, shape (n,) or (n, n_outputs)
+        The targets.
+    y_pred : array-like of float, the shape of y_true
+        The predictions, e.g. ``model.predict(X)``.
+
+    Returns
+    -------
+    RegressionEvaluation
+        (mse, r2), two Python floats.
+
+    Raises
+    ------
+    TypeError
+        If either is not numeric.
+    ValueError
+        If the shapes differ or are not (n,) or (n, n_outputs), there is no
+        sample, or a value is NaN or infinite.
+    """
+    y_true = _as_numeric_array(y_true, "y_true")
+    given_shape = y_true.shape
+    n_outputs = 1 if y_true.ndim == 1 else y_true.shape[-1]
+    y_true = check_targets(y_true, "y_true", n_outputs=n_outputs, n_rows=None, dtype=np.float64)
+    y_pred = _as_numeric_array(y_pred, "y_pred")
+    # One output may come as (n,) or (n, 1) on either side.
+    if y_pred.shape not in (y_true.shape, y_true.shape[:1] if n_outputs == 1 else None):
+        raise ValueError(f"y_pred must have the shape of y_true, {given_shape}, got "
+                         f"{y_pred.shape}")
+    y_pred = check_targets(y_pred, "y_pred", n_outputs=n_outputs, n_rows=y_true.shape[0],
+                           dtype=np.float64)
+    squared = (y_pred - y_true) ** 2
+    residual = squared.sum(axis=0)
+    total = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = np.where(total > 0, 1 - residual / total, np.where(residual == 0, 1.0, 0.0))
+    return RegressionEvaluation(float(squared.mean()), float(r2.mean()))
+
+
 def check_model(model, name="model"):
     """Return model if it is an :class:`mlp.Model`, else raise TypeError."""
     if not isinstance(model, Model):
         raise TypeError(f"{name} must be an mlp.Model, got {type(model).__name__}")
+    return model
+
+
+def check_classifier(model, name="model"):
+    """Return model if it is an :class:`mlp.Model` that classifies (softmax or
+    sigmoid output), else raise TypeError or ValueError."""
+    if check_model(model, name).is_regressor:
+        raise ValueError(f"{name} has 'identity' output, a regression model, which has no "
+                         f"classes to count; mlp.evaluate(model, X, y) reports its mean "
+                         f"squared error and R²")
     return model
 
 
@@ -65,8 +144,14 @@ def predict_checked(model, X, y=None):
     y : ndarray of int64, shape (n,), or None
         None when y is None.
     predicted : ndarray of int64, shape (n,)
+
+    Raises
+    ------
+    ValueError
+        For a regression model (identity output), and as
+        :meth:`mlp.Model.predict`.
     """
-    check_model(model)
+    check_classifier(model)
     X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype)
     if y is not None:
         y = check_labels(y, "y", n_classes=model.n_outputs, n_rows=X.shape[0])

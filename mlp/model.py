@@ -53,13 +53,13 @@ def loss_code(loss, output):
 
 
 
-def check_classifiable(outputs):
+def check_classifiable(outputs, task="classify"):
     """outputs, checked to hold no NaN: a diverged model's, or one that
     overflows on this input, say nothing of the classes, and argmax would
-    silently call them class 0."""
+    silently call them class 0. task names what the caller wanted done."""
     if np.isnan(outputs).any():
-        raise ValueError("the model's outputs are NaN for some rows: its parameters have "
-                         "diverged or overflow on this input, and it cannot classify them")
+        raise ValueError(f"the model's outputs are NaN for some rows: its parameters have "
+                         f"diverged or overflow on this input, and it cannot {task} them")
     return outputs
 
 
@@ -182,6 +182,13 @@ class Model:
     @property
     def n_params(self):
         return self._params.size
+
+    @property
+    def is_regressor(self):
+        """True for a regression model, one with identity output: its
+        :meth:`predict` returns the outputs, :func:`mlp.evaluate` reports
+        their mean squared error and R², and training defaults to Adam."""
+        return self.output == "identity"
 
     def __repr__(self):
         return (f"Model({list(self.layer_sizes)}, activation={self.activation!r}, "
@@ -314,7 +321,8 @@ class Model:
         return out if finite else None
 
     def predict(self, X, *, n_threads=None):
-        """Predicted class per row of X: the index of the largest output.
+        """Predicted class per row of X, the index of the largest output; or,
+        for a regression model (identity output), the predicted values.
 
         Parameters
         ----------
@@ -326,7 +334,11 @@ class Model:
         Returns
         -------
         ndarray of int64, shape (n,)
-            Classes in [0, n_outputs); a tie goes to the lowest index.
+            For a classifier (softmax or sigmoid output): classes in
+            [0, n_outputs); a tie goes to the lowest index.
+        ndarray of the model's dtype, shape (n,) or (n, n_outputs)
+            For a regression model: its outputs, shape (n,) when it has one
+            output (as scikit-learn's regressors return them).
 
         Raises
         ------
@@ -335,7 +347,11 @@ class Model:
         TypeError
             As :meth:`forward`.
         """
-        return predicted_classes(self.forward(X, n_threads=n_threads))
+        outputs = self.forward(X, n_threads=n_threads)
+        if self.is_regressor:
+            check_classifiable(outputs, task="predict")
+            return outputs.reshape(-1) if self.n_outputs == 1 else outputs
+        return predicted_classes(outputs)
 
     def predict_proba(self, X, *, n_threads=None):
         """Class probabilities: the softmax output, or the sigmoid outputs
@@ -362,9 +378,10 @@ class Model:
         TypeError
             As :meth:`forward`.
         """
-        if self.output == "identity":
+        if self.is_regressor:
             raise ValueError("predict_proba needs a classifier (output 'softmax' or 'sigmoid'); "
-                             "this model's output is 'identity': use forward()")
+                             "this model's output is 'identity', a regression model: use "
+                             "predict() for its predicted values")
         a = check_classifiable(self.forward(X, n_threads=n_threads))
         if self.output == "softmax":
             return a

@@ -173,6 +173,15 @@ class Adam:
 
     state_buffers = ("exp_avg", "exp_avg_sq")
 
+    def __repr__(self):
+        # Decoupled decay is AdamW: shown as the call that builds it, so that
+        # the repr reads (and evaluates, with mlp's names) as written.
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        if self.decoupled:
+            del values["decoupled"]
+        arguments = ", ".join(f"{name}={value!r}" for name, value in values.items())
+        return f"{'AdamW' if self.decoupled else 'Adam'}({arguments})"
+
     def kernel_rule(self):
         """The update rule as the kernel takes it (see _kernels.train_steps)."""
         return {"code": _kernels.UPDATE_RULES["adam"], "weight_decay": self.weight_decay,
@@ -180,9 +189,14 @@ class Adam:
                 "decoupled": self.decoupled, "eps_hat": self.eps_hat}
 
 
-def AdamW(learning_rate=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
-    """``Adam(..., decoupled=True)``, with torch.optim.AdamW's default weight decay."""
-    return Adam(learning_rate, beta1, beta2, eps, weight_decay, decoupled=True)
+def AdamW(learning_rate=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+          eps_hat=False):
+    """``Adam(..., decoupled=True)``, with torch.optim.AdamW's default weight decay.
+
+    Returns an :class:`Adam` (equal to ``Adam(..., decoupled=True)``, and
+    stored as one by ``Model.save``), whose repr reads ``AdamW(...)``.
+    """
+    return Adam(learning_rate, beta1, beta2, eps, weight_decay, decoupled=True, eps_hat=eps_hat)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -9,6 +9,7 @@ run inside the kernel (mlp/_worker.pxi).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import signal
@@ -23,16 +24,19 @@ from . import _kernels
 from ._threads import blas_threads, call_threads, check_threads, train_workers
 from ._validation import (
     check_batch_size,
+    check_keywords,
     check_labels,
     check_matrix,
     check_path,
     check_positive_float,
+    check_targets,
     check_targets_or_labels,
     check_writable,
 )
 from .augment import _training_images_and_plan, augment_from_dict, augment_to_dict
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
-from .model import Model, loss_code, predicted_classes
+from .metrics import regression_scores
+from .model import Model, check_classifiable, loss_code, predicted_classes
 from .optimizers import OptimizerState
 from .schedules import learning_rates
 
@@ -51,15 +55,30 @@ def _check_model(model, name="model"):
     return model
 
 
-def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y", for_training=False):
-    # for_training: the training kernel widens float32 rows to a float64
-    # model as it gathers them (so the data set is not copied), and checks
-    # the rows it gathers for NaN and inf (so the data set is not scanned).
-    widen = for_training and model.dtype == np.float64
-    X = check_matrix(X, X_name, n_columns=model.n_inputs, dtype=None if widen else model.dtype,
-                     finite=not for_training)
+def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y"):
+    X = check_matrix(X, X_name, n_columns=model.n_inputs, dtype=model.dtype)
     y = check_labels(y, y_name, n_classes=model.n_outputs, n_rows=X.shape[0])
     return X, y
+
+
+def _check_training_inputs(model, X, *, dtype, finite):
+    """X, checked to train model on: float input far beyond order 1 gets a
+    classifier the warning raw integer pixels get (see warn_if_unscaled)."""
+    return check_matrix(X, "X", n_columns=model.n_inputs, dtype=dtype, finite=finite,
+                        warn_float_scale=not model.is_regressor)
+
+
+def _suggesting_keywords(function):
+    """function, with an unknown keyword argument refused by check_keywords
+    (which suggests the closest valid name) rather than by Python."""
+    valid = tuple(inspect.signature(function).parameters)
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        check_keywords(function.__name__, kwargs, valid)
+        return function(*args, **kwargs)
+
+    return checked
 
 
 def _default_loss(model):
@@ -72,7 +91,7 @@ def _check_options_fit(model, options):
     if options.dropout and len(model.layer_sizes) == 2:
         raise ValueError(f"dropout drops hidden units, and {model!r} has none; use "
                          f"input_dropout, or add a hidden layer")
-    eps = getattr(options.resolved_optimizer(), "eps", None)
+    eps = getattr(options.resolved_optimizer(model.output), "eps", None)
     if eps is not None and model.dtype.type(eps) == 0:
         raise ValueError(f"eps {eps} is 0 in {model.dtype.name}, and Adam would divide by "
                          f"zero; use at least {np.finfo(model.dtype).tiny:.3g} (typically 1e-8)")
@@ -96,6 +115,7 @@ def _kernel_step_arguments(model, state, max_norm):
             0.0 if max_norm is None else max_norm)
 
 
+@_suggesting_keywords
 def training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None,
                   weight_decay=None, dropout=0.0, input_dropout=0.0, max_norm=None,
                   seed=0):
@@ -109,7 +129,8 @@ def training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None,
     Y : array-like of float, shape (n, n_outputs), or array-like of int, shape (n,)
         Targets, converted to the model's dtype (in [0, 1] for the
         cross-entropy losses), or class labels in [0, n_outputs), which
-        train as their one-hot rows.
+        train as their one-hot rows. A model with one output takes 1-D Y,
+        shape (n,), as its targets.
     learning_rate, weight_decay : float, optional
         Plain SGD with these (``p -= learning_rate * mean gradient``, weights
         also ``-= learning_rate * weight_decay * W``); not together with optimizer.
@@ -158,8 +179,8 @@ def _training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None
         raise ValueError("training_step needs optimizer= (e.g. mlp.SGD(learning_rate=0.1)) "
                          "or learning_rate=")
     _check_options_fit(model, options)
-    optimizer = options.resolved_optimizer()
-    X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype)
+    optimizer = options.resolved_optimizer(model.output)
+    X = _check_training_inputs(model, X, dtype=model.dtype, finite=True)
     Y = check_targets_or_labels(Y, "Y", n_outputs=model.n_outputs, n_rows=X.shape[0],
                                 dtype=model.dtype, loss=loss)
     n = X.shape[0]
@@ -180,34 +201,63 @@ def _training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None
 
 
 class Evaluation(NamedTuple):
-    """Result of :func:`evaluate`."""
+    """Result of :func:`evaluate` for a classifier.
+
+    Attributes
+    ----------
+    accuracy : float
+        The fraction of samples classified correctly, in [0, 1].
+    correct : int
+        The number of samples classified correctly.
+    """
     accuracy: float
     correct: int
 
 
 def evaluate(model, X, y, *, n_threads=None):
-    """Classification accuracy of model on (X, y).
+    """Classification accuracy of model on (X, y); for a regression model
+    (identity output), the mean squared error and R² of its predictions.
 
     Parameters
     ----------
     model : Model
     X : array-like of float, shape (n, n_inputs)
-    y : array-like of int, shape (n,)
-        Class labels in [0, n_outputs).
+    y : array-like of int, shape (n,); or array-like of float, shape (n, n_outputs) or (n,)
+        Class labels in [0, n_outputs); for a regression model, targets,
+        1-D for a model with one output.
     n_threads : int, optional
         Worker threads sharing the rows (default 1).
 
     Returns
     -------
     Evaluation
-        (accuracy, correct): a float in [0, 1] and an int.
+        For a classifier: (accuracy, correct), a float in [0, 1] and an int.
+    RegressionEvaluation
+        For a regression model: (mse, r2), two floats computed in float64;
+        see :class:`mlp.metrics.RegressionEvaluation`.
+
+    Raises
+    ------
+    ValueError
+        If the model's outputs are NaN (a diverged model), or X or y do not
+        fit the model.
+    TypeError
+        If X or y is not numeric.
     """
     _check_model(model)
     threads = call_threads(n_threads)
-    X, y = _check_inputs_and_labels(model, X, y)
+    if model.is_regressor:
+        X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype)
+        y = check_targets(y, "y", n_outputs=model.n_outputs, n_rows=X.shape[0],
+                          dtype=np.float64)
+    else:
+        X, y = _check_inputs_and_labels(model, X, y)
     # X is checked once above; model.predict would check it again.
     with model._lock, blas_threads(1):
-        predicted = predicted_classes(model._forward_locked(X, threads))
+        outputs = model._forward_locked(X, threads)
+    if model.is_regressor:
+        return regression_scores(y, check_classifiable(outputs, task="predict"))
+    predicted = predicted_classes(outputs)
     correct = int(np.count_nonzero(predicted == y))
     return Evaluation(correct / len(y), correct)
 
@@ -441,9 +491,12 @@ class _Run:
         self.options = options
         self.loss = _default_loss(model) if options.loss is None else options.loss
         self.loss_code = loss_code(self.loss, model.output)
+        # A float64 model widens float32 rows as it gathers them (so the data
+        # set is not copied); the kernel checks the rows it gathers for NaN
+        # and inf (so the data set is not scanned).
         widen = model.dtype == np.float64
-        self.X = check_matrix(X, "X", n_columns=model.n_inputs,
-                              dtype=None if widen else model.dtype, finite=False)
+        self.X = _check_training_inputs(model, X, dtype=None if widen else model.dtype,
+                                        finite=False)
         # Distortions are drawn in float32 (and widened for a float64 model).
         self.X, self.augment_plan = _training_images_and_plan(options.augment, self.X,
                                                                model.n_inputs)
@@ -460,8 +513,8 @@ class _Run:
             None if options.iterations is not None else 10)
         self.total_steps = (options.iterations if epochs is None
                             else epochs * self.steps_per_epoch)
-        self.optimizer = options.resolved_optimizer()
-        self.schedule = options.resolved_schedule()
+        self.optimizer = options.resolved_optimizer(model.output)
+        self.schedule = options.resolved_schedule(model.output)
         self.state = _optimizer_state(model, self.optimizer)
         self.first_step = self.state.step
         # The schedule counts the optimizer's steps, so a second call goes on
@@ -761,6 +814,7 @@ def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
           n_threads=None, callbacks=(), checkpoint=None, checkpoint_every=60.0, resume=None,
           **options):
     _check_model(model)
+    check_keywords("train", options, _TRAIN_KEYWORDS)
     options = TrainingOptions(**options)
     _check_options_fit(model, options)
     # Checked now, not when the first checkpoint is due, after minutes of training.
@@ -772,6 +826,11 @@ def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a pair (X_val, y_val)")
+        if model.is_regressor:
+            raise ValueError("validation scores classification accuracy, and this model has "
+                             "'identity' output, a regression model; score it after training "
+                             "with mlp.evaluate(model, X_val, y_val), which reports its mean "
+                             "squared error and R²")
         X_val, y_val = _check_inputs_and_labels(model, *validation, "validation[0]",
                                                 "validation[1]")
     elif options.patience is not None:
@@ -838,6 +897,7 @@ train.__signature__ = inspect.Signature(
                              ("n_threads", None), ("callbacks", ()), ("checkpoint", None),
                              ("checkpoint_every", 60.0), ("resume", None))]
     + keyword_parameters(TrainingOptions))
+_TRAIN_KEYWORDS = tuple(train.__signature__.parameters)
 
 train.__doc__ = f"""Train model in place.
 
@@ -849,9 +909,12 @@ train.__doc__ = f"""Train model in place.
         float64 model: its rows are widened as batches are gathered.
     y : array-like of int, shape (n,), or array-like of float, shape (n, n_outputs)
         Class labels in [0, n_outputs) (converted to int64), or targets
-        (converted to the model's dtype; in [0, 1] for the cross-entropy losses).
+        (converted to the model's dtype; in [0, 1] for the cross-entropy
+        losses). A model with one output takes 1-D y, shape (n,), as its
+        targets: a regression's y.
     validation : tuple (X_val, y_val), optional
-        Inputs and integer labels, scored at the end of every epoch.
+        Inputs and integer labels, scored at the end of every epoch (a
+        classifier's accuracy; refused for a regression model).
     sample_weight : array-like of float, shape (n,), optional
         Scales each sample's loss and gradient; every weight >= 0.
     progress : bool, default True

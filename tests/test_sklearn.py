@@ -542,6 +542,20 @@ def test_bad_parameters_fail_at_fit(params, exc, match):
         clf.fit(X, y)
 
 
+@pytest.mark.parametrize("dtype,lr,scale", [("float32", 1e38, 1e6), ("float64", 1e300, 1e10)])
+def test_a_diverging_fit_raises_and_keeps_finite_weights(dtype, lr, scale):
+    # One batch, one epoch: its loss (taken before the step) is finite and the
+    # step overflows the weights on any machine, so only the check of the
+    # weights themselves sees it.
+    X, y = _data()
+    clf = MLPClassifier(hidden_layer_sizes=(5,), solver="sgd", momentum=0.0,
+                        learning_rate_init=lr, alpha=0.0, batch_size=len(X), max_iter=1, dtype=dtype,
+                        random_state=0)
+    with pytest.raises(ValueError, match="non-finite parameter weights"):
+        clf.fit(scale * X, y)
+    assert all(np.isfinite(w).all() for w in clf.coefs_ + clf.intercepts_)
+
+
 def test_regressor_rejects_poisson():
     X, y = _data()
     with pytest.raises(ValueError, match="poisson"):

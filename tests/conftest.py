@@ -245,8 +245,29 @@ def dtype(request):
 
 
 # ---------------------------------------------------------------------------
-# Real data for the slow tests
+# What CI installs and fetches: a skip elsewhere, a failure in CI
 # ---------------------------------------------------------------------------
+
+def require(module):
+    """Import and return an optional dependency (an extra, or torch), as
+    pytest.importorskip does, skipping where it is not installed; but with
+    MLP_REQUIRE_EXTRAS=1 (set by CI, which installs all of them) a missing one
+    is a failure, so that no skip hides a test CI is meant to run."""
+    if os.environ.get("MLP_REQUIRE_EXTRAS") == "1":
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
+def skip_without_data(error, reason):
+    """Skip a test whose data set cannot be had offline (call it in the
+    ``except`` clause that caught `error`); with MLP_REQUIRE_DATA=1 (CI)
+    raise `error` instead: missing data is then a failure."""
+    if os.environ.get("MLP_REQUIRE_DATA") == "1":
+        raise error
+    pytest.skip(reason)
+
 
 @pytest.fixture(scope="session")
 def mnist():
@@ -256,10 +277,8 @@ def mnist():
 
     try:
         return load_mnist()
-    except DatasetUnavailableError:
-        if os.environ.get("MLP_REQUIRE_DATA") == "1":
-            raise
-        pytest.skip("MNIST is not available offline")
+    except DatasetUnavailableError as error:
+        skip_without_data(error, "MNIST is not available offline")
 
 
 # ---------------------------------------------------------------------------

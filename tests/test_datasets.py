@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_rejected_cleanly, mutate, read_outcome, skip_without_data
+from conftest import assert_rejected_cleanly, mutate, read_outcome, require, skip_without_data
 
 from mlp import datasets as D
 from mlp.datasets import (
@@ -882,7 +882,7 @@ def test_real_idx_matches_pickle(real_mnist, tmp_path):
 
 @pytest.fixture
 def Image():
-    return pytest.importorskip("PIL.Image")
+    return require("PIL.Image")
 
 
 def draw_digit(Image, scale=1.0, canvas=None, offset=(0, 0), ink=0, paper=255, mode="L",

@@ -17,7 +17,7 @@ import mlp
 import mlp.model as model_module
 
 from conftest import (ACT, DTYPES, assert_close, assert_rejected_cleanly, min_abs_hidden_z, mutate,
-                      npy_bytes, ref_forward, ref_loss, stored_zip, zip_members)
+                      npy_bytes, ref_forward, ref_loss, require, stored_zip, zip_members)
 
 SETTINGS = settings(max_examples=30, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -278,7 +278,7 @@ def test_pickled_model_trains_like_the_original():
 
 def test_model_from_a_read_only_memory_map_trains_on(tmp_path):
     # joblib hands large arrays to its workers as read-only memory maps.
-    joblib = pytest.importorskip("joblib")
+    joblib = require("joblib")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((500, 30))
     y = rng.integers(0, 3, 500)

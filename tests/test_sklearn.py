@@ -9,7 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn")
+from conftest import assert_close, require, run_python
+
+sklearn = require("sklearn")
 
 from sklearn import neural_network  # noqa: E402
 from sklearn.base import clone  # noqa: E402
@@ -21,7 +23,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import mlp  # noqa: E402
 from mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
-from conftest import assert_close, run_python
 
 # Short fits are the point of most tests here; the tests about convergence
 # turn the warning back on.
@@ -468,7 +469,7 @@ def test_pickle_and_clone(Estimator):
 
 
 def test_to_onnx_gives_predict_proba(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    ort = require("onnxruntime")
     X, y = _data()
     clf = MLPClassifier(max_iter=5, random_state=0).fit(X, y)
     clf.to_onnx(tmp_path / "clf.onnx")
@@ -573,7 +574,7 @@ def test_import_mlp_does_not_import_sklearn(tmp_path):
 
 @pytest.mark.slow
 def test_mnist_subset(mnist, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    ort = require("onnxruntime")
     train, _, test = mnist
     clf = MLPClassifier(hidden_layer_sizes=(100,), solver="sgd", momentum=0.9,
                         learning_rate_init=0.1, batch_size=100, max_iter=3, random_state=0)

@@ -282,6 +282,37 @@ def mnist():
 
 
 # ---------------------------------------------------------------------------
+# A place no one can write, root included (CI runs as root)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def unwritable_file():
+    """An existing file in a directory where no new file can be created.
+    Root ignores permission bits, so on Linux it is /proc/self/comm (procfs
+    creates no files, for root either); elsewhere a file in a directory
+    without write permission, which only a user other than root cannot
+    bypass."""
+    if os.path.isfile("/proc/self/comm"):
+        yield "/proc/self/comm"
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        pytest.skip("root on a system without Linux's /proc: no directory refuses root a file")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as parent:
+        locked = os.path.join(parent, "locked")
+        os.mkdir(locked)
+        existing = os.path.join(locked, "existing")
+        with open(existing, "wb") as fh:
+            fh.write(b"the existing file")
+        os.chmod(locked, 0o500)
+        try:
+            yield existing
+        finally:
+            os.chmod(locked, 0o700)
+
+
+# ---------------------------------------------------------------------------
 # Fuzzing the file readers (tests/test_model.py, tests/test_datasets.py)
 # ---------------------------------------------------------------------------
 

@@ -10,13 +10,19 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
+# No Hypothesis test depends on the machine's speed: no deadline per example
+# (200 ms by default, which a busy 2-core machine can miss) and no health
+# check for slow data generation. Tests' own settings keep these unless they
+# say otherwise.
+settings.register_profile("machine-independent", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 # CI (which sets CI=true) replays the same Hypothesis examples on every run, so
 # that main is green or red for a reason; locally each run explores new ones.
-settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+settings.register_profile("ci", parent=settings.get_profile("machine-independent"),
+                          derandomize=True, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "machine-independent")
 
 # The kernel's codes, as it exports them.
 from mlp._kernels import ACTIVATIONS as ACT  # noqa: E402

@@ -32,15 +32,17 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 # scikit-learn's estimator checks
 # ---------------------------------------------------------------------------
 
-# Checks that ask float32 (the default dtype) for agreement to rtol=1e-7, about
-# float32's rounding: whether they pass depends on the machine (a row's outputs
-# may or may not change in the last bit with its position in the batch, as BLAS
-# computes the rows at the edge of a block with other instructions; a weighted
+# Checks that ask float32 (the default dtype) for agreement to about float32's
+# rounding (rtol=1e-7, atol=1e-7 or 1e-9): whether they pass depends on the
+# machine (a row's outputs may or may not change in the last bits with its
+# position in the batch or the batch's size, as BLAS computes the rows at the
+# edge of a block, or a batch of one row, with other instructions; a weighted
 # and a repeated fit round differently). They run in float64, where they hold on
-# every machine; test_float32_outputs_do_not_depend_on_the_order_of_the_rows
-# asserts the bound float32 keeps everywhere.
+# every machine; test_float32_outputs_do_not_depend_on_the_batch asserts the
+# bound float32 keeps everywhere.
 FLOAT64_CHECKS = {"check_sample_weight_equivalence_on_dense_data",
-                  "check_methods_sample_order_invariance"}
+                  "check_methods_sample_order_invariance",
+                  "check_methods_subset_invariance"}
 # Every check these estimators are expected to fail, with the reason: none of
 # them for a rounding difference, so that strict xfail fails on no machine.
 EXPECTED_FAILURES = {
@@ -81,11 +83,12 @@ def test_float64_passes_the_multioutput_check():
 
 
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
-def test_float32_outputs_do_not_depend_on_the_order_of_the_rows(Estimator):
-    """check_methods_sample_order_invariance's question in float32: a row's
-    outputs are the same wherever it stands in the batch, to float32 rounding
-    of sums of a few hundred products (not to the last bit, which the BLAS
-    kernel decides)."""
+def test_float32_outputs_do_not_depend_on_the_batch(Estimator):
+    """The questions of check_methods_sample_order_invariance and
+    check_methods_subset_invariance in float32: a row's outputs are the same
+    wherever it stands in the batch and whatever the batch's size, to float32
+    rounding of sums of a few hundred products (not to the last bit, which the
+    BLAS kernel decides)."""
     X, y = _data(n=300, features=6)
     estimator = Estimator(hidden_layer_sizes=(100, 30), max_iter=20, random_state=0)
     estimator.fit(X, y.astype(float) if Estimator is MLPRegressor else y)
@@ -93,10 +96,13 @@ def test_float32_outputs_do_not_depend_on_the_order_of_the_rows(Estimator):
     methods = ["predict"] if Estimator is MLPRegressor else ["predict_proba",
                                                              "predict_log_proba"]
     for method in methods:
-        in_order = getattr(estimator, method)(X)
-        shuffled = getattr(estimator, method)(X[permutation])
+        outputs = getattr(estimator, method)
+        in_order = outputs(X)
         assert in_order.dtype == np.float32
+        shuffled = outputs(X[permutation])
         assert_close(shuffled, in_order[permutation], rtol=1e-5, atol=1e-5, err_msg=method)
+        one_by_one = np.concatenate([outputs(X[i:i + 1]) for i in range(0, len(X), 7)])
+        assert_close(one_by_one, in_order[::7], rtol=1e-5, atol=1e-5, err_msg=method)
 
 
 # ---------------------------------------------------------------------------

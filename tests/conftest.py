@@ -10,13 +10,19 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
+# No Hypothesis test depends on the machine's speed: no deadline per example
+# (200 ms by default, which a busy 2-core machine can miss) and no health
+# check for slow data generation. Tests' own settings keep these unless they
+# say otherwise.
+settings.register_profile("machine-independent", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 # CI (which sets CI=true) replays the same Hypothesis examples on every run, so
 # that main is green or red for a reason; locally each run explores new ones.
-settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+settings.register_profile("ci", parent=settings.get_profile("machine-independent"),
+                          derandomize=True, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "machine-independent")
 
 # The kernel's codes, as it exports them.
 from mlp._kernels import ACTIVATIONS as ACT  # noqa: E402
@@ -245,8 +251,29 @@ def dtype(request):
 
 
 # ---------------------------------------------------------------------------
-# Real data for the slow tests
+# What CI installs and fetches: a skip elsewhere, a failure in CI
 # ---------------------------------------------------------------------------
+
+def require(module):
+    """Import and return an optional dependency (an extra, or torch), as
+    pytest.importorskip does, skipping where it is not installed; but with
+    MLP_REQUIRE_EXTRAS=1 (set by CI, which installs all of them) a missing one
+    is a failure, so that no skip hides a test CI is meant to run."""
+    if os.environ.get("MLP_REQUIRE_EXTRAS") == "1":
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
+def skip_without_data(error, reason):
+    """Skip a test whose data set cannot be had offline (call it in the
+    ``except`` clause that caught `error`); with MLP_REQUIRE_DATA=1 (CI)
+    raise `error` instead: missing data is then a failure."""
+    if os.environ.get("MLP_REQUIRE_DATA") == "1":
+        raise error
+    pytest.skip(reason)
+
 
 @pytest.fixture(scope="session")
 def mnist():
@@ -256,10 +283,39 @@ def mnist():
 
     try:
         return load_mnist()
-    except DatasetUnavailableError:
-        if os.environ.get("MLP_REQUIRE_DATA") == "1":
-            raise
-        pytest.skip("MNIST is not available offline")
+    except DatasetUnavailableError as error:
+        skip_without_data(error, "MNIST is not available offline")
+
+
+# ---------------------------------------------------------------------------
+# A place no one can write, root included (CI runs as root)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def unwritable_file():
+    """An existing file in a directory where no new file can be created.
+    Root ignores permission bits, so on Linux it is /proc/self/comm (procfs
+    creates no files, for root either); elsewhere a file in a directory
+    without write permission, which only a user other than root cannot
+    bypass."""
+    if os.path.isfile("/proc/self/comm"):
+        yield "/proc/self/comm"
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        pytest.skip("root on a system without Linux's /proc: no directory refuses root a file")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as parent:
+        locked = os.path.join(parent, "locked")
+        os.mkdir(locked)
+        existing = os.path.join(locked, "existing")
+        with open(existing, "wb") as fh:
+            fh.write(b"the existing file")
+        os.chmod(locked, 0o500)
+        try:
+            yield existing
+        finally:
+            os.chmod(locked, 0o700)
 
 
 # ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from scipy import ndimage
 from mlp import _augment as K
 from mlp import augment as A
 from mlp.augment import Affine, Compose, Elastic, distort
-from conftest import run_python
+from conftest import require, run_python
 
 SIDES = st.integers(1, 40)
 SEEDS = st.integers(0, 2**64 - 1)
@@ -528,7 +528,7 @@ class TestDistort:
 
 class TestPreviewGrid:
     def test_renders_a_non_blank_png(self):
-        pytest.importorskip("matplotlib")
+        require("matplotlib")
         import matplotlib.image
 
         x = digit_like(10, 28)
@@ -542,7 +542,7 @@ class TestPreviewGrid:
         assert pixels.std() > 0.05 and pixels.min() < 0.2 and pixels.max() > 0.9
 
     def test_first_row_shows_the_originals_and_the_rest_distortions(self):
-        pytest.importorskip("matplotlib")
+        require("matplotlib")
         x = digit_like(4, 12)
         fig = A.preview_grid(x, Elastic(), seed=3, n=4, copies=1)
         shown = [np.asarray(ax.images[0].get_array()) for ax in fig.axes]

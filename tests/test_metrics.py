@@ -1,6 +1,8 @@
 """Confusion matrix, per-class precision and recall, and never-predicted classes."""
 import numpy as np
 import pytest
+
+from conftest import require
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -58,7 +60,7 @@ def test_confusion_matrix_and_scores_match_a_loop(case):
 
 
 def test_scores_agree_with_scikit_learn():
-    metrics = pytest.importorskip("sklearn.metrics")
+    metrics = require("sklearn.metrics")
     rng = np.random.default_rng(0)
     y_true, y_pred = rng.integers(0, 5, 300), rng.integers(0, 5, 300)
     np.testing.assert_array_equal(confusion_matrix(y_true, y_pred, 5),

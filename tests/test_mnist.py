@@ -2,28 +2,16 @@
 
 Offline they skip, unless MLP_REQUIRE_DATA=1 (set by CI), where a missing
 data set is a failure rather than a skip."""
-import os
 import re
 
 import numpy as np
 import pytest
 
 from mlp.cli import main
-from mlp.datasets import DatasetUnavailableError, load_mnist
 
 pytestmark = pytest.mark.slow
 
 SENTENCE = re.compile(r"The model classified correctly (\d+) out of 10000 test examples")
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    try:
-        return load_mnist()
-    except DatasetUnavailableError:
-        if os.environ.get("MLP_REQUIRE_DATA") == "1":
-            raise
-        pytest.skip("MNIST is not available offline")
 
 
 def _train_preset(name, capsys):

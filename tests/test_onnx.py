@@ -9,11 +9,12 @@ import pytest
 import mlp
 from mlp.model import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+from conftest import require, run_python
+
+onnx = require("onnx")
+ort = require("onnxruntime")
 
 import mlp.onnx  # noqa: E402  (after the skips: it is the module under test)
-from conftest import run_python
 
 # Agreement within float32 rounding: a few layers of sums of tens of
 # products, each rounded at eps32 = 1.2e-7, and the runtimes order their sums

@@ -20,6 +20,7 @@ from conftest import (
     flatten,
     kernel_train_steps,
     ref_loss_and_gradients,
+    require,
     unflatten,
 )
 from test_kernels import networks, switch_over_batches
@@ -339,7 +340,7 @@ TORCH_CASES = [
 @pytest.mark.parametrize("optimizer, torch_name, torch_kwargs", TORCH_CASES)
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_steps_match_torch_optim(optimizer, torch_name, torch_kwargs, n_threads):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     rng = np.random.default_rng(0)
     X = rng.random((64, 12))
     y = rng.integers(0, 4, 64)
@@ -373,7 +374,7 @@ def test_steps_match_torch_optim(optimizer, torch_name, torch_kwargs, n_threads)
 def test_train_on_two_workers_matches_torch_over_an_epoch(optimizer, torch_name, torch_kwargs):
     """train() with workers and a constant rate makes the same steps torch does
     over the same batches (up to rounding)."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     rng = np.random.default_rng(1)
     X = rng.random((96, 30))
     y = rng.integers(0, 5, 96)

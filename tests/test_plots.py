@@ -7,11 +7,13 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import require
+
 from mlp import History, Model
 from mlp.metrics import confusion_matrix as confusion_counts
 
-pytest.importorskip("matplotlib")
-Image = pytest.importorskip("PIL.Image")
+require("matplotlib")
+Image = require("PIL.Image")
 
 from mlp import plots  # noqa: E402  (after the skip: plots needs matplotlib)
 

@@ -6,12 +6,14 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+from conftest import require
+
 from mlp import History, Model
 from mlp.cli import main
 from test_datasets import write_idx
 
-pytest.importorskip("matplotlib")
-Image = pytest.importorskip("PIL.Image")
+require("matplotlib")
+Image = require("PIL.Image")
 
 from mlp.report import build_report, write_report  # noqa: E402
 

@@ -8,10 +8,12 @@ import warnings
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
-da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("dask.distributed")
-joblib = pytest.importorskip("joblib")
+from conftest import require
+
+require("sklearn")
+da = require("dask.array")
+distributed = require("dask.distributed")
+joblib = require("joblib")
 
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 
@@ -48,7 +50,7 @@ def _estimator(**params):
 def _incremental_matches_a_loop_over_chunks(X, y, chunks, epochs, classes, X_test, y_test):
     """Incremental.partial_fit over a Dask array equals partial_fit called on
     each chunk in order, and sees every row once per epoch."""
-    dask_ml_wrappers = pytest.importorskip("dask_ml.wrappers")
+    dask_ml_wrappers = require("dask_ml.wrappers")
     X_dask = da.from_array(X, chunks=(chunks, X.shape[1]))
     y_dask = da.from_array(y, chunks=chunks)
     assert X_dask.numblocks[0] >= 4

@@ -89,31 +89,14 @@ def test_numpy_between_mlp_calls_computes_the_same_numbers():
     model = mlp.Model([784, 300, 100, 10], seed=0)
     X = rng.random((256, 784), dtype=np.float32)
     Y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 256)]
+    before = _blas_threads_now()
     expected_product = A @ W.T
     expected_prediction = model.predict(X)
-    n = 20
-
-    def numpy_only():
-        for _ in range(n):
-            A @ W.T
-
-    def mlp_only():
-        for _ in range(n):
-            model.predict(X)
-            model.loss(X, Y)
-
-    def mixed():
-        for _ in range(n):
-            product = A @ W.T
-            prediction = model.predict(X)
-            model.loss(X, Y)
-        np.testing.assert_array_equal(product, expected_product)
-        np.testing.assert_array_equal(prediction, expected_prediction)
-
-    before = _blas_threads_now()
-    numpy_only()
-    mlp_only()
-    mixed()
+    expected_loss = model.loss(X, Y)
+    for _ in range(20):
+        np.testing.assert_array_equal(A @ W.T, expected_product)
+        np.testing.assert_array_equal(model.predict(X), expected_prediction)
+        assert model.loss(X, Y) == expected_loss
     assert _blas_threads_now() == before
 
 
@@ -306,24 +289,10 @@ def test_numpy_between_training_calls_trains_as_alone(n_threads):
     for i in range(n):
         train_once(alone, i)
 
-    def numpy_only():
-        for _ in range(n):
-            A @ W.T
-
-    def mlp_only():
-        model = start.copy()
-        for i in range(n):
-            train_once(model, i)
-
-    def mixed():
-        model = start.copy()
-        for i in range(n):
-            A @ W.T
-            train_once(model, i)
-        np.testing.assert_array_equal(model._params, alone._params)
-
     before = _blas_threads_now()
-    numpy_only()
-    mlp_only()
-    mixed()
+    model = start.copy()
+    for i in range(n):
+        A @ W.T
+        train_once(model, i)
+    np.testing.assert_array_equal(model._params, alone._params)
     assert _blas_threads_now() == before

@@ -358,33 +358,95 @@ def test_train_bad_arguments(kwargs, exc, name):
 # Divergence
 # ---------------------------------------------------------------------------
 
-# (dtype, seed, learning_rate): huge-lr ReLU runs. Some blow the loss up to NaN;
-# the ones marked found-silent end with inf/NaN weights in the first layer
-# while the loss stays finite (the ReLU kernel maps NaN pre-activations to 0).
-DIVERGING = [
-    (np.float32, 0, 1e20),
-    (np.float64, 0, 1e300),
-    (np.float32, 14, 1e6),  # found-silent
-    (np.float32, 8, 1e12),  # found-silent
-    (np.float32, 18, 1e16),  # found-silent
-]
+# Inputs of 1e6 to 1e10 make every first-layer gradient huge, so one step at
+# these rates overflows the parameters to inf/NaN on any machine (no rounding
+# decides it), while that step's loss, computed before the update, is finite.
+# Only the check of the parameters themselves can then see the divergence.
+OVERFLOWING = [(np.float32, 1e38, 1e6), (np.float64, 1e300, 1e10)]
 
 
-@pytest.mark.parametrize("dtype,seed,lr", DIVERGING)
-def test_divergence_raises_instead_of_returning_non_finite_parameters(dtype, seed, lr):
+def _overflow_data(scale, n=30, seed=0):
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((30, 4))
-    y = rng.integers(0, 3, 30)
-    model = mlp.Model([4, 5, 3, 3], activation="relu", output="softmax", dtype=dtype, seed=seed)
-    try:
-        mlp.train(model, X, y, iterations=50, batch_size=5, learning_rate=lr,
-                  loss="cross_entropy", seed=seed, progress=False)
-    except FloatingPointError:
-        return
-    bad = [f"{kind}{l}" for kind, ps in (("W", model.weights), ("b", model.biases))
-           for l, p in enumerate(ps) if not np.isfinite(p).all()]
-    assert not bad, (f"train returned normally with non-finite parameters {bad}; "
-                     f"model still predicts {model.predict(X[:3])}")
+    return scale * rng.standard_normal((n, 4)), rng.integers(0, 3, n)
+
+
+class _AtCall(mlp.Callback):
+    """Records the parameters each compiled call left; at call number `call`,
+    with poison=True makes the first weight NaN as a diverged step would (after
+    that call's loss was summed, so the loss stays finite), then raises `then`
+    if given."""
+
+    def __init__(self, call, *, poison=True, then=None):
+        self.call, self.poison, self.then, self.seen = call, poison, then, []
+
+    def on_steps(self, run, steps, loss_sum, samples):
+        self.seen.append(run.model._params.copy())
+        if len(self.seen) == self.call:
+            if self.poison:
+                run.model._params[0] = np.nan
+            if self.then is not None:
+                raise self.then
+
+
+@pytest.mark.parametrize("dtype,lr,scale", OVERFLOWING)
+def test_an_epoch_that_overflows_the_parameters_raises_and_restores(dtype, lr, scale):
+    X, y = _overflow_data(scale)
+    model = mlp.Model([4, 5, 3], dtype=dtype, seed=0)
+    start = model._params.copy()
+    # One step in the one epoch: its loss (before the step) is finite.
+    with pytest.raises(FloatingPointError, match="training diverged"):
+        mlp.train(model, X, y, epochs=1, batch_size=len(X), learning_rate=lr, progress=False)
+    np.testing.assert_array_equal(model._params, start)
+    assert model.optimizer_state is None and len(model.history.steps) == 0
+
+
+def test_non_finite_parameters_after_a_finite_loss_end_the_run_at_the_last_good_epoch():
+    # The divergence a ReLU network can hide: non-finite weights whose epoch
+    # loss is finite. One step an epoch, the second step's parameters poisoned.
+    X, y = _blobs(10, [(0, 0), (2, 2), (0, 2)], 0.5, seed=0)
+    model = mlp.Model([2, 4, 3], seed=0)
+    poison = _AtCall(2)
+    with pytest.raises(FloatingPointError, match="keeps its parameters from step 1"):
+        mlp.train(model, X, y, epochs=3, batch_size=len(X), optimizer=mlp.SGD(0.1, momentum=0.9),
+                  progress=False, callbacks=[poison])
+    np.testing.assert_array_equal(model._params, poison.seen[0])  # the end of epoch 1
+    assert model.optimizer_state is None
+    assert model.history.steps == [1] and np.isfinite(model.history.loss).all()
+
+
+def test_an_interrupt_after_non_finite_parameters_restores_the_last_good_epoch():
+    X, y = _blobs(10, [(0, 0), (2, 2), (0, 2)], 0.5, seed=0)
+    model = mlp.Model([2, 4, 3], seed=0)
+    poison = _AtCall(3, then=KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        mlp.train(model, X, y, epochs=5, batch_size=len(X), optimizer=mlp.SGD(0.1, momentum=0.9),
+                  progress=False, callbacks=[poison])
+    np.testing.assert_array_equal(model._params, poison.seen[1])  # the end of epoch 2
+    assert model.optimizer_state is None
+
+
+def test_ctrl_c_after_non_finite_parameters_writes_no_checkpoint_and_restores(tmp_path):
+    """SIGINT is handled between compiled calls: the checkpoint written then
+    must not hold the non-finite parameters, and the model keeps finite ones."""
+    import os
+    import signal
+
+    X, y = _blobs(10, [(0, 0), (2, 2), (0, 2)], 0.5, seed=0)
+    model = mlp.Model([2, 4, 3], seed=0)
+    poison = _AtCall(2)
+
+    class _SigintAfterPoison(mlp.Callback):
+        def on_steps(self, run, steps, loss_sum, samples):
+            if len(poison.seen) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    checkpoint = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        mlp.train(model, X, y, epochs=5, batch_size=len(X), learning_rate=0.1, progress=False,
+                  callbacks=[poison, _SigintAfterPoison()], checkpoint=checkpoint,
+                  checkpoint_every=1e9)
+    assert not checkpoint.exists()
+    np.testing.assert_array_equal(model._params, poison.seen[0])
 
 
 @pytest.mark.parametrize("optimizer", [None, mlp.SGD(1e30, momentum=0.9), mlp.Adam(1e30)])
@@ -656,30 +718,23 @@ def test_bad_weight_decay(kwargs, exc, match):
 # Interrupted and hopeless runs
 # ---------------------------------------------------------------------------
 
-class _InterruptAfter(mlp.Callback):
-    def __init__(self, calls):
-        self.calls = calls
-
-    def on_steps(self, run, steps, loss_sum, samples):
-        self.calls -= 1
-        if self.calls == 0:
-            raise KeyboardInterrupt
-
-
-@pytest.mark.parametrize("learning_rate", [0.1, 1e4])
-def test_an_interrupt_leaves_finite_parameters(learning_rate):
-    """Ctrl-C (here raised between two compiled calls) during a run, even a
-    diverging one, leaves parameters that are all finite."""
+def test_an_interrupt_leaves_the_parameters_it_reached():
+    """Ctrl-C (here raised between two compiled calls) during a healthy run
+    keeps the parameters of the last call, mid-epoch (a diverged run's case:
+    test_an_interrupt_after_non_finite_parameters_restores_the_last_good_epoch)."""
     rng = np.random.default_rng(0)
     X = rng.random((600, 20))
     y = rng.integers(0, 4, 600)
     model = mlp.Model([20, 64, 4], seed=0)
+    start = model._params.copy()
+    interrupt = _AtCall(3, poison=False, then=KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
-        mlp.train(model, X, y, epochs=50, batch_size=10, learning_rate=learning_rate,
-                  progress=False, callbacks=[_InterruptAfter(3)], seed=0)
-    assert np.isfinite(model._params).all()
-    assert np.isfinite(model.predict_proba(X[:5])).all()
+        mlp.train(model, X, y, epochs=50, batch_size=10, learning_rate=0.1,
+                  progress=False, callbacks=[interrupt], seed=0)
+    np.testing.assert_array_equal(model._params, interrupt.seen[-1])
+    assert not np.array_equal(model._params, start)
     assert model.history is not None
+    assert np.isfinite(model.predict_proba(X[:5])).all()
 
 
 @pytest.mark.parametrize("learning_rate", [1e3, 1e4, 1e6])
@@ -874,12 +929,16 @@ def test_callbacks_and_schedules_may_use_the_model_being_trained(use):
     assert model.history is not None and len(model.history.steps) == 2
 
 
-def test_training_step_raises_when_the_step_diverges():
-    X, y = _blobs(32, [(0, 0), (2, 2), (0, 2)], 0.5, seed=0)
-    model = mlp.Model([2, 4, 3], seed=0)
-    with pytest.raises(FloatingPointError, match="lower the learning rate"):
-        for _ in range(3):  # the first step's loss is finite, its result is not
-            mlp.training_step(model, X, y, 1e38)
+@pytest.mark.parametrize("dtype,lr,scale", OVERFLOWING)
+def test_training_step_raises_when_the_step_diverges(dtype, lr, scale):
+    X, y = _overflow_data(scale)
+    # The step's loss is finite (it is taken before the update), its result is not.
+    reference = mlp.Model([4, 5, 3], dtype=dtype, seed=0)
+    assert np.isfinite(training_module._training_step(reference, X, y, lr))
+    assert not np.isfinite(reference._params).all()
+    model = mlp.Model([4, 5, 3], dtype=dtype, seed=0)
+    with pytest.raises(FloatingPointError, match="no longer finite.*lower the learning rate"):
+        mlp.training_step(model, X, y, lr)
     # What the model gives now is no class at all, not a silent class 0.
     with pytest.raises(ValueError, match="outputs are NaN"):
         model.predict(X)

@@ -140,24 +140,8 @@ def test_check_writable_refuses_directories_and_missing_directories(tmp_path):
         check_writable(3, "--save")
 
 
-def _unwritable_directory(tmp_path):
-    # Root ignores permission bits; /proc refuses new files even to root.
-    if os.geteuid() == 0:
-        if not os.path.isdir("/proc/self"):
-            pytest.skip("running as root without /proc: no unwritable directory")
-        return "/proc"
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    return str(locked)
-
-
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
-def test_check_writable_refuses_an_unwritable_directory(tmp_path):
-    directory = _unwritable_directory(tmp_path)
-    try:
-        with pytest.raises(ValueError, match=r"--save .* cannot be written: .*directory"):
-            check_writable(os.path.join(directory, "m.npz"), "--save")
-    finally:
-        if directory != "/proc":
-            os.chmod(directory, 0o700)
+def test_check_writable_refuses_an_unwritable_directory(unwritable_file):
+    directory = os.path.dirname(unwritable_file)
+    with pytest.raises(ValueError, match=r"--save .* cannot be written: .*directory"):
+        check_writable(os.path.join(directory, "m.npz"), "--save")

@@ -13,8 +13,10 @@ import dataclasses
 import io
 import os
 import re
+import shlex
 import sys
 import time
+import warnings
 
 from ._files import atomic_write
 from ._validation import check_writable
@@ -211,17 +213,42 @@ def _augment_from_flags(base, args):
     return built[0] if len(built) == 1 else Compose(*built)
 
 
+def _one_line(message):
+    """message with its line breaks, and the indentation after them, folded into spaces."""
+    return re.sub(r"\s*\n\s*", " ", str(message).strip())
+
+
+def _say(kind, message):
+    """Print "mlp: KIND: message" as one line on stderr (kind: error, warning,
+    interrupted), above a progress bar that is being drawn rather than into it."""
+    line = f"mlp: {kind}: {_one_line(message)}" if message else f"mlp: {kind}"
+    try:
+        from tqdm import tqdm
+    except ImportError:  # a dependency, but a warning must never fail for its sake
+        print(line, file=sys.stderr, flush=True)
+    else:
+        tqdm.write(line, file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning for the command line: the message alone, as every
+    mlp warning is shown, not Python's file, line number and source line."""
+    _say("warning", message)
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, as every mlp error is: the
     usage argparse prints first would bury the message under a screenful of
-    flags."""
+    flags. They start "mlp: error:" (not "mlp train: error:"), as the errors
+    found after parsing do; the help to see names the subcommand."""
 
     def error(self, message):
         # "argument --epochs: --epochs takes an integer": say the flag once.
         flag, _, rest = message.partition(": ")
         if flag.startswith("argument ") and rest.startswith(flag.split()[-1] + " "):
             message = rest
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        _say("error", f"{message} (see {self.prog} --help)")
+        self.exit(EXIT_USAGE)
 
 
 def build_parser():
@@ -572,7 +599,7 @@ def _warn_never_predicted(model, images, threads=None):
     message = never_predicted_message(never_predicted(predicted, n_classes=model.n_outputs),
                                       f"the {len(images)} test images")
     if message:
-        print(f"mlp: warning: {message}", file=sys.stderr)
+        _say("warning", message)
 
 
 def _evaluate(args):
@@ -709,6 +736,14 @@ def _augment_preview(args):
 
 def main(argv=None):
     """Entry point of the ``mlp`` console script; returns the exit status."""
+    # Warnings are shown as mlp's own while the command runs, and only then:
+    # a program that imports mlp keeps Python's way of showing them.
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(argv)
+
+
+def _run(argv):
     args = _parse_args(argv)
     from .datasets import DatasetUnavailableError
 
@@ -720,13 +755,13 @@ def main(argv=None):
             FloatingPointError) as exc:
         # ImportError: an optional dependency (matplotlib, Pillow) that is not installed.
         # FloatingPointError: training diverged; the message says which flag to lower.
-        print(f"mlp: error: {exc}", file=sys.stderr)
+        _say("error", exc)
         return EXIT_USAGE
     except OSError as exc:  # FileNotFoundError, PermissionError, a full disk...
-        print(f"mlp: error: {_file_error(exc)}", file=sys.stderr)
+        _say("error", _file_error(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("mlp: interrupted", file=sys.stderr)
+        _say("interrupted", None)
         return 130
 
 

@@ -122,7 +122,7 @@ def test_out_of_range_threads_and_seeds_are_refused_when_parsed(argv, message, t
         main([*argv, "--data", str(tiny_mnist)])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"mlp {argv[0]}: error: {message}") and err.count("\n") == 1, err
+    assert err.startswith(f"mlp: error: {message}") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -145,7 +145,7 @@ def test_empty_paths_are_refused_before_any_work(argv, flag, tiny_mnist, tmp_pat
     assert info.value.code == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1
-    assert err.startswith(f"mlp {argv[0]}: error: {flag} takes a path, got an empty string")
+    assert err.startswith(f"mlp: error: {flag} takes a path, got an empty string")
     assert set(os.listdir(tmp_path)) <= {"idx", "cache"}  # no ./.png, no model
 
 
@@ -583,7 +583,7 @@ def test_unknown_flags_name_the_subcommand(argv, prog, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
-    assert capsys.readouterr().err == (f"{prog}: error: unrecognized arguments: {argv[-1]} "
+    assert capsys.readouterr().err == (f"mlp: error: unrecognized arguments: {argv[-1]} "
                                        f"(see {prog} --help)\n")
 
 
@@ -605,7 +605,7 @@ def test_argparse_errors_are_one_line_without_usage(argv, message, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     prog = " ".join(["mlp", *argv[:1]])
-    assert err.startswith(f"{prog}: error: {message}") and err.count("\n") == 1, err
+    assert err.startswith(f"mlp: error: {message}") and err.count("\n") == 1, err
     assert err.endswith(f" (see {prog} --help)\n") and "usage:" not in err
 
 
@@ -742,3 +742,43 @@ def test_options_that_do_not_fit_the_network_are_named_by_their_flags(tiny_mnist
     err = capsys.readouterr().err
     assert err.startswith(f"mlp: error: {words}") and err.count("\n") == 1
     assert "input_dropout" not in err and "Adam's eps" not in err
+
+
+# ---------------------------------------------------------------------------
+# One voice: every warning and every error one line, `mlp: warning:` / `mlp: error:`
+# ---------------------------------------------------------------------------
+
+def test_library_warnings_are_one_line_each_and_only_while_the_command_runs(tiny_mnist, capsys,
+                                                                            monkeypatch):
+    import warnings
+
+    import mlp.training
+
+    train = mlp.training.train
+
+    def train_and_warn(*args, **kwargs):
+        warnings.warn("the training loss is 58.3, far worse than guessing (2.3):\n"
+                      "    the learning rate (0.1) is probably too high", RuntimeWarning)
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(mlp.training, "train", train_and_warn)
+    shown_before = warnings.showwarning
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--iterations",
+                 "1", "--no-progress"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert "mlp: warning: the training loss is 58.3, far worse than guessing (2.3): the " \
+           "learning rate (0.1) is probably too high" in lines
+    assert all(line.startswith("mlp: warning: ") for line in lines), lines
+    # Scoped to main(): the library's own warnings look as Python shows them.
+    assert warnings.showwarning is shown_before
+
+
+def test_multi_line_errors_are_folded_to_one_line(tiny_mnist, capsys, monkeypatch):
+    import mlp.training
+
+    def failing_train(*args, **kwargs):
+        raise ValueError("the first line\n  and the second")
+
+    monkeypatch.setattr(mlp.training, "train", failing_train)
+    assert main(["train", "--data", str(tiny_mnist), "--iterations", "1", "--no-progress"]) == 2
+    assert capsys.readouterr().err == "mlp: error: the first line and the second\n"

@@ -219,9 +219,12 @@ def _one_line(message):
 
 
 def _say(kind, message):
-    """Print "mlp: KIND: message" as one line on stderr (kind: error, warning,
-    interrupted), above a progress bar that is being drawn rather than into it."""
-    line = f"mlp: {kind}: {_one_line(message)}" if message else f"mlp: {kind}"
+    """Print "mlp: KIND: message" (kind: error or warning) as one line on stderr."""
+    _say_line(f"mlp: {kind}: {_one_line(message)}")
+
+
+def _say_line(line):
+    """Print line on stderr, above a progress bar that is being drawn rather than into it."""
     try:
         from tqdm import tqdm
     except ImportError:  # a dependency, but a warning must never fail for its sake
@@ -526,7 +529,64 @@ def _resumed_configuration(args):
                                notebook_seeding=False), model
 
 
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the user can do next (resume the checkpoint) as its message."""
+
+
+def _file_version(path):
+    """What tells one version of the file at path from another (a checkpoint
+    is replaced by renaming a new file into place), or None if there is none."""
+    try:
+        status = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
+def _resume_advice(args, checkpoint, version_before):
+    """"the checkpoint P holds the run after step S of T: resume with: mlp train
+    --resume P ...", or None when there is no checkpoint to resume: none asked
+    for, or none written by this run (an older file at the path holds another run)
+    unless it is the one this run resumed from."""
+    if checkpoint is None:
+        return None
+    version = _file_version(checkpoint)
+    if version is None or (version == version_before and checkpoint != args.resume):
+        return None
+    from .model import Model
+
+    try:
+        _, state = Model._load(checkpoint)
+        place = state[0]
+        done, total = int(place["done"]), int(place["total_steps"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    # The configuration is in the checkpoint; the run flags are not.
+    command = ["mlp", "train", "--resume", checkpoint]
+    for flag, value in (("--data", args.data), ("--save", args.save),
+                        ("--threads", args.threads)):
+        if value is not None:
+            command += [flag, str(value)]
+    if args.no_progress:
+        command.append("--no-progress")
+    return (f"the checkpoint {checkpoint} holds the run after step {done} of {total}: "
+            f"resume with: {shlex.join(command)}")
+
+
 def _train(args):
+    """mlp train; on Ctrl-C, says how to resume the checkpoint it wrote."""
+    checkpoint = args.checkpoint or args.resume
+    version_before = _file_version(checkpoint)
+    try:
+        return _train_run(args)
+    except KeyboardInterrupt:
+        advice = _resume_advice(args, checkpoint, version_before)
+        if advice is None:
+            raise
+        raise _Interrupted(advice) from None
+
+
+def _train_run(args):
     from ._threads import train_workers
     from .training import train
 
@@ -760,8 +820,10 @@ def _run(argv):
     except OSError as exc:  # FileNotFoundError, PermissionError, a full disk...
         _say("error", _file_error(exc))
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        _say("interrupted", None)
+    except KeyboardInterrupt as exc:
+        # "mlp: interrupted" starts the line, for scripts; then what to do next.
+        line = "mlp: interrupted" + (f"; {_one_line(exc)}" if str(exc) else "")
+        _say_line(line)
         return 130
 
 

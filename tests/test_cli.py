@@ -484,7 +484,8 @@ def test_predict_classifies_drawn_test_digits(tmp_path, capsys):
 
 def test_ctrl_c_stops_training_a_wide_network_within_a_second(tiny_mnist, tmp_path):
     """SIGINT reaches Python between compiled calls of about 0.2 s, whatever
-    the network's size; the CLI exits with status 130 and one line."""
+    the network's size; the CLI exits with status 130, its last line saying so.
+    Warnings may come before it (a loss far worse than guessing), each an mlp line."""
     import os
     import signal
     import time
@@ -505,10 +506,68 @@ def test_ctrl_c_stops_training_a_wide_network_within_a_second(tiny_mnist, tmp_pa
         elapsed = time.monotonic() - sent
     finally:
         process.kill()
-    err = process.stderr.read()
-    assert status == 130, err
+    lines = process.stderr.read().splitlines()
+    assert status == 130, lines
     assert elapsed < 1.0
-    assert err.strip() == "mlp: interrupted"
+    assert lines and lines[-1] == "mlp: interrupted", lines
+    assert all(line.startswith("mlp: ") for line in lines), lines
+
+
+def _press_ctrl_c_after_the_first_epoch(monkeypatch):
+    """SIGINT, as Ctrl-C sends it, when training's first epoch ends."""
+    import signal
+
+    import mlp.training
+
+    on_epoch_end = mlp.training._DivergenceCheck.on_epoch_end
+
+    def then_interrupt(self, run, history):
+        signal.raise_signal(signal.SIGINT)
+        return on_epoch_end(self, run, history)
+
+    monkeypatch.setattr(mlp.training._DivergenceCheck, "on_epoch_end", then_interrupt)
+
+
+def test_ctrl_c_names_the_checkpoint_and_the_command_that_resumes_it(tiny_mnist, tmp_path,
+                                                                     capsys, monkeypatch):
+    import shlex
+
+    from mlp.training import options_from_checkpoint
+
+    checkpoint, saved = tmp_path / "run 1.npz", tmp_path / "m.npz"
+    _press_ctrl_c_after_the_first_epoch(monkeypatch)
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--batch-size",
+                 "8", "--epochs", "3", "--no-progress", "--checkpoint", str(checkpoint),
+                 "--save", str(saved)]) == 130
+    lines = capsys.readouterr().err.splitlines()
+    match = re.fullmatch(r"mlp: interrupted; the checkpoint (.+) holds the run after step "
+                         r"(\d+) of (\d+): resume with: (.+)", lines[-1])
+    assert match, lines
+    assert match.group(1) == str(checkpoint) and 0 < int(match.group(2)) < int(match.group(3))
+    assert options_from_checkpoint(checkpoint)[1].epochs == 3
+    command = shlex.split(match.group(4))
+    assert command[:2] == ["mlp", "train"]
+    monkeypatch.undo()
+    assert main(command[1:]) == 0  # resumes, with the data, the --save and no progress bar
+    out, err = capsys.readouterr()
+    assert "resumed from" in out and f"Saved the model to {saved}" in out
+    assert "it/s" not in err and "step/s" not in err
+
+
+def test_ctrl_c_claims_no_checkpoint_the_run_did_not_write(tiny_mnist, tmp_path, capsys,
+                                                           monkeypatch):
+    import mlp.cli
+
+    checkpoint = tmp_path / "ck.npz"
+    checkpoint.write_bytes(b"an earlier run's file")
+
+    def interrupted_while_loading(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlp.cli, "_load_data", interrupted_while_loading)
+    assert main(["train", "--data", str(tiny_mnist), "--no-progress", "--checkpoint",
+                 str(checkpoint)]) == 130
+    assert capsys.readouterr().err == "mlp: interrupted\n"
 
 
 def test_checkpoint_and_resume_from_the_command_line(tiny_mnist, tmp_path, capsys):

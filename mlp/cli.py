@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import io
 import os
+import pathlib
 import re
 import shlex
 import sys
@@ -736,24 +737,47 @@ def _predict(args):
     if model.n_inputs != N_PIXELS:
         raise ValueError(f"the model in {args.model} takes {model.n_inputs} inputs; mlp predict "
                          f"prepares 28x28 images, {N_PIXELS} inputs")
-    # Prepare every image before printing anything: one bad file fails the
-    # command without leaving half a result.
-    inputs = np.stack([prepare_digit(path) for path in args.images])
-    probabilities = model.predict_proba(inputs)
+    # Every file that can be read is classified; each one that cannot is named
+    # on its own line, and the command fails (status 2) once all are done.
+    paths, inputs, failed = [], [], False
+    for path in args.images:
+        try:
+            inputs.append(prepare_digit(path))
+        except (ValueError, OSError) as exc:
+            _say("error", _about_image(path, exc))
+            failed = True
+        else:
+            paths.append(path)
     results = []
-    for path, row in zip(args.images, probabilities):
+    probabilities = model.predict_proba(np.stack(inputs)) if inputs else []
+    for path, row in zip(paths, probabilities):
         top = np.argsort(-row, kind="stable")[:3]
         results.append({"file": path, "prediction": int(top[0]),
                         "top3": [[int(c), round(float(row[c]), 6)] for c in top]})
+    status = EXIT_USAGE if failed else 0
     if args.json:
-        # One object per line: readable, and still one JSON document.
-        print("[\n" + ",\n".join("  " + json.dumps(result) for result in results) + "\n]")
-        return 0
-    width = max(len(path) for path in args.images)
+        # One object per line: readable, and still one JSON document ([] if none).
+        print("[\n" + ",\n".join("  " + json.dumps(result) for result in results) + "\n]"
+              if results else "[]")
+        return status
+    width = max((len(path) for path in paths), default=0)
     for result in results:
         ranked = ", ".join(f"{c} ({_share(p)})" for c, p in result["top3"])
         print(f"{result['file']:<{width}}  {result['prediction']}   top 3: {ranked}")
-    return 0
+    return status
+
+
+def _about_image(path, exc):
+    """Why the image at path cannot be classified, starting with the path as given."""
+    message = str(exc)
+    # The library names the file as pathlib spells it: ./x.png as x.png.
+    spellings = (path, str(pathlib.Path(path)))
+    if message.startswith(spellings):
+        return message  # "note.txt is not an image...", "blank.png: no ink found..."
+    # "no image file at 'x.png'": the path goes first, and only there.
+    for spelling in spellings:
+        message = message.replace(f" at {spelling!r}", "")
+    return f"{path}: {message}"
 
 
 def _file_error(exc):

@@ -400,9 +400,44 @@ def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_f
         image = digit_file
     assert main(["predict", str(model), str(digit_file), str(image)]) == 2
     captured = capsys.readouterr()
-    assert captured.out == ""  # nothing printed for the good file either
+    if case.startswith("model"):
+        assert captured.out == ""  # no model, no predictions
+    else:  # the good file is still classified
+        assert captured.out.startswith(f"{digit_file}  ") and captured.out.count("\n") == 1
+        assert captured.err.startswith(f"mlp: error: {image}")
     assert captured.err.startswith("mlp: error: ") and words in captured.err
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_predict_classifies_every_file_it_can_and_names_each_it_cannot(
+        as_json, random_model, digit_file, tmp_path, capsys):
+    import json
+
+    note, missing = tmp_path / "note.txt", tmp_path / "nowhere.png"
+    note.write_text("seven\n")
+    files = [str(note), str(digit_file), str(missing), str(digit_file)]
+    assert main(["predict", str(random_model), *files, *(["--json"] if as_json else [])]) == 2
+    out, err = capsys.readouterr()
+    if as_json:
+        assert [result["file"] for result in json.loads(out)] == [str(digit_file)] * 2
+    else:
+        assert [line.split()[0] for line in out.splitlines()] == [str(digit_file)] * 2
+    assert err.splitlines() == [
+        f"mlp: error: {note} is not an image mlp can read (use PNG, JPEG, GIF, BMP, TIFF or "
+        f"WebP)",
+        f"mlp: error: {missing}: no image file"]
+
+
+def test_predict_with_no_readable_file_prints_no_predictions(random_model, tmp_path, capsys):
+    import json
+
+    note = tmp_path / "note.txt"
+    note.write_text("seven\n")
+    assert main(["predict", str(random_model), str(note)]) == 2
+    assert capsys.readouterr().out == ""
+    assert main(["predict", str(random_model), str(note), "--json"]) == 2
+    assert json.loads(capsys.readouterr().out) == []
 
 
 def test_report_refuses_to_write_over_its_model(random_model, tiny_mnist, tmp_path, capsys):

@@ -46,6 +46,20 @@ MAX_THREADS = 1024
 # {flag: (lowest, highest)}. The notebook preset seeds numpy's legacy
 # generator, which takes seeds below 2**32.
 _FLAG_BOUNDS = {"--threads": (1, MAX_THREADS), "--seed": (0, 2**32 - 1)}
+# --seed none: no seed, fresh entropy (a different run each time).
+FRESH_SEED = "none"
+# Library help that speaks of what only Python can pass (a callable, None):
+# on the command line, what the flag takes instead.
+_COMMAND_LINE_HELP = {
+    "lr_schedule": "the learning rate's factor over the run: constant; linear, down to 0 at "
+                   "the end; cosine, half a cosine down to 0; step, 0.1 after half the run "
+                   "and 0.01 after three quarters",
+    "seed": "seed of the initial weights, batches, dropout masks and distortions; none draws "
+            "fresh entropy, a different run each time",
+}
+# A library default said in the help, "(default: he for relu, ...)" or "(default 10
+# when ...)": the CLI shows the preset's value instead, or this rule when it is None.
+_LIBRARY_DEFAULT = re.compile(r"\s*\(default:? ([^()]*)\)")
 # augment-preview draws one matplotlib plot per digit, about 20 ms each: 32 by
 # 10 (352 plots with the originals) is drawn in seconds, 100 by 100 took minutes.
 MAX_PREVIEW_COLUMNS, MAX_PREVIEW_ROWS = 32, 10
@@ -87,10 +101,30 @@ def _bounded(name):
     return parse
 
 
+def _seed(name):
+    """argparse type: a seed, an integer within _FLAG_BOUNDS[name], or none
+    (any case) for fresh entropy, returned as FRESH_SEED."""
+    parse_bounded = _bounded(name)
+
+    def parse(text):
+        if text.lower() == FRESH_SEED:
+            return FRESH_SEED
+        try:
+            int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} takes an integer or none, "
+                                             f"got {text!r}") from None
+        return parse_bounded(text)
+    return parse
+
+
 def _shown(value):
+    """A default as the command line spells it: 784,300,100,10; on/off for a switch."""
     if isinstance(value, tuple):
         return ",".join(map(str, value))
-    return "none" if value is None else str(value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "not set" if value is None else str(value)
 
 
 def _default_preset_value(options_class, name):
@@ -100,8 +134,14 @@ def _default_preset_value(options_class, name):
     return getattr(default.model if options_class is ModelOptions else default.training, name)
 
 
-def _flag_help(help_text, value):
-    return f"{help_text} (default preset: {_shown(value)})"
+def _flag_help(help_text, value, label="default preset"):
+    """help_text with one default: value, or for None the library's own rule
+    for it ("he for relu, xavier otherwise"), which help_text may state."""
+    rule = _LIBRARY_DEFAULT.search(help_text)
+    if rule:
+        help_text = help_text[:rule.start()] + help_text[rule.end():]
+    shown = rule.group(1) if value is None and rule else _shown(value)
+    return f"{help_text} ({label}: {shown})"
 
 
 def _add_option_flags(group, options_class, only=None, skip=()):
@@ -112,11 +152,14 @@ def _add_option_flags(group, options_class, only=None, skip=()):
         if not meta.get("flag") or spec.name in skip or (only and spec.name not in only):
             continue
         kwargs = dict(dest=f"{options_class.__name__}.{spec.name}", default=None,
-                      help=_flag_help(meta["help"], _default_preset_value(options_class,
-                                                                          spec.name)))
+                      help=_flag_help(_COMMAND_LINE_HELP.get(spec.name, meta["help"]),
+                                      _default_preset_value(options_class, spec.name)))
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
-        if meta["flag"] in _FLAG_BOUNDS:
+        if meta["flag"] == "--seed":
+            kwargs["type"] = _seed(meta["flag"])
+            kwargs["metavar"] = "N|none"
+        elif meta["flag"] in _FLAG_BOUNDS:
             kwargs["type"] = _bounded(meta["flag"])
             kwargs["metavar"] = "N"
         elif meta.get("cli_type"):
@@ -126,13 +169,14 @@ def _add_option_flags(group, options_class, only=None, skip=()):
 
 
 def _optimizer_fields():
-    """Each optimizer hyperparameter once, with its flag: (name, flag, type, help)."""
+    """Each optimizer hyperparameter once, with its flag:
+    {name: (flag, type, help, the default of the first optimizer that has it)}."""
     seen = {}
     for cls in (SGD, Adam):
         for spec in dataclasses.fields(cls):
             flag = _OPTIMIZER_FLAG_NAMES.get(spec.name, "--" + spec.name.replace("_", "-"))
             if flag and spec.name not in seen:
-                seen[spec.name] = (flag, spec.type, spec.metadata["help"])
+                seen[spec.name] = (flag, spec.type, spec.metadata["help"], spec.default)
     return seen
 
 
@@ -280,8 +324,11 @@ def build_parser():
                            help="update rule: sgd (with --momentum, --nesterov), adam, or "
                                 "adamw (decoupled weight decay) (default preset: sgd)")
     default_optimizer = PRESETS["default"].training.resolved_optimizer()
-    for name, (flag, value_type, help_text) in _optimizer_fields().items():
-        help_text = _flag_help(help_text, getattr(default_optimizer, name, None))
+    for name, (flag, value_type, help_text, default) in _optimizer_fields().items():
+        # Adam's betas and eps are not the preset's (it uses SGD): Adam's defaults.
+        help_text = (_flag_help(help_text, getattr(default_optimizer, name))
+                     if hasattr(default_optimizer, name)
+                     else _flag_help(help_text, default, label="default"))
         if value_type in (bool, "bool"):
             optimizer.add_argument(flag, dest=f"optimizer.{name}", default=None,
                                    action=argparse.BooleanOptionalAction, help=help_text)
@@ -356,8 +403,9 @@ def build_parser():
     pv.add_argument("--rows", type=_typed(int, "--rows"), metavar="N", default=3,
                     help=f"distorted copies of each, at most {MAX_PREVIEW_ROWS} "
                          "(default: %(default)s)")
-    pv.add_argument("--seed", type=_bounded("--seed"), metavar="N", default=0,
-                    help="seed of the distortions (default: %(default)s)")
+    pv.add_argument("--seed", type=_seed("--seed"), metavar="N|none", default=0,
+                    help="seed of the distortions; none draws fresh ones each time "
+                         "(default: %(default)s)")
     return parser
 
 
@@ -394,7 +442,7 @@ def _optimizer_from_flags(preset, args):
 
 def _flag_names():
     """{field name: flag} for every hyperparameter that has a flag."""
-    names = {name: flag for name, (flag, _, _) in _optimizer_fields().items()}
+    names = {name: flag for name, (flag, *_) in _optimizer_fields().items()}
     for options_class in (ModelOptions, TrainingOptions):
         for spec in dataclasses.fields(options_class):
             if spec.metadata.get("flag"):
@@ -415,7 +463,9 @@ def _configure(args):
                 optimizer=optimizer, learning_rate=None, weight_decay=None))
         seed = training.pop("seed", None)
         preset = preset.with_overrides(model=_grouped(args, "ModelOptions"), training=training,
-                                       seed=seed)
+                                       seed=None if seed == FRESH_SEED else seed)
+        if seed == FRESH_SEED:  # with_overrides keeps the preset's seed for None
+            preset = dataclasses.replace(preset, seed=None)
         augment = _augment_from_flags(preset.training.augment, args)
         if augment != preset.training.augment:
             preset = dataclasses.replace(preset, training=preset.training.replace(augment=augment))
@@ -803,7 +853,8 @@ def _augment_preview(args):
     if args.columns > len(data.train.images):
         raise ValueError(f"--columns must be at most the {len(data.train.images)} training "
                          f"images of --data, got {args.columns}")
-    figure = preview_grid(data.train.images, augment, seed=args.seed, n=args.columns,
+    figure = preview_grid(data.train.images, augment,
+                          seed=None if args.seed == FRESH_SEED else args.seed, n=args.columns,
                           copies=args.rows)
     figure.suptitle(_augment_summary(augment), fontsize=8)
     # Render in memory and rename into place: a failure (a full disk) leaves no

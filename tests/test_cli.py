@@ -876,3 +876,61 @@ def test_multi_line_errors_are_folded_to_one_line(tiny_mnist, capsys, monkeypatc
     monkeypatch.setattr(mlp.training, "train", failing_train)
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "1", "--no-progress"]) == 2
     assert capsys.readouterr().err == "mlp: error: the first line and the second\n"
+
+
+# ---------------------------------------------------------------------------
+# --help: what a command line can pass, each default once
+# ---------------------------------------------------------------------------
+
+def _help_texts():
+    """(command, flag, help as --help prints it) for every option of every subcommand."""
+    import argparse
+
+    from mlp.cli import build_parser
+
+    parser = build_parser()
+    subcommands = next(action for action in parser._actions
+                       if isinstance(action, argparse._SubParsersAction))
+    for command, subparser in subcommands.choices.items():
+        formatter = subparser._get_formatter()
+        for action in subparser._actions:
+            if action.help and action.option_strings:
+                yield command, action.option_strings[0], formatter._expand_help(action)
+
+
+def test_help_offers_only_what_a_command_line_can_pass_and_each_default_once():
+    texts = list(_help_texts())
+    assert {command for command, _, _ in texts} == {"train", "evaluate", "report", "predict",
+                                                    "augment-preview"}
+    for command, flag, text in texts:
+        where = f"mlp {command} {flag}: {text}"
+        # Python's values and objects: no flag takes them.
+        assert not re.search(r"\b(None|True|False|callable|mlp\.\w+)\b", text), where
+        # "(default: ...)", "(default preset: ...)", "(augmented preset: ...)"
+        assert len(re.findall(r"\((?:default\b|[\w-]+ preset:)", text)) <= 1, where
+    shown = {(command, flag): text for command, flag, text in texts}
+    assert shown[("train", "--init")].endswith(
+        "(default preset: he for relu, xavier otherwise)")
+    assert shown[("train", "--epochs")] == "passes over the training data (default preset: 10)"
+    assert shown[("train", "--beta1")].endswith("(default: 0.9)")
+
+
+@pytest.mark.parametrize("spelling", ["none", "None", "NONE"])
+def test_seed_none_draws_fresh_entropy(spelling, tiny_mnist, tmp_path, capsys):
+    assert _configured("--seed", spelling).seed is None
+    assert _configured("--preset", "notebook", "--seed", spelling).seed is None
+    assert _configured("--seed", "7").seed == 7
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--iterations",
+                 "1", "--no-progress", "--seed", spelling]) == 0
+    pytest.importorskip("matplotlib.figure")
+    assert main(["augment-preview", "--data", str(tiny_mnist), "--columns", "1", "--rows", "1",
+                 "--out", str(tmp_path / "g.png"), "--seed", spelling]) == 0
+
+
+@pytest.mark.parametrize("command", ["train", "augment-preview"])
+def test_a_seed_that_is_no_integer_nor_none_is_refused_saying_both(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--seed", "nine"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "mlp: error: --seed takes an integer or none, got 'nine'")

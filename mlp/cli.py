@@ -587,22 +587,24 @@ class _Interrupted(KeyboardInterrupt):
 def _file_version(path):
     """What tells one version of the file at path from another (a checkpoint
     is replaced by renaming a new file into place), or None if there is none."""
+    if path is None:
+        return None
     try:
         status = os.stat(path)
-    except (OSError, TypeError, ValueError):
+    except (OSError, ValueError):
         return None
     return status.st_ino, status.st_mtime_ns, status.st_size
 
 
 def _resume_advice(args, checkpoint, version_before):
     """"the checkpoint P holds the run after step S of T: resume with: mlp train
-    --resume P ...", or None when there is no checkpoint to resume: none asked
-    for, or none written by this run (an older file at the path holds another run)
-    unless it is the one this run resumed from."""
-    if checkpoint is None:
-        return None
+    --resume P ...", for the checkpoint this run wrote, else the one it resumed
+    from; None when there is neither (a file at the path that this run did not
+    write holds another run)."""
     version = _file_version(checkpoint)
-    if version is None or (version == version_before and checkpoint != args.resume):
+    if version is None or version == version_before:
+        checkpoint = args.resume
+    if checkpoint is None:
         return None
     from .model import Model
 

@@ -934,3 +934,23 @@ def test_a_seed_that_is_no_integer_nor_none_is_refused_saying_both(command, caps
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith(
         "mlp: error: --seed takes an integer or none, got 'nine'")
+
+
+def test_ctrl_c_before_a_resumed_run_writes_names_the_checkpoint_it_resumed(
+        tiny_mnist, tmp_path, capsys, monkeypatch):
+    import mlp.cli
+
+    first, second = tmp_path / "first.npz", tmp_path / "second.npz"
+    common = ["train", "--data", str(tiny_mnist), "--no-progress"]
+    assert main([*common, "--layers", "784,16,10", "--iterations", "3", "--checkpoint",
+                 str(first)]) == 0
+    capsys.readouterr()
+
+    def interrupted_while_loading(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlp.cli, "_load_data", interrupted_while_loading)
+    assert main([*common, "--resume", str(first), "--checkpoint", str(second)]) == 130
+    assert capsys.readouterr().err == (
+        f"mlp: interrupted; the checkpoint {first} holds the run after step 3 of 3: resume "
+        f"with: mlp train --resume {first} --data {tiny_mnist} --no-progress\n")

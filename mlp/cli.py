@@ -12,9 +12,12 @@ import argparse
 import dataclasses
 import io
 import os
+import pathlib
 import re
+import shlex
 import sys
 import time
+import warnings
 
 from ._files import atomic_write
 from ._validation import check_writable
@@ -43,6 +46,20 @@ MAX_THREADS = 1024
 # {flag: (lowest, highest)}. The notebook preset seeds numpy's legacy
 # generator, which takes seeds below 2**32.
 _FLAG_BOUNDS = {"--threads": (1, MAX_THREADS), "--seed": (0, 2**32 - 1)}
+# --seed none: no seed, fresh entropy (a different run each time).
+FRESH_SEED = "none"
+# Library help that speaks of what only Python can pass (a callable, None):
+# on the command line, what the flag takes instead.
+_COMMAND_LINE_HELP = {
+    "lr_schedule": "the learning rate's factor over the run: constant; linear, down to 0 at "
+                   "the end; cosine, half a cosine down to 0; step, 0.1 after half the run "
+                   "and 0.01 after three quarters",
+    "seed": "seed of the initial weights, batches, dropout masks and distortions; none draws "
+            "fresh entropy, a different run each time",
+}
+# A library default said in the help, "(default: he for relu, ...)" or "(default 10
+# when ...)": the CLI shows the preset's value instead, or this rule when it is None.
+_LIBRARY_DEFAULT = re.compile(r"\s*\(default:? ([^()]*)\)")
 # augment-preview draws one matplotlib plot per digit, about 20 ms each: 32 by
 # 10 (352 plots with the originals) is drawn in seconds, 100 by 100 took minutes.
 MAX_PREVIEW_COLUMNS, MAX_PREVIEW_ROWS = 32, 10
@@ -84,10 +101,30 @@ def _bounded(name):
     return parse
 
 
+def _seed(name):
+    """argparse type: a seed, an integer within _FLAG_BOUNDS[name], or none
+    (any case) for fresh entropy, returned as FRESH_SEED."""
+    parse_bounded = _bounded(name)
+
+    def parse(text):
+        if text.lower() == FRESH_SEED:
+            return FRESH_SEED
+        try:
+            int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} takes an integer or none, "
+                                             f"got {text!r}") from None
+        return parse_bounded(text)
+    return parse
+
+
 def _shown(value):
+    """A default as the command line spells it: 784,300,100,10; on/off for a switch."""
     if isinstance(value, tuple):
         return ",".join(map(str, value))
-    return "none" if value is None else str(value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "not set" if value is None else str(value)
 
 
 def _default_preset_value(options_class, name):
@@ -97,8 +134,14 @@ def _default_preset_value(options_class, name):
     return getattr(default.model if options_class is ModelOptions else default.training, name)
 
 
-def _flag_help(help_text, value):
-    return f"{help_text} (default preset: {_shown(value)})"
+def _flag_help(help_text, value, label="default preset"):
+    """help_text with one default: value, or for None the library's own rule
+    for it ("he for relu, xavier otherwise"), which help_text may state."""
+    rule = _LIBRARY_DEFAULT.search(help_text)
+    if rule:
+        help_text = help_text[:rule.start()] + help_text[rule.end():]
+    shown = rule.group(1) if value is None and rule else _shown(value)
+    return f"{help_text} ({label}: {shown})"
 
 
 def _add_option_flags(group, options_class, only=None, skip=()):
@@ -109,11 +152,14 @@ def _add_option_flags(group, options_class, only=None, skip=()):
         if not meta.get("flag") or spec.name in skip or (only and spec.name not in only):
             continue
         kwargs = dict(dest=f"{options_class.__name__}.{spec.name}", default=None,
-                      help=_flag_help(meta["help"], _default_preset_value(options_class,
-                                                                          spec.name)))
+                      help=_flag_help(_COMMAND_LINE_HELP.get(spec.name, meta["help"]),
+                                      _default_preset_value(options_class, spec.name)))
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
-        if meta["flag"] in _FLAG_BOUNDS:
+        if meta["flag"] == "--seed":
+            kwargs["type"] = _seed(meta["flag"])
+            kwargs["metavar"] = "N|none"
+        elif meta["flag"] in _FLAG_BOUNDS:
             kwargs["type"] = _bounded(meta["flag"])
             kwargs["metavar"] = "N"
         elif meta.get("cli_type"):
@@ -123,13 +169,14 @@ def _add_option_flags(group, options_class, only=None, skip=()):
 
 
 def _optimizer_fields():
-    """Each optimizer hyperparameter once, with its flag: (name, flag, type, help)."""
+    """Each optimizer hyperparameter once, with its flag:
+    {name: (flag, type, help, the default of the first optimizer that has it)}."""
     seen = {}
     for cls in (SGD, Adam):
         for spec in dataclasses.fields(cls):
             flag = _OPTIMIZER_FLAG_NAMES.get(spec.name, "--" + spec.name.replace("_", "-"))
             if flag and spec.name not in seen:
-                seen[spec.name] = (flag, spec.type, spec.metadata["help"])
+                seen[spec.name] = (flag, spec.type, spec.metadata["help"], spec.default)
     return seen
 
 
@@ -211,17 +258,45 @@ def _augment_from_flags(base, args):
     return built[0] if len(built) == 1 else Compose(*built)
 
 
+def _one_line(message):
+    """message with its line breaks, and the indentation after them, folded into spaces."""
+    return re.sub(r"\s*\n\s*", " ", str(message).strip())
+
+
+def _say(kind, message):
+    """Print "mlp: KIND: message" (kind: error or warning) as one line on stderr."""
+    _say_line(f"mlp: {kind}: {_one_line(message)}")
+
+
+def _say_line(line):
+    """Print line on stderr, above a progress bar that is being drawn rather than into it."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # a dependency, but a warning must never fail for its sake
+        print(line, file=sys.stderr, flush=True)
+    else:
+        tqdm.write(line, file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning for the command line: the message alone, as every
+    mlp warning is shown, not Python's file, line number and source line."""
+    _say("warning", message)
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, as every mlp error is: the
     usage argparse prints first would bury the message under a screenful of
-    flags."""
+    flags. They start "mlp: error:" (not "mlp train: error:"), as the errors
+    found after parsing do; the help to see names the subcommand."""
 
     def error(self, message):
         # "argument --epochs: --epochs takes an integer": say the flag once.
         flag, _, rest = message.partition(": ")
         if flag.startswith("argument ") and rest.startswith(flag.split()[-1] + " "):
             message = rest
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        _say("error", f"{message} (see {self.prog} --help)")
+        self.exit(EXIT_USAGE)
 
 
 def build_parser():
@@ -249,8 +324,11 @@ def build_parser():
                            help="update rule: sgd (with --momentum, --nesterov), adam, or "
                                 "adamw (decoupled weight decay) (default preset: sgd)")
     default_optimizer = PRESETS["default"].training.resolved_optimizer()
-    for name, (flag, value_type, help_text) in _optimizer_fields().items():
-        help_text = _flag_help(help_text, getattr(default_optimizer, name, None))
+    for name, (flag, value_type, help_text, default) in _optimizer_fields().items():
+        # Adam's betas and eps are not the preset's (it uses SGD): Adam's defaults.
+        help_text = (_flag_help(help_text, getattr(default_optimizer, name))
+                     if hasattr(default_optimizer, name)
+                     else _flag_help(help_text, default, label="default"))
         if value_type in (bool, "bool"):
             optimizer.add_argument(flag, dest=f"optimizer.{name}", default=None,
                                    action=argparse.BooleanOptionalAction, help=help_text)
@@ -325,8 +403,9 @@ def build_parser():
     pv.add_argument("--rows", type=_typed(int, "--rows"), metavar="N", default=3,
                     help=f"distorted copies of each, at most {MAX_PREVIEW_ROWS} "
                          "(default: %(default)s)")
-    pv.add_argument("--seed", type=_bounded("--seed"), metavar="N", default=0,
-                    help="seed of the distortions (default: %(default)s)")
+    pv.add_argument("--seed", type=_seed("--seed"), metavar="N|none", default=0,
+                    help="seed of the distortions; none draws fresh ones each time "
+                         "(default: %(default)s)")
     return parser
 
 
@@ -363,7 +442,7 @@ def _optimizer_from_flags(preset, args):
 
 def _flag_names():
     """{field name: flag} for every hyperparameter that has a flag."""
-    names = {name: flag for name, (flag, _, _) in _optimizer_fields().items()}
+    names = {name: flag for name, (flag, *_) in _optimizer_fields().items()}
     for options_class in (ModelOptions, TrainingOptions):
         for spec in dataclasses.fields(options_class):
             if spec.metadata.get("flag"):
@@ -384,7 +463,9 @@ def _configure(args):
                 optimizer=optimizer, learning_rate=None, weight_decay=None))
         seed = training.pop("seed", None)
         preset = preset.with_overrides(model=_grouped(args, "ModelOptions"), training=training,
-                                       seed=seed)
+                                       seed=None if seed == FRESH_SEED else seed)
+        if seed == FRESH_SEED:  # with_overrides keeps the preset's seed for None
+            preset = dataclasses.replace(preset, seed=None)
         augment = _augment_from_flags(preset.training.augment, args)
         if augment != preset.training.augment:
             preset = dataclasses.replace(preset, training=preset.training.replace(augment=augment))
@@ -499,7 +580,66 @@ def _resumed_configuration(args):
                                notebook_seeding=False), model
 
 
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the user can do next (resume the checkpoint) as its message."""
+
+
+def _file_version(path):
+    """What tells one version of the file at path from another (a checkpoint
+    is replaced by renaming a new file into place), or None if there is none."""
+    if path is None:
+        return None
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
+def _resume_advice(args, checkpoint, version_before):
+    """"the checkpoint P holds the run after step S of T: resume with: mlp train
+    --resume P ...", for the checkpoint this run wrote, else the one it resumed
+    from; None when there is neither (a file at the path that this run did not
+    write holds another run)."""
+    version = _file_version(checkpoint)
+    if version is None or version == version_before:
+        checkpoint = args.resume
+    if checkpoint is None:
+        return None
+    from .model import Model
+
+    try:
+        _, state = Model._load(checkpoint)
+        place = state[0]
+        done, total = int(place["done"]), int(place["total_steps"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    # The configuration is in the checkpoint; the run flags are not.
+    command = ["mlp", "train", "--resume", checkpoint]
+    for flag, value in (("--data", args.data), ("--save", args.save),
+                        ("--threads", args.threads)):
+        if value is not None:
+            command += [flag, str(value)]
+    if args.no_progress:
+        command.append("--no-progress")
+    return (f"the checkpoint {checkpoint} holds the run after step {done} of {total}: "
+            f"resume with: {shlex.join(command)}")
+
+
 def _train(args):
+    """mlp train; on Ctrl-C, says how to resume the checkpoint it wrote."""
+    checkpoint = args.checkpoint or args.resume
+    version_before = _file_version(checkpoint)
+    try:
+        return _train_run(args)
+    except KeyboardInterrupt:
+        advice = _resume_advice(args, checkpoint, version_before)
+        if advice is None:
+            raise
+        raise _Interrupted(advice) from None
+
+
+def _train_run(args):
     from ._threads import train_workers
     from .training import train
 
@@ -572,7 +712,7 @@ def _warn_never_predicted(model, images, threads=None):
     message = never_predicted_message(never_predicted(predicted, n_classes=model.n_outputs),
                                       f"the {len(images)} test images")
     if message:
-        print(f"mlp: warning: {message}", file=sys.stderr)
+        _say("warning", message)
 
 
 def _evaluate(args):
@@ -649,24 +789,47 @@ def _predict(args):
     if model.n_inputs != N_PIXELS:
         raise ValueError(f"the model in {args.model} takes {model.n_inputs} inputs; mlp predict "
                          f"prepares 28x28 images, {N_PIXELS} inputs")
-    # Prepare every image before printing anything: one bad file fails the
-    # command without leaving half a result.
-    inputs = np.stack([prepare_digit(path) for path in args.images])
-    probabilities = model.predict_proba(inputs)
+    # Every file that can be read is classified; each one that cannot is named
+    # on its own line, and the command fails (status 2) once all are done.
+    paths, inputs, failed = [], [], False
+    for path in args.images:
+        try:
+            inputs.append(prepare_digit(path))
+        except (ValueError, OSError) as exc:
+            _say("error", _about_image(path, exc))
+            failed = True
+        else:
+            paths.append(path)
     results = []
-    for path, row in zip(args.images, probabilities):
+    probabilities = model.predict_proba(np.stack(inputs)) if inputs else []
+    for path, row in zip(paths, probabilities):
         top = np.argsort(-row, kind="stable")[:3]
         results.append({"file": path, "prediction": int(top[0]),
                         "top3": [[int(c), round(float(row[c]), 6)] for c in top]})
+    status = EXIT_USAGE if failed else 0
     if args.json:
-        # One object per line: readable, and still one JSON document.
-        print("[\n" + ",\n".join("  " + json.dumps(result) for result in results) + "\n]")
-        return 0
-    width = max(len(path) for path in args.images)
+        # One object per line: readable, and still one JSON document ([] if none).
+        print("[\n" + ",\n".join("  " + json.dumps(result) for result in results) + "\n]"
+              if results else "[]")
+        return status
+    width = max((len(path) for path in paths), default=0)
     for result in results:
         ranked = ", ".join(f"{c} ({_share(p)})" for c, p in result["top3"])
         print(f"{result['file']:<{width}}  {result['prediction']}   top 3: {ranked}")
-    return 0
+    return status
+
+
+def _about_image(path, exc):
+    """Why the image at path cannot be classified, starting with the path as given."""
+    message = str(exc)
+    # The library names the file as pathlib spells it: ./x.png as x.png.
+    spellings = (path, str(pathlib.Path(path)))
+    if message.startswith(spellings):
+        return message  # "note.txt is not an image...", "blank.png: no ink found..."
+    # "no image file at 'x.png'": the path goes first, and only there.
+    for spelling in spellings:
+        message = message.replace(f" at {spelling!r}", "")
+    return f"{path}: {message}"
 
 
 def _file_error(exc):
@@ -692,7 +855,8 @@ def _augment_preview(args):
     if args.columns > len(data.train.images):
         raise ValueError(f"--columns must be at most the {len(data.train.images)} training "
                          f"images of --data, got {args.columns}")
-    figure = preview_grid(data.train.images, augment, seed=args.seed, n=args.columns,
+    figure = preview_grid(data.train.images, augment,
+                          seed=None if args.seed == FRESH_SEED else args.seed, n=args.columns,
                           copies=args.rows)
     figure.suptitle(_augment_summary(augment), fontsize=8)
     # Render in memory and rename into place: a failure (a full disk) leaves no
@@ -709,6 +873,14 @@ def _augment_preview(args):
 
 def main(argv=None):
     """Entry point of the ``mlp`` console script; returns the exit status."""
+    # Warnings are shown as mlp's own while the command runs, and only then:
+    # a program that imports mlp keeps Python's way of showing them.
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(argv)
+
+
+def _run(argv):
     args = _parse_args(argv)
     from .datasets import DatasetUnavailableError
 
@@ -720,13 +892,15 @@ def main(argv=None):
             FloatingPointError) as exc:
         # ImportError: an optional dependency (matplotlib, Pillow) that is not installed.
         # FloatingPointError: training diverged; the message says which flag to lower.
-        print(f"mlp: error: {exc}", file=sys.stderr)
+        _say("error", exc)
         return EXIT_USAGE
     except OSError as exc:  # FileNotFoundError, PermissionError, a full disk...
-        print(f"mlp: error: {_file_error(exc)}", file=sys.stderr)
+        _say("error", _file_error(exc))
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("mlp: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # "mlp: interrupted" starts the line, for scripts; then what to do next.
+        line = "mlp: interrupted" + (f"; {_one_line(exc)}" if str(exc) else "")
+        _say_line(line)
         return 130
 
 

@@ -122,7 +122,7 @@ def test_out_of_range_threads_and_seeds_are_refused_when_parsed(argv, message, t
         main([*argv, "--data", str(tiny_mnist)])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"mlp {argv[0]}: error: {message}") and err.count("\n") == 1, err
+    assert err.startswith(f"mlp: error: {message}") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -145,7 +145,7 @@ def test_empty_paths_are_refused_before_any_work(argv, flag, tiny_mnist, tmp_pat
     assert info.value.code == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1
-    assert err.startswith(f"mlp {argv[0]}: error: {flag} takes a path, got an empty string")
+    assert err.startswith(f"mlp: error: {flag} takes a path, got an empty string")
     assert set(os.listdir(tmp_path)) <= {"idx", "cache"}  # no ./.png, no model
 
 
@@ -400,9 +400,44 @@ def test_predict_bad_input_is_one_line_exit_2(case, words, random_model, digit_f
         image = digit_file
     assert main(["predict", str(model), str(digit_file), str(image)]) == 2
     captured = capsys.readouterr()
-    assert captured.out == ""  # nothing printed for the good file either
+    if case.startswith("model"):
+        assert captured.out == ""  # no model, no predictions
+    else:  # the good file is still classified
+        assert captured.out.startswith(f"{digit_file}  ") and captured.out.count("\n") == 1
+        assert captured.err.startswith(f"mlp: error: {image}")
     assert captured.err.startswith("mlp: error: ") and words in captured.err
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_predict_classifies_every_file_it_can_and_names_each_it_cannot(
+        as_json, random_model, digit_file, tmp_path, capsys):
+    import json
+
+    note, missing = tmp_path / "note.txt", tmp_path / "nowhere.png"
+    note.write_text("seven\n")
+    files = [str(note), str(digit_file), str(missing), str(digit_file)]
+    assert main(["predict", str(random_model), *files, *(["--json"] if as_json else [])]) == 2
+    out, err = capsys.readouterr()
+    if as_json:
+        assert [result["file"] for result in json.loads(out)] == [str(digit_file)] * 2
+    else:
+        assert [line.split()[0] for line in out.splitlines()] == [str(digit_file)] * 2
+    assert err.splitlines() == [
+        f"mlp: error: {note} is not an image mlp can read (use PNG, JPEG, GIF, BMP, TIFF or "
+        f"WebP)",
+        f"mlp: error: {missing}: no image file"]
+
+
+def test_predict_with_no_readable_file_prints_no_predictions(random_model, tmp_path, capsys):
+    import json
+
+    note = tmp_path / "note.txt"
+    note.write_text("seven\n")
+    assert main(["predict", str(random_model), str(note)]) == 2
+    assert capsys.readouterr().out == ""
+    assert main(["predict", str(random_model), str(note), "--json"]) == 2
+    assert json.loads(capsys.readouterr().out) == []
 
 
 def test_report_refuses_to_write_over_its_model(random_model, tiny_mnist, tmp_path, capsys):
@@ -484,7 +519,8 @@ def test_predict_classifies_drawn_test_digits(tmp_path, capsys):
 
 def test_ctrl_c_stops_training_a_wide_network_within_a_second(tiny_mnist, tmp_path):
     """SIGINT reaches Python between compiled calls of about 0.2 s, whatever
-    the network's size; the CLI exits with status 130 and one line."""
+    the network's size; the CLI exits with status 130, its last line saying so.
+    Warnings may come before it (a loss far worse than guessing), each an mlp line."""
     import os
     import signal
     import time
@@ -505,10 +541,68 @@ def test_ctrl_c_stops_training_a_wide_network_within_a_second(tiny_mnist, tmp_pa
         elapsed = time.monotonic() - sent
     finally:
         process.kill()
-    err = process.stderr.read()
-    assert status == 130, err
+    lines = process.stderr.read().splitlines()
+    assert status == 130, lines
     assert elapsed < 1.0
-    assert err.strip() == "mlp: interrupted"
+    assert lines and lines[-1] == "mlp: interrupted", lines
+    assert all(line.startswith("mlp: ") for line in lines), lines
+
+
+def _press_ctrl_c_after_the_first_epoch(monkeypatch):
+    """SIGINT, as Ctrl-C sends it, when training's first epoch ends."""
+    import signal
+
+    import mlp.training
+
+    on_epoch_end = mlp.training._DivergenceCheck.on_epoch_end
+
+    def then_interrupt(self, run, history):
+        signal.raise_signal(signal.SIGINT)
+        return on_epoch_end(self, run, history)
+
+    monkeypatch.setattr(mlp.training._DivergenceCheck, "on_epoch_end", then_interrupt)
+
+
+def test_ctrl_c_names_the_checkpoint_and_the_command_that_resumes_it(tiny_mnist, tmp_path,
+                                                                     capsys, monkeypatch):
+    import shlex
+
+    from mlp.training import options_from_checkpoint
+
+    checkpoint, saved = tmp_path / "run 1.npz", tmp_path / "m.npz"
+    _press_ctrl_c_after_the_first_epoch(monkeypatch)
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--batch-size",
+                 "8", "--epochs", "3", "--no-progress", "--checkpoint", str(checkpoint),
+                 "--save", str(saved)]) == 130
+    lines = capsys.readouterr().err.splitlines()
+    match = re.fullmatch(r"mlp: interrupted; the checkpoint (.+) holds the run after step "
+                         r"(\d+) of (\d+): resume with: (.+)", lines[-1])
+    assert match, lines
+    assert match.group(1) == str(checkpoint) and 0 < int(match.group(2)) < int(match.group(3))
+    assert options_from_checkpoint(checkpoint)[1].epochs == 3
+    command = shlex.split(match.group(4))
+    assert command[:2] == ["mlp", "train"]
+    monkeypatch.undo()
+    assert main(command[1:]) == 0  # resumes, with the data, the --save and no progress bar
+    out, err = capsys.readouterr()
+    assert "resumed from" in out and f"Saved the model to {saved}" in out
+    assert "it/s" not in err and "step/s" not in err
+
+
+def test_ctrl_c_claims_no_checkpoint_the_run_did_not_write(tiny_mnist, tmp_path, capsys,
+                                                           monkeypatch):
+    import mlp.cli
+
+    checkpoint = tmp_path / "ck.npz"
+    checkpoint.write_bytes(b"an earlier run's file")
+
+    def interrupted_while_loading(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlp.cli, "_load_data", interrupted_while_loading)
+    assert main(["train", "--data", str(tiny_mnist), "--no-progress", "--checkpoint",
+                 str(checkpoint)]) == 130
+    assert capsys.readouterr().err == "mlp: interrupted\n"
 
 
 def test_checkpoint_and_resume_from_the_command_line(tiny_mnist, tmp_path, capsys):
@@ -583,7 +677,7 @@ def test_unknown_flags_name_the_subcommand(argv, prog, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
-    assert capsys.readouterr().err == (f"{prog}: error: unrecognized arguments: {argv[-1]} "
+    assert capsys.readouterr().err == (f"mlp: error: unrecognized arguments: {argv[-1]} "
                                        f"(see {prog} --help)\n")
 
 
@@ -605,7 +699,7 @@ def test_argparse_errors_are_one_line_without_usage(argv, message, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     prog = " ".join(["mlp", *argv[:1]])
-    assert err.startswith(f"{prog}: error: {message}") and err.count("\n") == 1, err
+    assert err.startswith(f"mlp: error: {message}") and err.count("\n") == 1, err
     assert err.endswith(f" (see {prog} --help)\n") and "usage:" not in err
 
 
@@ -742,3 +836,121 @@ def test_options_that_do_not_fit_the_network_are_named_by_their_flags(tiny_mnist
     err = capsys.readouterr().err
     assert err.startswith(f"mlp: error: {words}") and err.count("\n") == 1
     assert "input_dropout" not in err and "Adam's eps" not in err
+
+
+# ---------------------------------------------------------------------------
+# One voice: every warning and every error one line, `mlp: warning:` / `mlp: error:`
+# ---------------------------------------------------------------------------
+
+def test_library_warnings_are_one_line_each_and_only_while_the_command_runs(tiny_mnist, capsys,
+                                                                            monkeypatch):
+    import warnings
+
+    import mlp.training
+
+    train = mlp.training.train
+
+    def train_and_warn(*args, **kwargs):
+        warnings.warn("the training loss is 58.3, far worse than guessing (2.3):\n"
+                      "    the learning rate (0.1) is probably too high", RuntimeWarning)
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(mlp.training, "train", train_and_warn)
+    shown_before = warnings.showwarning
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--iterations",
+                 "1", "--no-progress"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert "mlp: warning: the training loss is 58.3, far worse than guessing (2.3): the " \
+           "learning rate (0.1) is probably too high" in lines
+    assert all(line.startswith("mlp: warning: ") for line in lines), lines
+    # Scoped to main(): the library's own warnings look as Python shows them.
+    assert warnings.showwarning is shown_before
+
+
+def test_multi_line_errors_are_folded_to_one_line(tiny_mnist, capsys, monkeypatch):
+    import mlp.training
+
+    def failing_train(*args, **kwargs):
+        raise ValueError("the first line\n  and the second")
+
+    monkeypatch.setattr(mlp.training, "train", failing_train)
+    assert main(["train", "--data", str(tiny_mnist), "--iterations", "1", "--no-progress"]) == 2
+    assert capsys.readouterr().err == "mlp: error: the first line and the second\n"
+
+
+# ---------------------------------------------------------------------------
+# --help: what a command line can pass, each default once
+# ---------------------------------------------------------------------------
+
+def _help_texts():
+    """(command, flag, help as --help prints it) for every option of every subcommand."""
+    import argparse
+
+    from mlp.cli import build_parser
+
+    parser = build_parser()
+    subcommands = next(action for action in parser._actions
+                       if isinstance(action, argparse._SubParsersAction))
+    for command, subparser in subcommands.choices.items():
+        formatter = subparser._get_formatter()
+        for action in subparser._actions:
+            if action.help and action.option_strings:
+                yield command, action.option_strings[0], formatter._expand_help(action)
+
+
+def test_help_offers_only_what_a_command_line_can_pass_and_each_default_once():
+    texts = list(_help_texts())
+    assert {command for command, _, _ in texts} == {"train", "evaluate", "report", "predict",
+                                                    "augment-preview"}
+    for command, flag, text in texts:
+        where = f"mlp {command} {flag}: {text}"
+        # Python's values and objects: no flag takes them.
+        assert not re.search(r"\b(None|True|False|callable|mlp\.\w+)\b", text), where
+        # "(default: ...)", "(default preset: ...)", "(augmented preset: ...)"
+        assert len(re.findall(r"\((?:default\b|[\w-]+ preset:)", text)) <= 1, where
+    shown = {(command, flag): text for command, flag, text in texts}
+    assert shown[("train", "--init")].endswith(
+        "(default preset: he for relu, xavier otherwise)")
+    assert shown[("train", "--epochs")] == "passes over the training data (default preset: 10)"
+    assert shown[("train", "--beta1")].endswith("(default: 0.9)")
+
+
+@pytest.mark.parametrize("spelling", ["none", "None", "NONE"])
+def test_seed_none_draws_fresh_entropy(spelling, tiny_mnist, tmp_path, capsys):
+    assert _configured("--seed", spelling).seed is None
+    assert _configured("--preset", "notebook", "--seed", spelling).seed is None
+    assert _configured("--seed", "7").seed == 7
+    assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--iterations",
+                 "1", "--no-progress", "--seed", spelling]) == 0
+    pytest.importorskip("matplotlib.figure")
+    assert main(["augment-preview", "--data", str(tiny_mnist), "--columns", "1", "--rows", "1",
+                 "--out", str(tmp_path / "g.png"), "--seed", spelling]) == 0
+
+
+@pytest.mark.parametrize("command", ["train", "augment-preview"])
+def test_a_seed_that_is_no_integer_nor_none_is_refused_saying_both(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--seed", "nine"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "mlp: error: --seed takes an integer or none, got 'nine'")
+
+
+def test_ctrl_c_before_a_resumed_run_writes_names_the_checkpoint_it_resumed(
+        tiny_mnist, tmp_path, capsys, monkeypatch):
+    import mlp.cli
+
+    first, second = tmp_path / "first.npz", tmp_path / "second.npz"
+    common = ["train", "--data", str(tiny_mnist), "--no-progress"]
+    assert main([*common, "--layers", "784,16,10", "--iterations", "3", "--checkpoint",
+                 str(first)]) == 0
+    capsys.readouterr()
+
+    def interrupted_while_loading(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlp.cli, "_load_data", interrupted_while_loading)
+    assert main([*common, "--resume", str(first), "--checkpoint", str(second)]) == 130
+    assert capsys.readouterr().err == (
+        f"mlp: interrupted; the checkpoint {first} holds the run after step 3 of 3: resume "
+        f"with: mlp train --resume {first} --data {tiny_mnist} --no-progress\n")

@@ -55,13 +55,13 @@ def _notebook_model(dtype, seed=None):
 def _plain_sgd_steps(model, X, labels, order, batch, work, losses, n_threads, sparse_input=None):
     """The compiled loop mlp.train runs for plain SGD at a constant rate, called
     directly; sparse_input=False keeps the first layer's products dense."""
-    empty = np.empty(0, dtype=model.dtype)
     steps = -(-len(order) // batch)
-    return _kernels.train_steps(
-        model._params, model._sizes, model._hidden_code, model._output_code,
-        _kernels.LOSSES["mse"], X, labels, empty, empty, order, batch, np.full(steps, LR), 0,
-        {"code": _kernels.UPDATE_RULES["sgd"]}, empty, empty, empty, 0.0, 0.0, 0.0, 0, None, 0.0, work,
-        losses, batch <= FEATURE_MAJOR_MAX_BATCH, n_threads, sparse_input)
+    data = _kernels.TrainingData(X, labels, batch_size=batch,
+                                 feature_major=batch <= FEATURE_MAJOR_MAX_BATCH,
+                                 sparse_input=sparse_input)
+    run = _kernels.TrainingRun(model._network, data, loss=_kernels.LOSSES["mse"],
+                               rule=mlp.SGD(LR).kernel_rule(), n_workers=n_threads, work=work)
+    return _kernels.train_steps(run, order, np.full(steps, LR), 0, losses)
 
 
 # ---------------------------------------------------------------------------

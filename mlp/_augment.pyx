@@ -221,10 +221,9 @@ def _inverse_affine(const double[:, ::1] params):
     return matrices.base, offsets.base
 
 
-def _source_points(const int64_t[::1] sample_ids, uint64_t seed, int side, double rotation,
-                   double scale, double shear, double shift, double alpha, double sigma):
+def _source_points(DistortionPlan plan, const int64_t[::1] sample_ids, uint64_t seed):
     """(rows, columns), each (n, side, side): where distort() samples each output pixel."""
-    cdef DistortionPlan plan = DistortionPlan(side, rotation, scale, shear, shift, alpha, sigma)
+    cdef int side = plan.plan.side
     cdef Py_ssize_t n = sample_ids.shape[0], r
     cdef int i, j
     cdef float[::1] work = np.empty(mlp_aug_work_floats(side), dtype=np.float32)

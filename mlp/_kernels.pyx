@@ -8,7 +8,9 @@
 #   _updates.pxi      the optimizers' update rules and max-norm
 #   _worker.pxi       the training loop on several worker threads, as stages
 #   this file         the activation/loss/optimizer codes, the workspace
-#                     layout and the entry points called from Python
+#                     layout, the typed description of a run (Network,
+#                     UpdateRule, TrainingData, Dropout, TrainingRun) and the
+#                     entry points called from Python, which take it
 #
 # Contract with the Python side (mlp/_validation.py and its callers): every
 # array arrives with the right dtype, C-contiguous, with shapes that agree
@@ -56,6 +58,8 @@ ACTIVATIONS = {"sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "relu": ACT_RELU,
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY,
           "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY}
 UPDATE_RULES = {"sgd": OPT_SGD, "sgd_momentum": OPT_SGD_MOMENTUM, "adam": OPT_ADAM}
+# The arrays laid out like the parameters that each rule keeps.
+_N_STATE_BUFFERS = {OPT_SGD: 0, OPT_SGD_MOMENTUM: 1, OPT_ADAM: 2}
 
 # Networks deeper than this are refused on the Python side; it lets the
 # per-layer pointer tables live on the stack.
@@ -225,16 +229,11 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
 # Entry points
 # ---------------------------------------------------------------------------
 
-def loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
-                       int hidden_act, int output_act, int loss,
-                       const floating[:, ::1] x, const floating[:, ::1] y,
-                       floating[::1] grads, floating[::1] work,
-                       bint want_gradients, Py_ssize_t chunk):
-    """Summed loss over the batch; with want_gradients, its gradient into grads.
-
-    Rows are processed `chunk` at a time, the gradients summed across chunks,
-    so memory does not grow with the batch; work must hold
-    workspace_size(sizes, chunk) elements."""
+cdef double _loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
+                               int hidden_act, int output_act, int loss,
+                               const floating[:, ::1] x, const floating[:, ::1] y,
+                               floating[::1] grads, floating[::1] work,
+                               bint want_gradients, Py_ssize_t chunk):
     cdef int L = <int>sizes.shape[0] - 1
     cdef Py_ssize_t n = x.shape[0], k = sizes[L], start, rows
     cdef _Carve c = _carve(&sizes[0], L, chunk)
@@ -260,6 +259,270 @@ def loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
 
 
 include "_worker.pxi"
+
+
+# ---------------------------------------------------------------------------
+# The typed description of a run. Python builds these once (mlp/model.py,
+# mlp/optimizers.py, mlp/training.py) and the entry points below take them:
+# every part has named, typed fields, so that two arguments of one type
+# cannot be swapped silently and a misspelt hyperparameter is an error.
+# They check the shapes and dtypes that would otherwise crash the kernel;
+# the values (labels in range, finite data) are checked by their callers.
+# ---------------------------------------------------------------------------
+
+def _contiguous(array, name, dtype, ndim):
+    if not isinstance(array, np.ndarray) or array.dtype != dtype or array.ndim != ndim \
+            or not array.flags.c_contiguous:
+        raise TypeError(f"{name} must be a C-contiguous {ndim}-d {np.dtype(dtype).name} "
+                        f"ndarray; got {type(array).__name__} "
+                        f"{getattr(array, 'dtype', '')} {getattr(array, 'shape', '')}")
+    return array
+
+
+cdef class Network:
+    """A fully connected network as the kernels see it.
+
+    Parameters
+    ----------
+    params : ndarray of float32 or float64, shape (n_params,)
+        Every weight and bias in one flat array, [W_0 (sizes[1], sizes[0]),
+        b_0 (sizes[1],), W_1, b_1, ...]. Kept, not copied: the kernels
+        update it in place.
+    sizes : ndarray of intp, shape (n_layers + 1,)
+        Layer widths, inputs first.
+    hidden_activation, output_activation : int
+        Codes from ACTIVATIONS.
+    """
+    cdef readonly object params
+    cdef readonly object sizes
+    cdef readonly int hidden_activation
+    cdef readonly int output_activation
+    cdef readonly bint is_double
+
+    def __init__(self, params, sizes, int hidden_activation, int output_activation):
+        self.sizes = _contiguous(sizes, "sizes", np.intp, 1)
+        if not 2 <= len(sizes) <= MAX_LAYERS + 1 or np.any(sizes < 1):
+            raise ValueError(f"sizes must hold 2 to {MAX_LAYERS + 1} positive widths; "
+                             f"got {sizes.tolist()}")
+        self.is_double = getattr(params, "dtype", None) == np.float64
+        self.params = _contiguous(params, "params", np.float64 if self.is_double else np.float32, 1)
+        expected = int(np.sum(sizes[1:] * (sizes[:-1] + 1)))
+        if len(params) != expected:
+            raise ValueError(f"params must hold {expected} values for sizes {sizes.tolist()}; "
+                             f"got {len(params)}")
+        self.hidden_activation = hidden_activation
+        self.output_activation = output_activation
+
+    @property
+    def n_layers(self):
+        return len(self.sizes) - 1
+
+
+cdef class UpdateRule:
+    """An optimizer's update as the kernel runs it (mlp/_updates.pxi).
+
+    Built by the optimizers (mlp/optimizers.py, ``kernel_rule()``); every
+    hyperparameter is a keyword, so none can be misspelt or swapped.
+
+    Parameters
+    ----------
+    code : int
+        From UPDATE_RULES.
+    weight_decay : float
+        On weights only, never on biases.
+    momentum, nesterov : float, bool
+        SGD with momentum.
+    beta1, beta2, eps, decoupled, eps_hat : float, float, float, bool, bool
+        Adam; decoupled is AdamW's weight decay, eps_hat adds eps before
+        sqrt(v)'s bias correction.
+    """
+    cdef _Optimizer rule
+
+    def __init__(self, int code, *, double weight_decay=0.0, double momentum=0.0,
+                 bint nesterov=False, double beta1=0.0, double beta2=0.0, double eps=0.0,
+                 bint decoupled=False, bint eps_hat=False):
+        if code not in UPDATE_RULES.values():
+            raise ValueError(f"code must be one of UPDATE_RULES' {sorted(UPDATE_RULES.values())}; "
+                             f"got {code}")
+        memset(&self.rule, 0, sizeof(self.rule))
+        self.rule.code = code
+        self.rule.weight_decay = weight_decay
+        self.rule.momentum = momentum
+        self.rule.nesterov = nesterov
+        self.rule.beta1 = beta1
+        self.rule.beta2 = beta2
+        self.rule.eps = eps
+        self.rule.decoupled = decoupled
+        self.rule.eps_hat = eps_hat
+
+    @property
+    def code(self):
+        return self.rule.code
+
+    @property
+    def n_state_buffers(self):
+        """How many arrays laid out like the parameters the rule keeps."""
+        return _N_STATE_BUFFERS[self.rule.code]
+
+    @property
+    def needs_gradients(self):
+        """Plain SGD folds the gradient into the weight GEMM; the others need it."""
+        return self.rule.code != OPT_SGD
+
+    def __repr__(self):
+        r = self.rule
+        return (f"UpdateRule({r.code}, weight_decay={r.weight_decay}, momentum={r.momentum}, "
+                f"nesterov={bool(r.nesterov)}, beta1={r.beta1}, beta2={r.beta2}, eps={r.eps}, "
+                f"decoupled={bool(r.decoupled)}, eps_hat={bool(r.eps_hat)})")
+
+
+cdef class TrainingData:
+    """What a training run reads, and how its batches are laid out.
+
+    Parameters
+    ----------
+    x : ndarray of float32 or float64, shape (n, n_inputs)
+        Converted to the model's type as rows are gathered.
+    labels : ndarray of int64, shape (n,), optional
+        Class labels in [0, n_outputs), trained as one-hot targets; or
+    targets : ndarray of the model's float type, shape (n * n_outputs,), optional
+        Rows of float targets, flattened.
+    sample_weights : ndarray of the model's float type, shape (n,), optional
+        Scales each row's loss and gradient.
+    batch_size : int
+        Rows per step (the last batch of a call may be shorter).
+    feature_major : bool
+        Store each batch transposed, (features, batch): faster for small batches.
+    sparse_input : bool, optional
+        Compute the first layer from the non-zero inputs (True), with GEMMs
+        (False), or as x's first rows suggest (None); see train_steps.
+    """
+    cdef readonly object x, labels, targets, sample_weights, sparse_input
+    cdef readonly Py_ssize_t batch_size
+    cdef readonly bint feature_major
+
+    def __init__(self, x, labels=None, targets=None, sample_weights=None, *,
+                 Py_ssize_t batch_size, bint feature_major, sparse_input=None):
+        self.x = _contiguous(x, "x", x.dtype if getattr(x, "dtype", None) in (np.float32, np.float64)
+                             else np.float32, 2)
+        if (labels is None) == (targets is None):
+            raise TypeError("TrainingData needs labels or targets, not both")
+        self.labels = (np.empty(0, np.int64) if labels is None
+                       else _contiguous(labels, "labels", np.int64, 1))
+        self.targets = None if targets is None else _contiguous(targets, "targets", targets.dtype, 1)
+        self.sample_weights = (None if sample_weights is None
+                               else _contiguous(sample_weights, "sample_weights",
+                                                sample_weights.dtype, 1))
+        n = self.x.shape[0]
+        if labels is not None and len(labels) != n or \
+                sample_weights is not None and len(sample_weights) != n:
+            raise ValueError("labels and sample_weights must have a value for each row of x")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+        self.batch_size = batch_size
+        self.feature_major = feature_major
+        self.sparse_input = sparse_input
+
+
+cdef class Dropout:
+    """Inverted dropout during training: hidden units dropped with
+    probability `hidden`, inputs with `inputs`, the masks keyed by `seed`,
+    the step and the unit (never by the worker), so that they do not
+    depend on the number of threads."""
+    cdef readonly double hidden, inputs
+    cdef readonly uint64_t seed
+
+    def __init__(self, double hidden=0.0, double inputs=0.0, uint64_t seed=0):
+        if not (0 <= hidden < 1 and 0 <= inputs < 1):
+            raise ValueError(f"dropout probabilities must be in [0, 1); got {hidden}, {inputs}")
+        self.hidden = hidden
+        self.inputs = inputs
+        self.seed = seed
+
+
+cdef class TrainingRun:
+    """Everything a run of train_steps needs but the steps themselves.
+
+    Parameters
+    ----------
+    network : Network
+        Updated in place.
+    data : TrainingData
+    loss : int
+        From LOSSES.
+    rule : UpdateRule
+    state : tuple of ndarray, each like network.params
+        The rule's state (rule.n_state_buffers arrays: velocity, or Adam's
+        first and second moments), carried from call to call.
+    dropout : Dropout, optional
+    augment : DistortionPlan, optional
+        Distort every gathered row (square images in [0, 1], float32 x);
+        each distortion drawn from `augment_seed` and the row's draw count.
+    augment_seed : int
+        Keys the distortions (the dropout masks have their own key).
+    max_norm : float
+        > 0: cap each unit's incoming weight norm after every step.
+    n_workers : int
+        Threads sharing each step (BLAS must be single-threaded meanwhile);
+        the result depends on it only through rounding.
+    work : ndarray of the network's float type, optional
+        Scratch of at least workspace_size(sizes, batch_size) values, for a
+        caller that keeps one; allocated otherwise.
+    """
+    cdef readonly Network network
+    cdef readonly TrainingData data
+    cdef readonly int loss
+    cdef readonly UpdateRule rule
+    cdef readonly tuple state
+    cdef readonly Dropout dropout
+    cdef readonly DistortionPlan augment
+    cdef readonly uint64_t augment_seed
+    cdef readonly double max_norm
+    cdef readonly int n_workers
+    cdef object gradients, work
+
+    def __init__(self, Network network, TrainingData data, *, int loss, UpdateRule rule,
+                 tuple state=(), Dropout dropout=None, DistortionPlan augment=None,
+                 uint64_t augment_seed=0, double max_norm=0.0, int n_workers=1, work=None):
+        dtype = network.params.dtype
+        if len(state) != rule.n_state_buffers:
+            raise ValueError(f"the rule keeps {rule.n_state_buffers} state buffers; "
+                             f"got {len(state)}")
+        for i, buffer in enumerate(state):
+            _contiguous(buffer, f"state[{i}]", dtype, 1)
+            if len(buffer) != len(network.params):
+                raise ValueError(f"state[{i}] must be laid out like params")
+        for name in ("targets", "sample_weights"):
+            array = getattr(data, name)
+            if array is not None and array.dtype != dtype:
+                raise TypeError(f"data.{name} must be {dtype.name}, the network's type")
+        if data.targets is not None and len(data.targets) != data.x.shape[0] * network.sizes[-1]:
+            raise ValueError("data.targets must hold n_outputs values for each row of x")
+        if data.x.shape[1] != network.sizes[0]:
+            raise ValueError(f"x must have {network.sizes[0]} columns; got {data.x.shape[1]}")
+        if augment is not None and (data.x.dtype != np.float32
+                                    or augment.plan.side ** 2 != network.sizes[0]):
+            raise ValueError("augment needs float32 square images of the network's input size")
+        self.network = network
+        self.data = data
+        self.loss = loss
+        self.rule = rule
+        self.state = state
+        self.dropout = Dropout() if dropout is None else dropout
+        self.augment = augment
+        self.augment_seed = augment_seed
+        self.max_norm = max_norm
+        self.n_workers = max(1, min(n_workers, MAX_WORKERS))
+        self.gradients = np.empty(len(network.params) if rule.needs_gradients else 0, dtype)
+        size = _carve(<Py_ssize_t*><uintptr_t>network.sizes.ctypes.data, network.n_layers,
+                      data.batch_size).total
+        if work is None:
+            work = np.empty(size, dtype)
+        elif _contiguous(work, "work", dtype, 1).shape[0] < size:
+            raise ValueError(f"work must hold workspace_size(sizes, batch_size) = {size} values")
+        self.work = work
+
+
 
 
 # Inference on blocks of up to this many rows stores the activations
@@ -515,11 +778,30 @@ cdef void _forward_task(void* ctx, int tid, int n_workers) noexcept nogil:
                         run, tid, n_workers)
 
 
-def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
-            int output_act, const floating[:, ::1] x, floating[:, ::1] out,
-            floating[::1] work, Py_ssize_t chunk, int n_workers=1, sparse_input=None,
-            bint check_finite=False):
+def loss_and_gradients(Network network, int loss, x, y, grads, work, bint want_gradients,
+                       Py_ssize_t chunk):
+    """Summed loss over the batch x (n, sizes[0]) with targets y (n, sizes[-1]);
+    with want_gradients, its gradient into grads (laid out like the params).
+
+    Rows are processed `chunk` at a time, the gradients summed across chunks,
+    so memory does not grow with the batch; work must hold
+    workspace_size(sizes, chunk) elements. Every array is C-contiguous, of
+    the network's float type."""
+    if network.is_double:
+        return _loss_and_gradients[double](network.params, network.sizes,
+                                           network.hidden_activation,
+                                           network.output_activation, loss, x, y, grads, work,
+                                           want_gradients, chunk)
+    return _loss_and_gradients[float](network.params, network.sizes, network.hidden_activation,
+                                      network.output_activation, loss, x, y, grads, work,
+                                      want_gradients, chunk)
+
+
+def forward(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,
+            sparse_input=None, bint check_finite=False):
     """Output activations of the network for x (n, sizes[0]) into out (n, sizes[-1]).
+
+    x, out and work are C-contiguous arrays of the network's float type.
     Returns False when check_finite and x holds a NaN or an infinity (out
     is then meaningless), else True: each worker checks the rows it reads,
     while they are in cache, which costs less than a scan of x beforehand
@@ -540,6 +822,18 @@ def forward(floating[::1] params, const Py_ssize_t[::1] sizes, int hidden_act,
     from each row's non-zero inputs instead (_forward_sparse_input, on all
     n_workers); sparse_input=True or False forces the choice, for tests and
     benchmarks. That too changes only rounding."""
+    if network.is_double:
+        return _forward_rows[double](network.params, network, x, out, work, chunk, n_workers,
+                                     sparse_input, check_finite)
+    return _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
+                                sparse_input, check_finite)
+
+
+cdef bint _forward_rows(floating[::1] params, Network network, const floating[:, ::1] x,
+                        floating[:, ::1] out, floating[::1] work, Py_ssize_t chunk,
+                        int n_workers, sparse_input, bint check_finite):
+    cdef const Py_ssize_t[::1] sizes = network.sizes
+    cdef int hidden_act = network.hidden_activation, output_act = network.output_activation
     cdef _ForwardRun run
     cdef int L = <int>sizes.shape[0] - 1
     run.is_double = floating is double
@@ -594,18 +888,9 @@ cdef bint _any_set(const char* flags, int n) noexcept nogil:
 
 
 
-cdef _Optimizer _optimizer_from(dict rule, double max_norm, void* velocity,
+cdef _Optimizer _optimizer_from(UpdateRule rule, double max_norm, void* velocity,
                                 void* second_moment, void* gradients):
-    cdef _Optimizer opt
-    opt.code = rule["code"]
-    opt.weight_decay = rule.get("weight_decay", 0.0)
-    opt.momentum = rule.get("momentum", 0.0)
-    opt.nesterov = rule.get("nesterov", False)
-    opt.beta1 = rule.get("beta1", 0.0)
-    opt.beta2 = rule.get("beta2", 0.0)
-    opt.eps = rule.get("eps", 0.0)
-    opt.decoupled = rule.get("decoupled", False)
-    opt.eps_hat = rule.get("eps_hat", False)
+    cdef _Optimizer opt = rule.rule
     opt.max_norm = max_norm
     opt.velocity = velocity
     opt.second_moment = second_moment
@@ -633,94 +918,111 @@ cdef _TrainRun _new_run(int dtype_pair, void* params, const Py_ssize_t[::1] size
     return run
 
 
-def train_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
-                int hidden_act, int output_act, int loss,
-                const data_floating[:, ::1] x, const int64_t[::1] labels,
-                const floating[::1] targets, const floating[::1] sample_weights,
-                const int64_t[::1] order, Py_ssize_t batch_size,
-                const double[::1] learning_rates, int64_t steps_before, dict rule,
-                floating[::1] velocity, floating[::1] second_moment,
-                floating[::1] gradients, double max_norm, double dropout,
-                double input_dropout, uint64_t dropout_seed, DistortionPlan augment,
-                double time_limit, floating[::1] work, double[::1] batch_losses,
-                bint feature_major, int n_workers=1, sparse_input=None):
-    """Train on the samples listed in `order`, batch_size at a time.
+def train_steps(TrainingRun run, const int64_t[::1] order, const double[::1] learning_rates,
+                int64_t steps_before, double[::1] batch_losses, double time_limit=0.0):
+    """Train run.network on the samples listed in `order`, run.data.batch_size at a time.
 
-    Step s trains on rows x[order[s*batch_size : (s+1)*batch_size]] (of
-    either float type, converted to the model's); the last batch may be
-    shorter. Its targets are one-hot from `labels` or, when `targets` is not
-    empty, rows of targets (len(x), sizes[-1]) flattened. sample_weights,
-    unless empty, scales each row's loss and gradient. The rows are gathered
-    into the workspace in C, so the whole run is one nogil call.
+    Step s trains on rows x[order[s*batch_size : (s+1)*batch_size]] of
+    run.data.x (of either float type, converted to the model's); the last
+    batch may be shorter. Its targets are one-hot from the data's labels or
+    its rows of targets; its sample weights, if any, scale each row's loss
+    and gradient. The rows are gathered into the workspace in C, so the
+    whole call is one nogil call.
 
     Step s uses learning_rates[s] and is step steps_before + s + 1 of the
-    run (Adam's t, and the dropout masks' counter). `rule` describes the
-    update (mlp/optimizers.py: a code from UPDATE_RULES and its
-    hyperparameters); velocity, second_moment (the optimizer's state) and
-    gradients (scratch) are laid out like params, or empty when the rule
-    does not use them. max_norm > 0 caps each unit's incoming weight norm
-    after every step. dropout / input_dropout are the probabilities of
-    dropping a hidden unit / an input, masks keyed by dropout_seed.
+    run (Adam's t, and the dropout masks' counter). run.rule and run.state
+    are the update and its state; run.max_norm > 0 caps each unit's
+    incoming weight norm after every step; run.dropout drops hidden units
+    and inputs, masks keyed by its seed.
 
-    augment, unless None, is the DistortionPlan (mlp/_augment.pyx) of
-    square images of side**2 == sizes[0] pixels: every gathered row is
-    replaced by a random distortion of itself, drawn from dropout_seed (by
-    its own hash, independent of the masks') and the row's draw counter
+    With run.augment, every gathered row is replaced by a random distortion
+    of itself, drawn from run.augment_seed and the row's draw counter
     (step - 1) * batch_size + row, so that it does not depend on n_workers.
-    x must then be float32 with values in [0, 1].
 
-    batch_losses[s] receives step s's summed loss. work must hold
-    workspace_size(sizes, batch_size) elements. feature_major stores each
-    batch transposed, (features, batch) (faster for small batches).
-    n_workers threads share each step (BLAS must be single-threaded
-    meanwhile); the result depends on n_workers only through rounding.
-    With time_limit > 0 the call returns after the first step that ends
-    past that many seconds.
+    batch_losses[s] receives step s's summed loss. The data's feature_major
+    stores each batch transposed, (features, batch) (faster for small
+    batches). run.n_workers threads share each step (BLAS must be
+    single-threaded meanwhile); the result depends on n_workers only
+    through rounding. With time_limit > 0 the call returns after the first
+    step that ends past that many seconds.
 
     For row-major batches (not feature_major) of a network of two layers or
     more, the first layer's forward pass and weight gradient come from each
     row's non-zero inputs when x is mostly zeros (chooses_sparse_input on its
-    first rows) or sparse_input is True; sparse_input=False keeps them
-    GEMMs. Either way the result differs only by rounding.
+    first rows) or the data's sparse_input is True; sparse_input=False keeps
+    them GEMMs. Either way the result differs only by rounding.
 
     Returns the number of steps done, or -1 - r when row r of x holds NaN
     or inf: the run stops before the step that would have used it."""
+    if len(learning_rates) * run.data.batch_size < len(order) or \
+            len(batch_losses) < len(learning_rates):
+        raise ValueError("train_steps needs a learning rate and a batch loss for every step")
+    if run.network.is_double:
+        if run.data.x.dtype == np.float64:
+            return _train_steps[double, double](run.network.params, run.data.x, run, order,
+                                                learning_rates, steps_before, batch_losses,
+                                                time_limit)
+        return _train_steps[double, float](run.network.params, run.data.x, run, order,
+                                           learning_rates, steps_before, batch_losses, time_limit)
+    if run.data.x.dtype == np.float64:
+        return _train_steps[float, double](run.network.params, run.data.x, run, order,
+                                           learning_rates, steps_before, batch_losses, time_limit)
+    return _train_steps[float, float](run.network.params, run.data.x, run, order,
+                                      learning_rates, steps_before, batch_losses, time_limit)
+
+
+cdef inline void* _data_or_null(floating[::1] array) noexcept:
+    return &array[0] if array is not None and array.shape[0] > 0 else NULL
+
+
+cdef object _train_steps(floating[::1] params, const data_floating[:, ::1] x, TrainingRun spec,
+                         const int64_t[::1] order, const double[::1] learning_rates,
+                         int64_t steps_before, double[::1] batch_losses, double time_limit):
+    cdef Network network = spec.network
+    cdef TrainingData data = spec.data
+    cdef const Py_ssize_t[::1] sizes = network.sizes
+    cdef const int64_t[::1] labels = data.labels
+    cdef floating[::1] targets = data.targets
+    cdef floating[::1] sample_weights = data.sample_weights
+    cdef floating[::1] gradients = spec.gradients
+    cdef floating[::1] velocity = spec.state[0] if len(spec.state) > 0 else None
+    cdef floating[::1] second_moment = spec.state[1] if len(spec.state) > 1 else None
+    cdef floating[::1] work = spec.work
+    cdef int n_workers = spec.n_workers
     cdef _TrainRun run = _new_run(
         (DOUBLE_MODEL_FLOAT_DATA if floating is double else FLOAT_MODEL_FLOAT_DATA)
         + (1 if data_floating is double else 0),
-        &params[0], sizes, hidden_act, output_act, loss, &work[0], feature_major)
+        &params[0], sizes, network.hidden_activation, network.output_activation, spec.loss,
+        &work[0], data.feature_major)
     run.x = &x[0, 0]
     run.labels = &labels[0] if labels.shape[0] > 0 else NULL
-    run.targets = &targets[0] if targets.shape[0] > 0 else NULL
-    run.sample_weights = &sample_weights[0] if sample_weights.shape[0] > 0 else NULL
+    run.targets = _data_or_null(targets)
+    run.sample_weights = _data_or_null(sample_weights)
     run.order = &order[0] if order.shape[0] > 0 else NULL
     run.n_total = order.shape[0]
-    run.batch_size = batch_size
+    run.batch_size = data.batch_size
     run.learning_rates = &learning_rates[0]
     run.steps_before = steps_before
-    run.opt = _optimizer_from(
-        rule, max_norm, &velocity[0] if velocity.shape[0] > 0 else NULL,
-        &second_moment[0] if second_moment.shape[0] > 0 else NULL,
-        &gradients[0] if gradients.shape[0] > 0 else NULL)
-    run.dropout = dropout
-    run.input_dropout = input_dropout
-    run.dropout_seed = dropout_seed
+    run.opt = _optimizer_from(spec.rule, spec.max_norm, _data_or_null(velocity),
+                              _data_or_null(second_moment), _data_or_null(gradients))
+    run.dropout = spec.dropout.hidden
+    run.input_dropout = spec.dropout.inputs
+    run.dropout_seed = spec.dropout.seed
     run.time_limit = time_limit
     run.batch_losses = &batch_losses[0]
     cdef float[::1] augment_work
-    if augment is not None:
+    if spec.augment is not None:
         # One workspace per worker, each on its own cache lines; a float64
         # model also needs a float32 row to distort into before widening it.
-        run.augment_work_floats = (mlp_aug_work_floats(augment.plan.side)
+        run.augment_work_floats = (mlp_aug_work_floats(spec.augment.plan.side)
                                    + (sizes[0] if floating is double else 0) + 15) // 16 * 16
-        augment_work = np.empty(max(1, min(n_workers, MAX_WORKERS)) * run.augment_work_floats,
-                                dtype=np.float32)
-        run.augment = &augment.plan
+        augment_work = np.empty(n_workers * run.augment_work_floats, dtype=np.float32)
+        run.augment = &spec.augment.plan
         run.augment_work = &augment_work[0]
-        run.augment_seed = dropout_seed
-    partial_gradients = _prepare_strategy(&run, n_workers, params.shape[0], np.asarray(params).dtype)
-    sparse_buffers = _prepare_sparse_input(&run, x, n_workers, np.asarray(params).dtype,
-                                           sparse_input)
+        run.augment_seed = spec.augment_seed
+    partial_gradients = _prepare_strategy(&run, n_workers, params.shape[0], network.params.dtype)
+    sparse_buffers = _prepare_sparse_input(&run, x, n_workers, network.params.dtype,
+                                           data.sparse_input)
     with nogil:
         _run_workers(&run, n_workers)
     return -1 - run.bad_row if run.bad_row >= 0 else run.steps_done
@@ -829,13 +1131,16 @@ cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x,
 
 
 def dropout_mask(floating[:, ::1] values, double p, uint64_t seed, int64_t step, int layer,
-                 Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t u0, Py_ssize_t u1,
-                 bint feature_major):
-    """In place: samples i0..i1, units u0..u1 of values (n, width), or
+                 tuple samples, tuple units, bint feature_major):
+    """In place: samples (i0, i1), units (u0, u1) of values (n, width), or
     (width, n) with feature_major, times the dropout mask of (seed, step,
     layer) scaled by 1 / (1 - p), as training applies it."""
     cdef Py_ssize_t n = values.shape[1] if feature_major else values.shape[0]
     cdef Py_ssize_t width = values.shape[0] if feature_major else values.shape[1]
+    cdef Py_ssize_t i0 = samples[0], i1 = samples[1], u0 = units[0], u1 = units[1]
+    if not (0 <= i0 <= i1 <= n and 0 <= u0 <= u1 <= width):
+        raise ValueError(f"samples {samples} and units {units} must lie within {n} samples "
+                         f"and {width} units")
     with nogil:
         _dropout(&values[0, 0], i0, i1, u0, u1, _sample_stride(feature_major, n, width),
                  _unit_stride(feature_major, n, width), width,
@@ -913,24 +1218,30 @@ def output_delta(const floating[:, ::1] a, const floating[:, ::1] y,
                       a.shape[0], a.shape[1], False, NULL)
 
 
-def adam_rule(floating[::1] params, const floating[::1] grads, floating[::1] first_moment,
-              floating[::1] second_moment, double learning_rate, double beta1, double beta2,
-              double eps, double weight_decay, bint decoupled, int64_t t,
-              bint eps_hat=False):
-    """In place: one Adam (AdamW with decoupled) step t >= 1 of params whose
-    mean gradient is grads, as the update stage applies it."""
-    cdef _Optimizer opt
-    memset(&opt, 0, sizeof(opt))
-    opt.code = OPT_ADAM
-    opt.beta1 = beta1
-    opt.beta2 = beta2
-    opt.eps = eps
-    opt.decoupled = decoupled
-    opt.eps_hat = eps_hat
-    cdef _StepRates rates = _step_rates(&opt, learning_rate, t)
+def apply_rule(UpdateRule rule, params, grads, tuple state, double learning_rate, int64_t t):
+    """In place: step t >= 1 of `rule` (not plain SGD, which has no stage of
+    its own) on params, a flat array whose mean gradient is grads, with the
+    rule's state buffers, as the update stage applies it to a unit's
+    incoming weights (weight decay on every entry). All are C-contiguous
+    arrays of one float type and length."""
+    if not rule.needs_gradients or len(state) != rule.n_state_buffers:
+        raise ValueError(f"apply_rule needs a rule with a stage of its own and its "
+                         f"{rule.n_state_buffers} state buffers")
+    if params.dtype == np.float64:
+        _apply_rule_to[double](rule, params, grads, state, learning_rate, t)
+    else:
+        _apply_rule_to[float](rule, params, grads, state, learning_rate, t)
+
+
+cdef void _apply_rule_to(UpdateRule rule, floating[::1] params, floating[::1] grads,
+                         tuple state, double learning_rate, int64_t t):
+    cdef floating[::1] first = state[0]
+    cdef floating[::1] second = state[1] if len(state) > 1 else None
+    cdef _StepRates rates = _step_rates(&rule.rule, learning_rate, t)
     with nogil:
-        _adam(&params[0], &grads[0], &first_moment[0], &second_moment[0], params.shape[0], 1,
-              &rates, weight_decay, &opt)
+        _rule_step(&rule.rule, &params[0], &grads[0], 1, &first[0],
+                   &second[0] if second is not None else NULL, params.shape[0], &rates,
+                   rule.rule.weight_decay)
 
 
 def batch_loss(const floating[:, ::1] a, const floating[:, ::1] z,

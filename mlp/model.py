@@ -133,6 +133,7 @@ class Model:
         self.weights, self.biases = _layer_views(self._params, sizes)
         self._hidden_code = _kernels.ACTIVATIONS[activation]
         self._output_code = _kernels.ACTIVATIONS[output]
+        self._bind_network()
         # Reentrant: train() holds it for the whole run, and its callbacks and
         # schedules, on the same thread between compiled calls, may predict.
         self._lock = threading.RLock()
@@ -216,7 +217,7 @@ class Model:
     # dropped here and rebuilt from _params on the other side. Everything else
     # (history, optimizer_state, ...) travels as it is.
 
-    _PROCESS_LOCAL = ("_lock", "_work", "weights", "biases")
+    _PROCESS_LOCAL = ("_lock", "_work", "weights", "biases", "_network")
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in self._PROCESS_LOCAL}
@@ -231,8 +232,16 @@ class Model:
             for name, buffer in optimizer_state.buffers.items():
                 optimizer_state.buffers[name] = _writable(buffer)
         self.weights, self.biases = _layer_views(self._params, self.layer_sizes)
+        self._bind_network()
         self._lock = threading.RLock()
         self._work = np.empty(0, dtype=self.dtype)
+
+    def _bind_network(self):
+        # The kernels' typed view of this network (_kernels.Network): the
+        # parameters themselves, not a copy, so built again whenever
+        # _params is replaced.
+        self._network = _kernels.Network(self._params, self._sizes, self._hidden_code,
+                                         self._output_code)
 
     def _workspace(self, rows, copies=1, at_least=0):
         # Kernels release the GIL, so two threads may share a model; callers
@@ -313,8 +322,7 @@ class Model:
         # and needs its own scratch then.
         sparse_work = _kernels.sparse_input_workspace_size(self._sizes, n_threads,
                                                            self.dtype == np.float32)
-        finite = _kernels.forward(self._params, self._sizes, self._hidden_code,
-                                  self._output_code, X, out,
+        finite = _kernels.forward(self._network, X, out,
                                   self._workspace(chunk, row_workers, sparse_work), chunk,
                                   n_threads, sparse_input=sparse_input,
                                   check_finite=check_finite)
@@ -469,9 +477,8 @@ class Model:
         grads = np.empty_like(self._params) if want_gradients else self._params
         chunk = min(X.shape[0], _FORWARD_CHUNK)
         with self._lock, blas_threads(1):
-            total = _kernels.loss_and_gradients(
-                self._params, self._sizes, self._hidden_code, self._output_code, code,
-                X, Y, grads, self._workspace(chunk), want_gradients, chunk)
+            total = _kernels.loss_and_gradients(self._network, code, X, Y, grads,
+                                                self._workspace(chunk), want_gradients, chunk)
         return float(total), grads
 
     # -- persistence ----------------------------------------------------------

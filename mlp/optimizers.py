@@ -106,8 +106,8 @@ class SGD:
     def kernel_rule(self):
         """The update rule as the kernel takes it (see _kernels.train_steps)."""
         rule = "sgd_momentum" if self.momentum > 0 else "sgd"
-        return {"code": _kernels.UPDATE_RULES[rule], "weight_decay": self.weight_decay,
-                "momentum": self.momentum, "nesterov": self.nesterov}
+        return _kernels.UpdateRule(_kernels.UPDATE_RULES[rule], weight_decay=self.weight_decay,
+                                   momentum=self.momentum, nesterov=self.nesterov)
 
 
 @dataclass(frozen=True)
@@ -184,9 +184,9 @@ class Adam:
 
     def kernel_rule(self):
         """The update rule as the kernel takes it (see _kernels.train_steps)."""
-        return {"code": _kernels.UPDATE_RULES["adam"], "weight_decay": self.weight_decay,
-                "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                "decoupled": self.decoupled, "eps_hat": self.eps_hat}
+        return _kernels.UpdateRule(_kernels.UPDATE_RULES["adam"], weight_decay=self.weight_decay,
+                                   beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                                   decoupled=self.decoupled, eps_hat=self.eps_hat)
 
 
 def AdamW(learning_rate=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
@@ -248,12 +248,10 @@ class OptimizerState:
         return cls(optimizer, 0, {name: np.zeros(n_params, dtype=dtype)
                                   for name in optimizer.state_buffers})
 
-    def kernel_buffers(self, dtype):
-        """(velocity, second_moment) as the kernel takes them, empty when unused."""
-        empty = np.empty(0, dtype=dtype)
-        if isinstance(self.optimizer, Adam):
-            return self.buffers["exp_avg"], self.buffers["exp_avg_sq"]
-        return self.buffers.get("velocity", empty), empty
+    def kernel_buffers(self):
+        """The state buffers in the order the kernel's rule takes them
+        (``_kernels.TrainingRun``'s state): the optimizer's state_buffers."""
+        return tuple(self.buffers[name] for name in self.optimizer.state_buffers)
 
     def copy(self):
         return OptimizerState(self.optimizer, self.step,

@@ -106,13 +106,18 @@ def _optimizer_state(model, optimizer):
     return state
 
 
-def _kernel_step_arguments(model, state, max_norm):
-    """The optimizer-related arguments of _kernels.train_steps, in order."""
-    velocity, second_moment = state.kernel_buffers(model.dtype)
-    needs_gradients = state.optimizer.kernel_rule()["code"] != _kernels.UPDATE_RULES["sgd"]
-    gradients = np.empty(model.n_params if needs_gradients else 0, dtype=model.dtype)
-    return (state.optimizer.kernel_rule(), velocity, second_moment, gradients,
-            0.0 if max_norm is None else max_norm)
+def _kernel_run(model, data, loss_code, state, options, seed, augment_plan=None, n_workers=1,
+                work=None):
+    """The kernel's description of training `model` on `data` (a
+    _kernels.TrainingData) with the optimizer `state` and the regularisers
+    of `options`; `seed` keys the dropout masks and the distortions."""
+    return _kernels.TrainingRun(
+        model._network, data, loss=loss_code, rule=state.optimizer.kernel_rule(),
+        state=state.kernel_buffers(),
+        dropout=_kernels.Dropout(options.dropout, options.input_dropout, seed),
+        augment=augment_plan, augment_seed=seed,
+        max_norm=0.0 if options.max_norm is None else options.max_norm, n_workers=n_workers,
+        work=work)
 
 
 @_suggesting_keywords
@@ -184,18 +189,16 @@ def _training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None
     Y = check_targets_or_labels(Y, "Y", n_outputs=model.n_outputs, n_rows=X.shape[0],
                                 dtype=model.dtype, loss=loss)
     n = X.shape[0]
-    empty = np.empty(0, dtype=model.dtype)
     total = np.zeros(1)
     with model._lock, blas_threads(1):
         state = _optimizer_state(model, optimizer)
-        rates = np.array([optimizer.learning_rate])
-        status = _kernels.train_steps(
-            model._params, model._sizes, model._hidden_code, model._output_code, code, X,
-            Y if Y.ndim == 1 else np.empty(0, dtype=np.int64),
-            Y.reshape(-1) if Y.ndim == 2 else empty, empty, np.arange(n, dtype=np.int64), n,
-            rates, state.step, *_kernel_step_arguments(model, state, options.max_norm),
-            options.dropout, options.input_dropout, options.seed or 0, None, 0.0,
-            model._workspace(n), total, n <= _kernels.FEATURE_MAJOR_MAX_BATCH, 1)
+        data = _kernels.TrainingData(X, Y if Y.ndim == 1 else None,
+                                     Y.reshape(-1) if Y.ndim == 2 else None, batch_size=n,
+                                     feature_major=n <= _kernels.FEATURE_MAJOR_MAX_BATCH)
+        run = _kernel_run(model, data, code, state, options, options.seed or 0,
+                          work=model._workspace(n))
+        status = _kernels.train_steps(run, np.arange(n, dtype=np.int64),
+                                      np.array([optimizer.learning_rate]), state.step, total)
         state.step += status
     return float(total[0])
 
@@ -503,9 +506,9 @@ class _Run:
         n = self.X.shape[0]
         targets = check_targets_or_labels(y, "y", n_outputs=model.n_outputs, n_rows=n,
                                           dtype=model.dtype, loss=self.loss)
-        self.labels = targets if targets.ndim == 1 else np.empty(0, dtype=np.int64)
-        self.targets = targets.reshape(-1) if targets.ndim == 2 else np.empty(0, model.dtype)
-        self.sample_weight = np.empty(0, model.dtype) if sample_weight is None else \
+        self.labels = targets if targets.ndim == 1 else None
+        self.targets = targets.reshape(-1) if targets.ndim == 2 else None
+        self.sample_weight = None if sample_weight is None else \
             _check_sample_weight(sample_weight, n, model.dtype)
         self.batch_size = check_batch_size(options.batch_size, n)
         self.steps_per_epoch = math.ceil(n / self.batch_size)
@@ -524,10 +527,12 @@ class _Run:
         self.workers = train_workers(check_threads(n_threads), self.batch_size,
                                      model.layer_sizes, self.total_steps)
         self.rng, self.dropout_seed = self._sampling(options.seed, resumed is not None)
-        self.work = np.empty(_kernels.workspace_size(model._sizes, self.batch_size),
-                             dtype=model.dtype)
-        self.step_arguments = _kernel_step_arguments(model, self.state, options.max_norm)
-        self.feature_major = self.batch_size <= _kernels.FEATURE_MAJOR_MAX_BATCH
+        data = _kernels.TrainingData(
+            self.X, self.labels, self.targets,
+            self.sample_weight, batch_size=self.batch_size,
+            feature_major=self.batch_size <= _kernels.FEATURE_MAJOR_MAX_BATCH)
+        self.kernel_run = _kernel_run(model, data, self.loss_code, self.state, options,
+                                      self.dropout_seed, self.augment_plan, self.workers)
         self.steps_per_call = _FIRST_CALL_STEPS
         # Where the run stands: steps done in it, this epoch's sample order
         # (None between epochs), the position in it and its summed loss.
@@ -616,13 +621,8 @@ class _Run:
                                steps, self.schedule_steps, self.options.warmup)
         model = self.model
         started = time.perf_counter()
-        status = _kernels.train_steps(
-            model._params, model._sizes, model._hidden_code, model._output_code,
-            self.loss_code, self.X, self.labels, self.targets, self.sample_weight, order,
-            self.batch_size, rates, self.state.step, *self.step_arguments,
-            self.options.dropout, self.options.input_dropout, self.dropout_seed,
-            self.augment_plan, _SECONDS_PER_CALL, self.work, batch_losses, self.feature_major,
-            self.workers)
+        status = _kernels.train_steps(self.kernel_run, order, rates, self.state.step,
+                                      batch_losses, _SECONDS_PER_CALL)
         if status < 0:
             self.restore_start()
             raise ValueError(f"X[{-1 - status}] holds NaN, infinity or a value too large for "

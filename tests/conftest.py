@@ -30,31 +30,31 @@ from mlp._kernels import LOSSES as LOSS  # noqa: E402
 from mlp import _kernels  # noqa: E402
 
 DTYPES = (np.float32, np.float64)
-PLAIN_SGD = {"code": _kernels.UPDATE_RULES["sgd"]}
 
 
 def kernel_train_steps(params, sizes_arr, hidden, out, loss_code, x, labels, order, batch_size,
                        lr, weight_decay, work, batch_losses, feature_major, n_workers=1, *,
-                       targets=None, sample_weights=None, rule=None, velocity=None,
-                       second_moment=None, steps_before=0, max_norm=0.0, dropout=0.0,
-                       input_dropout=0.0, dropout_seed=0, augment=None, sparse_input=None):
-    """_kernels.train_steps with plain SGD at a constant rate unless told otherwise."""
+                       targets=None, sample_weights=None, rule=None, state=(), steps_before=0,
+                       max_norm=0.0, dropout=0.0, input_dropout=0.0, dropout_seed=0,
+                       augment=None, sparse_input=None):
+    """_kernels.train_steps, through the TrainingRun that train() builds, with
+    plain SGD at a constant rate unless told otherwise."""
     dtype = params.dtype
-    empty = np.empty(0, dtype=dtype)
     n_steps = max(1, -(-len(order) // batch_size))
-    rule = dict(PLAIN_SGD, weight_decay=weight_decay) if rule is None else rule
-    gradients = empty if rule["code"] == PLAIN_SGD["code"] else np.empty_like(params)
+    if rule is None:
+        rule = _kernels.UpdateRule(_kernels.UPDATE_RULES["sgd"], weight_decay=weight_decay)
     rates = np.full(n_steps, lr) if np.ndim(lr) == 0 else np.asarray(lr, dtype=np.float64)
-    return _kernels.train_steps(
-        params, sizes_arr, hidden, out, loss_code, x,
-        np.empty(0, np.int64) if labels is None else labels,
-        empty if targets is None else np.ascontiguousarray(targets, dtype=dtype).reshape(-1),
-        empty if sample_weights is None else np.asarray(sample_weights, dtype=dtype),
-        order, batch_size, rates, steps_before, rule,
-        empty if velocity is None else velocity,
-        empty if second_moment is None else second_moment, gradients, max_norm, dropout,
-        input_dropout, dropout_seed, augment, 0.0, work, batch_losses, feature_major, n_workers,
-        sparse_input)
+    data = _kernels.TrainingData(
+        x, None if targets is not None else labels,
+        None if targets is None else np.ascontiguousarray(targets, dtype=dtype).reshape(-1),
+        None if sample_weights is None else np.asarray(sample_weights, dtype=dtype),
+        batch_size=batch_size, feature_major=feature_major, sparse_input=sparse_input)
+    run = _kernels.TrainingRun(
+        _kernels.Network(params, sizes_arr, hidden, out), data, loss=loss_code, rule=rule,
+        state=tuple(state), dropout=_kernels.Dropout(dropout, input_dropout, dropout_seed),
+        augment=augment, augment_seed=dropout_seed, max_norm=max_norm, n_workers=n_workers,
+        work=work)
+    return _kernels.train_steps(run, order, rates, steps_before, batch_losses)
 
 
 def kernel_sgd_step(params, sizes_arr, hidden, out, loss_code, x, y, lr, weight_decay, work,

@@ -323,8 +323,8 @@ class TestDistortKernel:
     def test_is_the_source_points_resampled(self, side, seed, params):
         x = images(3, side, seed % 1000)
         sample_ids = ids(3, start=seed % 97)
-        rows, columns = K._source_points(sample_ids, seed, side,
-                                         *[params[name] for name in PARAMETER_ORDER])
+        plan = K.DistortionPlan(side, *[params[name] for name in PARAMETER_ORDER])
+        rows, columns = K._source_points(plan, sample_ids, seed)
         expected = K._resample(x, rows, columns)
         out = kernel_distort(x, seed, side, **params, sample_ids=sample_ids)
         np.testing.assert_array_equal(out, expected)
@@ -336,8 +336,8 @@ class TestDistortKernel:
                                                     shift):
         sample_ids = ids(3)
         _, matrices, offsets = K._affine_draws(sample_ids, seed, rotation, scale, shear, shift)
-        rows, columns = K._source_points(sample_ids, seed, side, rotation, scale, shear, shift,
-                                         0.0, 0.0)
+        plan = K.DistortionPlan(side, rotation, scale, shear, shift, 0.0, 0.0)
+        rows, columns = K._source_points(plan, sample_ids, seed)
         c = (side - 1) / 2
         y, x = np.mgrid[0:side, 0:side] - c
         for r in range(3):
@@ -351,7 +351,7 @@ class TestDistortKernel:
     def test_elastic_fields_before_smoothing_are_uniform_noise(self):
         # sigma 0 skips the smoothing and alpha 1 the scaling: the raw fields.
         side, n = 28, 200
-        rows, columns = K._source_points(ids(n), 5, side, 0, 0, 0, 0, 1.0, 0.0)
+        rows, columns = K._source_points(K.DistortionPlan(side, 0, 0, 0, 0, 1.0, 0.0), ids(n), 5)
         y, x = np.mgrid[0:side, 0:side]
         dy, dx = (rows - y).ravel(), (columns - x).ravel()
         for d in (dx, dy):
@@ -369,8 +369,10 @@ class TestDistortKernel:
 
     def test_elastic_fields_are_the_smoothed_noise_times_alpha(self):
         side, n, alpha, sigma = 28, 3, 34.0, 4.0
-        raw_rows, raw_columns = K._source_points(ids(n), 9, side, 0, 0, 0, 0, 1.0, 0.0)
-        rows, columns = K._source_points(ids(n), 9, side, 0, 0, 0, 0, alpha, sigma)
+        raw = K.DistortionPlan(side, 0, 0, 0, 0, 1.0, 0.0)
+        raw_rows, raw_columns = K._source_points(raw, ids(n), 9)
+        plan = K.DistortionPlan(side, 0, 0, 0, 0, alpha, sigma)
+        rows, columns = K._source_points(plan, ids(n), 9)
         y, x = np.mgrid[0:side, 0:side]
         for raw, smooth, grid in ((raw_rows, rows, y), (raw_columns, columns, x)):
             expected = alpha * np.stack([
@@ -378,7 +380,7 @@ class TestDistortKernel:
             np.testing.assert_allclose(smooth - grid, expected, atol=1e-4)
 
     def test_simards_setting_displaces_pixels_by_about_a_pixel(self):
-        rows, columns = K._source_points(ids(100), 0, 28, 0, 0, 0, 0, 34.0, 4.0)
+        rows, columns = K._source_points(K.DistortionPlan(28, 0, 0, 0, 0, 34.0, 4.0), ids(100), 0)
         dx = columns - np.arange(28)[None, None, :]
         assert 0.8 < dx.std() < 2.5
 
@@ -590,9 +592,9 @@ class _OrderSpy:
     def __getattr__(self, name):
         return getattr(self._kernels, name)
 
-    def train_steps(self, *args):
-        self.orders.append(np.array(args[9]))
-        return self._kernels.train_steps(*args)
+    def train_steps(self, run, order, *args):
+        self.orders.append(np.array(order))
+        return self._kernels.train_steps(run, order, *args)
 
 
 class TestTrainWithAugment:

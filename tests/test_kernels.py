@@ -370,7 +370,8 @@ def test_forward_matches_reference(net, chunk_extra, workers):
     out = np.full((n, sizes[-1]), np.nan, dtype=dtype)
     params = net["flat"].copy()
     with strict_fp():
-        K.forward(params, net["sizes_arr"], net["hidden"], net["out"], net["x"], out, work, chunk,
+        K.forward(K.Network(params, net["sizes_arr"], net["hidden"], net["out"]),
+                  net["x"], out, work, chunk,
                   workers)
     assert_guard_intact(full, need)
     np.testing.assert_array_equal(params, net["flat"])  # parameters untouched
@@ -400,7 +401,8 @@ def test_forward_on_both_sides_of_every_switch_over(workers, dtype):
         full, work = guarded(need, dtype)
         out = np.full((n, sizes[-1]), np.nan, dtype=dtype)
         with strict_fp():
-            K.forward(flat.astype(dtype), sizes_arr, ACT["relu"], ACT["softmax"], x, out, work,
+            K.forward(K.Network(flat.astype(dtype), sizes_arr, ACT["relu"], ACT["softmax"]),
+                      x, out, work,
                       chunk, workers)
         assert_guard_intact(full, need)
         _, acts = ref_forward(Ws, bs, x.astype(np.float64), ACT["relu"], ACT["softmax"])
@@ -470,7 +472,8 @@ def test_forward_sparse_input_matches_reference(net, workers):
     out = np.full((n, sizes[-1]), np.nan, dtype=dtype)
     params = net["flat"].copy()
     with strict_fp():
-        K.forward(params, sizes_arr, net["hidden"], net["out"], net["x"], out, work, n, workers,
+        K.forward(K.Network(params, sizes_arr, net["hidden"], net["out"]),
+                  net["x"], out, work, n, workers,
                   True)
     assert_guard_intact(full, need)
     np.testing.assert_array_equal(params, net["flat"])
@@ -501,7 +504,8 @@ def test_forward_chooses_sparse_input_on_both_sides_of_its_thresholds(dtype):
             need = max(2 * K.workspace_size(sizes_arr, n),
                        K.sparse_input_workspace_size(sizes_arr, 2, dtype == np.float32))
             out = np.empty((n, 10), dtype)
-            K.forward(flat.astype(dtype), sizes_arr, ACT["relu"], ACT["softmax"], x, out,
+            K.forward(K.Network(flat.astype(dtype), sizes_arr, ACT["relu"], ACT["softmax"]),
+                      x, out,
                       np.empty(need, dtype), n, 2)
             _, acts = ref_forward(Ws, bs, x.astype(np.float64), ACT["relu"], ACT["softmax"])
             assert_close(out, acts[-1], **COMPOSITE_TOL[dtype])
@@ -518,9 +522,11 @@ def test_forward_sparse_input_allocates_when_the_workspace_is_short():
     out_sparse, out_dense = np.empty((50, 3), np.float32), np.empty((50, 3), np.float32)
     full, work = guarded(2 * K.workspace_size(sizes, 10), np.float32)
     assert work.size < K.sparse_input_workspace_size(sizes, 2, True)
-    K.forward(flat, sizes, ACT["tanh"], ACT["sigmoid"], x, out_sparse, work, 10, 2, True)
+    K.forward(K.Network(flat, sizes, ACT["tanh"], ACT["sigmoid"]),
+              x, out_sparse, work, 10, 2, True)
     assert_guard_intact(full, work.size)
-    K.forward(flat, sizes, ACT["tanh"], ACT["sigmoid"], x, out_dense, work, 10, 2, False)
+    K.forward(K.Network(flat, sizes, ACT["tanh"], ACT["sigmoid"]),
+              x, out_dense, work, 10, 2, False)
     np.testing.assert_allclose(out_sparse, out_dense, rtol=1e-5, atol=1e-6)
 
 
@@ -558,13 +564,16 @@ def test_forward_check_finite_finds_a_nan_or_inf_in_any_row(n, workers, chunk, p
                K.sparse_input_workspace_size(sizes, workers, dtype == np.float32))
     out = np.empty((n, 4), dtype)
     work = np.empty(need, dtype)
-    assert K.forward(flat, sizes, ACT["relu"], ACT["softmax"], x, out, work, chunk, workers,
+    assert K.forward(K.Network(flat, sizes, ACT["relu"], ACT["softmax"]),
+                     x, out, work, chunk, workers,
                      path, True)
     x[rng.integers(n), rng.integers(37)] = bad
-    assert not K.forward(flat, sizes, ACT["relu"], ACT["softmax"], x, out, work, chunk, workers,
+    assert not K.forward(K.Network(flat, sizes, ACT["relu"], ACT["softmax"]),
+                         x, out, work, chunk, workers,
                          path, True)
     # Not asked to look: the call says nothing.
-    assert K.forward(flat, sizes, ACT["relu"], ACT["softmax"], x, out, work, chunk, workers,
+    assert K.forward(K.Network(flat, sizes, ACT["relu"], ACT["softmax"]),
+                     x, out, work, chunk, workers,
                      path, False)
 
 
@@ -584,7 +593,8 @@ def test_loss_and_gradients_matches_backprop_reference(net, want, data):
     grads = np.full(net["flat"].size, np.nan, dtype=dtype)
     params = net["flat"].copy()
     with strict_fp():
-        total = K.loss_and_gradients(params, net["sizes_arr"], net["hidden"], net["out"],
+        total = K.loss_and_gradients(K.Network(params, net["sizes_arr"], net["hidden"], net["out"]),
+                                     
                                      LOSS[net["loss"]], net["x"], net["y"], grads, work, want,
                                      chunk)
     assert_guard_intact(full, need)
@@ -618,7 +628,8 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, feature_major):
     code = LOSS[net["loss"]]
     need = K.workspace_size(sizes_arr, n)
     grads = np.empty_like(net["flat"])
-    before = K.loss_and_gradients(net["flat"].copy(), sizes_arr, net["hidden"], net["out"], code,
+    before = K.loss_and_gradients(K.Network(net["flat"].copy(), sizes_arr, net["hidden"], net["out"]),
+                                  code,
                                   net["x"], net["y"], grads, np.empty(need, dtype), True, n)
     full, work = guarded(need, dtype)
     params = net["flat"].copy()
@@ -656,7 +667,7 @@ def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, featur
     code = LOSS[net["loss"]]
     need = K.workspace_size(sizes_arr, n)
     grads = np.empty_like(net["flat"])
-    K.loss_and_gradients(net["flat"].copy(), sizes_arr, net["hidden"], net["out"], code,
+    K.loss_and_gradients(K.Network(net["flat"].copy(), sizes_arr, net["hidden"], net["out"]), code,
                          net["x"], net["y"], grads, np.empty(need, dtype), True, n)
     params = net["flat"].copy()
     with strict_fp():
@@ -865,7 +876,7 @@ def test_more_workers_than_the_cap_or_the_units():
                              np.empty(K.workspace_size(sizes_arr, 4)), losses, False,
                              workers) == 3
         out = np.empty((8, 3))
-        K.forward(params, sizes_arr, ACT["tanh"], ACT["sigmoid"], x, out,
+        K.forward(K.Network(params, sizes_arr, ACT["tanh"], ACT["sigmoid"]), x, out,
                   np.empty(K.MAX_TRAIN_WORKERS * K.workspace_size(sizes_arr, 8)), 8, workers)
         results.append((params, losses, out))
     for a, b in zip(*results):
@@ -1025,7 +1036,8 @@ def test_sparse_sums_are_the_same_with_16_or_8_float_vectors(units, n, workers, 
             assert K.sparse_wide_rows(wide) == wide
             out = np.empty((n, 7), np.float32)
             work = np.empty(K.sparse_input_workspace_size(sizes, workers, True), np.float32)
-            K.forward(flat, sizes, ACT["relu"], ACT["softmax"], x, out, work, n, workers, True)
+            K.forward(K.Network(flat, sizes, ACT["relu"], ACT["softmax"]),
+                      x, out, work, n, workers, True)
             params = flat.copy()
             batch = n // 3
             kernel_train_steps(params, sizes, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"],
@@ -1134,7 +1146,7 @@ def test_sparse_input_training_with_augmentation_matches_dense():
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
 def test_dropout_drops_the_right_fraction_and_scales_the_rest(p):
     values = np.ones((400, 250))
-    K.dropout_mask(values, p, 7, 3, 1, 0, 400, 0, 250, False)
+    K.dropout_mask(values, p, 7, 3, 1, (0, 400), (0, 250), False)
     kept = values != 0
     # 100,000 Bernoulli(1 - p) draws: the kept fraction is within 5 sigma.
     sigma = np.sqrt(p * (1 - p) / values.size)
@@ -1149,7 +1161,7 @@ def test_dropout_masks_depend_on_seed_step_and_layer_only():
     def mask(seed=1, step=2, layer=1, feature_major=False, pieces=((0, 60, 0, 40),)):
         values = np.ones((40, 60) if feature_major else (60, 40), dtype=np.float32)
         for i0, i1, u0, u1 in pieces:
-            K.dropout_mask(values, 0.5, seed, step, layer, i0, i1, u0, u1, feature_major)
+            K.dropout_mask(values, 0.5, seed, step, layer, (i0, i1), (u0, u1), feature_major)
         return values.T if feature_major else values
 
     base = mask()

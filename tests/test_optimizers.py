@@ -128,7 +128,6 @@ def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_ma
     n = len(net["x"])
     params = net["flat"].copy()
     state = OptimizerState.fresh(optimizer, params.size, dtype)
-    velocity, second_moment = state.kernel_buffers(dtype)
     mask = _is_weight(sizes)
     for t in range(1, n_steps + 1):
         before = params.astype(np.float64)
@@ -146,8 +145,8 @@ def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_ma
                            optimizer.learning_rate, 0.0,
                            np.empty(K.workspace_size(net["sizes_arr"], n), dtype), kernel_sgd,
                            feature_major, workers, targets=net["y"],
-                           rule=optimizer.kernel_rule(), velocity=velocity,
-                           second_moment=second_moment, steps_before=t - 1)
+                           rule=optimizer.kernel_rule(), state=state.kernel_buffers(),
+                           steps_before=t - 1)
         scale = max(1.0, float(np.abs(expected).max()))
         assert_close(params, expected, scale=scale, slack=slack, err_msg=f"step {t}",
                      **TOL[dtype])
@@ -167,7 +166,6 @@ def three_kernel_steps_match_the_rule(optimizer, sizes, x, y, workers):
     bs = [rng.standard_normal(o) * 0.1 for o in sizes[1:]]
     params = flatten(Ws, bs)
     state = OptimizerState.fresh(optimizer, params.size, np.float64)
-    velocity, second_moment = state.kernel_buffers(np.float64)
     mask = _is_weight(sizes)
     sizes_arr = np.asarray(sizes, np.intp)
     for t in range(1, 4):
@@ -180,8 +178,8 @@ def three_kernel_steps_match_the_rule(optimizer, sizes, x, y, workers):
                            x, None, np.arange(batch, dtype=np.int64), batch,
                            optimizer.learning_rate, 0.0,
                            np.empty(K.workspace_size(sizes_arr, batch)), np.zeros(1), False,
-                           workers, targets=y, rule=optimizer.kernel_rule(), velocity=velocity,
-                           second_moment=second_moment, steps_before=t - 1)
+                           workers, targets=y, rule=optimizer.kernel_rule(),
+                           state=state.kernel_buffers(), steps_before=t - 1)
         assert_close(params, expected, scale=max(1.0, float(np.abs(expected).max())),
                      err_msg=f"step {t}", **TOL[np.float64])
         for name, buffer in state.buffers.items():
@@ -254,7 +252,6 @@ def test_mostly_zero_inputs_run_split_over_calls_is_the_same_run(optimizer, work
     def run(calls, sparse_input):
         params = flat.copy()
         state = OptimizerState.fresh(optimizer, params.size, dtype)
-        velocity, second_moment = state.kernel_buffers(dtype)
         losses, done = [], 0
         for steps in calls:
             batch_losses = np.empty(steps)
@@ -263,8 +260,8 @@ def test_mostly_zero_inputs_run_split_over_calls_is_the_same_run(optimizer, work
                                order[done * batch:(done + steps) * batch], batch,
                                optimizer.learning_rate, 0.0,
                                np.empty(K.workspace_size(sizes_arr, batch), dtype), batch_losses,
-                               False, workers, rule=optimizer.kernel_rule(), velocity=velocity,
-                               second_moment=second_moment, steps_before=done, max_norm=1.2,
+                               False, workers, rule=optimizer.kernel_rule(),
+                               state=state.kernel_buffers(), steps_before=done, max_norm=1.2,
                                dropout=0.3, input_dropout=0.1, dropout_seed=4,
                                sparse_input=sparse_input)
             losses.extend(batch_losses)
@@ -305,7 +302,7 @@ def test_float32_adam_rule_at_the_edges(eps, decoupled, eps_hat):
             expected = ref_step(optimizer, params.astype(np.float64), g32.astype(np.float64),
                                 state, t, mask)
         got, m, v = params.copy(), first.copy(), second.copy()
-        K.adam_rule(got, g32, m, v, 0.01, 0.9, 0.999, eps, 0.1, decoupled, t, eps_hat)
+        K.apply_rule(optimizer.kernel_rule(), got, g32, (m, v), 0.01, t)
         finite = np.isfinite(expected)
         np.testing.assert_array_equal(np.isfinite(got), finite.astype(bool))
         # A parameter moves by at most a few lr: its float32 rounding (and the
@@ -589,7 +586,7 @@ def test_adam_rule_flushes_a_subnormal_moment_and_moves_no_weight(dtype):
     second = np.array([1e-6, 1e-8, 1e-10, 0], dtype)
     grads = np.array([0, 0, 0, tiny / 2], dtype)
     got = params.copy()
-    K.adam_rule(got, grads, first, second, 1e-3, 0.9, 0.999, 1e-8, 0.0, False, 10)
+    K.apply_rule(mlp.Adam(1e-3).kernel_rule(), got, grads, (first, second), 1e-3, 10)
     np.testing.assert_array_equal(first[[0, 1, 3]], 0)
     assert first[2] == dtype(0.9) * dtype(tiny * 8)
     np.testing.assert_array_equal(got, params)

@@ -157,12 +157,10 @@ class _Spy:
     def __getattr__(self, name):
         return getattr(self._k, name)
 
-    def train_steps(self, params, sizes, h, o, loss, X, labels, targets, weights, order,
-                    batch_size, *rest):
+    def train_steps(self, run, order, *rest):
         self.orders.append(np.array(order))
-        self.batch_sizes.append(batch_size)
-        return self._k.train_steps(params, sizes, h, o, loss, X, labels, targets, weights, order,
-                                   batch_size, *rest)
+        self.batch_sizes.append(run.data.batch_size)
+        return self._k.train_steps(run, order, *rest)
 
 
 @pytest.mark.parametrize("n,batch_size", [(10, 3), (7, 7), (5, 1), (4, 10)])
@@ -556,9 +554,9 @@ def test_float32_data_trains_a_float64_model_without_a_copy_and_identically(samp
     seen = []
     real = training_module._kernels.train_steps
 
-    def spy(*args):
-        seen.append(args[5])
-        return real(*args)
+    def spy(run, *args):
+        seen.append(run.data.x)
+        return real(run, *args)
 
     monkeypatch.setattr(training_module._kernels, "train_steps", spy)
     models = []
@@ -590,13 +588,12 @@ def test_mostly_zero_rows_listed_by_each_worker_train_as_shared_lists(optimizer,
     for data in (x, x.astype(np.float64)):
         params = start.copy()
         state = OptimizerState.fresh(optimizer, params.size, np.float32)
-        velocity, second_moment = state.kernel_buffers(np.float32)
         losses = np.zeros(7)
         work = np.empty(training_module._kernels.workspace_size(sizes, 64), dtype=np.float32)
         steps = kernel_train_steps(
             params, sizes, ACT["relu"], ACT["softmax"], LOSS["cross_entropy"], data, labels,
             order, 64, optimizer.learning_rate, 0.0, work, losses, False, workers,
-            rule=optimizer.kernel_rule(), velocity=velocity, second_moment=second_moment,
+            rule=optimizer.kernel_rule(), state=state.kernel_buffers(),
             sparse_input=True)
         assert steps == 7
         results.append((params, losses, [b.copy() for b in state.buffers.values()]))

@@ -517,7 +517,7 @@ def test_predict_classifies_drawn_test_digits(tmp_path, capsys):
     assert correct >= 18
 
 
-def test_ctrl_c_stops_training_a_wide_network_within_a_second(tiny_mnist, tmp_path):
+def test_ctrl_c_stops_training_a_wide_network_between_compiled_calls(tiny_mnist, tmp_path):
     """SIGINT reaches Python between compiled calls of about 0.2 s, whatever
     the network's size; the CLI exits with status 130, its last line saying so.
     Warnings may come before it (a loss far worse than guessing), each an mlp line."""
@@ -543,7 +543,10 @@ def test_ctrl_c_stops_training_a_wide_network_within_a_second(tiny_mnist, tmp_pa
         process.kill()
     lines = process.stderr.read().splitlines()
     assert status == 130, lines
-    assert elapsed < 1.0
+    # About 0.2 s on an idle machine, 1.4 s seen on a loaded one. The run
+    # itself would take hours, and one call of the thousands of steps a call
+    # may hold about a minute: a bound of 10 s tells them apart on any machine.
+    assert elapsed < 10.0
     assert lines and lines[-1] == "mlp: interrupted", lines
     assert all(line.startswith("mlp: ") for line in lines), lines
 

@@ -721,14 +721,24 @@ def _evaluate(args):
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
     _check_data(data, args.data, args.command)
-    _check_model_fits_data(model, data, args.model)
+    _check_model_fits_data(model, data, args.model, args.command)
     result = _report(model, data.test, args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%")
     _warn_never_predicted(model, data.test.images, args.threads)
     return 0
 
 
-def _check_model_fits_data(model, data, path):
+def _require_classifier(model, path, command):
+    """Every command but train works on classes: digits, labels, accuracy."""
+    if model.is_regressor:
+        raise ValueError(f"the model in {path} has {model.output!r} output, a regression "
+                         f"model; mlp {command} needs a classifier, a model with softmax or "
+                         f"sigmoid output (in Python, mlp.evaluate reports a regression "
+                         f"model's mean squared error and R²)")
+
+
+def _check_model_fits_data(model, data, path, command):
+    _require_classifier(model, path, command)
     if model.n_inputs != data.test.images.shape[1]:
         raise ValueError(f"the model in {path} takes {model.n_inputs} inputs but the test "
                          f"images have {data.test.images.shape[1]} pixels")
@@ -749,7 +759,7 @@ def _write_report(args):
     model = Model.load(args.model)
     data, _ = _load_data(args.data)
     _check_data(data, args.data, args.command)
-    _check_model_fits_data(model, data, args.model)
+    _check_model_fits_data(model, data, args.model, args.command)
     write_report(model, data.test.images, data.test.labels, args.out,
                  source=os.path.basename(args.model))
     print(f"Wrote the report to {args.out}")
@@ -782,10 +792,7 @@ def _predict(args):
     from .model import Model
 
     model = Model.load(args.model)
-    if model.output not in ("softmax", "sigmoid"):
-        raise ValueError(f"the model in {args.model} has {model.output!r} output, a regression "
-                         f"model; mlp predict needs a classifier, a model with softmax or "
-                         f"sigmoid output")
+    _require_classifier(model, args.model, args.command)
     if model.n_inputs != N_PIXELS:
         raise ValueError(f"the model in {args.model} takes {model.n_inputs} inputs; mlp predict "
                          f"prepares 28x28 images, {N_PIXELS} inputs")

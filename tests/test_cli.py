@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
 from mlp import Model
 from mlp.cli import main
@@ -251,7 +252,7 @@ def test_train_with_augment(tiny_mnist, capsys):
 
 
 def test_augment_preview_writes_a_non_blank_png(tiny_mnist, tmp_path, capsys):
-    matplotlib_image = pytest.importorskip("matplotlib.image")
+    matplotlib_image = require("matplotlib.image")
     out = tmp_path / "grid.png"
     assert main(["augment-preview", "--data", str(tiny_mnist), "--out", str(out),
                  "--columns", "4", "--rows", "2", "--augment", "elastic"]) == 0
@@ -311,7 +312,7 @@ def random_model(tmp_path):
 
 @pytest.fixture
 def digit_file(tmp_path):
-    pytest.importorskip("PIL")
+    require("PIL")
     path = tmp_path / "digit.png"
     pixels = np.zeros((28, 28), dtype=np.uint8)
     pixels[6:22, 12:16] = 255
@@ -362,7 +363,8 @@ def test_predict_json(random_model, digit_file, capsys):
     ("model is an image", "not a model saved by mlp"),
     ("model takes other inputs", "takes 100 inputs"),
     ("model is a regressor", "has 'identity' output, a regression model; mlp predict needs a "
-                             "classifier, a model with softmax or sigmoid output"),
+                             "classifier, a model with softmax or sigmoid output (in Python, "
+                             "mlp.evaluate reports"),
     # Finite weights whose outputs overflow to NaN: once ranked as class 0 (nan%).
     ("model overflows", "outputs are NaN"),
 ])
@@ -457,7 +459,7 @@ def test_a_failed_write_leaves_the_old_output_intact(command, name, random_model
                                                     tmp_path, capsys):
     """As under `ulimit -f`: the write fails part way; the old file must survive."""
     resource = pytest.importorskip("resource")
-    pytest.importorskip("matplotlib.figure")
+    require("matplotlib.figure")
     out = tmp_path / name
     out.write_text("old")
     argv = {"report": ["report", str(random_model)],
@@ -481,7 +483,7 @@ def test_predict_classifies_drawn_test_digits(tmp_path, capsys):
     large dark-on-white pictures of different sizes and offsets."""
     import json
 
-    pytest.importorskip("PIL")
+    require("PIL")
     from mlp import train
     from mlp.datasets import DatasetUnavailableError, load_mnist
 
@@ -732,6 +734,23 @@ def test_evaluate_with_a_model_of_the_wrong_shape_speaks_of_inputs(tiny_mnist, t
     assert re.search(r"\b[Xy]\b", err) is None
 
 
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_evaluate_and_report_refuse_a_regression_model_in_one_line(command, tiny_mnist, tmp_path,
+                                                                   capsys):
+    path = tmp_path / "regressor.npz"
+    Model([784, 10], output="identity", seed=0).save(path)
+    argv = [command, str(path), "--data", str(tiny_mnist)]
+    if command == "report":
+        argv += ["--out", str(tmp_path / "report.html")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"mlp: error: the model in {path} has 'identity' output, a regression model; "
+                   f"mlp {command} needs a classifier, a model with softmax or sigmoid output "
+                   f"(in Python, mlp.evaluate reports a regression model's mean squared error "
+                   f"and R²)\n")
+    assert not (tmp_path / "report.html").exists()
+
+
 def _unwritable_directory(tmp_path):
     import os
 
@@ -925,7 +944,7 @@ def test_seed_none_draws_fresh_entropy(spelling, tiny_mnist, tmp_path, capsys):
     assert _configured("--seed", "7").seed == 7
     assert main(["train", "--data", str(tiny_mnist), "--layers", "784,16,10", "--iterations",
                  "1", "--no-progress", "--seed", spelling]) == 0
-    pytest.importorskip("matplotlib.figure")
+    require("matplotlib.figure")
     assert main(["augment-preview", "--data", str(tiny_mnist), "--columns", "1", "--rows", "1",
                  "--out", str(tmp_path / "g.png"), "--seed", spelling]) == 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require
 
 import mlp
 from mlp.hyperparams import DEFAULT_OPTIMIZER, REGRESSION_DEFAULT_OPTIMIZER
@@ -94,7 +95,7 @@ def test_predict_proba_of_a_regression_model_is_refused_clearly():
 
 
 def test_evaluate_reports_mse_and_r2_of_a_regression_model():
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    sklearn_metrics = require("sklearn.metrics")
     X, y = standardised_regression(300, 5, seed=0)
     model = mlp.Model([5, 16, 1], output="identity", seed=0)
     mlp.train(model, X, y, epochs=5, progress=False, seed=0)
@@ -111,7 +112,7 @@ def test_evaluate_reports_mse_and_r2_of_a_regression_model():
 
 
 def test_evaluate_averages_r2_over_the_outputs_as_scikit_learn_does():
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    sklearn_metrics = require("sklearn.metrics")
     X, Y = standardised_regression(100, 5, seed=2, n_targets=3)
     model = mlp.Model([5, 8, 3], output="identity", dtype=np.float64, seed=0)
     result = mlp.evaluate(model, X, Y)

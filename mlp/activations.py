@@ -137,6 +137,16 @@ def _onnx_operator(operator, **attributes):
     return add
 
 
+def _onnx_leaky_relu(graph, x, y):
+    # LeakyRelu's alpha is a float32 attribute: a float64 graph would have
+    # 0.01f. There, max(x, 0.01 x) with a float64 constant, which is the
+    # same function for any slope in (0, 1).
+    if graph.dtype == np.float32:
+        graph.node("LeakyRelu", [x], y, alpha=LEAKY_RELU_SLOPE)
+    else:
+        graph.node("Max", [x, graph.node("Mul", [x, graph.constant(LEAKY_RELU_SLOPE)])], y)
+
+
 def _onnx_silu(graph, x, y):
     graph.node("Mul", [x, graph.node("Sigmoid", [x])], y)
 
@@ -163,7 +173,7 @@ ACTIVATIONS = {a.name: a for a in (
                onnx=_onnx_operator("Relu"), reference=_float64(lambda z: np.where(z > 0, z, 0.0)),
                reference_derivative=_float64(lambda z: (z > 0).astype(np.float64))),
     Activation("leaky_relu", hidden=True, output=False, init="he", sklearn_name="leaky_relu",
-               onnx=_onnx_operator("LeakyRelu", alpha=LEAKY_RELU_SLOPE),
+               onnx=_onnx_leaky_relu,
                reference=_float64(lambda z: np.where(z > 0, z, LEAKY_RELU_SLOPE * z)),
                reference_derivative=_float64(lambda z: np.where(z > 0, 1.0, LEAKY_RELU_SLOPE))),
     # The exact gelu, z Phi(z) (torch's approximate="none").

@@ -5,12 +5,14 @@
 # feature_major (k, n); see _blas.pxi. Element (sample i, unit j) is at
 # i * sample_stride + j * unit_stride.
 
-from libc.math cimport exp, expm1, expm1f, log, log1p, fabs, fabsf
+from libc.math cimport erf, erff, exp, expm1, expm1f, log, log1p, fabs, fabsf
 from libc.stdint cimport uint32_t, uint64_t
 
 cdef extern from "_fastexp.h" nogil:
     float mlp_expf(float x)
     double mlp_exp(double x)
+    float mlp_sigmoidf(float x)
+    double mlp_sigmoid(double x)
     void mlp_bias_sigmoidf(float* z, const float* b, Py_ssize_t n, Py_ssize_t k)
     void mlp_bias_sigmoid(double* z, const double* b, Py_ssize_t n, Py_ssize_t k)
     void mlp_row_bias_sigmoidf(float* z, const float* b, Py_ssize_t rows, Py_ssize_t cols)
@@ -75,9 +77,54 @@ cdef inline floating _tanh(floating z) noexcept nogil:
     return t if z >= 0 else -t
 
 
+# leaky_relu's slope below zero: torch.nn.LeakyReLU's default.
+cdef double LEAKY_RELU_SLOPE = 0.01
+# 1 / sqrt(2) and 1 / sqrt(2 pi), for gelu.
+cdef double _SQRT1_2 = 0.70710678118654752440
+cdef double _INV_SQRT_2PI = 0.39894228040143267794
+
+
+cdef inline floating _sigmoid(floating z) noexcept nogil:
+    if floating is float:
+        return mlp_sigmoidf(z)
+    else:
+        return mlp_sigmoid(z)
+
+
+cdef inline floating _erf(floating z) noexcept nogil:
+    if floating is float:
+        return erff(z)
+    else:
+        return erf(z)
+
+
+cdef inline floating _gelu(floating z) noexcept nogil:
+    # The exact form, z Phi(z), written as torch writes it.
+    return z * <floating>0.5 * (1 + _erf(z * <floating>_SQRT1_2))
+
+
+cdef inline floating _gelu_derivative(floating z) noexcept nogil:
+    # Phi(z) + z phi(z).
+    return (<floating>0.5 * (1 + _erf(z * <floating>_SQRT1_2))
+            + z * (_exp(<floating>-0.5 * z * z) * <floating>_INV_SQRT_2PI))
+
+
+cdef inline floating _silu_derivative(floating z) noexcept nogil:
+    cdef floating s = _sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+cdef inline bint _keeps_preactivations(int act) noexcept nogil:
+    """Whether a hidden activation's derivative needs its input z: gelu
+    and silu are not invertible, so training keeps the hidden layers' z
+    (the workspace's preactivations) for them. Every other derivative is a
+    function of the activation's output."""
+    return act == ACT_GELU or act == ACT_SILU
+
+
 cdef inline floating _act_derivative(int act, floating a) noexcept nogil:
-    # Every activation we offer has a derivative that is a function of its
-    # output, so the forward pass never has to keep z around.
+    # For the output activations, whose derivatives are functions of their
+    # output (hidden layers go through _times_derivative).
     if act == ACT_SIGMOID:
         return a * (1 - a)
     elif act == ACT_TANH:
@@ -142,12 +189,29 @@ cdef void _apply_activation(floating* z, Py_ssize_t n, Py_ssize_t k,
             # not a branch: the sign of z is a coin toss the branch predictor
             # lost (6% of an Adam step at batch 64), and a select vectorises.
             z[i] = 0 if z[i] < 0 else z[i]
+    elif act == ACT_LEAKY_RELU:
+        for i in range(n * k):
+            z[i] = z[i] if z[i] > 0 else z[i] * <floating>LEAKY_RELU_SLOPE
+    elif act == ACT_GELU:
+        for i in range(n * k):
+            z[i] = _gelu(z[i])
+    elif act == ACT_SILU:
+        for i in range(n * k):
+            z[i] = z[i] * _sigmoid(z[i])
+
+
+cdef inline floating* _at(floating* p, Py_ssize_t offset) noexcept nogil:
+    """p + offset, or NULL for a NULL p (an optional buffer)."""
+    return p + offset if p != NULL else NULL
 
 
 cdef void _bias_activation(floating* z, const floating* b, Py_ssize_t n,
-                           Py_ssize_t k, int act, bint feature_major) noexcept nogil:
-    """act(z + b) in place for n samples of k units, b (k,). The sigmoid,
-    the notebook's activation, is one fused pass."""
+                           Py_ssize_t k, int act, bint feature_major,
+                           floating* kept) noexcept nogil:
+    """act(z + b) in place for n samples of k units, b (k,); z + b also
+    into kept (laid out like z) unless kept is NULL, for an activation
+    whose derivative needs it (_keeps_preactivations). The sigmoid, the
+    notebook's activation, is one fused pass."""
     if act == ACT_SIGMOID:
         if floating is float:
             if feature_major:
@@ -161,16 +225,20 @@ cdef void _bias_activation(floating* z, const floating* b, Py_ssize_t n,
                 mlp_bias_sigmoid(z, b, n, k)
         return
     _add_bias(z, b, n, k, feature_major)
+    if kept != NULL:
+        memcpy(kept, z, n * k * sizeof(floating))
     _apply_activation(z, n, k, act, feature_major)
 
 
-cdef void _times_derivative(floating* d, const floating* a, Py_ssize_t count,
-                            int act, floating output_scale) noexcept nogil:
-    """d <- d * act'(.) where output_scale * a = act(.), in one pass.
+cdef void _times_derivative(floating* d, const floating* a, const floating* z,
+                            Py_ssize_t count, int act, floating output_scale) noexcept nogil:
+    """d <- d * act'(z) where output_scale * a = act(z), in one pass.
 
     output_scale is 1, or under dropout 1 - p: the stored outputs of kept
     units were scaled by 1 / (1 - p), and the derivative needs the unscaled
-    ones (the mask itself is applied by the caller)."""
+    ones (the mask itself is applied by the caller). z, the inputs kept by
+    the forward pass, is read only by activations that need it
+    (_keeps_preactivations); it may be NULL for the others."""
     # One loop per activation rather than _act_derivative per element, so
     # that each loop is branch-free and vectorises.
     cdef Py_ssize_t i
@@ -186,6 +254,16 @@ cdef void _times_derivative(floating* d, const floating* a, Py_ssize_t count,
     elif act == ACT_RELU:
         for i in range(count):
             d[i] = 0 if a[i] <= 0 else d[i]
+    elif act == ACT_LEAKY_RELU:
+        # The sign of the output is the sign of z, scaled or not.
+        for i in range(count):
+            d[i] = d[i] if a[i] > 0 else d[i] * <floating>LEAKY_RELU_SLOPE
+    elif act == ACT_GELU:
+        for i in range(count):
+            d[i] = d[i] * _gelu_derivative(z[i])
+    elif act == ACT_SILU:
+        for i in range(count):
+            d[i] = d[i] * _silu_derivative(z[i])
 
 
 cdef void _output_delta(int output_act, int loss, const floating* a,

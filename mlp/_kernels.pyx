@@ -34,14 +34,19 @@ from ._augment cimport (DistortionPlan, mlp_aug_plan, mlp_aug_distort_image,
 import numpy as np
 
 # Activation, loss and update-rule codes. The dictionaries below are the
-# only copy Python sees (mlp/model.py, mlp/optimizers.py and the tests read
-# them from here).
+# only copy Python sees (mlp/activations.py and mlp/optimizers.py read them
+# from here). An activation is a code here and its branches in
+# _elementwise.pxi (_apply_activation, _times_derivative, and
+# _keeps_preactivations when its derivative needs its input).
 cdef enum:
     ACT_SIGMOID = 0
     ACT_TANH = 1
     ACT_RELU = 2
     ACT_SOFTMAX = 3
     ACT_IDENTITY = 4
+    ACT_LEAKY_RELU = 5
+    ACT_GELU = 6
+    ACT_SILU = 7
 
 cdef enum:
     LOSS_MSE = 0
@@ -54,7 +59,8 @@ cdef enum:
     OPT_ADAM = 2
 
 ACTIVATIONS = {"sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "relu": ACT_RELU,
-               "softmax": ACT_SOFTMAX, "identity": ACT_IDENTITY}
+               "softmax": ACT_SOFTMAX, "identity": ACT_IDENTITY, "leaky_relu": ACT_LEAKY_RELU,
+               "gelu": ACT_GELU, "silu": ACT_SILU}
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY,
           "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY}
 UPDATE_RULES = {"sgd": OPT_SGD, "sgd_momentum": OPT_SGD_MOMENTUM, "adam": OPT_ADAM}
@@ -110,11 +116,15 @@ cdef struct _Carve:
                               # the workers, or two that _gradients alternates
     Py_ssize_t deltas_2       # the second of those two
     Py_ssize_t bias_sums      # width: bias gradients, per layer, for the workers
+    Py_ssize_t preactivations # m * (width - sizes[L]), with keep_preactivations
+                              # only: hidden layers 1..L-1 before their activation,
+                              # laid out like their acts (_keeps_preactivations)
     Py_ssize_t total
     # width = sum(sizes[1:]), widest = max(sizes[1:])
 
 
-cdef _Carve _carve(const Py_ssize_t* sizes, int n_layers, Py_ssize_t m) noexcept nogil:
+cdef _Carve _carve(const Py_ssize_t* sizes, int n_layers, Py_ssize_t m,
+                   bint keep_preactivations) noexcept nogil:
     cdef _Carve c
     cdef Py_ssize_t width = 0, widest = 0
     cdef int l
@@ -130,13 +140,19 @@ cdef _Carve _carve(const Py_ssize_t* sizes, int n_layers, Py_ssize_t m) noexcept
     c.deltas = c.inputs + 2 * m * sizes[0]
     c.deltas_2 = c.deltas + m * widest
     c.bias_sums = c.deltas + m * (width if width > 2 * widest else 2 * widest)
-    c.total = c.bias_sums + width
+    c.preactivations = c.bias_sums + width
+    c.total = c.preactivations + (m * (width - sizes[n_layers]) if keep_preactivations else 0)
     return c
 
 
-def workspace_size(const Py_ssize_t[::1] sizes, Py_ssize_t batch_size):
-    """Number of elements the workspace needs for batches of up to batch_size rows."""
-    return _carve(&sizes[0], <int>sizes.shape[0] - 1, batch_size).total
+def workspace_size(const Py_ssize_t[::1] sizes, Py_ssize_t batch_size, hidden_activation=None):
+    """Number of elements the workspace needs for batches of up to batch_size rows.
+
+    Training and gradients with a hidden_activation whose derivative needs
+    its input (gelu, silu) need more: give it to count that in."""
+    return _carve(&sizes[0], <int>sizes.shape[0] - 1, batch_size,
+                  hidden_activation is not None
+                  and _keeps_preactivations(<int>hidden_activation)).total
 
 
 cdef inline void _point_acts(floating* work, const Py_ssize_t* sizes,
@@ -164,13 +180,15 @@ cdef inline Py_ssize_t _weights_offset(const Py_ssize_t* sizes,
 
 cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
                    int hidden_act, int output_act, floating** acts,
-                   floating* logits, Py_ssize_t n, bint feature_major=False) noexcept nogil:
+                   floating* logits, Py_ssize_t n, bint feature_major,
+                   floating** kept) noexcept nogil:
     """acts[0] holds the input (n, sizes[0]); fills acts[1..L], row-major,
     or (units, n) with feature_major. (Training runs its own split forward
     pass: _worker.pxi.)
 
     When logits is not NULL the output layer's pre-activation is kept there
-    (the cross-entropy loss needs the logits)."""
+    (the cross-entropy loss needs the logits); when kept is not NULL, each
+    hidden layer l's in kept[l] (for _gradients' derivatives)."""
     cdef int l
     cdef Py_ssize_t fin, fout, off = 0
     cdef floating* w
@@ -190,17 +208,19 @@ cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
             memcpy(logits, acts[l + 1], n * fout * sizeof(floating))
             _apply_activation(acts[l + 1], n, fout, act, feature_major)
         else:
-            _bias_activation(acts[l + 1], b, n, fout, act, feature_major)
+            _bias_activation(acts[l + 1], b, n, fout, act, feature_major,
+                             kept[l + 1] if kept != NULL and l < n_layers - 1 else NULL)
 
 
 cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
                      int n_layers, int hidden_act, int output_act, int loss,
-                     floating** acts, const floating* y, floating* delta,
+                     floating** acts, floating** kept, const floating* y, floating* delta,
                      floating* delta_prev, Py_ssize_t n,
                      bint accumulate) noexcept nogil:
-    """Backpropagate one batch whose (row-major) forward pass is in acts:
-    write dL/dW and dL/db, sums over the batch, into grads, or add them to
-    it with accumulate. (Training steps are _train_worker's.)"""
+    """Backpropagate one batch whose (row-major) forward pass is in acts
+    (and kept, as _forward keeps it, or NULL): write dL/dW and dL/db, sums
+    over the batch, into grads, or add them to it with accumulate.
+    (Training steps are _train_worker's.)"""
     cdef int l
     cdef Py_ssize_t fin, fout, off
     cdef floating* w
@@ -215,7 +235,8 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
         w = params + off
         if l > 0:
             _delta_gemm(False, w, fin, fout, 0, fin, delta, delta_prev, n)
-            _times_derivative(delta_prev, acts[l], n * fin, hidden_act, 1)
+            _times_derivative(delta_prev, acts[l], kept[l] if kept != NULL else NULL,
+                              n * fin, hidden_act, 1)
         _weight_gemm(False, False, acts[l], delta, fin, fout, 0, fout, n, 1,
                      1 if accumulate else 0, grads + off)
         _unit_sums(delta, grads + off + fout * fin, n, fout, fout, accumulate, False)
@@ -236,8 +257,11 @@ cdef double _loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] size
                                bint want_gradients, Py_ssize_t chunk):
     cdef int L = <int>sizes.shape[0] - 1
     cdef Py_ssize_t n = x.shape[0], k = sizes[L], start, rows
-    cdef _Carve c = _carve(&sizes[0], L, chunk)
+    cdef bint keep = want_gradients and _keeps_preactivations(hidden_act)
+    cdef _Carve c = _carve(&sizes[0], L, chunk, keep)
     cdef floating* acts[MAX_LAYERS + 1]
+    cdef floating* kept_buffers[MAX_LAYERS + 1]
+    cdef floating** kept = kept_buffers if keep else NULL
     cdef floating* workspace = &work[0]
     cdef double total = 0
     with nogil:
@@ -245,13 +269,15 @@ cdef double _loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] size
         while start < n:
             rows = chunk if n - start > chunk else n - start
             _point_acts(workspace, &sizes[0], L, rows, &x[start, 0], acts)
+            if keep:
+                _point_acts(workspace + c.preactivations, &sizes[0], L - 1, rows, NULL, kept)
             _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
-                     workspace + c.logits, rows)
+                     workspace + c.logits, rows, False, kept)
             total += _batch_loss(loss, acts[L], workspace + c.logits, &y[start, 0], rows, k,
                                  False, NULL)
             if want_gradients:
                 _gradients(&params[0], &grads[0], &sizes[0], L, hidden_act,
-                           output_act, loss, acts, &y[start, 0], workspace + c.deltas,
+                           output_act, loss, acts, kept, &y[start, 0], workspace + c.deltas,
                            workspace + c.deltas_2, rows, start > 0)
             start += rows
     return total
@@ -515,7 +541,7 @@ cdef class TrainingRun:
         self.n_workers = max(1, min(n_workers, MAX_WORKERS))
         self.gradients = np.empty(len(network.params) if rule.needs_gradients else 0, dtype)
         size = _carve(<Py_ssize_t*><uintptr_t>network.sizes.ctypes.data, network.n_layers,
-                      data.batch_size).total
+                      data.batch_size, _keeps_preactivations(network.hidden_activation)).total
         if work is None:
             work = np.empty(size, dtype)
         elif _contiguous(work, "work", dtype, 1).shape[0] < size:
@@ -598,10 +624,10 @@ cdef void _forward_units_split(floating* params, const floating* x, floating* ou
             _layer_gemm(True, l > 0, w, fan_in, fan_out, u0, u1, acts[l], acts[l + 1], n)
             if l < L - 1:
                 _bias_activation_part(acts[l + 1], w + fan_out * fan_in, n, fan_out, u0, u1,
-                                      run.hidden_act, True)
+                                      run.hidden_act, True, NULL)
             else:
                 _bias_activation(acts[l + 1], w + fan_out * fan_in, n, fan_out,
-                                 run.output_act, True)
+                                 run.output_act, True, NULL)
         if l < L - 1:
             mlp_barrier_wait(&run.barrier, &sense)
     if tid == 0:
@@ -704,11 +730,11 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
                                   nonzero_values + i * d, &nonfinite)
         _sparse_block(nonzero_inputs, nonzero_values, d, counts, rows, d, panel, ld, hidden,
                       first, hidden, cursor)
-        _bias_activation(first, params + hidden * d, rows, hidden, run.hidden_act, False)
+        _bias_activation(first, params + hidden * d, rows, hidden, run.hidden_act, False, NULL)
         feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(upper, run.sizes + 1, L - 1, rows, first, acts)
         _forward(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
-                 run.output_act, acts, NULL, rows, feature_major)
+                 run.output_act, acts, NULL, rows, feature_major, NULL)
         _copy_out(acts[L - 1], out + start * k, rows, k, feature_major)
         start += rows
     run.nonfinite[tid] = nonfinite
@@ -763,7 +789,7 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
         feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(workspace, run.sizes, L, rows, x + start * d, acts)
         _forward(params, run.sizes, L, run.hidden_act, run.output_act, acts, NULL,
-                 rows, feature_major)
+                 rows, feature_major, NULL)
         _copy_out(acts[L], out + start * k, rows, k, feature_major)
         start += rows
 
@@ -846,7 +872,7 @@ cdef bint _forward_rows(floating[::1] params, Network network, const floating[:,
     run.out = &out[0, 0]
     run.n = x.shape[0]
     run.work = &work[0]
-    run.work_per_worker = _carve(&sizes[0], run.n_layers, chunk).total
+    run.work_per_worker = _carve(&sizes[0], run.n_layers, chunk, False).total
     run.chunk = chunk
     run.check_finite = check_finite
     memset(run.nonfinite, 0, sizeof(run.nonfinite))
@@ -1159,7 +1185,7 @@ def gemm_bound_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
     parameters are overwritten with meaningless values."""
     cdef _TrainRun run
     cdef int L = <int>sizes.shape[0] - 1
-    cdef _Carve c = _carve(&sizes[0], L, batch_size)
+    cdef _Carve c = _carve(&sizes[0], L, batch_size, False)
     cdef floating* workspace = &work[0]
     cdef Py_ssize_t i
     # The weight updates are the real calls, alpha = -step and beta = 1
@@ -1191,7 +1217,7 @@ def gemm_bound_steps(floating[::1] params, const Py_ssize_t[::1] sizes,
 def bias_activation(floating[:, ::1] z, const floating[::1] b, int act):
     """In place: z <- act(z + b) for z (n, k), b (k,)."""
     with nogil:
-        _bias_activation(&z[0, 0], &b[0], z.shape[0], z.shape[1], act, False)
+        _bias_activation(&z[0, 0], &b[0], z.shape[0], z.shape[1], act, False, NULL)
 
 
 def activation(floating[::1] z, int act):
@@ -1200,14 +1226,24 @@ def activation(floating[::1] z, int act):
         _apply_activation(&z[0], 1, z.shape[0], act, False)
 
 
-def activation_derivative(const floating[:, ::1] a, floating[:, ::1] out, int act):
-    """out <- act'(z) given a = act(z), for a hidden activation."""
+def activation_derivative(const floating[:, ::1] a, floating[:, ::1] out, int act,
+                          const floating[:, ::1] z=None):
+    """out <- act'(z) given a = act(z), for a hidden activation, as
+    backpropagation applies it; z itself is needed for gelu and silu."""
     cdef Py_ssize_t i, count = a.shape[0] * a.shape[1]
     cdef floating* po = &out[0, 0]
     cdef const floating* pa = &a[0, 0]
+    cdef const floating* pz = NULL
+    if z is not None:
+        if z.shape[0] != a.shape[0] or z.shape[1] != a.shape[1]:
+            raise ValueError("z must have a's shape")
+        pz = &z[0, 0]
+    elif _keeps_preactivations(act):
+        raise ValueError(f"activation {act}'s derivative needs z")
     with nogil:
         for i in range(count):
-            po[i] = _act_derivative(act, pa[i])
+            po[i] = 1
+        _times_derivative(po, pa, pz, count, act, 1)
 
 
 def output_delta(const floating[:, ::1] a, const floating[:, ::1] y,

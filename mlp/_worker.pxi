@@ -150,31 +150,36 @@ cdef inline void _share(Py_ssize_t total, int tid, int n_workers, Py_ssize_t ali
 
 cdef void _bias_activation_part(floating* z, const floating* b, Py_ssize_t n,
                                 Py_ssize_t k, Py_ssize_t u0, Py_ssize_t u1,
-                                int act, bint feature_major) noexcept nogil:
-    """_bias_activation for units u0..u1 of a layer of k units."""
+                                int act, bint feature_major, floating* kept) noexcept nogil:
+    """_bias_activation for units u0..u1 of a layer of k units (kept, if
+    not NULL, laid out like z)."""
     cdef Py_ssize_t i
     if feature_major:
-        _bias_activation(z + u0 * n, b + u0, n, u1 - u0, act, True)
+        _bias_activation(z + u0 * n, b + u0, n, u1 - u0, act, True, _at(kept, u0 * n))
     elif u0 == 0 and u1 == k:
-        _bias_activation(z, b, n, k, act, False)
+        _bias_activation(z, b, n, k, act, False, kept)
     else:
         for i in range(n):
-            _bias_activation(z + i * k + u0, b + u0, 1, u1 - u0, act, False)
+            _bias_activation(z + i * k + u0, b + u0, 1, u1 - u0, act, False,
+                             _at(kept, i * k + u0))
 
 
-cdef void _times_derivative_part(floating* d, const floating* a, Py_ssize_t n,
-                                 Py_ssize_t k, Py_ssize_t u0, Py_ssize_t u1,
+cdef void _times_derivative_part(floating* d, const floating* a, const floating* z,
+                                 Py_ssize_t n, Py_ssize_t k, Py_ssize_t u0, Py_ssize_t u1,
                                  int act, floating output_scale,
                                  bint feature_major) noexcept nogil:
-    """_times_derivative for units u0..u1 of a layer of k units."""
+    """_times_derivative for units u0..u1 of a layer of k units (z, if
+    not NULL, laid out like a)."""
     cdef Py_ssize_t i
     if feature_major:
-        _times_derivative(d + u0 * n, a + u0 * n, (u1 - u0) * n, act, output_scale)
+        _times_derivative(d + u0 * n, a + u0 * n, _at(<floating*>z, u0 * n), (u1 - u0) * n, act,
+                          output_scale)
     elif u0 == 0 and u1 == k:
-        _times_derivative(d, a, n * k, act, output_scale)
+        _times_derivative(d, a, z, n * k, act, output_scale)
     else:
         for i in range(n):
-            _times_derivative(d + i * k + u0, a + i * k + u0, u1 - u0, act, output_scale)
+            _times_derivative(d + i * k + u0, a + i * k + u0, _at(<floating*>z, i * k + u0),
+                              u1 - u0, act, output_scale)
 
 
 cdef void _bias_gradient_part(const floating* d, floating* out, Py_ssize_t n,
@@ -398,9 +403,10 @@ cdef void _prefetch_next_batch(_TrainRun* run, const data_floating* x, Py_ssize_
 
 
 cdef void _hidden_forward_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
-                                floating** acts, Py_ssize_t n, int64_t step, int parity,
-                                int tid, int n_workers, int* sense) noexcept nogil:
-    """Hidden layers, each split by units: z = a W^T + b, activation, dropout."""
+                                floating** acts, floating** kept, Py_ssize_t n, int64_t step,
+                                int parity, int tid, int n_workers, int* sense) noexcept nogil:
+    """Hidden layers, each split by units: z = a W^T + b (into kept[l] too,
+    unless kept is NULL), activation, dropout."""
     cdef Py_ssize_t fan_in, fan_out, u0, u1
     cdef bint feature_major = run.feature_major
     cdef floating* w
@@ -418,7 +424,8 @@ cdef void _hidden_forward_stage(_TrainRun* run, floating* params, const Py_ssize
                             u1, acts[l], acts[l + 1], n)
             if not run.gemms_only:
                 _bias_activation_part(acts[l + 1], w + fan_out * fan_in, n, fan_out, u0, u1,
-                                      run.hidden_act, feature_major)
+                                      run.hidden_act, feature_major,
+                                      kept[l + 1] if kept != NULL else NULL)
                 if run.dropout > 0:
                     _dropout(acts[l + 1], 0, n, u0, u1,
                              _sample_stride(feature_major, n, fan_out),
@@ -640,7 +647,7 @@ cdef inline void _sum_batch_loss(_TrainRun* run, Py_ssize_t s, int tid,
 
 
 cdef void _delta_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
-                       floating** acts, floating** deltas, int l, Py_ssize_t n,
+                       floating** acts, floating** kept, floating** deltas, int l, Py_ssize_t n,
                        int64_t step, int tid, int n_workers, int* sense) noexcept nogil:
     """Layer l's input deltas (l > 0), split by inputs: dL/dz_{l-1} =
     (delta_l W_l) * act'(.), and the forward pass's dropout mask again."""
@@ -652,8 +659,9 @@ cdef void _delta_stage(_TrainRun* run, floating* params, const Py_ssize_t* offse
         _delta_gemm(feature_major, params + offsets[l], fan_in, fan_out, f0, f1,
                     deltas[l + 1], deltas[l], n)
         if not run.gemms_only:
-            _times_derivative_part(deltas[l], acts[l], n, fan_in, f0, f1, run.hidden_act,
-                                   keep_probability, feature_major)
+            _times_derivative_part(deltas[l], acts[l], kept[l] if kept != NULL else NULL, n,
+                                   fan_in, f0, f1, run.hidden_act, keep_probability,
+                                   feature_major)
             if run.dropout > 0:
                 _dropout(deltas[l], 0, n, f0, f1, _sample_stride(feature_major, n, fan_in),
                          _unit_stride(feature_major, n, fan_in), fan_in,
@@ -715,7 +723,8 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
 
 
 cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,
-                              floating** acts, floating** deltas, floating* logits,
+                              floating** acts, floating** kept, floating** deltas,
+                              floating* logits,
                               const floating* yb, const floating* wb, Py_ssize_t n,
                               int64_t step, int parity, int tid, int n_workers) noexcept nogil:
     """The forward pass, the loss and every layer's delta for this worker's
@@ -752,7 +761,8 @@ cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t
                             acts[l] + i0 * fan_in, acts[l + 1] + i0 * fan_out, rows)
             if not run.gemms_only:
                 _bias_activation(acts[l + 1] + i0 * fan_out, w + fan_out * fan_in, rows,
-                                 fan_out, run.hidden_act, False)
+                                 fan_out, run.hidden_act, False,
+                                 kept[l + 1] + i0 * fan_out if kept != NULL else NULL)
                 if run.dropout > 0:
                     _dropout(acts[l + 1], i0, i1, 0, fan_out, fan_out, 1, fan_out,
                              mlp_mask_key_for(run.dropout_seed, step, l + 1), drop_threshold,
@@ -789,6 +799,7 @@ cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t
                         deltas[l + 1] + i0 * fan_out, deltas[l] + i0 * fan_in, rows)
             if not run.gemms_only:
                 _times_derivative(deltas[l] + i0 * fan_in, acts[l] + i0 * fan_in,
+                                  kept[l] + i0 * fan_in if kept != NULL else NULL,
                                   rows * fan_in, run.hidden_act, keep_probability)
                 if run.dropout > 0:
                     _dropout(deltas[l], i0, i1, 0, fan_in, fan_in, 1, fan_in,
@@ -880,12 +891,15 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
     cdef const Py_ssize_t* sizes = run.sizes
     cdef Py_ssize_t d = sizes[0], m = run.batch_size, start = 0, n, s = 0
     cdef int64_t step
-    cdef _Carve c = _carve(sizes, L, m)
+    cdef bint keep = _keeps_preactivations(run.hidden_act) and not run.gemms_only
+    cdef _Carve c = _carve(sizes, L, m, keep)
     cdef floating* workspace = <floating*>run.work
     cdef floating* xb
     cdef floating* yb = workspace + c.targets
     cdef floating* wb = workspace + c.sample_weights if run.sample_weights != NULL else NULL
     cdef floating* acts[MAX_LAYERS + 1]
+    cdef floating* kept_buffers[MAX_LAYERS + 1]  # hidden layers' z, when keep
+    cdef floating** kept = kept_buffers if keep else NULL
     cdef floating* deltas[MAX_LAYERS + 1]   # deltas[l]: dL/dz of layer l's outputs
     cdef floating* bias_sums[MAX_LAYERS + 1]
     cdef Py_ssize_t offsets[MAX_LAYERS + 1]
@@ -904,6 +918,8 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
         # Step s reads input buffer s % 2 (see the comment at the top).
         xb = workspace + c.inputs + (s & 1) * m * d
         _point_acts(workspace, sizes, L, n, xb, acts)
+        if keep:
+            _point_acts(workspace + c.preactivations, sizes, L - 1, n, NULL, kept)
         deltas[L] = workspace + c.deltas
         bias_sums[L] = workspace + c.bias_sums
         for l in range(L - 1, 0, -1):
@@ -916,7 +932,7 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
                 break
             _prefetch_next_batch(run, x, start, n, tid, n_workers)
         if run.split_samples:
-            _sample_split_stage(run, params, offsets, acts, deltas, workspace + c.logits,
+            _sample_split_stage(run, params, offsets, acts, kept, deltas, workspace + c.logits,
                                 yb, wb, n, step, s & 1, tid, n_workers)
             # Every delta is done and no weight has changed yet.
             mlp_barrier_wait(&run.barrier, &sense)
@@ -925,13 +941,13 @@ cdef void _train_worker(floating* params, const data_floating* x, _TrainRun* run
                 _summed_update_stage(run, params, offsets, l, n, run.learning_rates[s], step,
                                      tid, n_workers)
         else:
-            _hidden_forward_stage(run, params, offsets, acts, n, step, s & 1, tid, n_workers,
-                                  &sense)
+            _hidden_forward_stage(run, params, offsets, acts, kept, n, step, s & 1, tid,
+                                  n_workers, &sense)
             _output_stage(run, params, offsets, acts, deltas, workspace + c.logits, yb, wb, n,
                           s, tid, n_workers, &sense)
             for l in range(L - 1, -1, -1):
                 if l > 0:
-                    _delta_stage(run, params, offsets, acts, deltas, l, n, step, tid,
+                    _delta_stage(run, params, offsets, acts, kept, deltas, l, n, step, tid,
                                  n_workers, &sense)
                 _update_stage(run, params, offsets, acts, deltas, bias_sums[l + 1], l, n,
                               run.learning_rates[s], step, s & 1, tid, n_workers)

@@ -19,12 +19,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
 from ._validation import check_choice, check_int, check_positive_float, check_seed
 from .augment import _check_augment
 from .optimizers import SGD, Adam, check_optimizer
 from .schedules import SCHEDULES, check_schedule, check_warmup
 
 SAMPLING = ("shuffle", "replacement")
+# The CLI trains classifiers on labels: every output but regression's identity.
+CLASSIFIER_OUTPUTS = tuple(name for name in OUTPUT_ACTIVATIONS if name != "identity")
+# Model(init=None)'s rule, as the help says it: "he for relu and gelu, xavier otherwise".
+_HE_FIRST = [name for name in HIDDEN_ACTIVATIONS if ACTIVATIONS[name].init == "he"]
+_INIT_RULE = f"he for {', '.join(_HE_FIRST[:-1])} and {_HE_FIRST[-1]}, xavier otherwise"
 
 # Chosen by measurement (README, "Choosing the defaults"): with the cosine
 # schedule and batches of 64 it took Model([784, 128, 10]) past 97% on MNIST
@@ -68,10 +74,10 @@ class ModelOptions:
     layers: tuple = option((784, 300, 100, 10), "layer sizes, input first",
                            flag="--layers", cli_type=_layers, metavar="784,300,100,10")
     activation: str = option("relu", "hidden activation", flag="--activation",
-                             choices=("sigmoid", "tanh", "relu"))
+                             choices=HIDDEN_ACTIVATIONS)
     output: str = option("softmax", "output activation", flag="--output",
-                         choices=("sigmoid", "softmax"))
-    init: str | None = option(None, "initialisation (default: he for relu, xavier otherwise)",
+                         choices=CLASSIFIER_OUTPUTS)
+    init: str | None = option(None, f"initialisation (default: {_INIT_RULE})",
                               flag="--init", choices=("normal", "xavier", "he"))
     dtype: str = option("float32", "parameter dtype", flag="--dtype",
                         choices=("float32", "float64"))
@@ -112,7 +118,7 @@ class TrainingOptions:
     loss: str | None = option(
         None, "mse, cross_entropy or binary_cross_entropy (default: cross_entropy for "
               "softmax models, mse otherwise)",
-        flag="--loss", choices=("mse", "cross_entropy", "binary_cross_entropy"))
+        flag="--loss", choices=LOSS_NAMES)
     sampling: str = option(
         "shuffle", "shuffle: a fresh permutation every epoch; replacement: every batch "
                    "drawn uniformly with replacement", flag="--sampling", choices=SAMPLING)
@@ -159,7 +165,7 @@ class TrainingOptions:
             check_schedule(self.lr_schedule)
         set_("warmup", check_warmup(self.warmup))
         if self.loss is not None:
-            check_choice(self.loss, ("mse", "cross_entropy", "binary_cross_entropy"), "loss")
+            check_choice(self.loss, LOSS_NAMES, "loss")
         check_choice(self.sampling, SAMPLING, "sampling")
         for name in ("dropout", "input_dropout"):
             value = check_positive_float(getattr(self, name), name, allow_zero=True)

@@ -9,6 +9,8 @@ import threading
 import numpy as np
 
 from . import _kernels
+from .activations import (ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES,
+                          OUTPUT_ACTIVATIONS, default_init)
 from ._files import NpzReader, atomic_write
 from ._threads import blas_threads, call_threads
 from .hyperparams import ModelOptions
@@ -23,12 +25,7 @@ from ._validation import (
     check_writable,
 )
 
-# The kernel owns the codes; these say which activations go where.
-HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu")
-OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "identity")
-LOSSES = tuple(_kernels.LOSSES)
-# Which output each loss is defined for (None: any).
-_LOSS_OUTPUT = {"mse": None, "cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+# Which activations go where, and the losses: mlp/activations.py.
 INITIALISERS = ("normal", "xavier", "he")
 
 FORMAT_NAME = "mlp.Model"
@@ -44,12 +41,12 @@ _FORWARD_CHUNK = 1024
 
 def loss_code(loss, output):
     """The kernel's code for `loss`, refusing pairings it has no gradient for."""
-    check_choice(loss, LOSSES, "loss")
-    needed = _LOSS_OUTPUT[loss]
+    check_choice(loss, LOSS_NAMES, "loss")
+    needed = LOSSES[loss].output
     if needed is not None and output != needed:
         raise ValueError(
             f"loss={loss!r} needs a model with output={needed!r}; this model's output is {output!r}")
-    return _kernels.LOSSES[loss]
+    return LOSSES[loss].code
 
 
 
@@ -75,12 +72,15 @@ class Model:
     ----------
     layer_sizes : sequence of int
         Units per layer, input first, e.g. ``(784, 300, 100, 10)``.
-    activation : {"relu", "tanh", "sigmoid"}
-        Activation of the hidden layers.
+    activation : {"relu", "tanh", "sigmoid", "leaky_relu", "gelu", "silu", "identity"}
+        Activation of the hidden layers (mlp.activations.HIDDEN_ACTIVATIONS).
+        leaky_relu's slope below zero is 0.01; gelu is the exact
+        z * Phi(z); silu is z * sigmoid(z).
     output : {"softmax", "sigmoid", "identity"}
         Activation of the output layer ("identity" for regression).
     init : {None, "he", "xavier", "normal"}
-        None picks "he" for ReLU and "xavier" otherwise. ``"he"`` is
+        None picks "he" for ReLU-like activations (relu, leaky_relu, gelu,
+        silu) and "xavier" otherwise. ``"he"`` is
         N(0, 2 / fan_in) with zero biases. ``"xavier"`` is Glorot uniform,
         U(-r, r) with r = sqrt(6 / (fan_in + fan_out)), and zero biases.
         ``"normal"`` draws every weight and bias from N(0, 1), as the
@@ -113,7 +113,7 @@ class Model:
         check_choice(activation, HIDDEN_ACTIVATIONS, "activation")
         check_choice(output, OUTPUT_ACTIVATIONS, "output")
         if init is None:
-            init = "he" if activation == "relu" else "xavier"
+            init = default_init(activation)
         check_choice(init, INITIALISERS, "init")
         self._setup(sizes, activation, output, check_dtype(dtype))
         self.init = init
@@ -131,8 +131,8 @@ class Model:
         n_params = sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))
         self._params = np.zeros(n_params, dtype=dtype)
         self.weights, self.biases = _layer_views(self._params, sizes)
-        self._hidden_code = _kernels.ACTIVATIONS[activation]
-        self._output_code = _kernels.ACTIVATIONS[output]
+        self._hidden_code = ACTIVATIONS[activation].code
+        self._output_code = ACTIVATIONS[output].code
         self._bind_network()
         # Reentrant: train() holds it for the whole run, and its callbacks and
         # schedules, on the same thread between compiled calls, may predict.
@@ -246,7 +246,8 @@ class Model:
     def _workspace(self, rows, copies=1, at_least=0):
         # Kernels release the GIL, so two threads may share a model; callers
         # hold self._lock while they use the buffer returned here.
-        need = max(copies * _kernels.workspace_size(self._sizes, rows), at_least)
+        need = max(copies * _kernels.workspace_size(self._sizes, rows, self._hidden_code),
+                   at_least)
         if self._work.size < need:
             self._work = np.empty(need, dtype=self.dtype)
         return self._work

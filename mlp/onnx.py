@@ -2,14 +2,18 @@
 
 The graph is what the model computes, layer by layer: a ``Gemm`` node
 (``X @ W.T + b``, with ``W`` stored in the model's own (out, in) orientation
-and ``transB=1``) followed by the layer's activation node: ``Sigmoid``,
-``Tanh``, ``Relu``, ``Softmax(axis=-1)``, or nothing for an ``"identity"``
-output. The batch dimension is dynamic (named ``"batch"``), so one file
-serves any number of rows.
+and ``transB=1``) followed by the layer's activation nodes: ``Sigmoid``,
+``Tanh``, ``Relu``, ``LeakyRelu(alpha=0.01)``, ``Softmax(axis=-1)``, silu
+as ``x * Sigmoid(x)``, gelu as ``x * 0.5 * (1 + Erf(x / sqrt 2))`` (opset
+17 has no Gelu), or nothing for ``"identity"`` (each activation's nodes are
+its entry in mlp/activations.py). The batch dimension is dynamic (named
+``"batch"``), so one file serves any number of rows.
 
 Precision: by default the graph has the model's dtype (a float64 model
 exports a float64 graph, so the exported outputs agree with
-``model.forward`` to float64 rounding). ``dtype=np.float32`` casts the
+``model.forward`` to float64 rounding; but for gelu, whose ``Erf`` is
+computed in float32, as onnxruntime has no float64 ``Erf``: within about
+1e-7 of the output's scale). ``dtype=np.float32`` casts the
 parameters and declares a float32 input instead, which is what most ONNX
 consumers (mobile and GPU runtimes, browsers) expect.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._files import atomic_write
+from .activations import ACTIVATIONS
 from ._validation import check_dtype, check_writable
 
 __all__ = ["to_onnx", "OPSET", "INPUT_NAME", "OUTPUT_NAME"]
@@ -34,9 +39,45 @@ IR_VERSION = 8
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
-# Activation name -> ONNX operator (None: the layer's output is the Gemm's).
-_OPERATORS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softmax": "Softmax",
-              "identity": None}
+
+
+class _Graph:
+    """The nodes and initializers of a graph under construction, for the
+    activations' ONNX builders (mlp/activations.py): ``node`` adds one
+    node and returns its output's name, ``constant`` a scalar of the
+    graph's type, ``erf`` an Erf that onnxruntime runs in either type."""
+
+    def __init__(self, helper, numpy_helper, TensorProto, dtype):
+        self._helper, self._numpy_helper, self._proto = helper, numpy_helper, TensorProto
+        self.dtype = dtype
+        self.nodes, self.initializers = [], []
+        self._names = 0
+
+    def _fresh(self, stem):
+        self._names += 1
+        return f"{stem}{self._names}"
+
+    def node(self, operator, inputs, output=None, **attributes):
+        output = output or self._fresh(operator.lower())
+        self.nodes.append(self._helper.make_node(operator, list(inputs), [output],
+                                                 name=self._fresh(f"{operator.lower()}_node"),
+                                                 **attributes))
+        return output
+
+    def tensor(self, array, name):
+        self.initializers.append(self._numpy_helper.from_array(
+            np.ascontiguousarray(array, dtype=self.dtype), name))
+        return name
+
+    def constant(self, value):
+        return self.tensor(np.asarray(value, dtype=self.dtype), self._fresh("constant"))
+
+    def erf(self, x):
+        if self.dtype == np.float32:
+            return self.node("Erf", [x])
+        # onnxruntime implements Erf for float32 only.
+        narrow = self.node("Cast", [x], to=self._proto.FLOAT)
+        return self.node("Cast", [self.node("Erf", [narrow])], to=self._proto.DOUBLE)
 
 
 def to_onnx(model, path, *, dtype=None, doc_string=None):
@@ -100,33 +141,26 @@ def build_onnx(model, *, dtype=None, doc_string=None):
                              f"export it as {model.dtype.name}")
     elem_type = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
     n_layers = len(model.weights)
-    nodes, initializers = [], []
+    graph = _Graph(helper, numpy_helper, TensorProto, dtype)
     current = INPUT_NAME
     for l, (w, b) in enumerate(zip(model.weights, model.biases)):
         last = l == n_layers - 1
-        activation = model.output if last else model.activation
-        if activation not in _OPERATORS:
-            raise ValueError(f"activation {activation!r} has no ONNX operator in this exporter")
-        operator = _OPERATORS[activation]
-        linear = OUTPUT_NAME if last and operator is None else f"linear{l}"
-        initializers.append(numpy_helper.from_array(np.ascontiguousarray(w, dtype=dtype), f"W{l}"))
-        initializers.append(numpy_helper.from_array(np.ascontiguousarray(b, dtype=dtype), f"b{l}"))
+        build_activation = ACTIVATIONS[model.output if last else model.activation].onnx
+        linear = OUTPUT_NAME if last and build_activation is None else f"linear{l}"
         # W is (out, in): transB=1 makes Gemm compute input @ W.T + b.
-        nodes.append(helper.make_node("Gemm", [current, f"W{l}", f"b{l}"], [linear],
-                                      name=f"gemm{l}", transB=1))
+        graph.node("Gemm", [current, graph.tensor(w, f"W{l}"), graph.tensor(b, f"b{l}")],
+                   linear, transB=1)
         current = linear
-        if operator is not None:
+        if build_activation is not None:
             activated = OUTPUT_NAME if last else f"hidden{l}"
-            attributes = {"axis": -1} if operator == "Softmax" else {}
-            nodes.append(helper.make_node(operator, [current], [activated],
-                                          name=f"{activation}{l}", **attributes))
+            build_activation(graph, current, activated)
             current = activated
     graph = helper.make_graph(
-        nodes,
+        graph.nodes,
         "mlp",
         [helper.make_tensor_value_info(INPUT_NAME, elem_type, ["batch", model.n_inputs])],
         [helper.make_tensor_value_info(OUTPUT_NAME, elem_type, ["batch", model.n_outputs])],
-        initializer=initializers,
+        initializer=graph.initializers,
         doc_string=doc_string or repr(model),
     )
     from . import __version__

@@ -55,12 +55,14 @@ from . import optimizers as _optimizers
 from . import training as _training
 from ._threads import train_workers
 from ._validation import check_dtype, check_layer_arrays
-from .model import HIDDEN_ACTIVATIONS, Model
+from .activations import ACTIVATIONS
+from .model import Model
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-# scikit-learn's activation names -> mlp's.
-_HIDDEN = {"logistic": "sigmoid", "tanh": "tanh", "relu": "relu", "identity": "identity"}
+# scikit-learn's activation names ("logistic" for the sigmoid; beyond its
+# four, mlp's own names) -> mlp's.
+_HIDDEN = {a.sklearn_name: a.name for a in ACTIVATIONS.values() if a.hidden}
 # out_activation_ (scikit-learn's name) -> (mlp output, mlp loss).
 _OUTPUT = {"softmax": ("softmax", "cross_entropy"),
            "logistic": ("sigmoid", "binary_cross_entropy"),
@@ -160,9 +162,6 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
 
         choice("activation", list(_HIDDEN))
-        if _HIDDEN[self.activation] not in HIDDEN_ACTIVATIONS:
-            raise ValueError(f"activation={self.activation!r} is not supported by mlp; "
-                             f"use one of 'logistic', 'tanh', 'relu'")
         if self.solver == "lbfgs":
             raise ValueError(
                 "solver='lbfgs' is not supported by mlp.sklearn: mlp trains with minibatches. "
@@ -553,8 +552,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         Units in each hidden layer.
-    activation : {"logistic", "tanh", "relu"}, default="relu"
-        Activation of the hidden layers.
+    activation : {"logistic", "tanh", "relu", "identity", "leaky_relu", "gelu", "silu"}, \
+            default="relu"
+        Activation of the hidden layers: scikit-learn's four, and mlp's
+        leaky_relu (slope 0.01), gelu (exact) and silu.
     solver : {"adam", "sgd"}, default="adam"
         ``"lbfgs"`` raises ValueError: it is not supported.
     alpha : float, default=1e-4

@@ -1,8 +1,9 @@
 """Shared float64 numpy references for the core tests (kernels, model, training).
 
-Everything here is written independently of mlp's implementation: plain
+Everything here is written independently of mlp's compiled core: plain
 numpy, float64, straight from the maths, so that the tests hold the compiled
-core against a second opinion rather than against itself.
+core against a second opinion rather than against itself. (The activations'
+and losses' own references sit beside their entries in mlp/activations.py.)
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ settings.load_profile("ci" if os.environ.get("CI") else "machine-independent")
 from mlp._kernels import ACTIVATIONS as ACT  # noqa: E402
 from mlp._kernels import LOSSES as LOSS  # noqa: E402
 from mlp import _kernels  # noqa: E402
+# The numpy references of the activations and losses, plain float64 numpy
+# written from the maths, beside the tables that name them.
+from mlp.activations import ACTIVATIONS as ACTIVATION_TABLE  # noqa: E402
+from mlp.activations import LOSSES as LOSS_TABLE  # noqa: E402
+from mlp.activations import by_code  # noqa: E402
 
 DTYPES = (np.float32, np.float64)
 
@@ -71,68 +77,26 @@ def kernel_sgd_step(params, sizes_arr, hidden, out, loss_code, x, y, lr, weight_
 # Activations
 # ---------------------------------------------------------------------------
 
-def ref_sigmoid(z):
-    z = np.asarray(z, dtype=np.float64)
-    with np.errstate(under="ignore"):
-        e = np.exp(-np.abs(z))  # never overflows
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def ref_softmax(z):
-    z = np.asarray(z, dtype=np.float64)
-    with np.errstate(under="ignore"):
-        e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def ref_act(z, code):
-    z = np.asarray(z, dtype=np.float64)
-    if code == ACT["sigmoid"]:
-        return ref_sigmoid(z)
-    if code == ACT["tanh"]:
-        return np.tanh(z)
-    if code == ACT["relu"]:
-        return np.where(z > 0, z, 0.0)
-    if code == ACT["softmax"]:
-        return ref_softmax(z)
-    if code == ACT["identity"]:
-        return z.copy()
-    raise AssertionError(code)
+    """act(z) in float64, from the activation's numpy reference (mlp/activations.py)."""
+    return by_code(code).reference(z)
 
 
 def ref_act_prime(z, code):
     """Elementwise derivative at z (not for softmax). ReLU'(0) is taken as 0."""
-    z = np.asarray(z, dtype=np.float64)
-    if code == ACT["sigmoid"]:
-        s = ref_sigmoid(z)
-        return s * (1 - s)
-    if code == ACT["tanh"]:
-        return 1 - np.tanh(z) ** 2
-    if code == ACT["relu"]:
-        return (z > 0).astype(np.float64)
-    if code == ACT["identity"]:
-        return np.ones_like(z)
-    raise AssertionError(code)
+    derivative = by_code(code).reference_derivative
+    if derivative is None:
+        raise AssertionError(code)
+    return derivative(z)
 
 
 # ---------------------------------------------------------------------------
 # Losses and output deltas
 # ---------------------------------------------------------------------------
 
-def ref_logsumexp(z):
-    z = np.asarray(z, dtype=np.float64)
-    m = z.max(axis=-1, keepdims=True)
-    with np.errstate(under="ignore"):
-        return (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))
-
-
 def ref_loss(a, z, y, loss):
-    """Summed loss; per-sample terms returned too (for scale-aware tolerances)."""
-    a, z, y = (np.asarray(v, dtype=np.float64) for v in (a, z, y))
-    if loss == "mse":
-        terms = 0.5 * (a - y) ** 2
-    else:
-        terms = -y * (z - ref_logsumexp(z))
+    """Summed loss; its terms returned too (for scale-aware tolerances)."""
+    terms = LOSS_TABLE[loss].reference(a, z, y)
     return terms.sum(), terms
 
 

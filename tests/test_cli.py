@@ -9,6 +9,7 @@ import pytest
 from conftest import require
 
 from mlp import Model
+from mlp.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from mlp.cli import main
 from mlp.presets import PRESETS
 from test_datasets import write_idx
@@ -49,6 +50,21 @@ def test_flags_override_the_preset(tiny_mnist, tmp_path, capsys):
     assert model.dtype == np.float32
     assert (model.activation, model.output) == ("sigmoid", "sigmoid")
     assert "sgd lr 2 (constant), loss mse, sampling replacement" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_every_hidden_activation_trains_saves_and_evaluates(tiny_mnist, tmp_path, capsys,
+                                                            activation):
+    saved = tmp_path / "m.npz"
+    assert main(["train", "--data", str(tiny_mnist), "--iterations", "3", "--layers",
+                 "784,16,10", "--activation", activation, "--no-progress", "--seed", "1",
+                 "--save", str(saved)]) == 0
+    trained = SENTENCE.search(capsys.readouterr().out)
+    model = Model.load(saved)
+    assert model.activation == activation
+    assert model.init == ACTIVATIONS[activation].init
+    assert main(["evaluate", str(saved), "--data", str(tiny_mnist)]) == 0
+    assert SENTENCE.search(capsys.readouterr().out).group(1) == trained.group(1)
 
 
 @pytest.mark.parametrize("flags, summary", [
@@ -932,7 +948,7 @@ def test_help_offers_only_what_a_command_line_can_pass_and_each_default_once():
         assert len(re.findall(r"\((?:default\b|[\w-]+ preset:)", text)) <= 1, where
     shown = {(command, flag): text for command, flag, text in texts}
     assert shown[("train", "--init")].endswith(
-        "(default preset: he for relu, xavier otherwise)")
+        "(default preset: he for relu, leaky_relu, gelu and silu, xavier otherwise)")
     assert shown[("train", "--epochs")] == "passes over the training data (default preset: 10)"
     assert shown[("train", "--beta1")].endswith("(default: 0.9)")
 

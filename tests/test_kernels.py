@@ -36,6 +36,7 @@ from mlp import _augment as distortions
 from mlp import _kernels as K
 
 from conftest import (
+    ACTIVATION_TABLE,
     kernel_sgd_step,
     kernel_train_steps,
     ACT,
@@ -46,6 +47,7 @@ from conftest import (
     min_abs_hidden_z,
     one_hot,
     ref_act,
+    ref_act_prime,
     ref_forward,
     ref_loss,
     ref_loss_and_gradients,
@@ -63,6 +65,11 @@ FAST = settings(max_examples=25, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 SENTINEL = 12345.0
+# Every activation, and those a hidden layer may have, from the table.
+ALL_ACTIVATIONS = list(ACTIVATION_TABLE)
+HIDDEN = [name for name, a in ACTIVATION_TABLE.items() if a.hidden]
+# Where float32 and float64 may disagree on the side of a kink at 0.
+KINKED = (ACT["relu"], ACT["leaky_relu"])
 
 
 class strict_fp:
@@ -116,7 +123,7 @@ def networks(draw, out_codes=(ACT["sigmoid"], ACT["softmax"]), max_batch=8):
     dtype = draw(dtypes)
     n_layers = draw(st.integers(1, 3))
     sizes = [draw(st.integers(1, 8)) for _ in range(n_layers + 1)]
-    hidden = draw(st.sampled_from([ACT["sigmoid"], ACT["tanh"], ACT["relu"]]))
+    hidden = draw(st.sampled_from([ACT[name] for name in HIDDEN]))
     out = draw(st.sampled_from(out_codes))
     loss = draw(st.sampled_from(["mse", "cross_entropy"] if out == ACT["softmax"] else ["mse"]))
     n = draw(st.integers(1, max_batch))
@@ -134,7 +141,7 @@ def networks(draw, out_codes=(ACT["sigmoid"], ACT["softmax"]), max_batch=8):
     else:
         y = rng.uniform(-0.5, 1.5, (n, sizes[-1])).astype(dtype)
     Ws, bs = unflatten(flat, sizes)
-    if hidden == ACT["relu"]:
+    if hidden in KINKED:
         # Away from the kink, float32 and float64 agree on which units are on.
         assume(min_abs_hidden_z(Ws, bs, x, hidden, out) > 1e-3)
     return dict(dtype=dtype, sizes=sizes, sizes_arr=np.asarray(sizes, dtype=np.intp),
@@ -156,8 +163,7 @@ def assert_guard_intact(full, n):
 # ---------------------------------------------------------------------------
 
 @SETTINGS
-@given(data=st.data(), dtype=dtypes,
-       act=st.sampled_from(["sigmoid", "tanh", "relu", "softmax", "identity"]))
+@given(data=st.data(), dtype=dtypes, act=st.sampled_from(ALL_ACTIVATIONS))
 def test_bias_activation_matches_reference(data, dtype, act):
     z = data.draw(matrices(dtype))
     b = data.draw(matrices(dtype, shape=(z.shape[1],)))
@@ -223,7 +229,7 @@ def test_tanh_and_softmax_saturate_without_overflow(dtype):
 
 
 @FAST
-@given(data=st.data(), dtype=dtypes, act=st.sampled_from(["sigmoid", "tanh", "relu", "identity"]))
+@given(data=st.data(), dtype=dtypes, act=st.sampled_from(HIDDEN))
 def test_activation_matches_reference(data, dtype, act):
     z = data.draw(matrices(dtype, max_rows=1, max_cols=16)).ravel()
     got = z.copy()
@@ -259,6 +265,29 @@ def test_activation_derivative_matches_reference(data, dtype, act):
         true = s * (1 - s) if act == "sigmoid" else 1 - s ** 2
         np.testing.assert_allclose(out, true, rtol=1e-3 if dtype == np.float32 else 1e-9,
                                    atol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@SETTINGS
+@given(data=st.data(), dtype=dtypes, act=st.sampled_from(HIDDEN))
+def test_activation_derivative_from_z_matches_reference(data, dtype, act):
+    # As backpropagation applies it: from the output a, and from z itself
+    # for the activations that cannot be inverted (gelu, silu).
+    z = data.draw(matrices(dtype, bound=50.0))
+    if ACT[act] in KINKED:
+        assume(np.all(z != 0))  # the side of the kink a rounded a takes
+    a = z.copy()
+    K.activation(a.reshape(-1), ACT[act])
+    out = np.full_like(a, np.nan)
+    with strict_fp():
+        K.activation_derivative(a, out, ACT[act], z)
+    np.testing.assert_allclose(out, ref_act_prime(z, ACT[act]), **ELEMENTWISE_TOL[dtype])
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu"])
+def test_activation_derivative_refuses_to_guess_without_z(act):
+    a = np.zeros((1, 2))
+    with pytest.raises(ValueError, match="needs z"):
+        K.activation_derivative(a, a.copy(), ACT[act])
 
 
 # ---------------------------------------------------------------------------
@@ -365,7 +394,7 @@ def test_forward_matches_reference(net, chunk_extra, workers):
     chunk = max(1, n + chunk_extra)  # chunk < n exercises the chunk loop and a short last chunk
     # Workers split the rows (some get none when n < workers), each with its
     # own part of the workspace.
-    need = workers * K.workspace_size(net["sizes_arr"], chunk)
+    need = workers * K.workspace_size(net["sizes_arr"], chunk, net["hidden"])
     full, work = guarded(need, dtype)
     out = np.full((n, sizes[-1]), np.nan, dtype=dtype)
     params = net["flat"].copy()
@@ -442,7 +471,7 @@ def sparse_inputs(draw):
     sizes += [draw(st.integers(1, 20)) for _ in range(draw(st.integers(1, 2)))]
     n = draw(st.integers(1, 300))
     zeros = draw(st.floats(0, 1))
-    hidden = draw(st.sampled_from([ACT["sigmoid"], ACT["tanh"], ACT["relu"]]))
+    hidden = draw(st.sampled_from([ACT[name] for name in HIDDEN]))
     out = draw(st.sampled_from([ACT["sigmoid"], ACT["softmax"], ACT["identity"]]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     flat = np.concatenate([np.concatenate([rng.standard_normal(fout * fin) * 1.5 / math.sqrt(fin),
@@ -453,7 +482,7 @@ def sparse_inputs(draw):
     x[rng.random(x.shape) < 0.05] = -0.0
     x = x.astype(dtype)
     Ws, bs = unflatten(flat, sizes)
-    if hidden == ACT["relu"]:
+    if hidden in KINKED:
         assume(min_abs_hidden_z(Ws, bs, x, hidden, out) > 1e-3)
     return dict(dtype=dtype, sizes=sizes, flat=flat.astype(dtype), x=x, hidden=hidden, out=out)
 
@@ -588,7 +617,7 @@ def test_loss_and_gradients_matches_backprop_reference(net, want, data):
     n = len(net["x"])
     # Rows go through in blocks of `chunk`, the gradients summed across blocks.
     chunk = data.draw(st.integers(1, n), label="chunk")
-    need = K.workspace_size(net["sizes_arr"], chunk)
+    need = K.workspace_size(net["sizes_arr"], chunk, net["hidden"])
     full, work = guarded(need, dtype)
     grads = np.full(net["flat"].size, np.nan, dtype=dtype)
     params = net["flat"].copy()
@@ -626,7 +655,7 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, feature_major):
     dtype, sizes_arr = net["dtype"], net["sizes_arr"]
     n = len(net["x"])
     code = LOSS[net["loss"]]
-    need = K.workspace_size(sizes_arr, n)
+    need = K.workspace_size(sizes_arr, n, net["hidden"])
     grads = np.empty_like(net["flat"])
     before = K.loss_and_gradients(K.Network(net["flat"].copy(), sizes_arr, net["hidden"], net["out"]),
                                   code,
@@ -665,7 +694,7 @@ def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, featur
     dtype, sizes_arr = net["dtype"], net["sizes_arr"]
     n = len(net["x"])
     code = LOSS[net["loss"]]
-    need = K.workspace_size(sizes_arr, n)
+    need = K.workspace_size(sizes_arr, n, net["hidden"])
     grads = np.empty_like(net["flat"])
     K.loss_and_gradients(K.Network(net["flat"].copy(), sizes_arr, net["hidden"], net["out"]), code,
                          net["x"], net["y"], grads, np.empty(need, dtype), True, n)
@@ -721,7 +750,7 @@ def _sgd_steps_by_hand(run, feature_major=False, states=None):
         idx = order[start:start + bs]
         xb = np.ascontiguousarray(run["x"][idx])
         yb = one_hot(run["labels"][idx], k, dtype)
-        work = np.empty(K.workspace_size(sizes_arr, len(idx)), dtype)
+        work = np.empty(K.workspace_size(sizes_arr, len(idx), run["hidden"]), dtype)
         if states is not None:
             states.append(params.copy())
         losses.append(kernel_sgd_step(params, sizes_arr, run["hidden"], run["out"],
@@ -745,7 +774,7 @@ def test_train_steps_equals_sgd_steps_over_order(run, feature_major, workers):
     dtype, sizes_arr = run["dtype"], run["sizes_arr"]
     order, bs = run["order"], run["batch_size"]
     n_steps = -(-len(order) // bs)
-    need = K.workspace_size(sizes_arr, bs)
+    need = K.workspace_size(sizes_arr, bs, run["hidden"])
     full, work = guarded(need, dtype)
     batch_losses = np.full(n_steps + 3, SENTINEL)
     params = run["flat"].copy()
@@ -807,7 +836,7 @@ def test_train_steps_last_batch_shorter_uses_its_own_size(feature_major):
     losses = np.empty(3)
     kernel_train_steps(params, run["sizes_arr"], run["hidden"], run["out"], LOSS[run["loss"]],
                   run["x"], run["labels"], run["order"], 3, run["lr"], 0.0,
-                  np.empty(K.workspace_size(run["sizes_arr"], 3)), losses, feature_major)
+                  np.empty(K.workspace_size(run["sizes_arr"], 3, run["hidden"])), losses, feature_major)
     ref = run["flat"].copy()
     for idx in (run["order"][:3], run["order"][3:6], run["order"][6:]):
         ref, _ = ref_sgd(ref, run["sizes"], run["x"][idx], one_hot(run["labels"][idx], 2),

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import mlp
+from mlp.activations import HIDDEN_ACTIVATIONS
 import mlp.model as model_module
 
 from conftest import (ACT, DTYPES, assert_close, assert_rejected_cleanly, min_abs_hidden_z, mutate,
@@ -39,7 +40,7 @@ def _refs(model):
 def models_and_data(draw, dtype=None, max_batch=6):
     n_layers = draw(st.integers(2, 4))  # 2-4 layers = 1-3 weight layers
     sizes = [draw(st.integers(1, 8)) for _ in range(n_layers)]
-    activation = draw(st.sampled_from(["sigmoid", "tanh", "relu"]))
+    activation = draw(st.sampled_from(HIDDEN_ACTIVATIONS))
     output = draw(st.sampled_from(["sigmoid", "softmax"]))
     loss = draw(st.sampled_from(["mse", "cross_entropy"] if output == "softmax" else ["mse"]))
     init = draw(st.sampled_from(["normal", "xavier", "he"]))

@@ -143,7 +143,7 @@ def test_kernel_steps_match_the_float64_rule(net, optimizer, workers, feature_ma
         kernel_train_steps(params, net["sizes_arr"], net["hidden"], net["out"],
                            LOSS[net["loss"]], net["x"], None, np.arange(n, dtype=np.int64), n,
                            optimizer.learning_rate, 0.0,
-                           np.empty(K.workspace_size(net["sizes_arr"], n), dtype), kernel_sgd,
+                           np.empty(K.workspace_size(net["sizes_arr"], n, net["hidden"]), dtype), kernel_sgd,
                            feature_major, workers, targets=net["y"],
                            rule=optimizer.kernel_rule(), state=state.kernel_buffers(),
                            steps_before=t - 1)

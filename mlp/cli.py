@@ -27,10 +27,6 @@ from .optimizers import OPTIMIZERS
 from .presets import PRESETS
 
 EXIT_USAGE = 2
-# --optimizer NAME: the registered optimizer class and the fields that name
-# fixes (adamw: Adam's decoupled=True), from each class's cli_choices.
-OPTIMIZER_CHOICES = {choice: (cls, fixed) for cls in OPTIMIZERS.values()
-                     for choice, fixed in cls.cli_choices.items()}
 # --augment NAME: the distortions it draws.
 AUGMENT_CHOICES = {"none": (), "affine": (Affine,), "elastic": (Elastic,),
                    "both": (Affine, Elastic)}
@@ -165,6 +161,13 @@ def _add_option_flags(group, options_class, only=None, skip=()):
             kwargs["type"] = _typed(meta["cli_type"], meta["flag"])
             kwargs["metavar"] = meta.get("metavar") or {int: "N", float: "X"}[meta["cli_type"]]
         group.add_argument(meta["flag"], **kwargs)
+
+
+def _optimizer_choices():
+    """--optimizer NAME: {NAME: (registered optimizer class, the fields NAME
+    fixes)}, from each class's cli_choices (adamw: Adam's decoupled=True)."""
+    return {choice: (cls, fixed) for cls in OPTIMIZERS.values()
+            for choice, fixed in cls.cli_choices.items()}
 
 
 def _optimizer_fields():
@@ -334,8 +337,8 @@ def build_parser():
     _add_option_flags(training, TrainingOptions, skip={"epochs", "iterations"})
     optimizer = tr.add_argument_group("optimizer (the preset's, unless --optimizer names another)")
     default_optimizer = PRESETS["default"].training.resolved_optimizer()
-    optimizer.add_argument("--optimizer", choices=sorted(OPTIMIZER_CHOICES), default=None,
-                           help="update rule: " + ", ".join(OPTIMIZER_CHOICES) + "; the flags "
+    optimizer.add_argument("--optimizer", choices=sorted(_optimizer_choices()), default=None,
+                           help="update rule: " + ", ".join(_optimizer_choices()) + "; the flags "
                                 "below apply to those that have them (adamw: adam with "
                                 "decoupled weight decay) (default preset: "
                                 f"{default_optimizer.cli_name()})")
@@ -438,7 +441,7 @@ def _optimizer_from_flags(preset, args):
     current = preset.training.resolved_optimizer()
     current_name = current.cli_name()
     name = args.optimizer or current_name
-    cls, fixed = OPTIMIZER_CHOICES[name]
+    cls, fixed = _optimizer_choices()[name]
     values = dataclasses.asdict(current) if name == current_name else {}
     fields = {f.name for f in dataclasses.fields(cls)}
     for field_name, value in given.items():

@@ -108,8 +108,9 @@ class _Optimizer:
 
     def summary(self):
         """Short text: the name, the rate and the hyperparameters that are set."""
+        decay = getattr(self, "weight_decay", 0)
         return ", ".join([f"{self.cli_name()} lr {self.learning_rate:g}", *self._summary_parts(),
-                          *([f"weight decay {self.weight_decay:g}"] if self.weight_decay else [])])
+                          *([f"weight decay {decay:g}"] if decay else [])])
 
     def _summary_parts(self):
         return []

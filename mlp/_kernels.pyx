@@ -48,19 +48,10 @@ cdef enum:
     LOSS_CROSS_ENTROPY = 1
     LOSS_BINARY_CROSS_ENTROPY = 2
 
-cdef enum:
-    OPT_SGD = 0               # plain SGD, fused into the weight GEMM
-    OPT_SGD_MOMENTUM = 1
-    OPT_ADAM = 2
-    OPT_RMSPROP = 3
-    OPT_ADAGRAD = 4
-
 ACTIVATIONS = {"sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "relu": ACT_RELU,
                "softmax": ACT_SOFTMAX, "identity": ACT_IDENTITY}
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY,
           "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY}
-UPDATE_RULES = {"sgd": OPT_SGD, "sgd_momentum": OPT_SGD_MOMENTUM, "adam": OPT_ADAM,
-                "rmsprop": OPT_RMSPROP, "adagrad": OPT_ADAGRAD}
 
 # Networks deeper than this are refused on the Python side; it lets the
 # per-layer pointer tables live on the stack.

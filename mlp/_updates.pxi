@@ -12,8 +12,27 @@
 # exception to both (_panel_update_stage in _worker.pxi): its gradient is
 # summed a few inputs at a time into a small buffer, and every rule, plain
 # SGD too (_sgd_from_sums), runs on those rows where the weights are kept.
+#
+# A new rule: its code below (and in UPDATE_RULES), its hyperparameters in
+# _Optimizer (and as keywords of _kernels.UpdateRule), its state count in
+# _n_state_buffers, any per-step constant in _StepRates/_step_rates, and the
+# rule itself, dispatched from _rule_step. Every path (dense, samples split,
+# the first layer by input) reaches it through _rule_step with up to
+# MAX_STATE_BUFFERS state arrays.
 
 from libc.math cimport sqrt, pow
+
+
+# Each rule's code (_Optimizer.code; UpdateRule's first argument).
+cdef enum:
+    OPT_SGD = 0               # plain SGD, fused into the weight GEMM
+    OPT_SGD_MOMENTUM = 1
+    OPT_ADAM = 2
+    OPT_RMSPROP = 3
+    OPT_ADAGRAD = 4
+
+UPDATE_RULES = {"sgd": OPT_SGD, "sgd_momentum": OPT_SGD_MOMENTUM, "adam": OPT_ADAM,
+                "rmsprop": OPT_RMSPROP, "adagrad": OPT_ADAGRAD}
 
 
 cdef enum:

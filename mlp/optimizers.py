@@ -1,11 +1,14 @@
-"""Optimizers: immutable configurations of an update rule.
+"""Optimizers: immutable configurations of an update rule, in one registry.
 
 Each optimizer is a frozen dataclass, validated when it is built, that says
 which update rule the kernel runs (mlp/_updates.pxi) and with which
-hyperparameters. The rules are exactly those of ``torch.optim.SGD``,
-``torch.optim.Adam`` and ``torch.optim.AdamW``, applied to the batch's mean
-gradient. Weight decay applies to the weights, never to the biases. One
-difference: on x86, momentum's and Adam's update treats numbers below the
+hyperparameters; :func:`register` enters it in ``OPTIMIZERS`` by its name,
+from which the CLI (``--optimizer`` and the hyperparameter flags),
+``mlp.sklearn``'s ``solver``, ``Model.save``/``Model.load`` and mlp's
+exports all take it. The rules are exactly those of ``torch.optim.SGD``,
+``Adam``, ``AdamW``, ``RMSprop`` and ``Adagrad``, applied to the batch's
+mean gradient. Weight decay applies to the weights, never to the biases.
+One difference: on x86, the rules that keep state treat numbers below the
 dtype's smallest normal (1.2e-38 in float32) as zero. A velocity or moment
 that small moves no weight, and it is what a weight whose gradient stays
 zero (a pixel blank in most images) decays to; computing with it is many
@@ -16,9 +19,22 @@ with the model, in ``model.optimizer_state`` (an :class:`OptimizerState`),
 so that a later ``train()`` or ``training_step()`` with an equal optimizer
 continues it and ``Model.save`` / ``Model.load`` carry it.
 
-To add an optimizer: a dataclass here with ``name``, ``state_buffers`` and
-``kernel_rule()``, its rule in mlp/_updates.pxi with a code in
-``_kernels.UPDATE_RULES``, and a reference test in tests/test_optimizers.py.
+To add an optimizer:
+
+1. here, its class, decorated with ``@register``: a frozen dataclass of
+   ``_Optimizer`` whose fields are its hyperparameters (each with a one-line
+   ``help`` in its metadata; the CLI gives it the flag ``--field-name``,
+   shared with other optimizers' fields of that name), with ``name``,
+   ``state_buffers``, ``kernel_rule()``, checks in ``__post_init__``, and
+   where needed ``initial_state`` (fresh state that is not zeros),
+   ``_summary_parts`` (the CLI's summary) and ``cli_choices``;
+2. in mlp/_updates.pxi, its rule with its code (``OPT_*`` and
+   ``UPDATE_RULES``), its hyperparameters in ``_Optimizer`` and as keywords
+   of ``_kernels.UpdateRule`` (mlp/_kernels.pyx), its state count in
+   ``_n_state_buffers``, and its case in ``_rule_step`` (the loop may live in
+   mlp/_updates.h, as the others' do);
+3. in tests/test_optimizers.py, its float64 reference in ``ref_step`` and
+   its cases in ``TORCH_CASES``, ``RULES`` and the hypothesis strategy.
 """
 from __future__ import annotations
 

@@ -599,6 +599,15 @@ def test_bad_optimizer_configurations(build, exc, match):
         build()
 
 
+@pytest.mark.parametrize("optimizer", [mlp.Adam(eps=1e-320), mlp.RMSprop(eps=1e-320),
+                                       mlp.Adagrad(eps=1e-320)])
+def test_an_eps_that_is_zero_in_the_model_s_type_is_refused_naming_the_optimizer(optimizer):
+    X, y = _data()
+    with pytest.raises(ValueError, match=f"eps 1e-320 is 0 in float32, and "
+                                         f"{type(optimizer).__name__} would divide by zero"):
+        mlp.training_step(mlp.Model([6, 8, 3], seed=0), X[:4], y[:4], optimizer=optimizer)
+
+
 def test_optimizers_are_immutable_and_comparable():
     adam = mlp.Adam(0.01)
     with pytest.raises(AttributeError):
@@ -669,7 +678,8 @@ def test_adam_rule_flushes_a_subnormal_moment_and_moves_no_weight(dtype):
 @x86_only
 @pytest.mark.parametrize("optimizer", [mlp.SGD(0.1, momentum=0.9),
                                        mlp.SGD(0.1, momentum=0.9, nesterov=True),
-                                       mlp.Adam(0.01)], ids=["momentum", "nesterov", "adam"])
+                                       mlp.Adam(0.01), mlp.RMSprop(0.001, momentum=0.9)],
+                         ids=["momentum", "nesterov", "adam", "rmsprop"])
 @pytest.mark.parametrize("mostly_zero", [False, True])
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_state_of_an_input_gone_blank_decays_to_zero_not_to_subnormals(optimizer, mostly_zero,
@@ -696,7 +706,8 @@ def test_state_of_an_input_gone_blank_decays_to_zero_not_to_subnormals(optimizer
     mlp.train(model, X, y, iterations=5, seed=3, **kwargs)
     np.testing.assert_array_equal(model.weights[0][:, 0], before)
     buffers = model.optimizer_state.buffers
-    velocity = buffers["velocity" if optimizer.name == "sgd" else "exp_avg"]
+    velocity = buffers[{"sgd": "velocity", "adam": "exp_avg",
+                        "rmsprop": "momentum_buffer"}[optimizer.name]]
     weights_state = mlp.model._layer_views(velocity, model.layer_sizes)[0][0]
     np.testing.assert_array_equal(weights_state[:, 0], 0)
     for name, buffer in buffers.items():

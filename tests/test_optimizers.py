@@ -380,10 +380,16 @@ TORCH_CASES = [
 
 @pytest.mark.parametrize("optimizer, torch_name, torch_kwargs", TORCH_CASES)
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_steps_match_torch_optim(optimizer, torch_name, torch_kwargs, n_threads):
+@pytest.mark.parametrize("mostly_zero", [False, True], ids=["dense", "mostly-zero"])
+def test_steps_match_torch_optim(optimizer, torch_name, torch_kwargs, n_threads, mostly_zero):
+    """Eight steps, each against torch's on the same batch; mostly-zero
+    inputs take the first layer by input (weights and state in panels)."""
     torch = require("torch")
     rng = np.random.default_rng(0)
     X = rng.random((64, 12))
+    if mostly_zero:
+        X[rng.random(X.shape) < 0.8] = 0
+    assert K.trains_sparse_input(X, 3, 8, n_threads, False) == mostly_zero
     y = rng.integers(0, 4, 64)
     model = mlp.Model([12, 10, 8, 4], dtype=np.float64, seed=0)
     layers = [torch.nn.Linear(i, o).double() for i, o in zip(model.layer_sizes[:-1],

@@ -38,13 +38,16 @@ except ModuleNotFoundError as _exc:
 del _importlib, _os, _not_built_message
 
 from .model import Model  # noqa: E402
-from .optimizers import SGD, Adam, AdamW  # noqa: E402
+# Every registered optimizer (mlp.SGD, mlp.Adam, mlp.RMSprop, ...) and mlp.AdamW.
+from .optimizers import *  # noqa: E402,F401,F403
+from .optimizers import __all__ as _optimizer_names  # noqa: E402
 from .metrics import RegressionEvaluation  # noqa: E402
 from .training import Callback, Evaluation, History, evaluate, train, training_step  # noqa: E402
 
 __version__ = "0.2.0"
 __all__ = ["Model", "train", "training_step", "evaluate", "History", "Evaluation",
-           "RegressionEvaluation", "Callback", "SGD", "Adam", "AdamW", "datasets", "schedules"]
+           "RegressionEvaluation", "Callback", *_optimizer_names, "datasets", "schedules"]
+del _optimizer_names
 
 
 def __getattr__(name):

@@ -53,19 +53,11 @@ cdef enum:
     LOSS_CROSS_ENTROPY = 1
     LOSS_BINARY_CROSS_ENTROPY = 2
 
-cdef enum:
-    OPT_SGD = 0               # plain SGD, fused into the weight GEMM
-    OPT_SGD_MOMENTUM = 1
-    OPT_ADAM = 2
-
 ACTIVATIONS = {"sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "relu": ACT_RELU,
                "softmax": ACT_SOFTMAX, "identity": ACT_IDENTITY, "leaky_relu": ACT_LEAKY_RELU,
                "gelu": ACT_GELU, "silu": ACT_SILU}
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY,
           "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY}
-UPDATE_RULES = {"sgd": OPT_SGD, "sgd_momentum": OPT_SGD_MOMENTUM, "adam": OPT_ADAM}
-# The arrays laid out like the parameters that each rule keeps.
-_N_STATE_BUFFERS = {OPT_SGD: 0, OPT_SGD_MOMENTUM: 1, OPT_ADAM: 2}
 
 # Networks deeper than this are refused on the Python side; it lets the
 # per-layer pointer tables live on the stack.
@@ -360,13 +352,19 @@ cdef class UpdateRule:
         SGD with momentum.
     beta1, beta2, eps, decoupled, eps_hat : float, float, float, bool, bool
         Adam; decoupled is AdamW's weight decay, eps_hat adds eps before
-        sqrt(v)'s bias correction.
+        sqrt(v)'s bias correction. eps is RMSprop's and Adagrad's too.
+    alpha, centered : float, bool
+        RMSprop's smoothing constant, and whether it is centered (momentum
+        is RMSprop's too).
+    lr_decay : float
+        Adagrad's.
     """
     cdef _Optimizer rule
 
     def __init__(self, int code, *, double weight_decay=0.0, double momentum=0.0,
                  bint nesterov=False, double beta1=0.0, double beta2=0.0, double eps=0.0,
-                 bint decoupled=False, bint eps_hat=False):
+                 bint decoupled=False, bint eps_hat=False, double alpha=0.0,
+                 bint centered=False, double lr_decay=0.0):
         if code not in UPDATE_RULES.values():
             raise ValueError(f"code must be one of UPDATE_RULES' {sorted(UPDATE_RULES.values())}; "
                              f"got {code}")
@@ -380,6 +378,10 @@ cdef class UpdateRule:
         self.rule.eps = eps
         self.rule.decoupled = decoupled
         self.rule.eps_hat = eps_hat
+        self.rule.alpha = alpha
+        self.rule.centered = centered
+        self.rule.lr_decay = lr_decay
+        self.rule.n_state = _n_state_buffers(&self.rule)
 
     @property
     def code(self):
@@ -388,7 +390,7 @@ cdef class UpdateRule:
     @property
     def n_state_buffers(self):
         """How many arrays laid out like the parameters the rule keeps."""
-        return _N_STATE_BUFFERS[self.rule.code]
+        return self.rule.n_state
 
     @property
     def needs_gradients(self):
@@ -399,7 +401,8 @@ cdef class UpdateRule:
         r = self.rule
         return (f"UpdateRule({r.code}, weight_decay={r.weight_decay}, momentum={r.momentum}, "
                 f"nesterov={bool(r.nesterov)}, beta1={r.beta1}, beta2={r.beta2}, eps={r.eps}, "
-                f"decoupled={bool(r.decoupled)}, eps_hat={bool(r.eps_hat)})")
+                f"decoupled={bool(r.decoupled)}, eps_hat={bool(r.eps_hat)}, alpha={r.alpha}, "
+                f"centered={bool(r.centered)}, lr_decay={r.lr_decay})")
 
 
 cdef class TrainingData:
@@ -478,8 +481,9 @@ cdef class TrainingRun:
         From LOSSES.
     rule : UpdateRule
     state : tuple of ndarray, each like network.params
-        The rule's state (rule.n_state_buffers arrays: velocity, or Adam's
-        first and second moments), carried from call to call.
+        The rule's state (rule.n_state_buffers arrays, in the order of the
+        optimizer's state_buffers: velocity, Adam's first and second
+        moments, ...), carried from call to call.
     dropout : Dropout, optional
     augment : DistortionPlan, optional
         Distort every gathered row (square images in [0, 1], float32 x);
@@ -516,8 +520,8 @@ cdef class TrainingRun:
                              f"got {len(state)}")
         for i, buffer in enumerate(state):
             _contiguous(buffer, f"state[{i}]", dtype, 1)
-            if len(buffer) != len(network.params):
-                raise ValueError(f"state[{i}] must be laid out like params")
+            if len(buffer) != len(network.params) or not buffer.flags.writeable:
+                raise ValueError(f"state[{i}] must be a writeable array laid out like params")
         for name in ("targets", "sample_weights"):
             array = getattr(data, name)
             if array is not None and array.dtype != dtype:
@@ -914,12 +918,16 @@ cdef bint _any_set(const char* flags, int n) noexcept nogil:
 
 
 
-cdef _Optimizer _optimizer_from(UpdateRule rule, double max_norm, void* velocity,
-                                void* second_moment, void* gradients):
+cdef _Optimizer _optimizer_from(UpdateRule rule, double max_norm, tuple state,
+                                void* gradients):
+    """rule's optimizer with its state arrays (each a C-contiguous array of
+    the parameters' type, kept alive by the caller)."""
     cdef _Optimizer opt = rule.rule
+    cdef int i
     opt.max_norm = max_norm
-    opt.velocity = velocity
-    opt.second_moment = second_moment
+    for i in range(MAX_STATE_BUFFERS):
+        opt.state[i] = (<void*><uintptr_t>state[i].ctypes.data
+                        if i < opt.n_state and len(state[i]) > 0 else NULL)
     opt.gradients = gradients
     return opt
 
@@ -1011,8 +1019,6 @@ cdef object _train_steps(floating[::1] params, const data_floating[:, ::1] x, Tr
     cdef floating[::1] targets = data.targets
     cdef floating[::1] sample_weights = data.sample_weights
     cdef floating[::1] gradients = spec.gradients
-    cdef floating[::1] velocity = spec.state[0] if len(spec.state) > 0 else None
-    cdef floating[::1] second_moment = spec.state[1] if len(spec.state) > 1 else None
     cdef floating[::1] work = spec.work
     cdef int n_workers = spec.n_workers
     cdef _TrainRun run = _new_run(
@@ -1029,8 +1035,7 @@ cdef object _train_steps(floating[::1] params, const data_floating[:, ::1] x, Tr
     run.batch_size = data.batch_size
     run.learning_rates = &learning_rates[0]
     run.steps_before = steps_before
-    run.opt = _optimizer_from(spec.rule, spec.max_norm, _data_or_null(velocity),
-                              _data_or_null(second_moment), _data_or_null(gradients))
+    run.opt = _optimizer_from(spec.rule, spec.max_norm, spec.state, _data_or_null(gradients))
     run.dropout = spec.dropout.hidden
     run.input_dropout = spec.dropout.inputs
     run.dropout_seed = spec.dropout.seed
@@ -1149,9 +1154,8 @@ cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x,
     # for the whole call; the samples split transposes all of them every step.
     run.weights_by_input = not run.split_samples
     state = None
-    if run.weights_by_input and run.opt.velocity != NULL:
-        state = _empty_on_lines(n_workers * (2 if run.opt.second_moment != NULL else 1)
-                                * run.panel_size, dtype)
+    if run.weights_by_input and run.opt.n_state > 0:
+        state = _empty_on_lines(n_workers * run.opt.n_state * run.panel_size, dtype)
         run.state_panels = <void*><uintptr_t>state.ctypes.data
     return index, value, count, panels, starts, samples, values, state, rows
 
@@ -1271,12 +1275,17 @@ def apply_rule(UpdateRule rule, params, grads, tuple state, double learning_rate
 
 cdef void _apply_rule_to(UpdateRule rule, floating[::1] params, floating[::1] grads,
                          tuple state, double learning_rate, int64_t t):
-    cdef floating[::1] first = state[0]
-    cdef floating[::1] second = state[1] if len(state) > 1 else None
+    cdef floating* buffers[MAX_STATE_BUFFERS]
+    cdef floating[::1] buffer
+    cdef int i
+    for i in range(MAX_STATE_BUFFERS):
+        buffers[i] = NULL
+        if i < len(state):
+            buffer = state[i]
+            buffers[i] = &buffer[0]
     cdef _StepRates rates = _step_rates(&rule.rule, learning_rate, t)
     with nogil:
-        _rule_step(&rule.rule, &params[0], &grads[0], 1, &first[0],
-                   &second[0] if second is not None else NULL, params.shape[0], &rates,
+        _rule_step(&rule.rule, &params[0], &grads[0], 1, buffers, params.shape[0], &rates,
                    rule.rule.weight_decay)
 
 

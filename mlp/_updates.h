@@ -7,7 +7,8 @@
  * 1 for a mean gradient, 1 / n for a sum over n samples (one rounding
  * either way, and no pass of its own over the sums).
  *
- * Momentum's and Adam's rules run with subnormal numbers flushed to zero
+ * The rules with state (momentum, Adam, RMSprop, Adagrad) run with subnormal
+ * numbers flushed to zero
  * (x86's FTZ and DAZ bits, set for the loop and restored after it). A
  * velocity or first moment whose gradient stays zero, as the weights of a
  * pixel that is blank in most images, decays by mu or beta1 every step until
@@ -89,6 +90,62 @@ static void NAME(T *restrict params, const T *restrict grads, T *restrict m1,   
     mlp_flush_subnormals_end(saved_fp_mode);                                            \
 }
 
+/* torch.optim.RMSprop: g = grad + wd p; sq = alpha sq + (1 - alpha) g^2;
+ * centered: ga = ga + (1 - alpha)(g - ga) (torch's lerp), avg = sqrt(sq - ga^2) + eps,
+ * otherwise avg = sqrt(sq) + eps; momentum: buf = mu buf + g / avg, p -= lr buf;
+ * otherwise p -= lr g / avg. buf and ga are NULL when the rule keeps no such
+ * state (the branch is the same for every element, hoisted by the compiler). */
+#define MLP_DEFINE_RMSPROP(NAME, T, SQRT)                                               \
+MLP_MULTIVERSION                                                                        \
+static void NAME(T *restrict params, const T *restrict grads, T *restrict square_avg,  \
+                 T *restrict momentum_buffer, T *restrict grad_avg, ptrdiff_t count,    \
+                 T grad_scale, T lr, T wd, T alpha, T one_minus_alpha, T eps, T mu)     \
+{                                                                                       \
+    ptrdiff_t i;                                                                        \
+    unsigned int saved_fp_mode = mlp_flush_subnormals_begin();                          \
+    for (i = 0; i < count; i++) {                                                       \
+        T p = params[i];                                                                \
+        T g = grads[i] * grad_scale + wd * p;                                           \
+        T sq = alpha * square_avg[i] + one_minus_alpha * g * g;                         \
+        T avg;                                                                          \
+        square_avg[i] = sq;                                                             \
+        if (grad_avg) {                                                                 \
+            T ga = grad_avg[i] + one_minus_alpha * (g - grad_avg[i]);                   \
+            grad_avg[i] = ga;                                                           \
+            avg = SQRT(sq - ga * ga) + eps;                                             \
+        } else {                                                                        \
+            avg = SQRT(sq) + eps;                                                       \
+        }                                                                               \
+        if (momentum_buffer) {                                                          \
+            T b = mu * momentum_buffer[i] + g / avg;                                    \
+            momentum_buffer[i] = b;                                                     \
+            params[i] = p - lr * b;                                                     \
+        } else {                                                                        \
+            params[i] = p - lr * (g / avg);                                             \
+        }                                                                               \
+    }                                                                                   \
+    mlp_flush_subnormals_end(saved_fp_mode);                                            \
+}
+
+/* torch.optim.Adagrad at the step's clr = lr / (1 + (t - 1) lr_decay):
+ * g = grad + wd p; sum += g^2; p -= clr g / (sqrt(sum) + eps). */
+#define MLP_DEFINE_ADAGRAD(NAME, T, SQRT)                                               \
+MLP_MULTIVERSION                                                                        \
+static void NAME(T *restrict params, const T *restrict grads, T *restrict sums,        \
+                 ptrdiff_t count, T grad_scale, T clr, T wd, T eps)                     \
+{                                                                                       \
+    ptrdiff_t i;                                                                        \
+    unsigned int saved_fp_mode = mlp_flush_subnormals_begin();                          \
+    for (i = 0; i < count; i++) {                                                       \
+        T p = params[i];                                                                \
+        T g = grads[i] * grad_scale + wd * p;                                           \
+        T s = sums[i] + g * g;                                                          \
+        sums[i] = s;                                                                    \
+        params[i] = p - clr * (g / (SQRT(s) + eps));                                    \
+    }                                                                                   \
+    mlp_flush_subnormals_end(saved_fp_mode);                                            \
+}
+
 /* Plain SGD from a gradient sum: params = decay * params + scale * sums,
  * with scale = -lr / n and decay = 1 - lr wd, as the weight GEMM applies it
  * (alpha and beta) where the gradient is not a GEMM's. */
@@ -107,5 +164,9 @@ MLP_DEFINE_MOMENTUM(mlp_sgd_momentumf, float)
 MLP_DEFINE_MOMENTUM(mlp_sgd_momentum, double)
 MLP_DEFINE_ADAM(mlp_adamf, float, sqrtf)
 MLP_DEFINE_ADAM(mlp_adam, double, sqrt)
+MLP_DEFINE_RMSPROP(mlp_rmspropf, float, sqrtf)
+MLP_DEFINE_RMSPROP(mlp_rmsprop, double, sqrt)
+MLP_DEFINE_ADAGRAD(mlp_adagradf, float, sqrtf)
+MLP_DEFINE_ADAGRAD(mlp_adagrad, double, sqrt)
 
 #endif

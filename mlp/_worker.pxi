@@ -113,8 +113,8 @@ cdef struct _TrainRun:
                                # of GRADIENT_CHUNK_INPUTS inputs at a time)
     # weights_by_input (the units split on sparse inputs): each worker's
     # panel holds its first-layer units' weights for the whole call, and the
-    # optimizer's state for them sits in state_panels (per worker: velocity,
-    # then Adam's second moment), laid out alike; _load_panels and _store_panels
+    # optimizer's state for them sits in state_panels (per worker: the rule's
+    # opt.n_state arrays in their order), laid out alike; _load_panels and _store_panels
     # move them in and out of params and the optimizer's arrays.
     bint weights_by_input
     void* state_panels
@@ -511,8 +511,9 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
     cdef Py_ssize_t chunks = (d + GRADIENT_CHUNK_INPUTS - 1) // GRADIENT_CHUNK_INPUTS, c
     cdef const _Optimizer* opt = &run.opt
     cdef floating* panel = <floating*>run.panels + tid * run.panel_size
-    cdef floating* velocity = _state_panel(run, <floating*>run.state_panels, tid, 0)
-    cdef floating* second_moment = _state_panel(run, <floating*>run.state_panels, tid, 1)
+    cdef floating* state[MAX_STATE_BUFFERS]
+    cdef floating* rows_state[MAX_STATE_BUFFERS]
+    cdef int k
     cdef floating* sums = <floating*>run.gradient_panels + tid * run.panel_size
     cdef floating* deltas = <floating*>run.delta_panels + tid * run.batch_size * ld
     cdef Py_ssize_t* start = run.input_starts + tid * (d + 1)
@@ -521,6 +522,8 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
     cdef floating scale = <floating>(-rates.learning_rate / n)
     cdef floating decay = <floating>(1 - rates.learning_rate * opt.weight_decay)
     cdef floating inverse_n = <floating>(1.0 / n)
+    for k in range(MAX_STATE_BUFFERS):
+        state[k] = _state_panel(run, <floating*>run.state_panels, tid, k)
     _by_input(run.nonzero_index + row0 * d, <const floating*>run.nonzero_value + row0 * d,
               run.nonzero_count + row0, n, d, start, sample, value)
     for i in range(n):
@@ -544,24 +547,22 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
         if opt.code == OPT_SGD:
             _sgd_from_sums(panel + j0 * ld, sums, count, scale, decay)
         else:
-            _rule_step(opt, panel + j0 * ld, sums, inverse_n,
-                       velocity + j0 * ld if velocity != NULL else NULL,
-                       second_moment + j0 * ld if second_moment != NULL else NULL,
-                       count, rates, opt.weight_decay)
+            for k in range(MAX_STATE_BUFFERS):
+                rows_state[k] = state[k] + j0 * ld if state[k] != NULL else NULL
+            _rule_step(opt, panel + j0 * ld, sums, inverse_n, rows_state, count, rates,
+                       opt.weight_decay)
     if opt.max_norm > 0:
         _cap_column_norms(panel, d, ld, units, opt.max_norm)
 
 
 cdef inline floating* _state_panel(_TrainRun* run, floating* panels, int tid,
                                    int which) noexcept nogil:
-    """Worker tid's panel of the optimizer's velocity (which 0) or second
-    moment (1) among the state panels (run.state_panels as the model's
-    type), or NULL when the optimizer keeps no such state."""
-    cdef void* state = run.opt.velocity if which == 0 else run.opt.second_moment
-    cdef int per_worker = 2 if run.opt.second_moment != NULL else 1
-    if state == NULL or not run.weights_by_input:
+    """Worker tid's panel of the optimizer's state array `which` (in the
+    order of opt.state) among the state panels (run.state_panels as the
+    model's type), or NULL when the optimizer keeps no such state."""
+    if which >= run.opt.n_state or not run.weights_by_input:
         return NULL
-    return panels + (per_worker * tid + which) * run.panel_size
+    return panels + (run.opt.n_state * tid + which) * run.panel_size
 
 
 cdef void _load_panels(_TrainRun* run, floating* params, int tid, int n_workers) noexcept nogil:
@@ -569,16 +570,14 @@ cdef void _load_panels(_TrainRun* run, floating* params, int tid, int n_workers)
     units into its panel, their optimizer state into its state panels, and
     the gradient rows' pad columns zeroed."""
     cdef Py_ssize_t d = run.sizes[0], ld = run.panel_ld, u0, u1
-    cdef floating* velocity = _state_panel(run, <floating*>run.state_panels, tid, 0)
-    cdef floating* second_moment = _state_panel(run, <floating*>run.state_panels, tid, 1)
+    cdef int k
     _share(run.sizes[1], tid, n_workers, 1, &u0, &u1)
     if u1 <= u0:
         return
     _transpose_units(params, d, u0, u1, <floating*>run.panels + tid * run.panel_size, ld)
-    if velocity != NULL:
-        _transpose_units(<const floating*>run.opt.velocity, d, u0, u1, velocity, ld)
-    if second_moment != NULL:
-        _transpose_units(<const floating*>run.opt.second_moment, d, u0, u1, second_moment, ld)
+    for k in range(run.opt.n_state):
+        _transpose_units(<const floating*>run.opt.state[k], d, u0, u1,
+                         _state_panel(run, <floating*>run.state_panels, tid, k), ld)
     memset(<floating*>run.gradient_panels + tid * run.panel_size, 0,
            (d if d < GRADIENT_CHUNK_INPUTS else GRADIENT_CHUNK_INPUTS) * ld * sizeof(floating))
 
@@ -587,18 +586,15 @@ cdef void _store_panels(_TrainRun* run, floating* params, int tid, int n_workers
     """At the end of a call: _load_panels undone, the panels copied back
     into params and the optimizer's arrays."""
     cdef Py_ssize_t d = run.sizes[0], ld = run.panel_ld, u0, u1
-    cdef floating* velocity = _state_panel(run, <floating*>run.state_panels, tid, 0)
-    cdef floating* second_moment = _state_panel(run, <floating*>run.state_panels, tid, 1)
+    cdef int k
     _share(run.sizes[1], tid, n_workers, 1, &u0, &u1)
     if u1 <= u0:
         return
     _transposed_update(<floating*>run.panels + tid * run.panel_size, ld, d, u1 - u0, 1, 0,
                        params + u0 * d)
-    if velocity != NULL:
-        _transposed_update(velocity, ld, d, u1 - u0, 1, 0, <floating*>run.opt.velocity + u0 * d)
-    if second_moment != NULL:
-        _transposed_update(second_moment, ld, d, u1 - u0, 1, 0,
-                           <floating*>run.opt.second_moment + u0 * d)
+    for k in range(run.opt.n_state):
+        _transposed_update(_state_panel(run, <floating*>run.state_panels, tid, k), ld, d,
+                           u1 - u0, 1, 0, <floating*>run.opt.state[k] + u0 * d)
 
 
 cdef void _output_stage(_TrainRun* run, floating* params, const Py_ssize_t* offsets,

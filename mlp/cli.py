@@ -23,15 +23,10 @@ from ._files import atomic_write
 from ._validation import check_writable
 from .augment import Affine, Compose, Elastic
 from .hyperparams import ModelOptions, TrainingOptions
-from .optimizers import SGD, Adam
+from .optimizers import OPTIMIZERS
 from .presets import PRESETS
 
 EXIT_USAGE = 2
-# --optimizer NAME: the configuration class and whether Adam's decay is decoupled.
-OPTIMIZER_CHOICES = {"sgd": (SGD, None), "adam": (Adam, False), "adamw": (Adam, True)}
-# Optimizer fields whose flag is not --field-name; None: no flag (decoupled is
-# --optimizer adamw; eps_hat is scikit-learn's placement of eps, for mlp.sklearn).
-_OPTIMIZER_FLAG_NAMES = {"learning_rate": "--lr", "decoupled": None, "eps_hat": None}
 # --augment NAME: the distortions it draws.
 AUGMENT_CHOICES = {"none": (), "affine": (Affine,), "elastic": (Elastic,),
                    "both": (Affine, Elastic)}
@@ -168,16 +163,37 @@ def _add_option_flags(group, options_class, only=None, skip=()):
         group.add_argument(meta["flag"], **kwargs)
 
 
+def _optimizer_choices():
+    """--optimizer NAME: {NAME: (registered optimizer class, the fields NAME
+    fixes)}, from each class's cli_choices (adamw: Adam's decoupled=True)."""
+    return {choice: (cls, fixed) for cls in OPTIMIZERS.values()
+            for choice, fixed in cls.cli_choices.items()}
+
+
 def _optimizer_fields():
-    """Each optimizer hyperparameter once, with its flag:
-    {name: (flag, type, help, the default of the first optimizer that has it)}."""
+    """Each optimizer hyperparameter once, with its flag (--field-name unless
+    its metadata names another, or None for no flag), shared by the
+    optimizers that have a field of that name:
+    {name: (flag, type, help, {optimizer name: its default})}, help from the
+    first optimizer that has it."""
     seen = {}
-    for cls in (SGD, Adam):
+    for cls in OPTIMIZERS.values():
         for spec in dataclasses.fields(cls):
-            flag = _OPTIMIZER_FLAG_NAMES.get(spec.name, "--" + spec.name.replace("_", "-"))
-            if flag and spec.name not in seen:
-                seen[spec.name] = (flag, spec.type, spec.metadata["help"], spec.default)
+            flag = spec.metadata.get("flag", "--" + spec.name.replace("_", "-"))
+            if flag:
+                seen.setdefault(spec.name, (flag, spec.type, spec.metadata["help"], {}))
+                seen[spec.name][3][cls.name] = spec.default
     return seen
+
+
+def _defaults_help(help_text, defaults):
+    """help_text with its default, or each optimizer's where they differ."""
+    values = list(dict.fromkeys(defaults.values()))
+    if len(values) == 1:
+        return _flag_help(help_text, values[0], label="default")
+    shown = "; ".join(f"{_shown(value)} for " + ", ".join(
+        name for name, default in defaults.items() if default == value) for value in values)
+    return f"{help_text} (default: {shown})"
 
 
 def _augment_fields():
@@ -320,15 +336,17 @@ def build_parser():
     _add_option_flags(steps, TrainingOptions, only={"epochs", "iterations"})
     _add_option_flags(training, TrainingOptions, skip={"epochs", "iterations"})
     optimizer = tr.add_argument_group("optimizer (the preset's, unless --optimizer names another)")
-    optimizer.add_argument("--optimizer", choices=sorted(OPTIMIZER_CHOICES), default=None,
-                           help="update rule: sgd (with --momentum, --nesterov), adam, or "
-                                "adamw (decoupled weight decay) (default preset: sgd)")
     default_optimizer = PRESETS["default"].training.resolved_optimizer()
-    for name, (flag, value_type, help_text, default) in _optimizer_fields().items():
-        # Adam's betas and eps are not the preset's (it uses SGD): Adam's defaults.
+    optimizer.add_argument("--optimizer", choices=sorted(_optimizer_choices()), default=None,
+                           help="update rule: " + ", ".join(_optimizer_choices()) + "; the flags "
+                                "below apply to those that have them (adamw: adam with "
+                                "decoupled weight decay) (default preset: "
+                                f"{default_optimizer.cli_name()})")
+    for name, (flag, value_type, help_text, defaults) in _optimizer_fields().items():
+        # Adam's betas and eps are not the preset's (it uses SGD): their own defaults.
         help_text = (_flag_help(help_text, getattr(default_optimizer, name))
                      if hasattr(default_optimizer, name)
-                     else _flag_help(help_text, default, label="default"))
+                     else _defaults_help(help_text, defaults))
         if value_type in (bool, "bool"):
             optimizer.add_argument(flag, dest=f"optimizer.{name}", default=None,
                                    action=argparse.BooleanOptionalAction, help=help_text)
@@ -421,9 +439,9 @@ def _optimizer_from_flags(preset, args):
     if args.optimizer is None and not given:
         return None
     current = preset.training.resolved_optimizer()
-    current_name = current.name if not getattr(current, "decoupled", False) else "adamw"
+    current_name = current.cli_name()
     name = args.optimizer or current_name
-    cls, decoupled = OPTIMIZER_CHOICES[name]
+    cls, fixed = _optimizer_choices()[name]
     values = dataclasses.asdict(current) if name == current_name else {}
     fields = {f.name for f in dataclasses.fields(cls)}
     for field_name, value in given.items():
@@ -431,8 +449,7 @@ def _optimizer_from_flags(preset, args):
             flag = _optimizer_fields()[field_name][0]
             raise ValueError(f"{flag} does not apply to --optimizer {name}")
         values[field_name] = value
-    if decoupled is not None:
-        values["decoupled"] = decoupled
+    values.update(fixed)
     # The library's message says nesterov=True; on the command line the fix is a flag.
     if values.get("nesterov") and values.get("momentum") == 0:
         raise ValueError("--nesterov needs --momentum > 0 (Nesterov momentum with no momentum "
@@ -489,20 +506,6 @@ def _in_flag_terms(message):
     return message
 
 
-def _optimizer_summary(optimizer):
-    """Short text: "sgd lr 0.1, momentum 0.9 (Nesterov), weight decay 0.0005"."""
-    name = "adamw" if getattr(optimizer, "decoupled", False) else optimizer.name
-    parts = [f"{name} lr {optimizer.learning_rate:g}"]
-    if isinstance(optimizer, SGD) and optimizer.momentum:
-        parts.append(f"momentum {optimizer.momentum:g}"
-                     + (" (Nesterov)" if optimizer.nesterov else ""))
-    if isinstance(optimizer, Adam):
-        parts.append(f"betas {optimizer.beta1:g}/{optimizer.beta2:g}, eps {optimizer.eps:g}")
-    if optimizer.weight_decay:
-        parts.append(f"weight decay {optimizer.weight_decay:g}")
-    return ", ".join(parts)
-
-
 def _parse_args(argv):
     """Parse argv; an unknown flag is reported with its subcommand's usage."""
     parser = build_parser()
@@ -555,7 +558,7 @@ def _describe(preset, optimizer):
         extras.append(f"augment {_augment_summary(options.augment)}")
     schedule = options.resolved_schedule().__name__
     return (f"preset {preset.name}: {length}, batch {options.batch_size}, "
-            f"{_optimizer_summary(optimizer)} ({schedule}), loss {options.loss or 'default'}, "
+            f"{optimizer.summary()} ({schedule}), loss {options.loss or 'default'}, "
             f"sampling {options.sampling}"
             + "".join(", " + e for e in extras))
 

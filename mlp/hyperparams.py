@@ -99,10 +99,10 @@ class TrainingOptions:
                                     flag="--iterations", cli_type=int)
     batch_size: int = option(64, "samples per step", flag="--batch-size", cli_type=int)
     optimizer: object = option(
-        None, "an mlp.SGD or mlp.Adam; default SGD(learning_rate=0.1, momentum=0.9, "
+        None, "an optimizer (any of mlp.optimizers.OPTIMIZERS); default SGD(learning_rate=0.1, momentum=0.9, "
               "nesterov=True), Adam(learning_rate=0.001) for a model with identity output "
               "(regression), or plain SGD when learning_rate or weight_decay is given instead",
-        doc_type="SGD, Adam or None")
+        doc_type="optimizer (mlp.SGD, mlp.Adam, ...) or None")
     learning_rate: float | None = option(
         None, "plain SGD with this rate (not together with optimizer)")
     weight_decay: float | None = option(

@@ -11,7 +11,8 @@ names and meanings, so that changing the import is enough::
 
 and they work wherever scikit-learn estimators do: pipelines, ``GridSearchCV``,
 ``cross_val_score``, joblib and Dask. Each epoch runs through :func:`mlp.train`
-with :class:`mlp.SGD` or :class:`mlp.Adam`; what scikit-learn decides between
+with :class:`mlp.SGD` or :class:`mlp.Adam` (or another of mlp's optimizers, named
+by ``solver``); what scikit-learn decides between
 epochs (stopping on ``tol``/``n_iter_no_change``, the ``"adaptive"`` and
 ``"invscaling"`` learning rates, early stopping on a validation split) is done
 here, the same way.
@@ -19,6 +20,13 @@ here, the same way.
 Where mlp differs from scikit-learn, on purpose:
 
 * ``solver="lbfgs"`` is not supported (mlp trains with minibatches).
+* ``solver`` also takes the names of mlp's other optimizers: "rmsprop"
+  (:class:`mlp.RMSprop`) and "adagrad" (:class:`mlp.Adagrad`). They take
+  the estimator's parameters that have a counterpart: ``learning_rate_init``,
+  ``epsilon``, ``momentum`` (RMSprop's; set ``momentum=0`` for plain RMSprop)
+  and ``alpha`` as the weight decay. ``alpha`` stays scikit-learn's L2
+  penalty: RMSprop's smoothing constant (also called alpha) keeps its default,
+  0.99. Like Adam they keep a constant rate (``learning_rate`` is SGD's).
 * ``shuffle=False`` visits the samples in one fixed order every epoch, a
   permutation of X drawn from ``random_state`` rather than X's own order.
 * Sparse input is refused: mlp's kernels work on dense rows (call
@@ -69,6 +77,12 @@ _OUTPUT = {"softmax": ("softmax", "cross_entropy"),
            "identity": ("identity", "mse")}
 # scikit-learn's 'adaptive' rate stops dividing itself below this.
 _SMALLEST_ADAPTIVE_RATE = 1e-6
+# The estimator's parameter for each optimizer field that has one, for
+# whichever optimizer solver names. Not alpha: scikit-learn's alpha is an L2
+# penalty (the optimizers' weight_decay, scaled by the batch), not RMSprop's
+# smoothing constant, which keeps its default.
+_SOLVER_PARAMETERS = {"learning_rate": "learning_rate_init", "momentum": "momentum",
+                      "beta1": "beta_1", "beta2": "beta_2", "eps": "epsilon"}
 
 
 class _EpochRate:
@@ -166,7 +180,7 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(
                 "solver='lbfgs' is not supported by mlp.sklearn: mlp trains with minibatches. "
                 "Use solver='adam' or 'sgd', or sklearn.neural_network for L-BFGS.")
-        choice("solver", ["sgd", "adam"])
+        choice("solver", list(_optimizers.OPTIMIZERS))
         real("alpha", 0)
         if self.batch_size != "auto":
             if not isinstance(self.batch_size, numbers.Integral) or isinstance(
@@ -190,9 +204,10 @@ class _BaseMLP(BaseEstimator):
         if self.n_iter_no_change != np.inf:
             integer("n_iter_no_change", 1)
         dtype = check_dtype(self.dtype, "dtype")
-        if self.solver == "adam" and dtype.type(self.epsilon) == 0:
+        if self.solver != "sgd" and dtype.type(self.epsilon) == 0:
             raise fail("epsilon", f"a float that is not 0 in {dtype.name} (at least "
-                                  f"{np.finfo(dtype).tiny:.3g}), or Adam divides by zero")
+                                  f"{np.finfo(dtype).tiny:.3g}), or {self.solver} divides "
+                                  f"by zero")
         if self.n_threads is not None:
             integer("n_threads", 1)
         real("dropout", 0, 1, high_open=True)
@@ -293,16 +308,16 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn adds alpha * W / (the batch's summed sample weight) to
         # the batch's mean gradient (its L2 term is 0.5 * alpha * ||W||^2 over
         # the same sum): PyTorch-style weight decay on the weights alone.
-        weight_decay = float(self.alpha) / batch_weight
-        if self.solver == "sgd":
-            return _optimizers.SGD(learning_rate=float(self.learning_rate_init),
-                                   momentum=float(self.momentum),
-                                   nesterov=bool(self.nesterovs_momentum) and self.momentum > 0,
-                                   weight_decay=weight_decay)
-        return _optimizers.Adam(learning_rate=float(self.learning_rate_init),
-                                beta1=float(self.beta_1), beta2=float(self.beta_2),
-                                eps=float(self.epsilon), weight_decay=weight_decay,
-                                eps_hat=True)
+        optimizer = _optimizers.OPTIMIZERS[self.solver]
+        fields = {spec.name for spec in dataclasses.fields(optimizer)}
+        values = {name: float(getattr(self, param)) for name, param in _SOLVER_PARAMETERS.items()
+                  if name in fields}
+        values["weight_decay"] = float(self.alpha) / batch_weight
+        if "nesterov" in fields:
+            values["nesterov"] = bool(self.nesterovs_momentum) and self.momentum > 0
+        if self.solver == "adam":
+            values["eps_hat"] = True  # scikit-learn's placement of epsilon
+        return optimizer(**values)
 
     def _carry_state_to(self, optimizer):
         """Let the momentum or Adam state built so far continue under
@@ -556,8 +571,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             default="relu"
         Activation of the hidden layers: scikit-learn's four, and mlp's
         leaky_relu (slope 0.01), gelu (exact) and silu.
-    solver : {"adam", "sgd"}, default="adam"
-        ``"lbfgs"`` raises ValueError: it is not supported.
+    solver : {"adam", "sgd", "rmsprop", "adagrad"}, default="adam"
+        ``"lbfgs"`` raises ValueError: it is not supported. "rmsprop" and
+        "adagrad" are mlp's additions (see the module's notes): they take
+        learning_rate_init, epsilon, momentum (RMSprop) and alpha (as weight
+        decay; RMSprop's own alpha, its smoothing constant, stays 0.99).
     alpha : float, default=1e-4
         Strength of the L2 penalty on the weights, scaled as scikit-learn
         scales it: each batch's mean gradient gains ``alpha * W / batch_size``.

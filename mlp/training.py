@@ -91,10 +91,12 @@ def _check_options_fit(model, options):
     if options.dropout and len(model.layer_sizes) == 2:
         raise ValueError(f"dropout drops hidden units, and {model!r} has none; use "
                          f"input_dropout, or add a hidden layer")
-    eps = getattr(options.resolved_optimizer(model.output), "eps", None)
+    optimizer = options.resolved_optimizer(model.output)
+    eps = getattr(optimizer, "eps", None)
     if eps is not None and model.dtype.type(eps) == 0:
-        raise ValueError(f"eps {eps} is 0 in {model.dtype.name}, and Adam would divide by "
-                         f"zero; use at least {np.finfo(model.dtype).tiny:.3g} (typically 1e-8)")
+        raise ValueError(f"eps {eps} is 0 in {model.dtype.name}, and {type(optimizer).__name__} "
+                         f"would divide by zero; use at least {np.finfo(model.dtype).tiny:.3g} "
+                         f"(typically 1e-8)")
 
 
 def _optimizer_state(model, optimizer):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import require
 
+import mlp
 from mlp import Model
 from mlp.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from mlp.cli import main
@@ -71,6 +72,10 @@ def test_every_hidden_activation_trains_saves_and_evaluates(tiny_mnist, tmp_path
     (["--lr", "3"], "sgd lr 3 (constant)"),
     (["--momentum", "0.5"], "sgd lr 2, momentum 0.5 (constant)"),
     (["--optimizer", "adam"], "adam lr 0.001, betas"),
+    (["--optimizer", "rmsprop", "--alpha", "0.9", "--momentum", "0.5", "--centered",
+      "--eps", "1e-6"], "rmsprop lr 0.01, alpha 0.9, eps 1e-06, momentum 0.5 (centered) ("),
+    (["--optimizer", "adagrad", "--lr-decay", "0.1", "--initial-accumulator-value", "0.2"],
+     "adagrad lr 0.01, eps 1e-10, lr decay 0.1 ("),
 ])
 def test_optimizer_flags_apply_to_the_notebook_preset(tiny_mnist, capsys, flags, summary):
     assert main(["train", "--preset", "notebook", "--data", str(tiny_mnist), "--iterations", "1",
@@ -96,6 +101,13 @@ def test_progress_bar_is_shown(tiny_mnist, capsys):
     (["--momentum", "0"], "--nesterov needs --momentum > 0 (Nesterov momentum with no momentum "
                           "is plain SGD); add --no-nesterov"),
     (["--optimizer", "adamw", "--weight-decay", "2000"], "--lr * --weight-decay must be below 1"),
+    (["--optimizer", "rmsprop", "--alpha", "1"], "--alpha must be a finite number in [0, 1)"),
+    (["--optimizer", "adagrad", "--alpha", "0.9"], "--alpha does not apply to --optimizer adagrad"),
+    (["--optimizer", "adagrad", "--centered"], "--centered does not apply to --optimizer adagrad"),
+    (["--optimizer", "rmsprop", "--lr-decay", "0.1"],
+     "--lr-decay does not apply to --optimizer rmsprop"),
+    (["--optimizer", "adagrad", "--initial-accumulator-value", "-1"],
+     "--initial-accumulator-value must be a finite number >= 0"),
 ])
 def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, message):
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "2", "--no-progress"]
@@ -209,6 +221,45 @@ def _configured(*argv):
     from mlp.cli import _configure, build_parser
 
     return _configure(build_parser().parse_args(["train", *argv]))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--optimizer", "rmsprop", "--lr", "0.003", "--alpha", "0.9", "--eps", "1e-6",
+      "--weight-decay", "0.01", "--momentum", "0.5", "--centered"],
+     mlp.RMSprop(0.003, alpha=0.9, eps=1e-6, weight_decay=0.01, momentum=0.5, centered=True)),
+    (["--optimizer", "rmsprop"], mlp.RMSprop()),
+    (["--optimizer", "adagrad", "--lr", "0.1", "--lr-decay", "0.01", "--weight-decay", "0.001",
+      "--initial-accumulator-value", "0.1", "--eps", "1e-8"],
+     mlp.Adagrad(0.1, lr_decay=0.01, weight_decay=0.001, initial_accumulator_value=0.1,
+                 eps=1e-8)),
+    (["--optimizer", "adamw", "--eps", "1e-6"], mlp.Adam(eps=1e-6, decoupled=True)),
+])
+def test_optimizer_flags_build_each_registered_optimizer(argv, expected):
+    assert _configured(*argv).training.optimizer == expected
+
+
+def test_a_registered_optimizer_gets_its_choice_and_flags(monkeypatch):
+    """The CLI's --optimizer choices and flags come from the registry: a new
+    optimizer's fields get flags, shared with the optimizers that have a
+    field of that name."""
+    import dataclasses
+
+    from mlp import optimizers
+
+    @dataclasses.dataclass(frozen=True)
+    class Toy(optimizers._Optimizer):
+        learning_rate: float = dataclasses.field(default=0.5, metadata={"help": "rate",
+                                                                          "flag": "--lr"})
+        momentum: float = dataclasses.field(default=0.0, metadata={"help": "momentum"})
+        toy_factor: float = dataclasses.field(default=2.0, metadata={"help": "the toy's factor"})
+        name = "toy"
+
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "toy", Toy)
+    assert _configured("--optimizer", "toy", "--toy-factor", "3", "--momentum", "0.2",
+                       "--lr", "0.1").training.optimizer == Toy(0.1, 0.2, 3.0)
+    with pytest.raises(ValueError, match="--toy-factor does not apply to --optimizer sgd"):
+        _configured("--optimizer", "sgd", "--toy-factor", "3")
+    assert Toy().summary() == "toy lr 0.5"
 
 
 def test_augment_flags_parse_into_the_preset():

@@ -50,10 +50,16 @@ def test_update_rule_takes_its_hyperparameters_by_name_only():
     assert mlp.SGD(0.1, momentum=0.9).kernel_rule().n_state_buffers == 1
 
 
-def test_every_optimizer_state_fits_its_rule():
-    for optimizer in (mlp.SGD(0.1), mlp.SGD(0.1, momentum=0.9), mlp.Adam(), mlp.AdamW()):
-        state = mlp.optimizers.OptimizerState.fresh(optimizer, 10, np.float32)
-        assert len(state.kernel_buffers()) == optimizer.kernel_rule().n_state_buffers
+@pytest.mark.parametrize("optimizer, n_buffers", [
+    (mlp.SGD(0.1), 0), (mlp.SGD(0.1, momentum=0.9), 1), (mlp.Adam(), 2), (mlp.AdamW(), 2),
+    (mlp.RMSprop(), 1), (mlp.RMSprop(momentum=0.9), 2), (mlp.RMSprop(centered=True), 2),
+    (mlp.RMSprop(momentum=0.9, centered=True), 3), (mlp.Adagrad(), 1)])
+def test_every_optimizer_state_fits_its_rule(optimizer, n_buffers):
+    """The rule's count of state buffers follows its configuration, and
+    the optimizer's state has that many."""
+    state = mlp.optimizers.OptimizerState.fresh(optimizer, 10, np.float32)
+    assert len(state.kernel_buffers()) == optimizer.kernel_rule().n_state_buffers == n_buffers
+    assert len(optimizer.state_buffers) == n_buffers
 
 
 def test_network_refuses_parameters_that_do_not_fit():
@@ -98,6 +104,14 @@ def test_training_run_refuses_state_that_does_not_fit_its_rule():
                                             np.zeros(3, np.float32)))
     with pytest.raises(TypeError, match="state"):
         _run(model, X, y, rule=adam, state=(np.zeros(model.n_params, np.float64),) * 2)
+    # The kernel writes the state in place: a read-only array is refused.
+    read_only = np.zeros(model.n_params, np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match=r"state\[1\] must be a writeable array"):
+        _run(model, X, y, rule=adam, state=(np.zeros(model.n_params, np.float32), read_only))
+    centered = mlp.RMSprop(momentum=0.9, centered=True).kernel_rule()
+    with pytest.raises(ValueError, match="3 state buffers"):
+        _run(model, X, y, rule=centered, state=(np.zeros(model.n_params, np.float32),) * 2)
     with pytest.raises(TypeError):
         _kernels.TrainingRun(model._network, _kernels.TrainingData(X, y, batch_size=4,
                                                                    feature_major=False),

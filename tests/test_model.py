@@ -277,22 +277,26 @@ def test_pickled_model_trains_like_the_original():
     assert runs[0].loss == runs[1].loss
 
 
-def test_model_from_a_read_only_memory_map_trains_on(tmp_path):
+@pytest.mark.parametrize("optimizer", [
+    mlp.SGD(learning_rate=0.05, momentum=0.9),
+    mlp.RMSprop(learning_rate=0.01, momentum=0.5, centered=True),
+    mlp.Adagrad(learning_rate=0.05, initial_accumulator_value=0.1)], ids=lambda o: o.name)
+def test_model_from_a_read_only_memory_map_trains_on(tmp_path, optimizer):
     # joblib hands large arrays to its workers as read-only memory maps.
     joblib = require("joblib")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((500, 30))
     y = rng.integers(0, 3, 500)
     model = mlp.Model([30, 40, 3], dtype=np.float64, seed=0)
-    optimizer = mlp.SGD(learning_rate=0.05, momentum=0.9)
     mlp.train(model, X, y, epochs=1, optimizer=optimizer, seed=1, progress=False, n_threads=1)
     joblib.dump(model, tmp_path / "model.joblib")
     twin = joblib.load(tmp_path / "model.joblib", mmap_mode="r")
     assert twin._params.flags.writeable and twin.weights[0].base is not None
     assert twin.optimizer_state.step == model.optimizer_state.step
     assert twin.history == model.history
-    np.testing.assert_array_equal(twin.optimizer_state.buffers["velocity"],
-                                  model.optimizer_state.buffers["velocity"])
+    for name in optimizer.state_buffers:
+        np.testing.assert_array_equal(twin.optimizer_state.buffers[name],
+                                      model.optimizer_state.buffers[name])
     for m in (model, twin):
         mlp.train(m, X, y, epochs=1, optimizer=optimizer, seed=2, progress=False, n_threads=1)
     np.testing.assert_array_equal(twin._params, model._params)

@@ -48,6 +48,27 @@ def ref_step(optimizer, params, grad, state, t, weights_mask, lr=None):
     lr = optimizer.learning_rate if lr is None else lr
     p = params.astype(np.float64).copy()
     wd = np.where(weights_mask, optimizer.weight_decay, 0.0)
+    if optimizer.name == "rmsprop":
+        g = grad + wd * p
+        alpha = optimizer.alpha
+        square_avg = alpha * state["square_avg"] + (1 - alpha) * g * g
+        state["square_avg"][...] = square_avg
+        if optimizer.centered:
+            grad_avg = state["grad_avg"] + (1 - alpha) * (g - state["grad_avg"])
+            state["grad_avg"][...] = grad_avg
+            avg = np.sqrt(square_avg - grad_avg * grad_avg) + optimizer.eps
+        else:
+            avg = np.sqrt(square_avg) + optimizer.eps
+        if optimizer.momentum == 0:
+            return p - lr * g / avg
+        buf = optimizer.momentum * state["momentum_buffer"] + g / avg
+        state["momentum_buffer"][...] = buf
+        return p - lr * buf
+    if optimizer.name == "adagrad":
+        g = grad + wd * p
+        state["sum"][...] = state["sum"] + g * g
+        clr = lr / (1 + (t - 1) * optimizer.lr_decay)
+        return p - clr * g / (np.sqrt(state["sum"]) + optimizer.eps)
     if isinstance(optimizer, mlp.SGD):
         g = grad + wd * p
         if optimizer.momentum == 0:
@@ -98,6 +119,13 @@ optimizers = st.one_of(
               st.floats(1e-4, 0.1), st.sampled_from([0.0, 0.9, 0.5]),
               st.sampled_from([0.999, 0.99, 0.9]), st.sampled_from([1e-8, 1e-3]),
               st.sampled_from([0.0, 1e-2, 0.5]), st.booleans(), st.booleans()),
+    # alpha well above 0 for the reason beta2 is.
+    st.builds(lambda lr, alpha, eps, wd, mu, centered: mlp.RMSprop(lr, alpha, eps, wd, mu, centered),
+              st.floats(1e-4, 0.1), st.sampled_from([0.99, 0.9]), st.sampled_from([1e-8, 1e-3]),
+              st.sampled_from([0.0, 1e-2, 0.5]), st.sampled_from([0.0, 0.9]), st.booleans()),
+    st.builds(lambda lr, lr_decay, wd, initial, eps: mlp.Adagrad(lr, lr_decay, wd, initial, eps),
+              st.floats(1e-3, 0.5), st.sampled_from([0.0, 0.1]), st.sampled_from([0.0, 1e-2, 0.5]),
+              st.sampled_from([0.0, 0.1]), st.sampled_from([1e-10, 1e-3])),
 )
 
 
@@ -189,7 +217,10 @@ def three_kernel_steps_match_the_rule(optimizer, sizes, x, y, workers):
 
 
 RULES = [mlp.SGD(0.3, momentum=0.9, nesterov=True, weight_decay=0.01),
-         mlp.Adam(0.01, weight_decay=0.1), mlp.AdamW(0.01, weight_decay=0.1)]
+         mlp.Adam(0.01, weight_decay=0.1), mlp.AdamW(0.01, weight_decay=0.1),
+         mlp.RMSprop(0.01, weight_decay=0.1),
+         mlp.RMSprop(0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.01),
+         mlp.Adagrad(0.1, lr_decay=0.1, initial_accumulator_value=0.1, weight_decay=0.1)]
 
 
 @pytest.mark.parametrize("optimizer", RULES)
@@ -331,15 +362,34 @@ TORCH_CASES = [
      dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
     (mlp.Adam(0.01, weight_decay=0.1, decoupled=True), "AdamW", dict(lr=0.01, weight_decay=0.1)),
     (mlp.AdamW(0.003), "AdamW", dict(lr=0.003)),
+    (mlp.RMSprop(0.01), "RMSprop", dict(lr=0.01)),
+    (mlp.RMSprop(0.01, momentum=0.9), "RMSprop", dict(lr=0.01, momentum=0.9)),
+    (mlp.RMSprop(0.01, centered=True), "RMSprop", dict(lr=0.01, centered=True)),
+    (mlp.RMSprop(0.005, alpha=0.9, eps=1e-6, weight_decay=0.1, momentum=0.5, centered=True),
+     "RMSprop", dict(lr=0.005, alpha=0.9, eps=1e-6, weight_decay=0.1, momentum=0.5,
+                     centered=True)),
+    (mlp.RMSprop(0.01, weight_decay=0.1), "RMSprop", dict(lr=0.01, weight_decay=0.1)),
+    (mlp.Adagrad(0.1), "Adagrad", dict(lr=0.1)),
+    (mlp.Adagrad(0.1, lr_decay=0.2), "Adagrad", dict(lr=0.1, lr_decay=0.2)),
+    (mlp.Adagrad(0.1, initial_accumulator_value=0.5, eps=1e-6), "Adagrad",
+     dict(lr=0.1, initial_accumulator_value=0.5, eps=1e-6)),
+    (mlp.Adagrad(0.05, weight_decay=0.1, lr_decay=0.01), "Adagrad",
+     dict(lr=0.05, weight_decay=0.1, lr_decay=0.01)),
 ]
 
 
 @pytest.mark.parametrize("optimizer, torch_name, torch_kwargs", TORCH_CASES)
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_steps_match_torch_optim(optimizer, torch_name, torch_kwargs, n_threads):
+@pytest.mark.parametrize("mostly_zero", [False, True], ids=["dense", "mostly-zero"])
+def test_steps_match_torch_optim(optimizer, torch_name, torch_kwargs, n_threads, mostly_zero):
+    """Eight steps, each against torch's on the same batch; mostly-zero
+    inputs take the first layer by input (weights and state in panels)."""
     torch = require("torch")
     rng = np.random.default_rng(0)
     X = rng.random((64, 12))
+    if mostly_zero:
+        X[rng.random(X.shape) < 0.8] = 0
+    assert K.trains_sparse_input(X, 3, 8, n_threads, False) == mostly_zero
     y = rng.integers(0, 4, 64)
     model = mlp.Model([12, 10, 8, 4], dtype=np.float64, seed=0)
     layers = [torch.nn.Linear(i, o).double() for i, o in zip(model.layer_sizes[:-1],
@@ -367,7 +417,9 @@ def test_steps_match_torch_optim(optimizer, torch_name, torch_kwargs, n_threads)
     assert model.optimizer_state.step == 8
 
 
-@pytest.mark.parametrize("optimizer, torch_name, torch_kwargs", TORCH_CASES[2:6])
+@pytest.mark.parametrize("optimizer, torch_name, torch_kwargs",
+                         TORCH_CASES[2:6] + [case for case in TORCH_CASES
+                                             if case[1] in ("RMSprop", "Adagrad")])
 def test_train_on_two_workers_matches_torch_over_an_epoch(optimizer, torch_name, torch_kwargs):
     """train() with workers and a constant rate makes the same steps torch does
     over the same batches (up to rounding)."""
@@ -418,7 +470,10 @@ def _data():
 
 
 @pytest.mark.parametrize("optimizer", [mlp.SGD(0.1), mlp.SGD(0.1, momentum=0.9, nesterov=True),
-                                       mlp.Adam(0.01), mlp.AdamW(0.01)])
+                                       mlp.Adam(0.01), mlp.AdamW(0.01), mlp.RMSprop(0.01),
+                                       mlp.RMSprop(0.01, momentum=0.9, centered=True),
+                                       mlp.Adagrad(0.1, lr_decay=0.1,
+                                                   initial_accumulator_value=0.2)])
 @pytest.mark.parametrize("through_file", [False, True])
 def test_a_run_split_in_two_ends_where_one_run_does(optimizer, through_file, tmp_path):
     X, y = _data()
@@ -486,16 +541,25 @@ def test_an_equal_optimizer_continues_and_a_different_one_starts_afresh():
     assert model.optimizer_state.step == 3
 
 
-def test_save_and_load_keep_the_optimizer_state_and_history(tmp_path):
+@pytest.mark.parametrize("optimizer, buffers", [
+    (mlp.Adam(0.01, weight_decay=0.1, decoupled=True), ("exp_avg", "exp_avg_sq")),
+    (mlp.RMSprop(0.01, momentum=0.9, centered=True, weight_decay=0.1),
+     ("square_avg", "momentum_buffer", "grad_avg")),
+    (mlp.Adagrad(0.1, lr_decay=0.1, initial_accumulator_value=0.3), ("sum",)),
+])
+def test_save_and_load_keep_the_optimizer_state_and_history(tmp_path, optimizer, buffers):
     X, y = _data()
     model = mlp.Model([6, 8, 3], seed=0)
-    mlp.train(model, X, y, epochs=2, optimizer=mlp.Adam(0.01, weight_decay=0.1, decoupled=True),
-              progress=False, seed=0)
+    mlp.train(model, X, y, epochs=2, optimizer=optimizer, progress=False, seed=0)
     model.save(tmp_path / "m.npz")
     loaded = mlp.Model.load(tmp_path / "m.npz")
-    assert loaded.optimizer_state.optimizer == model.optimizer_state.optimizer
+    assert loaded.optimizer_state.optimizer == model.optimizer_state.optimizer == optimizer
     assert loaded.optimizer_state.step == model.optimizer_state.step
-    for name in ("exp_avg", "exp_avg_sq"):
+    assert optimizer.state_buffers == buffers
+    assert loaded.optimizer_state.kernel_buffers()[0] is loaded.optimizer_state.buffers[buffers[0]]
+    assert sorted(loaded.optimizer_state.buffers) == sorted(buffers)
+    for name in buffers:
+        assert np.any(model.optimizer_state.buffers[name] != 0), name
         np.testing.assert_array_equal(loaded.optimizer_state.buffers[name],
                                       model.optimizer_state.buffers[name])
     assert loaded.history == model.history
@@ -521,10 +585,33 @@ def test_save_and_load_keep_the_optimizer_state_and_history(tmp_path):
     (lambda: mlp.Adam(beta2=float("nan")), ValueError, "beta2"),
     (lambda: mlp.Adam(eps=0), ValueError, "eps"),
     (lambda: mlp.Adam(decoupled="yes"), TypeError, "decoupled"),
+    (lambda: mlp.RMSprop(alpha=1.0), ValueError, "alpha"),
+    (lambda: mlp.RMSprop(alpha=-0.1), ValueError, "alpha"),
+    (lambda: mlp.RMSprop(eps=0), ValueError, "eps"),
+    (lambda: mlp.RMSprop(momentum=1.0), ValueError, "momentum"),
+    (lambda: mlp.RMSprop(weight_decay=-1.0), ValueError, "weight_decay"),
+    (lambda: mlp.RMSprop(centered=1), TypeError, "centered"),
+    (lambda: mlp.RMSprop(learning_rate=0), ValueError, "learning_rate"),
+    (lambda: mlp.Adagrad(lr_decay=-0.1), ValueError, "lr_decay"),
+    (lambda: mlp.Adagrad(initial_accumulator_value=-1.0), ValueError,
+     "initial_accumulator_value"),
+    (lambda: mlp.Adagrad(initial_accumulator_value=float("inf")), ValueError,
+     "initial_accumulator_value"),
+    (lambda: mlp.Adagrad(eps=0), ValueError, "eps"),
+    (lambda: mlp.Adagrad(weight_decay="0.1"), TypeError, "weight_decay"),
 ])
 def test_bad_optimizer_configurations(build, exc, match):
     with pytest.raises(exc, match=match):
         build()
+
+
+@pytest.mark.parametrize("optimizer", [mlp.Adam(eps=1e-320), mlp.RMSprop(eps=1e-320),
+                                       mlp.Adagrad(eps=1e-320)])
+def test_an_eps_that_is_zero_in_the_model_s_type_is_refused_naming_the_optimizer(optimizer):
+    X, y = _data()
+    with pytest.raises(ValueError, match=f"eps 1e-320 is 0 in float32, and "
+                                         f"{type(optimizer).__name__} would divide by zero"):
+        mlp.training_step(mlp.Model([6, 8, 3], seed=0), X[:4], y[:4], optimizer=optimizer)
 
 
 def test_optimizers_are_immutable_and_comparable():
@@ -597,7 +684,8 @@ def test_adam_rule_flushes_a_subnormal_moment_and_moves_no_weight(dtype):
 @x86_only
 @pytest.mark.parametrize("optimizer", [mlp.SGD(0.1, momentum=0.9),
                                        mlp.SGD(0.1, momentum=0.9, nesterov=True),
-                                       mlp.Adam(0.01)], ids=["momentum", "nesterov", "adam"])
+                                       mlp.Adam(0.01), mlp.RMSprop(0.001, momentum=0.9)],
+                         ids=["momentum", "nesterov", "adam", "rmsprop"])
 @pytest.mark.parametrize("mostly_zero", [False, True])
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_state_of_an_input_gone_blank_decays_to_zero_not_to_subnormals(optimizer, mostly_zero,
@@ -624,7 +712,8 @@ def test_state_of_an_input_gone_blank_decays_to_zero_not_to_subnormals(optimizer
     mlp.train(model, X, y, iterations=5, seed=3, **kwargs)
     np.testing.assert_array_equal(model.weights[0][:, 0], before)
     buffers = model.optimizer_state.buffers
-    velocity = buffers["velocity" if optimizer.name == "sgd" else "exp_avg"]
+    velocity = buffers[{"sgd": "velocity", "adam": "exp_avg",
+                        "rmsprop": "momentum_buffer"}[optimizer.name]]
     weights_state = mlp.model._layer_views(velocity, model.layer_sizes)[0][0]
     np.testing.assert_array_equal(weights_state[:, 0], 0)
     for name, buffer in buffers.items():

@@ -450,6 +450,29 @@ def test_partial_fit_keeps_momentum_through_chunks_of_other_sizes(weights):
         np.testing.assert_allclose(mine, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("solver, expected", [
+    ("rmsprop", mlp.RMSprop(learning_rate=0.01, eps=1e-6, momentum=0.5, weight_decay=0.01 / 50)),
+    ("adagrad", mlp.Adagrad(learning_rate=0.01, eps=1e-6, weight_decay=0.01 / 50)),
+])
+def test_other_registered_solvers_take_the_parameters_they_share(solver, expected):
+    """solver names any of mlp's optimizers; learning_rate_init, epsilon,
+    momentum and alpha (as the weight decay over the batch, not RMSprop's
+    smoothing constant) reach it, and fit trains with it as mlp.train does."""
+    X, y = _data(n=200)
+    params = dict(hidden_layer_sizes=(7,), solver=solver, learning_rate_init=0.01,
+                  epsilon=1e-6, momentum=0.5, alpha=0.01, batch_size=50, max_iter=3,
+                  shuffle=False, random_state=0, dtype="float64", n_threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(**params).fit(X, y)
+    state = clf.model_.optimizer_state
+    assert state.optimizer == expected and state.step == 12
+    twin = MLPClassifier(**{**params, "max_iter": 1})
+    twin.partial_fit(X, y, classes=[0, 1, 2])
+    assert twin.model_.optimizer_state.optimizer == expected
+    assert np.all(np.isfinite(clf.coefs_[0])) and clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
 def test_verbose_shows_a_progress_bar(capsys):
     X, y = _data()
     with warnings.catch_warnings():
@@ -543,7 +566,8 @@ def test_bad_input_raises_what_sklearn_raises():
     # Parameters that fit alone but not together: named as scikit-learn names them.
     (dict(epsilon=1e-50), ValueError, "'epsilon' parameter .* not 0 in float32"),
     (dict(hidden_layer_sizes=(), dropout=0.5), ValueError, "'dropout' parameter .* none"),
-    (dict(solver="newton"), ValueError, "'solver' parameter"),
+    (dict(solver="newton"), ValueError, "'solver' parameter .*'rmsprop', 'adagrad'"),
+    (dict(solver="rmsprop", epsilon=1e-50), ValueError, "rmsprop divides by zero"),
     (dict(activation="softplus"), ValueError, "'activation' parameter"),
     (dict(hidden_layer_sizes=(10, 0)), ValueError, "must be > 0"),
     (dict(hidden_layer_sizes="10"), TypeError, "hidden_layer_sizes"),

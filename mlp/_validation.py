@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from ._kernels import all_finite
+from ._kernels import MAX_WEIGHT_LAYERS, all_finite
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -70,6 +70,21 @@ def check_seed(seed, name="seed"):
     if seed is None or isinstance(seed, np.random.Generator):
         return seed
     return check_int(seed, name, minimum=0)
+
+
+def check_layer_sizes(layer_sizes):
+    """layer_sizes as a list of ints: at least two, each >= 1, within what the kernels take."""
+    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
+        raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}")
+    sizes = [check_int(s, "layer_sizes[%d]" % i, minimum=1) for i, s in enumerate(layer_sizes)]
+    if len(sizes) < 2:
+        raise ValueError(f"layer_sizes needs at least an input and an output size, got {sizes}")
+    if len(sizes) - 1 > MAX_WEIGHT_LAYERS:
+        raise ValueError(f"layer_sizes allows at most {MAX_WEIGHT_LAYERS} weight layers")
+    # BLAS takes 32-bit dimensions.
+    if max(sizes) >= 2**31:
+        raise ValueError("layer_sizes entries must be below 2**31")
+    return sizes
 
 
 def check_keywords(function_name, keywords, valid):

@@ -300,7 +300,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from . import __version__
+    from ._version import __version__
 
     parser = _Parser(
         prog="mlp", description="Train and evaluate multilayer perceptrons on MNIST.")
@@ -606,10 +606,10 @@ def _resume_advice(args, checkpoint, version_before):
         checkpoint = args.resume
     if checkpoint is None:
         return None
-    from .model import Model
+    from .serialization import read_model_file
 
     try:
-        _, state = Model._load(checkpoint)
+        _, state = read_model_file(checkpoint)
         place = state[0]
         done, total = int(place["done"]), int(place["total_steps"])
     except (OSError, ValueError, TypeError, KeyError):

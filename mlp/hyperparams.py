@@ -21,6 +21,7 @@ import numpy as np
 
 from ._validation import check_choice, check_int, check_positive_float, check_seed
 from .augment import _check_augment
+from .model import Model
 from .optimizers import SGD, Adam, check_optimizer
 from .schedules import SCHEDULES, check_schedule, check_warmup
 
@@ -62,23 +63,27 @@ def _layers(text):
     return sizes
 
 
+# Model's own defaults (activation, output, init), defined once in its signature.
+_MODEL_DEFAULTS = {name: parameter.default
+                   for name, parameter in inspect.signature(Model).parameters.items()}
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     """The network: ``mlp.Model(layers, activation=..., output=..., init=..., dtype=...)``."""
     layers: tuple = option((784, 300, 100, 10), "layer sizes, input first",
                            flag="--layers", cli_type=_layers, metavar="784,300,100,10")
-    activation: str = option("relu", "hidden activation", flag="--activation",
-                             choices=("sigmoid", "tanh", "relu"))
-    output: str = option("softmax", "output activation", flag="--output",
+    activation: str = option(_MODEL_DEFAULTS["activation"], "hidden activation",
+                             flag="--activation", choices=("sigmoid", "tanh", "relu"))
+    output: str = option(_MODEL_DEFAULTS["output"], "output activation", flag="--output",
                          choices=("sigmoid", "softmax"))
-    init: str | None = option(None, "initialisation (default: he for relu, xavier otherwise)",
+    init: str | None = option(_MODEL_DEFAULTS["init"],
+                              "initialisation (default: he for relu, xavier otherwise)",
                               flag="--init", choices=("normal", "xavier", "he"))
     dtype: str = option("float32", "parameter dtype", flag="--dtype",
                         choices=("float32", "float64"))
 
     def build(self, seed=None):
-        from .model import Model
-
         return Model(self.layers, activation=self.activation, output=self.output,
                      init=self.init, dtype=np.dtype(self.dtype), seed=seed)
 

@@ -12,7 +12,9 @@ zero (a pixel blank in most images) decays to; computing with it is many
 times slower on these CPUs. The weights come out as they would without it.
 
 The state an optimizer builds up (velocities, moments, step count) lives
-with the model, in ``model.optimizer_state`` (an :class:`OptimizerState`),
+with the model, in ``model.optimizer_state`` (an
+:class:`mlp.state.OptimizerState`, also reachable as
+``mlp.optimizers.OptimizerState``),
 so that a later ``train()`` or ``training_step()`` with an equal optimizer
 continues it and ``Model.save`` / ``Model.load`` carry it.
 
@@ -223,36 +225,3 @@ def optimizer_from_dict(description):
         return OPTIMIZERS[description["name"]](**fields)
     except TypeError as exc:
         raise ValueError(f"bad optimizer description {description!r}: {exc}") from None
-
-
-@dataclass
-class OptimizerState:
-    """What an optimizer has built up on one model.
-
-    Attributes
-    ----------
-    optimizer : SGD or Adam
-        The configuration the state belongs to.
-    step : int
-        Steps taken so far (Adam's t; schedules and History count from it).
-    buffers : dict of str to ndarray
-        Per-parameter state (``optimizer.state_buffers``), each laid out like
-        the model's flat parameter array and of its dtype.
-    """
-    optimizer: object
-    step: int = 0
-    buffers: dict = field(default_factory=dict)
-
-    @classmethod
-    def fresh(cls, optimizer, n_params, dtype):
-        return cls(optimizer, 0, {name: np.zeros(n_params, dtype=dtype)
-                                  for name in optimizer.state_buffers})
-
-    def kernel_buffers(self):
-        """The state buffers in the order the kernel's rule takes them
-        (``_kernels.TrainingRun``'s state): the optimizer's state_buffers."""
-        return tuple(self.buffers[name] for name in self.optimizer.state_buffers)
-
-    def copy(self):
-        return OptimizerState(self.optimizer, self.step,
-                              {k: v.copy() for k, v in self.buffers.items()})

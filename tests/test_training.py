@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import mlp
 import mlp.training as training_module
 from mlp.optimizers import OptimizerState
+from mlp.serialization import read_model_file, write_model_file
 
 from conftest import ACT, DTYPES, LOSS, assert_close, kernel_train_steps, one_hot
 
@@ -821,7 +822,7 @@ def test_checkpoints_are_written_periodically_and_at_the_end(tmp_path):
     model = mlp.Model([2, 4, 2], seed=0)
     mlp.train(model, X, y, epochs=2, batch_size=8, progress=False, checkpoint=path,
               checkpoint_every=0, seed=0)
-    loaded, checkpoint = mlp.Model._load(path)
+    loaded, checkpoint = read_model_file(path)
     assert checkpoint[0]["done"] == 16 and checkpoint[0]["total_steps"] == 16
     np.testing.assert_array_equal(loaded._params, model._params)
     assert mlp.Model.load(path).optimizer_state.step == 16  # a checkpoint is a model file too
@@ -853,10 +854,10 @@ def _damaged_checkpoint(tmp_path, monkeypatch, damage):
     with pytest.raises(KeyboardInterrupt):
         mlp.train(mlp.Model([2, 4, 2], seed=0), X, y, epochs=2, batch_size=8, progress=False,
                   validation=(Xv, yv), checkpoint=path, callbacks=[_SigintAfter(2)], seed=0)
-    model, (place, arrays) = mlp.Model._load(path)
+    model, (place, arrays) = read_model_file(path)
     assert place["position"] > 0 and "order" in arrays
     damage(place, arrays)
-    model._save(path, checkpoint=(place, arrays))
+    write_model_file(model, path, checkpoint=(place, arrays))
     return path, X, y, (Xv, yv)
 
 

@@ -271,9 +271,21 @@ def evaluate(model, X, y, *, n_threads=None):
 # ---------------------------------------------------------------------------
 
 class Callback:
-    """Hooks into :func:`train`. ``on_steps`` runs after every compiled call
-    (a few times a second), ``on_epoch_end`` after every epoch and may stop
-    the run by returning True, ``on_train_end`` once at the end."""
+    """Hooks into :func:`train`. ``on_epoch_start`` runs at the start of
+    every epoch, ``on_steps`` after every compiled call (a few times a
+    second), ``on_epoch_end`` after every epoch and may stop the run by
+    returning True, ``on_train_end`` once at the end.
+
+    Each gets the run as ``run``: ``run.model``, ``run.options`` (the
+    TrainingOptions), ``run.done`` and ``run.total_steps`` (steps of this
+    run), ``run.batch_size``, and ``run.order``, the rows of the current
+    epoch's batches in the order they are trained on (int64, batch after
+    batch).
+    """
+
+    def on_epoch_start(self, run):
+        """The epoch's sample order, ``run.order``, is drawn; no step of the
+        epoch has run. Not called for the epoch a resumed run continues."""
 
     def on_steps(self, run, steps, loss_sum, samples):
         pass
@@ -763,6 +775,8 @@ def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
                 # One epoch (or an epoch's worth of steps), in calls of ~0.2 s.
                 if run.order is None:
                     run.start_epoch()
+                    for hook in hooks:
+                        hook.on_epoch_start(run)
                 while run.position < len(run.order):
                     steps, chunk_loss = run.run_steps(batch_losses)
                     for hook in hooks:
@@ -828,7 +842,8 @@ train.__doc__ = f"""Train model in place.
         unless the network or the run is too small to gain from them. BLAS
         runs single-threaded inside each worker.
     callbacks : sequence of Callback, default ()
-        Called between compiled calls, after every epoch and at the end.
+        Called at the start of every epoch, between compiled calls, after
+        every epoch and at the end.
     checkpoint : str or os.PathLike, optional
         Write the run's state here (atomically): the model, optimizer state,
         History, sampler and the place in the epoch, every

@@ -936,6 +936,24 @@ def test_callbacks_and_schedules_may_use_the_model_being_trained(use):
     assert model.history is not None and len(model.history.steps) == 2
 
 
+def test_on_epoch_start_is_called_before_each_epoch_with_its_sample_order():
+    X, y = np.random.default_rng(1).random((30, 4)), np.arange(30) % 3
+    events = []
+
+    class Record(mlp.Callback):
+        def on_epoch_start(self, run):
+            events.append(("start", run.done, np.sort(run.order).tolist()))
+
+        def on_epoch_end(self, run, history):
+            events.append(("end", run.done))
+
+    model = mlp.Model([X.shape[1], 5, 3], seed=0)
+    mlp.train(model, X, y, epochs=3, batch_size=10, progress=False, seed=0, callbacks=[Record()])
+    # Every epoch of shuffle sampling is a permutation of the 30 rows, drawn before its steps.
+    assert events == [event for epoch in range(3)
+                      for event in (("start", 3 * epoch, list(range(30))), ("end", 3 * epoch + 3))]
+
+
 @pytest.mark.parametrize("dtype,lr,scale", OVERFLOWING)
 def test_training_step_raises_when_the_step_diverges(dtype, lr, scale):
     X, y = _overflow_data(scale)

@@ -7,6 +7,7 @@ ranges, so a value that gets past here must be safe to hand to it.
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 import os
 import secrets
@@ -54,22 +55,42 @@ def check_int(value, name, *, minimum=None, allow_none=False):
     return value
 
 
-def check_positive_float(value, name, *, allow_zero=False):
-    """Return value as a finite Python float > 0 (or >= 0 with allow_zero)."""
+def check_real(value, name, *, low=None, high=None, low_open=False, high_open=False):
+    """Return value as a finite Python float within the bounds given: at
+    least `low` (above it with low_open), at most `high` (below it with
+    high_open); a bound of None is no bound."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or below or above:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+        span = f"in {lo}, {hi}" if low is not None and high is not None else (
+            f"{'>' if low_open else '>='} {low:g}" if low is not None else
+            f"{'<' if high_open else '<='} {high:g}" if high is not None else "")
+        raise ValueError(f"{name} must be a finite number {span}".rstrip()
+                         + f", got {value!r}")
     return value
 
 
-def check_seed(seed, name="seed"):
-    """Seeds are None, a non-negative int, or a np.random.Generator."""
+def check_positive_float(value, name, *, allow_zero=False):
+    """Return value as a finite Python float > 0 (or >= 0 with allow_zero)."""
+    return check_real(value, name, low=0, low_open=not allow_zero)
+
+
+def check_seed(seed, name="seed", *, below=None):
+    """Seeds are None, a non-negative int (below `below`, if given), or a
+    np.random.Generator."""
     if seed is None or isinstance(seed, np.random.Generator):
         return seed
-    return check_int(seed, name, minimum=0)
+    seed = check_int(seed, name, minimum=0)
+    if below is not None and seed >= below:
+        # Bounds are powers of two (the kernels' integer widths): said as such.
+        bound = f"2**{below.bit_length() - 1}" if below & (below - 1) == 0 else str(below)
+        raise ValueError(f"{name} must be < {bound}, got {seed}")
+    return seed
 
 
 def check_layer_sizes(layer_sizes):

@@ -24,28 +24,12 @@ To add an optimizer: a dataclass here with ``name``, ``state_buffers`` and
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from . import _kernels
-
-
-def _check_real(value, name, *, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    below = low is not None and (value <= low if low_open else value < low)
-    above = high is not None and (value >= high if high_open else value > high)
-    if not math.isfinite(value) or below or above:
-        lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
-        hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
-        span = f"in {lo}, {hi}" if low is not None and high is not None else (
-            f"{'>' if low_open else '>='} {low:g}" if low is not None else f"<= {high:g}")
-        raise ValueError(f"{name} must be a finite number {span}, got {value!r}")
-    return value
+from ._validation import check_real
 
 
 def _check_bool(value, name):
@@ -85,12 +69,12 @@ class SGD:
     name = "sgd"
 
     def __post_init__(self):
-        object.__setattr__(self, "learning_rate", _check_real(
+        object.__setattr__(self, "learning_rate", check_real(
             self.learning_rate, "learning_rate", low=0, low_open=True))
-        object.__setattr__(self, "momentum", _check_real(
+        object.__setattr__(self, "momentum", check_real(
             self.momentum, "momentum", low=0, high=1, high_open=True))
         object.__setattr__(self, "nesterov", _check_bool(self.nesterov, "nesterov"))
-        object.__setattr__(self, "weight_decay", _check_real(
+        object.__setattr__(self, "weight_decay", check_real(
             self.weight_decay, "weight_decay", low=0))
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0 (Nesterov momentum with no "
@@ -158,13 +142,13 @@ class Adam:
     name = "adam"
 
     def __post_init__(self):
-        object.__setattr__(self, "learning_rate", _check_real(
+        object.__setattr__(self, "learning_rate", check_real(
             self.learning_rate, "learning_rate", low=0, low_open=True))
         for name in ("beta1", "beta2"):
-            object.__setattr__(self, name, _check_real(
+            object.__setattr__(self, name, check_real(
                 getattr(self, name), name, low=0, high=1, high_open=True))
-        object.__setattr__(self, "eps", _check_real(self.eps, "eps", low=0, low_open=True))
-        object.__setattr__(self, "weight_decay", _check_real(
+        object.__setattr__(self, "eps", check_real(self.eps, "eps", low=0, low_open=True))
+        object.__setattr__(self, "weight_decay", check_real(
             self.weight_decay, "weight_decay", low=0))
         object.__setattr__(self, "decoupled", _check_bool(self.decoupled, "decoupled"))
         object.__setattr__(self, "eps_hat", _check_bool(self.eps_hat, "eps_hat"))

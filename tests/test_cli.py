@@ -6,22 +6,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import require, write_idx
 
 from mlp import Model
 from mlp.cli import main
 from mlp.presets import PRESETS
-from test_datasets import write_idx
 
 SENTENCE = re.compile(r"The model classified correctly (\d+) out of (\d+) test examples")
-
-
-@pytest.fixture
-def tiny_mnist(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
-    directory = tmp_path / "idx"
-    write_idx(directory, n_train=120, n_test=30)
-    return directory
 
 
 def test_train_save_evaluate(tiny_mnist, tmp_path, capsys):

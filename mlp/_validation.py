@@ -6,6 +6,7 @@ ranges, so a value that gets past here must be safe to hand to it.
 """
 from __future__ import annotations
 
+import contextvars
 import difflib
 import math
 import numbers
@@ -13,6 +14,7 @@ import os
 import secrets
 import sys
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -34,8 +36,31 @@ def check_dtype(dtype, name="dtype"):
     return dt
 
 
+# What the caller calls each argument, when it is not its Python name: the
+# CLI sets {"learning_rate": "--lr", "Affine.scale": "--scale", ...} while it
+# builds the library's options, so that their checks name its flags.
+_ARGUMENT_NAMES = contextvars.ContextVar("mlp_argument_names", default={})
+
+
+@contextmanager
+def argument_names(names):
+    """Within this context, a check of the argument called `name` in the
+    library names it ``names[name]`` in its error (its flag, for the CLI)."""
+    token = _ARGUMENT_NAMES.set({**_ARGUMENT_NAMES.get(), **names})
+    try:
+        yield
+    finally:
+        _ARGUMENT_NAMES.reset(token)
+
+
+def spoken(name):
+    """name as the caller calls it: see argument_names."""
+    return _ARGUMENT_NAMES.get().get(name, name)
+
+
 def check_choice(value, choices, name):
     """Return value if it is one of choices (strings), else raise ValueError/TypeError."""
+    name = spoken(name)
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, one of {sorted(choices)}; got {value!r}")
     if value not in choices:
@@ -47,6 +72,7 @@ def check_int(value, name, *, minimum=None, allow_none=False):
     """Return value as a Python int, checking its type and lower bound."""
     if value is None and allow_none:
         return None
+    name = spoken(name)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)
@@ -59,6 +85,7 @@ def check_real(value, name, *, low=None, high=None, low_open=False, high_open=Fa
     """Return value as a finite Python float within the bounds given: at
     least `low` (above it with low_open), at most `high` (below it with
     high_open); a bound of None is no bound."""
+    name = spoken(name)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
@@ -86,6 +113,7 @@ def check_seed(seed, name="seed", *, below=None):
     if seed is None or isinstance(seed, np.random.Generator):
         return seed
     seed = check_int(seed, name, minimum=0)
+    name = spoken(name)
     if below is not None and seed >= below:
         # Bounds are powers of two (the kernels' integer widths): said as such.
         bound = f"2**{below.bit_length() - 1}" if below & (below - 1) == 0 else str(below)

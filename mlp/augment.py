@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _augment
-from ._validation import check_int, check_positive_float, check_seed
+from ._validation import check_int, check_positive_float, check_seed, spoken
 
 __all__ = ["Affine", "Elastic", "Compose", "distort", "preview_grid"]
 
@@ -48,7 +48,7 @@ _UINT64_LIMIT = 1 << 64
 
 def _check_bounded(owner, name, value, *, upper, strict, unit):
     """value as a float in [0, upper] (or [0, upper) when strict)."""
-    label = f"{type(owner).__name__}.{name}"
+    label = spoken(f"{type(owner).__name__}.{name}")
     value = check_positive_float(value, label, allow_zero=True)
     if value > upper or (strict and value == upper):
         bound = f"< {upper:g}" if strict else f"<= {upper:g}"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_choice, check_int, check_positive_float, check_seed
+from ._validation import check_choice, check_int, check_positive_float, check_seed, spoken
 from .augment import _check_augment
 from .model import Model
 from .optimizers import SGD, Adam, check_optimizer
@@ -147,7 +147,7 @@ class TrainingOptions:
         set_("epochs", check_int(self.epochs, "epochs", minimum=1, allow_none=True))
         set_("iterations", check_int(self.iterations, "iterations", minimum=1, allow_none=True))
         if self.epochs is not None and self.iterations is not None:
-            raise ValueError("give epochs or iterations, not both")
+            raise ValueError(f"give {spoken('epochs')} or {spoken('iterations')}, not both")
         set_("batch_size", check_int(self.batch_size, "batch_size", minimum=1))
         if self.optimizer is not None:
             check_optimizer(self.optimizer)
@@ -169,7 +169,7 @@ class TrainingOptions:
         for name in ("dropout", "input_dropout"):
             value = check_positive_float(getattr(self, name), name, allow_zero=True)
             if value >= 1:
-                raise ValueError(f"{name} is the probability of dropping a unit and must be "
+                raise ValueError(f"{spoken(name)} is the probability of dropping a unit and must be "
                                  f"in [0, 1); got {value} (1 would drop everything)")
             set_(name, value)
         if self.max_norm is not None:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import _kernels
-from ._validation import check_real
+from ._validation import check_real, spoken
 
 
 def _check_bool(value, name):
@@ -81,8 +81,8 @@ class SGD:
                              "momentum is plain SGD); set momentum, e.g. 0.9")
         if self.momentum == 0 and self.learning_rate * self.weight_decay >= 1:
             raise ValueError(
-                f"learning_rate * weight_decay must be below 1 (plain SGD scales the weights "
-                f"by 1 - their product every step); got {self.learning_rate * self.weight_decay}")
+                f"{spoken('learning_rate')} * {spoken('weight_decay')} must be below 1 (plain "
+                f"SGD scales the weights by 1 - their product every step); got {self.learning_rate * self.weight_decay}")
 
     @property
     def state_buffers(self):
@@ -154,8 +154,8 @@ class Adam:
         object.__setattr__(self, "eps_hat", _check_bool(self.eps_hat, "eps_hat"))
         if self.decoupled and self.learning_rate * self.weight_decay >= 1:
             raise ValueError(
-                f"learning_rate * weight_decay must be below 1 (AdamW scales the weights by "
-                f"1 - their product every step); got {self.learning_rate * self.weight_decay}")
+                f"{spoken('learning_rate')} * {spoken('weight_decay')} must be below 1 (AdamW "
+                f"scales the weights by 1 - their product every step); got {self.learning_rate * self.weight_decay}")
 
     state_buffers = ("exp_avg", "exp_avg_sq")
 

@@ -31,6 +31,7 @@ from ._validation import (
     check_targets,
     check_targets_or_labels,
     check_writable,
+    spoken,
 )
 from .augment import _training_images_and_plan, augment_from_dict, augment_to_dict
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
@@ -88,13 +89,13 @@ def _default_loss(model):
 
 def _check_options_fit(model, options):
     """What TrainingOptions cannot check alone: the options against the model."""
-    # Each message starts with the parameter's name, which the CLI turns into its flag.
+    # The options are named as the caller names them (spoken: the CLI's flags).
     if options.dropout and len(model.layer_sizes) == 2:
-        raise ValueError(f"dropout drops hidden units, and {model!r} has none; use "
-                         f"input_dropout, or add a hidden layer")
+        raise ValueError(f"{spoken('dropout')} drops hidden units, and {model!r} has none; "
+                         f"use {spoken('input_dropout')}, or add a hidden layer")
     eps = getattr(options.resolved_optimizer(model.output), "eps", None)
     if eps is not None and model.dtype.type(eps) == 0:
-        raise ValueError(f"eps {eps} is 0 in {model.dtype.name}, and Adam would divide by "
+        raise ValueError(f"{spoken('eps')} {eps} is 0 in {model.dtype.name}, and Adam would divide by "
                          f"zero; use at least {np.finfo(model.dtype).tiny:.3g} (typically 1e-8)")
 
 

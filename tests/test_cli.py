@@ -71,6 +71,10 @@ def test_progress_bar_is_shown(tiny_mnist, capsys):
     (["--momentum", "0"], "--nesterov needs --momentum > 0 (Nesterov momentum with no momentum "
                           "is plain SGD); add --no-nesterov"),
     (["--optimizer", "adamw", "--weight-decay", "2000"], "--lr * --weight-decay must be below 1"),
+    (["--warmup=-1"], "--warmup must be >= 0, got -1.0"),
+    (["--layers", "784,10", "--dropout", "0.5"],
+     "--dropout drops hidden units, and Model([784, 10], activation='relu', output='softmax', "
+     "init='he', dtype=float32) has none; use --input-dropout, or add a hidden layer"),
 ])
 def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, message):
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "2", "--no-progress"]

@@ -173,3 +173,22 @@ def test_check_seed_refuses_a_seed_past_its_bound_and_names_the_power_of_two():
         check_seed(2**64, below=2**64)
     with pytest.raises(TypeError, match="seed must be an integer"):
         check_seed(1.5)
+
+
+def test_checks_name_an_argument_as_the_caller_names_it_within_argument_names():
+    """The CLI passes its flags: the library's errors then name them, and
+    outside the context they name the Python argument."""
+    from mlp._validation import argument_names
+    from mlp.hyperparams import TrainingOptions
+
+    with argument_names({"batch_size": "--batch-size", "epochs": "--epochs",
+                         "iterations": "--iterations"}):
+        with pytest.raises(ValueError, match="^--batch-size must be >= 1, got 0$"):
+            TrainingOptions(batch_size=0)
+        with pytest.raises(ValueError, match="^give --epochs or --iterations, not both$"):
+            TrainingOptions(epochs=1, iterations=2)
+    with pytest.raises(ValueError, match="^batch_size must be >= 1, got 0$"):
+        TrainingOptions(batch_size=0)
+    with argument_names({"learning_rate": "--lr", "weight_decay": "--weight-decay"}):
+        with pytest.raises(ValueError, match=r"^--lr \* --weight-decay must be below 1"):
+            mlp.AdamW(learning_rate=1.0, weight_decay=2.0)

@@ -28,7 +28,6 @@ import _common as C  # noqa: E402
 from _impls import NumpyMLP, TorchMLP  # noqa: E402
 
 import mlp  # noqa: E402
-from mlp._threads import blas_threads  # noqa: E402
 from mlp.datasets import load_mnist  # noqa: E402
 
 SIZES = [784, 300, 100, 10]
@@ -61,8 +60,8 @@ def make_predictors(model, np_model, t_model, torch, X, T, batch):
 def dense_predict(model, X, T):
     """model.predict(X, n_threads=T) with the sparse-input path off."""
     X = model._check_x(X)
-    with model._lock, blas_threads(1):
-        return np.argmax(model._forward_locked(X, T, sparse_input=False), axis=1)
+    with model.locked():
+        return np.argmax(model.forward_unchecked(X, T, sparse_input=False), axis=1)
 
 
 def blocks_case(predict, batch, T, torch, target, settle):

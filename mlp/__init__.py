@@ -37,14 +37,18 @@ except ModuleNotFoundError as _exc:
 
 del _importlib, _os, _not_built_message
 
+from ._version import __version__  # noqa: E402
 from .model import Model  # noqa: E402
 # Every registered optimizer (mlp.SGD, mlp.Adam, mlp.RMSprop, ...) and mlp.AdamW.
 from .optimizers import *  # noqa: E402,F401,F403
 from .optimizers import __all__ as _optimizer_names  # noqa: E402
 from .metrics import RegressionEvaluation  # noqa: E402
-from .training import Callback, Evaluation, History, evaluate, train, training_step  # noqa: E402
-
-__version__ = "0.2.0"
+from .state import History  # noqa: E402
+from .training import Callback, Evaluation, evaluate, train, training_step  # noqa: E402
+# These attach Model.save and Model.load, and Model.to_onnx (which imports
+# the onnx package only when called), to the class that sits below them.
+from . import serialization as _serialization  # noqa: E402, F401
+from . import onnx as _onnx  # noqa: E402, F401
 __all__ = ["Model", "train", "training_step", "evaluate", "History", "Evaluation",
            "RegressionEvaluation", "Callback", *_optimizer_names, "datasets", "schedules"]
 del _optimizer_names

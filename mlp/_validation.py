@@ -6,16 +6,19 @@ ranges, so a value that gets past here must be safe to hand to it.
 """
 from __future__ import annotations
 
+import contextvars
 import difflib
+import math
 import numbers
 import os
 import secrets
 import sys
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 
-from ._kernels import all_finite
+from ._kernels import MAX_WEIGHT_LAYERS, all_finite
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -33,8 +36,31 @@ def check_dtype(dtype, name="dtype"):
     return dt
 
 
+# What the caller calls each argument, when it is not its Python name: the
+# CLI sets {"learning_rate": "--lr", "Affine.scale": "--scale", ...} while it
+# builds the library's options, so that their checks name its flags.
+_ARGUMENT_NAMES = contextvars.ContextVar("mlp_argument_names", default={})
+
+
+@contextmanager
+def argument_names(names):
+    """Within this context, a check of the argument called `name` in the
+    library names it ``names[name]`` in its error (its flag, for the CLI)."""
+    token = _ARGUMENT_NAMES.set({**_ARGUMENT_NAMES.get(), **names})
+    try:
+        yield
+    finally:
+        _ARGUMENT_NAMES.reset(token)
+
+
+def spoken(name):
+    """name as the caller calls it: see argument_names."""
+    return _ARGUMENT_NAMES.get().get(name, name)
+
+
 def check_choice(value, choices, name):
     """Return value if it is one of choices (strings), else raise ValueError/TypeError."""
+    name = spoken(name)
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, one of {sorted(choices)}; got {value!r}")
     if value not in choices:
@@ -46,6 +72,7 @@ def check_int(value, name, *, minimum=None, allow_none=False):
     """Return value as a Python int, checking its type and lower bound."""
     if value is None and allow_none:
         return None
+    name = spoken(name)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)
@@ -54,22 +81,59 @@ def check_int(value, name, *, minimum=None, allow_none=False):
     return value
 
 
-def check_positive_float(value, name, *, allow_zero=False):
-    """Return value as a finite Python float > 0 (or >= 0 with allow_zero)."""
+def check_real(value, name, *, low=None, high=None, low_open=False, high_open=False):
+    """Return value as a finite Python float within the bounds given: at
+    least `low` (above it with low_open), at most `high` (below it with
+    high_open); a bound of None is no bound."""
+    name = spoken(name)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or below or above:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+        span = f"in {lo}, {hi}" if low is not None and high is not None else (
+            f"{'>' if low_open else '>='} {low:g}" if low is not None else
+            f"{'<' if high_open else '<='} {high:g}" if high is not None else "")
+        raise ValueError(f"{name} must be a finite number {span}".rstrip()
+                         + f", got {value!r}")
     return value
 
 
-def check_seed(seed, name="seed"):
-    """Seeds are None, a non-negative int, or a np.random.Generator."""
+def check_positive_float(value, name, *, allow_zero=False):
+    """Return value as a finite Python float > 0 (or >= 0 with allow_zero)."""
+    return check_real(value, name, low=0, low_open=not allow_zero)
+
+
+def check_seed(seed, name="seed", *, below=None):
+    """Seeds are None, a non-negative int (below `below`, if given), or a
+    np.random.Generator."""
     if seed is None or isinstance(seed, np.random.Generator):
         return seed
-    return check_int(seed, name, minimum=0)
+    seed = check_int(seed, name, minimum=0)
+    name = spoken(name)
+    if below is not None and seed >= below:
+        # Bounds are powers of two (the kernels' integer widths): said as such.
+        bound = f"2**{below.bit_length() - 1}" if below & (below - 1) == 0 else str(below)
+        raise ValueError(f"{name} must be < {bound}, got {seed}")
+    return seed
+
+
+def check_layer_sizes(layer_sizes):
+    """layer_sizes as a list of ints: at least two, each >= 1, within what the kernels take."""
+    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
+        raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}")
+    sizes = [check_int(s, "layer_sizes[%d]" % i, minimum=1) for i, s in enumerate(layer_sizes)]
+    if len(sizes) < 2:
+        raise ValueError(f"layer_sizes needs at least an input and an output size, got {sizes}")
+    if len(sizes) - 1 > MAX_WEIGHT_LAYERS:
+        raise ValueError(f"layer_sizes allows at most {MAX_WEIGHT_LAYERS} weight layers")
+    # BLAS takes 32-bit dimensions.
+    if max(sizes) >= 2**31:
+        raise ValueError("layer_sizes entries must be below 2**31")
+    return sizes
 
 
 def check_keywords(function_name, keywords, valid):

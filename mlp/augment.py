@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _augment
-from ._validation import check_int, check_positive_float
+from ._validation import check_int, check_positive_float, check_seed, spoken
 
 __all__ = ["Affine", "Elastic", "Compose", "distort", "preview_grid"]
 
@@ -48,7 +48,7 @@ _UINT64_LIMIT = 1 << 64
 
 def _check_bounded(owner, name, value, *, upper, strict, unit):
     """value as a float in [0, upper] (or [0, upper) when strict)."""
-    label = f"{type(owner).__name__}.{name}"
+    label = spoken(f"{type(owner).__name__}.{name}")
     value = check_positive_float(value, label, allow_zero=True)
     if value > upper or (strict and value == upper):
         bound = f"< {upper:g}" if strict else f"<= {upper:g}"
@@ -347,15 +347,13 @@ def _check_sample_ids(sample_ids, n):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def _check_seed(seed):
+def _kernel_seed(seed):
     """The kernel's 64-bit seed from None (fresh entropy), an int or a Generator."""
+    seed = check_seed(seed, below=_UINT64_LIMIT)
     if seed is None:
         seed = np.random.default_rng()
     if isinstance(seed, np.random.Generator):
         return int(seed.integers(0, _UINT64_LIMIT, dtype=np.uint64))
-    seed = check_int(seed, "seed", minimum=0)
-    if seed >= _UINT64_LIMIT:
-        raise ValueError(f"seed must be < 2**64, got {seed}")
     return seed
 
 
@@ -411,7 +409,7 @@ def distort(images, augment, *, seed, sample_ids=None, n_threads=1):
     _kernel_parameters(augment)  # the type, before the images are scanned
     flat, side = _check_images(images)
     ids = _check_sample_ids(sample_ids, flat.shape[0])
-    key = _check_seed(seed)
+    key = _kernel_seed(seed)
     n_threads = check_int(n_threads, "n_threads", minimum=1, allow_none=True)
     if n_threads is None:
         from ._threads import default_threads

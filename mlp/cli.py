@@ -20,7 +20,7 @@ import time
 import warnings
 
 from ._files import atomic_write
-from ._validation import check_writable
+from ._validation import argument_names, check_writable
 from .augment import Affine, Compose, Elastic
 from .hyperparams import ModelOptions, TrainingOptions
 from .optimizers import OPTIMIZERS
@@ -260,15 +260,8 @@ def _augment_from_flags(base, args):
                     if args.augment is None else "")
             raise ValueError(f"{flag} does not apply to --augment {choice}{hint}")
         values[cls][name] = value
-    built = []
-    for cls in wanted:
-        try:
-            built.append(cls(**values[cls]))
-        except (ValueError, TypeError) as exc:
-            message = str(exc)
-            for (owner, name), (flag, _) in fields.items():
-                message = message.replace(f"{owner.__name__}.{name} ", f"{flag} ")
-            raise ValueError(message) from None
+    # The checks name each parameter by its flag (see _flag_names).
+    built = [cls(**values[cls]) for cls in wanted]
     if not built:
         return None
     return built[0] if len(built) == 1 else Compose(*built)
@@ -316,7 +309,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from . import __version__
+    from ._version import __version__
 
     parser = _Parser(
         prog="mlp", description="Train and evaluate multilayer perceptrons on MNIST.")
@@ -458,12 +451,16 @@ def _optimizer_from_flags(preset, args):
 
 
 def _flag_names():
-    """{field name: flag} for every hyperparameter that has a flag."""
+    """{name the library's checks use: flag} for every hyperparameter that has
+    a flag (a distortion parameter's name is "Affine.scale"), for
+    argument_names: the library's errors then name the flag."""
     names = {name: flag for name, (flag, *_) in _optimizer_fields().items()}
     for options_class in (ModelOptions, TrainingOptions):
         for spec in dataclasses.fields(options_class):
             if spec.metadata.get("flag"):
                 names[spec.name] = spec.metadata["flag"]
+    names.update({f"{cls.__name__}.{name}": flag
+                  for (cls, name), (flag, _) in _augment_fields().items()})
     return names
 
 
@@ -471,7 +468,7 @@ def _configure(args):
     """The preset with the flags applied; errors speak of flags, not fields."""
     preset = PRESETS[args.preset]
     training = _grouped(args, "TrainingOptions")
-    try:
+    with argument_names(_flag_names()):
         optimizer = _optimizer_from_flags(preset, args)
         if optimizer is not None:
             # The optimizer now holds the rate and decay; drop the preset's own (the
@@ -487,23 +484,6 @@ def _configure(args):
         if augment != preset.training.augment:
             preset = dataclasses.replace(preset, training=preset.training.replace(augment=augment))
         return preset
-    except (ValueError, TypeError) as exc:
-        raise ValueError(_in_flag_terms(str(exc))) from None
-
-
-def _in_flag_terms(message):
-    """A library message about hyperparameter fields, in terms of their flags."""
-    names = sorted(_flag_names().items(), key=lambda item: -len(item[0]))
-    for name, flag in names:
-        if message.startswith(name + " "):
-            message = flag + message[len(name):]
-            break
-    # A field name such as weight_decay is no English word: its flag, wherever it
-    # is, unless it is a Python keyword argument (weight_decay=1e-4).
-    for name, flag in names:
-        if "_" in name:
-            message = re.sub(rf"\b{name}\b(?!=)", flag, message)
-    return message
 
 
 def _parse_args(argv):
@@ -609,10 +589,10 @@ def _resume_advice(args, checkpoint, version_before):
         checkpoint = args.resume
     if checkpoint is None:
         return None
-    from .model import Model
+    from .serialization import read_model_file
 
     try:
-        _, state = Model._load(checkpoint)
+        _, state = read_model_file(checkpoint)
         place = state[0]
         done, total = int(place["done"]), int(place["total_steps"])
     except (OSError, ValueError, TypeError, KeyError):
@@ -673,14 +653,13 @@ def _train_run(args):
     threads = train_workers(args.threads, options.batch_size, layers)
     print(f"Training {model!r}\n  {_describe(preset, optimizer)}, {threads} worker "
           f"thread{'s' if threads != 1 else ''}; data loaded in {load_time:.2f} s", flush=True)
-    try:
+    # Options that do not fit the network (dropout, eps) are named by their flags.
+    with argument_names(_flag_names()):
         history = train(model, data.train.images, data.train.labels,
                         validation=(data.validation.images, data.validation.labels),
                         progress=not args.no_progress, n_threads=threads,
                         checkpoint=args.checkpoint or args.resume, resume=args.resume,
                         **_options_as_kwargs(options, training_seed))
-    except ValueError as exc:  # options that do not fit the network (dropout, eps)
-        raise ValueError(_in_flag_terms(str(exc))) from None
     # Save before evaluating: a failure there must not throw the trained model away.
     if args.save:
         # Again, in the flag's words: the directory may have gone during the run.

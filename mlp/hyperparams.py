@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
-from ._validation import check_choice, check_int, check_positive_float, check_seed
+from ._validation import check_choice, check_int, check_positive_float, check_seed, spoken
 from .augment import _check_augment
+from .model import Model
 from .optimizers import SGD, Adam, check_optimizer
 from .schedules import SCHEDULES, check_schedule, check_warmup
 
@@ -68,23 +69,26 @@ def _layers(text):
     return sizes
 
 
+# Model's own defaults (activation, output, init), defined once in its signature.
+_MODEL_DEFAULTS = {name: parameter.default
+                   for name, parameter in inspect.signature(Model).parameters.items()}
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     """The network: ``mlp.Model(layers, activation=..., output=..., init=..., dtype=...)``."""
     layers: tuple = option((784, 300, 100, 10), "layer sizes, input first",
                            flag="--layers", cli_type=_layers, metavar="784,300,100,10")
-    activation: str = option("relu", "hidden activation", flag="--activation",
-                             choices=HIDDEN_ACTIVATIONS)
-    output: str = option("softmax", "output activation", flag="--output",
+    activation: str = option(_MODEL_DEFAULTS["activation"], "hidden activation",
+                             flag="--activation", choices=HIDDEN_ACTIVATIONS)
+    output: str = option(_MODEL_DEFAULTS["output"], "output activation", flag="--output",
                          choices=CLASSIFIER_OUTPUTS)
-    init: str | None = option(None, f"initialisation (default: {_INIT_RULE})",
+    init: str | None = option(_MODEL_DEFAULTS["init"], f"initialisation (default: {_INIT_RULE})",
                               flag="--init", choices=("normal", "xavier", "he"))
     dtype: str = option("float32", "parameter dtype", flag="--dtype",
                         choices=("float32", "float64"))
 
     def build(self, seed=None):
-        from .model import Model
-
         return Model(self.layers, activation=self.activation, output=self.output,
                      init=self.init, dtype=np.dtype(self.dtype), seed=seed)
 
@@ -148,7 +152,7 @@ class TrainingOptions:
         set_("epochs", check_int(self.epochs, "epochs", minimum=1, allow_none=True))
         set_("iterations", check_int(self.iterations, "iterations", minimum=1, allow_none=True))
         if self.epochs is not None and self.iterations is not None:
-            raise ValueError("give epochs or iterations, not both")
+            raise ValueError(f"give {spoken('epochs')} or {spoken('iterations')}, not both")
         set_("batch_size", check_int(self.batch_size, "batch_size", minimum=1))
         if self.optimizer is not None:
             check_optimizer(self.optimizer)
@@ -170,7 +174,7 @@ class TrainingOptions:
         for name in ("dropout", "input_dropout"):
             value = check_positive_float(getattr(self, name), name, allow_zero=True)
             if value >= 1:
-                raise ValueError(f"{name} is the probability of dropping a unit and must be "
+                raise ValueError(f"{spoken(name)} is the probability of dropping a unit and must be "
                                  f"in [0, 1); got {value} (1 would drop everything)")
             set_(name, value)
         if self.max_norm is not None:

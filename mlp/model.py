@@ -1,37 +1,57 @@
-"""The network: parameters, forward pass, loss, gradients, save and load."""
+"""The network: parameters, forward pass, loss and gradients.
+
+Layer (b) of the package (see tests/test_architecture.py): it imports only
+the kernels and validation below it. Saving and loading live above it, in
+mlp/serialization.py, which attaches ``Model.save`` and ``Model.load``;
+ONNX export in mlp/onnx.py, which attaches ``Model.to_onnx``.
+
+The internal interface
+----------------------
+What training (mlp/training.py), serialization (mlp/serialization.py) and
+the estimators (mlp/sklearn.py) use of a model, instead of its private
+attributes. Not public API: names and behaviour may change between
+releases without notice.
+
+``Model.allocate(layer_sizes, activation=, output=, init=, dtype=)``
+    A model with zero parameters, for a reader to fill.
+``model.parameters``
+    The flat parameter array, live (weights and biases are views into it).
+``model.kernel_network``
+    The kernels' typed view of the network (``_kernels.Network``).
+``model.locked()``
+    Context: holds the model's (reentrant) lock and limits BLAS to one
+    thread, for a sequence of compiled calls on the model.
+``model.workspace(rows, copies=1, at_least=0)``
+    The scratch buffer for `rows` rows; only inside ``locked()``.
+``model.forward_unchecked(X, n_threads=1, sparse_input=None, check_finite=False)``
+    forward() on checked X, inside ``locked()``.
+``model.sampling_state``
+    (numpy Generator or None, dropout seed): the batch sampler of the last
+    training run, which the next run continues unless given a seed.
+"""
 from __future__ import annotations
 
 import copy
-import json
-import os
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 
 from . import _kernels
 from .activations import (ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES,
                           OUTPUT_ACTIVATIONS, default_init)
-from ._files import NpzReader, atomic_write
 from ._threads import blas_threads, call_threads
-from .hyperparams import ModelOptions
 from ._validation import (
     check_choice,
     check_dtype,
-    check_int,
+    check_layer_sizes,
     check_matrix,
-    check_path,
     check_seed,
     check_target_range,
-    check_writable,
 )
 
 # Which activations go where, and the losses: mlp/activations.py.
 INITIALISERS = ("normal", "xavier", "he")
-
-FORMAT_NAME = "mlp.Model"
-FORMAT_VERSION = 2
-# Version 1 files (parameters only) still load.
-READABLE_VERSIONS = (1, 2)
 
 # Rows per block in forward(), loss() and gradients(): big enough that the
 # GEMMs run near peak, small enough that the activations stay in cache and
@@ -106,10 +126,27 @@ class Model:
         Every train() run on this model, one entry per epoch.
     """
 
-    def __init__(self, layer_sizes, *, activation=ModelOptions.activation,
-                 output=ModelOptions.output, init=ModelOptions.init, dtype=np.float32,
-                 seed=None):
-        sizes = _check_layer_sizes(layer_sizes)
+    # The defaults of the network's options: mlp.hyperparams.ModelOptions
+    # (and through it the CLI) reads them from this signature.
+    def __init__(self, layer_sizes, *, activation="relu", output="softmax", init=None,
+                 dtype=np.float32, seed=None):
+        self._configure(layer_sizes, activation, output, init, dtype)
+        if isinstance(seed, np.random.RandomState):
+            self._initialise_as_notebook(seed)
+        else:
+            self._initialise(init, np.random.default_rng(check_seed(seed)))
+
+    @classmethod
+    def allocate(cls, layer_sizes, *, activation, output, init, dtype):
+        """A model of this configuration with all parameters zero, for a
+        reader (mlp.serialization) to fill. Internal interface (see the
+        module's docstring)."""
+        model = cls.__new__(cls)
+        model._configure(layer_sizes, activation, output, init, dtype)
+        return model
+
+    def _configure(self, layer_sizes, activation, output, init, dtype):
+        sizes = check_layer_sizes(layer_sizes)
         check_choice(activation, HIDDEN_ACTIVATIONS, "activation")
         check_choice(output, OUTPUT_ACTIVATIONS, "output")
         if init is None:
@@ -117,10 +154,6 @@ class Model:
         check_choice(init, INITIALISERS, "init")
         self._setup(sizes, activation, output, check_dtype(dtype))
         self.init = init
-        if isinstance(seed, np.random.RandomState):
-            self._initialise_as_notebook(seed)
-        else:
-            self._initialise(init, np.random.default_rng(check_seed(seed)))
 
     def _setup(self, sizes, activation, output, dtype):
         self.layer_sizes = tuple(sizes)
@@ -191,6 +224,39 @@ class Model:
         their mean squared error and R², and training defaults to Adam."""
         return self.output == "identity"
 
+    # -- internal interface (see the module's docstring) ---------------------
+
+    @property
+    def parameters(self):
+        """The flat parameter array, live: every layer's weights (row-major,
+        shape (fan_out, fan_in)) then its biases. Internal interface."""
+        return self._params
+
+    @property
+    def kernel_network(self):
+        """The kernels' typed view of this network (_kernels.Network), over
+        :attr:`parameters` itself. Internal interface."""
+        return self._network
+
+    @contextmanager
+    def locked(self):
+        """Hold the model's lock, with BLAS limited to one thread, for a
+        sequence of compiled calls (reentrant: train() holds it for the whole
+        run, and its callbacks may predict). Internal interface."""
+        with self._lock, blas_threads(1):
+            yield self
+
+    @property
+    def sampling_state(self):
+        """(generator, dropout_seed): the batch sampler of the last train()
+        run (a numpy Generator, or None) and the key of its dropout masks,
+        which the next run continues unless given a seed. Internal interface."""
+        return self._sampling_rng, self._dropout_seed
+
+    @sampling_state.setter
+    def sampling_state(self, state):
+        self._sampling_rng, self._dropout_seed = state
+
     def __repr__(self):
         return (f"Model({list(self.layer_sizes)}, activation={self.activation!r}, "
                 f"output={self.output!r}, init={self.init!r}, dtype={self.dtype.name})")
@@ -243,9 +309,11 @@ class Model:
         self._network = _kernels.Network(self._params, self._sizes, self._hidden_code,
                                          self._output_code)
 
-    def _workspace(self, rows, copies=1, at_least=0):
-        # Kernels release the GIL, so two threads may share a model; callers
-        # hold self._lock while they use the buffer returned here.
+    def workspace(self, rows, copies=1, at_least=0):
+        """Scratch for compiled calls on `rows` rows (`copies` of it, at least
+        `at_least` elements). Kernels release the GIL, so two threads may
+        share a model; callers hold :meth:`locked` while they use the buffer
+        returned here. Internal interface."""
         need = max(copies * _kernels.workspace_size(self._sizes, rows, self._hidden_code),
                    at_least)
         if self._work.size < need:
@@ -305,12 +373,14 @@ class Model:
         # X checked but for NaN and inf (2-D, n_inputs columns, the model's
         # dtype, C-contiguous), n_threads a positive int. None when X holds
         # a NaN or an infinity.
-        with self._lock, blas_threads(1):
-            return self._forward_locked(X, n_threads, check_finite=True)
+        with self.locked():
+            return self.forward_unchecked(X, n_threads, check_finite=True)
 
-    def _forward_locked(self, X, n_threads=1, sparse_input=None, check_finite=False):
-        # X is validated, the caller holds self._lock and has limited BLAS to
-        # one thread: n_threads of mlp's own workers share the rows (at least
+    def forward_unchecked(self, X, n_threads=1, sparse_input=None, check_finite=False):
+        """The outputs for X, which the caller has checked (2-D, n_inputs
+        columns, the model's dtype, C-contiguous), inside :meth:`locked`;
+        None when check_finite finds a NaN or an infinity. Internal interface."""
+        # n_threads of mlp's own workers share the rows (at least
         # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each
         # layer's units, so no BLAS pool is woken. sparse_input: see
         # _kernels.forward (None chooses by the input).
@@ -324,7 +394,7 @@ class Model:
         sparse_work = _kernels.sparse_input_workspace_size(self._sizes, n_threads,
                                                            self.dtype == np.float32)
         finite = _kernels.forward(self._network, X, out,
-                                  self._workspace(chunk, row_workers, sparse_work), chunk,
+                                  self.workspace(chunk, row_workers, sparse_work), chunk,
                                   n_threads, sparse_input=sparse_input,
                                   check_finite=check_finite)
         return out if finite else None
@@ -477,309 +547,10 @@ class Model:
         # the right type satisfies its signature.
         grads = np.empty_like(self._params) if want_gradients else self._params
         chunk = min(X.shape[0], _FORWARD_CHUNK)
-        with self._lock, blas_threads(1):
+        with self.locked():
             total = _kernels.loss_and_gradients(self._network, code, X, Y, grads,
-                                                self._workspace(chunk), want_gradients, chunk)
+                                                self.workspace(chunk), want_gradients, chunk)
         return float(total), grads
-
-    # -- persistence ----------------------------------------------------------
-
-    def save(self, path):
-        """Write the model to `path` as an .npz archive with JSON metadata.
-
-        Besides the parameters, the file holds the optimizer state, the
-        training History and the batch sampler, so that training can go on
-        from it. No pickle is involved. The file is written to a temporary
-        name and renamed into place, so a failure never leaves a
-        half-written model where a good one stood; it gets the permissions
-        the umask gives a new file.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            Used exactly as given (no ``.npz`` is appended). Its directory
-            must exist.
-
-        Raises
-        ------
-        TypeError
-            If path is not a str or os.PathLike.
-        ValueError
-            If a parameter is NaN or infinite (:meth:`load` would refuse
-            such a file), or `path` is empty, a directory, or in a directory
-            that is missing or cannot be written.
-        OSError
-            If the write fails all the same (e.g. a full disk); whatever
-            stood at `path` is left as it was.
-        """
-        self._save(check_writable(path))
-
-    def _save(self, path, checkpoint=None):
-        """save(), plus, for a training checkpoint, checkpoint = (JSON-ready
-        dict, {name: array}) stored under "checkpoint" and "checkpoint.<name>"."""
-        if not _kernels.all_finite(self._params):
-            raise ValueError(
-                f"cannot save a model whose parameters hold NaN or infinity "
-                f"({_non_finite_summary(self)}); Model.load would refuse the file. This is "
-                f"what a diverged training run leaves: train again with a lower learning_rate.")
-        meta = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "layer_sizes": list(self.layer_sizes),
-            "activation": self.activation,
-            "output": self.output,
-            "init": self.init,
-            "dtype": self.dtype.name,
-        }
-        arrays = {}
-        state = self.optimizer_state
-        if state is not None:
-            from .optimizers import optimizer_to_dict
-
-            meta["optimizer"] = {"config": optimizer_to_dict(state.optimizer), "step": state.step,
-                                 "buffers": sorted(state.buffers)}
-            for name, buffer in state.buffers.items():
-                arrays[f"optimizer.{name}"] = buffer
-        if self.history is not None:
-            meta["history"] = self.history.to_dict()
-        if self._sampling_rng is not None:
-            meta["sampling_rng"] = self._sampling_rng.bit_generator.state
-            meta["dropout_seed"] = self._dropout_seed
-        if checkpoint is not None:
-            meta["checkpoint"] = checkpoint[0]
-            arrays.update({f"checkpoint.{name}": value for name, value in checkpoint[1].items()})
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
-            arrays[f"W{l}"] = w
-            arrays[f"b{l}"] = b
-        atomic_write(path, lambda fh: np.savez(fh, **arrays))
-
-    def to_onnx(self, path, *, dtype=None):
-        """Write the model to `path` as an ONNX graph; see :func:`mlp.onnx.to_onnx`.
-
-        Needs the ``onnx`` package (``pip install onnx``).
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            The file to write (atomically); its directory must exist.
-        dtype : None, float32 or float64
-            Element type of the graph's input, parameters and output. None
-            keeps the model's dtype.
-
-        Returns
-        -------
-        onnx.ModelProto
-            The model written: input ``"input"`` of shape (batch, n_inputs),
-            output ``"output"`` of shape (batch, n_outputs), both of `dtype`.
-
-        Raises
-        ------
-        ImportError
-            If onnx is not installed.
-        TypeError
-            If path is not a path, or dtype not float32 or float64.
-        ValueError
-            If `path` is empty, a directory, or in a directory that is
-            missing or cannot be written; or the parameters are not finite
-            (in `dtype`).
-        """
-        from .onnx import to_onnx
-
-        return to_onnx(self, path, dtype=dtype)
-
-    @classmethod
-    def load(cls, path):
-        """Read a model written by :meth:`save` (or a training checkpoint).
-        Never unpickles anything.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-
-        Returns
-        -------
-        Model
-            With the saved parameters, dtype, optimizer state, History and
-            batch sampler, so that :func:`mlp.train` can go on from them.
-
-        Raises
-        ------
-        TypeError
-            If path is not a str or os.PathLike.
-        FileNotFoundError
-            If there is no file at `path`, or `path` is a directory.
-        ValueError
-            For any file that is not a complete, intact model file (not a
-            zip archive, unknown format version, damaged or missing arrays,
-            NaN or infinite parameters): every size the file declares is
-            checked against its real length before anything is allocated.
-        OSError
-            If the file exists but cannot be read.
-        """
-        return cls._load(path)[0]
-
-    @classmethod
-    def _load(cls, path):
-        """(model, checkpoint): checkpoint is None, or (dict, {name: array})
-        as _save stored it."""
-        path = check_path(path)
-        if os.path.isdir(path):
-            raise FileNotFoundError(f"{path!r} is a directory, not a model file")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no model file at {path!r}")
-        try:
-            with NpzReader(path) as archive:
-                return cls._from_archive(archive)
-        except ValueError as exc:
-            raise ValueError(f"{path!r} is not a model saved by mlp.Model.save: {exc}") from None
-
-    @classmethod
-    def _from_archive(cls, archive):
-        names = archive.names
-        if "meta" not in names or archive.header("meta")[1] != np.uint8 \
-                or len(archive.header("meta")[0]) != 1:
-            raise ValueError("missing metadata")
-        meta = _parse_meta(archive.read("meta").tobytes())
-        if meta.get("format") != FORMAT_NAME:
-            raise ValueError("metadata does not describe an mlp.Model")
-        if meta.get("version") not in READABLE_VERSIONS:
-            raise ValueError(f"format version {meta.get('version')!r}, this mlp reads "
-                             f"{', '.join(map(str, READABLE_VERSIONS))}")
-        try:
-            sizes = _check_layer_sizes(meta["layer_sizes"])
-            activation = check_choice(meta["activation"], HIDDEN_ACTIVATIONS, "activation")
-            output = check_choice(meta["output"], OUTPUT_ACTIVATIONS, "output")
-            # Only the two names save() writes: np.dtype() would parse anything.
-            dtype = np.dtype(check_choice(meta["dtype"], ("float32", "float64"), "dtype"))
-            init = meta.get("init", "normal")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"bad metadata ({exc})") from None
-        expected = {}
-        for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            expected[f"W{l}"] = (fan_out, fan_in)
-            expected[f"b{l}"] = (fan_out,)
-        training = [name for name in names if name.startswith(("optimizer.", "checkpoint."))]
-        extra = set(names) - {"meta"} - set(expected) - set(training)
-        if extra:
-            raise ValueError(f"unexpected arrays {sorted(extra)}")
-        # Every array's size is checked against the file before the model,
-        # sized from the metadata, is allocated.
-        for name, shape in expected.items():
-            got_shape, got_dtype = archive.header(name)
-            if got_shape != shape or got_dtype != dtype:
-                raise ValueError(f"array {name} has shape {got_shape} and dtype {got_dtype}, "
-                                 f"expected {shape} and {dtype}")
-        model = cls.__new__(cls)
-        model._setup(sizes, activation, output, dtype)
-        model.init = init if init in INITIALISERS else "normal"
-        for l, (w, b) in enumerate(zip(model.weights, model.biases)):
-            archive.read(f"W{l}", out=w)
-            archive.read(f"b{l}", out=b)
-        if not _kernels.all_finite(model._params):
-            raise ValueError(f"parameters hold NaN or infinity ({_non_finite_summary(model)})")
-        # The training state's arrays: each read is the size of its member,
-        # whose size was checked against the file.
-        arrays = {name: archive.read(name) for name in training}
-        known = {"meta"} | set(expected)
-        known |= _restore_training_state(model, meta, arrays, ValueError)
-        checkpoint = None
-        if "checkpoint" in meta:
-            prefix = "checkpoint."
-            checkpoint = (meta["checkpoint"], {name[len(prefix):]: value for name, value
-                                               in arrays.items() if name.startswith(prefix)})
-            known |= {prefix + name for name in checkpoint[1]}
-        extra = set(names) - known
-        if extra:
-            raise ValueError(f"unexpected arrays {sorted(extra)}")
-        return model, checkpoint
-
-
-def _restore_training_state(model, meta, arrays, bad):
-    """Optimizer state, History and sampling generator from a file's
-    metadata and arrays onto model; returns the array names it used."""
-    from .optimizers import OptimizerState, optimizer_from_dict
-    from .training import History
-
-    used = set()
-    if "optimizer" in meta:
-        description = meta["optimizer"]
-        try:
-            optimizer = optimizer_from_dict(description["config"])
-            step = description["step"]
-            names = description["buffers"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise bad(f"bad optimizer state ({exc})") from None
-        # The kernel counts steps in int64.
-        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < 2 ** 62 \
-                or not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
-                or sorted(names) != sorted(optimizer.state_buffers):
-            raise bad("bad optimizer state (step or buffer names)")
-        state = OptimizerState(optimizer, step, {})
-        for name in names:
-            key = f"optimizer.{name}"
-            buffer = arrays.get(key)
-            if buffer is None or buffer.shape != (model.n_params,) or buffer.dtype != model.dtype:
-                raise bad(f"array {key} is missing or not ({model.n_params},) {model.dtype}")
-            if not np.isfinite(buffer).all():
-                raise bad(f"array {key} holds NaN or infinity")
-            state.buffers[name] = np.array(buffer)
-            used.add(key)
-        model.optimizer_state = state
-    if "history" in meta:
-        try:
-            history = History.from_dict(meta["history"])
-        except (TypeError, ValueError) as exc:
-            raise bad(f"bad training history ({exc})") from None
-        model.history = history
-    if "sampling_rng" in meta:
-        try:
-            generator = np.random.PCG64()
-            generator.state = meta["sampling_rng"]
-        except (TypeError, ValueError, KeyError, OverflowError) as exc:
-            # OverflowError: a negative or too large integer for its uint64.
-            raise bad(f"bad sampling generator state ({exc})") from None
-        dropout_seed = meta.get("dropout_seed", 0)
-        if not isinstance(dropout_seed, int) or not 0 <= dropout_seed < 2 ** 64:
-            raise bad("bad dropout seed")
-        model._sampling_rng = np.random.Generator(generator)
-        model._dropout_seed = dropout_seed
-    return used
-
-
-def _parse_meta(raw):
-    """The metadata dict from its JSON bytes; ValueError for anything else."""
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        # ValueError covers malformed JSON and integers too long to convert;
-        # RecursionError, JSON nested deeper than Python's recursion limit.
-        raise ValueError("metadata is not JSON") from None
-    if not isinstance(meta, dict):
-        raise ValueError("metadata does not describe an mlp.Model")
-    return meta
-
-
-def _non_finite_summary(model):
-    """Which arrays hold NaN or infinity, e.g. "W0, b1: 12 of 2,410 parameters"."""
-    names = [f"{p}{l}" for l, (w, b) in enumerate(zip(model.weights, model.biases))
-             for p, a in (("W", w), ("b", b)) if not np.isfinite(a).all()]
-    count = int(np.count_nonzero(~np.isfinite(model._params)))
-    return f"{', '.join(names)}: {count:,} of {model.n_params:,} parameters"
-
-
-def _check_layer_sizes(layer_sizes):
-    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
-        raise TypeError(f"layer_sizes must be a sequence of ints, got {layer_sizes!r}")
-    sizes = [check_int(s, "layer_sizes[%d]" % i, minimum=1) for i, s in enumerate(layer_sizes)]
-    if len(sizes) < 2:
-        raise ValueError(f"layer_sizes needs at least an input and an output size, got {sizes}")
-    if len(sizes) - 1 > _kernels.MAX_WEIGHT_LAYERS:
-        raise ValueError(f"layer_sizes allows at most {_kernels.MAX_WEIGHT_LAYERS} weight layers")
-    # BLAS takes 32-bit dimensions.
-    if max(sizes) >= 2**31:
-        raise ValueError("layer_sizes entries must be below 2**31")
-    return sizes
 
 
 def _writable(array):

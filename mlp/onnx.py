@@ -18,6 +18,11 @@ parameters and declares a float32 input instead, which is what most ONNX
 consumers (mobile and GPU runtimes, browsers) expect.
 
 The ``onnx`` package is imported only when a model is exported.
+
+Layer (c), beside mlp/serialization.py: another file format for a model,
+which needs nothing above the model. It attaches ``Model.to_onnx``, a
+shortcut for :func:`to_onnx` (mlp/__init__.py imports this module, so the
+method is there whenever mlp.Model is).
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ import numpy as np
 from ._files import atomic_write
 from .activations import ACTIVATIONS
 from ._validation import check_dtype, check_writable
+from ._version import __version__
+from .model import Model
 
 __all__ = ["to_onnx", "OPSET", "INPUT_NAME", "OUTPUT_NAME"]
 
@@ -112,8 +119,6 @@ def to_onnx(model, path, *, dtype=None, doc_string=None):
         If `path` is empty, a directory, or in a directory that is missing or
         cannot be written; or the parameters are not finite (in `dtype`).
     """
-    from .model import Model
-
     if not isinstance(model, Model):
         raise TypeError(f"model must be an mlp.Model, got {type(model).__name__}")
     path = check_writable(path, example="model.onnx")
@@ -132,11 +137,11 @@ def build_onnx(model, *, dtype=None, doc_string=None):
     dtype = model.dtype if dtype is None else check_dtype(dtype)
     # A diverged model (NaN, or weights past float32's range for a float32
     # export) would give NaN for every input: refused, as Model.save does.
-    if not np.isfinite(model._params).all():
+    if not np.isfinite(model.parameters).all():
         raise ValueError("the model's parameters hold NaN or infinity (a diverged run); "
                          "there is nothing meaningful to export")
     with np.errstate(over="ignore"):
-        if not np.isfinite(model._params.astype(dtype)).all():
+        if not np.isfinite(model.parameters.astype(dtype)).all():
             raise ValueError(f"the model's parameters do not fit in {np.dtype(dtype).name}; "
                              f"export it as {model.dtype.name}")
     elem_type = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
@@ -163,8 +168,6 @@ def build_onnx(model, *, dtype=None, doc_string=None):
         initializer=graph.initializers,
         doc_string=doc_string or repr(model),
     )
-    from . import __version__
-
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="mlp", producer_version=__version__)
     proto.ir_version = IR_VERSION
@@ -177,3 +180,39 @@ def build_onnx(model, *, dtype=None, doc_string=None):
     return proto
 
 
+def _to_onnx_method(self, path, *, dtype=None):
+    """Write the model to `path` as an ONNX graph; see :func:`mlp.onnx.to_onnx`.
+
+        Needs the ``onnx`` package (``pip install onnx``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (atomically); its directory must exist.
+        dtype : None, float32 or float64
+            Element type of the graph's input, parameters and output. None
+            keeps the model's dtype.
+
+        Returns
+        -------
+        onnx.ModelProto
+            The model written: input ``"input"`` of shape (batch, n_inputs),
+            output ``"output"`` of shape (batch, n_outputs), both of `dtype`.
+
+        Raises
+        ------
+        ImportError
+            If onnx is not installed.
+        TypeError
+            If path is not a path, or dtype not float32 or float64.
+        ValueError
+            If `path` is empty, a directory, or in a directory that is
+            missing or cannot be written; or the parameters are not finite
+            (in `dtype`).
+        """
+    return to_onnx(self, path, dtype=dtype)
+
+
+_to_onnx_method.__name__ = "to_onnx"
+_to_onnx_method.__qualname__ = "Model.to_onnx"
+Model.to_onnx = _to_onnx_method

@@ -15,7 +15,9 @@ zero (a pixel blank in most images) decays to; computing with it is many
 times slower on these CPUs. The weights come out as they would without it.
 
 The state an optimizer builds up (velocities, moments, step count) lives
-with the model, in ``model.optimizer_state`` (an :class:`OptimizerState`),
+with the model, in ``model.optimizer_state`` (an
+:class:`mlp.state.OptimizerState`, also reachable as
+``mlp.optimizers.OptimizerState``),
 so that a later ``train()`` or ``training_step()`` with an equal optimizer
 continues it and ``Model.save`` / ``Model.load`` carry it.
 
@@ -38,28 +40,12 @@ To add an optimizer:
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from . import _kernels
-
-
-def _check_real(value, name, *, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    below = low is not None and (value <= low if low_open else value < low)
-    above = high is not None and (value >= high if high_open else value > high)
-    if not math.isfinite(value) or below or above:
-        lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
-        hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
-        span = f"in {lo}, {hi}" if low is not None and high is not None else (
-            f"{'>' if low_open else '>='} {low:g}" if low is not None else f"<= {high:g}")
-        raise ValueError(f"{name} must be a finite number {span}, got {value!r}")
-    return value
+from ._validation import check_real, spoken
 
 
 def _check_bool(value, name):
@@ -170,20 +156,20 @@ class SGD(_Optimizer):
                 if self.momentum else [])
 
     def __post_init__(self):
-        object.__setattr__(self, "learning_rate", _check_real(
+        object.__setattr__(self, "learning_rate", check_real(
             self.learning_rate, "learning_rate", low=0, low_open=True))
-        object.__setattr__(self, "momentum", _check_real(
+        object.__setattr__(self, "momentum", check_real(
             self.momentum, "momentum", low=0, high=1, high_open=True))
         object.__setattr__(self, "nesterov", _check_bool(self.nesterov, "nesterov"))
-        object.__setattr__(self, "weight_decay", _check_real(
+        object.__setattr__(self, "weight_decay", check_real(
             self.weight_decay, "weight_decay", low=0))
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0 (Nesterov momentum with no "
                              "momentum is plain SGD); set momentum, e.g. 0.9")
         if self.momentum == 0 and self.learning_rate * self.weight_decay >= 1:
             raise ValueError(
-                f"learning_rate * weight_decay must be below 1 (plain SGD scales the weights "
-                f"by 1 - their product every step); got {self.learning_rate * self.weight_decay}")
+                f"{spoken('learning_rate')} * {spoken('weight_decay')} must be below 1 (plain "
+                f"SGD scales the weights by 1 - their product every step); got {self.learning_rate * self.weight_decay}")
 
     @property
     def state_buffers(self):
@@ -253,20 +239,20 @@ class Adam(_Optimizer):
         return [f"betas {self.beta1:g}/{self.beta2:g}, eps {self.eps:g}"]
 
     def __post_init__(self):
-        object.__setattr__(self, "learning_rate", _check_real(
+        object.__setattr__(self, "learning_rate", check_real(
             self.learning_rate, "learning_rate", low=0, low_open=True))
         for name in ("beta1", "beta2"):
-            object.__setattr__(self, name, _check_real(
+            object.__setattr__(self, name, check_real(
                 getattr(self, name), name, low=0, high=1, high_open=True))
-        object.__setattr__(self, "eps", _check_real(self.eps, "eps", low=0, low_open=True))
-        object.__setattr__(self, "weight_decay", _check_real(
+        object.__setattr__(self, "eps", check_real(self.eps, "eps", low=0, low_open=True))
+        object.__setattr__(self, "weight_decay", check_real(
             self.weight_decay, "weight_decay", low=0))
         object.__setattr__(self, "decoupled", _check_bool(self.decoupled, "decoupled"))
         object.__setattr__(self, "eps_hat", _check_bool(self.eps_hat, "eps_hat"))
         if self.decoupled and self.learning_rate * self.weight_decay >= 1:
             raise ValueError(
-                f"learning_rate * weight_decay must be below 1 (AdamW scales the weights by "
-                f"1 - their product every step); got {self.learning_rate * self.weight_decay}")
+                f"{spoken('learning_rate')} * {spoken('weight_decay')} must be below 1 (AdamW "
+                f"scales the weights by 1 - their product every step); got {self.learning_rate * self.weight_decay}")
 
     state_buffers = ("exp_avg", "exp_avg_sq")
 
@@ -336,14 +322,14 @@ class RMSprop(_Optimizer):
     name = "rmsprop"
 
     def __post_init__(self):
-        object.__setattr__(self, "learning_rate", _check_real(
+        object.__setattr__(self, "learning_rate", check_real(
             self.learning_rate, "learning_rate", low=0, low_open=True))
-        object.__setattr__(self, "alpha", _check_real(
+        object.__setattr__(self, "alpha", check_real(
             self.alpha, "alpha", low=0, high=1, high_open=True))
-        object.__setattr__(self, "eps", _check_real(self.eps, "eps", low=0, low_open=True))
-        object.__setattr__(self, "weight_decay", _check_real(
+        object.__setattr__(self, "eps", check_real(self.eps, "eps", low=0, low_open=True))
+        object.__setattr__(self, "weight_decay", check_real(
             self.weight_decay, "weight_decay", low=0))
-        object.__setattr__(self, "momentum", _check_real(
+        object.__setattr__(self, "momentum", check_real(
             self.momentum, "momentum", low=0, high=1, high_open=True))
         object.__setattr__(self, "centered", _check_bool(self.centered, "centered"))
 
@@ -399,14 +385,14 @@ class Adagrad(_Optimizer):
     state_buffers = ("sum",)
 
     def __post_init__(self):
-        object.__setattr__(self, "learning_rate", _check_real(
+        object.__setattr__(self, "learning_rate", check_real(
             self.learning_rate, "learning_rate", low=0, low_open=True))
-        object.__setattr__(self, "lr_decay", _check_real(self.lr_decay, "lr_decay", low=0))
-        object.__setattr__(self, "weight_decay", _check_real(
+        object.__setattr__(self, "lr_decay", check_real(self.lr_decay, "lr_decay", low=0))
+        object.__setattr__(self, "weight_decay", check_real(
             self.weight_decay, "weight_decay", low=0))
-        object.__setattr__(self, "initial_accumulator_value", _check_real(
+        object.__setattr__(self, "initial_accumulator_value", check_real(
             self.initial_accumulator_value, "initial_accumulator_value", low=0))
-        object.__setattr__(self, "eps", _check_real(self.eps, "eps", low=0, low_open=True))
+        object.__setattr__(self, "eps", check_real(self.eps, "eps", low=0, low_open=True))
 
     def initial_state(self, n_params, dtype):
         """The sums start at initial_accumulator_value, as torch's do."""
@@ -448,35 +434,3 @@ def optimizer_from_dict(description):
         return OPTIMIZERS[description["name"]](**fields)
     except TypeError as exc:
         raise ValueError(f"bad optimizer description {description!r}: {exc}") from None
-
-
-@dataclass
-class OptimizerState:
-    """What an optimizer has built up on one model.
-
-    Attributes
-    ----------
-    optimizer : SGD or Adam
-        The configuration the state belongs to.
-    step : int
-        Steps taken so far (Adam's t; schedules and History count from it).
-    buffers : dict of str to ndarray
-        Per-parameter state (``optimizer.state_buffers``), each laid out like
-        the model's flat parameter array and of its dtype.
-    """
-    optimizer: object
-    step: int = 0
-    buffers: dict = field(default_factory=dict)
-
-    @classmethod
-    def fresh(cls, optimizer, n_params, dtype):
-        return cls(optimizer, 0, optimizer.initial_state(n_params, dtype))
-
-    def kernel_buffers(self):
-        """The state buffers in the order the kernel's rule takes them
-        (``_kernels.TrainingRun``'s state): the optimizer's state_buffers."""
-        return tuple(self.buffers[name] for name in self.optimizer.state_buffers)
-
-    def copy(self):
-        return OptimizerState(self.optimizer, self.step,
-                              {k: v.copy() for k, v in self.buffers.items()})

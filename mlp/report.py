@@ -195,7 +195,7 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
     else:
         parts += ["<h2>First-layer weights</h2>", _note(not_square)]
 
-    from . import __version__
+    from ._version import __version__
 
     parts.append(_note(f"Made by mlp {__version__}."))
     title = html.escape(f"mlp report: {source}")

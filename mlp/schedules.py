@@ -24,6 +24,8 @@ import numbers
 
 import numpy as np
 
+from ._validation import spoken
+
 
 def constant(step, total_steps):
     """1 at every step."""
@@ -84,6 +86,7 @@ def check_schedule(schedule, name="lr_schedule"):
 
 def check_warmup(warmup, name="warmup"):
     """warmup is a number of steps (an int >= 0) or a fraction of the run in [0, 1)."""
+    name = spoken(name)
     if isinstance(warmup, (bool, np.bool_)) or not isinstance(warmup, numbers.Real):
         raise TypeError(f"{name} must be a number of steps or a fraction of the run, got {warmup!r}")
     if not math.isfinite(warmup) or warmup < 0:

@@ -294,7 +294,7 @@ class _BaseMLP(BaseEstimator):
         self.out_activation_ = out_activation
         self.loss_curve_ = []
         self._no_improvement_count = 0
-        self._best_params = model._params.copy()
+        self._best_params = model.parameters.copy()
         if self.early_stopping:
             self.validation_scores_ = []
             self.best_validation_score_ = -np.inf
@@ -428,7 +428,7 @@ class _BaseMLP(BaseEstimator):
             if bar is not None:
                 bar.close()
         if validation is not None:
-            self.model_._params[...] = self._best_params
+            self.model_.parameters[...] = self._best_params
 
     def _epoch_seed(self):
         # mlp.train walks a permutation of the samples every epoch; without
@@ -451,7 +451,7 @@ class _BaseMLP(BaseEstimator):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._best_params = self.model_._params.copy()
+                self._best_params = self.model_.parameters.copy()
         else:
             if self.loss_curve_[-1] > self.best_loss_ - self.tol:
                 self._no_improvement_count += 1
@@ -484,7 +484,8 @@ class _BaseMLP(BaseEstimator):
         # mlp's workers wake no BLAS pool. Small calls stay on one thread, as
         # in training.
         threads = train_workers(self.n_threads, X.shape[0], self.model_.layer_sizes)
-        outputs = self.model_._forward_checked(X, threads)
+        with self.model_.locked():
+            outputs = self.model_.forward_unchecked(X, threads, check_finite=True)
         if outputs is None:
             raise ValueError("Input X contains NaN." if np.isnan(X).any() else
                              f"Input X contains infinity or a value too large for "

@@ -15,13 +15,12 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _kernels
-from ._threads import blas_threads, call_threads, check_threads, train_workers
+from ._threads import call_threads, check_threads, train_workers
 from ._validation import (
     check_batch_size,
     check_keywords,
@@ -32,13 +31,16 @@ from ._validation import (
     check_targets,
     check_targets_or_labels,
     check_writable,
+    spoken,
 )
 from .augment import _training_images_and_plan, augment_from_dict, augment_to_dict
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
 from .metrics import regression_scores
 from .model import Model, check_classifiable, loss_code, predicted_classes
-from .optimizers import OptimizerState
+from .optimizers import optimizer_from_dict, optimizer_to_dict
 from .schedules import learning_rates
+from .serialization import read_model_file, write_model_file
+from .state import History, OptimizerState
 
 # Each kernel call runs for about this long (or at least one step), so that
 # Python (the progress bar, Ctrl-C) gets control a few times a second while
@@ -87,16 +89,16 @@ def _default_loss(model):
 
 def _check_options_fit(model, options):
     """What TrainingOptions cannot check alone: the options against the model."""
-    # Each message starts with the parameter's name, which the CLI turns into its flag.
+    # The options are named as the caller names them (spoken: the CLI's flags).
     if options.dropout and len(model.layer_sizes) == 2:
-        raise ValueError(f"dropout drops hidden units, and {model!r} has none; use "
-                         f"input_dropout, or add a hidden layer")
+        raise ValueError(f"{spoken('dropout')} drops hidden units, and {model!r} has none; "
+                         f"use {spoken('input_dropout')}, or add a hidden layer")
     optimizer = options.resolved_optimizer(model.output)
     eps = getattr(optimizer, "eps", None)
     if eps is not None and model.dtype.type(eps) == 0:
-        raise ValueError(f"eps {eps} is 0 in {model.dtype.name}, and {type(optimizer).__name__} "
-                         f"would divide by zero; use at least {np.finfo(model.dtype).tiny:.3g} "
-                         f"(typically 1e-8)")
+        raise ValueError(f"{spoken('eps')} {eps} is 0 in {model.dtype.name}, and "
+                         f"{type(optimizer).__name__} would divide by zero; use at least "
+                         f"{np.finfo(model.dtype).tiny:.3g} (typically 1e-8)")
 
 
 def _optimizer_state(model, optimizer):
@@ -114,7 +116,7 @@ def _kernel_run(model, data, loss_code, state, options, seed, augment_plan=None,
     _kernels.TrainingData) with the optimizer `state` and the regularisers
     of `options`; `seed` keys the dropout masks and the distortions."""
     return _kernels.TrainingRun(
-        model._network, data, loss=loss_code, rule=state.optimizer.kernel_rule(),
+        model.kernel_network, data, loss=loss_code, rule=state.optimizer.kernel_rule(),
         state=state.kernel_buffers(),
         dropout=_kernels.Dropout(options.dropout, options.input_dropout, seed),
         augment=augment_plan, augment_seed=seed,
@@ -164,10 +166,10 @@ def training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None,
     loss_sum = _training_step(model, X, Y, learning_rate, loss, optimizer=optimizer,
                               weight_decay=weight_decay, dropout=dropout,
                               input_dropout=input_dropout, max_norm=max_norm, seed=seed)
-    if not (math.isfinite(loss_sum) and _kernels.all_finite(model._params)):
+    if not (math.isfinite(loss_sum) and _kernels.all_finite(model.parameters)):
         raise FloatingPointError(
             f"training diverged: the batch's loss is {loss_sum} and the parameters are "
-            f"{'finite' if _kernels.all_finite(model._params) else 'no longer finite'}; "
+            f"{'finite' if _kernels.all_finite(model.parameters) else 'no longer finite'}; "
             f"lower the learning rate and start from finite parameters")
     return loss_sum
 
@@ -192,13 +194,13 @@ def _training_step(model, X, Y, learning_rate=None, loss=None, *, optimizer=None
                                 dtype=model.dtype, loss=loss)
     n = X.shape[0]
     total = np.zeros(1)
-    with model._lock, blas_threads(1):
+    with model.locked():
         state = _optimizer_state(model, optimizer)
         data = _kernels.TrainingData(X, Y if Y.ndim == 1 else None,
                                      Y.reshape(-1) if Y.ndim == 2 else None, batch_size=n,
                                      feature_major=n <= _kernels.FEATURE_MAJOR_MAX_BATCH)
         run = _kernel_run(model, data, code, state, options, options.seed or 0,
-                          work=model._workspace(n))
+                          work=model.workspace(n))
         status = _kernels.train_steps(run, np.arange(n, dtype=np.int64),
                                       np.array([optimizer.learning_rate]), state.step, total)
         state.step += status
@@ -258,8 +260,8 @@ def evaluate(model, X, y, *, n_threads=None):
     else:
         X, y = _check_inputs_and_labels(model, X, y)
     # X is checked once above; model.predict would check it again.
-    with model._lock, blas_threads(1):
-        outputs = model._forward_locked(X, threads)
+    with model.locked():
+        outputs = model.forward_unchecked(X, threads)
     if model.is_regressor:
         return regression_scores(y, check_classifiable(outputs, task="predict"))
     predicted = predicted_classes(outputs)
@@ -267,104 +269,26 @@ def evaluate(model, X, y, *, n_threads=None):
     return Evaluation(correct / len(y), correct)
 
 
-@dataclass
-class History:
-    """What happened during :func:`train`, one entry per epoch (or, when
-    sampling with replacement by iterations, per epoch's worth of steps).
-
-    Attributes
-    ----------
-    steps : list of int
-        Steps done at the end of the epoch, counted over every run of the
-        model's optimizer (a second ``train()`` call continues the count).
-    loss : list of float
-        Mean per-sample training loss over the epoch's batches (the data
-        loss, without weight decay, with dropout as trained).
-    val_accuracy : list of float
-        Validation accuracy at the end of the epoch (when validation data was
-        given). In ``model.history``, None for the epochs of runs without it.
-    time : list of float
-        Seconds from the start of the run to the end of the epoch (a resumed
-        run counts its time before the checkpoint). ``model.history`` offsets
-        each run's times by the previous runs' total: they add up the runs'
-        durations, leaving out the time between runs.
-    stopped_early : bool
-    best_step : int or None
-        With patience: the step whose parameters were kept.
-    """
-    steps: list = field(default_factory=list)
-    loss: list = field(default_factory=list)
-    val_accuracy: list = field(default_factory=list)
-    time: list = field(default_factory=list)
-    stopped_early: bool = False
-    best_step: int | None = None
-
-    @property
-    def loss_curve_(self):
-        return list(self.loss)
-
-    @property
-    def total_time(self):
-        return self.time[-1] if self.time else 0.0
-
-    def extend(self, other):
-        """Append another run's entries (its times offset by this one's total).
-        Where only one of the runs was validated, the other's epochs get None."""
-        offset = self.total_time
-        if self.val_accuracy or other.val_accuracy:
-            self.val_accuracy += [None] * (len(self.steps) - len(self.val_accuracy))
-            self.val_accuracy += other.val_accuracy + [None] * (
-                len(other.steps) - len(other.val_accuracy))
-        self.steps += other.steps
-        self.loss += other.loss
-        self.time += [offset + t for t in other.time]
-        self.stopped_early = other.stopped_early
-        self.best_step = other.best_step if other.best_step is not None else self.best_step
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        """The inverse of to_dict; ValueError for anything to_dict does not
-        write (a file's History is read through here)."""
-        if not isinstance(data, dict) or not set(data) <= {f.name for f in fields(cls)}:
-            raise ValueError(f"a History is a dict of {[f.name for f in fields(cls)]}")
-        history = cls(**data)
-
-        def finite(value):
-            try:
-                return math.isfinite(value)
-            except OverflowError:  # an int past float's range
-                return False
-
-        def numbers(values, kinds, allow_none=False):
-            return isinstance(values, list) and all(
-                (v is None and allow_none) or (isinstance(v, kinds) and not isinstance(v, bool)
-                                               and finite(v)) for v in values)
-
-        if not (numbers(history.steps, int) and numbers(history.loss, (int, float))
-                and numbers(history.time, (int, float))
-                and numbers(history.val_accuracy, (int, float), allow_none=True)):
-            raise ValueError("History entries must be lists of finite numbers")
-        if not len(history.steps) == len(history.loss) == len(history.time) \
-                or len(history.val_accuracy) > len(history.steps):
-            raise ValueError("History's steps, loss and time must have one entry per epoch")
-        if not isinstance(history.stopped_early, bool) or not (
-                history.best_step is None or (isinstance(history.best_step, int)
-                                              and not isinstance(history.best_step, bool))):
-            raise ValueError("History's stopped_early must be a bool and best_step an int or None")
-        return history
-
-
 # ---------------------------------------------------------------------------
 # Callbacks: what happens between kernel calls and between epochs
 # ---------------------------------------------------------------------------
 
 class Callback:
-    """Hooks into :func:`train`. ``on_steps`` runs after every compiled call
-    (a few times a second), ``on_epoch_end`` after every epoch and may stop
-    the run by returning True, ``on_train_end`` once at the end."""
+    """Hooks into :func:`train`. ``on_epoch_start`` runs at the start of
+    every epoch, ``on_steps`` after every compiled call (a few times a
+    second), ``on_epoch_end`` after every epoch and may stop the run by
+    returning True, ``on_train_end`` once at the end.
+
+    Each gets the run as ``run``: ``run.model``, ``run.options`` (the
+    TrainingOptions), ``run.done`` and ``run.total_steps`` (steps of this
+    run), ``run.batch_size``, and ``run.order``, the rows of the current
+    epoch's batches in the order they are trained on (int64, batch after
+    batch).
+    """
+
+    def on_epoch_start(self, run):
+        """The epoch's sample order, ``run.order``, is drawn; no step of the
+        epoch has run. Not called for the epoch a resumed run continues."""
 
     def on_steps(self, run, steps, loss_sum, samples):
         pass
@@ -411,13 +335,13 @@ class _Validation(Callback):
 
     def on_epoch_end(self, run, history):
         model = run.model
-        predicted = model._forward_locked(self.X_val, run.workers).argmax(axis=1)
+        predicted = model.forward_unchecked(self.X_val, run.workers).argmax(axis=1)
         accuracy = float(np.count_nonzero(predicted == self.y_val)) / len(self.y_val)
         history.val_accuracy.append(accuracy)
         if accuracy > self.best_accuracy:
             self.best_accuracy, self.stale = accuracy, 0
             if self.patience is not None:
-                self.best_params = model._params.copy()
+                self.best_params = model.parameters.copy()
             history.best_step = history.steps[-1]
         else:
             self.stale += 1
@@ -428,7 +352,7 @@ class _Validation(Callback):
 
     def on_train_end(self, run, history):
         if self.best_params is not None:
-            run.model._params[...] = self.best_params
+            run.model.parameters[...] = self.best_params
 
 
 class _DivergenceCheck(Callback):
@@ -438,13 +362,13 @@ class _DivergenceCheck(Callback):
     more, gets a warning naming the learning rate."""
 
     def __init__(self, run):
-        self.last_good = run.model._params.copy()
+        self.last_good = run.model.parameters.copy()
         self.warned = False
 
     def on_epoch_end(self, run, history):
         model, loss = run.model, history.loss[-1]
-        if not (math.isfinite(loss) and _kernels.all_finite(model._params)):
-            model._params[...] = self.last_good
+        if not (math.isfinite(loss) and _kernels.all_finite(model.parameters)):
+            model.parameters[...] = self.last_good
             first = history.steps[-2] if len(history.steps) > 1 else run.first_step
             last = history.steps[-1]
             # The diverged epoch's entry and the optimizer's state (NaN
@@ -458,7 +382,7 @@ class _DivergenceCheck(Callback):
                 f"training diverged between steps {first} and {last} (loss {loss}); the "
                 f"model keeps its parameters from step {first}, and its optimizer starts "
                 f"afresh. Lower the learning rate ({run.optimizer.learning_rate}).")
-        self.last_good[...] = model._params
+        self.last_good[...] = model.parameters
         first, rate = history.loss[0], run.optimizer.learning_rate
         message = None
         if len(history.loss) > 1 and loss > 100 * first > 0:
@@ -545,7 +469,7 @@ class _Run:
             self._resume(resumed)
         self.started = time.perf_counter()
         # Bad data found mid-run (a NaN row) undoes the whole call.
-        self._start = (model._params.copy(), self.state.copy())
+        self._start = (model.parameters.copy(), self.state.copy())
 
     def _resume(self, resumed):
         place, arrays = resumed
@@ -568,7 +492,7 @@ class _Run:
 
     def restore_start(self):
         params, state = self._start
-        self.model._params[...] = params
+        self.model.parameters[...] = params
         self.state.step = state.step
         for name, buffer in state.buffers.items():
             self.state.buffers[name][...] = buffer
@@ -581,14 +505,14 @@ class _Run:
         if isinstance(seed, np.random.RandomState):
             # The notebook's draws: numpy's legacy generator, used as it is and
             # not kept (its state is the caller's).
-            model._sampling_rng, model._dropout_seed = None, 0
+            model.sampling_state = (None, 0)
             return seed, 0
-        if (seed is None or resuming) and model._sampling_rng is not None \
+        if (seed is None or resuming) and model.sampling_state[0] is not None \
                 and self.first_step > 0:
-            return model._sampling_rng, model._dropout_seed
+            return model.sampling_state
         rng = np.random.default_rng(seed)
-        model._sampling_rng, model._dropout_seed = rng, int(rng.integers(2 ** 63))
-        return model._sampling_rng, model._dropout_seed
+        model.sampling_state = (rng, int(rng.integers(2 ** 63)))
+        return model.sampling_state
 
     def elapsed(self):
         return self.elapsed_before + time.perf_counter() - self.started
@@ -686,7 +610,7 @@ class _CheckpointWriter:
 
     def write(self):
         # A diverged state is no checkpoint: the last finite one stays on disk.
-        if self.path is None or not _kernels.all_finite(self.run.model._params):
+        if self.path is None or not _kernels.all_finite(self.run.model.parameters):
             return
         run = self.run
         place = {"total_steps": run.total_steps, "schedule_steps": run.schedule_steps,
@@ -700,15 +624,13 @@ class _CheckpointWriter:
                 place["validation"] = {"best_accuracy": hook.best_accuracy, "stale": hook.stale}
                 if hook.best_params is not None:
                     arrays["best_params"] = hook.best_params
-        run.model._save(self.path, checkpoint=(place, arrays))
+        write_model_file(run.model, self.path, checkpoint=(place, arrays))
         self.last = time.perf_counter()
 
 
 def _options_fingerprint(options):
     """The training options as JSON-ready values, to check a resume against.
     The seed is left out: a resumed run continues the checkpoint's sampler."""
-    from .optimizers import optimizer_to_dict
-
     fingerprint = {}
     for spec in dataclasses.fields(options):
         value = getattr(options, spec.name)
@@ -729,10 +651,7 @@ def _options_fingerprint(options):
 def options_from_checkpoint(path):
     """(model, TrainingOptions) of the run a checkpoint holds, for resuming it
     without repeating its configuration (the CLI's --resume)."""
-    from .model import Model
-    from .optimizers import optimizer_from_dict
-
-    model, checkpoint = Model._load(check_path(path, "resume"))
+    model, checkpoint = read_model_file(check_path(path, "resume"))
     if checkpoint is None:
         raise ValueError(f"{path!r} is a model file, not a training checkpoint")
     try:
@@ -752,9 +671,7 @@ def options_from_checkpoint(path):
 
 def _read_checkpoint(model, path, options):
     """Load the checkpoint at path into model; returns (place, arrays) for _Run."""
-    from .model import Model
-
-    saved, checkpoint = Model._load(path)
+    saved, checkpoint = read_model_file(path)
     if checkpoint is None:
         raise ValueError(f"resume: {path!r} is a model file, not a training checkpoint "
                          f"(write one with train(..., checkpoint=PATH))")
@@ -793,13 +710,13 @@ def _read_checkpoint(model, path, options):
         if stored.get(name) != value:
             raise ValueError(f"resume: the checkpoint's run has {name}={stored.get(name)!r}, "
                              f"this call {name}={value!r}; resume with the same options")
-    if saved._sampling_rng is None:
+    if saved.sampling_state[0] is None:
         raise ValueError("resume: the checkpoint's run drew from numpy's legacy generator "
                          "(the notebook preset's seeding), which a checkpoint does not keep")
-    model._params[...] = saved._params
+    model.parameters[...] = saved.parameters
     model.optimizer_state = saved.optimizer_state
     model.history = saved.history
-    model._sampling_rng, model._dropout_seed = saved._sampling_rng, saved._dropout_seed
+    model.sampling_state = saved.sampling_state
     return place, arrays
 
 
@@ -856,11 +773,13 @@ def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
     history = run.history
     batch_losses = np.empty(4096)
     try:
-        with model._lock, blas_threads(1), _InterruptsBetweenCalls() as interrupted:
+        with model.locked(), _InterruptsBetweenCalls() as interrupted:
             while run.done < run.total_steps:
                 # One epoch (or an epoch's worth of steps), in calls of ~0.2 s.
                 if run.order is None:
                     run.start_epoch()
+                    for hook in hooks:
+                        hook.on_epoch_start(run)
                 while run.position < len(run.order):
                     steps, chunk_loss = run.run_steps(batch_losses)
                     for hook in hooks:
@@ -878,8 +797,8 @@ def train(model, X, y, *, validation=None, sample_weight=None, progress=True,
             writer.write()
     except BaseException:
         # Whatever stopped the run (Ctrl-C included) leaves finite parameters.
-        if not _kernels.all_finite(model._params):
-            model._params[...] = divergence.last_good
+        if not _kernels.all_finite(model.parameters):
+            model.parameters[...] = divergence.last_good
             model.optimizer_state = None
         raise
     finally:
@@ -926,7 +845,8 @@ train.__doc__ = f"""Train model in place.
         unless the network or the run is too small to gain from them. BLAS
         runs single-threaded inside each worker.
     callbacks : sequence of Callback, default ()
-        Called between compiled calls, after every epoch and at the end.
+        Called at the start of every epoch, between compiled calls, after
+        every epoch and at the end.
     checkpoint : str or os.PathLike, optional
         Write the run's state here (atomically): the model, optimizer state,
         History, sampler and the place in the epoch, every

@@ -7,7 +7,10 @@ and losses' own references sit beside their entries in mlp/activations.py.)
 """
 from __future__ import annotations
 
+import gzip
 import os
+import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -386,3 +389,51 @@ def run_python(code, tmp_path):
 
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(mlp.__file__)))
     return subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
+
+# ---------------------------------------------------------------------------
+# Tiny IDX data sets on disk (the CLI's --data, the data loaders)
+# ---------------------------------------------------------------------------
+
+def _pixels(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, (n, 784), dtype=np.uint8)
+
+
+def _idx_images(px):
+    return struct.pack(">IIII", 2051, len(px), 28, 28) + px.tobytes()
+
+
+def _idx_labels(y):
+    return struct.pack(">II", 2049, len(y)) + np.asarray(y, np.uint8).tobytes()
+
+
+def write_idx(directory, n_train=20, n_test=5, gz=True, seed=0):
+    """Write four tiny IDX files; return (train_px, train_y, test_px, test_y)."""
+    from mlp.data import sources
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    train_px, test_px = _pixels(n_train, seed), _pixels(n_test, seed + 1)
+    train_y, test_y = np.arange(n_train) % 10, (np.arange(n_test) * 3) % 10
+    blobs = {
+        sources.IDX_TRAIN_IMAGES: _idx_images(train_px),
+        sources.IDX_TRAIN_LABELS: _idx_labels(train_y),
+        sources.IDX_TEST_IMAGES: _idx_images(test_px),
+        sources.IDX_TEST_LABELS: _idx_labels(test_y),
+    }
+    for name, blob in blobs.items():
+        if gz:
+            (directory / (name + ".gz")).write_bytes(gzip.compress(blob))
+        else:
+            (directory / name).write_bytes(blob)
+    return train_px, train_y, test_px, test_y
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch):
+    """A directory of IDX files with 120 training and 30 test images (what
+    the CLI's --data takes), and a cache directory of the test's own."""
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
+    directory = tmp_path / "idx"
+    write_idx(directory, n_train=120, n_test=30)
+    return directory
+

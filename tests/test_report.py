@@ -10,7 +10,6 @@ from conftest import require
 
 from mlp import History, Model
 from mlp.cli import main
-from test_datasets import write_idx
 
 require("matplotlib")
 Image = require("PIL.Image")
@@ -183,22 +182,14 @@ def test_report_checks_its_arguments(tmp_path):
 
 # -- mlp report -----------------------------------------------------------------
 
-@pytest.fixture
-def tiny_mnist(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
-    directory = tmp_path / "idx"
-    write_idx(directory, n_train=60, n_test=40)
-    return directory
-
-
 def test_mlp_report_writes_a_self_contained_page(tiny_mnist, tmp_path, capsys):
     saved, out = tmp_path / "model.npz", tmp_path / "report.html"
     Model([784, 12, 10], activation="relu", output="softmax", init="he", seed=0).save(saved)
     assert main(["report", str(saved), "--data", str(tiny_mnist), "--out", str(out)]) == 0
     assert f"Wrote the report to {out}" in capsys.readouterr().out
     page = Page(out.read_text(encoding="utf-8"))
-    assert "model.npz" in page.all_text and "(40 of 40" not in page.all_text
-    assert "of 40 correct" in page.all_text
+    assert "model.npz" in page.all_text and "(30 of 30" not in page.all_text
+    assert "of 30 correct" in page.all_text
     assert len(page.images) >= 3
     for image in page.images:
         decode_png(image["src"])

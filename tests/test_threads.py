@@ -106,7 +106,6 @@ def test_default_thread_counts(monkeypatch):
     import contextlib
 
     import mlp.model
-    import mlp.training
 
     seen = []
 
@@ -115,8 +114,8 @@ def test_default_thread_counts(monkeypatch):
         seen.append(n)
         yield
 
+    # Training limits BLAS through Model.locked(), which is in mlp.model.
     monkeypatch.setattr(mlp.model, "blas_threads", record)
-    monkeypatch.setattr(mlp.training, "blas_threads", record)
     model = mlp.Model([784, 300, 10], output="softmax", seed=0)
     X = np.zeros((256, 784), dtype=np.float32)
     y = np.arange(256) % 10

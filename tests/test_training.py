@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import mlp
 import mlp.training as training_module
 from mlp.optimizers import OptimizerState
+from mlp.serialization import read_model_file, write_model_file
 
 from conftest import ACT, DTYPES, LOSS, assert_close, kernel_train_steps, one_hot
 
@@ -821,7 +822,7 @@ def test_checkpoints_are_written_periodically_and_at_the_end(tmp_path):
     model = mlp.Model([2, 4, 2], seed=0)
     mlp.train(model, X, y, epochs=2, batch_size=8, progress=False, checkpoint=path,
               checkpoint_every=0, seed=0)
-    loaded, checkpoint = mlp.Model._load(path)
+    loaded, checkpoint = read_model_file(path)
     assert checkpoint[0]["done"] == 16 and checkpoint[0]["total_steps"] == 16
     np.testing.assert_array_equal(loaded._params, model._params)
     assert mlp.Model.load(path).optimizer_state.step == 16  # a checkpoint is a model file too
@@ -853,10 +854,10 @@ def _damaged_checkpoint(tmp_path, monkeypatch, damage):
     with pytest.raises(KeyboardInterrupt):
         mlp.train(mlp.Model([2, 4, 2], seed=0), X, y, epochs=2, batch_size=8, progress=False,
                   validation=(Xv, yv), checkpoint=path, callbacks=[_SigintAfter(2)], seed=0)
-    model, (place, arrays) = mlp.Model._load(path)
+    model, (place, arrays) = read_model_file(path)
     assert place["position"] > 0 and "order" in arrays
     damage(place, arrays)
-    model._save(path, checkpoint=(place, arrays))
+    write_model_file(model, path, checkpoint=(place, arrays))
     return path, X, y, (Xv, yv)
 
 
@@ -933,6 +934,24 @@ def test_callbacks_and_schedules_may_use_the_model_being_trained(use):
     assert not worker.is_alive(), f"train() hung when a {use} used the model"
     assert len(seen) == 2 if use != "schedule" else len(seen) >= 2  # once per call
     assert model.history is not None and len(model.history.steps) == 2
+
+
+def test_on_epoch_start_is_called_before_each_epoch_with_its_sample_order():
+    X, y = np.random.default_rng(1).random((30, 4)), np.arange(30) % 3
+    events = []
+
+    class Record(mlp.Callback):
+        def on_epoch_start(self, run):
+            events.append(("start", run.done, np.sort(run.order).tolist()))
+
+        def on_epoch_end(self, run, history):
+            events.append(("end", run.done))
+
+    model = mlp.Model([X.shape[1], 5, 3], seed=0)
+    mlp.train(model, X, y, epochs=3, batch_size=10, progress=False, seed=0, callbacks=[Record()])
+    # Every epoch of shuffle sampling is a permutation of the 30 rows, drawn before its steps.
+    assert events == [event for epoch in range(3)
+                      for event in (("start", 3 * epoch, list(range(30))), ("end", 3 * epoch + 3))]
 
 
 @pytest.mark.parametrize("dtype,lr,scale", OVERFLOWING)

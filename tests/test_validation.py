@@ -145,3 +145,50 @@ def test_check_writable_refuses_an_unwritable_directory(unwritable_file):
     directory = os.path.dirname(unwritable_file)
     with pytest.raises(ValueError, match=r"--save .* cannot be written: .*directory"):
         check_writable(os.path.join(directory, "m.npz"), "--save")
+
+
+# check_real and check_seed: the one range check for real numbers and the one
+# seed check (optimizers' hyperparameters, augment's 64-bit kernel seed use them)
+
+@pytest.mark.parametrize("bounds, value, message", [
+    (dict(low=0, low_open=True), 0.0, "x must be a finite number > 0, got 0.0"),
+    (dict(low=0), -1, "x must be a finite number >= 0, got -1.0"),
+    (dict(low=0, high=1, high_open=True), 1, "x must be a finite number in [0, 1), got 1.0"),
+    (dict(high=2), 3, "x must be a finite number <= 2, got 3.0"),
+    (dict(), float("nan"), "x must be a finite number, got nan"),
+])
+def test_check_real_says_the_range_it_wanted(bounds, value, message):
+    from mlp._validation import check_real
+
+    with pytest.raises(ValueError) as error:
+        check_real(value, "x", **bounds)
+    assert str(error.value) == message
+
+
+def test_check_seed_refuses_a_seed_past_its_bound_and_names_the_power_of_two():
+    from mlp._validation import check_seed
+
+    assert check_seed(2**64 - 1, below=2**64) == 2**64 - 1
+    with pytest.raises(ValueError, match=r"^seed must be < 2\*\*64, got 18446744073709551616$"):
+        check_seed(2**64, below=2**64)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        check_seed(1.5)
+
+
+def test_checks_name_an_argument_as_the_caller_names_it_within_argument_names():
+    """The CLI passes its flags: the library's errors then name them, and
+    outside the context they name the Python argument."""
+    from mlp._validation import argument_names
+    from mlp.hyperparams import TrainingOptions
+
+    with argument_names({"batch_size": "--batch-size", "epochs": "--epochs",
+                         "iterations": "--iterations"}):
+        with pytest.raises(ValueError, match="^--batch-size must be >= 1, got 0$"):
+            TrainingOptions(batch_size=0)
+        with pytest.raises(ValueError, match="^give --epochs or --iterations, not both$"):
+            TrainingOptions(epochs=1, iterations=2)
+    with pytest.raises(ValueError, match="^batch_size must be >= 1, got 0$"):
+        TrainingOptions(batch_size=0)
+    with argument_names({"learning_rate": "--lr", "weight_decay": "--weight-decay"}):
+        with pytest.raises(ValueError, match=r"^--lr \* --weight-decay must be below 1"):
+            mlp.AdamW(learning_rate=1.0, weight_decay=2.0)

@@ -134,7 +134,7 @@ class Model:
         if isinstance(seed, np.random.RandomState):
             self._initialise_as_notebook(seed)
         else:
-            self._initialise(init, np.random.default_rng(check_seed(seed)))
+            self._initialise(self.init, np.random.default_rng(check_seed(seed)))
 
     @classmethod
     def allocate(cls, layer_sizes, *, activation, output, init, dtype):

@@ -37,7 +37,11 @@ def test_the_table_and_the_kernel_name_the_same_activations_and_losses():
                                              ("gelu", "he"), ("silu", "he"),
                                              ("identity", "xavier")])
 def test_default_init_follows_the_activation(activation, init):
-    assert mlp.Model([3, 4, 2], activation=activation).init == init
+    default = mlp.Model([3, 4, 2], activation=activation, seed=1)
+    assert default.init == init
+    # The weights are drawn that way too, not only named so.
+    explicit = mlp.Model([3, 4, 2], activation=activation, init=init, seed=1)
+    np.testing.assert_array_equal(default._params, explicit._params)
 
 
 def _torch_net(torch, model, activation):

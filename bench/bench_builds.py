@@ -71,18 +71,19 @@ def main():
     parser.add_argument("--recipes", default=",".join(RECIPES))
     args = parser.parse_args()
     print_system_info(system_info())
-    a, b = args.builds
-    print(f"A = {a}\nB = {b}\n{args.steps} steps of 784-300-100-10 on MNIST, "
+    print(f"A = {args.builds[0]}\nB = {args.builds[1]}\n{args.steps} steps of 784-300-100-10 on MNIST, "
           f"{args.threads} threads, {args.repeats} interleaved rounds\n")
     print(f"{'recipe':<14} {'A ms/step':>10} {'B ms/step':>10} {'B/A (paired)':>13}  [min-max]")
     for name in args.recipes.split(","):
         batch, kwargs = RECIPES[name]
-        times = {a: [], b: []}
+        # By position, so that a build can be timed against itself (the noise floor).
+        times = ([], [])
         for round_ in range(args.repeats):
-            for tree in ((a, b) if round_ % 2 == 0 else (b, a)):
-                times[tree].append(step_time(tree, batch, kwargs, args.steps, args.threads))
-        ratios = np.array(times[b]) / np.array(times[a])
-        print(f"{name:<14} {1e3 * np.median(times[a]):>10.3f} {1e3 * np.median(times[b]):>10.3f} "
+            for which in ((0, 1) if round_ % 2 == 0 else (1, 0)):
+                times[which].append(step_time(args.builds[which], batch, kwargs, args.steps,
+                                              args.threads))
+        ratios = np.array(times[1]) / np.array(times[0])
+        print(f"{name:<14} {1e3 * np.median(times[0]):>10.3f} {1e3 * np.median(times[1]):>10.3f} "
               f"{np.median(ratios):>12.3f}x  [{ratios.min():.3f}-{ratios.max():.3f}]",
               flush=True)
 

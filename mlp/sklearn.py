@@ -23,10 +23,12 @@ Where mlp differs from scikit-learn, on purpose:
 * ``solver`` also takes the names of mlp's other optimizers: "rmsprop"
   (:class:`mlp.RMSprop`) and "adagrad" (:class:`mlp.Adagrad`). They take
   the estimator's parameters that have a counterpart: ``learning_rate_init``,
-  ``epsilon``, ``momentum`` (RMSprop's; set ``momentum=0`` for plain RMSprop)
-  and ``alpha`` as the weight decay. ``alpha`` stays scikit-learn's L2
-  penalty: RMSprop's smoothing constant (also called alpha) keeps its default,
-  0.99. Like Adam they keep a constant rate (``learning_rate`` is SGD's).
+  ``epsilon`` and ``alpha`` as the weight decay. ``alpha`` stays scikit-learn's
+  L2 penalty: RMSprop's smoothing constant (also called alpha) keeps its
+  default, 0.99. ``momentum`` is SGD's only, as in scikit-learn, so
+  ``solver="rmsprop"`` is plain RMSprop (for RMSprop with momentum, train an
+  :class:`mlp.Model` with ``mlp.RMSprop(momentum=...)``). Like Adam they keep
+  a constant rate (``learning_rate`` is SGD's).
 * ``shuffle=False`` visits the samples in one fixed order every epoch, a
   permutation of X drawn from ``random_state`` rather than X's own order.
 * Sparse input is refused: mlp's kernels work on dense rows (call
@@ -80,9 +82,11 @@ _SMALLEST_ADAPTIVE_RATE = 1e-6
 # The estimator's parameter for each optimizer field that has one, for
 # whichever optimizer solver names. Not alpha: scikit-learn's alpha is an L2
 # penalty (the optimizers' weight_decay, scaled by the batch), not RMSprop's
-# smoothing constant, which keeps its default.
-_SOLVER_PARAMETERS = {"learning_rate": "learning_rate_init", "momentum": "momentum",
-                      "beta1": "beta_1", "beta2": "beta_2", "eps": "epsilon"}
+# smoothing constant, which keeps its default. Not momentum, but for "sgd":
+# scikit-learn documents it as SGD's alone, and its default, 0.9, would turn
+# RMSprop into RMSprop with momentum.
+_SOLVER_PARAMETERS = {"learning_rate": "learning_rate_init", "beta1": "beta_1",
+                      "beta2": "beta_2", "eps": "epsilon"}
 
 
 class _EpochRate:
@@ -313,7 +317,8 @@ class _BaseMLP(BaseEstimator):
         values = {name: float(getattr(self, param)) for name, param in _SOLVER_PARAMETERS.items()
                   if name in fields}
         values["weight_decay"] = float(self.alpha) / batch_weight
-        if "nesterov" in fields:
+        if self.solver == "sgd":
+            values["momentum"] = float(self.momentum)
             values["nesterov"] = bool(self.nesterovs_momentum) and self.momentum > 0
         if self.solver == "adam":
             values["eps_hat"] = True  # scikit-learn's placement of epsilon
@@ -575,8 +580,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     solver : {"adam", "sgd", "rmsprop", "adagrad"}, default="adam"
         ``"lbfgs"`` raises ValueError: it is not supported. "rmsprop" and
         "adagrad" are mlp's additions (see the module's notes): they take
-        learning_rate_init, epsilon, momentum (RMSprop) and alpha (as weight
-        decay; RMSprop's own alpha, its smoothing constant, stays 0.99).
+        learning_rate_init, epsilon and alpha (as weight decay; RMSprop's own
+        alpha, its smoothing constant, stays 0.99); momentum is SGD's only.
     alpha : float, default=1e-4
         Strength of the L2 penalty on the weights, scaled as scikit-learn
         scales it: each batch's mean gradient gains ``alpha * W / batch_size``.

@@ -66,6 +66,26 @@ def kernel_train_steps(params, sizes_arr, hidden, out, loss_code, x, labels, ord
     return _kernels.train_steps(run, order, rates, steps_before, batch_losses)
 
 
+class KernelSpy:
+    """Stands in for mlp._kernels in mlp.training (monkeypatch
+    training._kernels) and records the sample order and batch size of every
+    train_steps call: only the rows trained on, since a call may stop early
+    at its time limit (on a busy machine) and the next starts where it stopped."""
+
+    def __init__(self):
+        self.orders = []
+        self.batch_sizes = []
+
+    def __getattr__(self, name):
+        return getattr(_kernels, name)
+
+    def train_steps(self, run, order, *args):
+        status = _kernels.train_steps(run, order, *args)
+        self.orders.append(np.array(order[:max(status, 0) * run.data.batch_size]))
+        self.batch_sizes.append(run.data.batch_size)
+        return status
+
+
 def kernel_sgd_step(params, sizes_arr, hidden, out, loss_code, x, y, lr, weight_decay, work,
                     feature_major, **kwargs):
     """One step on the whole of x (rows in order) with targets y; returns its loss."""

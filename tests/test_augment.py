@@ -29,7 +29,7 @@ from scipy import ndimage
 from mlp import _augment as K
 from mlp import augment as A
 from mlp.augment import Affine, Compose, Elastic, distort
-from conftest import require, run_python
+from conftest import KernelSpy, require, run_python
 
 SIDES = st.integers(1, 40)
 SEEDS = st.integers(0, 2**64 - 1)
@@ -580,26 +580,6 @@ def trained(X, y, *, layers=(64, 24, 3), dtype=np.float32, n_threads=1, **option
     return model
 
 
-class _OrderSpy:
-    """mlp.training's _kernels, recording the sample order of every train_steps call."""
-
-    def __init__(self):
-        from mlp import _kernels
-
-        self._kernels = _kernels
-        self.orders = []
-
-    def __getattr__(self, name):
-        return getattr(self._kernels, name)
-
-    def train_steps(self, run, order, *args):
-        status = self._kernels.train_steps(run, order, *args)
-        # Only the rows trained on: a call may stop early at its time limit
-        # (on a busy machine), and the next one starts where it stopped.
-        self.orders.append(np.array(order[:max(status, 0) * run.data.batch_size]))
-        return status
-
-
 class TestTrainWithAugment:
     def test_every_drawn_row_is_a_fresh_distortion_keyed_by_the_draw_counter(self, monkeypatch):
         """The run equals plain SGD steps on distort(X[batch], seed=the run's
@@ -610,7 +590,7 @@ class TestTrainWithAugment:
 
         X, y = labelled_digits()
         augment = Affine(rotation=20, shift=1) + Elastic(alpha=20, sigma=3)
-        spy = _OrderSpy()
+        spy = KernelSpy()
         monkeypatch.setattr(training, "_kernels", spy)
         model = trained(X, y, optimizer=mlp.SGD(0.1), augment=augment)
         monkeypatch.undo()

@@ -451,13 +451,15 @@ def test_partial_fit_keeps_momentum_through_chunks_of_other_sizes(weights):
 
 
 @pytest.mark.parametrize("solver, expected", [
-    ("rmsprop", mlp.RMSprop(learning_rate=0.01, eps=1e-6, momentum=0.5, weight_decay=0.01 / 50)),
+    # momentum is SGD's only, as scikit-learn documents it: plain RMSprop.
+    ("rmsprop", mlp.RMSprop(learning_rate=0.01, eps=1e-6, weight_decay=0.01 / 50)),
     ("adagrad", mlp.Adagrad(learning_rate=0.01, eps=1e-6, weight_decay=0.01 / 50)),
 ])
 def test_other_registered_solvers_take_the_parameters_they_share(solver, expected):
-    """solver names any of mlp's optimizers; learning_rate_init, epsilon,
-    momentum and alpha (as the weight decay over the batch, not RMSprop's
-    smoothing constant) reach it, and fit trains with it as mlp.train does."""
+    """solver names any of mlp's optimizers; learning_rate_init, epsilon and
+    alpha (as the weight decay over the batch, not RMSprop's smoothing
+    constant) reach it, momentum does not, and fit trains with it as
+    mlp.train does."""
     X, y = _data(n=200)
     params = dict(hidden_layer_sizes=(7,), solver=solver, learning_rate_init=0.01,
                   epsilon=1e-6, momentum=0.5, alpha=0.01, batch_size=50, max_iter=3,

@@ -15,7 +15,7 @@ import mlp.training as training_module
 from mlp.optimizers import OptimizerState
 from mlp.serialization import read_model_file, write_model_file
 
-from conftest import ACT, DTYPES, LOSS, assert_close, kernel_train_steps, one_hot
+from conftest import ACT, DTYPES, LOSS, KernelSpy, assert_close, kernel_train_steps, one_hot
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -145,28 +145,6 @@ def test_train_epochs_step_count_with_short_last_batch():
     assert h.steps == [4, 8, 12]
 
 
-class _Spy:
-    """Stands in for mlp._kernels in mlp.training and records every `order` passed."""
-
-    def __init__(self):
-        from mlp import _kernels
-
-        self._k = _kernels
-        self.orders = []
-        self.batch_sizes = []
-
-    def __getattr__(self, name):
-        return getattr(self._k, name)
-
-    def train_steps(self, run, order, *rest):
-        status = self._k.train_steps(run, order, *rest)
-        # Only the rows trained on: a call may stop early at its time limit
-        # (on a busy machine), and the next one starts where it stopped.
-        self.orders.append(np.array(order[:max(status, 0) * run.data.batch_size]))
-        self.batch_sizes.append(run.data.batch_size)
-        return status
-
-
 @pytest.mark.parametrize("seconds_per_call", [None, 1e-9], ids=["default", "calls-cut-short"])
 @pytest.mark.parametrize("n,batch_size", [(10, 3), (7, 7), (5, 1), (4, 10)])
 def test_shuffle_visits_every_sample_once_per_epoch(monkeypatch, n, batch_size,
@@ -175,7 +153,7 @@ def test_shuffle_visits_every_sample_once_per_epoch(monkeypatch, n, batch_size,
     as on a busy machine: the next call starts where it stopped."""
     if seconds_per_call is not None:
         monkeypatch.setattr(training_module, "_SECONDS_PER_CALL", seconds_per_call)
-    spy = _Spy()
+    spy = KernelSpy()
     monkeypatch.setattr(training_module, "_kernels", spy)
     X, y = np.random.default_rng(0).standard_normal((n, 2)), np.arange(n) % 2
     epochs = 4
@@ -192,7 +170,7 @@ def test_shuffle_visits_every_sample_once_per_epoch(monkeypatch, n, batch_size,
 
 
 def test_replacement_indices_are_in_range_and_count(monkeypatch):
-    spy = _Spy()
+    spy = KernelSpy()
     monkeypatch.setattr(training_module, "_kernels", spy)
     X, y = np.random.default_rng(0).standard_normal((9, 2)), np.arange(9) % 2
     mlp.train(mlp.Model([2, 2], seed=0), X, y, iterations=10, batch_size=4, seed=0,

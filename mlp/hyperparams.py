@@ -26,7 +26,7 @@ from .model import Model
 from .optimizers import SGD, Adam, check_optimizer
 from .schedules import SCHEDULES, check_schedule, check_warmup
 
-SAMPLING = ("shuffle", "replacement")
+SAMPLING = ("shuffle", "replacement", "sequential")
 # The CLI trains classifiers on labels: every output but regression's identity.
 CLASSIFIER_OUTPUTS = tuple(name for name in OUTPUT_ACTIVATIONS if name != "identity")
 # Model(init=None)'s rule, as the help says it: "he for relu and gelu, xavier otherwise".
@@ -125,7 +125,8 @@ class TrainingOptions:
         flag="--loss", choices=LOSS_NAMES)
     sampling: str = option(
         "shuffle", "shuffle: a fresh permutation every epoch; replacement: every batch "
-                   "drawn uniformly with replacement", flag="--sampling", choices=SAMPLING)
+                   "drawn uniformly with replacement; sequential: the rows in "
+                   "their order every epoch", flag="--sampling", choices=SAMPLING)
     dropout: float = option(0.0, "probability of dropping each hidden unit (inverted dropout)",
                             flag="--dropout", cli_type=float)
     input_dropout: float = option(0.0, "probability of dropping each input",

@@ -29,8 +29,6 @@ Where mlp differs from scikit-learn, on purpose:
   ``solver="rmsprop"`` is plain RMSprop (for RMSprop with momentum, train an
   :class:`mlp.Model` with ``mlp.RMSprop(momentum=...)``). Like Adam they keep
   a constant rate (``learning_rate`` is SGD's).
-* ``shuffle=False`` visits the samples in one fixed order every epoch, a
-  permutation of X drawn from ``random_state`` rather than X's own order.
 * Sparse input is refused: mlp's kernels work on dense rows (call
   ``X.toarray()`` for data that fits in memory).
 * The parameters and the arithmetic are float32 by default (``dtype``), which
@@ -77,6 +75,9 @@ _HIDDEN = {a.sklearn_name: a.name for a in ACTIVATIONS.values() if a.hidden}
 _OUTPUT = {"softmax": ("softmax", "cross_entropy"),
            "logistic": ("sigmoid", "binary_cross_entropy"),
            "identity": ("identity", "mse")}
+# scikit-learn's words when the parameters stop being finite.
+_NON_FINITE_WEIGHTS = ("Solver produced non-finite parameter weights. The input data may contain "
+                       "large values and need to be preprocessed.")
 # scikit-learn's 'adaptive' rate stops dividing itself below this.
 _SMALLEST_ADAPTIVE_RATE = 1e-6
 # The estimator's parameter for each optimizer field that has one, for
@@ -270,6 +271,9 @@ class _BaseMLP(BaseEstimator):
             self.model_.optimizer_state = None
             self._rate = float(self.learning_rate_init)
         self._fit_stochastic(X, y, targets, sample_weight, incremental)
+        # After the solver, on the weights fit leaves, as scikit-learn checks.
+        if self._diverged or not np.isfinite(self.model_.parameters).all():
+            raise ValueError(_NON_FINITE_WEIGHTS)
         return self
 
     def _initialize(self, layer_sizes):
@@ -290,7 +294,6 @@ class _BaseMLP(BaseEstimator):
             weights[...] = self._random_state.uniform(-bound, bound, (fan_in, fan_out)).T
             biases[...] = self._random_state.uniform(-bound, bound, fan_out)
         self.model_ = model
-        self._order_seed = None
         self.n_iter_ = 0
         self.t_ = 0
         self.n_outputs_ = layer_sizes[-1]
@@ -381,8 +384,8 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn's squared error is a mean over the outputs too.
         loss_scale = 1.0 / self.n_outputs_ if loss == "mse" else 1.0
         batches = -(-n_samples // batch_size)
-        bar = _epoch_bar(self.max_iter if not incremental else 1, self.verbose)
         self.n_iter_ = 0
+        self._diverged = False
         try:
             for _ in range(self.max_iter):
                 factor = self._rate / float(self.learning_rate_init)
@@ -392,7 +395,8 @@ class _BaseMLP(BaseEstimator):
                 history = _training.train(
                     self.model_, X_train, t_train, epochs=1, batch_size=batch_size,
                     optimizer=optimizer, lr_schedule=_EpochRate(factor), loss=loss,
-                    sampling="shuffle", seed=self._epoch_seed(),
+                    sampling="shuffle" if self.shuffle else "sequential",
+                    seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
                     sample_weight=w_train, dropout=float(self.dropout), progress=False,
                     n_threads=self.n_threads)
                 self.n_iter_ += 1
@@ -402,17 +406,13 @@ class _BaseMLP(BaseEstimator):
                 self.loss_ = float(history.loss[-1]) * loss_scale + penalty
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
                 self._update_no_improvement_count(validation)
-                if bar is not None:
-                    bar.update(1)
-                    postfix = {"loss": f"{self.loss_:.6f}"}
-                    if validation is not None:
-                        postfix["val_score"] = f"{self.validation_scores_[-1]:.4f}"
-                    bar.set_postfix(postfix)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     self._rate = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
                 if self._no_improvement_count > self.n_iter_no_change:
-                    if self._stop_or_slow_down(validation is not None, bar):
+                    if self._stop_or_slow_down(validation is not None):
                         break
                     self._no_improvement_count = 0
                 if incremental:
@@ -424,32 +424,22 @@ class _BaseMLP(BaseEstimator):
                         stacklevel=4)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
-        except FloatingPointError as exc:
-            raise ValueError(
-                f"Solver produced non-finite parameter weights ({exc}). The input data may "
-                f"contain large values and need to be preprocessed, or learning_rate_init "
-                f"may be too large.") from None
-        finally:
-            if bar is not None:
-                bar.close()
+        except FloatingPointError:
+            # mlp.train kept the last finite parameters. scikit-learn would
+            # train on with non-finite ones and raise at the end of fit, unless
+            # early stopping brings back its best (finite) parameters.
+            self._diverged = validation is None or not np.isfinite(
+                self.best_validation_score_)
         if validation is not None:
             self.model_.parameters[...] = self._best_params
-
-    def _epoch_seed(self):
-        # mlp.train walks a permutation of the samples every epoch; without
-        # shuffle it walks the same one every epoch (mlp has no in-order pass).
-        if self.shuffle or self._order_seed is None:
-            seed = int(self._random_state.randint(np.iinfo(np.int32).max))
-            if self.shuffle:
-                return seed
-            self._order_seed = seed
-        return self._order_seed
 
     def _update_no_improvement_count(self, validation):
         if validation is not None:
             X_val, y_val, w_val = validation
             score = self._score_validated(X_val, y_val, w_val)
             self.validation_scores_.append(score)
+            if self.verbose:
+                print("Validation score: %f" % score)
             if score < self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1
             else:
@@ -465,7 +455,7 @@ class _BaseMLP(BaseEstimator):
             if self.loss_curve_[-1] < self.best_loss_:
                 self.best_loss_ = self.loss_curve_[-1]
 
-    def _stop_or_slow_down(self, early_stopping, bar):
+    def _stop_or_slow_down(self, early_stopping):
         """scikit-learn's response to n_iter_no_change stale epochs: stop, or
         for the 'adaptive' rate divide the rate by 5 until it is tiny."""
         what = "Validation score" if early_stopping else "Training loss"
@@ -474,10 +464,12 @@ class _BaseMLP(BaseEstimator):
         adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
         if adaptive and self._rate > _SMALLEST_ADAPTIVE_RATE:
             self._rate /= 5.0
-            _say(bar, self.verbose, f"{message} Setting learning rate to {self._rate:f}")
+            if self.verbose:
+                print(f"{message} Setting learning rate to {self._rate:f}")
             return False
         suffix = " Learning rate too small. Stopping." if adaptive else " Stopping."
-        _say(bar, self.verbose, message + suffix)
+        if self.verbose:
+            print(message + suffix)
         return True
 
     # -- prediction -----------------------------------------------------------
@@ -597,13 +589,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     max_iter : int, default=200
         Maximum number of epochs (partial_fit runs one).
     shuffle : bool, default=True
-        Shuffle the samples every epoch; False keeps one order for every epoch.
+        Shuffle the samples every epoch; False visits them in X's order.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation (the same draws as scikit-learn's), the
         shuffling and the early-stopping split.
     tol : float, default=1e-4
     verbose : bool, default=False
-        Show a progress bar over the epochs with the loss.
+        Print scikit-learn's lines: each epoch's loss (and validation score),
+        and why training stops.
     warm_start : bool, default=False
         Continue from the previous fit's parameters.
     momentum : float, default=0.9
@@ -931,22 +924,3 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.target_tags.multi_output = True
         return tags
 
-
-# -- helpers ----------------------------------------------------------------------
-
-
-def _epoch_bar(total, verbose):
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="epoch", dynamic_ncols=True)
-
-
-def _say(bar, verbose, message):
-    if not verbose:
-        return
-    if bar is not None:
-        bar.write(message)
-    else:
-        print(message)

@@ -523,6 +523,8 @@ class _Run:
         steps = min(self.steps_per_epoch, self.total_steps - self.done)
         if self.options.sampling == "shuffle":
             order = self.rng.permutation(n)[: min(n, steps * self.batch_size)]
+        elif self.options.sampling == "sequential":
+            order = np.arange(min(n, steps * self.batch_size))
         elif isinstance(self.rng, np.random.RandomState):
             # np.random.choice(n, batch_size) per step, as the notebook's
             # get_batch draws: the same numbers as one call for all steps.

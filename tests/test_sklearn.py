@@ -475,15 +475,6 @@ def test_other_registered_solvers_take_the_parameters_they_share(solver, expecte
     assert np.all(np.isfinite(clf.coefs_[0])) and clf.loss_curve_[-1] < clf.loss_curve_[0]
 
 
-def test_verbose_shows_a_progress_bar(capsys):
-    X, y = _data()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        MLPClassifier(max_iter=3, verbose=True).fit(X, y)
-    err = capsys.readouterr().err
-    assert "3/3" in err and "epoch" in err and "loss" in err
-
-
 def test_pipeline_and_grid_search():
     X, y = _data(n=150)
     search = GridSearchCV(

@@ -1,0 +1,130 @@
+"""mlp.sklearn behaves as scikit-learn's estimators where users see it: what
+verbose prints, the order shuffle=False trains in, the labels that come back,
+the error of a diverging fit, class_weight, and validation data given to fit."""
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import KernelSpy, require
+
+sklearn = require("sklearn")
+
+from sklearn import neural_network  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from test_sklearn import _assert_same_training, _data  # noqa: E402
+
+import mlp  # noqa: E402
+import mlp.sklearn  # noqa: E402
+from mlp import training as training_module  # noqa: E402
+from mlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _both(cls_name, **params):
+    """scikit-learn's estimator and mlp's, float64 on one thread, same params."""
+    params = dict(hidden_layer_sizes=(7, 5), random_state=0, **params)
+    return (getattr(neural_network, cls_name)(**params),
+            getattr(mlp.sklearn, cls_name)(dtype="float64", n_threads=1, **params))
+
+
+# ---------------------------------------------------------------------------
+# verbose: scikit-learn's lines on stdout
+# ---------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"-?\d+\.\d+")
+
+
+def _printed(estimator, capsys, X, y):
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        estimator.fit(X, y)
+    captured = capsys.readouterr()
+    return captured.out.splitlines(), captured.err
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="sgd", learning_rate_init=0.1, tol=0.02, n_iter_no_change=3, max_iter=60),
+    dict(solver="sgd", learning_rate_init=0.5, early_stopping=True, validation_fraction=0.2,
+         tol=0.01, n_iter_no_change=3, max_iter=50),
+    dict(solver="sgd", momentum=0.0, learning_rate="adaptive", learning_rate_init=0.3,
+         tol=0.05, n_iter_no_change=2, max_iter=40),
+    dict(solver="adam", learning_rate_init=0.01, max_iter=5),
+], ids=["loss-stop", "early-stopping", "adaptive", "max-iter"])
+def test_verbose_prints_sklearns_lines(capsys, params):
+    """The same lines as scikit-learn's, in the same order; in float64 the
+    numbers in them agree to rounding."""
+    X, y = _data(n=100)
+    theirs, ours = _both("MLPClassifier", batch_size=100, verbose=True, **params)
+    expected, _ = _printed(theirs, capsys, X, y)
+    printed, err = _printed(ours, capsys, X, y)
+    assert err == ""  # no progress bar
+    assert any(line.startswith("Iteration 1, loss = ") for line in printed)
+    if params.get("early_stopping"):
+        assert any(line.startswith("Validation score: ") for line in printed)
+    assert [_NUMBER.sub("#", line) for line in printed] == [
+        _NUMBER.sub("#", line) for line in expected]
+    for line, reference in zip(printed, expected):
+        np.testing.assert_allclose([float(v) for v in _NUMBER.findall(line)],
+                                   [float(v) for v in _NUMBER.findall(reference)],
+                                   rtol=1e-6, atol=2e-8, err_msg=line)
+
+
+def test_verbose_false_prints_nothing(capsys):
+    X, y = _data()
+    printed, err = _printed(MLPClassifier(max_iter=3, random_state=0), capsys, X, y)
+    assert printed == [] and err == ""
+
+
+# ---------------------------------------------------------------------------
+# shuffle=False: X's order, every epoch
+# ---------------------------------------------------------------------------
+
+def test_sequential_sampling_visits_the_rows_in_order_every_epoch(monkeypatch):
+    spy = KernelSpy()
+    monkeypatch.setattr(training_module, "_kernels", spy)
+    X, y = np.random.default_rng(0).standard_normal((10, 2)), np.arange(10) % 2
+    history = mlp.train(mlp.Model([2, 2], seed=0), X, y, epochs=3, batch_size=3,
+                        sampling="sequential", seed=0, progress=False)
+    np.testing.assert_array_equal(np.concatenate(spy.orders), np.tile(np.arange(10), 3))
+    assert history.steps == [4, 8, 12]
+
+
+@pytest.mark.parametrize("cls_name,params", [
+    ("MLPClassifier", dict(solver="sgd", momentum=0.9, learning_rate_init=0.1)),
+    ("MLPClassifier", dict(solver="adam", learning_rate_init=0.01)),
+    ("MLPRegressor", dict(solver="sgd", learning_rate_init=0.02)),
+], ids=["sgd", "adam", "regressor"])
+def test_shuffle_false_trains_as_sklearn_with_several_batches(cls_name, params):
+    """Batches of 16 of 60 rows (the last one short), in X's order: the same
+    steps as scikit-learn's, epoch by epoch. alpha=0: with several batches
+    the L2 term's share of the reported loss is estimated (see the module's
+    notes), and the short batch's decay is scaled by the full batch size."""
+    X, y = _data()
+    if cls_name == "MLPRegressor":
+        y = X @ np.array([1.0, -2.0, 0.5, 0.0])
+    theirs, ours = _both(cls_name, batch_size=16, shuffle=False, max_iter=8, alpha=0.0,
+                         **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs.fit(X, y)
+        ours.fit(X, y)
+    _assert_same_training(theirs, ours)
+
+
+def test_shuffle_false_with_l2_takes_sklearns_steps():
+    X, y = _data()
+    theirs, ours = _both("MLPClassifier", batch_size=15, shuffle=False, max_iter=8,
+                         alpha=0.01, solver="sgd", learning_rate_init=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs.fit(X, y)
+        ours.fit(X, y)
+    for mine, expected in zip(ours.coefs_ + ours.intercepts_,
+                              theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(mine, expected, rtol=1e-9, atol=1e-12)

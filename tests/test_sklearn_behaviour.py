@@ -128,3 +128,50 @@ def test_shuffle_false_with_l2_takes_sklearns_steps():
     for mine, expected in zip(ours.coefs_ + ours.intercepts_,
                               theirs.coefs_ + theirs.intercepts_):
         np.testing.assert_allclose(mine, expected, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# A diverging fit: scikit-learn's error, at the end of fit
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype,lr,scale", [("float32", 1e38, 1e6), ("float64", 1e300, 1e10)])
+def test_a_diverging_fit_raises_sklearns_error(dtype, lr, scale):
+    X, y = _data()
+    X = (scale * X).astype(dtype)  # scikit-learn computes in X's dtype
+    params = dict(hidden_layer_sizes=(5,), solver="sgd", momentum=0.0, learning_rate_init=lr,
+                  alpha=0.0, batch_size=len(X), max_iter=3, random_state=0)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(ValueError) as expected:
+            neural_network.MLPClassifier(**params).fit(X, y)
+        with pytest.raises(ValueError) as raised:
+            MLPClassifier(dtype=dtype, **params).fit(X, y)
+    assert str(raised.value) == str(expected.value)
+    assert str(raised.value) == ("Solver produced non-finite parameter weights. The input data "
+                                 "may contain large values and need to be preprocessed.")
+
+
+def test_early_stopping_keeps_its_best_parameters_when_training_diverges_later(monkeypatch):
+    """scikit-learn trains on with non-finite weights and, with early
+    stopping, brings back its best (finite) ones at the end of fit: no error.
+    mlp stops at the epoch that diverges and brings back the best ones too."""
+    X, y = _data(n=100)
+    train = training_module.train
+    calls = []
+
+    def diverging_third_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise FloatingPointError("training diverged")
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(mlp.sklearn._training, "train", diverging_third_epoch)
+    clf = MLPClassifier(hidden_layer_sizes=(5,), early_stopping=True, max_iter=10,
+                        random_state=0, dtype="float64", n_threads=1).fit(X, y)
+    assert clf.n_iter_ == 2 and len(clf.validation_scores_) == 2
+    np.testing.assert_array_equal(clf.model_.parameters, clf._best_params)
+    assert np.isfinite(clf.model_.parameters).all()
+    calls.clear()
+    clf.set_params(early_stopping=False)
+    with pytest.raises(ValueError, match="^Solver produced non-finite parameter weights"):
+        clf.fit(X, y)

@@ -56,6 +56,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -254,6 +255,7 @@ class _BaseMLP(BaseEstimator):
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
                                                  ensure_non_negative=True)
+        sample_weight = self._weigh_classes(y, sample_weight)
         layer_sizes = [n_features, *hidden_sizes, self._n_output_units(targets)]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
@@ -275,6 +277,11 @@ class _BaseMLP(BaseEstimator):
         if self._diverged or not np.isfinite(self.model_.parameters).all():
             raise ValueError(_NON_FINITE_WEIGHTS)
         return self
+
+    @staticmethod
+    def _weigh_classes(y, sample_weight):
+        """sample_weight times each sample's class weight (the classifier's)."""
+        return sample_weight
 
     def _initialize(self, layer_sizes):
         """Create the network and reset every fitted attribute (first fit)."""
@@ -615,6 +622,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Use 1 when a joblib or Dask search already runs one fit per core.
     dropout : float in [0, 1), default=0.0
         Dropout rate of the hidden units during training.
+    class_weight : dict {class label: weight}, "balanced" or None, default=None
+        Weight of each class's samples, multiplying ``sample_weight`` (a
+        class missing from the dict weighs 1). "balanced" weighs each class
+        by ``n_samples / (n_classes * its count in y)``; partial_fit refuses
+        it, as scikit-learn's SGDClassifier does. mlp's addition.
 
     Attributes
     ----------
@@ -648,7 +660,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 dtype="float32", n_threads=None, dropout=0.0):
+                 dtype="float32", n_threads=None, dropout=0.0, class_weight=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -674,8 +686,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.dtype = dtype
         self.n_threads = n_threads
         self.dropout = dropout
+        self.class_weight = class_weight
 
     _score_function = staticmethod(accuracy_score)
+
+    def _check_hyperparameters(self):
+        if not (self.class_weight is None or isinstance(self.class_weight, dict)
+                or (isinstance(self.class_weight, str) and self.class_weight == "balanced")):
+            raise ValueError(f"The 'class_weight' parameter of MLPClassifier must be None, "
+                             f"'balanced' or a dict {{class label: weight}}. Got "
+                             f"{self.class_weight!r} instead.")
+        return super()._check_hyperparameters()
+
+    def _weigh_classes(self, y, sample_weight):
+        # As scikit-learn's other classifiers: class weights multiply the
+        # sample weights. "balanced" weighs by the classes' counts in this y.
+        if self.class_weight is None:
+            return sample_weight
+        class_weights = compute_sample_weight(self.class_weight, y)
+        return class_weights if sample_weight is None else sample_weight * class_weights
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), continuing from the current parameters.
@@ -695,6 +724,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self
         """
         first_call = not hasattr(self, "classes_")
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            # scikit-learn's SGDClassifier's refusal: one chunk's counts would
+            # weigh the classes differently on every call.
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit. In order to use "
+                "'balanced' weights, use compute_class_weight('balanced', classes=classes, "
+                "y=y). In place of y you can use a large enough sample of the full training "
+                "set target to properly estimate the class frequency distributions. Pass the "
+                "resulting weights as the class_weight parameter.")
         if first_call:
             if classes is None and not type_of_target(y).startswith("multilabel"):
                 raise ValueError("classes must be passed on the first call to partial_fit.")

@@ -175,3 +175,57 @@ def test_early_stopping_keeps_its_best_parameters_when_training_diverges_later(m
     clf.set_params(early_stopping=False)
     with pytest.raises(ValueError, match="^Solver produced non-finite parameter weights"):
         clf.fit(X, y)
+
+
+# ---------------------------------------------------------------------------
+# class_weight
+# ---------------------------------------------------------------------------
+
+def _fit_params(clf, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(*args, **kwargs)
+    return clf.model_.parameters.copy()
+
+
+def test_class_weight_multiplies_sample_weight():
+    X, y = _data()
+    params = dict(hidden_layer_sizes=(5,), max_iter=5, batch_size=20, random_state=0,
+                  dtype="float64", n_threads=1)
+    weights = np.random.default_rng(3).uniform(0.5, 2.0, len(X))
+    doubled = np.where(y == 0, 2.0, 1.0)
+    np.testing.assert_array_equal(
+        _fit_params(MLPClassifier(class_weight={0: 2}, **params), X, y),
+        _fit_params(MLPClassifier(**params), X, y, sample_weight=doubled))
+    np.testing.assert_array_equal(
+        _fit_params(MLPClassifier(class_weight={0: 2}, **params), X, y, sample_weight=weights),
+        _fit_params(MLPClassifier(**params), X, y, sample_weight=weights * doubled))
+    counts = np.bincount(y)
+    balanced = len(y) / (len(counts) * counts[y])
+    np.testing.assert_array_equal(
+        _fit_params(MLPClassifier(class_weight="balanced", **params), X, y),
+        _fit_params(MLPClassifier(**params), X, y, sample_weight=balanced))
+    assert not np.array_equal(_fit_params(MLPClassifier(class_weight={0: 2}, **params), X, y),
+                              _fit_params(MLPClassifier(**params), X, y))
+
+
+def test_class_weight_in_partial_fit():
+    X, y = _data()
+    params = dict(hidden_layer_sizes=(5,), random_state=0, dtype="float64", n_threads=1)
+    weighted = MLPClassifier(class_weight={"b": 3.0}, **params)
+    reference = MLPClassifier(**params)
+    labels = np.array(["a", "b", "c"])[y]
+    weighted.partial_fit(X, labels, classes=["a", "b", "c"])
+    reference.partial_fit(X, labels, classes=["a", "b", "c"],
+                          sample_weight=np.where(labels == "b", 3.0, 1.0))
+    np.testing.assert_array_equal(weighted.model_.parameters, reference.model_.parameters)
+    with pytest.raises(ValueError, match="class_weight 'balanced' is not supported for "
+                                         "partial_fit"):
+        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+
+
+@pytest.mark.parametrize("class_weight", ["auto", [1, 2], 3])
+def test_bad_class_weight_names_the_parameter(class_weight):
+    X, y = _data()
+    with pytest.raises(ValueError, match="'class_weight' parameter of MLPClassifier"):
+        MLPClassifier(class_weight=class_weight).fit(X, y)

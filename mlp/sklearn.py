@@ -58,7 +58,8 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import type_of_target, unique_labels
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (_check_sample_weight, _check_y, check_consistent_length,
+                                      check_is_fitted, validate_data)
 
 from . import optimizers as _optimizers
 from . import training as _training
@@ -227,7 +228,7 @@ class _BaseMLP(BaseEstimator):
 
     # -- fitting --------------------------------------------------------------
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -239,14 +240,55 @@ class _BaseMLP(BaseEstimator):
             matrix) for the classifier, real targets for the regressor.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each sample's loss.
+        X_val : array-like of shape (n_val, n_features), default=None
+            Validation data for early stopping, used instead of holding out
+            ``validation_fraction`` of X (which then trains on all of X).
+            Requires ``early_stopping=True``, as in scikit-learn's
+            HistGradientBoosting estimators.
+        y_val : array-like of shape (n_val,) or (n_val, n_outputs), default=None
+            Its labels or targets; given with X_val.
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation samples in the validation score.
 
         Returns
         -------
         self : the fitted estimator.
         """
-        return self._fit(X, y, sample_weight, incremental=False)
+        validation = None
+        if X_val is not None or y_val is not None:
+            if y_val is None:
+                raise ValueError("X_val is provided, but y_val was not provided.")
+            if X_val is None:
+                raise ValueError("y_val is provided, but X_val was not provided.")
+            if not self.early_stopping:
+                raise ValueError(
+                    "X_val and y_val are passed to fit while at the same time early_stopping "
+                    "is False. When passing X_val and y_val to fit, early_stopping should be "
+                    "set to True.")
+            validation = (X_val, y_val, sample_weight_val)
+        elif sample_weight_val is not None:
+            raise ValueError("sample_weight_val is provided, but X_val and y_val were not.")
+        return self._fit(X, y, sample_weight, incremental=False, validation=validation)
 
-    def _fit(self, X, y, sample_weight, incremental):
+    def _check_validation(self, X_val, y_val, sample_weight_val):
+        """fit's X_val, y_val and sample_weight_val, checked as X, y and sample_weight."""
+        X_val = validate_data(self, X_val, reset=False, dtype=self.model_.dtype, order="C")
+        y_val = _check_y(y_val, multi_output=True, y_numeric=not is_classifier(self),
+                         estimator=self)
+        if y_val.ndim == 2 and y_val.shape[1] == 1:
+            y_val = column_or_1d(y_val, warn=True)
+        check_consistent_length(X_val, y_val)
+        if is_classifier(self) and type_of_target(y_val) in ("binary", "multiclass"):
+            unknown = np.setdiff1d(unique_labels(y_val), self.classes_)
+            if len(unknown):
+                raise ValueError(f"y_val has classes not in `self.classes_`. `self.classes_` "
+                                 f"has {self.classes_}. 'y_val' has {unknown}.")
+        if sample_weight_val is not None:
+            sample_weight_val = _check_sample_weight(sample_weight_val, X_val, dtype=np.float64,
+                                                     ensure_non_negative=True)
+        return X_val, y_val, sample_weight_val
+
+    def _fit(self, X, y, sample_weight, incremental, validation=None):
         hidden_sizes = self._check_hyperparameters()
         first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
@@ -272,7 +314,9 @@ class _BaseMLP(BaseEstimator):
             # A new optimizer: fresh momentum/Adam moments, the initial rate.
             self.model_.optimizer_state = None
             self._rate = float(self.learning_rate_init)
-        self._fit_stochastic(X, y, targets, sample_weight, incremental)
+        if validation is not None:
+            validation = self._check_validation(*validation)
+        self._fit_stochastic(X, y, targets, sample_weight, incremental, validation)
         # After the solver, on the weights fit leaves, as scikit-learn checks.
         if self._diverged or not np.isfinite(self.model_.parameters).all():
             raise ValueError(_NON_FINITE_WEIGHTS)
@@ -347,10 +391,11 @@ class _BaseMLP(BaseEstimator):
                 == optimizer):
             state.optimizer = optimizer
 
-    def _split_validation(self, X, y, targets, sample_weight):
-        """scikit-learn's early-stopping split: (train part, validation part)."""
-        if not self.early_stopping:
-            return (X, targets, sample_weight), None
+    def _split_validation(self, X, y, targets, sample_weight, validation):
+        """scikit-learn's early-stopping split: (train part, validation part);
+        all of X and fit's validation data when it was given."""
+        if not self.early_stopping or validation is not None:
+            return (X, targets, sample_weight), validation
         # scikit-learn stratifies only single-output (binary) classification.
         stratify = targets if is_classifier(self) and self.n_outputs_ == 1 else None
         if stratify is not None and stratify.ndim == 2:
@@ -366,9 +411,9 @@ class _BaseMLP(BaseEstimator):
         return ((X[train_idx], targets[train_idx], weight),
                 (X[val_idx], y[val_idx], val_weight))
 
-    def _fit_stochastic(self, X, y, targets, sample_weight, incremental):
+    def _fit_stochastic(self, X, y, targets, sample_weight, incremental, validation=None):
         (X_train, t_train, w_train), validation = self._split_validation(
-            X, y, targets, sample_weight)
+            X, y, targets, sample_weight, validation)
         n_samples = X_train.shape[0]
         if self.batch_size == "auto":
             batch_size = min(200, n_samples)

@@ -229,3 +229,76 @@ def test_bad_class_weight_names_the_parameter(class_weight):
     X, y = _data()
     with pytest.raises(ValueError, match="'class_weight' parameter of MLPClassifier"):
         MLPClassifier(class_weight=class_weight).fit(X, y)
+
+
+# ---------------------------------------------------------------------------
+# fit(..., X_val=, y_val=): the validation data early stopping watches
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_given_validation_data_replaces_the_split(Estimator):
+    X, y = _data(n=100)
+    if Estimator is MLPRegressor:
+        y = X @ np.array([1.0, -2.0, 0.5, 0.0])
+    weights = np.linspace(0.5, 2.0, 30)
+    clf = Estimator(hidden_layer_sizes=(8,), early_stopping=True, max_iter=20, random_state=0,
+                    dtype="float64", n_threads=1)
+    clf.fit(X[:70], y[:70], X_val=X[70:], y_val=y[70:], sample_weight_val=weights)
+    assert clf.t_ == 70 * clf.n_iter_  # trained on all of X, nothing held out
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    # The best epoch's parameters come back: their score on the given data.
+    assert clf.score(X[70:], y[70:], sample_weight=weights) == pytest.approx(
+        clf.best_validation_score_, rel=1e-12)
+
+
+def test_validation_data_errors_follow_hist_gradient_boosting():
+    X, y = _data()
+    with pytest.raises(ValueError, match="early_stopping is False"):
+        MLPClassifier().fit(X, y, X_val=X, y_val=y)
+    clf = MLPClassifier(early_stopping=True, max_iter=2)
+    with pytest.raises(ValueError, match="X_val is provided, but y_val was not provided"):
+        clf.fit(X, y, X_val=X)
+    with pytest.raises(ValueError, match="y_val is provided, but X_val was not provided"):
+        clf.fit(X, y, y_val=y)
+    with pytest.raises(ValueError, match="X has 3 features"):
+        clf.fit(X, y, X_val=X[:, :3], y_val=y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        clf.fit(X, y, X_val=X, y_val=y[:-1])
+    with pytest.raises(ValueError, match="y_val has classes not in"):
+        clf.fit(X, y, X_val=X, y_val=y + 5)
+
+
+# ---------------------------------------------------------------------------
+# Labels come back as they were given
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("labels", [np.array([False, True]), np.array(["no", "yes"])])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_labels_come_back_unchanged(labels, early_stopping):
+    X, y = _data(classes=2)
+    y_labels = labels[y]
+    clf = MLPClassifier(max_iter=5, random_state=0, early_stopping=early_stopping).fit(
+        X, y_labels)
+    predicted = clf.predict(X)
+    assert predicted.dtype == y_labels.dtype and set(predicted) <= set(labels)
+    assert clf.classes_.dtype == y_labels.dtype
+    online = MLPClassifier(random_state=0).partial_fit(X, y_labels, classes=labels)
+    assert online.predict(X).dtype == y_labels.dtype
+
+
+def test_label_errors_quote_labels_as_sklearn():
+    X, y = _data(classes=2)
+    messages = []
+    for Estimator in (neural_network.MLPClassifier, MLPClassifier):
+        clf = Estimator(max_iter=2, random_state=0)
+        clf.partial_fit(X, y == 1, classes=[False, True])
+        with pytest.raises(ValueError) as raised:
+            clf.partial_fit(X, np.where(y == 1, "yes", "no"))
+        messages.append(str(raised.value))
+        clf = Estimator(max_iter=2, random_state=0, warm_start=True).fit(X, y == 1)
+        with pytest.raises(ValueError) as raised:
+            clf.fit(X, np.arange(len(X)) % 3)
+        messages.append(str(raised.value))
+    assert messages[:2] == messages[2:]
+    assert "[False  True]" in messages[0]

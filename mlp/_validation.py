@@ -334,14 +334,7 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
         raise ValueError(
             f"{name} must be 2-D with shape (n_samples, {n_columns}), got shape {arr.shape}{hint}"
         )
-    if arr.shape[1] != n_columns:
-        raise ValueError(
-            f"{name} must have {n_columns} columns to match the model, got shape {arr.shape}"
-        )
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
-    if n_rows is not None and arr.shape[0] != n_rows:
-        raise ValueError(f"{name} must have {n_rows} rows, got shape {arr.shape}")
+    _check_rows_and_columns(arr.shape, name, n_columns, n_rows)
     if network_input is None:
         network_input = not targets
     if network_input:
@@ -355,6 +348,18 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
             raise ValueError(f"{name} contains NaN or infinity")
         raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
     return converted
+
+
+def _check_rows_and_columns(shape, name, n_columns, n_rows):
+    """A 2-D matrix's shape: n_columns columns, at least one row, n_rows if given."""
+    if shape[1] != n_columns:
+        raise ValueError(
+            f"{name} must have {n_columns} columns to match the model, got shape {shape}"
+        )
+    if shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample, got shape {shape}")
+    if n_rows is not None and shape[0] != n_rows:
+        raise ValueError(f"{name} must have {n_rows} rows, got shape {shape}")
 
 
 def check_sparse_matrix(value, name, *, n_columns, dtype, n_rows=None, network_input=True,
@@ -375,13 +380,7 @@ def check_sparse_matrix(value, name, *, n_columns, dtype, n_rows=None, network_i
     if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)
             or value.dtype == np.bool_):
         raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
-    if value.shape[1] != n_columns:
-        raise ValueError(
-            f"{name} must have {n_columns} columns to match the model, got shape {value.shape}")
-    if value.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one sample, got shape {value.shape}")
-    if n_rows is not None and value.shape[0] != n_rows:
-        raise ValueError(f"{name} must have {n_rows} rows, got shape {value.shape}")
+    _check_rows_and_columns(value.shape, name, n_columns, n_rows)
     csr = scipy.sparse.csr_matrix(value.tocsr())
     if not csr.has_canonical_format:
         csr = csr.copy()

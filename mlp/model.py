@@ -374,8 +374,6 @@ class Model:
         # check of a sparse X scans its stored values).
         checked = check_matrix(X, "X", n_columns=self.n_inputs, dtype=self.dtype, finite=False,
                                sparse=True)
-        if scipy.sparse.issparse(checked):
-            return self._forward_sparse(checked, threads)
         out = self._forward_checked(checked, threads)
         if out is None:
             self._check_x(X)  # raises, saying what is wrong
@@ -388,23 +386,25 @@ class Model:
         with self.locked():
             return self.forward_unchecked(X, n_threads, check_finite=True)
 
-    def _forward_sparse(self, X, n_threads):
-        # X a checked csr_matrix: its rows made dense a block at a time, so
-        # that memory is X's plus a block's.
+    def _forward_sparse(self, X, n_threads, sparse_input):
+        # X a checked csr_matrix (finite: its check scans the values): its
+        # rows made dense a block at a time, so that memory is X's plus a block's.
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         rows = max(_SPARSE_BLOCK_ALIGN, _SPARSE_BLOCK_VALUES // self.n_inputs
                    // _SPARSE_BLOCK_ALIGN * _SPARSE_BLOCK_ALIGN)
         rows = min(rows, _FORWARD_CHUNK)
-        with self.locked():
-            for start in range(0, X.shape[0], rows):
-                block = X[start:start + rows].toarray()
-                out[start:start + len(block)] = self.forward_unchecked(block, n_threads)
+        for start in range(0, X.shape[0], rows):
+            block = X[start:start + rows].toarray()
+            out[start:start + len(block)] = self.forward_unchecked(block, n_threads, sparse_input)
         return out
 
     def forward_unchecked(self, X, n_threads=1, sparse_input=None, check_finite=False):
         """The outputs for X, which the caller has checked (2-D, n_inputs
-        columns, the model's dtype, C-contiguous), inside :meth:`locked`;
-        None when check_finite finds a NaN or an infinity. Internal interface."""
+        columns, the model's dtype, C-contiguous; or a csr_matrix from
+        check_matrix(sparse=True)), inside :meth:`locked`; None when
+        check_finite finds a NaN or an infinity. Internal interface."""
+        if scipy.sparse.issparse(X):
+            return self._forward_sparse(X, n_threads, sparse_input)
         # n_threads of mlp's own workers share the rows (at least
         # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each
         # layer's units, so no BLAS pool is woken. sparse_input: see

@@ -59,7 +59,8 @@ def _check_model(model, name="model"):
 
 
 def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y"):
-    X = check_matrix(X, X_name, n_columns=model.n_inputs, dtype=model.dtype)
+    # Sparse X comes back a csr_matrix, which model.forward_unchecked takes.
+    X = check_matrix(X, X_name, n_columns=model.n_inputs, dtype=model.dtype, sparse=True)
     y = check_labels(y, y_name, n_classes=model.n_outputs, n_rows=X.shape[0])
     return X, y
 
@@ -266,7 +267,7 @@ def evaluate(model, X, y, *, n_threads=None):
     _check_model(model)
     threads = call_threads(n_threads)
     if model.is_regressor:
-        X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype)
+        X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype, sparse=True)
         y = check_targets(y, "y", n_outputs=model.n_outputs, n_rows=X.shape[0],
                           dtype=np.float64)
     else:

@@ -158,6 +158,23 @@ def test_forward_predict_and_predict_proba_on_sparse_equal_the_dense_matrix(dtyp
     np.testing.assert_array_equal(model.predict(X)[clear], model.predict(X.toarray())[clear])
 
 
+def test_evaluate_and_validation_take_sparse_x():
+    X, y = _sparse_problem(400, 120, 3, 0.05, seed=13)
+    model = mlp.Model([120, 16, 3], seed=0)
+    assert mlp.evaluate(model, X, y) == mlp.evaluate(model, X.toarray(), y)
+    options = dict(epochs=3, batch_size=40, progress=False, seed=0)
+    with_sparse, with_dense = model.copy(), model.copy()
+    sparse_history = mlp.train(with_sparse, X[:300], y[:300], validation=(X[300:], y[300:]),
+                               **options)
+    dense_history = mlp.train(with_dense, X[:300].toarray(), y[:300],
+                              validation=(X[300:].toarray(), y[300:]), **options)
+    assert sparse_history.val_accuracy == dense_history.val_accuracy
+    regressor = mlp.Model([120, 8, 2], output="identity", seed=0)
+    targets = np.random.default_rng(0).normal(size=(400, 2))
+    np.testing.assert_allclose(mlp.evaluate(regressor, X, targets),
+                               mlp.evaluate(regressor, X.toarray(), targets), rtol=1e-6)
+
+
 def test_a_regression_model_predicts_sparse_rows():
     X, _ = _sparse_problem(300, 40, 1, 0.1, seed=8)
     model = mlp.Model([40, 8, 2], output="identity", seed=0)

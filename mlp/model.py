@@ -386,16 +386,19 @@ class Model:
         with self.locked():
             return self.forward_unchecked(X, n_threads, check_finite=True)
 
-    def _forward_sparse(self, X, n_threads, sparse_input):
-        # X a checked csr_matrix (finite: its check scans the values): its
-        # rows made dense a block at a time, so that memory is X's plus a block's.
+    def _forward_sparse(self, X, n_threads, sparse_input, check_finite):
+        # X a checked csr_matrix: its rows made dense a block at a time, so
+        # that memory is X's plus a block's. None as forward_unchecked.
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         rows = max(_SPARSE_BLOCK_ALIGN, _SPARSE_BLOCK_VALUES // self.n_inputs
                    // _SPARSE_BLOCK_ALIGN * _SPARSE_BLOCK_ALIGN)
         rows = min(rows, _FORWARD_CHUNK)
         for start in range(0, X.shape[0], rows):
             block = X[start:start + rows].toarray()
-            out[start:start + len(block)] = self.forward_unchecked(block, n_threads, sparse_input)
+            outputs = self.forward_unchecked(block, n_threads, sparse_input, check_finite)
+            if outputs is None:
+                return None
+            out[start:start + len(block)] = outputs
         return out
 
     def forward_unchecked(self, X, n_threads=1, sparse_input=None, check_finite=False):
@@ -404,7 +407,7 @@ class Model:
         check_matrix(sparse=True)), inside :meth:`locked`; None when
         check_finite finds a NaN or an infinity. Internal interface."""
         if scipy.sparse.issparse(X):
-            return self._forward_sparse(X, n_threads, sparse_input)
+            return self._forward_sparse(X, n_threads, sparse_input, check_finite)
         # n_threads of mlp's own workers share the rows (at least
         # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each
         # layer's units, so no BLAS pool is woken. sparse_input: see

@@ -175,6 +175,17 @@ def test_evaluate_and_validation_take_sparse_x():
                                mlp.evaluate(regressor, X.toarray(), targets), rtol=1e-6)
 
 
+def test_forward_unchecked_finds_nan_in_a_sparse_block():
+    """The internal interface the estimators call: a csr_matrix whose
+    values were not scanned is checked block by block when asked."""
+    X, _ = _sparse_problem(3000, 40, 2, 0.1, seed=14)
+    X.data[-1] = np.inf
+    model = mlp.Model([40, 8, 2], seed=0)
+    with model.locked():
+        assert model.forward_unchecked(X, 1, check_finite=True) is None
+        assert model.forward_unchecked(X[:-1], 1, check_finite=True) is not None
+
+
 def test_a_regression_model_predicts_sparse_rows():
     X, _ = _sparse_problem(300, 40, 1, 0.1, seed=8)
     model = mlp.Model([40, 8, 2], output="identity", seed=0)

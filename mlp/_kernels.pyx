@@ -405,13 +405,54 @@ cdef class UpdateRule:
                 f"centered={bool(r.centered)}, lr_decay={r.lr_decay})")
 
 
+cdef class CsrMatrix:
+    """Training inputs in compressed sparse row form, as TrainingData's x.
+
+    Row r's non-zero inputs are indices[indptr[r]:indptr[r + 1]], in
+    increasing order without repeats (the results then match those of the
+    dense matrix bit for bit), and data at the same places.
+
+    Parameters
+    ----------
+    data : ndarray of float32 or float64, shape (nnz,)
+    indices : ndarray of int32, shape (nnz,)
+        Column of each entry, in [0, n_columns).
+    indptr : ndarray of int64, shape (n + 1,)
+        Non-decreasing, from 0 to nnz.
+    n_columns : int
+    """
+    cdef readonly object data, indices, indptr, shape
+
+    def __init__(self, data, indices, indptr, Py_ssize_t n_columns):
+        self.data = _contiguous(data, "data", data.dtype if getattr(data, "dtype", None)
+                                in (np.float32, np.float64) else np.float32, 1)
+        self.indices = _contiguous(indices, "indices", np.int32, 1)
+        self.indptr = _contiguous(indptr, "indptr", np.int64, 1)
+        nnz = len(self.data)
+        # What would make the gather read or write out of bounds.
+        if len(self.indptr) < 1 or self.indptr[0] != 0 or self.indptr[-1] != nnz \
+                or len(self.indices) != nnz or np.any(np.diff(self.indptr) < 0):
+            raise ValueError("indptr must rise from 0 to len(data) == len(indices)")
+        if n_columns < 0 or nnz > 0 and (self.indices.min() < 0
+                                         or self.indices.max() >= n_columns):
+            raise ValueError(f"indices must lie in [0, n_columns = {n_columns})")
+        self.shape = (len(self.indptr) - 1, n_columns)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+
 cdef class TrainingData:
     """What a training run reads, and how its batches are laid out.
 
     Parameters
     ----------
-    x : ndarray of float32 or float64, shape (n, n_inputs)
-        Converted to the model's type as rows are gathered.
+    x : ndarray of float32 or float64, shape (n, n_inputs); or CsrMatrix
+        Converted to the model's type as rows are gathered. A CsrMatrix is
+        never made dense as a whole: its rows are listed for the sparse
+        first layer or, where that does not apply (feature_major, batches
+        above SPARSE_INPUT_MAX_BATCH), made dense one batch at a time.
     labels : ndarray of int64, shape (n,), optional
         Class labels in [0, n_outputs), trained as one-hot targets; or
     targets : ndarray of the model's float type, shape (n * n_outputs,), optional
@@ -432,8 +473,9 @@ cdef class TrainingData:
 
     def __init__(self, x, labels=None, targets=None, sample_weights=None, *,
                  Py_ssize_t batch_size, bint feature_major, sparse_input=None):
-        self.x = _contiguous(x, "x", x.dtype if getattr(x, "dtype", None) in (np.float32, np.float64)
-                             else np.float32, 2)
+        self.x = x if isinstance(x, CsrMatrix) else _contiguous(
+            x, "x", x.dtype if getattr(x, "dtype", None) in (np.float32, np.float64)
+            else np.float32, 2)
         if (labels is None) == (targets is None):
             raise TypeError("TrainingData needs labels or targets, not both")
         self.labels = (np.empty(0, np.int64) if labels is None
@@ -530,6 +572,8 @@ cdef class TrainingRun:
             raise ValueError("data.targets must hold n_outputs values for each row of x")
         if data.x.shape[1] != network.sizes[0]:
             raise ValueError(f"x must have {network.sizes[0]} columns; got {data.x.shape[1]}")
+        if augment is not None and isinstance(data.x, CsrMatrix):
+            raise ValueError("augment needs dense images; x is a CsrMatrix")
         if augment is not None and (data.x.dtype != np.float32
                                     or augment.plan.side ** 2 != network.sizes[0]):
             raise ValueError("augment needs float32 square images of the network's input size")
@@ -991,17 +1035,19 @@ def train_steps(TrainingRun run, const int64_t[::1] order, const double[::1] lea
     if len(learning_rates) * run.data.batch_size < len(order) or \
             len(batch_losses) < len(learning_rates):
         raise ValueError("train_steps needs a learning rate and a batch loss for every step")
+    # x's values as one flat array: a dense x's rows, or a CsrMatrix's data.
+    values = run.data.x.data if isinstance(run.data.x, CsrMatrix) else run.data.x.reshape(-1)
     if run.network.is_double:
-        if run.data.x.dtype == np.float64:
-            return _train_steps[double, double](run.network.params, run.data.x, run, order,
+        if values.dtype == np.float64:
+            return _train_steps[double, double](run.network.params, values, run, order,
                                                 learning_rates, steps_before, batch_losses,
                                                 time_limit)
-        return _train_steps[double, float](run.network.params, run.data.x, run, order,
+        return _train_steps[double, float](run.network.params, values, run, order,
                                            learning_rates, steps_before, batch_losses, time_limit)
-    if run.data.x.dtype == np.float64:
-        return _train_steps[float, double](run.network.params, run.data.x, run, order,
+    if values.dtype == np.float64:
+        return _train_steps[float, double](run.network.params, values, run, order,
                                            learning_rates, steps_before, batch_losses, time_limit)
-    return _train_steps[float, float](run.network.params, run.data.x, run, order,
+    return _train_steps[float, float](run.network.params, values, run, order,
                                       learning_rates, steps_before, batch_losses, time_limit)
 
 
@@ -1009,7 +1055,7 @@ cdef inline void* _data_or_null(floating[::1] array) noexcept:
     return &array[0] if array is not None and array.shape[0] > 0 else NULL
 
 
-cdef object _train_steps(floating[::1] params, const data_floating[:, ::1] x, TrainingRun spec,
+cdef object _train_steps(floating[::1] params, const data_floating[::1] x, TrainingRun spec,
                          const int64_t[::1] order, const double[::1] learning_rates,
                          int64_t steps_before, double[::1] batch_losses, double time_limit):
     cdef Network network = spec.network
@@ -1021,12 +1067,19 @@ cdef object _train_steps(floating[::1] params, const data_floating[:, ::1] x, Tr
     cdef floating[::1] gradients = spec.gradients
     cdef floating[::1] work = spec.work
     cdef int n_workers = spec.n_workers
+    cdef const int64_t[::1] indptr
+    cdef const int32_t[::1] indices
     cdef _TrainRun run = _new_run(
         (DOUBLE_MODEL_FLOAT_DATA if floating is double else FLOAT_MODEL_FLOAT_DATA)
         + (1 if data_floating is double else 0),
         &params[0], sizes, network.hidden_activation, network.output_activation, spec.loss,
         &work[0], data.feature_major)
-    run.x = &x[0, 0]
+    run.x = &x[0] if x.shape[0] > 0 else NULL
+    if isinstance(data.x, CsrMatrix):
+        indptr = data.x.indptr
+        indices = data.x.indices
+        run.csr_indptr = &indptr[0]
+        run.csr_indices = &indices[0] if indices.shape[0] > 0 else NULL
     run.labels = &labels[0] if labels.shape[0] > 0 else NULL
     run.targets = _data_or_null(targets)
     run.sample_weights = _data_or_null(sample_weights)
@@ -1052,7 +1105,7 @@ cdef object _train_steps(floating[::1] params, const data_floating[:, ::1] x, Tr
         run.augment_work = &augment_work[0]
         run.augment_seed = spec.augment_seed
     partial_gradients = _prepare_strategy(&run, n_workers, params.shape[0], network.params.dtype)
-    sparse_buffers = _prepare_sparse_input(&run, x, n_workers, network.params.dtype,
+    sparse_buffers = _prepare_sparse_input(&run, data.x, n_workers, network.params.dtype,
                                            data.sparse_input)
     with nogil:
         _run_workers(&run, n_workers)
@@ -1072,15 +1125,15 @@ LISTS_BY_WORKER_MAX_WORKERS = 2
 SPARSE_INPUT_MAX_BATCH = 4096
 
 
-def trains_sparse_input(const data_floating[:, ::1] x, int n_layers, Py_ssize_t batch_size,
+def trains_sparse_input(x, int n_layers, Py_ssize_t batch_size,
                         int n_workers, bint feature_major, sparse_input=None):
     """Whether train_steps computes the first layer from the non-zero
-    inputs: only for row-major batches (not feature_major) of up to
-    SPARSE_INPUT_MAX_BATCH rows of a network of two layers or more, and
-    there when sparse_input is True, or None and x is mostly zeros
-    (chooses_sparse_input)."""
+    inputs of x (a 2-D array or a CsrMatrix): only for row-major batches
+    (not feature_major) of up to SPARSE_INPUT_MAX_BATCH rows of a network
+    of two layers or more, and there when sparse_input is True, or None and
+    x is a CsrMatrix or mostly zeros (chooses_sparse_input)."""
     if sparse_input is None:
-        sparse_input = chooses_sparse_input(x, n_layers)
+        sparse_input = isinstance(x, CsrMatrix) or chooses_sparse_input(x, n_layers)
     return bool(sparse_input and n_layers >= 2 and not feature_major
                 and batch_size <= SPARSE_INPUT_MAX_BATCH)
 
@@ -1098,7 +1151,7 @@ def _empty_on_lines(Py_ssize_t count, dtype):
     return raw[offset:offset + count * itemsize].view(dtype)
 
 
-cdef object _prepare_sparse_input(_TrainRun* run, const data_floating[:, ::1] x, int n_workers,
+cdef object _prepare_sparse_input(_TrainRun* run, x, int n_workers,
                                   dtype, sparse_input):
     """Whether the run computes its first layer from the non-zero inputs
     (see train_steps), and if so the buffers that takes, to be kept alive

@@ -17,6 +17,7 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
+import scipy.sparse
 
 from ._kernels import MAX_WEIGHT_LAYERS, all_finite
 
@@ -293,8 +294,12 @@ def warn_if_unscaled(arr, name, *, floats=False):
 
 
 def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, targets=False,
-                 network_input=None, warn_float_scale=False):
+                 network_input=None, warn_float_scale=False, sparse=False):
     """Return value as a C-contiguous (n, n_columns) array of dtype.
+
+    With sparse=True a scipy.sparse matrix or array is returned as a
+    scipy.sparse.csr_matrix instead (see check_sparse_matrix), never made
+    dense; without it, one is refused with a TypeError that says so.
 
     dtype=None keeps float32 and float64 input as it is and converts
     anything else to float64. finite=False skips the scan for NaN and inf,
@@ -311,6 +316,13 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
     Raises TypeError for non-numeric input and ValueError for a wrong shape,
     an empty batch, or a non-finite entry. Copies only when the dtype or the
     memory layout has to change."""
+    if scipy.sparse.issparse(value):
+        if not sparse:
+            raise TypeError(f"{name} is a scipy.sparse matrix, which this function does not "
+                            f"take; pass a dense array ({name}.toarray())")
+        return check_sparse_matrix(value, name, n_columns=n_columns, dtype=dtype,
+                                   n_rows=n_rows, network_input=network_input,
+                                   warn_float_scale=warn_float_scale)
     arr = _as_numeric_array(value, name)
     if arr.ndim != 2:
         hint = ""
@@ -322,14 +334,7 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
         raise ValueError(
             f"{name} must be 2-D with shape (n_samples, {n_columns}), got shape {arr.shape}{hint}"
         )
-    if arr.shape[1] != n_columns:
-        raise ValueError(
-            f"{name} must have {n_columns} columns to match the model, got shape {arr.shape}"
-        )
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one sample, got shape {arr.shape}")
-    if n_rows is not None and arr.shape[0] != n_rows:
-        raise ValueError(f"{name} must have {n_rows} rows, got shape {arr.shape}")
+    _check_rows_and_columns(arr.shape, name, n_columns, n_rows)
     if network_input is None:
         network_input = not targets
     if network_input:
@@ -343,6 +348,58 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
             raise ValueError(f"{name} contains NaN or infinity")
         raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
     return converted
+
+
+def _check_rows_and_columns(shape, name, n_columns, n_rows):
+    """A 2-D matrix's shape: n_columns columns, at least one row, n_rows if given."""
+    if shape[1] != n_columns:
+        raise ValueError(
+            f"{name} must have {n_columns} columns to match the model, got shape {shape}"
+        )
+    if shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample, got shape {shape}")
+    if n_rows is not None and shape[0] != n_rows:
+        raise ValueError(f"{name} must have {n_rows} rows, got shape {shape}")
+
+
+def check_sparse_matrix(value, name, *, n_columns, dtype, n_rows=None, network_input=True,
+                        warn_float_scale=False):
+    """Return the scipy.sparse matrix or array value as a
+    scipy.sparse.csr_matrix (n, n_columns) whose data is of dtype (None:
+    float32 and float64 kept, anything else float64), with sorted indices
+    and no repeated entries (CSC and COO are converted; repeats summed, as
+    toarray() sums them), so that the kernels list each row's non-zero
+    inputs in the order they list a dense row's.
+
+    The values are always checked for NaN and infinity: there are only the
+    stored ones to scan. Copies only what has to change (for CSR input in
+    canonical form and of dtype, nothing). Raises as check_matrix does."""
+    if value.ndim != 2:
+        raise ValueError(f"{name} must be 2-D with shape (n_samples, {n_columns}), "
+                         f"got shape {value.shape}")
+    if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)
+            or value.dtype == np.bool_):
+        raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+    _check_rows_and_columns(value.shape, name, n_columns, n_rows)
+    csr = scipy.sparse.csr_matrix(value.tocsr())
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()
+    if network_input is None or network_input:
+        if csr.nnz:
+            warn_if_unscaled(csr.data, name, floats=warn_float_scale)
+    if dtype is None:
+        dtype = csr.dtype if csr.dtype in SUPPORTED_DTYPES else np.float64
+    given = csr.data
+    if csr.dtype != dtype:
+        with np.errstate(over="ignore"):
+            data = given.astype(dtype)
+        csr = scipy.sparse.csr_matrix((data, csr.indices, csr.indptr), shape=csr.shape)
+    if csr.nnz and not all_finite(np.ascontiguousarray(csr.data)):
+        if np.issubdtype(given.dtype, np.floating) and not np.isfinite(given).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+        raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
+    return csr
 
 
 def check_labels(value, name, *, n_classes, n_rows=None):

@@ -20,6 +20,7 @@
 # One step reads as its stages: _gather_stage, _hidden_forward_stage,
 # _output_stage, then per layer _delta_stage and _update_stage.
 
+from libc.math cimport signbit
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 cdef enum:
@@ -63,7 +64,13 @@ cdef struct _TrainRun:
     int hidden_act
     int output_act
     int loss
-    const void* x
+    const void* x              # dense: rows (n, inputs); CSR: the non-zero values
+    # CSR input (csr_indptr not NULL): row r's non-zero inputs are
+    # csr_indices[csr_indptr[r]:csr_indptr[r + 1]], sorted, their values x at
+    # the same places. The gather scatters a row into the batch buffer, or,
+    # with lists_by_worker, copies its entries into the lists directly.
+    const int64_t* csr_indptr
+    const int32_t* csr_indices
     const int64_t* labels
     const void* targets        # or, instead of labels, targets (rows of x, k)
                                # of the model's type, row r for x's row r
@@ -212,6 +219,27 @@ cdef void _gather_rows(const data_floating* x, const int64_t* order,
                 dst[j] = <floating>src[j]
 
 
+cdef void _scatter_csr_rows(_TrainRun* run, const data_floating* x, const int64_t* order,
+                            floating* xb, Py_ssize_t n, Py_ssize_t d) noexcept nogil:
+    """CSR rows order[0..n] of x into xb (n, d), dense, converted to the
+    model's type: what _gather_rows does for dense x."""
+    cdef Py_ssize_t i, e
+    cdef floating* dst
+    memset(xb, 0, n * d * sizeof(floating))
+    for i in range(n):
+        dst = xb + i * d
+        for e in range(run.csr_indptr[order[i]], run.csr_indptr[order[i] + 1]):
+            dst[run.csr_indices[e]] = <floating>x[e]
+
+
+cdef bint _row_finite(_TrainRun* run, const data_floating* x, int64_t r,
+                      Py_ssize_t d) noexcept nogil:
+    """Whether row r of x, dense or CSR, holds no NaN or infinity."""
+    if run.csr_indptr != NULL:
+        return _all_finite(x + run.csr_indptr[r], run.csr_indptr[r + 1] - run.csr_indptr[r])
+    return _all_finite(x + r * d, d)
+
+
 cdef void _prefetch_rows(const data_floating* x, const int64_t* order,
                          Py_ssize_t n, Py_ssize_t d) noexcept nogil:
     """Start loading rows x[order[0..n]] into cache.
@@ -311,7 +339,10 @@ cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, fl
                     if run.row_buffers != NULL else NULL, start, n, step, parity, tid)
     else:
         # A row is 3 KB of contiguous memory, which the hardware prefetcher streams.
-        _gather_rows(x, run.order + start + r0, xb + r0 * d, r1 - r0, d)
+        if run.csr_indptr != NULL:
+            _scatter_csr_rows(run, x, run.order + start + r0, xb + r0 * d, r1 - r0, d)
+        else:
+            _gather_rows(x, run.order + start + r0, xb + r0 * d, r1 - r0, d)
         # The one input check made here rather than in Python: scanning all
         # of x up front costs more (14 ms for MNIST) than many steps, while
         # the gathered rows are in cache now.
@@ -336,7 +367,7 @@ cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, fl
             stop = True
     if stop and tid == 0:
         for i in range(n):
-            if not _all_finite(<const data_floating*>x + run.order[start + i] * d, d):
+            if not _row_finite(run, x, run.order[start + i], d):
                 run.bad_row = run.order[start + i]
                 break
     return not (stop or run.out_of_time)
@@ -356,6 +387,27 @@ cdef inline void _list_row(_TrainRun* run, const floating* x, int parity, Py_ssi
                                        <floating*>run.nonzero_value + row * d, nonfinite)
 
 
+cdef inline Py_ssize_t _csr_nonzeros(_TrainRun* run, const data_floating* x, int64_t r,
+                                     int32_t* index, floating* value,
+                                     int* nonfinite) noexcept nogil:
+    """CSR row r of x as a list of non-zero inputs (index, value; returns
+    their count), converted to the model's type: the list _nonzeros makes
+    of the dense row, without reading its zeros. An entry whose bits are all
+    zero after the conversion (an explicit zero) is left out, as _nonzeros
+    leaves it out; NaN and infinities set nonfinite[0]."""
+    cdef Py_ssize_t e, count = 0
+    cdef floating v
+    for e in range(run.csr_indptr[r], run.csr_indptr[r + 1]):
+        v = <floating>x[e]
+        if not (v - v == 0):
+            nonfinite[0] = 1
+        if v != 0 or signbit(v):
+            index[count] = run.csr_indices[e]
+            value[count] = v
+            count += 1
+    return count
+
+
 cdef void _list_batch(_TrainRun* run, const data_floating* x, floating* row, Py_ssize_t start,
                       Py_ssize_t n, int64_t step, int parity, int tid) noexcept nogil:
     """Every row of the batch into worker tid's own lists (lists_by_worker),
@@ -371,14 +423,20 @@ cdef void _list_batch(_TrainRun* run, const data_floating* x, floating* row, Py_
     cdef uint32_t threshold = _drop_threshold(run.input_dropout)
     cdef floating scale = <floating>(1 / (1 - run.input_dropout))
     for i in range(n):
-        if i + LIST_PREFETCH_ROWS < n:
-            _prefetch_rows(x, run.order + start + i + LIST_PREFETCH_ROWS, 1, d)
-        if floating is data_floating:
-            source = x + run.order[start + i] * d
+        if run.csr_indptr != NULL:
+            at = _step_rows(run, parity, tid) + i
+            run.nonzero_count[at] = _csr_nonzeros(
+                run, x, run.order[start + i], run.nonzero_index + at * d,
+                <floating*>run.nonzero_value + at * d, &nonfinite)
         else:
-            _gather_rows(x, run.order + start + i, row, 1, d)
-            source = row
-        _list_row(run, source, parity, i, tid, &nonfinite)
+            if i + LIST_PREFETCH_ROWS < n:
+                _prefetch_rows(x, run.order + start + i + LIST_PREFETCH_ROWS, 1, d)
+            if floating is data_floating:
+                source = x + run.order[start + i] * d
+            else:
+                _gather_rows(x, run.order + start + i, row, 1, d)
+                source = row
+            _list_row(run, source, parity, i, tid, &nonfinite)
         if run.input_dropout > 0:
             at = _step_rows(run, parity, tid) + i
             run.nonzero_count[at] = _drop_listed(
@@ -394,7 +452,7 @@ cdef void _prefetch_next_batch(_TrainRun* run, const data_floating* x, Py_ssize_
     # batch 256 (800 KB) the GEMMs evicted it again, and the gather measured
     # slower with the prefetch (400 us) than without (290 us).
     cdef Py_ssize_t d = run.sizes[0], rows, r0, r1
-    if start + n >= run.n_total:
+    if start + n >= run.n_total or run.csr_indptr != NULL:
         return
     rows = n if run.n_total - start - n > n else run.n_total - start - n
     _share(rows, tid, n_workers, 1, &r0, &r1)

@@ -36,6 +36,7 @@ import threading
 from contextlib import contextmanager
 
 import numpy as np
+import scipy.sparse
 
 from . import _kernels
 from .activations import (ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES,
@@ -57,6 +58,11 @@ INITIALISERS = ("normal", "xavier", "he")
 # GEMMs run near peak, small enough that the activations stay in cache and
 # memory does not grow with the batch.
 _FORWARD_CHUNK = 1024
+# Sparse X goes through forward() made dense a block of rows at a time, a
+# block of about this many values (16 MB of float32), in whole blocks of
+# the kernel's sparse first layer (128 rows), at most _FORWARD_CHUNK rows.
+_SPARSE_BLOCK_VALUES = 1 << 22
+_SPARSE_BLOCK_ALIGN = 128
 
 
 def loss_code(loss, output):
@@ -334,9 +340,11 @@ class Model:
 
         Parameters
         ----------
-        X : array-like of float, shape (n, n_inputs)
+        X : array-like of float, shape (n, n_inputs); or scipy.sparse matrix or array
             At least one row; converted to the model's dtype (copied only
-            when its dtype or memory layout differs).
+            when its dtype or memory layout differs). A sparse X (CSR;
+            CSC and COO are converted) is never made dense as a whole, only
+            a block of rows at a time.
         n_threads : int, optional
             Worker threads sharing the rows (default 1: see mlp/_threads.py
             for why); each runs a single-threaded BLAS.
@@ -362,8 +370,10 @@ class Model:
         same up to float rounding.
         """
         threads = call_threads(n_threads)
-        # The kernel looks for NaN and inf in the rows as it reads them.
-        checked = check_matrix(X, "X", n_columns=self.n_inputs, dtype=self.dtype, finite=False)
+        # The kernel looks for NaN and inf in the rows as it reads them (the
+        # check of a sparse X scans its stored values).
+        checked = check_matrix(X, "X", n_columns=self.n_inputs, dtype=self.dtype, finite=False,
+                               sparse=True)
         out = self._forward_checked(checked, threads)
         if out is None:
             self._check_x(X)  # raises, saying what is wrong
@@ -376,10 +386,28 @@ class Model:
         with self.locked():
             return self.forward_unchecked(X, n_threads, check_finite=True)
 
+    def _forward_sparse(self, X, n_threads, sparse_input, check_finite):
+        # X a checked csr_matrix: its rows made dense a block at a time, so
+        # that memory is X's plus a block's. None as forward_unchecked.
+        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+        rows = max(_SPARSE_BLOCK_ALIGN, _SPARSE_BLOCK_VALUES // self.n_inputs
+                   // _SPARSE_BLOCK_ALIGN * _SPARSE_BLOCK_ALIGN)
+        rows = min(rows, _FORWARD_CHUNK)
+        for start in range(0, X.shape[0], rows):
+            block = X[start:start + rows].toarray()
+            outputs = self.forward_unchecked(block, n_threads, sparse_input, check_finite)
+            if outputs is None:
+                return None
+            out[start:start + len(block)] = outputs
+        return out
+
     def forward_unchecked(self, X, n_threads=1, sparse_input=None, check_finite=False):
         """The outputs for X, which the caller has checked (2-D, n_inputs
-        columns, the model's dtype, C-contiguous), inside :meth:`locked`;
-        None when check_finite finds a NaN or an infinity. Internal interface."""
+        columns, the model's dtype, C-contiguous; or a csr_matrix from
+        check_matrix(sparse=True)), inside :meth:`locked`; None when
+        check_finite finds a NaN or an infinity. Internal interface."""
+        if scipy.sparse.issparse(X):
+            return self._forward_sparse(X, n_threads, sparse_input, check_finite)
         # n_threads of mlp's own workers share the rows (at least
         # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each
         # layer's units, so no BLAS pool is woken. sparse_input: see

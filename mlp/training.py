@@ -18,6 +18,7 @@ import time
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse
 
 from . import _kernels
 from ._threads import call_threads, check_threads, train_workers
@@ -58,16 +59,28 @@ def _check_model(model, name="model"):
 
 
 def _check_inputs_and_labels(model, X, y, X_name="X", y_name="y"):
-    X = check_matrix(X, X_name, n_columns=model.n_inputs, dtype=model.dtype)
+    # Sparse X comes back a csr_matrix, which model.forward_unchecked takes.
+    X = check_matrix(X, X_name, n_columns=model.n_inputs, dtype=model.dtype, sparse=True)
     y = check_labels(y, y_name, n_classes=model.n_outputs, n_rows=X.shape[0])
     return X, y
 
 
-def _check_training_inputs(model, X, *, dtype, finite):
+def _check_training_inputs(model, X, *, dtype, finite, sparse=False):
     """X, checked to train model on: float input far beyond order 1 gets a
-    classifier the warning raw integer pixels get (see warn_if_unscaled)."""
+    classifier the warning raw integer pixels get (see warn_if_unscaled).
+    With sparse, scipy.sparse input comes back as a canonical csr_matrix
+    (check_sparse_matrix)."""
     return check_matrix(X, "X", n_columns=model.n_inputs, dtype=dtype, finite=finite,
-                        warn_float_scale=not model.is_regressor)
+                        warn_float_scale=not model.is_regressor, sparse=sparse)
+
+
+def _kernel_inputs(X):
+    """X as TrainingData takes it: a dense array as it is, a csr_matrix
+    (from check_sparse_matrix) as a _kernels.CsrMatrix sharing its values."""
+    if not scipy.sparse.issparse(X):
+        return X
+    return _kernels.CsrMatrix(X.data, X.indices.astype(np.int32, copy=False),
+                              X.indptr.astype(np.int64, copy=False), X.shape[1])
 
 
 def _suggesting_keywords(function):
@@ -254,7 +267,7 @@ def evaluate(model, X, y, *, n_threads=None):
     _check_model(model)
     threads = call_threads(n_threads)
     if model.is_regressor:
-        X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype)
+        X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype, sparse=True)
         y = check_targets(y, "y", n_outputs=model.n_outputs, n_rows=X.shape[0],
                           dtype=np.float64)
     else:
@@ -425,7 +438,11 @@ class _Run:
         # and inf (so the data set is not scanned).
         widen = model.dtype == np.float64
         self.X = _check_training_inputs(model, X, dtype=None if widen else model.dtype,
-                                        finite=False)
+                                        finite=False, sparse=True)
+        sparse = scipy.sparse.issparse(self.X)
+        if sparse and options.augment is not None:
+            raise ValueError("augment distorts dense images, and X is a scipy.sparse matrix: "
+                             "train without augment, or on X.toarray()")
         # Distortions are drawn in float32 (and widened for a float64 model).
         self.X, self.augment_plan = _training_images_and_plan(options.augment, self.X,
                                                                model.n_inputs)
@@ -453,10 +470,13 @@ class _Run:
         self.workers = train_workers(check_threads(n_threads), self.batch_size,
                                      model.layer_sizes, self.total_steps)
         self.rng, self.dropout_seed = self._sampling(options.seed, resumed is not None)
+        # Sparse X: row-major batches, so that the first layer reads each
+        # row's stored entries (up to SPARSE_INPUT_MAX_BATCH rows; larger
+        # batches are made dense one at a time for the GEMMs).
         data = _kernels.TrainingData(
-            self.X, self.labels, self.targets,
+            _kernel_inputs(self.X), self.labels, self.targets,
             self.sample_weight, batch_size=self.batch_size,
-            feature_major=self.batch_size <= _kernels.FEATURE_MAJOR_MAX_BATCH)
+            feature_major=not sparse and self.batch_size <= _kernels.FEATURE_MAJOR_MAX_BATCH)
         self.kernel_run = _kernel_run(model, data, self.loss_code, self.state, options,
                                       self.dropout_seed, self.augment_plan, self.workers)
         self.steps_per_call = _FIRST_CALL_STEPS

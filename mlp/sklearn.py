@@ -293,8 +293,6 @@ class _BaseMLP(BaseEstimator):
             Y[np.arange(len(targets)), targets] = 1
         else:
             Y = targets
-        if sample_weight is not None and not sample_weight.sum() > 0:
-            raise ValueError("sample_weight must not be all zero: no sample would count")
         # scikit-learn's squared error is a mean over the outputs too (in the
         # value; its gradient is that of the sum).
         loss_scale = 1.0 / self.n_outputs_ if loss == "mse" else 1.0

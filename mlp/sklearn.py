@@ -187,9 +187,6 @@ class _BaseMLP(BaseEstimator):
         choice("activation", list(_HIDDEN))
         choice("solver", ["lbfgs", *_optimizers.OPTIMIZERS])
         integer("max_fun", 1)
-        if self.solver == "lbfgs" and self.dropout:
-            raise fail("dropout", "0 with solver='lbfgs' (its full-batch objective has no "
-                                  "dropout); use solver='adam' or 'sgd' for dropout")
         real("alpha", 0)
         if self.batch_size != "auto":
             if not isinstance(self.batch_size, numbers.Integral) or isinstance(
@@ -220,6 +217,9 @@ class _BaseMLP(BaseEstimator):
         if self.n_threads is not None:
             integer("n_threads", 1)
         real("dropout", 0, 1, high_open=True)
+        if self.solver == "lbfgs" and self.dropout:
+            raise fail("dropout", "0 with solver='lbfgs' (its full-batch objective has no "
+                                  "dropout); use solver='adam' or 'sgd' for dropout")
         if self.dropout and not sizes:
             raise fail("dropout", "0 with hidden_layer_sizes=(): it drops hidden units, and "
                                   "there are none")

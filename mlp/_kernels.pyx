@@ -208,10 +208,11 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
                      int n_layers, int hidden_act, int output_act, int loss,
                      floating** acts, floating** kept, const floating* y, floating* delta,
                      floating* delta_prev, Py_ssize_t n,
-                     bint accumulate) noexcept nogil:
+                     bint accumulate, const floating* weights) noexcept nogil:
     """Backpropagate one batch whose (row-major) forward pass is in acts
     (and kept, as _forward keeps it, or NULL): write dL/dW and dL/db, sums
-    over the batch, into grads, or add them to it with accumulate.
+    over the batch (each sample's times weights[i] unless weights is NULL),
+    into grads, or add them to it with accumulate.
     (Training steps are _train_worker's.)"""
     cdef int l
     cdef Py_ssize_t fin, fout, off
@@ -219,7 +220,7 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
     cdef floating* tmp
     cdef Py_ssize_t k = sizes[n_layers]
 
-    _output_delta(output_act, loss, acts[n_layers], y, delta, n, k, False, NULL)
+    _output_delta(output_act, loss, acts[n_layers], y, delta, n, k, False, weights)
     for l in range(n_layers - 1, -1, -1):
         fin = sizes[l]
         fout = sizes[l + 1]
@@ -245,8 +246,8 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
 cdef double _loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
                                int hidden_act, int output_act, int loss,
                                const floating[:, ::1] x, const floating[:, ::1] y,
-                               floating[::1] grads, floating[::1] work,
-                               bint want_gradients, Py_ssize_t chunk):
+                               const floating[::1] weights, floating[::1] grads,
+                               floating[::1] work, bint want_gradients, Py_ssize_t chunk):
     cdef int L = <int>sizes.shape[0] - 1
     cdef Py_ssize_t n = x.shape[0], k = sizes[L], start, rows
     cdef bint keep = want_gradients and _keeps_preactivations(hidden_act)
@@ -256,6 +257,8 @@ cdef double _loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] size
     cdef floating** kept = kept_buffers if keep else NULL
     cdef floating* workspace = &work[0]
     cdef double total = 0
+    cdef const floating* w = NULL
+    cdef bint weighted = weights is not None
     with nogil:
         start = 0
         while start < n:
@@ -265,12 +268,13 @@ cdef double _loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] size
                 _point_acts(workspace + c.preactivations, &sizes[0], L - 1, rows, NULL, kept)
             _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
                      workspace + c.logits, rows, False, kept)
+            w = &weights[start] if weighted else NULL
             total += _batch_loss(loss, acts[L], workspace + c.logits, &y[start, 0], rows, k,
-                                 False, NULL)
+                                 False, w)
             if want_gradients:
                 _gradients(&params[0], &grads[0], &sizes[0], L, hidden_act,
                            output_act, loss, acts, kept, &y[start, 0], workspace + c.deltas,
-                           workspace + c.deltas_2, rows, start > 0)
+                           workspace + c.deltas_2, rows, start > 0, w)
             start += rows
     return total
 
@@ -852,22 +856,29 @@ cdef void _forward_task(void* ctx, int tid, int n_workers) noexcept nogil:
                         run, tid, n_workers)
 
 
-def loss_and_gradients(Network network, int loss, x, y, grads, work, bint want_gradients,
-                       Py_ssize_t chunk):
+def loss_and_gradients(Network network, int loss, x, y, grads, work, Py_ssize_t chunk,
+                       weights=None):
     """Summed loss over the batch x (n, sizes[0]) with targets y (n, sizes[-1]);
-    with want_gradients, its gradient into grads (laid out like the params).
+    unless grads is None, its gradient into grads (laid out like the params).
 
     Rows are processed `chunk` at a time, the gradients summed across chunks,
     so memory does not grow with the batch; work must hold
-    workspace_size(sizes, chunk) elements. Every array is C-contiguous, of
-    the network's float type."""
+    workspace_size(sizes, chunk) elements. weights (n,), or None for all 1:
+    each sample's loss and gradient are multiplied by its weight before the
+    sums. Every array is C-contiguous, of the network's float type."""
+    want_gradients = grads is not None
+    if weights is not None and len(weights) != len(x):
+        raise ValueError(f"weights must hold one value per row of x ({len(x)}); "
+                         f"got {len(weights)}")
     if network.is_double:
         return _loss_and_gradients[double](network.params, network.sizes,
                                            network.hidden_activation,
-                                           network.output_activation, loss, x, y, grads, work,
+                                           network.output_activation, loss, x, y, weights,
+                                           grads if want_gradients else network.params, work,
                                            want_gradients, chunk)
     return _loss_and_gradients[float](network.params, network.sizes, network.hidden_activation,
-                                      network.output_activation, loss, x, y, grads, work,
+                                      network.output_activation, loss, x, y, weights,
+                                      grads if want_gradients else network.params, work,
                                       want_gradients, chunk)
 
 

@@ -571,13 +571,11 @@ class Model:
         code = loss_code(loss, self.output)
         X = self._check_x(X)
         Y = check_target_range(self._check_targets(Y, X.shape[0]), "Y", loss)
-        # Without want_gradients the kernel never touches grads; any buffer of
-        # the right type satisfies its signature.
-        grads = np.empty_like(self._params) if want_gradients else self._params
+        grads = np.empty_like(self._params) if want_gradients else None
         chunk = min(X.shape[0], _FORWARD_CHUNK)
         with self.locked():
             total = _kernels.loss_and_gradients(self._network, code, X, Y, grads,
-                                                self.workspace(chunk), want_gradients, chunk)
+                                                self.workspace(chunk), chunk)
         return float(total), grads
 
 

@@ -12,14 +12,14 @@ names and meanings, so that changing the import is enough::
 and they work wherever scikit-learn estimators do: pipelines, ``GridSearchCV``,
 ``cross_val_score``, joblib and Dask. Each epoch runs through :func:`mlp.train`
 with :class:`mlp.SGD` or :class:`mlp.Adam` (or another of mlp's optimizers, named
-by ``solver``); what scikit-learn decides between
+by ``solver``), or ``solver="lbfgs"``: scipy's L-BFGS-B on scikit-learn's
+full-batch objective, which mlp's kernels compute; what scikit-learn decides between
 epochs (stopping on ``tol``/``n_iter_no_change``, the ``"adaptive"`` and
 ``"invscaling"`` learning rates, early stopping on a validation split) is done
 here, the same way.
 
 Where mlp differs from scikit-learn, on purpose:
 
-* ``solver="lbfgs"`` is not supported (mlp trains with minibatches).
 * ``solver`` also takes the names of mlp's other optimizers: "rmsprop"
   (:class:`mlp.RMSprop`) and "adagrad" (:class:`mlp.Adagrad`). They take
   the estimator's parameters that have a counterpart: ``learning_rate_init``,
@@ -50,6 +50,7 @@ import numbers
 import warnings
 
 import numpy as np
+import scipy.optimize
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -57,16 +58,20 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import (_check_sample_weight, _check_y, check_consistent_length,
                                       check_is_fitted, validate_data)
 
+from . import _lbfgs
 from . import optimizers as _optimizers
 from . import training as _training
 from ._threads import train_workers
 from ._validation import check_dtype, check_layer_arrays
 from .activations import ACTIVATIONS
-from .model import Model
+from .model import Model, loss_code
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -183,11 +188,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
 
         choice("activation", list(_HIDDEN))
-        if self.solver == "lbfgs":
-            raise ValueError(
-                "solver='lbfgs' is not supported by mlp.sklearn: mlp trains with minibatches. "
-                "Use solver='adam' or 'sgd', or sklearn.neural_network for L-BFGS.")
-        choice("solver", list(_optimizers.OPTIMIZERS))
+        choice("solver", ["lbfgs", *_optimizers.OPTIMIZERS])
+        integer("max_fun", 1)
         real("alpha", 0)
         if self.batch_size != "auto":
             if not isinstance(self.batch_size, numbers.Integral) or isinstance(
@@ -211,13 +213,16 @@ class _BaseMLP(BaseEstimator):
         if self.n_iter_no_change != np.inf:
             integer("n_iter_no_change", 1)
         dtype = check_dtype(self.dtype, "dtype")
-        if self.solver != "sgd" and dtype.type(self.epsilon) == 0:
+        if self.solver not in ("sgd", "lbfgs") and dtype.type(self.epsilon) == 0:
             raise fail("epsilon", f"a float that is not 0 in {dtype.name} (at least "
                                   f"{np.finfo(dtype).tiny:.3g}), or {self.solver} divides "
                                   f"by zero")
         if self.n_threads is not None:
             integer("n_threads", 1)
         real("dropout", 0, 1, high_open=True)
+        if self.solver == "lbfgs" and self.dropout:
+            raise fail("dropout", "0 with solver='lbfgs' (its full-batch objective has no "
+                                  "dropout); use solver='adam' or 'sgd' for dropout")
         if self.dropout and not sizes:
             raise fail("dropout", "0 with hidden_layer_sizes=(): it drops hidden units, and "
                                   "there are none")
@@ -316,7 +321,11 @@ class _BaseMLP(BaseEstimator):
             self._rate = float(self.learning_rate_init)
         if validation is not None:
             validation = self._check_validation(*validation)
-        self._fit_stochastic(X, y, targets, sample_weight, incremental, validation)
+        self._diverged = False
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, targets, sample_weight)
+        else:
+            self._fit_stochastic(X, y, targets, sample_weight, incremental, validation)
         # After the solver, on the weights fit leaves, as scikit-learn checks.
         if self._diverged or not np.isfinite(self.model_.parameters).all():
             raise ValueError(_NON_FINITE_WEIGHTS)
@@ -326,6 +335,42 @@ class _BaseMLP(BaseEstimator):
     def _weigh_classes(y, sample_weight):
         """sample_weight times each sample's class weight (the classifier's)."""
         return sample_weight
+
+    def _fit_lbfgs(self, X, targets, sample_weight):
+        """scikit-learn's L-BFGS: scipy's L-BFGS-B over every parameter, with
+        scikit-learn's options, on its full-batch objective (the weighted mean
+        loss plus the L2 term over the summed weights), which mlp's kernels
+        compute on n_threads workers (mlp._lbfgs)."""
+        model = self.model_
+        output, loss = _OUTPUT[self.out_activation_]
+        if targets.ndim == 1:
+            # Class indices: the kernel's full-batch loss takes one-hot rows.
+            Y = np.zeros((len(targets), self.n_outputs_), dtype=model.dtype)
+            Y[np.arange(len(targets)), targets] = 1
+        else:
+            Y = targets
+        # scikit-learn's squared error is a mean over the outputs too (in the
+        # value; its gradient is that of the sum).
+        loss_scale = 1.0 / self.n_outputs_ if loss == "mse" else 1.0
+        threads = train_workers(self.n_threads, X.shape[0], model.layer_sizes)
+        objective = _lbfgs.FullBatchObjective(model, X, Y, loss_code(loss, output), sample_weight,
+                                              self.alpha, loss_scale, threads)
+        iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
+        with objective.running():
+            result = scipy.optimize.minimize(
+                objective, objective.initial_point(), method="L-BFGS-B", jac=True,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                         **_get_additional_lbfgs_options_dict("iprint", iprint)})
+        self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
+        self.loss_ = float(result.fun)
+        objective.set_parameters(result.x)
+
+    def _check_solver(self):
+        """True for the solvers that train by epochs (partial_fit's condition)."""
+        if self.solver == "lbfgs":
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
+                                 f"{self.solver} is not stochastic.")
+        return True
 
     def _initialize(self, layer_sizes):
         """Create the network and reset every fitted attribute (first fit)."""
@@ -607,7 +652,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained by mlp's compiled core.
 
     A drop-in replacement for ``sklearn.neural_network.MLPClassifier`` with
-    solver "sgd" or "adam": same parameters, same fitted attributes, same
+    solver "sgd", "adam" or "lbfgs": same parameters, same fitted attributes, same
     training logic between epochs, several times faster. It minimises the
     log-loss: softmax outputs for more than two classes, one logistic output
     for two classes, one logistic output per label for a multilabel indicator
@@ -621,8 +666,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             default="relu"
         Activation of the hidden layers: scikit-learn's four, and mlp's
         leaky_relu (slope 0.01), gelu (exact) and silu.
-    solver : {"adam", "sgd", "rmsprop", "adagrad"}, default="adam"
-        ``"lbfgs"`` raises ValueError: it is not supported. "rmsprop" and
+    solver : {"adam", "sgd", "lbfgs", "rmsprop", "adagrad"}, default="adam"
+        ``"lbfgs"`` is scikit-learn's: scipy's L-BFGS-B over the whole
+        training set (no batches, no dropout, no partial_fit), with
+        scikit-learn's objective computed by mlp's kernels; ``max_iter``
+        bounds its iterations, ``max_fun`` its loss evaluations, ``tol`` is
+        its gradient tolerance (``gtol``). "rmsprop" and
         "adagrad" are mlp's additions (see the module's notes): they take
         learning_rate_init, epsilon and alpha (as weight decay; RMSprop's own
         alpha, its smoothing constant, stays 0.99); momentum is SGD's only.
@@ -660,6 +709,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
         Adam's parameters.
     n_iter_no_change : int, default=10
+    max_fun : int, default=15000
+        solver="lbfgs" only: the most loss evaluations (each with its
+        gradient) L-BFGS-B may make; it may overshoot by a line search.
     dtype : {"float32", "float64"}, default="float32"
         Precision of the parameters and of the arithmetic (mlp's addition).
     n_threads : int or None, default=None
@@ -682,13 +734,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     intercepts_ : list of ndarray of shape (n_out,)
     loss_, best_loss_ : float
         The last and the best epoch's mean training loss (with the L2 term);
-        best_loss_ is None with early_stopping.
+        best_loss_ is None with early_stopping. With solver="lbfgs", loss_ is
+        the objective at the solution; best_loss_ and loss_curve_ keep the
+        values of the first fit's start (inf, []), and t_ does not count.
     loss_curve_ : list of float
     validation_scores_ : list of float or None
         Accuracy on the held-out split after each epoch (early_stopping only).
     best_validation_score_ : float or None
     n_iter_ : int
-        Epochs run by the last fit.
+        Epochs (L-BFGS iterations for solver="lbfgs") run by the last fit.
     t_ : int
         Training samples seen over every fit.
     n_features_in_ : int
@@ -705,7 +759,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 dtype="float32", n_threads=None, dropout=0.0, class_weight=None):
+                 max_fun=15000, dtype="float32", n_threads=None, dropout=0.0, class_weight=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -728,6 +782,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
         self.dropout = dropout
@@ -751,6 +806,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         class_weights = compute_sample_weight(self.class_weight, y)
         return class_weights if sample_weight is None else sample_weight * class_weights
 
+
+    @available_if(lambda estimator: estimator._check_solver())
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), continuing from the current parameters.
 
@@ -883,7 +940,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by mlp's compiled core.
 
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor`` with
-    solver "sgd" or "adam": identity output units and the squared error,
+    solver "sgd", "adam" or "lbfgs": identity output units and the squared error,
     one output per column of ``y``.
 
     Parameters
@@ -893,7 +950,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
     learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
     warm_start, momentum, nesterovs_momentum, early_stopping,
-    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, dtype,
+    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun, dtype,
     n_threads, dropout
         As for :class:`MLPClassifier`; early stopping watches the R^2 score.
 
@@ -915,7 +972,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 dtype="float32", n_threads=None, dropout=0.0):
+                 max_fun=15000, dtype="float32", n_threads=None, dropout=0.0):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -939,6 +996,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
         self.dropout = dropout
@@ -951,6 +1009,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              f"(mlp does not support {self.loss!r}). Got {self.loss!r} instead.")
         return super()._check_hyperparameters()
 
+    @available_if(lambda estimator: estimator._check_solver())
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current parameters.
 

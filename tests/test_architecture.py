@@ -46,6 +46,7 @@ LAYERS = {
     "mlp.serialization": 3, "mlp.onnx": 3,
     # 4: training
     "mlp.training": 4, "mlp.hyperparams": 4, "mlp.presets": 4, "mlp.schedules": 4,
+    "mlp._lbfgs": 4,
     # 5: on top
     "mlp.sklearn": 5, "mlp.report": 5, "mlp.plots": 5, "mlp.compat": 5, "mlp.cli": 5,
     "mlp.__main__": 5, "mlp": 5,

@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import mlp
 from mlp import _augment as distortions
 from mlp import _kernels as K
 
@@ -624,8 +625,8 @@ def test_loss_and_gradients_matches_backprop_reference(net, want, data):
     with strict_fp():
         total = K.loss_and_gradients(K.Network(params, net["sizes_arr"], net["hidden"], net["out"]),
                                      
-                                     LOSS[net["loss"]], net["x"], net["y"], grads, work, want,
-                                     chunk)
+                                     LOSS[net["loss"]], net["x"], net["y"],
+                                     grads if want else None, work, chunk)
     assert_guard_intact(full, need)
     np.testing.assert_array_equal(params, net["flat"])
     Ws, bs = unflatten(net["flat"], sizes)
@@ -644,6 +645,32 @@ def test_loss_and_gradients_matches_backprop_reference(net, want, data):
                      err_msg=f"db{l}", **tol)
 
 
+@pytest.mark.parametrize("output, loss", [("softmax", "cross_entropy"),
+                                          ("sigmoid", "binary_cross_entropy"),
+                                          ("identity", "mse")])
+def test_loss_and_gradients_weights_each_sample(output, loss):
+    """With weights, the loss and the gradient are the weighted sums of each
+    row's own (one kernel call per row), across chunk boundaries."""
+    rng = np.random.default_rng(0)
+    model = mlp.Model([4, 5, 3], activation="tanh", output=output, dtype=np.float64, seed=1)
+    network, sizes = model.kernel_network, np.asarray(model.layer_sizes, dtype=np.intp)
+    x = rng.standard_normal((7, 4))
+    y = rng.uniform(0, 1, (7, 3)) if output != "softmax" else np.eye(3)[rng.integers(0, 3, 7)]
+    weights = rng.uniform(0, 3, 7)
+    work = np.empty(K.workspace_size(sizes, 3, ACT["tanh"]))
+    grads = np.empty(model.n_params)
+    total = K.loss_and_gradients(network, LOSS[loss], x, y, grads, work, 3, weights)
+    expected_total, expected_grads, one = 0.0, np.zeros(model.n_params), np.empty(model.n_params)
+    for i in range(7):
+        expected_total += weights[i] * K.loss_and_gradients(network, LOSS[loss], x[i:i + 1],
+                                                            y[i:i + 1], one, work, 1)
+        expected_grads += weights[i] * one
+    assert total == pytest.approx(expected_total, rel=1e-12)
+    np.testing.assert_allclose(grads, expected_grads, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="one value per row"):
+        K.loss_and_gradients(network, LOSS[loss], x, y, grads, work, 3, weights[:-1])
+
+
 # ---------------------------------------------------------------------------
 # sgd_step
 # ---------------------------------------------------------------------------
@@ -659,7 +686,7 @@ def test_sgd_step_is_p_minus_lr_over_n_times_gradient(net, lr, feature_major):
     grads = np.empty_like(net["flat"])
     before = K.loss_and_gradients(K.Network(net["flat"].copy(), sizes_arr, net["hidden"], net["out"]),
                                   code,
-                                  net["x"], net["y"], grads, np.empty(need, dtype), True, n)
+                                  net["x"], net["y"], grads, np.empty(need, dtype), n)
     full, work = guarded(need, dtype)
     params = net["flat"].copy()
     with strict_fp():
@@ -697,7 +724,7 @@ def test_sgd_step_weight_decay_shrinks_weights_not_biases(net, lr, decay, featur
     need = K.workspace_size(sizes_arr, n, net["hidden"])
     grads = np.empty_like(net["flat"])
     K.loss_and_gradients(K.Network(net["flat"].copy(), sizes_arr, net["hidden"], net["out"]), code,
-                         net["x"], net["y"], grads, np.empty(need, dtype), True, n)
+                         net["x"], net["y"], grads, np.empty(need, dtype), n)
     params = net["flat"].copy()
     with strict_fp():
         kernel_sgd_step(params, sizes_arr, net["hidden"], net["out"], code, net["x"], net["y"],

@@ -555,7 +555,7 @@ def test_bad_input_raises_what_sklearn_raises():
 
 
 @pytest.mark.parametrize("params,exc,match", [
-    (dict(solver="lbfgs"), ValueError, "lbfgs.*not supported"),
+    (dict(max_fun=0), ValueError, "'max_fun' parameter"),
     # Parameters that fit alone but not together: named as scikit-learn names them.
     (dict(epsilon=1e-50), ValueError, "'epsilon' parameter .* not 0 in float32"),
     (dict(hidden_layer_sizes=(), dropout=0.5), ValueError, "'dropout' parameter .* none"),

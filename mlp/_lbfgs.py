@@ -1,0 +1,203 @@
+"""The full-batch objective that the estimators' ``solver="lbfgs"`` minimises.
+
+scikit-learn's MLP objective, computed by mlp's kernels: the (weighted) mean
+loss over the samples plus ``0.5 * alpha * ||W||^2`` over the weights alone,
+both divided by the sum of the sample weights, and its gradient. For a
+classifier, the value is scikit-learn's log-loss of the output
+probabilities clipped to [eps, 1 - eps] (eps of the model's dtype), as
+scikit-learn computes it, from a forward pass of its own: the kernel's loss,
+exact from the logits, differs from it wherever a probability is that
+extreme, which L-BFGS's line search meets when it tries a long step (and
+which float32 meets often: -log(eps) is only 15.9 there). The gradient is
+the kernel's either way, scikit-learn's too: that of the unclipped loss. The rows are
+split into one block per worker thread; each block goes through
+``_kernels.loss_and_gradients`` (which releases the GIL) and the blocks' sums
+are added.
+
+The vector that the optimiser sees is laid out as scikit-learn packs its
+parameters (every ``coefs_[l]``, shape (n_in, n_out), row-major, then every
+``intercepts_[l]``), not as the model keeps them ([W_0 (n_out, n_in), b_0,
+W_1, ...]): L-BFGS-B's result does not depend on the order of the variables
+in exact arithmetic, but its sums do in float arithmetic, and the same order
+keeps the path as close to scikit-learn's as the rounding of the loss and
+gradient allows.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+from scipy.special import xlogy
+
+from . import _kernels
+
+# Rows per kernel call within a block: as Model.loss does it, big enough for
+# the GEMMs to run near peak, small enough for the activations to stay in cache.
+_CHUNK = 1024
+
+
+def sklearn_order(layer_sizes):
+    """Indices `to_model` such that ``x[to_model]`` is the model's flat
+    parameter array for x in scikit-learn's packed order (coefs_ then
+    intercepts_).
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Units per layer, inputs first.
+
+    Returns
+    -------
+    ndarray of intp, shape (n_params,)
+    """
+    pairs = list(zip(layer_sizes[:-1], layer_sizes[1:]))
+    n_weights = sum(n_in * n_out for n_in, n_out in pairs)
+    to_model = []
+    weight_start, bias_start = 0, n_weights
+    for n_in, n_out in pairs:
+        # The model's W (n_out, n_in) is coefs_ (n_in, n_out) transposed.
+        coef = weight_start + np.arange(n_in * n_out).reshape(n_in, n_out)
+        to_model += [coef.T.ravel(), bias_start + np.arange(n_out)]
+        weight_start += n_in * n_out
+        bias_start += n_out
+    return np.concatenate(to_model).astype(np.intp)
+
+
+class FullBatchObjective:
+    """scikit-learn's MLP loss and its gradient over a whole data set, as a
+    function of the parameters in scikit-learn's packed order.
+
+    Parameters
+    ----------
+    model : mlp.Model
+        The network; its parameters are overwritten by each evaluation.
+    X : ndarray of the model's dtype, shape (n_samples, n_inputs)
+        C-contiguous and checked (finite).
+    Y : ndarray of the model's dtype, shape (n_samples, n_outputs)
+        Targets: one-hot rows (softmax), 0/1 indicators (sigmoid) or values.
+    loss_code : int
+        The kernel's code of the loss (``mlp.model.loss_code``).
+    sample_weight : ndarray of float64, shape (n_samples,), or None
+        Non-negative, not all zero.
+    alpha : float
+        Strength of the L2 penalty on the weights (not the biases).
+    loss_scale : float
+        Factor on the mean loss in the value, not in the gradient: 1 /
+        n_outputs for scikit-learn's squared error, a mean over the outputs
+        whose gradient scikit-learn takes as if it were their sum.
+    n_threads : int
+        Worker threads sharing the rows.
+    """
+
+    def __init__(self, model, X, Y, loss_code, sample_weight, alpha, loss_scale, n_threads):
+        self.model = model
+        self.loss_code = loss_code
+        self.alpha = float(alpha)
+        self.loss_scale = float(loss_scale)
+        n_samples = X.shape[0]
+        self.weight_sum = float(n_samples if sample_weight is None else sample_weight.sum())
+        weights = (None if sample_weight is None
+                   else np.ascontiguousarray(sample_weight, dtype=model.dtype))
+        n_blocks = max(1, min(int(n_threads), n_samples))
+        edges = np.linspace(0, n_samples, n_blocks + 1).astype(int)
+        self._blocks = [(X[a:b], Y[a:b], None if weights is None else weights[a:b])
+                        for a, b in zip(edges[:-1], edges[1:])]
+        self.chunk = min(_CHUNK, max(b - a for a, b in zip(edges[:-1], edges[1:])))
+        self._to_model = sklearn_order(model.layer_sizes)
+        self._to_sklearn = np.argsort(self._to_model).astype(np.intp)
+        # The model's layout: each layer's weights, then its biases.
+        is_weight = np.zeros(model.n_params, dtype=bool)
+        start = 0
+        for n_in, n_out in zip(model.layer_sizes[:-1], model.layer_sizes[1:]):
+            is_weight[start:start + n_in * n_out] = True
+            start += (n_in + 1) * n_out
+        self._is_weight = is_weight
+        self._grads = np.empty((n_blocks, model.n_params), dtype=model.dtype)
+        self._outputs = (None if model.output == "identity" else
+                         [np.empty_like(y) for _, y, _ in self._blocks])
+        self.n_evaluations = 0
+
+    def initial_point(self):
+        """The model's parameters in scikit-learn's packed order, float64."""
+        return self.model.parameters.astype(np.float64)[self._to_sklearn]
+
+    def set_parameters(self, x):
+        """Write x (scikit-learn's packed order) into the model."""
+        self.model.parameters[...] = x[self._to_model]
+
+    @contextmanager
+    def running(self):
+        """Context for evaluations: holds the model's lock, with BLAS on one
+        thread (the workers are the parallelism), and the worker threads."""
+        network = self.model.kernel_network
+        per_block = _kernels.workspace_size(network.sizes, self.chunk,
+                                            network.hidden_activation)
+        with self.model.locked():
+            work = self.model.workspace(self.chunk, copies=len(self._blocks))
+            self._works = [work[i * per_block:(i + 1) * per_block]
+                           for i in range(len(self._blocks))]
+            if len(self._blocks) == 1:
+                self._pool = None
+                yield self
+                return
+            with ThreadPoolExecutor(len(self._blocks)) as pool:
+                self._pool = pool
+                try:
+                    yield self
+                finally:
+                    self._pool = None
+
+    def _block(self, i):
+        """Block i's weighted loss sum; its gradient into self._grads[i]."""
+        x, y, w = self._blocks[i]
+        network = self.model.kernel_network
+        total = _kernels.loss_and_gradients(network, self.loss_code, x, y, self._grads[i],
+                                            self._works[i], self.chunk, w)
+        if self._outputs is None:
+            return total
+        outputs = self._outputs[i]
+        _kernels.forward(network, x, outputs, self._works[i], self.chunk)
+        return _clipped_log_loss(y, outputs, w, softmax=self.model.output == "softmax")
+
+    def __call__(self, x):
+        """(value, gradient) at x, scikit-learn's packed order; inside :meth:`running`.
+
+        Parameters
+        ----------
+        x : ndarray of float64, shape (n_params,)
+
+        Returns
+        -------
+        value : float
+        gradient : ndarray of float64, shape (n_params,)
+        """
+        self.n_evaluations += 1
+        self.set_parameters(x)
+        if self._pool is None:
+            totals = [self._block(0)]
+        else:
+            totals = list(self._pool.map(self._block, range(len(self._blocks))))
+        grads = self._grads.sum(axis=0, dtype=np.float64)
+        params = self.model.parameters.astype(np.float64)
+        weights = np.where(self._is_weight, params, 0.0)
+        squares = float(np.dot(weights, weights))
+        value = (sum(totals) * self.loss_scale + 0.5 * self.alpha * squares) / self.weight_sum
+        grads += self.alpha * weights
+        grads /= self.weight_sum
+        return value, grads[self._to_sklearn]
+
+
+def _clipped_log_loss(Y, P, weights, softmax):
+    """Sum over the rows of scikit-learn's log-loss of probabilities P (its
+    dtype's eps clips them to [eps, 1 - eps]) for targets Y, each row's
+    times its weight (None: 1): -sum y log p for softmax outputs, else
+    -sum y log p + (1 - y) log(1 - p) (logistic outputs)."""
+    eps = np.finfo(P.dtype).eps
+    clipped = np.clip(P, eps, 1 - eps).astype(np.float64)
+    targets = Y.astype(np.float64)
+    per_unit = xlogy(targets, clipped)
+    if not softmax:
+        per_unit += xlogy(1 - targets, 1 - clipped)
+    per_row = per_unit.sum(axis=1)
+    return -float(per_row.sum() if weights is None else np.dot(per_row, weights))

@@ -29,8 +29,8 @@ Where mlp differs from scikit-learn, on purpose:
   ``solver="rmsprop"`` is plain RMSprop (for RMSprop with momentum, train an
   :class:`mlp.Model` with ``mlp.RMSprop(momentum=...)``). Like Adam they keep
   a constant rate (``learning_rate`` is SGD's).
-* Sparse input is refused: mlp's kernels work on dense rows (call
-  ``X.toarray()`` for data that fits in memory).
+* Sparse X (any scipy.sparse matrix or array) trains from its non-zeros
+  without being made dense; only ``solver="lbfgs"`` needs dense X.
 * The parameters and the arithmetic are float32 by default (``dtype``), which
   is what makes mlp fast; ``dtype="float64"`` computes in double precision.
 * ``sample_weight``: every batch is divided by the mean weight of the whole
@@ -51,6 +51,7 @@ import warnings
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -83,6 +84,9 @@ _OUTPUT = {"softmax": ("softmax", "cross_entropy"),
            "logistic": ("sigmoid", "binary_cross_entropy"),
            "identity": ("identity", "mse")}
 # scikit-learn's words when the parameters stop being finite.
+# fit and predict take any scipy.sparse matrix or array; validate_data
+# converts it to CSR, the rows mlp.train and Model.forward read.
+_SPARSE_FORMATS = "csr"
 _NON_FINITE_WEIGHTS = ("Solver produced non-finite parameter weights. The input data may contain "
                        "large values and need to be preprocessed.")
 # scikit-learn's 'adaptive' rate stops dividing itself below this.
@@ -275,9 +279,16 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("sample_weight_val is provided, but X_val and y_val were not.")
         return self._fit(X, y, sample_weight, incremental=False, validation=validation)
 
+    def _accepted_sparse(self):
+        # The stochastic solvers feed the first layer from the non-zeros of
+        # sparse rows (mlp.train); L-BFGS's full-batch objective takes dense
+        # rows, and scikit-learn's own error says so for it.
+        return False if self.solver == "lbfgs" else _SPARSE_FORMATS
+
     def _check_validation(self, X_val, y_val, sample_weight_val):
         """fit's X_val, y_val and sample_weight_val, checked as X, y and sample_weight."""
-        X_val = validate_data(self, X_val, reset=False, dtype=self.model_.dtype, order="C")
+        X_val = validate_data(self, X_val, reset=False, dtype=self.model_.dtype, order="C",
+                              accept_sparse=_SPARSE_FORMATS)
         y_val = _check_y(y_val, multi_output=True, y_numeric=not is_classifier(self),
                          estimator=self)
         if y_val.ndim == 2 and y_val.shape[1] == 1:
@@ -581,7 +592,8 @@ class _BaseMLP(BaseEstimator):
         with self.model_.locked():
             outputs = self.model_.forward_unchecked(X, threads, check_finite=True)
         if outputs is None:
-            raise ValueError("Input X contains NaN." if np.isnan(X).any() else
+            values = X.data if scipy.sparse.issparse(X) else X
+            raise ValueError("Input X contains NaN." if np.isnan(values).any() else
                              f"Input X contains infinity or a value too large for "
                              f"{X.dtype!r}.")
         return outputs
@@ -592,7 +604,7 @@ class _BaseMLP(BaseEstimator):
         # 20 ms predict.
         check_is_fitted(self)
         return validate_data(self, X, reset=False, dtype=self.model_.dtype, order="C",
-                             ensure_all_finite=False)
+                             ensure_all_finite=False, accept_sparse=_SPARSE_FORMATS)
 
     def _score_validated(self, X, y, sample_weight):
         predicted = self._predict_validated(X)
@@ -644,7 +656,9 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        # mlp trains on sparse rows without densifying them; L-BFGS's full-batch
+        # objective needs dense rows.
+        tags.input_tags.sparse = self.solver != "lbfgs"
         return tags
 
 
@@ -851,7 +865,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, dtype=check_dtype(self.dtype),
-                             order="C", reset=reset)
+                             order="C", reset=reset, accept_sparse=self._accepted_sparse())
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
@@ -1027,7 +1041,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=check_dtype(self.dtype), order="C", reset=reset)
+                             dtype=check_dtype(self.dtype), order="C", reset=reset,
+                             accept_sparse=self._accepted_sparse())
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, y

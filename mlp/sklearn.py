@@ -455,7 +455,10 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn stratifies only single-output (binary) classification.
         stratify = targets if is_classifier(self) and self.n_outputs_ == 1 else None
         if stratify is not None and stratify.ndim == 2:
-            stratify = stratify[:, 0]
+            # A binary classifier's one 0/1 column, as the (n, 1) booleans
+            # scikit-learn stratifies on: the same split, and the same error
+            # (rows of a 2-D y are classed by their text: 'True').
+            stratify = stratify.astype(bool)
         train_idx, val_idx = train_test_split(
             np.arange(X.shape[0]), random_state=self._random_state,
             test_size=self.validation_fraction, stratify=stratify)
@@ -610,7 +613,10 @@ class _BaseMLP(BaseEstimator):
         predicted = self._predict_validated(X)
         if np.issubdtype(predicted.dtype, np.floating) and not np.isfinite(predicted).all():
             return np.nan
-        return float(self._score_function(y, predicted, sample_weight=sample_weight))
+        score = float(self._score_function(y, predicted, sample_weight=sample_weight))
+        # A diverged regressor's finite but huge float32 outputs overflow R² to
+        # -inf; scikit-learn's float64 outputs are inf there and score NaN.
+        return score if np.isfinite(score) else np.nan
 
     # -- fitted parameters in scikit-learn's layout ---------------------------
 

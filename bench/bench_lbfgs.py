@@ -20,6 +20,8 @@ import warnings
 
 import numpy as np
 
+from _common import print_system_info, system_info
+
 
 def _data(n, f, dtype, seed=0):
     rng = np.random.default_rng(seed)
@@ -44,6 +46,8 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    # Figures are comparable on one machine only: the CPU and BLAS kernels first.
+    print_system_info(system_info())
 
     from sklearn.neural_network import MLPClassifier as SklearnMLP
 

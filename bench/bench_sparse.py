@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import mlp
+from _common import print_system_info, system_info
 
 
 def sparse_problem(rows, columns, per_row, classes, seed=0):
@@ -49,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args(argv)
+    # Figures are comparable on one machine only: the CPU and BLAS kernels first.
+    print_system_info(system_info())
 
     from sklearn.neural_network import MLPClassifier
 

@@ -82,6 +82,7 @@ include "_blas.pxi"
 include "_elementwise.pxi"
 include "_updates.pxi"
 include "_sparse.pxi"
+include "_bf16.pxi"
 
 
 def all_finite(const floating[::1] values):

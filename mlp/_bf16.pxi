@@ -1,0 +1,41 @@
+# bfloat16 matrix products (included by _kernels.pyx); the C side is _bf16.h.
+
+from scipy.linalg.cython_blas cimport sgemm as _scipy_sgemm
+
+cdef extern from "_bf16.h" nogil:
+    ctypedef void (*mlp_sgemm_fn)(char*, char*, int*, int*, int*, float*, float*, int*,
+                                  float*, int*, float*, float*, int*)
+    void mlp_bf16_set_sgemm(mlp_sgemm_fn fn)
+    float mlp_round_bf16(float x)
+    int mlp_bf16_path()
+    int mlp_sbgemm(char transa, char transb, int m, int n, int k, float alpha,
+                   const float* a, int lda, const float* b, int ldb, float beta,
+                   float* c, int ldc)
+
+# The portable path calls the same sgemm as the float32 kernels.
+mlp_bf16_set_sgemm(<mlp_sgemm_fn>_scipy_sgemm)
+
+_BF16_PATH_NAMES = {0: "portable"}
+
+
+def bf16_path():
+    """The bfloat16 GEMM path this CPU runs: a name from ``_BF16_PATH_NAMES``."""
+    return _BF16_PATH_NAMES[mlp_bf16_path()]
+
+
+def bf16_matmul(const float[:, ::1] a, const float[:, ::1] b, float[:, ::1] out):
+    """out = a @ b with a and b rounded to bfloat16 and float32 sums (for tests).
+
+    a is (m, k), b is (k, n), out is (m, n), all C-contiguous float32; the
+    caller checks the shapes.
+    """
+    cdef int m = <int>a.shape[0], k = <int>a.shape[1], n = <int>b.shape[1]
+    cdef int status
+    if m == 0 or n == 0:
+        return
+    with nogil:
+        # Row-major out = a @ b is column-major out.T = b.T @ a.T.
+        status = mlp_sbgemm(c'N', c'N', n, m, k, 1.0, &b[0, 0] if k else NULL, n,
+                            &a[0, 0] if k else NULL, k if k else 1, 0.0, &out[0, 0], n)
+    if status != 0:
+        raise MemoryError("bf16_matmul: no memory for the bfloat16 copies of its operands")

@@ -18,6 +18,25 @@ mlp_bf16_set_sgemm(<mlp_sgemm_fn>_scipy_sgemm)
 _BF16_PATH_NAMES = {0: "portable"}
 
 
+cdef inline void _round_to_bf16(floating* values, Py_ssize_t count) noexcept nogil:
+    """In place: each of values[:count] rounded to the nearest bfloat16
+    (float32 only; compute_dtype='bfloat16' needs float32 parameters)."""
+    cdef Py_ssize_t i
+    if floating is float:
+        for i in range(count):
+            values[i] = mlp_round_bf16(values[i])
+
+
+cdef object _raise_if_bf16_out_of_memory():
+    """MemoryError if a bfloat16 product of the call just made found no
+    memory for its rounded operands (_gemm_as), resetting the flag."""
+    global _bf16_out_of_memory
+    if _bf16_out_of_memory:
+        _bf16_out_of_memory = 0
+        raise MemoryError("no memory for the bfloat16 copies of a matrix product's operands "
+                          "(compute_dtype='bfloat16')")
+
+
 def bf16_path():
     """The bfloat16 GEMM path this CPU runs: a name from ``_BF16_PATH_NAMES``."""
     return _BF16_PATH_NAMES[mlp_bf16_path()]

@@ -59,6 +59,11 @@ ACTIVATIONS = {"sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "relu": ACT_RELU,
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY,
           "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY}
 
+# The types the matrix products may compute in other than the parameters'
+# own (Network's compute_dtype): the one table of them, which Model, the
+# CLI and the estimators read.
+COMPUTE_DTYPES = ("bfloat16",)
+
 # Networks deeper than this are refused on the Python side; it lets the
 # per-layer pointer tables live on the stack.
 cdef enum:
@@ -174,14 +179,15 @@ cdef inline Py_ssize_t _weights_offset(const Py_ssize_t* sizes,
 cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
                    int hidden_act, int output_act, floating** acts,
                    floating* logits, Py_ssize_t n, bint feature_major,
-                   floating** kept) noexcept nogil:
+                   floating** kept, bint bf16) noexcept nogil:
     """acts[0] holds the input (n, sizes[0]); fills acts[1..L], row-major,
     or (units, n) with feature_major. (Training runs its own split forward
     pass: _worker.pxi.)
 
     When logits is not NULL the output layer's pre-activation is kept there
     (the cross-entropy loss needs the logits); when kept is not NULL, each
-    hidden layer l's in kept[l] (for _gradients' derivatives)."""
+    hidden layer l's in kept[l] (for _gradients' derivatives). bf16: the
+    products' inputs rounded to bfloat16 (_gemm_as)."""
     cdef int l
     cdef Py_ssize_t fin, fout, off = 0
     cdef floating* w
@@ -194,7 +200,7 @@ cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
         b = w + fout * fin
         off += fout * (fin + 1)
         _layer_gemm(feature_major, feature_major and l > 0, w, fin, fout, 0, fout, acts[l],
-                    acts[l + 1], n)
+                    acts[l + 1], n, bf16)
         act = hidden_act if l < n_layers - 1 else output_act
         if l == n_layers - 1 and logits != NULL:
             _add_bias(acts[l + 1], b, n, fout, feature_major)
@@ -209,7 +215,7 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
                      int n_layers, int hidden_act, int output_act, int loss,
                      floating** acts, floating** kept, const floating* y, floating* delta,
                      floating* delta_prev, Py_ssize_t n,
-                     bint accumulate, const floating* weights) noexcept nogil:
+                     bint accumulate, const floating* weights, bint bf16) noexcept nogil:
     """Backpropagate one batch whose (row-major) forward pass is in acts
     (and kept, as _forward keeps it, or NULL): write dL/dW and dL/db, sums
     over the batch (each sample's times weights[i] unless weights is NULL),
@@ -228,11 +234,11 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
         off = _weights_offset(sizes, l)
         w = params + off
         if l > 0:
-            _delta_gemm(False, w, fin, fout, 0, fin, delta, delta_prev, n)
+            _delta_gemm(False, w, fin, fout, 0, fin, delta, delta_prev, n, bf16)
             _times_derivative(delta_prev, acts[l], kept[l] if kept != NULL else NULL,
                               n * fin, hidden_act, 1)
         _weight_gemm(False, False, acts[l], delta, fin, fout, 0, fout, n, 1,
-                     1 if accumulate else 0, grads + off)
+                     1 if accumulate else 0, grads + off, bf16)
         _unit_sums(delta, grads + off + fout * fin, n, fout, fout, accumulate, False)
         tmp = delta
         delta = delta_prev
@@ -248,7 +254,8 @@ cdef double _loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] size
                                int hidden_act, int output_act, int loss,
                                const floating[:, ::1] x, const floating[:, ::1] y,
                                const floating[::1] weights, floating[::1] grads,
-                               floating[::1] work, bint want_gradients, Py_ssize_t chunk):
+                               floating[::1] work, bint want_gradients, Py_ssize_t chunk,
+                               bint bf16):
     cdef int L = <int>sizes.shape[0] - 1
     cdef Py_ssize_t n = x.shape[0], k = sizes[L], start, rows
     cdef bint keep = want_gradients and _keeps_preactivations(hidden_act)
@@ -268,14 +275,14 @@ cdef double _loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] size
             if keep:
                 _point_acts(workspace + c.preactivations, &sizes[0], L - 1, rows, NULL, kept)
             _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
-                     workspace + c.logits, rows, False, kept)
+                     workspace + c.logits, rows, False, kept, bf16)
             w = &weights[start] if weighted else NULL
             total += _batch_loss(loss, acts[L], workspace + c.logits, &y[start, 0], rows, k,
                                  False, w)
             if want_gradients:
                 _gradients(&params[0], &grads[0], &sizes[0], L, hidden_act,
                            output_act, loss, acts, kept, &y[start, 0], workspace + c.deltas,
-                           workspace + c.deltas_2, rows, start > 0, w)
+                           workspace + c.deltas_2, rows, start > 0, w, bf16)
             start += rows
     return total
 
@@ -315,14 +322,23 @@ cdef class Network:
         Layer widths, inputs first.
     hidden_activation, output_activation : int
         Codes from ACTIVATIONS.
+    compute_dtype : {None, "bfloat16"}, optional
+        None computes in the parameters' type. "bfloat16" (float32
+        parameters only) rounds the inputs of every matrix product (weights
+        and activations, and the first layer's weights and inputs on the
+        sparse path) to bfloat16 and sums in float32: parameters, optimizer
+        state, losses and elementwise maths stay float32 (COMPUTE_DTYPES).
     """
     cdef readonly object params
     cdef readonly object sizes
     cdef readonly int hidden_activation
     cdef readonly int output_activation
     cdef readonly bint is_double
+    cdef readonly object compute_dtype
+    cdef readonly bint bf16
 
-    def __init__(self, params, sizes, int hidden_activation, int output_activation):
+    def __init__(self, params, sizes, int hidden_activation, int output_activation, *,
+                 compute_dtype=None):
         self.sizes = _contiguous(sizes, "sizes", np.intp, 1)
         if not 2 <= len(sizes) <= MAX_LAYERS + 1 or np.any(sizes < 1):
             raise ValueError(f"sizes must hold 2 to {MAX_LAYERS + 1} positive widths; "
@@ -335,6 +351,14 @@ cdef class Network:
                              f"got {len(params)}")
         self.hidden_activation = hidden_activation
         self.output_activation = output_activation
+        if compute_dtype is not None and compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be None or one of {COMPUTE_DTYPES}; "
+                             f"got {compute_dtype!r}")
+        if compute_dtype is not None and self.is_double:
+            raise ValueError("compute_dtype='bfloat16' needs float32 parameters; a float64 "
+                             "model computes in float64 (use dtype=float32 for bfloat16)")
+        self.compute_dtype = compute_dtype
+        self.bf16 = compute_dtype == "bfloat16"
 
     @property
     def n_layers(self):
@@ -620,6 +644,7 @@ FORWARD_MIN_ROWS_PER_WORKER = 64
 
 cdef struct _ForwardRun:
     bint is_double
+    bint bf16                 # the products' inputs rounded to bfloat16 (Network.bf16)
     void* params
     const Py_ssize_t* sizes
     int n_layers
@@ -674,7 +699,8 @@ cdef void _forward_units_split(floating* params, const floating* x, floating* ou
             u0 = 0
             u1 = fan_out if tid == 0 else 0
         if u1 > u0:
-            _layer_gemm(True, l > 0, w, fan_in, fan_out, u0, u1, acts[l], acts[l + 1], n)
+            _layer_gemm(True, l > 0, w, fan_in, fan_out, u0, u1, acts[l], acts[l + 1], n,
+                        run.bf16)
             if l < L - 1:
                 _bias_activation_part(acts[l + 1], w + fan_out * fan_in, n, fan_out, u0, u1,
                                       run.hidden_act, True, NULL)
@@ -776,18 +802,24 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     if start == stop:
         return
     _transpose_units(params, d, 0, hidden, panel, ld)
+    if run.bf16:
+        # The first layer's product in bfloat16, as _layer_gemm's would be:
+        # its weights rounded once here, each row's inputs as they are listed.
+        _round_to_bf16(panel, d * ld)
     while start < stop:
         rows = min(<Py_ssize_t>SPARSE_INPUT_BLOCK_ROWS, stop - start)
         for i in range(rows):
             counts[i] = _nonzeros(x + (start + i) * d, d, nonzero_inputs + i * d,
                                   nonzero_values + i * d, &nonfinite)
+            if run.bf16:
+                _round_to_bf16(nonzero_values + i * d, counts[i])
         _sparse_block(nonzero_inputs, nonzero_values, d, counts, rows, d, panel, ld, hidden,
                       first, hidden, cursor)
         _bias_activation(first, params + hidden * d, rows, hidden, run.hidden_act, False, NULL)
         feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(upper, run.sizes + 1, L - 1, rows, first, acts)
         _forward(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
-                 run.output_act, acts, NULL, rows, feature_major, NULL)
+                 run.output_act, acts, NULL, rows, feature_major, NULL, run.bf16)
         _copy_out(acts[L - 1], out + start * k, rows, k, feature_major)
         start += rows
     run.nonfinite[tid] = nonfinite
@@ -842,7 +874,7 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
         feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(workspace, run.sizes, L, rows, x + start * d, acts)
         _forward(params, run.sizes, L, run.hidden_act, run.output_act, acts, NULL,
-                 rows, feature_major, NULL)
+                 rows, feature_major, NULL, run.bf16)
         _copy_out(acts[L], out + start * k, rows, k, feature_major)
         start += rows
 
@@ -876,11 +908,13 @@ def loss_and_gradients(Network network, int loss, x, y, grads, work, Py_ssize_t 
                                            network.hidden_activation,
                                            network.output_activation, loss, x, y, weights,
                                            grads if want_gradients else network.params, work,
-                                           want_gradients, chunk)
-    return _loss_and_gradients[float](network.params, network.sizes, network.hidden_activation,
-                                      network.output_activation, loss, x, y, weights,
-                                      grads if want_gradients else network.params, work,
-                                      want_gradients, chunk)
+                                           want_gradients, chunk, False)
+    total = _loss_and_gradients[float](network.params, network.sizes, network.hidden_activation,
+                                       network.output_activation, loss, x, y, weights,
+                                       grads if want_gradients else network.params, work,
+                                       want_gradients, chunk, network.bf16)
+    _raise_if_bf16_out_of_memory()
+    return total
 
 
 def forward(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,
@@ -911,8 +945,10 @@ def forward(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,
     if network.is_double:
         return _forward_rows[double](network.params, network, x, out, work, chunk, n_workers,
                                      sparse_input, check_finite)
-    return _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
-                                sparse_input, check_finite)
+    finite = _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
+                                  sparse_input, check_finite)
+    _raise_if_bf16_out_of_memory()
+    return finite
 
 
 cdef bint _forward_rows(floating[::1] params, Network network, const floating[:, ::1] x,
@@ -923,6 +959,7 @@ cdef bint _forward_rows(floating[::1] params, Network network, const floating[:,
     cdef _ForwardRun run
     cdef int L = <int>sizes.shape[0] - 1
     run.is_double = floating is double
+    run.bf16 = network.bf16
     run.params = &params[0]
     run.sizes = &sizes[0]
     run.n_layers = <int>sizes.shape[0] - 1
@@ -1086,6 +1123,7 @@ cdef object _train_steps(floating[::1] params, const data_floating[::1] x, Train
         + (1 if data_floating is double else 0),
         &params[0], sizes, network.hidden_activation, network.output_activation, spec.loss,
         &work[0], data.feature_major)
+    run.bf16 = network.bf16
     run.x = &x[0] if x.shape[0] > 0 else NULL
     if isinstance(data.x, CsrMatrix):
         indptr = data.x.indptr
@@ -1121,6 +1159,7 @@ cdef object _train_steps(floating[::1] params, const data_floating[::1] x, Train
                                            data.sparse_input)
     with nogil:
         _run_workers(&run, n_workers)
+    _raise_if_bf16_out_of_memory()
     return -1 - run.bad_row if run.bad_row >= 0 else run.steps_done
 
 
@@ -1222,7 +1261,11 @@ cdef object _prepare_sparse_input(_TrainRun* run, x, int n_workers,
     if run.weights_by_input and run.opt.n_state > 0:
         state = _empty_on_lines(n_workers * run.opt.n_state * run.panel_size, dtype)
         run.state_panels = <void*><uintptr_t>state.ctypes.data
-    return index, value, count, panels, starts, samples, values, state, rows
+    rounded = None
+    if run.weights_by_input and run.bf16:
+        rounded = _empty_on_lines(n_workers * run.panel_size, dtype)
+        run.bf16_panels = <void*><uintptr_t>rounded.ctypes.data
+    return index, value, count, panels, starts, samples, values, state, rows, rounded
 
 
 def dropout_mask(floating[:, ::1] values, double p, uint64_t seed, int64_t step, int layer,

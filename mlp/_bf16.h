@@ -97,8 +97,9 @@ static void mlp_bf16_scale_c(int m, int n, float beta, float *c, int ldc) {
 }
 
 /* The native paths need x86-64 and a compiler with the AMX intrinsics
- * (gcc 11, clang 12); elsewhere only the portable path exists. */
-#if defined(__x86_64__) && defined(__GNUC__) && \
+ * (gcc 11, clang 12); elsewhere (or compiled with -DMLP_BF16_PORTABLE_ONLY,
+ * to check that build) only the portable path exists. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MLP_BF16_PORTABLE_ONLY) && \
     ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
 #define MLP_BF16_NATIVE 1
 #include "_bf16_avx512.h"
@@ -121,21 +122,31 @@ enum {
 static const char *const mlp_bf16_path_names[MLP_BF16_N_PATHS] = {
     "portable", "avx512bf16", "amx", "amx_emulated"};
 
+/* The path choice is cached in statics that worker threads may read while
+ * another thread fills them: both write the same value. */
+#if defined(__GNUC__)
+#define MLP_BF16_LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define MLP_BF16_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
+#else
+#define MLP_BF16_LOAD(x) (x)
+#define MLP_BF16_STORE(x, v) ((x) = (v))
+#endif
+
 /* Whether this CPU (and, for AMX, the OS) runs the path; asked once. */
 static int mlp_bf16_path_supported(int path) {
-    static int amx = -1;  /* the AMX answer costs a system call */
     if (path == MLP_BF16_PORTABLE) return 1;
 #if MLP_BF16_NATIVE
+    static int amx = -1;  /* the AMX answer costs a system call */
     __builtin_cpu_init();
     int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                  __builtin_cpu_supports("avx512bf16");
     if (path == MLP_BF16_AVX512 || path == MLP_BF16_AMX_EMULATED) return avx512;
     if (path == MLP_BF16_AMX) {
-        int known = __atomic_load_n(&amx, __ATOMIC_ACQUIRE);
+        int known = MLP_BF16_LOAD(amx);
         if (known < 0) {
             known = avx512 && mlp_bf16_amx_usable();
-            __atomic_store_n(&amx, known, __ATOMIC_RELEASE);
+            MLP_BF16_STORE(amx, known);
         }
         return known;
     }
@@ -148,7 +159,7 @@ static int mlp_bf16_path_supported(int path) {
  * fastest this CPU runs. Decided on the first call and kept. */
 static int mlp_bf16_path(void) {
     static int chosen = -1;
-    int path = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
+    int path = MLP_BF16_LOAD(chosen);
     if (path >= 0) return path;
     path = -1;
     const char *wanted = getenv("MLP_BF16_PATH");
@@ -160,7 +171,7 @@ static int mlp_bf16_path(void) {
         path = mlp_bf16_path_supported(MLP_BF16_AMX)      ? MLP_BF16_AMX
                : mlp_bf16_path_supported(MLP_BF16_AVX512) ? MLP_BF16_AVX512
                                                           : MLP_BF16_PORTABLE;
-    __atomic_store_n(&chosen, path, __ATOMIC_RELEASE);
+    MLP_BF16_STORE(chosen, path);
     return path;
 }
 

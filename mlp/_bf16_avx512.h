@@ -142,6 +142,16 @@ static inline __attribute__((always_inline)) void mlp_bf16_tile(
         float alpha, float beta, int mr, int nr, int c_transposed) {
     __m512 acc[MLP_BF16_NR][2];
     for (int j = 0; j < MLP_BF16_NR; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+    /* C's tile is read or written only after the k loop: fetch its lines
+     * now, so the misses overlap the arithmetic (C can be far from L2). */
+    for (int j = 0; j < MLP_BF16_NR; j++) {
+        if (j >= (c_transposed ? mr : nr)) break;
+        const char *line = (const char *)(c + (size_t)j * ldc);
+        int last = 4 * ((c_transposed ? nr : mr) - 1);  /* its last byte's offset, < 128 */
+        _mm_prefetch(line, _MM_HINT_T0);
+        if (last >= 64) _mm_prefetch(line + 64, _MM_HINT_T0);
+        _mm_prefetch(line + last, _MM_HINT_T0);
+    }
     for (int p = 0; p < kp; p++) {
         __m512bh x0 = (__m512bh)_mm512_load_si512(x);
         __m512bh x1 = NV == 2 ? (__m512bh)_mm512_load_si512(x + 16) : x0;

@@ -132,13 +132,37 @@ static void mlp_bf16_pack(int R, int rows, int kc, const float *src, size_t rs, 
     }
 }
 
+/* Pack the rows x kc block src (element (r, k) at src[r * rs + k], k
+ * contiguous) row-major into a sliver of MLP_BF16_NR rows of ceil(kc / 2)
+ * bfloat16 pairs each; the rows past `rows` are zeros. */
+MLP_BF16_AVX512_TARGET
+static void mlp_bf16_pack_rows(int rows, int kc, const float *src, size_t rs, uint32_t *dst) {
+    size_t kp = ((size_t)kc + 1) / 2;
+    for (int r = 0; r < MLP_BF16_NR; r++) {
+        uint32_t *d = dst + r * kp;
+        if (r >= rows) {
+            memset(d, 0, kp * sizeof(uint32_t));
+            continue;
+        }
+        const float *s = src + (size_t)r * rs;
+        for (int k0 = 0; k0 < kc; k0 += 32) {
+            int nk = kc - k0 < 32 ? kc - k0 : 32;
+            __m512i pairs = mlp_bf16_consecutive(
+                _mm512_maskz_loadu_ps(mlp_bf16_mask16(nk), s + k0),
+                _mm512_maskz_loadu_ps(mlp_bf16_mask16(nk - 16), s + k0 + 16));
+            _mm512_mask_storeu_epi32(d + k0 / 2, mlp_bf16_mask16((nk + 1) / 2), pairs);
+        }
+    }
+}
+
 /* C tile (mr x nr of at most (16 * NV) x NR, column-major, leading dimension
  * ldc) = alpha * sliver(X) @ sliver(Y).T + beta * C tile; beta == 0 does not
- * read C. NV is 2 (an X sliver of 32 rows) or 1 (16 rows). c_transposed:
+ * read C. NV is 2 (an X sliver of 32 rows) or 1 (16 rows). Y_ROWS: the Y
+ * sliver is row-major (mlp_bf16_pack_rows), else pairs-major. c_transposed:
  * the tile is stored as C's transpose (element (i, j) at c[j + i * ldc]). */
 MLP_BF16_AVX512_TARGET
 static inline __attribute__((always_inline)) void mlp_bf16_tile(
-        const int NV, int kp, const uint32_t *x, const uint32_t *y, float *c, size_t ldc,
+        const int NV, const int Y_ROWS, int kp, const uint32_t *x, const uint32_t *y, float *c, size_t ldc,
         float alpha, float beta, int mr, int nr, int c_transposed) {
     __m512 acc[MLP_BF16_NR][2];
     for (int j = 0; j < MLP_BF16_NR; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
@@ -156,12 +180,15 @@ static inline __attribute__((always_inline)) void mlp_bf16_tile(
         __m512bh x0 = (__m512bh)_mm512_load_si512(x);
         __m512bh x1 = NV == 2 ? (__m512bh)_mm512_load_si512(x + 16) : x0;
         for (int j = 0; j < MLP_BF16_NR; j++) {
-            __m512bh yj = (__m512bh)_mm512_set1_epi32((int)y[j]);
+            /* row j of a row-major Y sliver from 4 bases and 0, 1 or 2
+             * strides: addressing modes, not 12 pointer registers */
+            uint32_t yv = Y_ROWS ? y[(size_t)(j / 3) * 3 * kp + (size_t)(j % 3) * kp] : y[j];
+            __m512bh yj = (__m512bh)_mm512_set1_epi32((int)yv);
             acc[j][0] = _mm512_dpbf16_ps(acc[j][0], x0, yj);
             if (NV == 2) acc[j][1] = _mm512_dpbf16_ps(acc[j][1], x1, yj);
         }
         x += 16 * NV;
-        y += MLP_BF16_NR;
+        y += Y_ROWS ? 1 : MLP_BF16_NR;
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     if (c_transposed) {
@@ -204,14 +231,22 @@ static inline __attribute__((always_inline)) void mlp_bf16_tile(
 
 MLP_BF16_AVX512_TARGET __attribute__((noinline))
 static void mlp_bf16_tile32(int kp, const uint32_t *x, const uint32_t *y, float *c, size_t ldc,
-                            float alpha, float beta, int mr, int nr, int c_transposed) {
-    mlp_bf16_tile(2, kp, x, y, c, ldc, alpha, beta, mr, nr, c_transposed);
+                            float alpha, float beta, int mr, int nr, int c_transposed,
+                            int y_rows) {
+    if (y_rows)
+        mlp_bf16_tile(2, 1, kp, x, y, c, ldc, alpha, beta, mr, nr, c_transposed);
+    else
+        mlp_bf16_tile(2, 0, kp, x, y, c, ldc, alpha, beta, mr, nr, c_transposed);
 }
 
 MLP_BF16_AVX512_TARGET __attribute__((noinline))
 static void mlp_bf16_tile16(int kp, const uint32_t *x, const uint32_t *y, float *c, size_t ldc,
-                            float alpha, float beta, int mr, int nr, int c_transposed) {
-    mlp_bf16_tile(1, kp, x, y, c, ldc, alpha, beta, mr, nr, c_transposed);
+                            float alpha, float beta, int mr, int nr, int c_transposed,
+                            int y_rows) {
+    if (y_rows)
+        mlp_bf16_tile(1, 1, kp, x, y, c, ldc, alpha, beta, mr, nr, c_transposed);
+    else
+        mlp_bf16_tile(1, 0, kp, x, y, c, ldc, alpha, beta, mr, nr, c_transposed);
 }
 
 /* ceil(total / ceil(total / max_block)) rounded up to a multiple of unit:
@@ -255,6 +290,9 @@ static int mlp_sbgemm_avx512(char transa, char transb, int m, int n, int k, floa
         ts = x_ks; x_ks = y_ks; y_ks = ts;
     }
     size_t c_rs = c_transposed ? (size_t)ldc : 1, c_cs = c_transposed ? 1 : (size_t)ldc;
+    /* A Y whose k is contiguous is packed row-major (no transposition, the
+     * micro-kernel broadcasting from 12 rows): half the cost of its packing. */
+    int y_rows = !y_rows_contiguous;
 
     int kc_max = mlp_bf16_block(k, MLP_BF16_KC, 32);
     int mc_max = mlp_bf16_block(m, MLP_BF16_MC, MLP_BF16_MR);
@@ -271,9 +309,14 @@ static int mlp_sbgemm_avx512(char transa, char transb, int m, int n, int k, floa
             int kc = k - pc < kc_max ? k - pc : kc_max, kp = (kc + 1) / 2;
             float beta_block = pc == 0 ? beta : 1.0f;  /* later k blocks add to C */
             for (int jr = 0; jr < nc; jr += MLP_BF16_NR)
-                mlp_bf16_pack(MLP_BF16_NR, nc - jr < MLP_BF16_NR ? nc - jr : MLP_BF16_NR, kc,
-                              b + (size_t)(jc + jr) * y_rs + (size_t)pc * y_ks, y_rs, y_ks,
-                              y_rows_contiguous, y_pack + (size_t)jr * kp);
+                if (y_rows)
+                    mlp_bf16_pack_rows(nc - jr < MLP_BF16_NR ? nc - jr : MLP_BF16_NR, kc,
+                                       b + (size_t)(jc + jr) * y_rs + (size_t)pc, y_rs,
+                                       y_pack + (size_t)jr * kp);
+                else
+                    mlp_bf16_pack(MLP_BF16_NR, nc - jr < MLP_BF16_NR ? nc - jr : MLP_BF16_NR,
+                                  kc, b + (size_t)(jc + jr) * y_rs + (size_t)pc * y_ks, y_rs,
+                                  y_ks, y_rows_contiguous, y_pack + (size_t)jr * kp);
             for (int ic = 0; ic < m; ic += mc_max) {
                 int mc = m - ic < mc_max ? m - ic : mc_max;
                 for (int ir = 0; ir < mc; ir += MLP_BF16_MR) {
@@ -290,10 +333,10 @@ static int mlp_sbgemm_avx512(char transa, char transb, int m, int n, int k, floa
                         float *ct = c + (size_t)(ic + ir) * c_rs + (size_t)(jc + jr) * c_cs;
                         if (mr > 16)
                             mlp_bf16_tile32(kp, x_pack + (size_t)ir * kp, y_sliver, ct, ldc,
-                                            alpha, beta_block, mr, nr, c_transposed);
+                                            alpha, beta_block, mr, nr, c_transposed, y_rows);
                         else
                             mlp_bf16_tile16(kp, x_pack + (size_t)ir * kp, y_sliver, ct, ldc,
-                                            alpha, beta_block, mr, nr, c_transposed);
+                                            alpha, beta_block, mr, nr, c_transposed, y_rows);
                     }
                 }
             }

@@ -96,7 +96,7 @@ class ModelOptions:
         flag="--compute-dtype", choices=COMPUTE_DTYPES)
 
     def __post_init__(self):
-        check_compute_dtype(self.compute_dtype)
+        check_compute_dtype(self.compute_dtype, self.dtype)
 
     def build(self, seed=None):
         return Model(self.layers, activation=self.activation, output=self.output,

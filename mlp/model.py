@@ -71,9 +71,10 @@ _SPARSE_BLOCK_ALIGN = 128
 COMPUTE_DTYPES = _kernels.COMPUTE_DTYPES
 
 
-def check_compute_dtype(value, name="compute_dtype"):
-    """value if it is None or a name in COMPUTE_DTYPES, else ValueError
-    (TypeError for a value that is not a string) naming the argument."""
+def check_compute_dtype(value, dtype=np.float32, name="compute_dtype"):
+    """value if it is None, or a name in COMPUTE_DTYPES and the parameters'
+    dtype float32; else ValueError (TypeError for a value that is not a
+    string) naming the argument."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -82,6 +83,10 @@ def check_compute_dtype(value, name="compute_dtype"):
     if value not in COMPUTE_DTYPES:
         raise ValueError(f"{spoken(name)} must be None (compute in the parameters' dtype) or "
                          f"one of {list(COMPUTE_DTYPES)}; got {value!r}")
+    if np.dtype(dtype) != np.float32:
+        raise ValueError(f"{spoken(name)}={value!r} needs float32 parameters (they and the "
+                         f"products' sums stay float32); got {spoken('dtype')} "
+                         f"{np.dtype(dtype).name}: use float32, or leave {spoken(name)} None")
     return value
 
 
@@ -284,12 +289,7 @@ class Model:
 
     @compute_dtype.setter
     def compute_dtype(self, value):
-        value = check_compute_dtype(value)
-        if value is not None and self.dtype != np.float32:
-            raise ValueError(f"{spoken('compute_dtype')}={value!r} needs float32 parameters "
-                             f"(they and the products' sums stay float32); got "
-                             f"{spoken('dtype')} {self.dtype.name}: use float32, or leave "
-                             f"{spoken('compute_dtype')} None")
+        value = check_compute_dtype(value, self.dtype)
         with self._lock:
             self._compute_dtype = value
             self._bind_network()

@@ -648,9 +648,8 @@ cdef inline void _round_panel_rows(_TrainRun* run, const floating* panel, Py_ssi
     """Rows j0..j1 of worker tid's panel into its bfloat16 panel, rounded:
     what the sparse first layer reads with bf16 (_sparse_rows)."""
     cdef floating* rounded = <floating*>run.bf16_panels + tid * run.panel_size
-    memcpy(rounded + j0 * run.panel_ld, panel + j0 * run.panel_ld,
-           (j1 - j0) * run.panel_ld * sizeof(floating))
-    _round_to_bf16(rounded + j0 * run.panel_ld, (j1 - j0) * run.panel_ld)
+    _round_copy_to_bf16(panel + j0 * run.panel_ld, rounded + j0 * run.panel_ld,
+                        (j1 - j0) * run.panel_ld)
 
 
 cdef inline floating* _state_panel(_TrainRun* run, floating* panels, int tid,

@@ -837,20 +837,22 @@ cdef inline void _copy_out(const floating* last, floating* out, Py_ssize_t rows,
         memcpy(out, last, rows * k * sizeof(floating))
 
 
-def chooses_sparse_input(const floating[:, ::1] x, int n_layers):
+def chooses_sparse_input(const floating[:, ::1] x, int n_layers, double min_zeros=-1):
     """Whether forward, left to choose, computes the first layer of a
     network of n_layers layers on x (n, inputs) from its non-zero inputs: for
     two layers or more, SPARSE_INPUT_MIN_ROWS rows or more, and at least
-    SPARSE_INPUT_MIN_ZEROS of the entries of x's first
-    SPARSE_INPUT_SAMPLE_ROWS rows zero."""
+    min_zeros (if negative, SPARSE_INPUT_MIN_ZEROS) of the entries of x's
+    first SPARSE_INPUT_SAMPLE_ROWS rows zero."""
     cdef Py_ssize_t rows = min(x.shape[0], <Py_ssize_t>SPARSE_INPUT_SAMPLE_ROWS)
     cdef Py_ssize_t count = rows * x.shape[1], i, zeros = 0
+    if min_zeros < 0:
+        min_zeros = _SPARSE_INPUT_MIN_ZEROS
     if n_layers < 2 or x.shape[0] < SPARSE_INPUT_MIN_ROWS or count == 0:
         return False
     cdef const floating* p = &x[0, 0]
     for i in range(count):
         zeros += p[i] == 0
-    return zeros >= _SPARSE_INPUT_MIN_ZEROS * count
+    return zeros >= min_zeros * count
 
 
 cdef void _forward_worker(floating* params, const floating* x, floating* out,
@@ -1175,16 +1177,34 @@ LISTS_BY_WORKER_MAX_WORKERS = 2
 # their GEMMs rather than take more.
 SPARSE_INPUT_MAX_BATCH = 4096
 
+# With bfloat16 products on a native path (compute_dtype="bfloat16", not
+# bf16_path() "portable") and the samples split, the first layer's dense
+# bfloat16 GEMMs outrun the sparse path, whose sums stay float32 as they
+# are, unless the inputs are sparser than images: MNIST (81% zeros),
+# 784-300-100-10, 2 workers, plain SGD, best of 7 interleaved: dense 1.2x
+# the sparse path's samples/s at batch 1024, 1.05x at 4096 (bench/README.md,
+# bench_bf16.py). At 64 and 256 rows (units split) the sparse path was as
+# fast or faster, and stays. At 90% zeros the sparse path has half MNIST's
+# products to make.
+cdef double _SPARSE_INPUT_MIN_ZEROS_BF16_SPLIT = 0.9
+SPARSE_INPUT_MIN_ZEROS_BF16_SPLIT = _SPARSE_INPUT_MIN_ZEROS_BF16_SPLIT
+
 
 def trains_sparse_input(x, int n_layers, Py_ssize_t batch_size,
-                        int n_workers, bint feature_major, sparse_input=None):
+                        int n_workers, bint feature_major, sparse_input=None, bint bf16=False):
     """Whether train_steps computes the first layer from the non-zero
     inputs of x (a 2-D array or a CsrMatrix): only for row-major batches
     (not feature_major) of up to SPARSE_INPUT_MAX_BATCH rows of a network
     of two layers or more, and there when sparse_input is True, or None and
-    x is a CsrMatrix or mostly zeros (chooses_sparse_input)."""
+    x is a CsrMatrix or mostly zeros (chooses_sparse_input; with bf16 on a
+    native bfloat16 path and the samples split, at least
+    SPARSE_INPUT_MIN_ZEROS_BF16_SPLIT zeros)."""
+    cdef double min_zeros = _SPARSE_INPUT_MIN_ZEROS
     if sparse_input is None:
-        sparse_input = isinstance(x, CsrMatrix) or chooses_sparse_input(x, n_layers)
+        if (bf16 and mlp_bf16_path() != _BF16_PATH_CODES["portable"]
+                and splits_samples(batch_size, n_workers, feature_major)):
+            min_zeros = _SPARSE_INPUT_MIN_ZEROS_BF16_SPLIT
+        sparse_input = isinstance(x, CsrMatrix) or chooses_sparse_input(x, n_layers, min_zeros)
     return bool(sparse_input and n_layers >= 2 and not feature_major
                 and batch_size <= SPARSE_INPUT_MAX_BATCH)
 
@@ -1215,7 +1235,7 @@ cdef object _prepare_sparse_input(_TrainRun* run, x, int n_workers,
     cdef Py_ssize_t d = run.sizes[0], m = run.batch_size, width, line
     cdef Py_ssize_t itemsize = np.dtype(dtype).itemsize
     run.sparse_input = trains_sparse_input(x, run.n_layers, m, n_workers, run.feature_major,
-                                           sparse_input)
+                                           sparse_input, run.bf16)
     if not run.sparse_input:
         return None
     n_workers = max(1, min(n_workers, MAX_WORKERS))

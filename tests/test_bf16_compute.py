@@ -366,3 +366,19 @@ def test_portable_path_warns_once_per_process():
                          text=True, check=True).stdout.split()
     path, count = out[0], int(out[1])
     assert count == (1 if path == "portable" else 0)
+
+
+def test_large_bf16_batches_on_a_native_path_keep_the_first_layer_dense_on_images():
+    """Samples split on a native bfloat16 path: the first layer's bfloat16
+    GEMMs for inputs about as sparse as images, the sparse path only for
+    sparser ones; float32, the portable path and small batches unchanged."""
+    rng = np.random.default_rng(8)
+    images = mostly_zeros(rng, 64, 784, zeros=0.81)
+    sparser = mostly_zeros(rng, 64, 784, zeros=0.95)
+    large = 2 * _kernels.SPLIT_SAMPLES_MIN_ROWS
+    native = _kernels.bf16_path() != "portable"
+    assert _kernels.trains_sparse_input(images, 3, large, 2, False)
+    assert _kernels.trains_sparse_input(images, 3, large, 2, False, bf16=True) == (not native)
+    assert _kernels.trains_sparse_input(sparser, 3, large, 2, False, bf16=True)
+    assert _kernels.trains_sparse_input(images, 3, 64, 2, False, bf16=True)
+    assert _kernels.trains_sparse_input(images, 3, large, 2, False, True, bf16=True)

@@ -138,7 +138,7 @@ def read_csv(path: Path, target=None):
                 rows.append(row)
                 lines.append(reader.line_num)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ValueError(f"{path} is not a CSV file: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
         raise ValueError(f"{path}, line {reader.line_num}: {exc}") from None
     if not rows:
@@ -190,7 +190,7 @@ def read_csv_rows(path: Path, feature_names):
                 rows.append([row[c] for c in columns])
                 lines.append(reader.line_num)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ValueError(f"{path} is not a CSV file: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
         raise ValueError(f"{path}, line {reader.line_num}: {exc}") from None
     if not rows:

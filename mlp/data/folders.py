@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import decoded
-from .images import _pil_to_grey, _require_pillow, read_image
+from .images import IMAGE_FORMATS, MAX_IMAGE_PIXELS, _pil_to_grey, _require_pillow, read_image
 
 __all__ = ["load_image_folder", "image_to_pixels"]
 
@@ -54,7 +54,8 @@ def _class_folders(root: Path, where: str):
         files = []
         for directory, subdirs, names in os.walk(folder, followlinks=False):
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            files += [Path(directory) / n for n in sorted(names) if not n.startswith(".")]
+            # Strings, not Paths: for 60,000 files pathlib's parsing alone takes seconds.
+            files += [os.path.join(directory, n) for n in sorted(names) if not n.startswith(".")]
         if not files:
             raise ValueError(f"{folder}: the class folder {folder.name!r} holds no images")
         classes[folder.name] = files
@@ -128,19 +129,37 @@ def image_to_pixels(image, size, color):
     return pixels.reshape(height, width, 3 if color else 1)
 
 
+_FORMATS = None
+
+
+def _open(path):
+    """A Pillow image opened (header only) from the formats read_image reads,
+    or None for anything read_image should look at (and explain)."""
+    global _FORMATS
+    Image = _require_pillow("reading images")
+    if _FORMATS is None:
+        Image.init()
+        _FORMATS = [name for name in IMAGE_FORMATS if name in Image.OPEN]
+    try:
+        image = Image.open(path, formats=_FORMATS)
+    except Exception:
+        return None
+    if image.width * image.height > MAX_IMAGE_PIXELS or "exif" in image.info \
+            or image.format in ("TIFF", "MPO") or image.mode == "P":
+        # Large, or turned by EXIF: read_image's careful route.
+        image.close()
+        return None
+    return image
+
+
 def _size_of(path):
     """(height, width) of an image as read_image would give it, from its header."""
-    Image = _require_pillow("reading images")
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            # EXIF orientations 5 to 8 turn the picture a quarter.
-            if image.getexif().get(0x0112) in (5, 6, 7, 8):
-                width, height = height, width
-        return height, width
-    except Exception:
-        # read_image says what is wrong with it; a size is only a vote.
+    image = _open(path)
+    if image is None:
+        # read_image says what is wrong with it, or applies its EXIF turn.
         return read_image(path).size[::-1]
+    with image:
+        return image.height, image.width
 
 
 def _sizes(paths):
@@ -150,6 +169,15 @@ def _sizes(paths):
 def _decode(paths, size, color):
     out = np.empty((len(paths), size[0], size[1], 3 if color else 1), dtype=np.uint8)
     for i, path in enumerate(paths):
+        image = _open(path)
+        if image is not None:
+            try:
+                with image:
+                    image.load()
+                    out[i] = image_to_pixels(image, size, color)
+                continue
+            except Exception:
+                pass  # read_image says what is wrong with the file
         out[i] = image_to_pixels(read_image(path), size, color)
     return out
 
@@ -219,7 +247,8 @@ def load_image_folder(root: Path, *, color=False, image_size=None, cache_dir: Pa
         files[split] = [path for name in class_names for path in classes.get(name, ())]
         labels[split] = np.concatenate([np.full(len(classes.get(name, ())), k, dtype=np.int64)
                                         for k, name in enumerate(class_names)])
-    stamps = [decoded.file_stamp(path, root) for split in sorted(files) for path in files[split]]
+    stamps = decoded.file_stamps([path for split in sorted(files) for path in files[split]],
+                                 root)
     key = decoded.cache_key(stamps, {"kind": "image-folder", "color": bool(color),
                                      "image_size": image_size, "splits": sorted(files)})
     cached = decoded.read(cache_dir, key)

@@ -212,7 +212,7 @@ def _recognises_csv(path: Path) -> bool:
 
 
 def _load_csv(path, options):
-    features, labels, names, lines = tables.read_csv(path, options["target"])
+    features, labels, names = tables.read_csv(path, options["target"])
     y, class_names = tables.label_indices(labels, str(path))
     if len(class_names) < 2:
         raise ValueError(f"{path}: every row has the label {class_names[0]!r}; a classifier "

@@ -99,34 +99,96 @@ def _first_bad_cell(rows, lines, columns, names, path):
     return None
 
 
+def _header(path: Path, target):
+    """(column names, the target's index) from the header row, checked."""
+    delimiter = delimiter_of(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f, delimiter=delimiter, strict=True), None)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a CSV file: not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path}, line 1: {exc}") from None
+    if header is None or not any(h.strip() for h in header):
+        raise ValueError(f"{path} is empty; a CSV file starts with a header row "
+                         f"naming its columns")
+    names = [h.strip() for h in header]
+    if len(names) < 2:
+        raise ValueError(f"{path}: the header names {len(names)} column "
+                         f"({names[0]!r}); a data file needs features and a target "
+                         f"column{', separated by tabs' if delimiter == chr(9) else ''}")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"{path}: the header names the column {duplicated[0]!r} twice")
+    if target is None:
+        return names, len(names) - 1
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a column name, got {target!r}")
+    if target not in names:
+        raise ValueError(f"{path}: no column named {target!r}; the columns are "
+                         f"{', '.join(names[:30])}{', ...' if len(names) > 30 else ''}")
+    return names, names.index(target)
+
+
+def _rows_have_width(path: Path, width: int) -> bool:
+    """Whether every non-blank line after the header holds width cells, for a
+    file without quotes (where each delimiter separates two cells); False
+    when the file has quotes, or a line that does not, for the careful reader
+    to say which."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if (data == ord('"')).any():
+        return False
+    delimiter = ord(delimiter_of(path))
+    ends = np.flatnonzero(data == ord("\n"))
+    if len(ends) == 0 or ends[-1] != len(data) - 1:
+        ends = np.append(ends, len(data))
+    separators = np.flatnonzero(data == delimiter)
+    counts = np.diff(np.searchsorted(separators, ends), prepend=0)
+    lengths = np.diff(ends, prepend=-1) - 1
+    # Blank lines ("" or a lone "\r") hold no cells and are skipped.
+    blank = (lengths == 0) | ((lengths == 1) & (data[np.maximum(ends - 1, 0)] == ord("\r")))
+    return bool(np.all((counts[1:] == width - 1) | blank[1:]))
+
+
 def read_csv(path: Path, target=None):
-    """(features float32 of shape (n, k), label strings (n,), feature names,
-    line numbers (n,)) of a CSV/TSV file with a header row."""
+    """(features float32 of shape (n, k), label strings (n,), feature names)
+    of a CSV/TSV file with a header row.
+
+    numpy's loadtxt reads well-formed files; the first sign of trouble (a
+    ragged or quoted file, a cell that is not a number) hands the file to
+    the csv module, row by row, which names the line and column."""
+    names, target_column = _header(path, target)
+    width = len(names)
+    feature_columns = [c for c in range(width) if c != target_column]
+    if _rows_have_width(path, width):
+        import warnings
+
+        options = dict(delimiter=delimiter_of(path), skiprows=1, comments=None,
+                       encoding="utf-8-sig")
+        try:
+            with warnings.catch_warnings():
+                # loadtxt notes that it skips blank lines: so does the csv module.
+                warnings.simplefilter("ignore", UserWarning)
+                features = np.loadtxt(path, usecols=feature_columns, ndmin=2, **options)
+                labels = np.char.strip(np.loadtxt(path, usecols=[target_column], ndmin=1,
+                                                  dtype=str, **options))
+        except (ValueError, UnicodeDecodeError):
+            pass  # the careful reader says where
+        else:
+            missing = np.isin(np.char.lower(labels), list(_MISSING - {"-"}))
+            if len(labels) and np.isfinite(features).all() and not missing.any():
+                return features.astype(np.float32), labels, [names[c] for c in feature_columns]
+    return _read_csv_carefully(path, names, target_column)
+
+
+def _read_csv_carefully(path: Path, names, target_column):
+    """read_csv through the csv module: each row checked, each bad cell named."""
     delimiter = delimiter_of(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter, strict=True)
-            header = next(reader, None)
-            if header is None or not any(h.strip() for h in header):
-                raise ValueError(f"{path} is empty; a CSV file starts with a header row "
-                                 f"naming its columns")
-            names = [h.strip() for h in header]
-            if len(names) < 2:
-                raise ValueError(f"{path}: the header names {len(names)} column "
-                                 f"({names[0]!r}); a data file needs features and a target "
-                                 f"column{', separated by tabs' if delimiter == chr(9) else ''}")
-            duplicated = sorted({n for n in names if names.count(n) > 1})
-            if duplicated:
-                raise ValueError(f"{path}: the header names the column {duplicated[0]!r} twice")
-            if target is None:
-                target_column = len(names) - 1
-            else:
-                if not isinstance(target, str):
-                    raise TypeError(f"target must be a column name, got {target!r}")
-                if target not in names:
-                    raise ValueError(f"{path}: no column named {target!r}; the columns are "
-                                     f"{', '.join(names[:30])}{', ...' if len(names) > 30 else ''}")
-                target_column = names.index(target)
+            next(reader)
             width = len(names)
             rows, lines = [], []
             for row in reader:
@@ -162,8 +224,7 @@ def read_csv(path: Path, target=None):
         if error is None:  # numpy refused a spelling float() takes: say so all the same
             error = ValueError(f"{path}: a feature value is not a number")
         raise error
-    return (features.astype(np.float32), labels, [names[c] for c in feature_columns],
-            np.asarray(lines, dtype=np.int64))
+    return features.astype(np.float32), labels, [names[c] for c in feature_columns]
 
 
 def read_csv_rows(path: Path, feature_names):

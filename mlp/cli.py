@@ -869,9 +869,13 @@ def _warn_never_predicted(model, images, threads=None):
     """Print a warning naming the classes the model never predicts on images."""
     from .metrics import never_predicted, never_predicted_message
 
+    info = model.data_info
+    named = info is not None and not info.digits
+    what = "samples" if named and info.input_kind == "features" else "images"
     predicted = model.predict(images, n_threads=threads)
     message = never_predicted_message(never_predicted(predicted, n_classes=model.n_outputs),
-                                      f"the {len(images)} test images")
+                                      f"the {len(images)} test {what}",
+                                      names=_class_names(model) if named else None)
     if message:
         _say("warning", message)
 

@@ -201,7 +201,8 @@ def build_report(model, X, y, *, source="model", n_misclassified=36, raw_inputs=
               f"<p>Test accuracy: <strong>{html.escape(_percent(correct / len(y)))}</strong> "
               f"({correct:,} of {len(y):,} correct)</p>"]
     message = never_predicted_message(never_predicted(predicted, n_classes=n_classes),
-                                      f"these {len(y):,} test samples")
+                                      f"these {len(y):,} test samples",
+                                      names=None if info is None or info.digits else names)
     if message:
         parts.append(f'<p class="warning">Warning: {html.escape(message)}.</p>')
     parts.append(_table(

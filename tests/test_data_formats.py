@@ -418,3 +418,34 @@ def test_fashion_mnist_as_a_png_folder_trains_from_the_command_line(tmp_path, ca
     assert set(info.class_names) == set(FASHION_CLASSES) and len(test.labels) == 10_000
     assert main(["predict", str(model), str(root / "test" / "Trouser" / "00002.png")]) == 0
     assert capsys.readouterr().out.split()[1] == "Trouser"
+
+
+def test_csv_second_load_comes_from_the_cache(tmp_path, monkeypatch):
+    from mlp.data import tables
+
+    path = write_csv(tmp_path / "iris.csv")
+    first, info = datasets.load(path)
+
+    def no_parsing(*args):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(tables, "read_csv", no_parsing)
+    second, again = datasets.load(path)
+    assert again == info
+    for a, b in zip(first, second):
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    # Another target column, or a changed file, is parsed again.
+    with pytest.raises(AssertionError, match="parsed again"):
+        datasets.load(path, target="width")
+    path.write_text(path.read_text() + "1.0,2.0,setosa\n")
+    with pytest.raises(AssertionError, match="parsed again"):
+        datasets.load(path)
+
+
+def test_quoted_csv_is_read_by_the_csv_module(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text('"a","b","name"\n' + "".join(f'{i},"{2 * i}","kind, {i % 2}"\n'
+                                                   for i in range(30)))
+    (train, _, _), info = datasets.load(path)
+    assert info.class_names == ("kind, 0", "kind, 1")
+    assert np.array_equal(train.images[:, 1], 2 * train.images[:, 0])

@@ -569,6 +569,12 @@ def _model_data(model, args, progress=True):
         if not os.path.exists(path):
             raise ValueError(f"the model in {args.model} was trained on {path}, which is not "
                              f"there any more; give the data with --data PATH")
+    elif path is None and not (info is not None and info.format == "mnist-pickle"):
+        # Scoring on MNIST a model that may never have seen it gives a
+        # number that means nothing (a Fashion-MNIST model scores ~9%).
+        raise ValueError(f"the model in {args.model} does not record the data it was trained "
+                         f"on (it was saved by an older mlp, or from Python); give the data "
+                         f"with --data PATH ({_mnist_hint()})")
     if path is not None and info is not None and info.source is None:
         # A model trained on MNIST: new data is loaded with the format's own defaults.
         options = {}
@@ -583,6 +589,16 @@ def _model_data(model, args, progress=True):
                    or (name == "validation_size" and fmt.name != "mnist-pickle")}
     splits, data_info, _ = _load_data(path, options, progress)
     return splits, data_info, path
+
+
+def _mnist_hint():
+    """Where MNIST is, for a message asking for --data."""
+    from .data.sources import PKL_NAME, get_cache_dir
+
+    cached = get_cache_dir() / PKL_NAME
+    if cached.is_file():
+        return f"for MNIST: --data {cached}"
+    return "for MNIST: mnist.pkl.gz or a directory of its four IDX files"
 
 
 def _model_inputs(model, X):

@@ -3,6 +3,7 @@ CSV and npz made here, through the command line and back."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -235,3 +236,48 @@ def test_model_file_data_info_is_checked(tmp_path):
     model.save(path)
     with pytest.raises(ValueError, match="does not fit layer sizes"):
         Model.load(path)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_a_model_that_does_not_record_its_data_is_not_scored_on_mnist(tmp_path, capsys,
+                                                                      command):
+    from mlp.data.info import DataInfo
+
+    # Saved from Python: no description of the data, or one without a path.
+    bare, described = tmp_path / "bare.npz", tmp_path / "described.npz"
+    Model([784, 8, 10], seed=0).save(bare)
+    model = Model([784, 8, 10], seed=0)
+    model.data_info = DataInfo(format="npz", source=None, class_names=tuple("abcdefghij"),
+                               input_kind="image", image_shape=(28, 28, 1), pixel_scale=1 / 255)
+    model.save(described)
+    for path in (bare, described):
+        assert main([command, str(path), *(["--out", str(tmp_path / "r.html")]
+                                           if command == "report" else [])]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mlp: error: the model in {path} does not record the data it "
+                              f"was trained on") and "give the data with --data PATH" in err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_of_a_table_lists_misclassified_rows_with_class_names(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(1)
+    path = tmp_path / "noise.csv"
+    # Labels unrelated to the features: many test rows are misclassified.
+    lines = ["alpha,beta,fruit"] + [f"{rng.normal():.4f},{rng.normal():.4f},"
+                                     f"{('apple', 'pear')[rng.integers(2)]}" for _ in range(100)]
+    path.write_text("\n".join(lines) + "\n")
+    model_path = tmp_path / "m.npz"
+    train(capsys, path, model_path, "--hidden", "4", "--epochs", "1")
+    report = tmp_path / "r.html"
+    assert main(["report", str(model_path), "--out", str(report)]) == 0
+    page = report.read_text()
+    table = page.split("Misclassified test samples (the first ")[1].split("</table>")[0]
+    cells = [re.findall(r"<t[hd][^>]*>([^<]*)</t[hd]>", row) for row in table.split("<tr>")[1:]]
+    assert cells[0] == ["sample", "true", "predicted", "alpha", "beta"]
+    assert len(cells) > 1 and all(len(row) == 5 for row in cells)
+    # Each row: true and predicted names that differ, and the raw features of the data.
+    for sample, true, predicted, alpha, beta in cells[1:]:
+        assert {true, predicted} == {"apple", "pear"}
+        assert f"{float(alpha):.4f},{float(beta):.4f},{true}" in lines

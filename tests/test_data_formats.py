@@ -270,7 +270,8 @@ def test_npz_images_compressed(tmp_path):
 
 @pytest.mark.parametrize("arrays, match", [
     (dict(X=np.zeros((4, 2)), y=np.array([0, 1, 0, 1]), X_test=np.zeros((2, 2)),
-          y_test=np.array([0, 5])), r"y_test: label '5' never occurs in the training data"),
+          y_test=np.array([0, 5])),
+     r"y_test\[1\]: label '5' never occurs in the training data \(1 such label"),
     (dict(X=np.zeros((4, 2)), y=np.array([0, 1, 0])), r"y has shape \(3,\)"),
     (dict(X=np.zeros((4, 2))), r"holds no array 'y'"),
     (dict(X=np.zeros((4, 2)), y=np.array([0, 1, 0, 1]), X_test=np.zeros((2, 2))),

@@ -60,17 +60,20 @@ def label_indices(values, where):
 def map_labels(values, class_names, where):
     """int64 indices of labels into the training split's class names;
     a label never seen in training is a ValueError."""
-    _, names = label_indices(values, where)
-    unknown = sorted(set(names) - set(class_names))
-    if unknown:
-        raise ValueError(f"{where}: label {unknown[0]!r} never occurs in the training data "
-                         f"(its classes: {', '.join(class_names[:20])}"
-                         f"{', ...' if len(class_names) > 20 else ''})")
+    label_indices(values, where)  # the same checks as the training labels
     lookup = {name: i for i, name in enumerate(class_names)}
     text = np.asarray(values)
     if text.dtype.kind == "f":
         text = text.astype(np.int64)
-    return np.fromiter((lookup[str(v)] for v in text.tolist()), dtype=np.int64, count=len(text))
+    strings = [str(v) for v in text.tolist()]
+    unknown = [i for i, name in enumerate(strings) if name not in lookup]
+    if unknown:
+        first = unknown[0]
+        raise ValueError(f"{where}[{first}]: label {strings[first]!r} never occurs in the "
+                         f"training data ({len(unknown)} such label"
+                         f"{'s' if len(unknown) != 1 else ''}; its classes: "
+                         f"{', '.join(class_names[:20])}{', ...' if len(class_names) > 20 else ''})")
+    return np.fromiter((lookup[name] for name in strings), dtype=np.int64, count=len(strings))
 
 
 # --- CSV ------------------------------------------------------------------

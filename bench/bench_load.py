@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +48,13 @@ def write_csv(path, megabytes, seed=0):
             f.write("\n".join(lines) + "\n")
             rows += len(lines)
     return rows
+
+
+def _tree_env():
+    """The environment with this source tree first on the path, as for this process."""
+    tree = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [tree] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
 
 
 def timed(function):
@@ -87,6 +95,15 @@ def main():
                                                       progress=False))
         assert all(np.array_equal(a.images, b.images) for a, b in zip(first, second))
         n = sum(len(s.labels) for s in first)
+        # What a second `mlp train --data` sees: a new process that imports mlp,
+        # lists and stamps the files, and reads the cache.
+        _, process_time = timed(lambda: subprocess.run(
+            [sys.executable, "-c", "import sys; from mlp.datasets import load; "
+             "load(sys.argv[1], cache_dir=sys.argv[2], progress=False)",
+             str(tmp / "digits"), str(cache)], check=True, env=_tree_env()))
+        _, import_time = timed(lambda: subprocess.run(
+            [sys.executable, "-c", "from mlp.datasets import load"], check=True,
+            env=_tree_env()))
 
         rows, csv_write = timed(lambda: write_csv(tmp / "table.csv", args.csv_mb))
         csv_bytes = (tmp / "table.csv").stat().st_size
@@ -102,6 +119,9 @@ def main():
           f"{first_time:.2f} s | {n / first_time:,.0f} images/s |")
     print(f"| {n:,} PNGs, 28x28 grey | second (cache) | {second_time:.2f} s | "
           f"{n / second_time:,.0f} images/s |")
+    print(f"| {n:,} PNGs, 28x28 grey | second, in a new process (Python, import mlp, "
+          f"cache) | {process_time:.2f} s | |")
+    print(f"| (none) | a new process that only imports mlp | {import_time:.2f} s | |")
     print(f"| CSV, {csv_bytes / 1e6:.0f} MB, {rows:,} rows x 33 columns | first (parsed) | "
           f"{csv_time:.2f} s | {csv_bytes / 1e6 / csv_time:.1f} MB/s |")
     print(f"| CSV, {csv_bytes / 1e6:.0f} MB, {rows:,} rows x 33 columns | second (cache) | "

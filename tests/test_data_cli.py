@@ -281,3 +281,36 @@ def test_report_of_a_table_lists_misclassified_rows_with_class_names(tmp_path, c
     for sample, true, predicted, alpha, beta in cells[1:]:
         assert {true, predicted} == {"apple", "pear"}
         assert f"{float(alpha):.4f},{float(beta):.4f},{true}" in lines
+
+
+def test_image_folder_pixels_are_centred_and_the_centring_folded(tmp_path, capsys):
+    from mlp.datasets import load
+
+    # Light backgrounds: pixels near 1, as in most pictures (unlike MNIST's).
+    root = write_png_folder(tmp_path / "pets", n=20)
+    for png in root.rglob("*.png"):
+        PIL.fromarray(255 - np.asarray(PIL.open(png))).save(png)
+    model_path, checkpoint = tmp_path / "m.npz", tmp_path / "ck.npz"
+    out = train(capsys, root, model_path, "--hidden", "8", "--epochs", "3",
+                "--checkpoint", str(checkpoint))
+    info = Model.load(model_path).data_info
+    (train_split, _, _), _ = load(root, progress=False)
+    mean, std = (np.array(v) for v in info.standardization)
+    assert np.allclose(mean, train_split.images.mean(axis=0), atol=1e-6) and (std == 1).all()
+    assert mean.min() > 0.5 and info.standardization_folded
+    assert "centred by each pixel's mean over the training images, folded" in info.preprocessing
+    # The saved model takes the pixels as they are; the checkpoint (unfolded)
+    # is given them centred; both score as training reported.
+    for path in (model_path, checkpoint):
+        assert main(["evaluate", str(path)]) == 0
+        assert accuracy(capsys.readouterr().out) == accuracy(out)
+    assert not Model.load(checkpoint).data_info.standardization_folded
+
+
+def test_idx_images_are_not_centred(tmp_path, capsys):
+    from test_data_formats import write_idx
+
+    data = write_idx(tmp_path / "idx", n_classes=3)
+    model_path = tmp_path / "m.npz"
+    train(capsys, data, model_path, "--hidden", "4", "--epochs", "1")
+    assert Model.load(model_path).data_info.standardization is None

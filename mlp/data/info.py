@@ -49,8 +49,10 @@ class DataInfo:
         MNIST's handwritten digits: ``mlp predict`` prepares a picture as
         MNIST's digits were made (crop, 20x20 box, centre of mass).
     standardization : tuple (mean, std) of tuples of float, or None
-        For features: the training split's mean and standard deviation of
-        each feature, by which the model's inputs are standardised.
+        One (mean, std) pair per input, by which the model's inputs are
+        standardised: for features, the training split's mean and standard
+        deviation of each feature; for images from a folder or an .npz,
+        each pixel's mean over the training images, and 1.
     standardization_folded : bool
         Whether the standardisation is folded into the first layer's
         weights and biases, so that the model takes raw features; if not,
@@ -93,6 +95,10 @@ class DataInfo:
                     f"1/{round(1 / self.pixel_scale)}")
             if self.digits:
                 text += "; pictures of digits prepared as MNIST's (crop, 20x20 box, centre of mass)"
+            if self.standardization is not None:
+                where = ("folded into the first layer (the model takes the scaled pixels)"
+                         if self.standardization_folded else "applied before the model")
+                text += f"; centred by each pixel's mean over the training images, {where}"
             return text
         if self.standardization is None:
             return "raw features"
@@ -140,13 +146,14 @@ class DataInfo:
                 raise ValueError(f"{flag} is not true or false")
         standardization = kwargs.get("standardization")
         if standardization is not None:
-            n = len(kwargs["feature_names"] or ())
+            n = (math.prod(shape) if kwargs["input_kind"] == "image" and shape is not None
+                 else len(kwargs["feature_names"] or ()))
             if not (isinstance(standardization, list) and len(standardization) == 2 and all(
                     isinstance(part, list) and len(part) == n and all(
                         isinstance(v, (int, float)) and not isinstance(v, bool)
                         and math.isfinite(v) for v in part) for part in standardization)) \
                     or not all(v > 0 for v in standardization[1]):
-                raise ValueError("standardization is not a (mean, std) pair of the features")
+                raise ValueError("standardization is not a (mean, std) pair of the inputs")
             kwargs["standardization"] = tuple(tuple(float(v) for v in part)
                                               for part in standardization)
         options = kwargs.get("load_options", {})

@@ -213,7 +213,9 @@ def misclassified(model, X, y, n=36):
 
 def _misclassified_figure(images, true, predicted, side, names=None):
     """side: a square grey image's side, or its (height, width, channels);
-    names: the class names, for the labels (default: the class numbers)."""
+    names: the class names, for the labels (default: the class numbers).
+    Digits (no names) are drawn as ink, dark on light; other images as they
+    are, 1 white (a light background stays light)."""
     height, width, channels = (side, side, 1) if isinstance(side, int) else side
     side = max(height, width)
     count = len(images)
@@ -236,15 +238,19 @@ def _misclassified_figure(images, true, predicted, side, names=None):
     if channels == 3:
         # Colour as it is, on white.
         ax.imshow(np.nan_to_num(np.clip(mosaic, 0, 1), nan=1.0), interpolation="nearest")
-    else:
+    elif names is None:
         cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
         ax.imshow(mosaic, cmap=cmap, vmin=low, vmax=max(high, low + 1e-9),
                   interpolation="nearest")
+    else:
+        cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
+        ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     for index, (t, p) in enumerate(zip(true, predicted)):
         r, c = divmod(index, columns)
-        t, p = (t, p) if names is None else (names[t], names[p])
+        # Names run longer than digits: one line each, to stay over their tile.
+        text = f"true {t}, pred {p}" if names is None else f"true {names[t]}\npred {names[p]}"
         ax.text(c * (width + gap) + (width - 1) / 2, r * (height + label) + label - 1.5,
-                f"true {t}, pred {p}", ha="center", va="bottom", fontsize=8, color="firebrick")
+                text, ha="center", va="bottom", fontsize=8, color="firebrick")
     ax.set_axis_off()
     return fig
 

@@ -314,3 +314,17 @@ def test_idx_images_are_not_centred(tmp_path, capsys):
     model_path = tmp_path / "m.npz"
     train(capsys, data, model_path, "--hidden", "4", "--epochs", "1")
     assert Model.load(model_path).data_info.standardization is None
+
+
+def test_misclassified_images_of_named_classes_are_drawn_as_they_are():
+    pytest.importorskip("matplotlib")
+    from mlp import plots
+
+    images = np.array([[1.0] * 12 + [0.0] * 4])  # 4x4: three white rows, one black
+    named = plots._misclassified_figure(images, [0], [1], (4, 4, 1), names=["cat", "dog"])
+    digits = plots._misclassified_figure(images, [0], [1], 4)
+    (image,) = named.axes[0].images
+    # 1 is white for a photo-like image; for digits, 1 is ink, drawn dark.
+    assert image.to_rgba(np.array([[1.0, 0.0]]))[0, :, :3].tolist() == [[1, 1, 1], [0, 0, 0]]
+    assert digits.axes[0].images[0].to_rgba(np.array([[1.0]]))[0, 0, :3].tolist() == [0, 0, 0]
+    assert [t.get_text() for t in named.axes[0].texts] == ["true cat\npred dog"]

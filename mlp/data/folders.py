@@ -52,14 +52,31 @@ def _class_folders(root: Path, where: str):
     classes = {}
     for folder in folders:
         files = []
-        for directory, subdirs, names in os.walk(folder, followlinks=False):
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            # Strings, not Paths: for 60,000 files pathlib's parsing alone takes seconds.
-            files += [os.path.join(directory, n) for n in sorted(names) if not n.startswith(".")]
+        _list_files(os.fsdecode(folder), files)
         if not files:
             raise ValueError(f"{folder}: the class folder {folder.name!r} holds no images")
         classes[folder.name] = files
     return classes
+
+
+def _list_files(directory: str, files: list) -> None:
+    """Append the files under directory to files, as os.walk (top-down,
+    names sorted, no symbolic links to folders followed) would list them,
+    skipping names that start with a dot."""
+    # Strings from os.scandir, not Paths: for 60,000 files pathlib's parsing
+    # alone takes seconds, and os.walk's joins a tenth of one.
+    with os.scandir(directory) as entries:
+        visible = sorted((e for e in entries if not e.name.startswith(".")),
+                         key=lambda e: e.name)
+    subdirs = []
+    for entry in visible:
+        if entry.is_dir():
+            if not entry.is_symlink():
+                subdirs.append(entry.path)
+        else:
+            files.append(entry.path)
+    for subdir in subdirs:
+        _list_files(subdir, files)
 
 
 def _layout(root: Path):

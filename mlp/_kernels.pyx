@@ -47,17 +47,19 @@ cdef enum:
     ACT_LEAKY_RELU = 5
     ACT_GELU = 6
     ACT_SILU = 7
+    ACT_EXP = 8
 
 cdef enum:
     LOSS_MSE = 0
     LOSS_CROSS_ENTROPY = 1
     LOSS_BINARY_CROSS_ENTROPY = 2
+    LOSS_POISSON = 3
 
 ACTIVATIONS = {"sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "relu": ACT_RELU,
                "softmax": ACT_SOFTMAX, "identity": ACT_IDENTITY, "leaky_relu": ACT_LEAKY_RELU,
-               "gelu": ACT_GELU, "silu": ACT_SILU}
+               "gelu": ACT_GELU, "silu": ACT_SILU, "exp": ACT_EXP}
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY,
-          "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY}
+          "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY, "poisson": LOSS_POISSON}
 
 # Networks deeper than this are refused on the Python side; it lets the
 # per-layer pointer tables live on the stack.

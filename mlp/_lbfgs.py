@@ -114,7 +114,7 @@ class FullBatchObjective:
             start += (n_in + 1) * n_out
         self._is_weight = is_weight
         self._grads = np.empty((n_blocks, model.n_params), dtype=model.dtype)
-        self._outputs = (None if model.output == "identity" else
+        self._outputs = (None if model.is_regressor else
                          [np.empty_like(y) for _, y, _ in self._blocks])
         self.n_evaluations = 0
 

@@ -82,7 +82,10 @@ _HIDDEN = {a.sklearn_name: a.name for a in ACTIVATIONS.values() if a.hidden}
 # out_activation_ (scikit-learn's name) -> (mlp output, mlp loss).
 _OUTPUT = {"softmax": ("softmax", "cross_entropy"),
            "logistic": ("sigmoid", "binary_cross_entropy"),
-           "identity": ("identity", "mse")}
+           "identity": ("identity", "mse"),
+           "exp": ("exp", "poisson")}
+# MLPRegressor's loss -> its out_activation_ (scikit-learn's pairs).
+_REGRESSION_LOSSES = {"squared_error": "identity", "poisson": "exp"}
 # scikit-learn's words when the parameters stop being finite.
 # fit and predict take any scipy.sparse matrix or array; validate_data
 # converts it to CSR, the rows mlp.train and Model.forward read.
@@ -961,12 +964,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor`` with
     solver "sgd", "adam" or "lbfgs": identity output units and the squared error,
-    one output per column of ``y``.
+    or exponential output units and the Poisson deviance, one output per
+    column of ``y``.
 
     Parameters
     ----------
-    loss : {"squared_error"}, default="squared_error"
-        scikit-learn's "poisson" is not supported.
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        "squared_error": identity outputs, half the squared error.
+        "poisson": exponential outputs (predictions > 0), half the Poisson
+        deviance ``y log(y / prediction) - y + prediction``; y must be >= 0
+        (counts, rates), as scikit-learn requires.
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
     learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
     warm_start, momentum, nesterovs_momentum, early_stopping,
@@ -981,9 +988,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     best_validation_score_, n_iter_, t_, n_features_in_, feature_names_in_,
     n_layers_, n_outputs_
         As for :class:`MLPClassifier`. ``loss_`` is scikit-learn's
-        ``0.5 * mean((y - prediction) ** 2)`` over samples and outputs, plus
-        the L2 term.
-    out_activation_ : "identity"
+        ``0.5 * mean((y - prediction) ** 2)`` over samples and outputs (for
+        "poisson": the mean over samples of the deviance summed over
+        outputs), plus the L2 term.
+    out_activation_ : "identity", or "exp" for loss="poisson"
     """
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
@@ -1024,9 +1032,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     _score_function = staticmethod(r2_score)
 
     def _check_hyperparameters(self):
-        if self.loss != "squared_error":
-            raise ValueError(f"The 'loss' parameter of MLPRegressor must be 'squared_error' "
-                             f"(mlp does not support {self.loss!r}). Got {self.loss!r} instead.")
+        if not isinstance(self.loss, str) or self.loss not in _REGRESSION_LOSSES:
+            raise ValueError(f"The 'loss' parameter of MLPRegressor must be a str among "
+                             f"{set(_REGRESSION_LOSSES)}. Got {self.loss!r} instead.")
         return super()._check_hyperparameters()
 
     @available_if(lambda estimator: estimator._check_solver())
@@ -1051,11 +1059,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              accept_sparse=self._accepted_sparse())
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and y.size and y.min() < 0:
+            raise ValueError(f"Some value(s) of y are out of the valid range of the loss "
+                             f"'poisson': y must be >= 0 (counts or rates), and its smallest "
+                             f"value is {y.min()}. Use loss='squared_error' for targets of "
+                             f"any sign.")
         return X, y
 
-    @staticmethod
-    def _out_activation():
-        return "identity"
+    def _out_activation(self):
+        return _REGRESSION_LOSSES[self.loss]
 
     def _encode_targets(self, y):
         targets = y.reshape(len(y), -1) if y.ndim == 1 else y

@@ -601,10 +601,12 @@ def test_a_diverging_fit_raises_and_keeps_finite_weights(dtype, lr, scale):
     assert all(np.isfinite(w).all() for w in clf.coefs_ + clf.intercepts_)
 
 
-def test_regressor_rejects_poisson():
+def test_poisson_regressor_rejects_negative_targets():
     X, y = _data()
-    with pytest.raises(ValueError, match="poisson"):
-        MLPRegressor(loss="poisson").fit(X, y.astype(float))
+    with pytest.raises(ValueError, match=r"valid range of the loss 'poisson'.*>= 0"):
+        MLPRegressor(loss="poisson").fit(X, y.astype(float) - 1)
+    with pytest.raises(ValueError, match="'loss' parameter of MLPRegressor"):
+        MLPRegressor(loss="absolute_error").fit(X, y.astype(float))
 
 
 def test_import_mlp_does_not_import_sklearn(tmp_path):

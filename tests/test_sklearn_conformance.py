@@ -32,7 +32,6 @@ EXPECTED_FAILURES = {
     # Not built yet.
     "test_sparse_matrices[csr_matrix]": "solver='lbfgs' needs dense X",
     "test_sparse_matrices[csr_array]": "solver='lbfgs' needs dense X",
-    "test_mlp_vs_poisson_glm_equivalent": "MLPRegressor(loss='poisson') is not supported",
 }
 
 CONFTEST = '''

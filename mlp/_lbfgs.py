@@ -8,11 +8,18 @@ probabilities clipped to [eps, 1 - eps] (eps of the model's dtype), as
 scikit-learn computes it, from a forward pass of its own: the kernel's loss,
 exact from the logits, differs from it wherever a probability is that
 extreme, which L-BFGS's line search meets when it tries a long step (and
-which float32 meets often: -log(eps) is only 15.9 there). The gradient is
+which float32 meets often: -log(eps) is only 15.9 there); the kernel writes
+the outputs as it computes the gradient. The gradient is
 the kernel's either way, scikit-learn's too: that of the unclipped loss. The rows are
 split into one block per worker thread; each block goes through
-``_kernels.loss_and_gradients`` (which releases the GIL) and the blocks' sums
+``_kernels.rows_loss_and_gradients`` (which releases the GIL) and the blocks' sums
 are added.
+
+Sparse X (a scipy.sparse CSR matrix) is never made dense: each block is a
+``_kernels.CsrMatrix`` whose first layer the kernel computes from its
+non-zeros, and whose first-layer gradient it adds up by input, so that
+memory is the matrix (and its blocks' copy) plus a chunk's activations and
+two (inputs, units) arrays a worker.
 
 The vector that the optimiser sees is laid out as scikit-learn packs its
 parameters (every ``coefs_[l]``, shape (n_in, n_out), row-major, then every
@@ -28,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
+import scipy.sparse
 from scipy.special import xlogy
 
 from . import _kernels
@@ -35,6 +43,19 @@ from . import _kernels
 # Rows per kernel call within a block: as Model.loss does it, big enough for
 # the GEMMs to run near peak, small enough for the activations to stay in cache.
 _CHUNK = 1024
+# Sparse X: the workspace keeps room for two chunks of dense rows (the gather's
+# buffers, unused here), so the chunk shrinks with the number of inputs to
+# keep that room near this many elements.
+_SPARSE_CHUNK_ELEMENTS = 2 ** 21
+
+
+def _csr_block(X):
+    """A scipy.sparse CSR block of rows as the kernel's CsrMatrix (its own
+    canonical copy: sorted indices, no duplicates)."""
+    X = scipy.sparse.csr_matrix(X, copy=True)
+    X.sum_duplicates()
+    return _kernels.CsrMatrix(X.data, X.indices.astype(np.int32, copy=False),
+                              X.indptr.astype(np.int64, copy=False), X.shape[1])
 
 
 def sklearn_order(layer_sizes):
@@ -72,8 +93,8 @@ class FullBatchObjective:
     ----------
     model : mlp.Model
         The network; its parameters are overwritten by each evaluation.
-    X : ndarray of the model's dtype, shape (n_samples, n_inputs)
-        C-contiguous and checked (finite).
+    X : ndarray or scipy.sparse CSR matrix of the model's dtype, shape (n_samples, n_inputs)
+        C-contiguous (dense) and checked (finite).
     Y : ndarray of the model's dtype, shape (n_samples, n_outputs)
         Targets: one-hot rows (softmax), 0/1 indicators (sigmoid) or values.
     loss_code : int
@@ -101,9 +122,16 @@ class FullBatchObjective:
                    else np.ascontiguousarray(sample_weight, dtype=model.dtype))
         n_blocks = max(1, min(int(n_threads), n_samples))
         edges = np.linspace(0, n_samples, n_blocks + 1).astype(int)
-        self._blocks = [(X[a:b], Y[a:b], None if weights is None else weights[a:b])
+        sparse = scipy.sparse.issparse(X)
+        outputs = not model.is_regressor
+        self._blocks = [_kernels.Rows(_csr_block(X[a:b]) if sparse else X[a:b], Y[a:b],
+                                      None if weights is None else weights[a:b],
+                                      np.empty_like(Y[a:b]) if outputs else None)
                         for a, b in zip(edges[:-1], edges[1:])]
-        self.chunk = min(_CHUNK, max(b - a for a, b in zip(edges[:-1], edges[1:])))
+        chunk = _CHUNK
+        if sparse:
+            chunk = max(32, min(_CHUNK, _SPARSE_CHUNK_ELEMENTS // max(1, X.shape[1])))
+        self.chunk = min(chunk, max(b - a for a, b in zip(edges[:-1], edges[1:])))
         self._to_model = sklearn_order(model.layer_sizes)
         self._to_sklearn = np.argsort(self._to_model).astype(np.intp)
         # The model's layout: each layer's weights, then its biases.
@@ -114,8 +142,6 @@ class FullBatchObjective:
             start += (n_in + 1) * n_out
         self._is_weight = is_weight
         self._grads = np.empty((n_blocks, model.n_params), dtype=model.dtype)
-        self._outputs = (None if model.is_regressor else
-                         [np.empty_like(y) for _, y, _ in self._blocks])
         self.n_evaluations = 0
 
     def initial_point(self):
@@ -150,15 +176,14 @@ class FullBatchObjective:
 
     def _block(self, i):
         """Block i's weighted loss sum; its gradient into self._grads[i]."""
-        x, y, w = self._blocks[i]
-        network = self.model.kernel_network
-        total = _kernels.loss_and_gradients(network, self.loss_code, x, y, self._grads[i],
-                                            self._works[i], self.chunk, w)
-        if self._outputs is None:
+        rows = self._blocks[i]
+        total = _kernels.rows_loss_and_gradients(self.model.kernel_network, self.loss_code,
+                                                 rows, self._grads[i], self._works[i],
+                                                 self.chunk)
+        if rows.outputs is None:
             return total
-        outputs = self._outputs[i]
-        _kernels.forward(network, x, outputs, self._works[i], self.chunk)
-        return _clipped_log_loss(y, outputs, w, softmax=self.model.output == "softmax")
+        return _clipped_log_loss(rows.y, rows.outputs, rows.weights,
+                                 softmax=self.model.output == "softmax")
 
     def __call__(self, x):
         """(value, gradient) at x, scikit-learn's packed order; inside :meth:`running`.

@@ -30,7 +30,8 @@ Where mlp differs from scikit-learn, on purpose:
   :class:`mlp.Model` with ``mlp.RMSprop(momentum=...)``). Like Adam they keep
   a constant rate (``learning_rate`` is SGD's).
 * Sparse X (any scipy.sparse matrix or array) trains from its non-zeros
-  without being made dense; only ``solver="lbfgs"`` needs dense X.
+  without being made dense, with every solver (L-BFGS's full-batch
+  objective too).
 * The parameters and the arithmetic are float32 by default (``dtype``), which
   is what makes mlp fast; ``dtype="float64"`` computes in double precision.
 * ``sample_weight``: every batch is divided by the mean weight of the whole
@@ -284,9 +285,9 @@ class _BaseMLP(BaseEstimator):
 
     def _accepted_sparse(self):
         # The stochastic solvers feed the first layer from the non-zeros of
-        # sparse rows (mlp.train); L-BFGS's full-batch objective takes dense
-        # rows, and scikit-learn's own error says so for it.
-        return False if self.solver == "lbfgs" else _SPARSE_FORMATS
+        # sparse rows (mlp.train), and so does L-BFGS's full-batch objective
+        # (mlp._lbfgs).
+        return _SPARSE_FORMATS
 
     def _check_validation(self, X_val, y_val, sample_weight_val):
         """fit's X_val, y_val and sample_weight_val, checked as X, y and sample_weight."""
@@ -665,9 +666,8 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # mlp trains on sparse rows without densifying them; L-BFGS's full-batch
-        # objective needs dense rows.
-        tags.input_tags.sparse = self.solver != "lbfgs"
+        # mlp trains on sparse rows without densifying them, with every solver.
+        tags.input_tags.sparse = True
         return tags
 
 

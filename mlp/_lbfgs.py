@@ -47,6 +47,9 @@ _CHUNK = 1024
 # buffers, unused here), so the chunk shrinks with the number of inputs to
 # keep that room near this many elements.
 _SPARSE_CHUNK_ELEMENTS = 2 ** 21
+# From this many parameters on, the vector is permuted layer by layer (see
+# FullBatchObjective.__init__); below it, one gather is quicker in Python.
+_BY_LAYER_PARAMS = 50_000
 
 
 def _csr_block(X):
@@ -132,25 +135,69 @@ class FullBatchObjective:
         if sparse:
             chunk = max(32, min(_CHUNK, _SPARSE_CHUNK_ELEMENTS // max(1, X.shape[1])))
         self.chunk = min(chunk, max(b - a for a, b in zip(edges[:-1], edges[1:])))
-        self._to_model = sklearn_order(model.layer_sizes)
-        self._to_sklearn = np.argsort(self._to_model).astype(np.intp)
-        # The model's layout: each layer's weights, then its biases.
-        is_weight = np.zeros(model.n_params, dtype=bool)
-        start = 0
+        # Each layer's place in both layouts: (n_in, n_out, start of its W in
+        # the model's array, of its coefs_ and of its intercepts_ in
+        # scikit-learn's). Big networks are permuted layer by layer through
+        # transposed views, rather than gathered through the index arrays
+        # (which read 8 bytes of index for every parameter).
+        self._layers = []
+        model_start, coef_start = 0, 0
+        self._n_coefs = sum(a * b for a, b in zip(model.layer_sizes[:-1], model.layer_sizes[1:]))
+        intercept_start = self._n_coefs
         for n_in, n_out in zip(model.layer_sizes[:-1], model.layer_sizes[1:]):
-            is_weight[start:start + n_in * n_out] = True
-            start += (n_in + 1) * n_out
-        self._is_weight = is_weight
+            self._layers.append((n_in, n_out, model_start, coef_start, intercept_start))
+            model_start += (n_in + 1) * n_out
+            coef_start += n_in * n_out
+            intercept_start += n_out
+        self._by_layer = model.n_params >= _BY_LAYER_PARAMS
+        if not self._by_layer:
+            self._to_model = sklearn_order(model.layer_sizes)
+            self._to_sklearn = np.argsort(self._to_model).astype(np.intp)
         self._grads = np.empty((n_blocks, model.n_params), dtype=model.dtype)
+        self._targets = [_ClassTargets(rows.y, model.output == "softmax")
+                         for rows in self._blocks] if outputs else None
         self.n_evaluations = 0
 
     def initial_point(self):
         """The model's parameters in scikit-learn's packed order, float64."""
-        return self.model.parameters.astype(np.float64)[self._to_sklearn]
+        params = self.model.parameters
+        if not self._by_layer:
+            return params.astype(np.float64)[self._to_sklearn]
+        x = np.empty(self.model.n_params, dtype=np.float64)
+        for n_in, n_out, start, coef, intercept in self._layers:
+            weights = start + n_in * n_out
+            x[coef:coef + n_in * n_out].reshape(n_in, n_out)[...] = \
+                params[start:weights].reshape(n_out, n_in).T
+            x[intercept:intercept + n_out] = params[weights:weights + n_out]
+        return x
 
     def set_parameters(self, x):
         """Write x (scikit-learn's packed order) into the model."""
-        self.model.parameters[...] = x[self._to_model]
+        params = self.model.parameters
+        if not self._by_layer:
+            params[...] = x[self._to_model]
+            return
+        for n_in, n_out, start, coef, intercept in self._layers:
+            weights = start + n_in * n_out
+            params[start:weights].reshape(n_out, n_in)[...] = \
+                x[coef:coef + n_in * n_out].reshape(n_in, n_out).T
+            params[weights:weights + n_out] = x[intercept:intercept + n_out]
+
+    def _summed_gradient(self):
+        """The blocks' gradients added up in float64, in scikit-learn's order."""
+        if not self._by_layer:
+            return self._grads.sum(axis=0, dtype=np.float64)[self._to_sklearn]
+        out = np.empty(self.model.n_params, dtype=np.float64)
+        for n_in, n_out, start, coef, intercept in self._layers:
+            weights = start + n_in * n_out
+            coefs = out[coef:coef + n_in * n_out].reshape(n_in, n_out)
+            intercepts = out[intercept:intercept + n_out]
+            coefs[...] = self._grads[0, start:weights].reshape(n_out, n_in).T
+            intercepts[...] = self._grads[0, weights:weights + n_out]
+            for grads in self._grads[1:]:
+                coefs += grads[start:weights].reshape(n_out, n_in).T
+                intercepts += grads[weights:weights + n_out]
+        return out
 
     @contextmanager
     def running(self):
@@ -182,8 +229,7 @@ class FullBatchObjective:
                                                  self.chunk)
         if rows.outputs is None:
             return total
-        return _clipped_log_loss(rows.y, rows.outputs, rows.weights,
-                                 softmax=self.model.output == "softmax")
+        return self._targets[i].clipped_log_loss(rows.outputs, rows.weights)
 
     def __call__(self, x):
         """(value, gradient) at x, scikit-learn's packed order; inside :meth:`running`.
@@ -203,14 +249,48 @@ class FullBatchObjective:
             totals = [self._block(0)]
         else:
             totals = list(self._pool.map(self._block, range(len(self._blocks))))
-        grads = self._grads.sum(axis=0, dtype=np.float64)
-        params = self.model.parameters.astype(np.float64)
-        weights = np.where(self._is_weight, params, 0.0)
+        grads = self._summed_gradient()
+        # The weights as the model holds them (rounded to its dtype), in
+        # float64: scikit-learn's order puts every coefs_ first.
+        weights = x[:self._n_coefs]
+        if self.model.dtype != np.float64:
+            weights = weights.astype(self.model.dtype).astype(np.float64)
         squares = float(np.dot(weights, weights))
         value = (sum(totals) * self.loss_scale + 0.5 * self.alpha * squares) / self.weight_sum
-        grads += self.alpha * weights
+        grads[:self._n_coefs] += self.alpha * weights
         grads /= self.weight_sum
-        return value, grads[self._to_sklearn]
+        return value, grads
+
+
+class _ClassTargets:
+    """A block's 0/1 targets, for scikit-learn's clipped log-loss: where
+    every row is one-hot (softmax) or every entry 0 or 1 (sigmoid), the
+    loss needs only the probability of each row's class (or of each
+    entry's value), which is cheaper to gather than y log p over every
+    output; the sums are the same, term by term."""
+
+    def __init__(self, Y, softmax):
+        self.Y, self.softmax = Y, softmax
+        self.columns = self.indicators = None
+        binary = bool(np.all((Y == 0) | (Y == 1)))
+        if softmax and binary and len(Y) and bool(np.all(Y.sum(axis=1) == 1)):
+            self.columns = np.argmax(Y, axis=1)
+        elif not softmax and binary:
+            self.indicators = Y.astype(bool)
+
+    def clipped_log_loss(self, P, weights):
+        """Sum over the rows of scikit-learn's log-loss of P, each row's
+        times its weight (None: 1)."""
+        if self.columns is None and self.indicators is None:
+            return _clipped_log_loss(self.Y, P, weights, self.softmax)
+        eps = np.finfo(P.dtype).eps
+        if self.columns is not None:
+            chosen = P[np.arange(len(P)), self.columns]
+            per_row = np.log(np.clip(chosen, eps, 1 - eps).astype(np.float64))
+        else:
+            clipped = np.clip(P, eps, 1 - eps).astype(np.float64)
+            per_row = np.log(np.where(self.indicators, clipped, 1 - clipped)).sum(axis=1)
+        return -float(per_row.sum() if weights is None else np.dot(per_row, weights))
 
 
 def _clipped_log_loss(Y, P, weights, softmax):

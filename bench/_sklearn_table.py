@@ -7,7 +7,8 @@ hyper-parameters, random_state and data, in this one process, back to back
 (alternating which goes first). A case is repeated at least 3 times, and
 until both have fitted for a second in all (at most 5 times; the cases
 that take over 10 s in all, fewer); reported are the median fit times,
-their ratio scikit-learn / mlp, and each one's score on held-out rows (accuracy, or R^2 for regressors; the first repeat's).
+their ratio scikit-learn / mlp, and each one's score on held-out rows
+(accuracy, or R^2 for regressors; the first repeat's).
 Every fit runs its epochs or iterations in full: max_iter, tol=0 and
 n_iter_no_change above max_iter (L-BFGS can still stop early when its line
 search ends; both counts are shown).

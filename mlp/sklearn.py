@@ -105,6 +105,10 @@ _SOLVER_PARAMETERS = {"learning_rate": "learning_rate_init", "beta1": "beta_1",
                       "beta2": "beta_2", "eps": "epsilon"}
 
 
+# mlp.train's warning of unscaled inputs (_validation.warn_if_unscaled).
+_UNSCALED_X = r"X holds \S+ values (up|down) to "
+
+
 class _EpochRate:
     """An ``lr_schedule`` for one :func:`mlp.train` call: the optimizer's rate
     times ``factor`` for the whole epoch, as scikit-learn changes its rate only
@@ -507,13 +511,17 @@ class _BaseMLP(BaseEstimator):
                 # scikit-learn's L2 term uses the weights each batch starts
                 # from; those the epoch starts from stand in for them.
                 squares = sum(float(np.dot(w.ravel(), w.ravel())) for w in self.model_.weights)
-                history = _training.train(
-                    self.model_, X_train, t_train, epochs=1, batch_size=batch_size,
-                    optimizer=optimizer, lr_schedule=_EpochRate(factor), loss=loss,
-                    sampling="shuffle" if self.shuffle else "sequential",
-                    seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
-                    sample_weight=w_train, dropout=float(self.dropout), progress=False,
-                    n_threads=self.n_threads)
+                with warnings.catch_warnings():
+                    # mlp.train warns of X far beyond order 1, every epoch;
+                    # scikit-learn's estimators do not.
+                    warnings.filterwarnings("ignore", message=_UNSCALED_X, category=UserWarning)
+                    history = _training.train(
+                        self.model_, X_train, t_train, epochs=1, batch_size=batch_size,
+                        optimizer=optimizer, lr_schedule=_EpochRate(factor), loss=loss,
+                        sampling="shuffle" if self.shuffle else "sequential",
+                        seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
+                        sample_weight=w_train, dropout=float(self.dropout), progress=False,
+                        n_threads=self.n_threads)
                 self.n_iter_ += 1
                 # The L2 term as scikit-learn reports it: 0.5 * alpha * ||W||^2
                 # per batch over the batch's weight, averaged over the samples.

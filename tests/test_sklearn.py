@@ -549,10 +549,6 @@ def test_bad_input_raises_what_sklearn_raises():
         clf.score(bad, y)
     with pytest.raises(ValueError, match="Unknown label type"):
         MLPClassifier().fit(X, X[:, 0])
-    with pytest.raises(TypeError, match="dense data is required"):
-        import scipy.sparse
-
-        MLPClassifier(solver="lbfgs").fit(scipy.sparse.csr_matrix(X), y)
 
 
 @pytest.mark.parametrize("params,exc,match", [

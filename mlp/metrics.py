@@ -31,12 +31,18 @@ __all__ = [
 class ClassScores(NamedTuple):
     """Per-class results of :func:`class_scores`, each an array of shape (n_classes,).
 
-    precision : float64; of the samples predicted as the class, the fraction
-        that belong to it. NaN for a class that is never predicted.
-    recall : float64; of the samples of the class, the fraction predicted as
-        it. NaN for a class with no samples.
-    support : int64; samples whose true label is the class.
-    predicted : int64; samples predicted as the class.
+    Attributes
+    ----------
+    precision : ndarray of float64, shape (n_classes,)
+        Of the samples predicted as the class, the fraction that belong to
+        it. NaN for a class that is never predicted.
+    recall : ndarray of float64, shape (n_classes,)
+        Of the samples of the class, the fraction predicted as it. NaN for a
+        class with no samples.
+    support : ndarray of int64, shape (n_classes,)
+        Samples whose true label is the class.
+    predicted : ndarray of int64, shape (n_classes,)
+        Samples predicted as the class.
     """
 
     precision: np.ndarray
@@ -256,7 +262,7 @@ def never_predicted(model_or_predictions, X=None, *, n_classes=None):
     return [int(c) for c in np.flatnonzero(counts == 0)]
 
 
-def never_predicted_message(classes, where="the test set"):
+def never_predicted_message(classes, where="the test set", names=None):
     """One sentence naming the classes never predicted on `where`, or None if none.
 
     Parameters
@@ -265,8 +271,10 @@ def never_predicted_message(classes, where="the test set"):
         From :func:`never_predicted`.
     where : str
         Names the data, e.g. ``"the 10000 test images"``.
+    names : sequence of str, optional
+        The class names, to say instead of the class numbers.
     """
-    classes = [int(c) for c in classes]
+    classes = [int(c) for c in classes] if names is None else [names[c] for c in classes]
     if not classes:
         return None
     if len(classes) == 1:

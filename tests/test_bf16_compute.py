@@ -382,3 +382,31 @@ def test_large_bf16_batches_on_a_native_path_keep_the_first_layer_dense_on_image
     assert _kernels.trains_sparse_input(sparser, 3, large, 2, False, bf16=True)
     assert _kernels.trains_sparse_input(images, 3, 64, 2, False, bf16=True)
     assert _kernels.trains_sparse_input(images, 3, large, 2, False, True, bf16=True)
+
+
+def test_loss_and_gradients_of_a_csr_x_match_the_dense_ones():
+    """The full-batch path (L-BFGS's) on a CsrMatrix: its first layer from
+    the non-zero inputs rounds the weights, the inputs and the deltas as the
+    dense GEMMs do, so both agree to float32 sums; float32 products differ."""
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(9)
+    x = mostly_zeros(rng, 48, 60)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 48)]
+    csr = scipy_sparse.csr_matrix(x)
+    as_csr = _kernels.CsrMatrix(csr.data.astype(np.float32), csr.indices.astype(np.int32),
+                                csr.indptr.astype(np.int64), 60)
+    model = bf16_model([60, 16, 4])
+
+    def gradients(inputs):
+        grads = np.empty(model.n_params, np.float32)
+        with model.locked():
+            total = _kernels.loss_and_gradients(model.kernel_network, LOSS["cross_entropy"],
+                                                inputs, y, grads, model.workspace(48), 48)
+        return total, grads
+
+    (dense_loss, dense), (listed_loss, listed) = gradients(x), gradients(as_csr)
+    scale = np.abs(dense).max()
+    assert listed_loss == pytest.approx(dense_loss, rel=1e-5)
+    assert np.abs(listed - dense).max() < 1e-4 * scale
+    model.compute_dtype = None
+    assert np.abs(gradients(x)[1] - dense).max() > 1e-3 * scale

@@ -41,7 +41,7 @@ import scipy.sparse
 from . import _kernels
 from .activations import (ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES,
                           OUTPUT_ACTIVATIONS, default_init)
-from ._threads import blas_threads, call_threads
+from ._threads import blas_threads, check_threads, inference_threads
 from ._validation import (
     check_choice,
     check_dtype,
@@ -346,8 +346,11 @@ class Model:
             CSC and COO are converted) is never made dense as a whole, only
             a block of rows at a time.
         n_threads : int, optional
-            Worker threads sharing the rows (default 1: see mlp/_threads.py
-            for why); each runs a single-threaded BLAS.
+            Worker threads sharing the rows, each running a single-threaded
+            BLAS. Default: chosen by the size of the call, one thread below
+            ``mlp._threads.INFERENCE_MIN_MACS`` multiply-adds (rows times the
+            network's multiply-adds per row, e.g. 266,200 for 784-300-100-10)
+            and every available core from there.
 
         Returns
         -------
@@ -369,11 +372,12 @@ class Model:
         computed from each row's non-zero inputs only; the outputs are the
         same up to float rounding.
         """
-        threads = call_threads(n_threads)
+        check_threads(n_threads)
         # The kernel looks for NaN and inf in the rows as it reads them (the
         # check of a sparse X scans its stored values).
         checked = check_matrix(X, "X", n_columns=self.n_inputs, dtype=self.dtype, finite=False,
                                sparse=True)
+        threads = inference_threads(n_threads, checked.shape[0], self.layer_sizes)
         out = self._forward_checked(checked, threads)
         if out is None:
             self._check_x(X)  # raises, saying what is wrong

@@ -69,7 +69,7 @@ from sklearn.utils.validation import (_check_sample_weight, _check_y, check_cons
 from . import _lbfgs
 from . import optimizers as _optimizers
 from . import training as _training
-from ._threads import train_workers
+from ._threads import inference_threads, train_workers
 from ._validation import check_dtype, check_layer_arrays
 from .activations import ACTIVATIONS
 from .model import Model, loss_code
@@ -587,11 +587,9 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         """Validated X -> the network's outputs (n, n_outputs_), model dtype."""
-        # n_threads=None: Model.forward defaults to one thread (a call of
-        # milliseconds); predict on a data set gains from every core, and
-        # mlp's workers wake no BLAS pool. Small calls stay on one thread, as
-        # in training.
-        threads = train_workers(self.n_threads, X.shape[0], self.model_.layer_sizes)
+        # n_threads=None: chosen by the size of the call, as Model.forward
+        # chooses (mlp._threads.inference_threads).
+        threads = inference_threads(self.n_threads, X.shape[0], self.model_.layer_sizes)
         with self.model_.locked():
             outputs = self.model_.forward_unchecked(X, threads, check_finite=True)
         if outputs is None:

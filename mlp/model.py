@@ -390,7 +390,7 @@ class Model:
         with self.locked():
             return self.forward_unchecked(X, n_threads, check_finite=True)
 
-    def _forward_sparse(self, X, n_threads, sparse_input, check_finite):
+    def _forward_sparse(self, X, n_threads, sparse_input, check_finite, fused):
         # X a checked csr_matrix: its rows made dense a block at a time, so
         # that memory is X's plus a block's. None as forward_unchecked.
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
@@ -399,19 +399,24 @@ class Model:
         rows = min(rows, _FORWARD_CHUNK)
         for start in range(0, X.shape[0], rows):
             block = X[start:start + rows].toarray()
-            outputs = self.forward_unchecked(block, n_threads, sparse_input, check_finite)
+            outputs = self.forward_unchecked(block, n_threads, sparse_input, check_finite, fused)
             if outputs is None:
                 return None
             out[start:start + len(block)] = outputs
         return out
 
-    def forward_unchecked(self, X, n_threads=1, sparse_input=None, check_finite=False):
+    def forward_unchecked(self, X, n_threads=1, sparse_input=None, check_finite=False,
+                          fused=True):
         """The outputs for X, which the caller has checked (2-D, n_inputs
         columns, the model's dtype, C-contiguous; or a csr_matrix from
         check_matrix(sparse=True)), inside :meth:`locked`; None when
-        check_finite finds a NaN or an infinity. Internal interface."""
+        check_finite finds a NaN or an infinity. fused=False computes them
+        as training does (_kernels.forward, on BLAS) rather than on the
+        inference kernels (_kernels.infer), which differ by rounding only:
+        for training's own uses, whose results must not change. Internal
+        interface."""
         if scipy.sparse.issparse(X):
-            return self._forward_sparse(X, n_threads, sparse_input, check_finite)
+            return self._forward_sparse(X, n_threads, sparse_input, check_finite, fused)
         # n_threads of mlp's own workers share the rows (at least
         # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each
         # layer's units, so no BLAS pool is woken. sparse_input: see
@@ -425,10 +430,9 @@ class Model:
         # and needs its own scratch then.
         sparse_work = _kernels.sparse_input_workspace_size(self._sizes, n_threads,
                                                            self.dtype == np.float32)
-        finite = _kernels.forward(self._network, X, out,
-                                  self.workspace(chunk, row_workers, sparse_work), chunk,
-                                  n_threads, sparse_input=sparse_input,
-                                  check_finite=check_finite)
+        kernel = _kernels.infer if fused else _kernels.forward
+        finite = kernel(self._network, X, out, self.workspace(chunk, row_workers, sparse_work),
+                        chunk, n_threads, sparse_input=sparse_input, check_finite=check_finite)
         return out if finite else None
 
     def predict(self, X, *, n_threads=None):

@@ -350,7 +350,7 @@ class _Validation(Callback):
 
     def on_epoch_end(self, run, history):
         model = run.model
-        predicted = model.forward_unchecked(self.X_val, run.workers).argmax(axis=1)
+        predicted = model.forward_unchecked(self.X_val, run.workers, fused=False).argmax(axis=1)
         accuracy = float(np.count_nonzero(predicted == self.y_val)) / len(self.y_val)
         history.val_accuracy.append(accuracy)
         if accuracy > self.best_accuracy:

@@ -31,12 +31,18 @@ __all__ = [
 class ClassScores(NamedTuple):
     """Per-class results of :func:`class_scores`, each an array of shape (n_classes,).
 
-    precision : float64; of the samples predicted as the class, the fraction
-        that belong to it. NaN for a class that is never predicted.
-    recall : float64; of the samples of the class, the fraction predicted as
-        it. NaN for a class with no samples.
-    support : int64; samples whose true label is the class.
-    predicted : int64; samples predicted as the class.
+    Attributes
+    ----------
+    precision : ndarray of float64, shape (n_classes,)
+        Of the samples predicted as the class, the fraction that belong to
+        it. NaN for a class that is never predicted.
+    recall : ndarray of float64, shape (n_classes,)
+        Of the samples of the class, the fraction predicted as it. NaN for a
+        class with no samples.
+    support : ndarray of int64, shape (n_classes,)
+        Samples whose true label is the class.
+    predicted : ndarray of int64, shape (n_classes,)
+        Samples predicted as the class.
     """
 
     precision: np.ndarray

@@ -755,9 +755,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     intercepts_ : list of ndarray of shape (n_out,)
     loss_, best_loss_ : float
         The last and the best epoch's mean training loss (with the L2 term);
-        best_loss_ is None with early_stopping. With solver="lbfgs", loss_ is
-        the objective at the solution; best_loss_ and loss_curve_ keep the
-        values of the first fit's start (inf, []), and t_ does not count.
+        ``best_loss_`` is None with early_stopping. With solver="lbfgs", ``loss_`` is
+        the objective at the solution; ``best_loss_`` and ``loss_curve_`` keep the
+        values of the first fit's start (inf, []), and ``t_`` does not count.
     loss_curve_ : list of float
     validation_scores_ : list of float or None
         Accuracy on the held-out split after each epoch (early_stopping only).

@@ -1,9 +1,10 @@
 /* Inference's dense layers in float32 without BLAS: z = act(x @ W.T + b)
  * for a block of rows, W in the model's own (units, inputs) layout, with
- * AVX-512 where the CPU has it and a portable path elsewhere (chosen at run
- * time, mlp_dense_init). Used by _kernels.infer (mlp/_kernels.pyx,
- * _infer_layers) for blocks of rows small enough that it beats sgemm;
- * float64 and training run on BLAS as before.
+ * AVX-512 where the CPU has it (chosen at run time, mlp_dense_init), and
+ * portable loops that tests and MLP_DENSE_PATH can ask for. Used by
+ * _kernels.infer (mlp/_kernels.pyx, _infer_layers) for blocks of rows small
+ * enough that it beats sgemm; float64, training, and CPUs without AVX-512
+ * run on BLAS as before.
  *
  * Why not sgemm: at inference's sizes (one to a few hundred rows through
  * 784-300-100-10) OpenBLAS packs all of W on every call, which costs more
@@ -52,30 +53,30 @@ static inline void mlp_dense_block(const float *x, ptrdiff_t ldx, const int R, c
     __m512 wv[MLP_DENSE_MAX_U];
     ptrdiff_t k = 0;
     int r, u;
-    for (r = 0; r < R; r++)
-        for (u = 0; u < U; u++)
+    _Pragma("GCC unroll 8") for (r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (u = 0; u < U; u++)
             acc[r][u] = _mm512_setzero_ps();
     for (; k + 16 <= fin; k += 16) {
-        for (u = 0; u < U; u++)
+        _Pragma("GCC unroll 8") for (u = 0; u < U; u++)
             wv[u] = _mm512_loadu_ps(w + u * fin + k);
-        for (r = 0; r < R; r++) {
+        _Pragma("GCC unroll 8") for (r = 0; r < R; r++) {
             __m512 xv = _mm512_loadu_ps(x + r * ldx + k);
-            for (u = 0; u < U; u++)
+            _Pragma("GCC unroll 8") for (u = 0; u < U; u++)
                 acc[r][u] = _mm512_fmadd_ps(xv, wv[u], acc[r][u]);
         }
     }
     if (k < fin) {
         __mmask16 mask = (__mmask16)((1u << (fin - k)) - 1);
-        for (u = 0; u < U; u++)
+        _Pragma("GCC unroll 8") for (u = 0; u < U; u++)
             wv[u] = _mm512_maskz_loadu_ps(mask, w + u * fin + k);
-        for (r = 0; r < R; r++) {
+        _Pragma("GCC unroll 8") for (r = 0; r < R; r++) {
             __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * ldx + k);
-            for (u = 0; u < U; u++)
+            _Pragma("GCC unroll 8") for (u = 0; u < U; u++)
                 acc[r][u] = _mm512_fmadd_ps(xv, wv[u], acc[r][u]);
         }
     }
-    for (r = 0; r < R; r++)
-        for (u = 0; u < U; u++) {
+    _Pragma("GCC unroll 8") for (r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (u = 0; u < U; u++) {
             float s = _mm512_reduce_add_ps(acc[r][u]) + b[u];
             /* As _apply_activation's ReLU: NaN stays NaN. */
             z[r * ldz + u] = relu && s < 0 ? 0.0f : s;
@@ -172,11 +173,11 @@ static void mlp_dense_layer_portable(const float *x, ptrdiff_t ldx, ptrdiff_t ro
     }
 }
 
-/* The paths, in the order of preference: BLAS (sgemm, then the bias and
- * the activation as separate passes) is always there; mlp_dense_init picks
- * the fastest the CPU runs, or the one the environment variable
- * MLP_DENSE_PATH names ("blas", "portable", "avx512"; for tests and
- * benchmarks), when the CPU runs it. */
+/* The paths: BLAS (sgemm, then the bias and the activation as separate
+ * passes) is always there; mlp_dense_init picks AVX-512 where the CPU has
+ * it, else BLAS (the portable loops are slower than sgemm even for one
+ * row), or the one the environment variable MLP_DENSE_PATH names ("blas",
+ * "portable", "avx512"; for tests and benchmarks), when the CPU runs it. */
 enum { MLP_DENSE_BLAS = 0, MLP_DENSE_PORTABLE = 1, MLP_DENSE_AVX512F = 2, MLP_DENSE_N_PATHS = 3 };
 static const char *const mlp_dense_path_names[MLP_DENSE_N_PATHS] = {"blas", "portable",
                                                                      "avx512"};
@@ -201,7 +202,7 @@ static void mlp_dense_init(void)
     const char *name = getenv("MLP_DENSE_PATH");
     int p;
     mlp_dense_path_code = mlp_dense_path_supported(MLP_DENSE_AVX512F) ? MLP_DENSE_AVX512F
-                                                                      : MLP_DENSE_PORTABLE;
+                                                                      : MLP_DENSE_BLAS;
     if (name != NULL)
         for (p = 0; p < MLP_DENSE_N_PATHS; p++)
             if (strcmp(name, mlp_dense_path_names[p]) == 0 && mlp_dense_path_supported(p))

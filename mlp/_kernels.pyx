@@ -666,18 +666,22 @@ cdef extern from "_dense.h" nogil:
 mlp_dense_init()
 _DENSE_PATH_NAMES = {p: mlp_dense_path_names[p].decode() for p in range(MLP_DENSE_N_PATHS)}
 _DENSE_PATH_CODES = {name: p for p, name in _DENSE_PATH_NAMES.items()}
-# infer() runs blocks of up to this many rows on _dense.h's loops, larger
-# ones on sgemm, which is faster there (bench/README.md).
-cdef Py_ssize_t _DENSE_AVX512_MAX_ROWS = 1 << 30
+# infer() runs blocks of up to this many rows on _dense.h's AVX-512 loops,
+# larger ones on sgemm, which is faster there: on 784-300-100-10, one
+# thread, Zen 4, the loops took 0.97-1.6x sgemm's time up to 64 rows, 0.98x
+# at 96, 0.6x from 256 (bench/README.md). The portable path is slower than
+# sgemm even at one row (0.6x): it runs only when MLP_DENSE_PATH or a test
+# asks for it, and then on every block.
+cdef Py_ssize_t _DENSE_AVX512_MAX_ROWS = 64
 cdef Py_ssize_t _DENSE_PORTABLE_MAX_ROWS = 1 << 30
 
 
 def inference_path():
     """The path infer() runs a float32 network's dense layers on: "avx512"
     or "portable" (_dense.h's own loops, bias and activation fused in), or
-    "blas" (sgemm, as forward). The fastest this CPU runs, unless the
-    environment variable MLP_DENSE_PATH (read once, at import) names
-    another one it runs."""
+    "blas" (sgemm, as forward). "avx512" where the CPU has it, else "blas",
+    unless the environment variable MLP_DENSE_PATH (read once, at import)
+    names another one it runs."""
     return _DENSE_PATH_NAMES[mlp_dense_path()]
 
 
@@ -1043,6 +1047,12 @@ cdef inline Py_ssize_t _fused_max_rows() noexcept nogil:
     if path == MLP_DENSE_PORTABLE:
         return _DENSE_PORTABLE_MAX_ROWS
     return 0
+
+
+def fused_max_rows():
+    """The largest block of rows infer() runs on _dense.h, without BLAS, on
+    this path (0 for "blas")."""
+    return _fused_max_rows()
 
 
 def infer(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,

@@ -16,6 +16,7 @@ loaded libraries, so it is cheap enough for batch-1 inference.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from contextlib import contextmanager
@@ -122,12 +123,15 @@ def call_threads(n_threads):
 # predict) runs on mlp's own workers too, each on a single-threaded BLAS, so
 # it wakes no BLAS pool; between calls the workers spin for at most 0.1 ms
 # and then sleep. Left to choose, a call of fewer multiply-adds than this
-# runs on the calling thread alone, a bigger one on every core. Measured
-# (2-core Zen 4, bench/README.md): 2 workers against 1 were 1.2-1.3x faster
-# from 1 row of 784-300-100-10 (266k multiply-adds, weights split between
-# the two cores' caches), 1.0-1.07x from 9k to 68k multiply-adds (within
-# noise), and up to 2x on large calls.
-INFERENCE_MIN_MACS = 1 << 17
+# runs on the calling thread alone, a bigger one on every core. Below 128
+# rows of 784-300-100-10 (33M multiply-adds) two workers would share each
+# layer's units, with a barrier per layer: on an idle 2-core Zen 4 that was
+# 1.2-1.7x faster than one worker from 1 row, but on a busy one (load 2-4,
+# where a worker waits for a core at every barrier) 3-7x slower, while one
+# worker on _dense.h stayed at 1.0-2.3x onnxruntime's speed
+# (bench/README.md). From 128 rows the workers share the rows, one
+# hand-off per call.
+INFERENCE_MIN_MACS = 1 << 25
 
 
 def inference_threads(n_threads, rows, layer_sizes):
@@ -135,15 +139,20 @@ def inference_threads(n_threads, rows, layer_sizes):
     `layer_sizes`: n_threads if given (at most the kernels' MAX_WORKERS),
     else 1 for a call of fewer than INFERENCE_MIN_MACS multiply-adds and all
     available cores for a bigger one."""
+    if n_threads is not None:
+        return check_threads(n_threads)
+    if rows * _macs_per_row(tuple(layer_sizes)) < INFERENCE_MIN_MACS:
+        return 1
     from ._kernels import MAX_TRAIN_WORKERS
 
-    n_threads = check_threads(n_threads)
-    if n_threads is not None:
-        return n_threads
-    macs = rows * sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
-    if macs < INFERENCE_MIN_MACS:
-        return 1
     return min(default_threads(), MAX_TRAIN_WORKERS)
+
+
+@functools.lru_cache(maxsize=64)
+def _macs_per_row(layer_sizes):
+    """Multiply-adds of one row through a network of layer_sizes (a tuple);
+    remembered, since inference asks on every call."""
+    return sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
 
 
 def train_workers(n_threads, rows, layer_sizes, steps=None):

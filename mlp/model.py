@@ -387,6 +387,12 @@ class Model:
         # X checked but for NaN and inf (2-D, n_inputs columns, the model's
         # dtype, C-contiguous), n_threads a positive int. None when X holds
         # a NaN or an infinity.
+        if (self.dtype == np.float32 and X.shape[0] <= _kernels.fused_max_rows()
+                and not scipy.sparse.issparse(X)):
+            # No BLAS call (_kernels.infer), so no BLAS limit to set and
+            # restore: 4 us of a one-row call's 20.
+            with self._lock:
+                return self.forward_unchecked(X, n_threads, check_finite=True)
         with self.locked():
             return self.forward_unchecked(X, n_threads, check_finite=True)
 

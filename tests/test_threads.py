@@ -162,13 +162,14 @@ def test_default_thread_counts(monkeypatch):
     # n_threads > 1 means mlp's own workers, each calling a single-threaded
     # BLAS: BLAS stays at 1 and the workers get the count.
     workers = []
-    real_forward = mlp.model._kernels.forward
+    # (Model.forward runs on _kernels.infer, training's passes on forward.)
+    real_forward = mlp.model._kernels.infer
 
     def spy_forward(*args, **kwargs):
         workers.append(args[-1])
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(mlp.model._kernels, "forward", spy_forward)
+    monkeypatch.setattr(mlp.model._kernels, "infer", spy_forward)
     model.forward(X, n_threads=2)
     assert seen[-1] == 1 and workers[-1] == 2
     # Left to choose, a call this big (256 rows of 784-300-10) uses every core.

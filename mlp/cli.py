@@ -22,6 +22,7 @@ import warnings
 from ._files import atomic_write
 from ._validation import argument_names, check_writable
 from .augment import Affine, Compose, Elastic
+from .data.registry import describe_formats
 from .hyperparams import ModelOptions, TrainingOptions
 from .optimizers import OPTIMIZERS
 from .presets import PRESETS
@@ -70,6 +71,24 @@ def _typed(parse_value, name):
                 parse_value, "two or more comma-separated sizes >= 1, like 784,300,100,10")
             raise argparse.ArgumentTypeError(f"{name} takes {what}, got {text!r}") from None
     return parse
+
+
+def _hidden_sizes(text):
+    """argparse type of --hidden: sizes >= 1, comma-separated."""
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated layer sizes >= 1, "
+                                         f"like 300,100, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def _image_size(text):
+    """argparse type of --image-size: HEIGHTxWIDTH."""
+    height, x, width = text.lower().partition("x")
+    if not (x and height.isdigit() and width.isdigit() and int(height) >= 1 and int(width) >= 1):
+        raise argparse.ArgumentTypeError(f"--image-size takes HEIGHTxWIDTH, like 32x32, "
+                                         f"got {text!r}")
+    return int(height), int(width)
 
 
 def _path(name):
@@ -312,18 +331,25 @@ def build_parser():
     from ._version import __version__
 
     parser = _Parser(
-        prog="mlp", description="Train and evaluate multilayer perceptrons on MNIST.")
+        prog="mlp", description="Train and evaluate multilayer perceptrons on MNIST or on "
+                                "your own data (image folders, CSV, npz, IDX).")
     parser.add_argument("--version", action="version", version=f"mlp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    tr = sub.add_parser("train", help="train on MNIST and report test accuracy",
-                        description="Train on the MNIST training split (50,000 images) and "
-                                    "report accuracy on the 10,000 test images. Flags override "
-                                    "the preset's values.")
+    tr = sub.add_parser("train", help="train on MNIST or your own data and report test accuracy",
+                        description="Train on the training split of the data (MNIST's 50,000 "
+                                    "images unless --data names other data) and report accuracy "
+                                    "on its test split. Flags override the preset's values; the "
+                                    "network's input and output widths come from the data.")
     tr.add_argument("--preset", choices=sorted(PRESETS), default="default",
                     help="starting configuration (default: default); " + "; ".join(
                         f"{p.name}: {p.description}" for p in PRESETS.values()))
-    _add_option_flags(tr.add_argument_group("network"), ModelOptions)
+    network = tr.add_argument_group("network")
+    _add_option_flags(network, ModelOptions)
+    network.add_argument("--hidden", metavar="300,100", type=_hidden_sizes,
+                         help="hidden layer sizes; the input and output widths come from the "
+                              "data (default: the preset's hidden layers; --layers gives all "
+                              "sizes instead)")
     training = tr.add_argument_group("training")
     steps = training.add_mutually_exclusive_group()
     _add_option_flags(steps, TrainingOptions, only={"epochs", "iterations"})
@@ -354,8 +380,15 @@ def build_parser():
                      help=f"training worker threads, at most {MAX_THREADS} (default: all cores, "
                           "1 for tiny networks)")
     run.add_argument("--data", metavar="PATH", type=_path("--data"),
-                     help="mnist.pkl.gz or a directory of the four IDX files "
-                          "(default: cached copy, fetched on first use)")
+                     help=f"the data to train on: {describe_formats()} (default: MNIST, "
+                          f"cached, fetched on first use)")
+    run.add_argument("--target", metavar="COLUMN",
+                     help="CSV: the column holding the labels (default: the last)")
+    run.add_argument("--color", action="store_true",
+                     help="image folders: keep colour (RGB) instead of grey")
+    run.add_argument("--image-size", metavar="HxW", type=_image_size,
+                     help="image folders: resize every image to this (default: the most "
+                          "common size)")
     run.add_argument("--save", metavar="MODEL.npz", type=_path("--save"),
                      help="write the trained model here")
     run.add_argument("--checkpoint", metavar="PATH", type=_path("--checkpoint"),
@@ -368,7 +401,9 @@ def build_parser():
 
     ev = sub.add_parser("evaluate", help="report a saved model's test accuracy")
     ev.add_argument("model", metavar="MODEL.npz", type=_path("MODEL.npz"))
-    ev.add_argument("--data", metavar="PATH", type=_path("--data"), help="as for train")
+    ev.add_argument("--data", metavar="PATH", type=_path("--data"),
+                    help="as for train; its test split is scored (default: the data the "
+                         "model was trained on, as recorded in the model file)")
     ev.add_argument("--threads", type=_bounded("--threads"),
                     help=f"worker threads sharing the test images, at most {MAX_THREADS} "
                          "(default 1)")
@@ -381,21 +416,26 @@ def build_parser():
                                      "matplotlib.")
     rep.add_argument("model", metavar="MODEL.npz", type=_path("MODEL.npz"))
     rep.add_argument("--data", metavar="PATH", type=_path("--data"),
-                     help="as for train; the report uses its test split")
+                     help="as for train; the report uses its test split (default: the data "
+                          "the model was trained on)")
     rep.add_argument("--out", metavar="REPORT.html", type=_path("--out"),
                      default="report.html",
                      help="where to write the report (default: %(default)s)")
 
-    pr = sub.add_parser("predict", help="classify your own images of digits",
-                        description="Classify images of single handwritten digits (PNG, JPEG, "
-                                    "GIF, BMP, TIFF, WebP; any size, colour or grey, dark on "
-                                    "light or light on dark). Each is prepared as MNIST's digits "
-                                    "were: grey, cropped, scaled to fit 20x20, centred by mass "
-                                    "in 28x28. Needs Pillow.")
+    pr = sub.add_parser("predict", help="classify your own images or table rows",
+                        description="Classify inputs with a saved model. A model trained on "
+                                    "images takes image files (PNG, JPEG, GIF, BMP, TIFF, WebP), "
+                                    "made grey or colour and resized as its training images "
+                                    "were; a digit model (trained on MNIST) prepares each as "
+                                    "MNIST's digits were: grey, cropped, scaled to fit 20x20, "
+                                    "centred by mass in 28x28. A model trained on a table takes "
+                                    "CSV/TSV files whose header names its feature columns, and "
+                                    "classifies every row. Needs Pillow for images.")
     pr.add_argument("model", metavar="MODEL.npz", type=_path("MODEL.npz"))
-    pr.add_argument("images", metavar="IMAGE", type=_path("IMAGE"), nargs="+")
+    pr.add_argument("images", metavar="INPUT", type=_path("INPUT"), nargs="+")
     pr.add_argument("--json", action="store_true",
-                    help='print a JSON list of {"file", "prediction", "top3"} objects')
+                    help='print a JSON list of {"file", "prediction", "top3"} objects (and '
+                         '"row" for table rows)')
 
     pv = sub.add_parser("augment-preview", help="draw digits next to random distortions of them",
                         description="Write a PNG of MNIST training digits (top row) above "
@@ -497,25 +537,121 @@ def _parse_args(argv):
     return args
 
 
-def _load_data(path):
-    from .datasets import load_mnist
+def _load_data(path, options=None, progress=True):
+    """(splits, DataInfo, seconds) of the data at path (None: MNIST), loaded
+    with the options of mlp.datasets.load."""
+    from .datasets import load
 
     start = time.perf_counter()
-    data = load_mnist(path)
-    return data, time.perf_counter() - start
+    splits, info = load(path, progress=progress, **(options or {}))
+    return splits, info, time.perf_counter() - start
 
 
-def _check_data(data, path, command):
+def _train_data_options(args):
+    """The options of mlp.datasets.load that train's flags give."""
+    options = {"target": args.target, "color": args.color or None,
+               "image_size": args.image_size}
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _model_data(model, args, progress=True):
+    """(splits, DataInfo, path) of the data evaluate and report score a model
+    on: --data, loaded as the model's training data was (its target column,
+    colour, image size), or the data the model file names."""
+    info = model.data_info
+    options = {}
+    if info is not None:
+        options = {name: (tuple(value) if name == "image_size" else value)
+                   for name, value in info.load_options.items()}
+    path = args.data
+    if path is None and info is not None and info.source is not None:
+        path = info.source
+        if not os.path.exists(path):
+            raise ValueError(f"the model in {args.model} was trained on {path}, which is not "
+                             f"there any more; give the data with --data PATH")
+    elif path is None and not (info is not None and info.format == "mnist-pickle"):
+        # Scoring on MNIST a model that may never have seen it gives a
+        # number that means nothing (a Fashion-MNIST model scores ~9%).
+        raise ValueError(f"the model in {args.model} does not record the data it was trained "
+                         f"on (it was saved by an older mlp, or from Python); give the data "
+                         f"with --data PATH ({_mnist_hint()})")
+    if path is not None and info is not None and info.source is None:
+        # A model trained on MNIST: new data is loaded with the format's own defaults.
+        options = {}
+    if args.data is not None and options:
+        from .data.registry import format_of
+
+        # Only the options that apply to --data's format (a model trained on
+        # a CSV file may be scored on an .npz of the same features).
+        fmt = format_of(pathlib.Path(path))
+        options = {name: value for name, value in options.items()
+                   if name in fmt.options or name == "seed"
+                   or (name == "validation_size" and fmt.name != "mnist-pickle")}
+    splits, data_info, _ = _load_data(path, options, progress)
+    return splits, data_info, path
+
+
+def _mnist_hint():
+    """Where MNIST is, for a message asking for --data."""
+    from .data.sources import PKL_NAME, get_cache_dir
+
+    cached = get_cache_dir() / PKL_NAME
+    if cached.is_file():
+        return f"for MNIST: --data {cached}"
+    return "for MNIST: mnist.pkl.gz or a directory of its four IDX files"
+
+
+def _model_inputs(model, X):
+    """X as the model takes it: standardised first if the model was saved
+    unfolded (a training checkpoint of tabular data)."""
+    import numpy as np
+
+    info = model.data_info
+    if info is None or info.standardization is None or info.standardization_folded:
+        return X
+    mean, std = (np.asarray(v, dtype=np.float64) for v in info.standardization)
+    return ((X - mean) / std).astype(X.dtype)
+
+
+def _labels_for_model(model, labels, data_info, path):
+    """The data's labels as the model's class indices, matched by class name."""
+    import numpy as np
+
+    names = _class_names(model)
+    if data_info.class_names == names[:len(data_info.class_names)]:
+        return labels
+    unknown = [n for n in data_info.class_names if n not in names]
+    if unknown:
+        raise ValueError(f"{path} holds the class {unknown[0]!r}, which the model does not know "
+                         f"(its classes: {', '.join(names[:20])})")
+    mapping = np.array([names.index(n) for n in data_info.class_names], dtype=np.int64)
+    return mapping[labels]
+
+
+def _class_names(model):
+    """The model's class names: its data's, or 0, 1, ... for a model without."""
+    info = model.data_info
+    if info is not None:
+        names = tuple(info.class_names)
+        return names + tuple(str(k) for k in range(len(names), model.n_outputs))
+    return tuple(str(k) for k in range(model.n_outputs))
+
+
+def _check_data(data, path, command, info=None):
     """Refuse a data set with an empty split the command needs, saying what it holds
     (the library would fail later, speaking of arrays, not of --data)."""
     where = f"--data {path}" if path else "the MNIST data"
+    noun = "samples" if info is not None and info.input_kind == "features" else "images"
     if command == "train" and len(data.validation.labels) == 0:
         n_train = len(data.train.labels)
-        raise ValueError(f"{where} holds {n_train} training images and no validation images; "
-                         f"mlp train needs some to validate on (from IDX files it keeps one "
-                         f"training image in six for that, so it needs at least 6)")
+        raise ValueError(f"{where} holds {n_train} training {noun} and no validation {noun}; "
+                         + ("mlp train needs some to validate on (from IDX files it keeps one "
+                            "training image in six for that, so it needs at least 6)"
+                            if info is None or info.format in ("idx", "mnist-pickle") else
+                            "mlp train needs some to validate on (it holds a tenth of each "
+                            "class out for that, so each class needs 5 or more samples)"))
     if len(data.test.labels) == 0:
-        raise ValueError(f"{where} holds no test images; mlp {command} needs at least one, "
+        raise ValueError(f"{where} holds no test {noun}; mlp {command} needs at least one, "
                          f"to measure accuracy on")
 
 
@@ -603,6 +739,12 @@ def _resume_advice(args, checkpoint, version_before):
                         ("--threads", args.threads)):
         if value is not None:
             command += [flag, str(value)]
+    if getattr(args, "target", None) is not None:
+        command += ["--target", args.target]
+    if getattr(args, "color", False):
+        command.append("--color")
+    if getattr(args, "image_size", None) is not None:
+        command += ["--image-size", "x".join(map(str, args.image_size))]
     if args.no_progress:
         command.append("--no-progress")
     return (f"the checkpoint {checkpoint} holds the run after step {done} of {total}: "
@@ -631,35 +773,65 @@ def _train_run(args):
                        ("--resume", None if args.checkpoint else args.resume)):
         if path:
             check_writable(path, flag)
+    layers_given = getattr(args, "ModelOptions.layers") is not None
+    if args.hidden is not None and (layers_given or args.resume):
+        raise ValueError(f"--hidden does not go with {'--layers' if layers_given else '--resume'}"
+                         f": --layers gives every size, --resume the checkpoint's network")
     if args.resume:
         preset, model = _resumed_configuration(args)
     else:
         preset, model = _configure(args), None
     options = preset.training
     optimizer = options.resolved_optimizer()
-    data, load_time = _load_data(args.data)
-    _check_data(data, args.data, "train")
+    data, info, load_time = _load_data(args.data, _train_data_options(args),
+                                       progress=not args.no_progress)
+    _check_data(data, args.data, "train", info)
+    n_inputs, n_classes = data.train.images.shape[1], info.n_classes
     layers = preset.model.layers
-    if layers[0] != data.train.images.shape[1]:
-        raise ValueError(f"--layers must start with {data.train.images.shape[1]} inputs for this "
-                         f"data, got {layers[0]}")
-    n_classes = int(data.train.labels.max()) + 1
+    if not (layers_given or args.resume):
+        # The preset's (or --hidden's) hidden layers between the data's widths.
+        hidden = args.hidden if args.hidden is not None else tuple(layers[1:-1])
+        layers = (n_inputs, *hidden, n_classes)
+        preset = dataclasses.replace(preset, model=dataclasses.replace(preset.model,
+                                                                       layers=layers))
+    if layers[0] != n_inputs:
+        raise ValueError(f"--layers must start with {n_inputs} inputs for this data, got "
+                         f"{layers[0]} (or give the hidden sizes alone with --hidden)")
     if layers[-1] != n_classes:
         raise ValueError(f"--layers must end with {n_classes} outputs, one per class, got "
-                         f"{layers[-1]}")
+                         f"{layers[-1]} (or give the hidden sizes alone with --hidden)")
+    if options.augment is not None and not (
+            info.input_kind == "image" and info.image_shape[2] == 1
+            and info.image_shape[0] == info.image_shape[1]):
+        what = (f"{info.image_shape[0]}x{info.image_shape[1]} "
+                f"{'grey' if info.image_shape[2] == 1 else 'colour'} images"
+                if info.input_kind == "image" else "features")
+        raise ValueError(f"--augment distorts grey square images, and this data holds {what}; "
+                         f"train with --augment none")
+    X_train, X_validation = data.train.images, data.validation.images
+    if info.input_kind == "features":
+        # Standardised for training; folded into the first layer when saved.
+        X_train, X_validation, info = _standardized(X_train, X_validation, info)
+    elif info.format in _CENTRED_IMAGE_FORMATS:
+        # Centred likewise: on light backgrounds (inputs near 1) the presets'
+        # recipes diverge (33% on three classes of shapes drawn on white).
+        X_train, X_validation, info = _centred_images(X_train, X_validation, info)
     model_seed, training_seed = preset.seeds()
     if model is None:
         model = preset.build_model(model_seed)
+    model.data_info = dataclasses.replace(info, standardization_folded=False)
     threads = train_workers(args.threads, options.batch_size, layers)
     print(f"Training {model!r}\n  {_describe(preset, optimizer)}, {threads} worker "
           f"thread{'s' if threads != 1 else ''}; data loaded in {load_time:.2f} s", flush=True)
     # Options that do not fit the network (dropout, eps) are named by their flags.
     with argument_names(_flag_names()):
-        history = train(model, data.train.images, data.train.labels,
-                        validation=(data.validation.images, data.validation.labels),
+        history = train(model, X_train, data.train.labels,
+                        validation=(X_validation, data.validation.labels),
                         progress=not args.no_progress, n_threads=threads,
                         checkpoint=args.checkpoint or args.resume, resume=args.resume,
                         **_options_as_kwargs(options, training_seed))
+    if info.standardization is not None:
+        _fold_standardization(model)
     # Save before evaluating: a failure there must not throw the trained model away.
     if args.save:
         # Again, in the flag's words: the directory may have gone during the run.
@@ -679,6 +851,53 @@ def _train_run(args):
     return 0
 
 
+def _standardized(X_train, X_validation, info):
+    """(X_train, X_validation) standardised by the training split's mean and
+    standard deviation, and info recording them (constant features keep std 1)."""
+    import numpy as np
+
+    mean = X_train.mean(axis=0, dtype=np.float64)
+    std = X_train.std(axis=0, dtype=np.float64)
+    std[~(std > 1e-12 * np.maximum(np.abs(mean), 1))] = 1.0
+    scaled = [((X - mean) / std).astype(np.float32) for X in (X_train, X_validation)]
+    info = dataclasses.replace(info, standardization=(tuple(mean.tolist()), tuple(std.tolist())))
+    return scaled[0], scaled[1], info
+
+
+# Image formats whose pixels are centred for training: MNIST's pickle and IDX
+# directories keep the recipes' inputs (and results) as they were.
+_CENTRED_IMAGE_FORMATS = ("image-folder", "npz")
+
+
+def _centred_images(X_train, X_validation, info):
+    """(X_train, X_validation) less each pixel's training mean, and info
+    recording it as a standardisation with std 1, as _standardized does.
+    Pixels keep their [0, 1] scale: divided by their std as well, wide
+    images make the presets' steps too large again."""
+    import numpy as np
+
+    mean = X_train.mean(axis=0, dtype=np.float64)
+    mean32 = mean.astype(np.float32)
+    scaled = [np.subtract(X, mean32, dtype=np.float32) for X in (X_train, X_validation)]
+    info = dataclasses.replace(info, standardization=(tuple(mean.tolist()),
+                                                      (1.0,) * len(mean)))
+    return scaled[0], scaled[1], info
+
+
+def _fold_standardization(model):
+    """Fold the standardisation the model was trained behind into its first
+    layer, so that it takes raw features: with W (n_hidden, n_inputs) and
+    z = W (x - mean) / std + b, W' = W / std and b' = b - W' mean."""
+    import numpy as np
+
+    info = model.data_info
+    mean, std = (np.asarray(v, dtype=np.float64) for v in info.standardization)
+    weights = model.weights[0].astype(np.float64) / std
+    model.biases[0][...] = model.biases[0] - weights @ mean
+    model.weights[0][...] = weights
+    model.data_info = dataclasses.replace(info, standardization_folded=True)
+
+
 def _options_as_kwargs(options, seed):
     # Shallow, so that the optimizer stays an optimizer (asdict would recurse).
     kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
@@ -690,9 +909,13 @@ def _warn_never_predicted(model, images, threads=None):
     """Print a warning naming the classes the model never predicts on images."""
     from .metrics import never_predicted, never_predicted_message
 
+    info = model.data_info
+    named = info is not None and not info.digits
+    what = "samples" if named and info.input_kind == "features" else "images"
     predicted = model.predict(images, n_threads=threads)
     message = never_predicted_message(never_predicted(predicted, n_classes=model.n_outputs),
-                                      f"the {len(images)} test images")
+                                      f"the {len(images)} test {what}",
+                                      names=_class_names(model) if named else None)
     if message:
         _say("warning", message)
 
@@ -701,13 +924,22 @@ def _evaluate(args):
     from .model import Model
 
     model = Model.load(args.model)
-    data, _ = _load_data(args.data)
-    _check_data(data, args.data, args.command)
-    _check_model_fits_data(model, data, args.model, args.command)
-    result = _report(model, data.test, args.threads)
+    _require_classifier(model, args.model, args.command)
+    data, labels, path = _scored_data(model, args)
+    X = _model_inputs(model, data.test.images)
+    result = _report(model, data.test._replace(images=X, labels=labels), args.threads)
     print(f"Test accuracy: {100 * result.accuracy:.2f}%")
-    _warn_never_predicted(model, data.test.images, args.threads)
+    _warn_never_predicted(model, X, args.threads)
     return 0
+
+
+def _scored_data(model, args):
+    """(splits, test labels as the model's classes, path) of the data that
+    evaluate and report score the model on, checked to fit the model."""
+    data, data_info, path = _model_data(model, args)
+    _check_data(data, path, args.command, data_info)
+    _check_model_fits_data(model, data, data_info, args.model, path)
+    return data, _labels_for_model(model, data.test.labels, data_info, path or "MNIST"), path
 
 
 def _require_classifier(model, path, command):
@@ -719,15 +951,30 @@ def _require_classifier(model, path, command):
                          f"model's mean squared error and R²)")
 
 
-def _check_model_fits_data(model, data, path, command):
-    _require_classifier(model, path, command)
+def _check_model_fits_data(model, data, data_info, path, data_path):
+    where = f"--data {data_path}" if data_path else "MNIST"
+    info = model.data_info
+    if info is not None and info.input_kind != data_info.input_kind:
+        kinds = {"image": "images", "features": "features"}
+        raise ValueError(f"the model in {path} was trained on {kinds[info.input_kind]}, but "
+                         f"{where} holds {kinds[data_info.input_kind]}")
+    if info is not None and info.input_kind == "features" \
+            and data_info.feature_names != info.feature_names:
+        raise ValueError(f"the model in {path} takes the features "
+                         f"{', '.join(info.feature_names[:10])}; {where} holds "
+                         f"{', '.join(data_info.feature_names[:10])}")
     if model.n_inputs != data.test.images.shape[1]:
-        raise ValueError(f"the model in {path} takes {model.n_inputs} inputs but the test "
-                         f"images have {data.test.images.shape[1]} pixels")
-    n_classes = int(data.test.labels.max()) + 1
-    if model.n_outputs < n_classes:
+        if data_info.input_kind == "image":
+            height, width, channels = data_info.image_shape
+            what = f"images have {data.test.images.shape[1]} pixels" + (
+                "" if (height, width, channels) == (28, 28, 1)
+                else f" ({height}x{width}{'' if channels == 1 else ' colour'} images)")
+        else:
+            what = f"samples of {where} have {data.test.images.shape[1]} features"
+        raise ValueError(f"the model in {path} takes {model.n_inputs} inputs but the test {what}")
+    if info is None and model.n_outputs < data_info.n_classes:
         raise ValueError(f"the model in {path} has {model.n_outputs} outputs but the test "
-                         f"labels go up to {n_classes - 1}")
+                         f"labels go up to {data_info.n_classes - 1}")
 
 
 def _write_report(args):
@@ -739,11 +986,10 @@ def _write_report(args):
                          f"would replace the model; give another path, such as report.html")
     check_writable(args.out, "--out", example="report.html")
     model = Model.load(args.model)
-    data, _ = _load_data(args.data)
-    _check_data(data, args.data, args.command)
-    _check_model_fits_data(model, data, args.model, args.command)
-    write_report(model, data.test.images, data.test.labels, args.out,
-                 source=os.path.basename(args.model))
+    _require_classifier(model, args.model, args.command)
+    data, labels, _ = _scored_data(model, args)
+    write_report(model, _model_inputs(model, data.test.images), labels, args.out,
+                 source=os.path.basename(args.model), raw_inputs=data.test.images)
     print(f"Wrote the report to {args.out}")
     return 0
 
@@ -765,46 +1011,83 @@ def _share(probability):
     return text
 
 
+def _prepare_image(path, info):
+    """The model's input row for the image file at path: MNIST's digit
+    preparation for digit models (and models that say nothing of their data),
+    else grey or colour, resized and scaled as the training images were."""
+    import numpy as np
+
+    from .datasets import prepare_digit, read_image
+
+    if info is None or info.digits:
+        return prepare_digit(path)
+    from .data.folders import image_to_pixels
+
+    height, width, channels = info.image_shape
+    pixels = image_to_pixels(read_image(path), (height, width), channels == 3)
+    return np.multiply(pixels.reshape(-1), np.float32(info.pixel_scale), dtype=np.float32)
+
+
 def _predict(args):
     import json
 
     import numpy as np
 
-    from .datasets import N_PIXELS, prepare_digit
+    from .datasets import N_PIXELS
     from .model import Model
 
     model = Model.load(args.model)
     _require_classifier(model, args.model, args.command)
-    if model.n_inputs != N_PIXELS:
-        raise ValueError(f"the model in {args.model} takes {model.n_inputs} inputs; mlp predict "
-                         f"prepares 28x28 images, {N_PIXELS} inputs")
-    # Every file that can be read is classified; each one that cannot is named
+    info = model.data_info
+    if info is None and model.n_inputs != N_PIXELS:
+        raise ValueError(f"the model in {args.model} takes {model.n_inputs} inputs and does not "
+                         f"say what they are (saved by an older mlp); mlp predict prepares "
+                         f"28x28 images, {N_PIXELS} inputs")
+    names = _class_names(model)
+    # Every input that can be read is classified; each one that cannot is named
     # on its own line, and the command fails (status 2) once all are done.
-    paths, inputs, failed = [], [], False
+    labels, inputs, failed = [], [], False
     for path in args.images:
         try:
-            inputs.append(prepare_digit(path))
+            if info is not None and info.input_kind == "features":
+                from .data.tables import read_csv_rows
+
+                rows, lines = read_csv_rows(pathlib.Path(path), info.feature_names)
+                inputs += list(rows)
+                labels += [(path, line) for line in lines]
+            else:
+                inputs.append(_prepare_image(path, info))
+                labels.append((path, None))
         except (ValueError, OSError) as exc:
             _say("error", _about_image(path, exc))
             failed = True
-        else:
-            paths.append(path)
     results = []
-    probabilities = model.predict_proba(np.stack(inputs)) if inputs else []
-    for path, row in zip(paths, probabilities):
+    probabilities = (model.predict_proba(_model_inputs(model, np.stack(inputs)))
+                     if inputs else [])
+    for (path, line), row in zip(labels, probabilities):
         top = np.argsort(-row, kind="stable")[:3]
-        results.append({"file": path, "prediction": int(top[0]),
-                        "top3": [[int(c), round(float(row[c]), 6)] for c in top]})
+        result = {"file": path}
+        if line is not None:
+            result["row"] = int(line)
+        result.update({"prediction": names[top[0]],
+                       "top3": [[names[c], round(float(row[c]), 6)] for c in top]})
+        if info is None or info.digits:
+            # Digits as numbers, as mlp predict has always printed them.
+            result["prediction"] = int(top[0])
+            result["top3"] = [[int(c), p] for c, (_, p) in zip(top, result["top3"])]
+        results.append(result)
     status = EXIT_USAGE if failed else 0
     if args.json:
         # One object per line: readable, and still one JSON document ([] if none).
         print("[\n" + ",\n".join("  " + json.dumps(result) for result in results) + "\n]"
               if results else "[]")
         return status
-    width = max((len(path) for path in paths), default=0)
-    for result in results:
+    shown = [r["file"] + (f":{r['row']}" if "row" in r else "") for r in results]
+    width = max((len(text) for text in shown), default=0)
+    name_width = max((len(str(r["prediction"])) for r in results), default=0)
+    for text, result in zip(shown, results):
         ranked = ", ".join(f"{c} ({_share(p)})" for c, p in result["top3"])
-        print(f"{result['file']:<{width}}  {result['prediction']}   top 3: {ranked}")
+        print(f"{text:<{width}}  {str(result['prediction']):<{name_width}}   top 3: {ranked}")
     return status
 
 
@@ -840,7 +1123,7 @@ def _augment_preview(args):
     if augment is None:
         raise ValueError("--augment none leaves nothing to preview; choose affine, elastic "
                          "or both")
-    data, _ = _load_data(args.data)
+    data, _, _ = _load_data(args.data)
     if args.columns > len(data.train.images):
         raise ValueError(f"--columns must be at most the {len(data.train.images)} training "
                          f"images of --data, got {args.columns}")

@@ -262,7 +262,7 @@ def never_predicted(model_or_predictions, X=None, *, n_classes=None):
     return [int(c) for c in np.flatnonzero(counts == 0)]
 
 
-def never_predicted_message(classes, where="the test set"):
+def never_predicted_message(classes, where="the test set", names=None):
     """One sentence naming the classes never predicted on `where`, or None if none.
 
     Parameters
@@ -271,8 +271,10 @@ def never_predicted_message(classes, where="the test set"):
         From :func:`never_predicted`.
     where : str
         Names the data, e.g. ``"the 10000 test images"``.
+    names : sequence of str, optional
+        The class names, to say instead of the class numbers.
     """
-    classes = [int(c) for c in classes]
+    classes = [int(c) for c in classes] if names is None else [names[c] for c in classes]
     if not classes:
         return None
     if len(classes) == 1:

@@ -132,6 +132,11 @@ class Model:
         Every train() run on this model, one entry per epoch.
     """
 
+    # What the model was trained on (an mlp.data.DataInfo: class names, the
+    # input's shape, preprocessing), set by whoever trains it on a loaded data
+    # set and kept in the model file; None when unknown.
+    data_info = None
+
     # The defaults of the network's options: mlp.hyperparams.ModelOptions
     # (and through it the CLI) reads them from this signature.
     def __init__(self, layer_sizes, *, activation="relu", output="softmax", init=None,
@@ -280,6 +285,7 @@ class Model:
         if self._sampling_rng is not None:
             twin._sampling_rng = copy.deepcopy(self._sampling_rng)
             twin._dropout_seed = self._dropout_seed
+        twin.data_info = self.data_info  # frozen: shared, never changed in place
         return twin
 
     # -- pickling -------------------------------------------------------------

@@ -211,7 +211,13 @@ def misclassified(model, X, y, n=36):
     return _misclassified_figure(X[wrong], y[wrong], predicted[wrong], side)
 
 
-def _misclassified_figure(images, true, predicted, side):
+def _misclassified_figure(images, true, predicted, side, names=None):
+    """side: a square grey image's side, or its (height, width, channels);
+    names: the class names, for the labels (default: the class numbers).
+    Digits (no names) are drawn as ink, dark on light; other images as they
+    are, 1 white (a light background stays light)."""
+    height, width, channels = (side, side, 1) if isinstance(side, int) else side
+    side = max(height, width)
     count = len(images)
     if count == 0:
         fig = _new_figure(4, 1.5)
@@ -222,36 +228,49 @@ def _misclassified_figure(images, true, predicted, side):
     # One image with a strip above each tile for its label: drawing one axes
     # per sample would take a second for a 6x6 grid.
     gap, label = max(1, side // 14), max(4, round(0.45 * side))
-    mosaic = _tiles(images.reshape(count, side, side), columns, gap, label)
-    fig = _new_figure(1.3 * columns, 1.5 * rows)
+    shape = (count, height, width) + ((3,) if channels == 3 else ())
+    mosaic = _tiles(images.reshape(shape), columns, gap, label)
+    fig = _new_figure(1.3 * columns * max(1, width / height), 1.5 * rows)
     ax = fig.add_subplot()
     low, high = float(images.min()), float(images.max())
     import matplotlib
 
-    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
-    ax.imshow(mosaic, cmap=cmap, vmin=low, vmax=max(high, low + 1e-9), interpolation="nearest")
+    if channels == 3:
+        # Colour as it is, on white.
+        ax.imshow(np.nan_to_num(np.clip(mosaic, 0, 1), nan=1.0), interpolation="nearest")
+    elif names is None:
+        cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
+        ax.imshow(mosaic, cmap=cmap, vmin=low, vmax=max(high, low + 1e-9),
+                  interpolation="nearest")
+    else:
+        cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
+        ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     for index, (t, p) in enumerate(zip(true, predicted)):
         r, c = divmod(index, columns)
-        ax.text(c * (side + gap) + (side - 1) / 2, r * (side + label) + label - 1.5,
-                f"true {t}, pred {p}", ha="center", va="bottom", fontsize=8, color="firebrick")
+        # Names run longer than digits: one line each, to stay over their tile.
+        text = f"true {t}, pred {p}" if names is None else f"true {names[t]}\npred {names[p]}"
+        ax.text(c * (width + gap) + (width - 1) / 2, r * (height + label) + label - 1.5,
+                text, ha="center", va="bottom", fontsize=8, color="firebrick")
     ax.set_axis_off()
     return fig
 
 
 def _tiles(images, columns, gap, top=0):
-    """(count, side, side) images laid out row by row in one float array.
+    """(count, height, width) images (or (count, height, width, 3) colour
+    ones) laid out row by row in one float array.
 
     Tiles are `gap` pixels apart side by side and `top` pixels apart (above
     each row, the first too); the space between them is NaN, drawn as the
     colour map's "bad" colour.
     """
-    count, side, _ = images.shape
+    count, height, width = images.shape[:3]
     rows = math.ceil(count / columns)
-    mosaic = np.full((rows * (side + top), columns * (side + gap) - gap), np.nan)
+    mosaic = np.full((rows * (height + top), columns * (width + gap) - gap) + images.shape[3:],
+                     np.nan)
     for index, image in enumerate(images):
         r, c = divmod(index, columns)
-        first_row, first_column = r * (side + top) + top, c * (side + gap)
-        mosaic[first_row:first_row + side, first_column:first_column + side] = image
+        first_row, first_column = r * (height + top) + top, c * (width + gap)
+        mosaic[first_row:first_row + height, first_column:first_column + width] = image
     return mosaic
 
 
@@ -276,7 +295,11 @@ def first_layer_weights(model, n=64):
     """
     n = check_int(n, "n", minimum=1)
     check_model(model)
-    side = image_side(model.n_inputs)
+    info = getattr(model, "data_info", None)
+    if info is not None and info.input_kind == "image" and info.image_shape[2] == 1:
+        height, width = info.image_shape[:2]
+    else:
+        height = width = image_side(model.n_inputs)
     weights = np.asarray(model.weights[0][:n], dtype=np.float64)
     count = weights.shape[0]
     columns = math.ceil(math.sqrt(count))
@@ -285,7 +308,7 @@ def first_layer_weights(model, n=64):
     scaled = weights / np.where(scale > 0, scale, 1)
     # One image with NaN gutters draws much faster than one axes per unit.
     # The gutter above the first row is dropped.
-    mosaic = _tiles(scaled.reshape(count, side, side), columns, gap=1, top=1)[1:]
+    mosaic = _tiles(scaled.reshape(count, height, width), columns, gap=1, top=1)[1:]
     fig = _new_figure(max(1.0 * columns, 3), 1.0 * rows + 0.5)
     ax = fig.add_subplot()
     import matplotlib

@@ -71,7 +71,7 @@ def _percent(value):
     return "undefined" if math.isnan(value) else f"{100 * value:.2f}%"
 
 
-def _configuration(model, source):
+def _configuration(model, source, data_rows=()):
     rows = [
         ("file", source),
         ("layer sizes", " - ".join(map(str, model.layer_sizes))),
@@ -85,6 +85,7 @@ def _configuration(model, source):
     optimizer = getattr(getattr(model, "optimizer_state", None), "optimizer", None)
     if optimizer is not None:
         rows.append(("optimizer", repr(optimizer)))
+    rows += list(data_rows)
     return _table(("setting", "value"), rows, text_columns=2)
 
 
@@ -119,7 +120,42 @@ def _learning_curves(history):
     return [_figure("Learning curves", curves, "training loss and validation accuracy per epoch")]
 
 
-def build_report(model, X, y, *, source="model", n_misclassified=36):
+def _class_names(model):
+    info = getattr(model, "data_info", None)
+    names = tuple(info.class_names) if info is not None else ()
+    return names + tuple(str(k) for k in range(len(names), model.n_outputs))
+
+
+def _data_rows(info):
+    """The model's data, as rows of the configuration table."""
+    if info is None:
+        return []
+    if info.input_kind == "image":
+        height, width, channels = info.image_shape
+        inputs = f"{'grey' if channels == 1 else 'colour'} images, {height}x{width}"
+    else:
+        names = ", ".join(info.feature_names[:12]) + (", ..." if len(info.feature_names) > 12
+                                                      else "")
+        inputs = f"{len(info.feature_names)} features: {names}"
+    classes = ", ".join(info.class_names[:30]) + (", ..." if len(info.class_names) > 30 else "")
+    return [("data", info.source or "MNIST"), ("format", info.format), ("inputs", inputs),
+            ("classes", classes), ("preprocessing", info.preprocessing)]
+
+
+def _misclassified_rows(raw, y, predicted, names, info, n):
+    """Misclassified samples of tabular data as an HTML table of their features."""
+    wrong = np.flatnonzero(predicted != y)[:n]
+    title = (f"Misclassified test samples (the first {len(wrong)} of "
+             f"{int(np.count_nonzero(predicted != y)):,})" if len(wrong)
+             else "Misclassified test samples (none)")
+    features = list(info.feature_names)
+    header = ["sample", "true", "predicted"] + features
+    rows = [[int(i), names[y[i]], names[predicted[i]]] + [f"{v:.6g}" for v in raw[i]]
+            for i in wrong]
+    return [f"<h2>{html.escape(title)}</h2>", _table(header, rows, text_columns=3)]
+
+
+def build_report(model, X, y, *, source="model", n_misclassified=36, raw_inputs=None):
     """The report on `model` tested on (X, y), as one HTML document.
 
     Parameters
@@ -135,6 +171,9 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
         Names the model in the page (e.g. its file name).
     n_misclassified : int
         At most this many misclassified samples are drawn.
+    raw_inputs : array-like of float, shape (n, n_inputs), optional
+        X as the data holds it, for the table of misclassified rows of a
+        model trained on features (default: X).
 
     Returns
     -------
@@ -145,13 +184,15 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
     n_misclassified = check_int(n_misclassified, "n_misclassified", minimum=1)
     X, y, predicted = predict_checked(model, X, y)
     n_classes = model.n_outputs
+    info = getattr(model, "data_info", None)
+    names = _class_names(model)
     counts = confusion_matrix(y, predicted, n_classes)
     scores = class_scores(y, predicted, n_classes)
     correct = int(np.trace(counts))
     history = getattr(model, "history", None)
 
     parts = [f"<h1>{html.escape(f'mlp report: {source}')}</h1>",
-             "<h2>Model</h2>", _configuration(model, source),
+             "<h2>Model</h2>", _configuration(model, source, _data_rows(info)),
              "<h2>Training</h2>", _training(history)]
     # The sections follow the README's description: configuration, training and its
     # curves, then what the test set says.
@@ -160,12 +201,13 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
               f"<p>Test accuracy: <strong>{html.escape(_percent(correct / len(y)))}</strong> "
               f"({correct:,} of {len(y):,} correct)</p>"]
     message = never_predicted_message(never_predicted(predicted, n_classes=n_classes),
-                                      f"these {len(y):,} test samples")
+                                      f"these {len(y):,} test samples",
+                                      names=None if info is None or info.digits else names)
     if message:
         parts.append(f'<p class="warning">Warning: {html.escape(message)}.</p>')
     parts.append(_table(
         ("class", "samples", "predicted", "precision", "recall"),
-        [(c, f"{scores.support[c]:,}", f"{scores.predicted[c]:,}",
+        [(names[c], f"{scores.support[c]:,}", f"{scores.predicted[c]:,}",
           _percent(scores.precision[c]), _percent(scores.recall[c])) for c in range(n_classes)]))
     parts.append(_note("Precision: of the samples predicted as the class, the share that "
                        "belongs to it (undefined when the class is never predicted). Recall: "
@@ -173,23 +215,34 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
     parts.append(_figure("Confusion matrix", plots._confusion_figure(counts),
                          "confusion matrix: true class by row, predicted class by column"))
 
-    try:
-        side = plots.image_side(model.n_inputs)
-    except ValueError as exc:
-        side = None
-        not_square = str(exc)
-    if side is not None:
-        wrong = np.flatnonzero(predicted != y)[:n_misclassified]
-        title = (f"Misclassified test samples (the first {len(wrong)} of {len(y) - correct:,})"
-                 if len(wrong) else "Misclassified test samples (none)")
-        parts.append(_figure(title, plots._misclassified_figure(X[wrong], y[wrong],
-                                                                predicted[wrong], side),
-                             "misclassified test samples, each titled with its true and "
-                             "predicted class"))
+    side, not_square, weights_drawn = None, None, True
+    if info is not None and info.input_kind == "features":
+        raw = X if raw_inputs is None else np.asarray(raw_inputs, dtype=np.float64)
+        parts += _misclassified_rows(raw, y, predicted, names, info, n_misclassified)
+        not_square = "the model takes features, not an image"
     else:
-        parts += ["<h2>Misclassified test samples</h2>", _note(not_square)]
+        if info is not None:
+            side = info.image_shape
+            weights_drawn = info.image_shape[2] == 1
+            not_square = "the model takes colour images; its weights are not drawn"
+        else:
+            try:
+                side = plots.image_side(model.n_inputs)
+            except ValueError as exc:
+                not_square = str(exc)
+        if side is not None:
+            wrong = np.flatnonzero(predicted != y)[:n_misclassified]
+            title = (f"Misclassified test samples (the first {len(wrong)} of "
+                     f"{len(y) - correct:,})" if len(wrong)
+                     else "Misclassified test samples (none)")
+            parts.append(_figure(title, plots._misclassified_figure(
+                X[wrong], y[wrong], predicted[wrong], side,
+                names=None if info is None or info.digits else names),
+                "misclassified test samples, each titled with its true and predicted class"))
+        else:
+            parts += ["<h2>Misclassified test samples</h2>", _note(not_square)]
 
-    if side is not None:
+    if side is not None and weights_drawn:
         parts.append(_figure("First-layer weights", plots.first_layer_weights(model),
                              "incoming weights of the first layer's units drawn as images"))
     else:
@@ -205,7 +258,7 @@ def build_report(model, X, y, *, source="model", n_misclassified=36):
             f"</body>\n</html>\n")
 
 
-def write_report(model, X, y, path, *, source=None):
+def write_report(model, X, y, path, *, source=None, raw_inputs=None):
     """Write :func:`build_report` to `path` as UTF-8.
 
     The page is built completely before the file is opened, so an error in
@@ -223,6 +276,8 @@ def write_report(model, X, y, path, *, source=None):
         failure (a full disk) leaves it as it was.
     source : str, optional
         Names the model in the page (default ``"model"``).
+    raw_inputs : array-like, optional
+        As for :func:`build_report`.
 
     Returns
     -------
@@ -245,7 +300,8 @@ def write_report(model, X, y, path, *, source=None):
     """
     # Checked before the figures are drawn, which takes seconds.
     path = check_writable(path, "path", example="report.html")
-    page = build_report(model, X, y, source=source or "model").encode("utf-8")
+    page = build_report(model, X, y, source=source or "model",
+                        raw_inputs=raw_inputs).encode("utf-8")
     try:
         atomic_write(path, lambda fh: fh.write(page))
     except OSError as exc:

@@ -23,14 +23,16 @@ import numpy as np
 from . import _kernels
 from ._files import NpzReader, atomic_write
 from ._validation import check_choice, check_layer_sizes, check_path, check_writable
+from .data.info import DataInfo
 from .model import HIDDEN_ACTIVATIONS, INITIALISERS, OUTPUT_ACTIVATIONS, Model
 from .optimizers import optimizer_from_dict, optimizer_to_dict
 from .state import History, OptimizerState
 
 FORMAT_NAME = "mlp.Model"
-FORMAT_VERSION = 2
-# Version 1 files (parameters only) still load.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+# Version 1 files (parameters only) and 2 (no description of the data) still
+# load; a version 3 file may hold meta["data"], the model's DataInfo.
+READABLE_VERSIONS = (1, 2, 3)
 
 
 def save(model, path):
@@ -122,6 +124,8 @@ def write_model_file(model, path, checkpoint=None):
             arrays[f"optimizer.{name}"] = buffer
     if model.history is not None:
         meta["history"] = model.history.to_dict()
+    if model.data_info is not None:
+        meta["data"] = model.data_info.to_dict()
     generator, dropout_seed = model.sampling_state
     if generator is not None:
         meta["sampling_rng"] = generator.bit_generator.state
@@ -193,6 +197,8 @@ def _from_archive(archive):
         archive.read(f"b{l}", out=b)
     if not _kernels.all_finite(model.parameters):
         raise ValueError(f"parameters hold NaN or infinity ({_non_finite_summary(model)})")
+    if "data" in meta:
+        model.data_info = _data_info(meta["data"], sizes)
     # The training state's arrays: each read is the size of its member,
     # whose size was checked against the file.
     arrays = {name: archive.read(name) for name in training}
@@ -256,6 +262,18 @@ def _restore_training_state(model, meta, arrays, bad):
             raise bad("bad dropout seed")
         model.sampling_state = (np.random.Generator(generator), dropout_seed)
     return used
+
+
+def _data_info(value, sizes):
+    """The DataInfo of meta["data"], checked against the layer sizes."""
+    try:
+        info = DataInfo.from_dict(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad description of the data ({exc})") from None
+    if info.n_inputs != sizes[0] or info.n_classes > sizes[-1]:
+        raise ValueError(f"the data description ({info.n_inputs} inputs, {info.n_classes} "
+                         f"classes) does not fit layer sizes {list(sizes)}")
+    return info
 
 
 def _parse_meta(raw):

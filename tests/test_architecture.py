@@ -39,7 +39,8 @@ LAYERS = {
     # 1: the model, and the configurations and data it is trained from
     "mlp.model": 1, "mlp.optimizers": 1, "mlp.augment": 1,
     "mlp.data": 1, "mlp.data.formats": 1, "mlp.data.images": 1, "mlp.data.mnist": 1,
-    "mlp.data.sources": 1, "mlp.datasets": 1,
+    "mlp.data.sources": 1, "mlp.data.info": 1, "mlp.data.registry": 1,
+    "mlp.data.folders": 1, "mlp.data.tables": 1, "mlp.data.decoded": 1, "mlp.datasets": 1,
     # 2: run state and scores
     "mlp.state": 2, "mlp.metrics": 2,
     # 3: file formats

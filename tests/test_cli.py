@@ -156,7 +156,7 @@ def test_out_of_range_threads_and_seeds_are_refused_when_parsed(argv, message, t
     (["train", "--data", ""], "--data"),
     (["evaluate", ""], "MODEL.npz"),
     (["report", "m.npz", "--out", ""], "--out"),
-    (["predict", "m.npz", ""], "IMAGE"),
+    (["predict", "m.npz", ""], "INPUT"),
     (["augment-preview", "--out", ""], "--out"),
 ])
 def test_empty_paths_are_refused_before_any_work(argv, flag, tiny_mnist, tmp_path, capsys,
@@ -663,7 +663,7 @@ def test_ctrl_c_claims_no_checkpoint_the_run_did_not_write(tiny_mnist, tmp_path,
     checkpoint = tmp_path / "ck.npz"
     checkpoint.write_bytes(b"an earlier run's file")
 
-    def interrupted_while_loading(path):
+    def interrupted_while_loading(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(mlp.cli, "_load_data", interrupted_while_loading)
@@ -756,7 +756,7 @@ def test_unknown_flags_name_the_subcommand(argv, prog, capsys):
      "argument --iterations: not allowed with argument --epochs"),
     (["evaluate"], "the following arguments are required: MODEL.npz"),
     (["report", "m.npz", "--out"], "argument --out: expected one argument"),
-    (["predict", "m.npz"], "the following arguments are required: IMAGE"),
+    (["predict", "m.npz"], "the following arguments are required: INPUT"),
     (["augment-preview", "--rows", "x"], "--rows takes an integer, got 'x'"),
     ([], "the following arguments are required: command"),
 ])
@@ -1030,7 +1030,7 @@ def test_ctrl_c_before_a_resumed_run_writes_names_the_checkpoint_it_resumed(
                  str(first)]) == 0
     capsys.readouterr()
 
-    def interrupted_while_loading(path):
+    def interrupted_while_loading(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(mlp.cli, "_load_data", interrupted_while_loading)

@@ -293,7 +293,11 @@ def run_python(block, namespace):
 
 
 def run_console(block, cwd):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    # The mlp the tests import: in CI the installed wheel, not the source tree
+    # (ROOT), whose compiled core is not built there.
+    import mlp
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(mlp.__file__)),
                MLP_DOCS_QUICK="1", MPLBACKEND="Agg")
     _, code = block.prepared()
     for args in mlp_commands(Block(block.path, block.line, block.kind, code, [])):

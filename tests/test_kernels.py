@@ -821,12 +821,15 @@ def test_train_steps_equals_sgd_steps_over_order(run, feature_major, workers):
     # allocated rows). Several: each worker's GEMMs take its slice of the
     # units, whose sums BLAS may round differently at the slice's edges, and
     # the steps carry that on (hypothesis found 450 ulps after 6 steps at lr
-    # 1.06): the tolerance of the float64 check below.
+    # 1.06, and 2.7e-4 relative after 7 steps at lr 2.84): the tolerance of
+    # the float64 check below, grown with the rate and the number of steps
+    # that amplify a rounding difference.
     eps = np.finfo(dtype).eps
     if workers == 1:
         tol, scale = dict(rtol=64 * eps, atol=64 * eps), None
     else:
-        tol, scale = COMPOSITE_TOL[dtype], max(1.0, run["lr"]) * max(1.0, np.abs(by_hand).max())
+        tol = COMPOSITE_TOL[dtype]
+        scale = max(1.0, run["lr"]) * n_steps * max(1.0, np.abs(by_hand).max())
     assert_close(params, by_hand, scale=scale, **tol)
     np.testing.assert_allclose(batch_losses[:n_steps], losses, **tol)
     # And every step against a float64 numpy SGD step from the same

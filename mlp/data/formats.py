@@ -47,14 +47,22 @@ class UnsafePickleError(pickle.UnpicklingError, ValueError):
 _MAX_DATA_BYTES = 512 * 2**20
 
 
-def _read_bytes(path: Path) -> bytes:
+# _read_bytes' default limit: _MAX_DATA_BYTES as it is when called.
+DEFAULT_LIMIT = "default"
+
+
+def _read_bytes(path: Path, limit: int | None | str = DEFAULT_LIMIT) -> bytes:
+    """The bytes of the regular file at path; at most `limit` of them (None:
+    any size, for files whose length is their content's, as raw IDX)."""
+    if limit == DEFAULT_LIMIT:
+        limit = _MAX_DATA_BYTES
     # Non-blocking, so that opening a FIFO returns at once (to be refused).
     with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
         info = os.fstat(f.fileno())
         # A FIFO would block and /dev/zero never end: regular files only.
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{path} is not a regular file; give the path of a data file")
-        if info.st_size > _MAX_DATA_BYTES:
+        if limit is not None and info.st_size > limit:
             raise ValueError(f"{path} holds {info.st_size} bytes, more than an MNIST-style data "
                              f"file ({_MAX_DATA_BYTES // 2**20} MiB at most)")
         return f.read()
@@ -140,17 +148,20 @@ def _gunzip_idx(data: bytes, path: Path, header_size: int, total_size) -> bytes:
 # --- IDX ------------------------------------------------------------------
 
 
-def _idx_images_size(header: bytes, path: Path) -> int:
-    """The whole size of an IDX image file whose first 16 bytes are header."""
+def _idx_images_size(header: bytes, path: Path, shape=(28, 28)) -> int:
+    """The whole size of an IDX image file whose first 16 bytes are header;
+    its images must be `shape` (rows, columns), or any size for None."""
     magic, count, rows, cols = np.frombuffer(header, dtype=">u4", count=4).tolist()
     if magic != _IMAGE_MAGIC:
         raise ValueError(
             f"{path}: bad magic number {magic} (0x{magic:08x}); "
             f"an IDX image file starts with {_IMAGE_MAGIC} (0x{_IMAGE_MAGIC:08x})"
         )
-    if (rows, cols) != (28, 28):
-        raise ValueError(f"{path}: images are {rows}x{cols}, expected 28x28")
-    return 16 + count * N_PIXELS
+    if shape is not None and (rows, cols) != tuple(shape):
+        raise ValueError(f"{path}: images are {rows}x{cols}, expected {shape[0]}x{shape[1]}")
+    if shape is None and (rows == 0 or cols == 0):
+        raise ValueError(f"{path}: the header says the images are {rows}x{cols} pixels")
+    return 16 + count * rows * cols
 
 
 def _idx_labels_size(header: bytes, path: Path) -> int:
@@ -164,20 +175,24 @@ def _idx_labels_size(header: bytes, path: Path) -> int:
     return 8 + count
 
 
-def _parse_idx_images(data: bytes, path: Path) -> np.ndarray:
+def _parse_idx_images(data: bytes, path: Path, shape=(28, 28)) -> np.ndarray:
+    """uint8 images of shape (n, rows * columns), a view of data; `shape` as
+    for _idx_images_size."""
     if len(data) < 16:
         raise ValueError(f"{path}: truncated IDX image header: expected 16 bytes, got {len(data)}")
-    expected = _idx_images_size(data[:16], path)
-    count = (expected - 16) // N_PIXELS
+    expected = _idx_images_size(data[:16], path, shape)
+    rows, cols = np.frombuffer(data, dtype=">u4", count=2, offset=8).tolist()
+    count = (expected - 16) // (rows * cols)
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise ValueError(
             f"{path}: {what}: header says {count} images, so expected {expected} bytes, got {len(data)}"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, N_PIXELS)
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows * cols)
 
 
-def _parse_idx_labels(data: bytes, path: Path) -> np.ndarray:
+def _parse_idx_labels(data: bytes, path: Path, n_classes: int | None = N_CLASSES) -> np.ndarray:
+    """int64 labels; each below n_classes (None: any byte)."""
     if len(data) < 8:
         raise ValueError(f"{path}: truncated IDX label header: expected 8 bytes, got {len(data)}")
     expected = _idx_labels_size(data[:8], path)
@@ -188,10 +203,11 @@ def _parse_idx_labels(data: bytes, path: Path) -> np.ndarray:
             f"{path}: {what}: header says {count} labels, so expected {expected} bytes, got {len(data)}"
         )
     labels = np.frombuffer(data, dtype=np.uint8, offset=8)
-    if count and labels.max() >= N_CLASSES:
-        bad = int(np.flatnonzero(labels >= N_CLASSES)[0])
+    if n_classes is not None and count and labels.max() >= n_classes:
+        bad = int(np.flatnonzero(labels >= n_classes)[0])
         raise ValueError(
-            f"{path}: label {labels[bad]} at index {bad} is out of range; labels must be 0..9"
+            f"{path}: label {labels[bad]} at index {bad} is out of range; labels must be "
+            f"0..{n_classes - 1}"
         )
     return labels.astype(np.int64)
 

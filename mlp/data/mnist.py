@@ -27,6 +27,7 @@ from .._validation import check_path
 from .formats import (
     _IMAGE_MAGIC,
     _LABEL_MAGIC,
+    DEFAULT_LIMIT,
     N_CLASSES,
     N_PIXELS,
     _gunzip_idx,
@@ -116,20 +117,24 @@ def _find_idx_files(directory: Path) -> dict[str, Path] | None:
     return found
 
 
-def _read_idx_dir(files: dict[str, Path]):
-    """Parse the four IDX files; return (train_px, train_y, test_px, test_y, official)."""
+def _read_idx_dir(files: dict[str, Path], shape=(28, 28), n_classes=N_CLASSES,
+                  limit=DEFAULT_LIMIT):
+    """Parse the four IDX files; return (train_px, train_y, test_px, test_y, official).
+    Images must be `shape` and labels below `n_classes` (None: any); a raw
+    file may hold at most `limit` bytes (None: any, its size is its content's)."""
     parsed = {}
     official = True
     for name, path in files.items():
         images = name in (IDX_TRAIN_IMAGES, IDX_TEST_IMAGES)
-        data = _read_bytes(path)
+        data = _read_bytes(path, limit)
         if data[:2] == b"\x1f\x8b":
             data = _gunzip_idx(data, path, 16 if images else 8,
-                               lambda header: (_idx_images_size if images
-                                               else _idx_labels_size)(header, path))
+                               lambda header: _idx_images_size(header, path, shape) if images
+                               else _idx_labels_size(header, path))
         # Unknown hashes are fine (e.g. Fashion-MNIST): IDX parsing cannot run code.
         official &= _is_official_idx(name, data)
-        parsed[name] = (_parse_idx_images if images else _parse_idx_labels)(data, path)
+        parsed[name] = (_parse_idx_images(data, path, shape) if images
+                        else _parse_idx_labels(data, path, n_classes))
     for img, lab in ((IDX_TRAIN_IMAGES, IDX_TRAIN_LABELS), (IDX_TEST_IMAGES, IDX_TEST_LABELS)):
         if len(parsed[img]) != len(parsed[lab]):
             raise ValueError(

@@ -123,7 +123,10 @@ static void mlp_dense_layer_avx512(const float *x, ptrdiff_t ldx, ptrdiff_t rows
         for (u = u0; u < u1;) {
             int U = u1 - u >= 8 && wide ? 8 : (u1 - u >= 4 ? 4 : (int)(u1 - u));
             for (r = r0; r < r1;) {
-                int R = r1 - r >= MLP_DENSE_MAX_R ? MLP_DENSE_MAX_R : (int)(r1 - r);
+                /* Blocks of equal rows (8 rows: 4 + 4, not 6 + 2, whose
+                 * 2-row block loads 6 vectors for 8 multiply-adds). */
+                ptrdiff_t blocks = (r1 - r + MLP_DENSE_MAX_R - 1) / MLP_DENSE_MAX_R;
+                int R = (int)((r1 - r + blocks - 1) / blocks);
                 mlp_dense_dispatch(R, U, x + r * ldx, ldx, w + u * fin, fin, b + u,
                                    z + r * ldz + u, ldz, relu);
                 r += R;

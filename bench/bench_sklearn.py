@@ -1,6 +1,12 @@
-"""mlp.sklearn.MLPClassifier against sklearn.neural_network.MLPClassifier on MNIST.
+"""mlp.sklearn's estimators against sklearn.neural_network's: MNIST, or a table over data sets.
 
     PYTHONPATH=. python bench/bench_sklearn.py [--quick] [--repeats N] [--json OUT]
+    PYTHONPATH=. python bench/bench_sklearn.py --datasets [--quick] [--json OUT]
+
+--datasets: one table of fit-time ratios (scikit-learn / mlp) and test
+scores over scikit-learn's bundled data sets, generated tabular data of
+100 to 100,000 rows, a sparse matrix (30,000 x 20,000, 60 non-zeros a row)
+and L-BFGS; see bench/_sklearn_table.py. Without it, MNIST:
 
 Both estimators get identical hyper-parameters and the same random_state,
 fit the 50,000 training images and predict the 10,000 test images, in this
@@ -97,7 +103,15 @@ def main(argv=None):
     ap.add_argument("--predict-repeats", type=int, default=5, help="timed predict calls per fit")
     ap.add_argument("--threads", type=int, help="limit both to this many threads")
     ap.add_argument("--json", metavar="OUT", help="write every run and the system information")
+    ap.add_argument("--datasets", action="store_true",
+                    help="the table over bundled, generated, sparse data and L-BFGS instead "
+                         "of MNIST (--quick: smaller data)")
     args = ap.parse_args(argv)
+    if args.datasets:
+        import _sklearn_table
+
+        return _sklearn_table.main(quick=args.quick, threads=args.threads,
+                                           json_out=args.json)
     seeds = [int(s) for s in args.seeds.split(",") if s] or [0]
     configs = [c for c in args.configs.split(",") if c]
     for c in configs:

@@ -131,6 +131,8 @@ cdef inline floating _act_derivative(int act, floating a) noexcept nogil:
         return 1 - a * a
     elif act == ACT_RELU:
         return 1 if a > 0 else 0
+    elif act == ACT_EXP:
+        return a
     return 1
 
 
@@ -198,6 +200,9 @@ cdef void _apply_activation(floating* z, Py_ssize_t n, Py_ssize_t k,
     elif act == ACT_SILU:
         for i in range(n * k):
             z[i] = z[i] * _sigmoid(z[i])
+    elif act == ACT_EXP:
+        for i in range(n * k):
+            z[i] = _exp(z[i])
 
 
 cdef inline floating* _at(floating* p, Py_ssize_t offset) noexcept nogil:
@@ -278,9 +283,10 @@ cdef void _output_delta(int output_act, int loss, const floating* a,
     cdef Py_ssize_t unit_stride = _unit_stride(feature_major, n, k)
     cdef floating s, ys
     if output_act != ACT_SOFTMAX:
-        # Elementwise: MSE through the activation's derivative, or
-        # binary cross-entropy through the sigmoid, whose derivatives cancel.
-        if loss == LOSS_BINARY_CROSS_ENTROPY:
+        # Elementwise: MSE through the activation's derivative, or binary
+        # cross-entropy through the sigmoid and the Poisson deviance through
+        # the exponential, whose derivatives cancel to a - y.
+        if loss == LOSS_BINARY_CROSS_ENTROPY or loss == LOSS_POISSON:
             for p in range(n * k):
                 d[p] = a[p] - y[p]
         else:
@@ -320,7 +326,7 @@ cdef double _sample_loss(int loss, const floating* a, const floating* z,
     The cross-entropies are computed from the logits (log-sum-exp and
     softplus), so they stay finite when a probability underflows to zero."""
     cdef Py_ssize_t j, p
-    cdef double total = 0, m, s, diff, zj
+    cdef double total = 0, m, s, diff, zj, yj
     if loss == LOSS_MSE:
         for j in range(k):
             diff = <double>a[j * unit_stride] - <double>y[j * unit_stride]
@@ -330,6 +336,16 @@ cdef double _sample_loss(int loss, const floating* a, const floating* z,
         for j in range(k):
             zj = z[j * unit_stride]
             total += (zj if zj > 0 else 0) + log1p(exp(-fabs(zj))) - <double>y[j * unit_stride] * zj
+    elif loss == LOSS_POISSON:
+        # Half the Poisson deviance, y log(y / mu) - y + mu with mu = exp(z),
+        # as scikit-learn's MLPRegressor reports it: exp(z) - y z + y log y - y
+        # (y log y = 0 at y = 0), which is 0 where the prediction is exact.
+        for j in range(k):
+            zj = z[j * unit_stride]
+            yj = y[j * unit_stride]
+            total += exp(zj) - yj * zj - yj
+            if yj > 0:
+                total += yj * log(yj)
     else:
         m = z[0]
         for j in range(k):

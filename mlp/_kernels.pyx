@@ -47,17 +47,19 @@ cdef enum:
     ACT_LEAKY_RELU = 5
     ACT_GELU = 6
     ACT_SILU = 7
+    ACT_EXP = 8
 
 cdef enum:
     LOSS_MSE = 0
     LOSS_CROSS_ENTROPY = 1
     LOSS_BINARY_CROSS_ENTROPY = 2
+    LOSS_POISSON = 3
 
 ACTIVATIONS = {"sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "relu": ACT_RELU,
                "softmax": ACT_SOFTMAX, "identity": ACT_IDENTITY, "leaky_relu": ACT_LEAKY_RELU,
-               "gelu": ACT_GELU, "silu": ACT_SILU}
+               "gelu": ACT_GELU, "silu": ACT_SILU, "exp": ACT_EXP}
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY,
-          "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY}
+          "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY, "poisson": LOSS_POISSON}
 
 # Networks deeper than this are refused on the Python side; it lets the
 # per-layer pointer tables live on the stack.
@@ -209,11 +211,15 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
                      int n_layers, int hidden_act, int output_act, int loss,
                      floating** acts, floating** kept, const floating* y, floating* delta,
                      floating* delta_prev, Py_ssize_t n,
-                     bint accumulate, const floating* weights) noexcept nogil:
+                     bint accumulate, const floating* weights,
+                     const _CsrRows* csr) noexcept nogil:
     """Backpropagate one batch whose (row-major) forward pass is in acts
     (and kept, as _forward keeps it, or NULL): write dL/dW and dL/db, sums
     over the batch (each sample's times weights[i] unless weights is NULL),
-    into grads, or add them to it with accumulate.
+    into grads, or add them to it with accumulate. With csr (not NULL) the
+    inputs are its rows instead of acts[0], and the first layer's weight
+    gradient is added to csr.gradient_panel, by input, rather than
+    written into grads (the caller transposes it there once).
     (Training steps are _train_worker's.)"""
     cdef int l
     cdef Py_ssize_t fin, fout, off
@@ -231,52 +237,124 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
             _delta_gemm(False, w, fin, fout, 0, fin, delta, delta_prev, n)
             _times_derivative(delta_prev, acts[l], kept[l] if kept != NULL else NULL,
                               n * fin, hidden_act, 1)
-        _weight_gemm(False, False, acts[l], delta, fin, fout, 0, fout, n, 1,
-                     1 if accumulate else 0, grads + off)
+        if l == 0 and csr != NULL:
+            _csr_weight_gradient(csr, delta, n, fout)
+        else:
+            _weight_gemm(False, False, acts[l], delta, fin, fout, 0, fout, n, 1,
+                         1 if accumulate else 0, grads + off)
         _unit_sums(delta, grads + off + fout * fin, n, fout, fout, accumulate, False)
         tmp = delta
         delta = delta_prev
         delta_prev = tmp
 
 
+cdef struct _CsrRows:
+    # The rows of a CSR matrix a call works through, from `first` on, and
+    # the first layer's weights and weight gradient by input, (inputs, ld).
+    const int64_t* indptr
+    const int32_t* indices
+    const void* values
+    Py_ssize_t first
+    const void* panel
+    void* gradient_panel
+    Py_ssize_t ld
+
+
+cdef void _csr_first_layer(const _CsrRows* csr, Py_ssize_t rows, Py_ssize_t units,
+                           floating* z) noexcept nogil:
+    """z (rows, units) = the first layer's pre-activations (no bias) of the
+    next `rows` rows, from their non-zero inputs (_sparse.h)."""
+    cdef Py_ssize_t i, r, begin
+    for i in range(rows):
+        r = csr.first + i
+        begin = csr.indptr[r]
+        _sparse_row(csr.indices + begin, <const floating*>csr.values + begin,
+                    csr.indptr[r + 1] - begin, <const floating*>csr.panel, csr.ld, units,
+                    z + i * units)
+
+
+cdef void _csr_weight_gradient(const _CsrRows* csr, const floating* delta, Py_ssize_t rows,
+                               Py_ssize_t units) noexcept nogil:
+    """gradient_panel[j, :units] += x[i, j] * delta[i, :] over the non-zero
+    inputs j of the rows: the first layer's weight gradient, by input."""
+    cdef Py_ssize_t i, e, u, r
+    cdef floating v
+    cdef floating* row
+    cdef const floating* d
+    cdef const floating* values = <const floating*>csr.values
+    cdef floating* panel = <floating*>csr.gradient_panel
+    for i in range(rows):
+        r = csr.first + i
+        d = delta + i * units
+        for e in range(csr.indptr[r], csr.indptr[r + 1]):
+            v = values[e]
+            row = panel + csr.indices[e] * csr.ld
+            for u in range(units):
+                row[u] += v * d[u]
+
 
 # ---------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------
 
-cdef double _loss_and_gradients(floating[::1] params, const Py_ssize_t[::1] sizes,
-                               int hidden_act, int output_act, int loss,
-                               const floating[:, ::1] x, const floating[:, ::1] y,
-                               const floating[::1] weights, floating[::1] grads,
-                               floating[::1] work, bint want_gradients, Py_ssize_t chunk):
-    cdef int L = <int>sizes.shape[0] - 1
-    cdef Py_ssize_t n = x.shape[0], k = sizes[L], start, rows
+cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L,
+                                int hidden_act, int output_act, int loss,
+                                const floating* x, _CsrRows* csr, Py_ssize_t n,
+                                const floating* y, const floating* weights, floating* grads,
+                                floating* work, Py_ssize_t chunk,
+                                floating* outputs) noexcept nogil:
+    """The summed (weighted) loss of n rows, `chunk` rows at a time; their
+    summed gradient into grads unless it is NULL; their outputs into
+    outputs (n, sizes[L]) unless it is NULL. The rows are x's (n, sizes[0]),
+    or with csr (x NULL) those of a CSR matrix, whose first layer reads
+    csr's panel and whose first-layer weight gradient is written into grads
+    from csr's gradient panel at the end."""
+    cdef Py_ssize_t k = sizes[L], start, rows, d = sizes[0], units = sizes[1]
+    cdef bint want_gradients = grads != NULL
     cdef bint keep = want_gradients and _keeps_preactivations(hidden_act)
-    cdef _Carve c = _carve(&sizes[0], L, chunk, keep)
+    cdef _Carve c = _carve(sizes, L, chunk, keep)
     cdef floating* acts[MAX_LAYERS + 1]
     cdef floating* kept_buffers[MAX_LAYERS + 1]
     cdef floating** kept = kept_buffers if keep else NULL
-    cdef floating* workspace = &work[0]
     cdef double total = 0
     cdef const floating* w = NULL
-    cdef bint weighted = weights is not None
-    with nogil:
-        start = 0
-        while start < n:
-            rows = chunk if n - start > chunk else n - start
-            _point_acts(workspace, &sizes[0], L, rows, &x[start, 0], acts)
-            if keep:
-                _point_acts(workspace + c.preactivations, &sizes[0], L - 1, rows, NULL, kept)
-            _forward(&params[0], &sizes[0], L, hidden_act, output_act, acts,
-                     workspace + c.logits, rows, False, kept)
-            w = &weights[start] if weighted else NULL
-            total += _batch_loss(loss, acts[L], workspace + c.logits, &y[start, 0], rows, k,
-                                 False, w)
-            if want_gradients:
-                _gradients(&params[0], &grads[0], &sizes[0], L, hidden_act,
-                           output_act, loss, acts, kept, &y[start, 0], workspace + c.deltas,
-                           workspace + c.deltas_2, rows, start > 0, w)
-            start += rows
+    cdef Py_ssize_t first = csr.first if csr != NULL else 0
+    start = 0
+    while start < n:
+        rows = chunk if n - start > chunk else n - start
+        _point_acts(work, sizes, L, rows, x + start * d if x != NULL else NULL, acts)
+        if keep:
+            _point_acts(work + c.preactivations, sizes, L - 1, rows, NULL, kept)
+        if csr == NULL:
+            _forward(params, sizes, L, hidden_act, output_act, acts, work + c.logits, rows,
+                     False, kept)
+        else:
+            csr.first = first + start
+            _csr_first_layer(csr, rows, units, acts[1])
+            if L == 1:
+                _add_bias(acts[1], params + units * d, rows, units, False)
+                memcpy(work + c.logits, acts[1], rows * units * sizeof(floating))
+                _apply_activation(acts[1], rows, units, output_act, False)
+            else:
+                _bias_activation(acts[1], params + units * d, rows, units, hidden_act, False,
+                                 kept[1] if keep else NULL)
+                _forward(params + units * (d + 1), sizes + 1, L - 1, hidden_act, output_act,
+                         acts + 1, work + c.logits, rows, False,
+                         kept + 1 if keep else NULL)
+        w = weights + start if weights != NULL else NULL
+        total += _batch_loss(loss, acts[L], work + c.logits, y + start * k, rows, k, False, w)
+        if outputs != NULL:
+            memcpy(outputs + start * k, acts[L], rows * k * sizeof(floating))
+        if want_gradients:
+            _gradients(params, grads, sizes, L, hidden_act, output_act, loss, acts, kept,
+                       y + start * k, work + c.deltas, work + c.deltas_2, rows, start > 0, w,
+                       csr)
+        start += rows
+    if csr != NULL:
+        csr.first = first
+        if want_gradients:
+            _transposed_update(<const floating*>csr.gradient_panel, csr.ld, d, units, 1, 0,
+                               grads)
     return total
 
 
@@ -990,21 +1068,128 @@ def loss_and_gradients(Network network, int loss, x, y, grads, work, Py_ssize_t 
     so memory does not grow with the batch; work must hold
     workspace_size(sizes, chunk) elements. weights (n,), or None for all 1:
     each sample's loss and gradient are multiplied by its weight before the
-    sums. Every array is C-contiguous, of the network's float type."""
-    want_gradients = grads is not None
-    if weights is not None and len(weights) != len(x):
-        raise ValueError(f"weights must hold one value per row of x ({len(x)}); "
-                         f"got {len(weights)}")
+    sums. Every array is C-contiguous, of the network's float type. x may
+    also be a CsrMatrix of that type (see rows_loss_and_gradients)."""
+    return rows_loss_and_gradients(network, loss, Rows(x, y, weights), grads, work, chunk)
+
+
+cdef class Rows:
+    """A set of rows whose loss (and gradient) one call computes: inputs x,
+    targets y, optional per-row weights, and optionally where to write the
+    network's outputs for them.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, n_inputs), C-contiguous; or CsrMatrix
+        Of the network's float type. A CsrMatrix's first layer is computed
+        from its non-zero inputs, and never made dense.
+    y : ndarray, shape (n, n_outputs), C-contiguous
+    weights : ndarray, shape (n,), or None
+    outputs : ndarray, shape (n, n_outputs), C-contiguous, or None
+    """
+    cdef readonly object x, y, weights, outputs
+
+    def __init__(self, x, y, weights=None, outputs=None):
+        n = x.shape[0]
+        if weights is not None and len(weights) != n:
+            raise ValueError(f"weights must hold one value per row of x ({n}); "
+                             f"got {len(weights)}")
+        if len(y) != n or (outputs is not None and outputs.shape != y.shape):
+            raise ValueError(f"y (and outputs) must have one row per row of x ({n})")
+        self.x, self.y, self.weights, self.outputs = x, y, weights, outputs
+
+
+def rows_loss_and_gradients(Network network, int loss, Rows rows, grads, work,
+                            Py_ssize_t chunk):
+    """Summed (weighted) loss over `rows`, `chunk` rows at a time; unless
+    grads is None, its gradient into grads (laid out like the params);
+    unless rows.outputs is None, the outputs into it. work must hold
+    workspace_size(sizes, chunk) elements. A CsrMatrix's rows take in
+    addition two arrays of (n_inputs, units of the first layer, rounded up
+    to a cache line): the first layer's weights and its gradient by input."""
     if network.is_double:
-        return _loss_and_gradients[double](network.params, network.sizes,
-                                           network.hidden_activation,
-                                           network.output_activation, loss, x, y, weights,
-                                           grads if want_gradients else network.params, work,
-                                           want_gradients, chunk)
-    return _loss_and_gradients[float](network.params, network.sizes, network.hidden_activation,
-                                      network.output_activation, loss, x, y, weights,
-                                      grads if want_gradients else network.params, work,
-                                      want_gradients, chunk)
+        return _rows_loss_and_gradients[double](network.params, network, loss, rows,
+                                                grads, work, chunk)
+    return _rows_loss_and_gradients[float](network.params, network, loss, rows, grads, work,
+                                           chunk)
+
+
+cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int loss,
+                                     Rows rows, grads, work, Py_ssize_t chunk) except? -1:
+    cdef const Py_ssize_t[::1] sizes = network.sizes
+    cdef int L = <int>sizes.shape[0] - 1
+    cdef Py_ssize_t d = sizes[0], units = sizes[1], k = sizes[L]
+    cdef Py_ssize_t line = 64 // sizeof(floating), n
+    cdef const floating[:, ::1] xv
+    cdef const floating[:, ::1] yv = rows.y
+    cdef const floating[::1] wv
+    cdef floating[::1] gv
+    cdef floating[::1] workv = work
+    cdef floating[:, ::1] ov
+    cdef const floating[::1] data
+    cdef const int32_t[::1] indices
+    cdef const int64_t[::1] indptr
+    cdef floating[:, ::1] panel
+    cdef floating[:, ::1] gradient_panel
+    cdef _CsrRows csr
+    cdef _CsrRows* csr_pointer = NULL
+    cdef const floating* x_pointer = NULL
+    cdef const floating* w_pointer = NULL
+    cdef floating* g_pointer = NULL
+    cdef floating* o_pointer = NULL
+    cdef bint keep = grads is not None and _keeps_preactivations(network.hidden_activation)
+    cdef double total = 0
+    if chunk < 1 or workv.shape[0] < _carve(&sizes[0], L, chunk, keep).total:
+        raise ValueError("work must hold workspace_size(sizes, chunk) elements, chunk >= 1")
+    if yv.shape[1] != k:
+        raise ValueError(f"y must have {k} columns")
+    if grads is not None:
+        gv = grads
+        if gv.shape[0] != params.shape[0]:
+            raise ValueError("grads must be laid out like the parameters")
+        g_pointer = &gv[0]
+    if isinstance(rows.x, CsrMatrix):
+        data = rows.x.data
+        indices = rows.x.indices
+        indptr = rows.x.indptr
+        n = indptr.shape[0] - 1
+        if rows.x.shape[1] != d:
+            raise ValueError(f"x must have {d} columns")
+        csr.ld = (units + line - 1) // line * line
+        panel = np.empty((max(d, 1), csr.ld), dtype=rows.x.dtype)
+        _transpose_units(&params[0], d, 0, units, &panel[0, 0], csr.ld)
+        csr.indptr = &indptr[0]
+        csr.indices = &indices[0] if indices.shape[0] else NULL
+        csr.values = &data[0] if data.shape[0] else NULL
+        csr.first = 0
+        csr.panel = &panel[0, 0]
+        if grads is not None:
+            gradient_panel = np.zeros((max(d, 1), csr.ld), dtype=rows.x.dtype)
+            csr.gradient_panel = &gradient_panel[0, 0]
+        csr_pointer = &csr
+    else:
+        xv = rows.x
+        n = xv.shape[0]
+        if xv.shape[1] != d:
+            raise ValueError(f"x must have {d} columns")
+        if n:
+            x_pointer = &xv[0, 0]
+    if n == 0:
+        if grads is not None:
+            gv[:] = 0
+        return 0.0
+    if rows.weights is not None:
+        wv = rows.weights
+        w_pointer = &wv[0]
+    if rows.outputs is not None:
+        ov = rows.outputs
+        o_pointer = &ov[0, 0]
+    with nogil:
+        total = _loss_and_gradients(&params[0], &sizes[0], L, network.hidden_activation,
+                                    network.output_activation, loss, x_pointer, csr_pointer, n,
+                                    &yv[0, 0], w_pointer, g_pointer, &workv[0], chunk,
+                                    o_pointer)
+    return total
 
 
 def forward(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,

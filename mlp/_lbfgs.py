@@ -8,11 +8,18 @@ probabilities clipped to [eps, 1 - eps] (eps of the model's dtype), as
 scikit-learn computes it, from a forward pass of its own: the kernel's loss,
 exact from the logits, differs from it wherever a probability is that
 extreme, which L-BFGS's line search meets when it tries a long step (and
-which float32 meets often: -log(eps) is only 15.9 there). The gradient is
+which float32 meets often: -log(eps) is only 15.9 there); the kernel writes
+the outputs as it computes the gradient. The gradient is
 the kernel's either way, scikit-learn's too: that of the unclipped loss. The rows are
 split into one block per worker thread; each block goes through
-``_kernels.loss_and_gradients`` (which releases the GIL) and the blocks' sums
+``_kernels.rows_loss_and_gradients`` (which releases the GIL) and the blocks' sums
 are added.
+
+Sparse X (a scipy.sparse CSR matrix) is never made dense: each block is a
+``_kernels.CsrMatrix`` whose first layer the kernel computes from its
+non-zeros, and whose first-layer gradient it adds up by input, so that
+memory is the matrix (and its blocks' copy) plus a chunk's activations and
+two (inputs, units) arrays a worker.
 
 The vector that the optimiser sees is laid out as scikit-learn packs its
 parameters (every ``coefs_[l]``, shape (n_in, n_out), row-major, then every
@@ -28,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
+import scipy.sparse
 from scipy.special import xlogy
 
 from . import _kernels
@@ -35,6 +43,22 @@ from . import _kernels
 # Rows per kernel call within a block: as Model.loss does it, big enough for
 # the GEMMs to run near peak, small enough for the activations to stay in cache.
 _CHUNK = 1024
+# Sparse X: the workspace keeps room for two chunks of dense rows (the gather's
+# buffers, unused here), so the chunk shrinks with the number of inputs to
+# keep that room near this many elements.
+_SPARSE_CHUNK_ELEMENTS = 2 ** 21
+# From this many parameters on, the vector is permuted layer by layer (see
+# FullBatchObjective.__init__); below it, one gather is quicker in Python.
+_BY_LAYER_PARAMS = 50_000
+
+
+def _csr_block(X):
+    """A scipy.sparse CSR block of rows as the kernel's CsrMatrix (its own
+    canonical copy: sorted indices, no duplicates)."""
+    X = scipy.sparse.csr_matrix(X, copy=True)
+    X.sum_duplicates()
+    return _kernels.CsrMatrix(X.data, X.indices.astype(np.int32, copy=False),
+                              X.indptr.astype(np.int64, copy=False), X.shape[1])
 
 
 def sklearn_order(layer_sizes):
@@ -72,8 +96,8 @@ class FullBatchObjective:
     ----------
     model : mlp.Model
         The network; its parameters are overwritten by each evaluation.
-    X : ndarray of the model's dtype, shape (n_samples, n_inputs)
-        C-contiguous and checked (finite).
+    X : ndarray or scipy.sparse CSR matrix of the model's dtype, shape (n_samples, n_inputs)
+        C-contiguous (dense) and checked (finite).
     Y : ndarray of the model's dtype, shape (n_samples, n_outputs)
         Targets: one-hot rows (softmax), 0/1 indicators (sigmoid) or values.
     loss_code : int
@@ -101,30 +125,79 @@ class FullBatchObjective:
                    else np.ascontiguousarray(sample_weight, dtype=model.dtype))
         n_blocks = max(1, min(int(n_threads), n_samples))
         edges = np.linspace(0, n_samples, n_blocks + 1).astype(int)
-        self._blocks = [(X[a:b], Y[a:b], None if weights is None else weights[a:b])
+        sparse = scipy.sparse.issparse(X)
+        outputs = not model.is_regressor
+        self._blocks = [_kernels.Rows(_csr_block(X[a:b]) if sparse else X[a:b], Y[a:b],
+                                      None if weights is None else weights[a:b],
+                                      np.empty_like(Y[a:b]) if outputs else None)
                         for a, b in zip(edges[:-1], edges[1:])]
-        self.chunk = min(_CHUNK, max(b - a for a, b in zip(edges[:-1], edges[1:])))
-        self._to_model = sklearn_order(model.layer_sizes)
-        self._to_sklearn = np.argsort(self._to_model).astype(np.intp)
-        # The model's layout: each layer's weights, then its biases.
-        is_weight = np.zeros(model.n_params, dtype=bool)
-        start = 0
+        chunk = _CHUNK
+        if sparse:
+            chunk = max(32, min(_CHUNK, _SPARSE_CHUNK_ELEMENTS // max(1, X.shape[1])))
+        self.chunk = min(chunk, max(b - a for a, b in zip(edges[:-1], edges[1:])))
+        # Each layer's place in both layouts: (n_in, n_out, start of its W in
+        # the model's array, of its coefs_ and of its intercepts_ in
+        # scikit-learn's). Big networks are permuted layer by layer through
+        # transposed views, rather than gathered through the index arrays
+        # (which read 8 bytes of index for every parameter).
+        self._layers = []
+        model_start, coef_start = 0, 0
+        self._n_coefs = sum(a * b for a, b in zip(model.layer_sizes[:-1], model.layer_sizes[1:]))
+        intercept_start = self._n_coefs
         for n_in, n_out in zip(model.layer_sizes[:-1], model.layer_sizes[1:]):
-            is_weight[start:start + n_in * n_out] = True
-            start += (n_in + 1) * n_out
-        self._is_weight = is_weight
+            self._layers.append((n_in, n_out, model_start, coef_start, intercept_start))
+            model_start += (n_in + 1) * n_out
+            coef_start += n_in * n_out
+            intercept_start += n_out
+        self._by_layer = model.n_params >= _BY_LAYER_PARAMS
+        if not self._by_layer:
+            self._to_model = sklearn_order(model.layer_sizes)
+            self._to_sklearn = np.argsort(self._to_model).astype(np.intp)
         self._grads = np.empty((n_blocks, model.n_params), dtype=model.dtype)
-        self._outputs = (None if model.output == "identity" else
-                         [np.empty_like(y) for _, y, _ in self._blocks])
+        self._targets = [_ClassTargets(rows.y, model.output == "softmax")
+                         for rows in self._blocks] if outputs else None
         self.n_evaluations = 0
 
     def initial_point(self):
         """The model's parameters in scikit-learn's packed order, float64."""
-        return self.model.parameters.astype(np.float64)[self._to_sklearn]
+        params = self.model.parameters
+        if not self._by_layer:
+            return params.astype(np.float64)[self._to_sklearn]
+        x = np.empty(self.model.n_params, dtype=np.float64)
+        for n_in, n_out, start, coef, intercept in self._layers:
+            weights = start + n_in * n_out
+            x[coef:coef + n_in * n_out].reshape(n_in, n_out)[...] = \
+                params[start:weights].reshape(n_out, n_in).T
+            x[intercept:intercept + n_out] = params[weights:weights + n_out]
+        return x
 
     def set_parameters(self, x):
         """Write x (scikit-learn's packed order) into the model."""
-        self.model.parameters[...] = x[self._to_model]
+        params = self.model.parameters
+        if not self._by_layer:
+            params[...] = x[self._to_model]
+            return
+        for n_in, n_out, start, coef, intercept in self._layers:
+            weights = start + n_in * n_out
+            params[start:weights].reshape(n_out, n_in)[...] = \
+                x[coef:coef + n_in * n_out].reshape(n_in, n_out).T
+            params[weights:weights + n_out] = x[intercept:intercept + n_out]
+
+    def _summed_gradient(self):
+        """The blocks' gradients added up in float64, in scikit-learn's order."""
+        if not self._by_layer:
+            return self._grads.sum(axis=0, dtype=np.float64)[self._to_sklearn]
+        out = np.empty(self.model.n_params, dtype=np.float64)
+        for n_in, n_out, start, coef, intercept in self._layers:
+            weights = start + n_in * n_out
+            coefs = out[coef:coef + n_in * n_out].reshape(n_in, n_out)
+            intercepts = out[intercept:intercept + n_out]
+            coefs[...] = self._grads[0, start:weights].reshape(n_out, n_in).T
+            intercepts[...] = self._grads[0, weights:weights + n_out]
+            for grads in self._grads[1:]:
+                coefs += grads[start:weights].reshape(n_out, n_in).T
+                intercepts += grads[weights:weights + n_out]
+        return out
 
     @contextmanager
     def running(self):
@@ -150,15 +223,13 @@ class FullBatchObjective:
 
     def _block(self, i):
         """Block i's weighted loss sum; its gradient into self._grads[i]."""
-        x, y, w = self._blocks[i]
-        network = self.model.kernel_network
-        total = _kernels.loss_and_gradients(network, self.loss_code, x, y, self._grads[i],
-                                            self._works[i], self.chunk, w)
-        if self._outputs is None:
+        rows = self._blocks[i]
+        total = _kernels.rows_loss_and_gradients(self.model.kernel_network, self.loss_code,
+                                                 rows, self._grads[i], self._works[i],
+                                                 self.chunk)
+        if rows.outputs is None:
             return total
-        outputs = self._outputs[i]
-        _kernels.forward(network, x, outputs, self._works[i], self.chunk)
-        return _clipped_log_loss(y, outputs, w, softmax=self.model.output == "softmax")
+        return self._targets[i].clipped_log_loss(rows.outputs, rows.weights)
 
     def __call__(self, x):
         """(value, gradient) at x, scikit-learn's packed order; inside :meth:`running`.
@@ -178,14 +249,48 @@ class FullBatchObjective:
             totals = [self._block(0)]
         else:
             totals = list(self._pool.map(self._block, range(len(self._blocks))))
-        grads = self._grads.sum(axis=0, dtype=np.float64)
-        params = self.model.parameters.astype(np.float64)
-        weights = np.where(self._is_weight, params, 0.0)
+        grads = self._summed_gradient()
+        # The weights as the model holds them (rounded to its dtype), in
+        # float64: scikit-learn's order puts every coefs_ first.
+        weights = x[:self._n_coefs]
+        if self.model.dtype != np.float64:
+            weights = weights.astype(self.model.dtype).astype(np.float64)
         squares = float(np.dot(weights, weights))
         value = (sum(totals) * self.loss_scale + 0.5 * self.alpha * squares) / self.weight_sum
-        grads += self.alpha * weights
+        grads[:self._n_coefs] += self.alpha * weights
         grads /= self.weight_sum
-        return value, grads[self._to_sklearn]
+        return value, grads
+
+
+class _ClassTargets:
+    """A block's 0/1 targets, for scikit-learn's clipped log-loss: where
+    every row is one-hot (softmax) or every entry 0 or 1 (sigmoid), the
+    loss needs only the probability of each row's class (or of each
+    entry's value), which is cheaper to gather than y log p over every
+    output; the sums are the same, term by term."""
+
+    def __init__(self, Y, softmax):
+        self.Y, self.softmax = Y, softmax
+        self.columns = self.indicators = None
+        binary = bool(np.all((Y == 0) | (Y == 1)))
+        if softmax and binary and len(Y) and bool(np.all(Y.sum(axis=1) == 1)):
+            self.columns = np.argmax(Y, axis=1)
+        elif not softmax and binary:
+            self.indicators = Y.astype(bool)
+
+    def clipped_log_loss(self, P, weights):
+        """Sum over the rows of scikit-learn's log-loss of P, each row's
+        times its weight (None: 1)."""
+        if self.columns is None and self.indicators is None:
+            return _clipped_log_loss(self.Y, P, weights, self.softmax)
+        eps = np.finfo(P.dtype).eps
+        if self.columns is not None:
+            chosen = P[np.arange(len(P)), self.columns]
+            per_row = np.log(np.clip(chosen, eps, 1 - eps).astype(np.float64))
+        else:
+            clipped = np.clip(P, eps, 1 - eps).astype(np.float64)
+            per_row = np.log(np.where(self.indicators, clipped, 1 - clipped)).sum(axis=1)
+        return -float(per_row.sum() if weights is None else np.dot(per_row, weights))
 
 
 def _clipped_log_loss(Y, P, weights, softmax):

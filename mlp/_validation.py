@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse
 
 from ._kernels import MAX_WEIGHT_LAYERS, all_finite
+from .activations import LOSSES
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -466,10 +467,17 @@ def check_targets(value, name, *, n_outputs, n_rows, dtype):
 
 
 def check_target_range(targets, name, loss):
-    """targets, checked to lie in [0, 1] for the cross-entropy losses, outside
-    which they are no loss (a negative one-hot row gives a negative one)."""
-    if loss in ("cross_entropy", "binary_cross_entropy") and targets.size and (
-            targets.min() < 0 or targets.max() > 1):
-        raise ValueError(f"{name} must hold targets in [0, 1] for loss={loss!r} (one-hot or "
-                         f"probabilities), got values from {targets.min()} to {targets.max()}")
+    """targets, checked to lie in the loss's target range (activations.LOSSES):
+    [0, 1] for the cross-entropies, outside which they are no loss (a
+    negative one-hot row gives a negative one), [0, inf) for the Poisson
+    deviance, whose log y has no value below 0."""
+    target_range = LOSSES[loss].target_range if loss in LOSSES else None
+    if target_range is None or not targets.size:
+        return targets
+    low, high = target_range
+    if targets.min() < low or targets.max() > high:
+        expected = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+        raise ValueError(f"{name} must hold targets {expected} for loss={loss!r} "
+                         f"({LOSSES[loss].target_help}), got values from {targets.min()} "
+                         f"to {targets.max()}")
     return targets

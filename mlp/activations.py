@@ -54,6 +54,12 @@ class Activation:
         Numpy act(z), float64, written from the maths (the tests' reference).
     reference_derivative : callable or None
         Numpy act'(z), elementwise; None for softmax.
+    regression : bool
+        As an output: whether its model is a regressor (predicts its outputs,
+        is scored by mean squared error and R², trains by Adam by default)
+        rather than a classifier of its outputs' argmax.
+    default_loss : str
+        As an output: the loss training uses when none is named.
     """
     name: str
     hidden: bool
@@ -63,6 +69,8 @@ class Activation:
     onnx: Callable | None
     reference: Callable
     reference_derivative: Callable | None
+    regression: bool = False
+    default_loss: str = "mse"
 
     @property
     def code(self):
@@ -84,10 +92,17 @@ class Loss:
         Numpy ``reference(a, z, y)``: the loss's terms (n, k) from the
         outputs a, logits z and targets y, (n, k), in float64; a sample's
         loss is the sum of its row.
+    target_range : tuple of float or None
+        (low, high) that every target must lie in (inf for no bound);
+        None: any finite value.
+    target_help : str
+        What such targets are, for the error that refuses others.
     """
     name: str
     output: str | None
     reference: Callable
+    target_range: tuple | None = None
+    target_help: str = ""
 
     @property
     def code(self):
@@ -120,6 +135,12 @@ def _f64(values):
 
 def _float64(function):
     return lambda z: function(_f64(z))
+
+
+def _xlogy(x, y):
+    """x log y, 0 where x is 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x == 0, 0.0, x * np.log(np.where(x == 0, 1.0, y)))
 
 
 def _logsumexp(z):
@@ -189,19 +210,31 @@ ACTIVATIONS = {a.name: a for a in (
                    lambda z: _sigmoid(z) * (1 + z * (1 - _sigmoid(z))))),
     Activation("softmax", hidden=False, output=True, init="xavier", sklearn_name="softmax",
                onnx=_onnx_operator("Softmax", axis=-1), reference=_softmax,
-               reference_derivative=None),
+               reference_derivative=None, default_loss="cross_entropy"),
     Activation("identity", hidden=True, output=True, init="xavier", sklearn_name="identity",
                onnx=None, reference=_float64(lambda z: z.copy()),
-               reference_derivative=_float64(np.ones_like)),
+               reference_derivative=_float64(np.ones_like), regression=True),
+    # Positive outputs (counts, rates): scikit-learn's output for its Poisson loss.
+    Activation("exp", hidden=False, output=True, init="xavier", sklearn_name="exp",
+               onnx=_onnx_operator("Exp"), reference=_float64(np.exp),
+               reference_derivative=_float64(np.exp), regression=True, default_loss="poisson"),
 )}
 
 LOSSES = {loss.name: loss for loss in (
     Loss("mse", output=None, reference=lambda a, z, y: 0.5 * (_f64(a) - _f64(y)) ** 2),
     Loss("cross_entropy", output="softmax",
-         reference=lambda a, z, y: -_f64(y) * (_f64(z) - _logsumexp(_f64(z)))),
+         reference=lambda a, z, y: -_f64(y) * (_f64(z) - _logsumexp(_f64(z))),
+         target_range=(0.0, 1.0), target_help="one-hot or probabilities"),
     # softplus(z) - y z = -y log sigmoid(z) - (1 - y) log(1 - sigmoid(z))
     Loss("binary_cross_entropy", output="sigmoid",
-         reference=lambda a, z, y: np.logaddexp(0, _f64(z)) - _f64(y) * _f64(z)),
+         reference=lambda a, z, y: np.logaddexp(0, _f64(z)) - _f64(y) * _f64(z),
+         target_range=(0.0, 1.0), target_help="one-hot or probabilities"),
+    # Half the Poisson deviance, y log(y / mu) - y + mu with mu = exp(z), as
+    # scikit-learn's MLPRegressor(loss="poisson") computes it.
+    Loss("poisson", output="exp",
+         reference=lambda a, z, y: (np.exp(_f64(z)) - _f64(y) * _f64(z)
+                                    + _xlogy(_f64(y), _f64(y)) - _f64(y)),
+         target_range=(0.0, math.inf), target_help="counts or rates"),
 )}
 
 HIDDEN_ACTIVATIONS = tuple(name for name, a in ACTIVATIONS.items() if a.hidden)

@@ -27,8 +27,9 @@ from .optimizers import SGD, Adam, check_optimizer
 from .schedules import SCHEDULES, check_schedule, check_warmup
 
 SAMPLING = ("shuffle", "replacement", "sequential")
-# The CLI trains classifiers on labels: every output but regression's identity.
-CLASSIFIER_OUTPUTS = tuple(name for name in OUTPUT_ACTIVATIONS if name != "identity")
+# The CLI trains classifiers on labels: every output but the regressions' (identity, exp).
+CLASSIFIER_OUTPUTS = tuple(name for name in OUTPUT_ACTIVATIONS
+                           if not ACTIVATIONS[name].regression)
 # Model(init=None)'s rule, as the help says it: "he for relu and gelu, xavier otherwise".
 _HE_FIRST = [name for name in HIDDEN_ACTIVATIONS if ACTIVATIONS[name].init == "he"]
 _INIT_RULE = f"he for {', '.join(_HE_FIRST[:-1])} and {_HE_FIRST[-1]}, xavier otherwise"
@@ -72,6 +73,11 @@ def _layers(text):
 # Model's own defaults (activation, output, init), defined once in its signature.
 _MODEL_DEFAULTS = {name: parameter.default
                    for name, parameter in inspect.signature(Model).parameters.items()}
+
+
+def _is_regression(output):
+    """Whether a model with output activation `output` (None: a classifier's) regresses."""
+    return output is not None and ACTIVATIONS[output].regression
 
 
 @dataclass(frozen=True)
@@ -120,8 +126,8 @@ class TrainingOptions:
     warmup: float = option(0, "linear warm-up: steps, or a fraction of the run below 1",
                            flag="--warmup", cli_type=float, doc_type="int or float")
     loss: str | None = option(
-        None, "mse, cross_entropy or binary_cross_entropy (default: cross_entropy for "
-              "softmax models, mse otherwise)",
+        None, f"{', '.join(LOSS_NAMES[:-1])} or {LOSS_NAMES[-1]} (default: cross_entropy for "
+              "softmax models, poisson for exp models, mse otherwise)",
         flag="--loss", choices=LOSS_NAMES)
     sampling: str = option(
         "shuffle", "shuffle: a fresh permutation every epoch; replacement: every batch "
@@ -194,7 +200,7 @@ class TrainingOptions:
         if self.learning_rate is not None or self.weight_decay is not None:
             return SGD(learning_rate=SGD.learning_rate if self.learning_rate is None
                        else self.learning_rate, weight_decay=self.weight_decay or 0.0)
-        return REGRESSION_DEFAULT_OPTIMIZER if output == "identity" else DEFAULT_OPTIMIZER
+        return REGRESSION_DEFAULT_OPTIMIZER if _is_regression(output) else DEFAULT_OPTIMIZER
 
     def resolved_schedule(self, output=None):
         """The schedule this configuration trains a model with `output` with,
@@ -205,7 +211,7 @@ class TrainingOptions:
             or self.weight_decay is not None
         if chosen:
             return check_schedule("constant")
-        return check_schedule(REGRESSION_DEFAULT_SCHEDULE if output == "identity"
+        return check_schedule(REGRESSION_DEFAULT_SCHEDULE if _is_regression(output)
                               else DEFAULT_SCHEDULE)
 
     def replace(self, **changes):

@@ -102,8 +102,9 @@ class Model:
         Activation of the hidden layers (mlp.activations.HIDDEN_ACTIVATIONS).
         leaky_relu's slope below zero is 0.01; gelu is the exact
         z * Phi(z); silu is z * sigmoid(z).
-    output : {"softmax", "sigmoid", "identity"}
-        Activation of the output layer ("identity" for regression).
+    output : {"softmax", "sigmoid", "identity", "exp"}
+        Activation of the output layer ("identity" for regression, "exp"
+        for positive targets such as counts, with loss="poisson").
     init : {None, "he", "xavier", "normal"}
         None picks "he" for ReLU-like activations (relu, leaky_relu, gelu,
         silu) and "xavier" otherwise. ``"he"`` is
@@ -230,10 +231,10 @@ class Model:
 
     @property
     def is_regressor(self):
-        """True for a regression model, one with identity output: its
-        :meth:`predict` returns the outputs, :func:`mlp.evaluate` reports
+        """True for a regression model, one with identity (or exp) output:
+        its :meth:`predict` returns the outputs, :func:`mlp.evaluate` reports
         their mean squared error and R², and training defaults to Adam."""
-        return self.output == "identity"
+        return ACTIVATIONS[self.output].regression
 
     # -- internal interface (see the module's docstring) ---------------------
 
@@ -533,11 +534,13 @@ class Model:
         Y : array-like of float, shape (n, n_outputs)
             Targets, converted to the model's dtype (one-hot rows for
             classification; labels are not accepted here).
-        loss : {"mse", "cross_entropy", "binary_cross_entropy"}, optional
+        loss : {"mse", "cross_entropy", "binary_cross_entropy", "poisson"}, optional
             ``"mse"`` is 0.5 * ||a - y||^2 per sample; ``"cross_entropy"`` is
             -sum(y * log softmax(z)), for softmax models;
             ``"binary_cross_entropy"`` is -sum(y log a + (1 - y) log(1 - a)),
-            for sigmoid models. None: cross_entropy for softmax models, else mse.
+            for sigmoid models; ``"poisson"`` is half the Poisson deviance,
+            sum(y log(y / a) - y + a), for exp models (targets >= 0). None:
+            cross_entropy for softmax models, poisson for exp models, else mse.
 
         Returns
         -------
@@ -587,7 +590,7 @@ class Model:
 
     def _loss_and_gradients(self, X, Y, loss, want_gradients):
         if loss is None:
-            loss = "cross_entropy" if self.output == "softmax" else "mse"
+            loss = ACTIVATIONS[self.output].default_loss
         code = loss_code(loss, self.output)
         X = self._check_x(X)
         Y = check_target_range(self._check_targets(Y, X.shape[0]), "Y", loss)

@@ -30,7 +30,8 @@ Where mlp differs from scikit-learn, on purpose:
   :class:`mlp.Model` with ``mlp.RMSprop(momentum=...)``). Like Adam they keep
   a constant rate (``learning_rate`` is SGD's).
 * Sparse X (any scipy.sparse matrix or array) trains from its non-zeros
-  without being made dense; only ``solver="lbfgs"`` needs dense X.
+  without being made dense, with every solver (L-BFGS's full-batch
+  objective too).
 * The parameters and the arithmetic are float32 by default (``dtype``), which
   is what makes mlp fast; ``dtype="float64"`` computes in double precision.
 * ``sample_weight``: every batch is divided by the mean weight of the whole
@@ -82,7 +83,10 @@ _HIDDEN = {a.sklearn_name: a.name for a in ACTIVATIONS.values() if a.hidden}
 # out_activation_ (scikit-learn's name) -> (mlp output, mlp loss).
 _OUTPUT = {"softmax": ("softmax", "cross_entropy"),
            "logistic": ("sigmoid", "binary_cross_entropy"),
-           "identity": ("identity", "mse")}
+           "identity": ("identity", "mse"),
+           "exp": ("exp", "poisson")}
+# MLPRegressor's loss -> its out_activation_ (scikit-learn's pairs).
+_REGRESSION_LOSSES = {"squared_error": "identity", "poisson": "exp"}
 # scikit-learn's words when the parameters stop being finite.
 # fit and predict take any scipy.sparse matrix or array; validate_data
 # converts it to CSR, the rows mlp.train and Model.forward read.
@@ -99,6 +103,10 @@ _SMALLEST_ADAPTIVE_RATE = 1e-6
 # RMSprop into RMSprop with momentum.
 _SOLVER_PARAMETERS = {"learning_rate": "learning_rate_init", "beta1": "beta_1",
                       "beta2": "beta_2", "eps": "epsilon"}
+
+
+# mlp.train's warning of unscaled inputs (_validation.warn_if_unscaled).
+_UNSCALED_X = r"X holds \S+ values (up|down) to "
 
 
 class _EpochRate:
@@ -281,9 +289,9 @@ class _BaseMLP(BaseEstimator):
 
     def _accepted_sparse(self):
         # The stochastic solvers feed the first layer from the non-zeros of
-        # sparse rows (mlp.train); L-BFGS's full-batch objective takes dense
-        # rows, and scikit-learn's own error says so for it.
-        return False if self.solver == "lbfgs" else _SPARSE_FORMATS
+        # sparse rows (mlp.train), and so does L-BFGS's full-batch objective
+        # (mlp._lbfgs).
+        return _SPARSE_FORMATS
 
     def _check_validation(self, X_val, y_val, sample_weight_val):
         """fit's X_val, y_val and sample_weight_val, checked as X, y and sample_weight."""
@@ -503,13 +511,17 @@ class _BaseMLP(BaseEstimator):
                 # scikit-learn's L2 term uses the weights each batch starts
                 # from; those the epoch starts from stand in for them.
                 squares = sum(float(np.dot(w.ravel(), w.ravel())) for w in self.model_.weights)
-                history = _training.train(
-                    self.model_, X_train, t_train, epochs=1, batch_size=batch_size,
-                    optimizer=optimizer, lr_schedule=_EpochRate(factor), loss=loss,
-                    sampling="shuffle" if self.shuffle else "sequential",
-                    seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
-                    sample_weight=w_train, dropout=float(self.dropout), progress=False,
-                    n_threads=self.n_threads)
+                with warnings.catch_warnings():
+                    # mlp.train warns of X far beyond order 1, every epoch;
+                    # scikit-learn's estimators do not.
+                    warnings.filterwarnings("ignore", message=_UNSCALED_X, category=UserWarning)
+                    history = _training.train(
+                        self.model_, X_train, t_train, epochs=1, batch_size=batch_size,
+                        optimizer=optimizer, lr_schedule=_EpochRate(factor), loss=loss,
+                        sampling="shuffle" if self.shuffle else "sequential",
+                        seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
+                        sample_weight=w_train, dropout=float(self.dropout), progress=False,
+                        n_threads=self.n_threads)
                 self.n_iter_ += 1
                 # The L2 term as scikit-learn reports it: 0.5 * alpha * ||W||^2
                 # per batch over the batch's weight, averaged over the samples.
@@ -663,9 +675,8 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # mlp trains on sparse rows without densifying them; L-BFGS's full-batch
-        # objective needs dense rows.
-        tags.input_tags.sparse = self.solver != "lbfgs"
+        # mlp trains on sparse rows without densifying them, with every solver.
+        tags.input_tags.sparse = True
         return tags
 
 
@@ -962,12 +973,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     A drop-in replacement for ``sklearn.neural_network.MLPRegressor`` with
     solver "sgd", "adam" or "lbfgs": identity output units and the squared error,
-    one output per column of ``y``.
+    or exponential output units and the Poisson deviance, one output per
+    column of ``y``.
 
     Parameters
     ----------
-    loss : {"squared_error"}, default="squared_error"
-        scikit-learn's "poisson" is not supported.
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        "squared_error": identity outputs, half the squared error.
+        "poisson": exponential outputs (predictions > 0), half the Poisson
+        deviance ``y log(y / prediction) - y + prediction``; y must be >= 0
+        (counts, rates), as scikit-learn requires.
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
     learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
     warm_start, momentum, nesterovs_momentum, early_stopping,
@@ -982,9 +997,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     best_validation_score_, n_iter_, t_, n_features_in_, feature_names_in_,
     n_layers_, n_outputs_
         As for :class:`MLPClassifier`. ``loss_`` is scikit-learn's
-        ``0.5 * mean((y - prediction) ** 2)`` over samples and outputs, plus
-        the L2 term.
-    out_activation_ : "identity"
+        ``0.5 * mean((y - prediction) ** 2)`` over samples and outputs (for
+        "poisson": the mean over samples of the deviance summed over
+        outputs), plus the L2 term.
+    out_activation_ : "identity", or "exp" for loss="poisson"
     """
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
@@ -1025,9 +1041,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     _score_function = staticmethod(r2_score)
 
     def _check_hyperparameters(self):
-        if self.loss != "squared_error":
-            raise ValueError(f"The 'loss' parameter of MLPRegressor must be 'squared_error' "
-                             f"(mlp does not support {self.loss!r}). Got {self.loss!r} instead.")
+        if not isinstance(self.loss, str) or self.loss not in _REGRESSION_LOSSES:
+            raise ValueError(f"The 'loss' parameter of MLPRegressor must be a str among "
+                             f"{set(_REGRESSION_LOSSES)}. Got {self.loss!r} instead.")
         return super()._check_hyperparameters()
 
     @available_if(lambda estimator: estimator._check_solver())
@@ -1052,11 +1068,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              accept_sparse=self._accepted_sparse())
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and y.size and y.min() < 0:
+            raise ValueError(f"Some value(s) of y are out of the valid range of the loss "
+                             f"'poisson': y must be >= 0 (counts or rates), and its smallest "
+                             f"value is {y.min()}. Use loss='squared_error' for targets of "
+                             f"any sign.")
         return X, y
 
-    @staticmethod
-    def _out_activation():
-        return "identity"
+    def _out_activation(self):
+        return _REGRESSION_LOSSES[self.loss]
 
     def _encode_targets(self, y):
         targets = y.reshape(len(y), -1) if y.ndim == 1 else y

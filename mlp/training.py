@@ -34,6 +34,7 @@ from ._validation import (
     check_writable,
     spoken,
 )
+from .activations import ACTIVATIONS
 from .augment import _training_images_and_plan, augment_from_dict, augment_to_dict
 from .hyperparams import TrainingOptions, keyword_parameters, numpydoc_parameters
 from .metrics import regression_scores
@@ -97,7 +98,7 @@ def _suggesting_keywords(function):
 
 
 def _default_loss(model):
-    return "cross_entropy" if model.output == "softmax" else "mse"
+    return ACTIVATIONS[model.output].default_loss
 
 
 def _check_options_fit(model, options):

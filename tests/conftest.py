@@ -132,6 +132,10 @@ def ref_output_delta(z, y, out_code, loss):
         # L = -sum_j y_j (z_j - lse(z))  =>  dL/dz_k = -y_k + (sum_j y_j) softmax_k
         return -y + y.sum(axis=1, keepdims=True) * a
     g = a - y
+    if loss in ("binary_cross_entropy", "poisson"):
+        # Through the sigmoid and the exponential, whose derivatives cancel.
+        assert out_code == ACT[LOSS_TABLE[loss].output]
+        return g
     if out_code == ACT["softmax"]:
         # J = diag(a) - a a^T is symmetric, so J^T g = a * g - a (a . g)
         return a * g - a * (a * g).sum(axis=1, keepdims=True)

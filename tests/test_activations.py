@@ -27,7 +27,7 @@ def test_the_table_and_the_kernel_name_the_same_activations_and_losses():
     assert {a.code for a in ACTIVATIONS.values()} == set(K.ACTIVATIONS.values())
     assert set(LOSSES) == set(K.LOSSES)
     assert set(NEW) <= set(HIDDEN_ACTIVATIONS)
-    assert OUTPUT_ACTIVATIONS == ("sigmoid", "softmax", "identity")
+    assert OUTPUT_ACTIVATIONS == ("sigmoid", "softmax", "identity", "exp")
     for loss in LOSSES.values():
         assert loss.output is None or loss.output in OUTPUT_ACTIVATIONS
 

@@ -50,3 +50,25 @@ def test_bench_train_pairs_each_repeat_with_plain_sgd():
                for name, values in rates.items()}
     assert bench_train._paired_time_ratio(results, "adam") == pytest.approx(1.25)
     assert bench_train._paired_time_ratio(results, "momentum") is None
+
+
+def test_bench_sklearn_table_runs_a_case_and_judges_its_target():
+    """bench_sklearn.py --datasets: one case of each group is made and fitted
+    by both estimators (a short one here), and the targets read the ratio
+    and, for sparse data, the scores."""
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import _sklearn_table as table
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    cases = table.cases(quick=True)
+    assert {case[0] for case in cases} == {"bundled", "generated", "sparse", "lbfgs"}
+    group, name, make, kind, params = next(c for c in cases if c[1] == "iris")
+    result = table.run_case((group, name, make, kind, dict(params, max_iter=2)), 1, 1)
+    assert result["rows"] == 112 and result["iterations"] == {"sklearn": 2, "mlp": 2}
+    assert result["ratio"] > 0 and 0 <= result["scores"]["mlp"] <= 1
+    assert table.met("lbfgs", 2.5, {}) and not table.met("lbfgs", 1.9, {})
+    assert not table.met("sparse", 6.0, {"sklearn": 0.9, "mlp": 0.8})
+    assert table.met("sparse", 6.0, {"sklearn": 0.9, "mlp": 0.895})
+    assert table.met("generated", 1.01, {}) and not table.met("generated", 0.99, {})

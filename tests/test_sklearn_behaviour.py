@@ -302,3 +302,18 @@ def test_label_errors_quote_labels_as_sklearn():
         messages.append(str(raised.value))
     assert messages[:2] == messages[2:]
     assert "[False  True]" in messages[0]
+
+
+def test_unscaled_x_gets_no_warning_of_mlp_train_as_in_scikit_learn():
+    """mlp.train warns of classifier inputs far beyond order 1; the
+    estimators, like scikit-learn's, fit such X silently."""
+    rng = np.random.default_rng(0)
+    X = 50 * rng.standard_normal((60, 4))
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MLPClassifier(hidden_layer_sizes=(5,), max_iter=2).fit(X, y)
+        MLPClassifier(hidden_layer_sizes=(5,)).partial_fit(X, y, classes=[0, 1])
+    assert [w for w in caught if not issubclass(w.category, ConvergenceWarning)] == []
+    with pytest.warns(UserWarning, match="expects features scaled"):
+        mlp.train(mlp.Model([4, 5, 2], seed=0), X, y, epochs=1, progress=False)

@@ -29,10 +29,6 @@ EXPECTED_FAILURES = {
     "test_mlp_param_dtypes[MLPRegressor-float64]": "float32 parameters by default",
     "test_nonfinite_params": "X near float64's maximum is refused by the float32 default "
                              "before training, with its own error",
-    # Not built yet.
-    "test_sparse_matrices[csr_matrix]": "solver='lbfgs' needs dense X",
-    "test_sparse_matrices[csr_array]": "solver='lbfgs' needs dense X",
-    "test_mlp_vs_poisson_glm_equivalent": "MLPRegressor(loss='poisson') is not supported",
 }
 
 CONFTEST = '''

@@ -131,6 +131,41 @@ def test_packed_order_is_scikit_learns():
     np.testing.assert_array_equal(flat, np.concatenate([W0.T.ravel(), b0, W1.T.ravel(), b1]))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("sizes, output, loss", [
+    ([30, 40, 7], "softmax", "cross_entropy"),
+    ([30, 20, 9, 3], "sigmoid", "binary_cross_entropy"),
+    ([30, 5, 2], "identity", "mse")])
+def test_big_networks_permuted_layer_by_layer_get_the_same_value_and_gradient(
+        monkeypatch, dtype, sizes, output, loss):
+    """Networks of many parameters are moved between the two layouts layer
+    by layer (transposed views), small ones through the index arrays; both
+    give the same point, model parameters, value and gradient, bit for bit."""
+    import mlp
+    from mlp import _kernels
+
+    rng = np.random.default_rng(0)
+    model = mlp.Model(sizes, output=output, dtype=dtype, seed=0)
+    start = model.parameters.copy()
+    X = rng.standard_normal((60, sizes[0])).astype(dtype)
+    Y = {"softmax": lambda: np.eye(sizes[-1])[rng.integers(0, sizes[-1], 60)],
+         "sigmoid": lambda: (rng.random((60, sizes[-1])) < 0.5).astype(float),
+         "identity": lambda: rng.standard_normal((60, sizes[-1]))}[output]().astype(dtype)
+    weight = rng.uniform(0.5, 2, 60)
+    results = []
+    for threshold in (10 ** 9, 0):
+        monkeypatch.setattr(_lbfgs, "_BY_LAYER_PARAMS", threshold)
+        model.parameters[...] = start
+        objective = _lbfgs.FullBatchObjective(model, X, Y, _kernels.LOSSES[loss], weight, 0.01,
+                                              1.0, 2)
+        x = objective.initial_point()
+        with objective.running():
+            value, gradient = objective(1.1 * x)
+        results.append((x, value, gradient, model.parameters.copy()))
+    for first, second in zip(results[0], results[1]):
+        np.testing.assert_array_equal(first, second)
+
+
 def test_float32_reaches_a_solution_as_good_as_scikit_learns():
     X, y = _classification(3, n=200)
     params = dict(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=200, random_state=0)

@@ -287,3 +287,41 @@ def test_training_and_predicting_on_a_big_csr_matrix_takes_a_fraction_of_its_den
     assert rss_growth < dense_bytes / 4, rss_growth
     assert predicted.shape == (_BIG_ROWS,)
     assert np.mean(predicted == y) > 0.6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("hidden, sizes, output, loss", [
+    ("relu", [30, 9, 4], "softmax", "cross_entropy"),
+    ("gelu", [30, 9, 5, 2], "sigmoid", "binary_cross_entropy"),
+    ("tanh", [30, 3], "identity", "mse")])
+def test_rows_loss_and_gradients_of_csr_rows_are_the_dense_rows(dtype, hidden, sizes, output,
+                                                                loss):
+    """The full-batch loss, gradient and outputs (L-BFGS's objective) from
+    a CsrMatrix, its first layer from the non-zeros: the dense rows' to
+    rounding, over several chunks, with weights."""
+    rng = np.random.default_rng(0)
+    model = mlp.Model(sizes, activation=hidden, output=output, dtype=dtype, seed=0)
+    X = rng.standard_normal((50, sizes[0]))
+    X[rng.random(X.shape) < 0.8] = 0
+    X = X.astype(dtype)
+    Y = rng.uniform(0, 1, (50, sizes[-1])).astype(dtype)
+    weights = rng.uniform(0, 2, 50).astype(dtype)
+    csr = sp.csr_matrix(X)
+    rows = _kernels.CsrMatrix(csr.data, csr.indices, csr.indptr.astype(np.int64), sizes[0])
+    network = model.kernel_network
+    work = np.empty(_kernels.workspace_size(np.asarray(sizes, np.intp), 7,
+                                            network.hidden_activation), dtype)
+    results = []
+    for x in (X, rows):
+        grads, outputs = np.empty(model.n_params, dtype), np.empty_like(Y)
+        total = _kernels.rows_loss_and_gradients(network, _kernels.LOSSES[loss],
+                                                 _kernels.Rows(x, Y, weights, outputs), grads,
+                                                 work, 7)
+        results.append((total, grads, outputs))
+    (dense_total, dense_grads, dense_out), (total, grads, outputs) = results
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert total == pytest.approx(dense_total, rel=tol)
+    np.testing.assert_allclose(grads, dense_grads, rtol=0,
+                               atol=tol * np.abs(dense_grads).max())
+    np.testing.assert_allclose(outputs, dense_out, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dense_out, model.forward(X), rtol=tol, atol=tol)

@@ -2,4 +2,4 @@
 that any module may name it without importing the package above it (and so
 that the build reads it without importing mlp: see pyproject.toml)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -38,39 +38,6 @@ import mlp_apicheck  # noqa: E402
 
 TRAIN_ROWS, VALIDATION_ROWS, TEST_ROWS = 3000, 500, 1000
 
-# The README cannot carry docs-test comments until it is next rewritten; until then these
-# apply to the README block containing the key. Keys that match no block are ignored.
-README_DIRECTIVES = {
-    'mlp.train(model, X, y, epochs=100, seed=0)': [
-        ("setup", "rng = np.random.default_rng(0)\n"
-                  "X = rng.standard_normal((500, 8)).astype(np.float32)\n"
-                  "y = (X[:, 0] - X[:, 1]).astype(np.float32)\n"
-                  "X_test, y_test = X[:100], y[:100]")],
-    # The block reads as following the first one; the regression block between rebinds `model`.
-    'optimizer=mlp.Adam(1e-3), lr_schedule="cosine", warmup=0.05)': [
-        ("setup", "model = mlp.Model([784, 128, 10], seed=0)"),
-        ("replace", "epochs=10", "epochs=1")],
-    "epochs=60, batch_size=128": [("replace", "[784, 800, 800, 10]", "[784, 32, 10]"),
-                                  ("replace", "epochs=60", "epochs=1")],
-    "max_iter=10, random_state=0)": [("replace", "max_iter=10", "max_iter=1")],
-    'Client("scheduler-address:8786")': [
-        ("replace", 'Client("scheduler-address:8786")',
-         "Client(n_workers=1, threads_per_worker=1, processes=False)"),
-        ("replace", "max_iter=10", "max_iter=1"),
-        ("replace", "[(100,), (300, 100)]", "[(16,)]")],
-    "for epoch in range(10):": [("replace", "for epoch in range(10)", "for epoch in range(1)")],
-}
-
-# README blocks that are wrong today and must fail, each with why: when one is fixed the test
-# fails, to have its entry removed.
-README_KNOWN_BROKEN = {
-    'model.to_onnx("mnist.onnx")':
-        "`model` is the Dask Incremental wrapper of the block before, not an mlp.Model",
-    "plots.confusion_matrix(model, *test)":
-        "`model` is still the Dask Incremental wrapper, not an mlp.Model",
-}
-
-
 # ---------------------------------------------------------------------------
 # Every public name is documented
 # ---------------------------------------------------------------------------
@@ -248,13 +215,7 @@ def pages():
 
 
 def blocks_of(path):
-    blocks = markdown_blocks(path) if path.suffix == ".md" else rst_blocks(path)
-    if path == ROOT / "README.md":
-        for block in blocks:
-            for key, directives in README_DIRECTIVES.items():
-                if key in block.code:
-                    block.directives.extend(directives)
-    return blocks
+    return markdown_blocks(path) if path.suffix == ".md" else rst_blocks(path)
 
 
 def mlp_commands(block):
@@ -361,17 +322,19 @@ def test_code_blocks_run(path, tmp_path, monkeypatch, mnist):
     monkeypatch.setattr(mlp.datasets, "load_mnist", small_load_mnist(mlp.datasets.load_mnist))
     shutil.copytree(DOCS / "digits", tmp_path / "docs" / "digits")
     namespace = {"__name__": "__main__", "np": np}
-    broken = dict(README_KNOWN_BROKEN) if path == ROOT / "README.md" else {}
     for block in blocks:
-        expected_failure = next((why for key, why in broken.items() if key in block.code), None)
         try:
             if block.kind == "python":
                 run_python(block, namespace)
             else:
                 run_console(block, tmp_path)
         except Exception:
-            if expected_failure is None:
-                pytest.fail(f"{block} failed:\n{traceback.format_exc(limit=-3)}")
-            continue
-        assert expected_failure is None, (
-            f"{block} runs now; remove it from README_KNOWN_BROKEN ({expected_failure})")
+            pytest.fail(f"{block} failed:\n{traceback.format_exc(limit=-3)}")
+
+
+def test_the_readme_is_its_first_screens():
+    """The README introduces, installs and shows the first model; the site has the rest."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move detail into docs/"
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings[:3] == ["## Install", "## Train from the command line", "## Use it from Python"]

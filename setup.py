@@ -44,7 +44,7 @@ def extension(name, depends):
 
 
 extensions = [
-    extension("_kernels", ["_fastexp.h", "_parallel.h", "_dropout.h", "_updates.h", "_sparse.h", "_bf16.h", "_bf16_avx512.h", "_bf16_amx.h",
+    extension("_kernels", ["_fastexp.h", "_parallel.h", "_dropout.h", "_updates.h", "_sparse.h", "_dense.h", "_bf16.h", "_bf16_avx512.h", "_bf16_amx.h",
                            "_bf16_amx_body.h", "_blas.pxi", "_bf16.pxi",
                            "_elementwise.pxi", "_updates.pxi", "_sparse.pxi", "_worker.pxi",
                            "_augment.h", "_augment.pxd"]),

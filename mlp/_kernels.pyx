@@ -743,6 +743,7 @@ cdef struct _ForwardRun:
     Py_ssize_t work_per_worker
     Py_ssize_t chunk
     bint split_units          # the workers share each layer's units, not the rows
+    Py_ssize_t fused_max_rows # float32 blocks of at most this many rows on _dense.h (infer), not BLAS
     mlp_barrier barrier       # between layers, when they share the units
     bint check_finite         # look for NaN/inf in x, each worker in the rows it reads
     char nonfinite[MAX_WORKERS]  # worker w found one
@@ -759,6 +760,116 @@ cdef struct _ForwardRun:
     # where those are in the workspace (_carve_sparse_input), in elements
     Py_ssize_t first_layer_at, nonzero_value_at, upper_acts_at, nonzero_index_at
     Py_ssize_t sparse_work_size
+
+
+cdef extern from "_dense.h" nogil:
+    void mlp_dense_init()
+    int mlp_dense_path()
+    void mlp_dense_set_path(int path)
+    int mlp_dense_path_supported(int path)
+    int MLP_DENSE_BLAS, MLP_DENSE_PORTABLE, MLP_DENSE_AVX512F, MLP_DENSE_N_PATHS
+    const char* mlp_dense_path_names[]
+    void mlp_dense_layer(const float* x, Py_ssize_t ldx, Py_ssize_t rows, Py_ssize_t fin,
+                         const float* w, const float* b, Py_ssize_t u0, Py_ssize_t u1, float* z,
+                         Py_ssize_t ldz, int relu)
+
+# Decide now (reading MLP_DENSE_PATH), not in the first worker thread.
+mlp_dense_init()
+_DENSE_PATH_NAMES = {p: mlp_dense_path_names[p].decode() for p in range(MLP_DENSE_N_PATHS)}
+_DENSE_PATH_CODES = {name: p for p, name in _DENSE_PATH_NAMES.items()}
+# infer() runs blocks of up to this many rows on _dense.h's AVX-512 loops,
+# larger ones on sgemm, which is faster there: on 784-300-100-10, one
+# thread, Zen 4, the loops took 0.97-1.6x sgemm's time up to 64 rows, 0.98x
+# at 96, 0.6x from 256 (bench/README.md). The portable path is slower than
+# sgemm even at one row (0.6x): it runs only when MLP_DENSE_PATH or a test
+# asks for it, and then on every block.
+cdef Py_ssize_t _DENSE_AVX512_MAX_ROWS = 64
+cdef Py_ssize_t _DENSE_PORTABLE_MAX_ROWS = 1 << 30
+
+
+def inference_path():
+    """The path infer() runs a float32 network's dense layers on: "avx512"
+    or "portable" (_dense.h's own loops, bias and activation fused in), or
+    "blas" (sgemm, as forward). "avx512" where the CPU has it, else "blas",
+    unless the environment variable MLP_DENSE_PATH (read once, at import)
+    names another one it runs."""
+    return _DENSE_PATH_NAMES[mlp_dense_path()]
+
+
+def inference_paths():
+    """The names of the paths inference_path() may be on this CPU."""
+    return tuple(name for p, name in _DENSE_PATH_NAMES.items() if mlp_dense_path_supported(p))
+
+
+def _set_inference_path(path):
+    """Test hook: run infer() on path (one of inference_paths()) from now
+    on, in this process; returns the previous path's name. Not while
+    another thread is inside infer()."""
+    if path not in _DENSE_PATH_CODES or not mlp_dense_path_supported(_DENSE_PATH_CODES[path]):
+        raise ValueError(f"path must be one of {inference_paths()}, got {path!r}")
+    previous = inference_path()
+    mlp_dense_set_path(_DENSE_PATH_CODES[path])
+    return previous
+
+
+cdef inline void _dense_part(const float* a, Py_ssize_t rows, Py_ssize_t fan_in,
+                             Py_ssize_t fan_out, const float* w, Py_ssize_t u0, Py_ssize_t u1,
+                             float* z, int act) noexcept nogil:
+    """z[:, u0:u1] = act(a @ W[u0:u1].T + b[u0:u1]), a (rows, fan_in), z
+    (rows, fan_out), both row-major; W then b as in the parameters. ReLU
+    and identity are applied as the sums are stored; others afterwards, on
+    z's columns u0:u1 (a softmax needs all of a row's units: u0 = 0 and
+    u1 = fan_out)."""
+    cdef Py_ssize_t i
+    mlp_dense_layer(a, fan_in, rows, fan_in, w, w + fan_out * fan_in, u0, u1, z, fan_out,
+                    act == ACT_RELU)
+    if act == ACT_RELU or act == ACT_IDENTITY:
+        return
+    if u0 == 0 and u1 == fan_out:
+        _apply_activation(z, rows, fan_out, act, False)
+    else:
+        for i in range(rows):
+            _apply_activation(z + i * fan_out + u0, 1, u1 - u0, act, False)
+
+
+cdef void _infer_layers(float* params, const Py_ssize_t* sizes, int n_layers, int hidden_act,
+                        int output_act, float** acts, float* out,
+                        Py_ssize_t rows) noexcept nogil:
+    """_forward for inference on _dense.h's fused layers: acts[0] holds the
+    input (rows, sizes[0]), acts[1..L-1] receive the hidden layers
+    (row-major), out (rows, sizes[L]) the outputs."""
+    cdef int l
+    cdef Py_ssize_t off = 0
+    for l in range(n_layers):
+        _dense_part(acts[l], rows, sizes[l], sizes[l + 1], params + off, 0, sizes[l + 1],
+                    out if l == n_layers - 1 else acts[l + 1],
+                    hidden_act if l < n_layers - 1 else output_act)
+        off += sizes[l + 1] * (sizes[l] + 1)
+
+
+cdef void _infer_units_split(float* params, const float* x, float* out, _ForwardRun* run,
+                             int tid, int n_workers) noexcept nogil:
+    """_forward_units_split on _dense.h's fused layers, row-major: each
+    worker computes its share of every hidden layer's units, worker 0 the
+    output layer."""
+    cdef int L = run.n_layers, l, sense = 0
+    cdef Py_ssize_t n = run.n, fan_in, fan_out, u0, u1
+    cdef float* acts[MAX_LAYERS + 1]
+    if run.check_finite and tid == 0 and not _all_finite(x, n * run.sizes[0]):
+        run.nonfinite[tid] = 1
+    _point_acts(<float*>run.work, run.sizes, L, n, x, acts)
+    for l in range(L):
+        fan_in = run.sizes[l]
+        fan_out = run.sizes[l + 1]
+        if l < L - 1:
+            _share(fan_out, tid, n_workers, 1, &u0, &u1)
+            if u1 > u0:
+                _dense_part(acts[l], n, fan_in, fan_out, params + _weights_offset(run.sizes, l),
+                            u0, u1, acts[l + 1], run.hidden_act)
+            mlp_barrier_wait(&run.barrier, &sense)
+        elif tid == 0:
+            _dense_part(acts[l], n, fan_in, fan_out, params + _weights_offset(run.sizes, l),
+                        0, fan_out, out, run.output_act)
 
 
 cdef void _forward_units_split(floating* params, const floating* x, floating* out,
@@ -902,11 +1013,17 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
         _sparse_block(nonzero_inputs, nonzero_values, d, counts, rows, d, panel, ld, hidden,
                       first, hidden, cursor)
         _bias_activation(first, params + hidden * d, rows, hidden, run.hidden_act, False, NULL)
-        feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(upper, run.sizes + 1, L - 1, rows, first, acts)
-        _forward(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
-                 run.output_act, acts, NULL, rows, feature_major, NULL, run.bf16)
-        _copy_out(acts[L - 1], out + start * k, rows, k, feature_major)
+        if floating is float and not run.bf16 and rows <= run.fused_max_rows:
+            # (_infer_layers' own loops are float32; bfloat16 products go
+            # through _forward's _gemm_as.)
+            _infer_layers(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
+                          run.output_act, acts, out + start * k, rows)
+        else:
+            feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
+            _forward(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
+                     run.output_act, acts, NULL, rows, feature_major, NULL, run.bf16)
+            _copy_out(acts[L - 1], out + start * k, rows, k, feature_major)
         start += rows
     run.nonfinite[tid] = nonfinite
 
@@ -952,13 +1069,22 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
         _forward_sparse_input(params, x, out, run, tid, n_workers)
         return
     if run.split_units:
-        _forward_units_split(params, x, out, run, tid, n_workers)
+        if floating is float and run.n <= run.fused_max_rows:
+            _infer_units_split(params, x, out, run, tid, n_workers)
+        else:
+            _forward_units_split(params, x, out, run, tid, n_workers)
         return
     _share(run.n, tid, n_workers, 1, &start, &stop)
     while start < stop:
         rows = run.chunk if stop - start > run.chunk else stop - start
         if run.check_finite and not _all_finite(x + start * d, rows * d):
             run.nonfinite[tid] = 1
+        if floating is float and rows <= run.fused_max_rows:
+            _point_acts(workspace, run.sizes, L, rows, x + start * d, acts)
+            _infer_layers(params, run.sizes, L, run.hidden_act, run.output_act, acts,
+                          out + start * k, rows)
+            start += rows
+            continue
         feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(workspace, run.sizes, L, rows, x + start * d, acts)
         _forward(params, run.sizes, L, run.hidden_act, run.output_act, acts, NULL,
@@ -1147,16 +1273,53 @@ def forward(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,
     benchmarks. That too changes only rounding."""
     if network.is_double:
         return _forward_rows[double](network.params, network, x, out, work, chunk, n_workers,
-                                     sparse_input, check_finite)
+                                     sparse_input, check_finite, 0)
     finite = _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
-                                  sparse_input, check_finite)
+                                  sparse_input, check_finite, 0)
+    _raise_if_bf16_out_of_memory()
+    return finite
+
+
+cdef inline Py_ssize_t _fused_max_rows() noexcept nogil:
+    """The largest block of rows infer() runs on _dense.h rather than sgemm."""
+    cdef int path = mlp_dense_path()
+    if path == MLP_DENSE_AVX512F:
+        return _DENSE_AVX512_MAX_ROWS
+    if path == MLP_DENSE_PORTABLE:
+        return _DENSE_PORTABLE_MAX_ROWS
+    return 0
+
+
+def fused_max_rows():
+    """The largest block of rows infer() runs on _dense.h, without BLAS, on
+    this path (0 for "blas")."""
+    return _fused_max_rows()
+
+
+def infer(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,
+          sparse_input=None, bint check_finite=False):
+    """forward for inference: the same arguments and result, but a float32
+    network's dense layers run on _dense.h's loops, bias and activation
+    fused into them (inference_path()), instead of on BLAS, in the blocks
+    of rows where that is faster (_fused_max_rows). Only rounding differs
+    from forward. (forward stays as it is for training's own uses, whose
+    results must not change.)"""
+    if network.is_double:
+        return _forward_rows[double](network.params, network, x, out, work, chunk, n_workers,
+                                     sparse_input, check_finite, 0)
+    # bfloat16 products go through forward's path (_gemm_as), not _dense.h's
+    # float32 loops.
+    finite = _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
+                                  sparse_input, check_finite,
+                                  0 if network.bf16 else _fused_max_rows())
     _raise_if_bf16_out_of_memory()
     return finite
 
 
 cdef bint _forward_rows(floating[::1] params, Network network, const floating[:, ::1] x,
                         floating[:, ::1] out, floating[::1] work, Py_ssize_t chunk,
-                        int n_workers, sparse_input, bint check_finite):
+                        int n_workers, sparse_input, bint check_finite,
+                        Py_ssize_t fused_max_rows):
     cdef const Py_ssize_t[::1] sizes = network.sizes
     cdef int hidden_act = network.hidden_activation, output_act = network.output_activation
     cdef _ForwardRun run
@@ -1175,6 +1338,7 @@ cdef bint _forward_rows(floating[::1] params, Network network, const floating[:,
     run.work_per_worker = _carve(&sizes[0], run.n_layers, chunk, False).total
     run.chunk = chunk
     run.check_finite = check_finite
+    run.fused_max_rows = fused_max_rows
     memset(run.nonfinite, 0, sizeof(run.nonfinite))
     if n_workers > MAX_WORKERS:
         n_workers = MAX_WORKERS

@@ -1,7 +1,7 @@
 """How many threads an mlp call uses, and BLAS limits that hold only inside it.
 
-Multi-threaded work (train(), and forward/predict/evaluate with n_threads > 1)
-runs on mlp's own worker threads, each calling a single-threaded BLAS, so
+Multi-threaded work (train(), and forward/predict/evaluate on calls big
+enough to gain from it, see inference_threads) runs on mlp's own worker threads, each calling a single-threaded BLAS, so
 every mlp call limits BLAS itself to one thread and no BLAS pool is woken.
 
 numpy and scipy each bundle an OpenBLAS with its own thread pool. The kernels
@@ -16,6 +16,7 @@ loaded libraries, so it is cheap enough for batch-1 inference.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from contextlib import contextmanager
@@ -113,9 +114,45 @@ def check_threads(n_threads):
 
 
 def call_threads(n_threads):
-    """Threads for a short call (forward, loss, one step): n_threads, else 1."""
+    """Threads for a short call (loss, gradients, one step): n_threads, else 1."""
     n_threads = check_threads(n_threads)
     return 1 if n_threads is None else n_threads
+
+
+# Inference (forward, predict, predict_proba, evaluate, the estimators'
+# predict) runs on mlp's own workers too, each on a single-threaded BLAS, so
+# it wakes no BLAS pool; between calls the workers spin for at most 0.1 ms
+# and then sleep. Left to choose, a call of fewer multiply-adds than this
+# runs on the calling thread alone, a bigger one on every core. Below 128
+# rows of 784-300-100-10 (33M multiply-adds) two workers would share each
+# layer's units, with a barrier per layer: on an idle 2-core Zen 4 that was
+# 1.2-1.7x faster than one worker from 1 row, but on a busy one (load 2-4,
+# where a worker waits for a core at every barrier) 3-7x slower, while one
+# worker on _dense.h stayed at 1.0-2.3x onnxruntime's speed
+# (bench/README.md). From 128 rows the workers share the rows, one
+# hand-off per call.
+INFERENCE_MIN_MACS = 1 << 25
+
+
+def inference_threads(n_threads, rows, layer_sizes):
+    """Worker threads for inference on `rows` rows of a network of
+    `layer_sizes`: n_threads if given (at most the kernels' MAX_WORKERS),
+    else 1 for a call of fewer than INFERENCE_MIN_MACS multiply-adds and all
+    available cores for a bigger one."""
+    if n_threads is not None:
+        return check_threads(n_threads)
+    if rows * _macs_per_row(tuple(layer_sizes)) < INFERENCE_MIN_MACS:
+        return 1
+    from ._kernels import MAX_TRAIN_WORKERS
+
+    return min(default_threads(), MAX_TRAIN_WORKERS)
+
+
+@functools.lru_cache(maxsize=64)
+def _macs_per_row(layer_sizes):
+    """Multiply-adds of one row through a network of layer_sizes (a tuple);
+    remembered, since inference asks on every call."""
+    return sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
 
 
 def train_workers(n_threads, rows, layer_sizes, steps=None):

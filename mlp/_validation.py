@@ -74,6 +74,8 @@ def check_int(value, name, *, minimum=None, allow_none=False):
     """Return value as a Python int, checking its type and lower bound."""
     if value is None and allow_none:
         return None
+    if type(value) is int and (minimum is None or value >= minimum):
+        return value  # the usual case, without the abc checks below (1 us)
     name = spoken(name)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
@@ -317,6 +319,15 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
     Raises TypeError for non-numeric input and ValueError for a wrong shape,
     an empty batch, or a non-finite entry. Copies only when the dtype or the
     memory layout has to change."""
+    # What inference gets call after call, a C-contiguous 2-D array of the
+    # dtype, passes without the general path below, whose 3 us are a fifth
+    # of a one-row forward pass. (np.dtype(x) == None holds for float64.)
+    if (type(value) is np.ndarray and dtype is not None and value.dtype == dtype
+            and value.ndim == 2 and value.flags.c_contiguous and not warn_float_scale
+            and value.shape[1] == n_columns and value.shape[0] > 0
+            and (n_rows is None or value.shape[0] == n_rows)
+            and (not finite or all_finite(value.reshape(-1)))):
+        return value
     if scipy.sparse.issparse(value):
         if not sparse:
             raise TypeError(f"{name} is a scipy.sparse matrix, which this function does not "

@@ -42,7 +42,7 @@ import scipy.sparse
 from . import _kernels
 from .activations import (ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSS_NAMES, LOSSES,
                           OUTPUT_ACTIVATIONS, default_init)
-from ._threads import blas_threads, call_threads
+from ._threads import blas_threads, check_threads, inference_threads
 from ._validation import (
     check_choice,
     check_dtype,
@@ -432,8 +432,11 @@ class Model:
             CSC and COO are converted) is never made dense as a whole, only
             a block of rows at a time.
         n_threads : int, optional
-            Worker threads sharing the rows (default 1: see mlp/_threads.py
-            for why); each runs a single-threaded BLAS.
+            Worker threads sharing the rows, each running a single-threaded
+            BLAS. Default: chosen by the size of the call, one thread below
+            ``mlp._threads.INFERENCE_MIN_MACS`` multiply-adds (rows times the
+            network's multiply-adds per row, e.g. 266,200 for 784-300-100-10)
+            and every available core from there.
 
         Returns
         -------
@@ -455,11 +458,12 @@ class Model:
         computed from each row's non-zero inputs only; the outputs are the
         same up to float rounding.
         """
-        threads = call_threads(n_threads)
+        check_threads(n_threads)
         # The kernel looks for NaN and inf in the rows as it reads them (the
         # check of a sparse X scans its stored values).
         checked = check_matrix(X, "X", n_columns=self.n_inputs, dtype=self.dtype, finite=False,
                                sparse=True)
+        threads = inference_threads(n_threads, checked.shape[0], self.layer_sizes)
         out = self._forward_checked(checked, threads)
         if out is None:
             self._check_x(X)  # raises, saying what is wrong
@@ -469,10 +473,16 @@ class Model:
         # X checked but for NaN and inf (2-D, n_inputs columns, the model's
         # dtype, C-contiguous), n_threads a positive int. None when X holds
         # a NaN or an infinity.
+        if (self.dtype == np.float32 and X.shape[0] <= _kernels.fused_max_rows()
+                and not scipy.sparse.issparse(X)):
+            # No BLAS call (_kernels.infer), so no BLAS limit to set and
+            # restore: 4 us of a one-row call's 20.
+            with self._lock:
+                return self.forward_unchecked(X, n_threads, check_finite=True)
         with self.locked():
             return self.forward_unchecked(X, n_threads, check_finite=True)
 
-    def _forward_sparse(self, X, n_threads, sparse_input, check_finite):
+    def _forward_sparse(self, X, n_threads, sparse_input, check_finite, fused):
         # X a checked csr_matrix: its rows made dense a block at a time, so
         # that memory is X's plus a block's. None as forward_unchecked.
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
@@ -481,19 +491,24 @@ class Model:
         rows = min(rows, _FORWARD_CHUNK)
         for start in range(0, X.shape[0], rows):
             block = X[start:start + rows].toarray()
-            outputs = self.forward_unchecked(block, n_threads, sparse_input, check_finite)
+            outputs = self.forward_unchecked(block, n_threads, sparse_input, check_finite, fused)
             if outputs is None:
                 return None
             out[start:start + len(block)] = outputs
         return out
 
-    def forward_unchecked(self, X, n_threads=1, sparse_input=None, check_finite=False):
+    def forward_unchecked(self, X, n_threads=1, sparse_input=None, check_finite=False,
+                          fused=True):
         """The outputs for X, which the caller has checked (2-D, n_inputs
         columns, the model's dtype, C-contiguous; or a csr_matrix from
         check_matrix(sparse=True)), inside :meth:`locked`; None when
-        check_finite finds a NaN or an infinity. Internal interface."""
+        check_finite finds a NaN or an infinity. fused=False computes them
+        as training does (_kernels.forward, on BLAS) rather than on the
+        inference kernels (_kernels.infer), which differ by rounding only:
+        for training's own uses, whose results must not change. Internal
+        interface."""
         if scipy.sparse.issparse(X):
-            return self._forward_sparse(X, n_threads, sparse_input, check_finite)
+            return self._forward_sparse(X, n_threads, sparse_input, check_finite, fused)
         # n_threads of mlp's own workers share the rows (at least
         # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each
         # layer's units, so no BLAS pool is woken. sparse_input: see
@@ -507,10 +522,9 @@ class Model:
         # and needs its own scratch then.
         sparse_work = _kernels.sparse_input_workspace_size(self._sizes, n_threads,
                                                            self.dtype == np.float32)
-        finite = _kernels.forward(self._network, X, out,
-                                  self.workspace(chunk, row_workers, sparse_work), chunk,
-                                  n_threads, sparse_input=sparse_input,
-                                  check_finite=check_finite)
+        kernel = _kernels.infer if fused else _kernels.forward
+        finite = kernel(self._network, X, out, self.workspace(chunk, row_workers, sparse_work),
+                        chunk, n_threads, sparse_input=sparse_input, check_finite=check_finite)
         return out if finite else None
 
     def predict(self, X, *, n_threads=None):

@@ -70,7 +70,7 @@ from sklearn.utils.validation import (_check_sample_weight, _check_y, check_cons
 from . import _lbfgs
 from . import optimizers as _optimizers
 from . import training as _training
-from ._threads import train_workers
+from ._threads import inference_threads, train_workers
 from ._validation import check_dtype, check_layer_arrays
 from .activations import ACTIVATIONS
 from .model import COMPUTE_DTYPES, Model, loss_code
@@ -604,15 +604,14 @@ class _BaseMLP(BaseEstimator):
 
     # -- prediction -----------------------------------------------------------
 
-    def _forward(self, X):
-        """Validated X -> the network's outputs (n, n_outputs_), model dtype."""
-        # n_threads=None: Model.forward defaults to one thread (a call of
-        # milliseconds); predict on a data set gains from every core, and
-        # mlp's workers wake no BLAS pool. Small calls stay on one thread, as
-        # in training.
-        threads = train_workers(self.n_threads, X.shape[0], self.model_.layer_sizes)
+    def _forward(self, X, fused=True):
+        """Validated X -> the network's outputs (n, n_outputs_), model dtype.
+        fused=False: as training computes them (Model.forward_unchecked)."""
+        # n_threads=None: chosen by the size of the call, as Model.forward
+        # chooses (mlp._threads.inference_threads).
+        threads = inference_threads(self.n_threads, X.shape[0], self.model_.layer_sizes)
         with self.model_.locked():
-            outputs = self.model_.forward_unchecked(X, threads, check_finite=True)
+            outputs = self.model_.forward_unchecked(X, threads, check_finite=True, fused=fused)
         if outputs is None:
             values = X.data if scipy.sparse.issparse(X) else X
             raise ValueError("Input X contains NaN." if np.isnan(values).any() else
@@ -629,7 +628,9 @@ class _BaseMLP(BaseEstimator):
                              ensure_all_finite=False, accept_sparse=_SPARSE_FORMATS)
 
     def _score_validated(self, X, y, sample_weight):
-        predicted = self._predict_validated(X)
+        # The validation score steers training (early stopping): computed
+        # as training computes, so that its results stay as they were.
+        predicted = self._predict_validated(X, fused=False)
         if np.issubdtype(predicted.dtype, np.floating) and not np.isfinite(predicted).all():
             return np.nan
         score = float(self._score_function(y, predicted, sample_weight=sample_weight))
@@ -944,8 +945,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._predict_validated(self._check_X(X))
 
-    def _predict_validated(self, X):
-        outputs = self._forward(X)
+    def _predict_validated(self, X, fused=True):
+        outputs = self._forward(X, fused)
         if self.n_outputs_ == 1:
             outputs = outputs.ravel()
         return self._label_binarizer.inverse_transform(outputs)
@@ -1114,8 +1115,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """
         return self._predict_validated(self._check_X(X))
 
-    def _predict_validated(self, X):
-        outputs = self._forward(X)
+    def _predict_validated(self, X, fused=True):
+        outputs = self._forward(X, fused)
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
 
     def __sklearn_tags__(self):

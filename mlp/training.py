@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse
 
 from . import _kernels
-from ._threads import call_threads, check_threads, train_workers
+from ._threads import check_threads, inference_threads, train_workers
 from ._validation import (
     check_batch_size,
     check_keywords,
@@ -247,7 +247,8 @@ def evaluate(model, X, y, *, n_threads=None):
         Class labels in [0, n_outputs); for a regression model, targets,
         1-D for a model with one output.
     n_threads : int, optional
-        Worker threads sharing the rows (default 1).
+        Worker threads sharing the rows; default chosen by the size of the
+        call, as :meth:`Model.forward` chooses.
 
     Returns
     -------
@@ -266,13 +267,14 @@ def evaluate(model, X, y, *, n_threads=None):
         If X or y is not numeric.
     """
     _check_model(model)
-    threads = call_threads(n_threads)
+    check_threads(n_threads)
     if model.is_regressor:
         X = check_matrix(X, "X", n_columns=model.n_inputs, dtype=model.dtype, sparse=True)
         y = check_targets(y, "y", n_outputs=model.n_outputs, n_rows=X.shape[0],
                           dtype=np.float64)
     else:
         X, y = _check_inputs_and_labels(model, X, y)
+    threads = inference_threads(n_threads, X.shape[0], model.layer_sizes)
     # X is checked once above; model.predict would check it again.
     with model.locked():
         outputs = model.forward_unchecked(X, threads)
@@ -349,7 +351,7 @@ class _Validation(Callback):
 
     def on_epoch_end(self, run, history):
         model = run.model
-        predicted = model.forward_unchecked(self.X_val, run.workers).argmax(axis=1)
+        predicted = model.forward_unchecked(self.X_val, run.workers, fused=False).argmax(axis=1)
         accuracy = float(np.count_nonzero(predicted == self.y_val)) / len(self.y_val)
         history.val_accuracy.append(accuracy)
         if accuracy > self.best_accuracy:

@@ -12,8 +12,8 @@ from threadpoolctl import threadpool_info
 
 import mlp
 from mlp._kernels import MAX_TRAIN_WORKERS
-from mlp._threads import (SHORT_RUN_MACS, SMALL_STEP_MACS, blas_threads, default_threads,
-                          train_workers)
+from mlp._threads import (INFERENCE_MIN_MACS, SHORT_RUN_MACS, SMALL_STEP_MACS, blas_threads,
+                          default_threads, inference_threads, train_workers)
 
 
 def _blas_threads_now():
@@ -33,6 +33,40 @@ def test_train_workers():
     assert train_workers(None, 30, layers, steps=short) == 1
     assert train_workers(None, 30, layers, steps=short + 2) == default_threads()
     assert train_workers(2, 30, layers, steps=1) == 2
+
+
+def test_inference_threads_follow_the_size_of_the_call():
+    layers = (784, 300, 100, 10)
+    macs_per_row = 784 * 300 + 300 * 100 + 100 * 10
+    # A tiny call stays on the calling thread; a big one uses every core.
+    assert inference_threads(None, 1, (20, 10, 3)) == 1
+    assert inference_threads(None, INFERENCE_MIN_MACS // macs_per_row, layers) == 1
+    big = inference_threads(None, 10_000, layers)
+    assert big == min(default_threads(), MAX_TRAIN_WORKERS)
+    assert inference_threads(None, -(-INFERENCE_MIN_MACS // 230), (23, 10)) == big
+    # n_threads, when given, is what the call gets.
+    assert inference_threads(1, 10_000, layers) == 1
+    assert inference_threads(3, 1, (20, 10, 3)) == 3
+    with pytest.raises(ValueError, match="n_threads"):
+        inference_threads(0, 10, layers)
+
+
+def test_forward_asks_inference_threads_with_the_rows_it_was_given(monkeypatch):
+    import mlp.model
+
+    seen = []
+    real = mlp.model.inference_threads
+
+    def spy(n_threads, rows, layer_sizes):
+        seen.append((n_threads, rows, tuple(layer_sizes)))
+        return real(n_threads, rows, layer_sizes)
+
+    monkeypatch.setattr(mlp.model, "inference_threads", spy)
+    model = mlp.Model([6, 5, 3], seed=0)
+    X = np.random.default_rng(0).random((7, 6))
+    model.predict(X)
+    model.predict_proba(X, n_threads=2)
+    assert seen == [(None, 7, (6, 5, 3)), (2, 7, (6, 5, 3))]
 
 
 @pytest.mark.parametrize("bad, exc", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
@@ -128,16 +162,20 @@ def test_default_thread_counts(monkeypatch):
     # n_threads > 1 means mlp's own workers, each calling a single-threaded
     # BLAS: BLAS stays at 1 and the workers get the count.
     workers = []
-    real_forward = mlp.model._kernels.forward
+    # (Model.forward runs on _kernels.infer, training's passes on forward.)
+    real_forward = mlp.model._kernels.infer
 
     def spy_forward(*args, **kwargs):
         workers.append(args[-1])
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(mlp.model._kernels, "forward", spy_forward)
+    monkeypatch.setattr(mlp.model._kernels, "infer", spy_forward)
     model.forward(X, n_threads=2)
     assert seen[-1] == 1 and workers[-1] == 2
+    # Left to choose, a call this big (256 rows of 784-300-10) uses every core.
     model.forward(X)
+    assert workers[-1] == min(default_threads(), MAX_TRAIN_WORKERS)
+    mlp.Model([20, 10, 3], seed=0).forward(np.zeros((4, 20), dtype=np.float32))
     assert workers[-1] == 1
     mlp.train(model, X, y, iterations=1, batch_size=30, progress=False)
     assert seen[-1] == 1

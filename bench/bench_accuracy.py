@@ -37,14 +37,19 @@ TRAIN_TIME_RE = re.compile(r"Training time:\s*([0-9.]+)\s*s", re.IGNORECASE)
 # short; the accuracies are then not the presets' real ones.
 QUICK_OVERRIDES = {"notebook": ["--iterations", "2000"], "default": ["--epochs", "1"],
                    "previous-default": ["--epochs", "1"], "accurate": ["--epochs", "2"],
-                   "augmented": ["--epochs", "1"]}
+                   "augmented": ["--epochs", "1"], "default-bf16": ["--epochs", "1"],
+                   "accurate-bf16": ["--epochs", "2"]}
 
 # Recipes that are not presets, as flags on top of one: the `default` preset
 # as it was before optimizers came in (plain SGD at lr 0.5 with cosine decay,
 # Xavier init), so that the current default's time is compared in the same run.
 RECIPES = {"previous-default": ["--preset", "default", "--optimizer", "sgd", "--lr", "0.5",
                                 "--momentum", "0", "--no-nesterov", "--weight-decay", "0",
-                                "--init", "xavier"]}
+                                "--init", "xavier"],
+           # The presets with bfloat16 matrix products (compute_dtype="bfloat16"),
+           # to compare with their float32 runs in the same run.
+           "default-bf16": ["--preset", "default", "--compute-dtype", "bfloat16"],
+           "accurate-bf16": ["--preset", "accurate", "--compute-dtype", "bfloat16"]}
 
 FAKE_CHILD = r"""
 import sys, time

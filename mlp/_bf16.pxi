@@ -30,6 +30,32 @@ _BF16_PATH_CODES = {name: p for p, name in _BF16_PATH_NAMES.items()}
 mlp_bf16_path()
 
 
+cdef inline void _round_to_bf16(floating* values, Py_ssize_t count) noexcept nogil:
+    """In place: each of values[:count] rounded to the nearest bfloat16
+    (float32 only; compute_dtype='bfloat16' needs float32 parameters)."""
+    _round_copy_to_bf16(values, values, count)
+
+
+cdef inline void _round_copy_to_bf16(const floating* values, floating* rounded,
+                                     Py_ssize_t count) noexcept nogil:
+    """rounded[:count] = values[:count] rounded to the nearest bfloat16, in
+    one pass, by the conversion of the process's GEMM path (16 at a time on
+    the native ones; every path rounds alike, tests/test_bf16.py)."""
+    if floating is float:
+        if count > 0:
+            mlp_bf16_round_on(mlp_bf16_path(), values, rounded, <size_t>count)
+
+
+cdef object _raise_if_bf16_out_of_memory():
+    """MemoryError if a bfloat16 product of the call just made found no
+    memory for its rounded operands (_gemm_as), resetting the flag."""
+    global _bf16_out_of_memory
+    if _bf16_out_of_memory:
+        _bf16_out_of_memory = 0
+        raise MemoryError("no memory for the bfloat16 copies of a matrix product's operands "
+                          "(compute_dtype='bfloat16')")
+
+
 def bf16_path():
     """The bfloat16 GEMM path this process uses: "portable", "avx512bf16" or "amx".
 

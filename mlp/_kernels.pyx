@@ -61,6 +61,11 @@ ACTIVATIONS = {"sigmoid": ACT_SIGMOID, "tanh": ACT_TANH, "relu": ACT_RELU,
 LOSSES = {"mse": LOSS_MSE, "cross_entropy": LOSS_CROSS_ENTROPY,
           "binary_cross_entropy": LOSS_BINARY_CROSS_ENTROPY, "poisson": LOSS_POISSON}
 
+# The types the matrix products may compute in other than the parameters'
+# own (Network's compute_dtype): the one table of them, which Model, the
+# CLI and the estimators read.
+COMPUTE_DTYPES = ("bfloat16",)
+
 # Networks deeper than this are refused on the Python side; it lets the
 # per-layer pointer tables live on the stack.
 cdef enum:
@@ -176,14 +181,15 @@ cdef inline Py_ssize_t _weights_offset(const Py_ssize_t* sizes,
 cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
                    int hidden_act, int output_act, floating** acts,
                    floating* logits, Py_ssize_t n, bint feature_major,
-                   floating** kept) noexcept nogil:
+                   floating** kept, bint bf16) noexcept nogil:
     """acts[0] holds the input (n, sizes[0]); fills acts[1..L], row-major,
     or (units, n) with feature_major. (Training runs its own split forward
     pass: _worker.pxi.)
 
     When logits is not NULL the output layer's pre-activation is kept there
     (the cross-entropy loss needs the logits); when kept is not NULL, each
-    hidden layer l's in kept[l] (for _gradients' derivatives)."""
+    hidden layer l's in kept[l] (for _gradients' derivatives). bf16: the
+    products' inputs rounded to bfloat16 (_gemm_as)."""
     cdef int l
     cdef Py_ssize_t fin, fout, off = 0
     cdef floating* w
@@ -196,7 +202,7 @@ cdef void _forward(floating* params, const Py_ssize_t* sizes, int n_layers,
         b = w + fout * fin
         off += fout * (fin + 1)
         _layer_gemm(feature_major, feature_major and l > 0, w, fin, fout, 0, fout, acts[l],
-                    acts[l + 1], n)
+                    acts[l + 1], n, bf16)
         act = hidden_act if l < n_layers - 1 else output_act
         if l == n_layers - 1 and logits != NULL:
             _add_bias(acts[l + 1], b, n, fout, feature_major)
@@ -212,7 +218,7 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
                      floating** acts, floating** kept, const floating* y, floating* delta,
                      floating* delta_prev, Py_ssize_t n,
                      bint accumulate, const floating* weights,
-                     const _CsrRows* csr) noexcept nogil:
+                     const _CsrRows* csr, bint bf16) noexcept nogil:
     """Backpropagate one batch whose (row-major) forward pass is in acts
     (and kept, as _forward keeps it, or NULL): write dL/dW and dL/db, sums
     over the batch (each sample's times weights[i] unless weights is NULL),
@@ -234,14 +240,22 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
         off = _weights_offset(sizes, l)
         w = params + off
         if l > 0:
-            _delta_gemm(False, w, fin, fout, 0, fin, delta, delta_prev, n)
+            _delta_gemm(False, w, fin, fout, 0, fin, delta, delta_prev, n, bf16)
             _times_derivative(delta_prev, acts[l], kept[l] if kept != NULL else NULL,
                               n * fin, hidden_act, 1)
         if l == 0 and csr != NULL:
+            if bf16:
+                # The bias gradient from the float32 deltas, then the deltas
+                # rounded in place (this is their last use) for the weight
+                # gradient's products, as _weight_gemm's would be.
+                _unit_sums(delta, grads + off + fout * fin, n, fout, fout, accumulate, False)
+                _round_to_bf16(delta, n * fout)
+                _csr_weight_gradient(csr, delta, n, fout)
+                break
             _csr_weight_gradient(csr, delta, n, fout)
         else:
             _weight_gemm(False, False, acts[l], delta, fin, fout, 0, fout, n, 1,
-                         1 if accumulate else 0, grads + off)
+                         1 if accumulate else 0, grads + off, bf16)
         _unit_sums(delta, grads + off + fout * fin, n, fout, fout, accumulate, False)
         tmp = delta
         delta = delta_prev
@@ -302,13 +316,14 @@ cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L
                                 const floating* x, _CsrRows* csr, Py_ssize_t n,
                                 const floating* y, const floating* weights, floating* grads,
                                 floating* work, Py_ssize_t chunk,
-                                floating* outputs) noexcept nogil:
+                                floating* outputs, bint bf16) noexcept nogil:
     """The summed (weighted) loss of n rows, `chunk` rows at a time; their
     summed gradient into grads unless it is NULL; their outputs into
     outputs (n, sizes[L]) unless it is NULL. The rows are x's (n, sizes[0]),
     or with csr (x NULL) those of a CSR matrix, whose first layer reads
     csr's panel and whose first-layer weight gradient is written into grads
-    from csr's gradient panel at the end."""
+    from csr's gradient panel at the end. bf16: the products' inputs
+    rounded to bfloat16 (the caller rounds csr's panel and values)."""
     cdef Py_ssize_t k = sizes[L], start, rows, d = sizes[0], units = sizes[1]
     cdef bint want_gradients = grads != NULL
     cdef bint keep = want_gradients and _keeps_preactivations(hidden_act)
@@ -327,7 +342,7 @@ cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L
             _point_acts(work + c.preactivations, sizes, L - 1, rows, NULL, kept)
         if csr == NULL:
             _forward(params, sizes, L, hidden_act, output_act, acts, work + c.logits, rows,
-                     False, kept)
+                     False, kept, bf16)
         else:
             csr.first = first + start
             _csr_first_layer(csr, rows, units, acts[1])
@@ -340,7 +355,7 @@ cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L
                                  kept[1] if keep else NULL)
                 _forward(params + units * (d + 1), sizes + 1, L - 1, hidden_act, output_act,
                          acts + 1, work + c.logits, rows, False,
-                         kept + 1 if keep else NULL)
+                         kept + 1 if keep else NULL, bf16)
         w = weights + start if weights != NULL else NULL
         total += _batch_loss(loss, acts[L], work + c.logits, y + start * k, rows, k, False, w)
         if outputs != NULL:
@@ -348,7 +363,7 @@ cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L
         if want_gradients:
             _gradients(params, grads, sizes, L, hidden_act, output_act, loss, acts, kept,
                        y + start * k, work + c.deltas, work + c.deltas_2, rows, start > 0, w,
-                       csr)
+                       csr, bf16)
         start += rows
     if csr != NULL:
         csr.first = first
@@ -393,14 +408,23 @@ cdef class Network:
         Layer widths, inputs first.
     hidden_activation, output_activation : int
         Codes from ACTIVATIONS.
+    compute_dtype : {None, "bfloat16"}, optional
+        None computes in the parameters' type. "bfloat16" (float32
+        parameters only) rounds the inputs of every matrix product (weights
+        and activations, and the first layer's weights and inputs on the
+        sparse path) to bfloat16 and sums in float32: parameters, optimizer
+        state, losses and elementwise maths stay float32 (COMPUTE_DTYPES).
     """
     cdef readonly object params
     cdef readonly object sizes
     cdef readonly int hidden_activation
     cdef readonly int output_activation
     cdef readonly bint is_double
+    cdef readonly object compute_dtype
+    cdef readonly bint bf16
 
-    def __init__(self, params, sizes, int hidden_activation, int output_activation):
+    def __init__(self, params, sizes, int hidden_activation, int output_activation, *,
+                 compute_dtype=None):
         self.sizes = _contiguous(sizes, "sizes", np.intp, 1)
         if not 2 <= len(sizes) <= MAX_LAYERS + 1 or np.any(sizes < 1):
             raise ValueError(f"sizes must hold 2 to {MAX_LAYERS + 1} positive widths; "
@@ -413,6 +437,14 @@ cdef class Network:
                              f"got {len(params)}")
         self.hidden_activation = hidden_activation
         self.output_activation = output_activation
+        if compute_dtype is not None and compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be None or one of {COMPUTE_DTYPES}; "
+                             f"got {compute_dtype!r}")
+        if compute_dtype is not None and self.is_double:
+            raise ValueError("compute_dtype='bfloat16' needs float32 parameters; a float64 "
+                             "model computes in float64 (use dtype=float32 for bfloat16)")
+        self.compute_dtype = compute_dtype
+        self.bf16 = compute_dtype == "bfloat16"
 
     @property
     def n_layers(self):
@@ -698,6 +730,7 @@ FORWARD_MIN_ROWS_PER_WORKER = 64
 
 cdef struct _ForwardRun:
     bint is_double
+    bint bf16                 # the products' inputs rounded to bfloat16 (Network.bf16)
     void* params
     const Py_ssize_t* sizes
     int n_layers
@@ -863,7 +896,8 @@ cdef void _forward_units_split(floating* params, const floating* x, floating* ou
             u0 = 0
             u1 = fan_out if tid == 0 else 0
         if u1 > u0:
-            _layer_gemm(True, l > 0, w, fan_in, fan_out, u0, u1, acts[l], acts[l + 1], n)
+            _layer_gemm(True, l > 0, w, fan_in, fan_out, u0, u1, acts[l], acts[l + 1], n,
+                        run.bf16)
             if l < L - 1:
                 _bias_activation_part(acts[l + 1], w + fan_out * fan_in, n, fan_out, u0, u1,
                                       run.hidden_act, True, NULL)
@@ -965,22 +999,30 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     if start == stop:
         return
     _transpose_units(params, d, 0, hidden, panel, ld)
+    if run.bf16:
+        # The first layer's product in bfloat16, as _layer_gemm's would be:
+        # its weights rounded once here, each row's inputs as they are listed.
+        _round_to_bf16(panel, d * ld)
     while start < stop:
         rows = min(<Py_ssize_t>SPARSE_INPUT_BLOCK_ROWS, stop - start)
         for i in range(rows):
             counts[i] = _nonzeros(x + (start + i) * d, d, nonzero_inputs + i * d,
                                   nonzero_values + i * d, &nonfinite)
+            if run.bf16:
+                _round_to_bf16(nonzero_values + i * d, counts[i])
         _sparse_block(nonzero_inputs, nonzero_values, d, counts, rows, d, panel, ld, hidden,
                       first, hidden, cursor)
         _bias_activation(first, params + hidden * d, rows, hidden, run.hidden_act, False, NULL)
         _point_acts(upper, run.sizes + 1, L - 1, rows, first, acts)
-        if floating is float and rows <= run.fused_max_rows:
+        if floating is float and not run.bf16 and rows <= run.fused_max_rows:
+            # (_infer_layers' own loops are float32; bfloat16 products go
+            # through _forward's _gemm_as.)
             _infer_layers(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
                           run.output_act, acts, out + start * k, rows)
         else:
             feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
             _forward(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
-                     run.output_act, acts, NULL, rows, feature_major, NULL)
+                     run.output_act, acts, NULL, rows, feature_major, NULL, run.bf16)
             _copy_out(acts[L - 1], out + start * k, rows, k, feature_major)
         start += rows
     run.nonfinite[tid] = nonfinite
@@ -998,20 +1040,22 @@ cdef inline void _copy_out(const floating* last, floating* out, Py_ssize_t rows,
         memcpy(out, last, rows * k * sizeof(floating))
 
 
-def chooses_sparse_input(const floating[:, ::1] x, int n_layers):
+def chooses_sparse_input(const floating[:, ::1] x, int n_layers, double min_zeros=-1):
     """Whether forward, left to choose, computes the first layer of a
     network of n_layers layers on x (n, inputs) from its non-zero inputs: for
     two layers or more, SPARSE_INPUT_MIN_ROWS rows or more, and at least
-    SPARSE_INPUT_MIN_ZEROS of the entries of x's first
-    SPARSE_INPUT_SAMPLE_ROWS rows zero."""
+    min_zeros (if negative, SPARSE_INPUT_MIN_ZEROS) of the entries of x's
+    first SPARSE_INPUT_SAMPLE_ROWS rows zero."""
     cdef Py_ssize_t rows = min(x.shape[0], <Py_ssize_t>SPARSE_INPUT_SAMPLE_ROWS)
     cdef Py_ssize_t count = rows * x.shape[1], i, zeros = 0
+    if min_zeros < 0:
+        min_zeros = _SPARSE_INPUT_MIN_ZEROS
     if n_layers < 2 or x.shape[0] < SPARSE_INPUT_MIN_ROWS or count == 0:
         return False
     cdef const floating* p = &x[0, 0]
     for i in range(count):
         zeros += p[i] == 0
-    return zeros >= _SPARSE_INPUT_MIN_ZEROS * count
+    return zeros >= min_zeros * count
 
 
 cdef void _forward_worker(floating* params, const floating* x, floating* out,
@@ -1044,7 +1088,7 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
         feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
         _point_acts(workspace, run.sizes, L, rows, x + start * d, acts)
         _forward(params, run.sizes, L, run.hidden_act, run.output_act, acts, NULL,
-                 rows, feature_major, NULL)
+                 rows, feature_major, NULL, run.bf16)
         _copy_out(acts[L], out + start * k, rows, k, feature_major)
         start += rows
 
@@ -1131,6 +1175,7 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
     cdef const int64_t[::1] indptr
     cdef floating[:, ::1] panel
     cdef floating[:, ::1] gradient_panel
+    cdef floating[::1] rounded_values
     cdef _CsrRows csr
     cdef _CsrRows* csr_pointer = NULL
     cdef const floating* x_pointer = NULL
@@ -1161,6 +1206,14 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
         csr.indptr = &indptr[0]
         csr.indices = &indices[0] if indices.shape[0] else NULL
         csr.values = &data[0] if data.shape[0] else NULL
+        if network.bf16:
+            # The first layer's products from rounded weights and inputs, as
+            # _layer_gemm's: the panel is a copy, the values are copied.
+            _round_to_bf16(&panel[0, 0], panel.shape[0] * csr.ld)
+            if data.shape[0]:
+                rounded_values = np.array(data, copy=True)
+                _round_to_bf16(&rounded_values[0], rounded_values.shape[0])
+                csr.values = &rounded_values[0]
         csr.first = 0
         csr.panel = &panel[0, 0]
         if grads is not None:
@@ -1188,7 +1241,8 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
         total = _loss_and_gradients(&params[0], &sizes[0], L, network.hidden_activation,
                                     network.output_activation, loss, x_pointer, csr_pointer, n,
                                     &yv[0, 0], w_pointer, g_pointer, &workv[0], chunk,
-                                    o_pointer)
+                                    o_pointer, network.bf16)
+    _raise_if_bf16_out_of_memory()
     return total
 
 
@@ -1220,8 +1274,10 @@ def forward(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,
     if network.is_double:
         return _forward_rows[double](network.params, network, x, out, work, chunk, n_workers,
                                      sparse_input, check_finite, 0)
-    return _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
-                                sparse_input, check_finite, 0)
+    finite = _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
+                                  sparse_input, check_finite, 0)
+    _raise_if_bf16_out_of_memory()
+    return finite
 
 
 cdef inline Py_ssize_t _fused_max_rows() noexcept nogil:
@@ -1251,8 +1307,13 @@ def infer(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,
     if network.is_double:
         return _forward_rows[double](network.params, network, x, out, work, chunk, n_workers,
                                      sparse_input, check_finite, 0)
-    return _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
-                                sparse_input, check_finite, _fused_max_rows())
+    # bfloat16 products go through forward's path (_gemm_as), not _dense.h's
+    # float32 loops.
+    finite = _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
+                                  sparse_input, check_finite,
+                                  0 if network.bf16 else _fused_max_rows())
+    _raise_if_bf16_out_of_memory()
+    return finite
 
 
 cdef bint _forward_rows(floating[::1] params, Network network, const floating[:, ::1] x,
@@ -1264,6 +1325,7 @@ cdef bint _forward_rows(floating[::1] params, Network network, const floating[:,
     cdef _ForwardRun run
     cdef int L = <int>sizes.shape[0] - 1
     run.is_double = floating is double
+    run.bf16 = network.bf16
     run.params = &params[0]
     run.sizes = &sizes[0]
     run.n_layers = <int>sizes.shape[0] - 1
@@ -1428,6 +1490,7 @@ cdef object _train_steps(floating[::1] params, const data_floating[::1] x, Train
         + (1 if data_floating is double else 0),
         &params[0], sizes, network.hidden_activation, network.output_activation, spec.loss,
         &work[0], data.feature_major)
+    run.bf16 = network.bf16
     run.x = &x[0] if x.shape[0] > 0 else NULL
     if isinstance(data.x, CsrMatrix):
         indptr = data.x.indptr
@@ -1463,6 +1526,7 @@ cdef object _train_steps(floating[::1] params, const data_floating[::1] x, Train
                                            data.sparse_input)
     with nogil:
         _run_workers(&run, n_workers)
+    _raise_if_bf16_out_of_memory()
     return -1 - run.bad_row if run.bad_row >= 0 else run.steps_done
 
 
@@ -1478,16 +1542,34 @@ LISTS_BY_WORKER_MAX_WORKERS = 2
 # their GEMMs rather than take more.
 SPARSE_INPUT_MAX_BATCH = 4096
 
+# With bfloat16 products on a native path (compute_dtype="bfloat16", not
+# bf16_path() "portable") and the samples split, the first layer's dense
+# bfloat16 GEMMs outrun the sparse path, whose sums stay float32 as they
+# are, unless the inputs are sparser than images: MNIST (81% zeros),
+# 784-300-100-10, 2 workers, plain SGD, best of 7 interleaved: dense 1.2x
+# the sparse path's samples/s at batch 1024, 1.05x at 4096 (bench/README.md,
+# bench_bf16.py). At 64 and 256 rows (units split) the sparse path was as
+# fast or faster, and stays. At 90% zeros the sparse path has half MNIST's
+# products to make.
+cdef double _SPARSE_INPUT_MIN_ZEROS_BF16_SPLIT = 0.9
+SPARSE_INPUT_MIN_ZEROS_BF16_SPLIT = _SPARSE_INPUT_MIN_ZEROS_BF16_SPLIT
+
 
 def trains_sparse_input(x, int n_layers, Py_ssize_t batch_size,
-                        int n_workers, bint feature_major, sparse_input=None):
+                        int n_workers, bint feature_major, sparse_input=None, bint bf16=False):
     """Whether train_steps computes the first layer from the non-zero
     inputs of x (a 2-D array or a CsrMatrix): only for row-major batches
     (not feature_major) of up to SPARSE_INPUT_MAX_BATCH rows of a network
     of two layers or more, and there when sparse_input is True, or None and
-    x is a CsrMatrix or mostly zeros (chooses_sparse_input)."""
+    x is a CsrMatrix or mostly zeros (chooses_sparse_input; with bf16 on a
+    native bfloat16 path and the samples split, at least
+    SPARSE_INPUT_MIN_ZEROS_BF16_SPLIT zeros)."""
+    cdef double min_zeros = _SPARSE_INPUT_MIN_ZEROS
     if sparse_input is None:
-        sparse_input = isinstance(x, CsrMatrix) or chooses_sparse_input(x, n_layers)
+        if (bf16 and mlp_bf16_path() != _BF16_PATH_CODES["portable"]
+                and splits_samples(batch_size, n_workers, feature_major)):
+            min_zeros = _SPARSE_INPUT_MIN_ZEROS_BF16_SPLIT
+        sparse_input = isinstance(x, CsrMatrix) or chooses_sparse_input(x, n_layers, min_zeros)
     return bool(sparse_input and n_layers >= 2 and not feature_major
                 and batch_size <= SPARSE_INPUT_MAX_BATCH)
 
@@ -1518,7 +1600,7 @@ cdef object _prepare_sparse_input(_TrainRun* run, x, int n_workers,
     cdef Py_ssize_t d = run.sizes[0], m = run.batch_size, width, line
     cdef Py_ssize_t itemsize = np.dtype(dtype).itemsize
     run.sparse_input = trains_sparse_input(x, run.n_layers, m, n_workers, run.feature_major,
-                                           sparse_input)
+                                           sparse_input, run.bf16)
     if not run.sparse_input:
         return None
     n_workers = max(1, min(n_workers, MAX_WORKERS))
@@ -1564,7 +1646,11 @@ cdef object _prepare_sparse_input(_TrainRun* run, x, int n_workers,
     if run.weights_by_input and run.opt.n_state > 0:
         state = _empty_on_lines(n_workers * run.opt.n_state * run.panel_size, dtype)
         run.state_panels = <void*><uintptr_t>state.ctypes.data
-    return index, value, count, panels, starts, samples, values, state, rows
+    rounded = None
+    if run.weights_by_input and run.bf16:
+        rounded = _empty_on_lines(n_workers * run.panel_size, dtype)
+        run.bf16_panels = <void*><uintptr_t>rounded.ctypes.data
+    return index, value, count, panels, starts, samples, values, state, rows, rounded
 
 
 def dropout_mask(floating[:, ::1] values, double p, uint64_t seed, int64_t step, int layer,

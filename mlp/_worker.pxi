@@ -38,6 +38,11 @@ SPLIT_SAMPLES_MIN_ROWS_ONE_WORKER = 2048
 # MNIST) stay in L2 between its forward product and its weight gradient.
 # 128 to 512 measured alike.
 PANEL_ROWS = 256
+# With bfloat16 products, each panel's forward products pack (and round)
+# the weights again: larger panels pack them less often. 784-300-100-10,
+# 2 workers, dense inputs, best of 7 interleaved: 1024 rows 1.02-1.05x the
+# samples/s of 256 at batches 1024 and 4096; 512 and 2048 in between.
+PANEL_ROWS_BF16 = 1024
 
 cdef extern from "_parallel.h" nogil:
     ctypedef struct mlp_barrier:
@@ -100,6 +105,14 @@ cdef struct _TrainRun:
     Py_ssize_t partial_stride  # samples, laid out like params; workers this many apart
     char has_rows[MAX_WORKERS] # worker w had samples this step (its partial is valid)
     bint gemms_only            # the GEMM bound: the same calls, nothing else
+    bint bf16                  # every product's inputs rounded to bfloat16, float32
+                               # sums (Network.bf16): GEMMs through _gemm_as; the
+                               # sparse first layer's listed inputs, deltas and
+                               # weights rounded as they are copied
+    void* bf16_panels          # with bf16 and weights_by_input: per worker, its panel
+                               # rounded to bfloat16 (the panel itself holds the
+                               # float32 weights the optimizer updates), refreshed
+                               # as the update stage writes the panel's rows
     # sparse_input: the first layer from each sample's non-zero inputs
     # (_sparse.pxi), forward and weight gradient; row-major batches only.
     bint sparse_input
@@ -357,6 +370,7 @@ cdef bint _gather_stage(_TrainRun* run, const data_floating* x, floating* xb, fl
             for i in range(r0, r1):
                 # The gather has checked the rows already.
                 _list_row(run, xb + i * d, parity, i, tid, &nonfinite)
+                _round_listed(run, <floating*>NULL, _step_rows(run, parity, tid) + i)
     if tid == 0:
         _batch_targets(run, yb, wb, start, n, run.sizes[run.n_layers], run.feature_major)
         run.out_of_time = (run.time_limit > 0 and start > 0
@@ -385,6 +399,17 @@ cdef inline void _list_row(_TrainRun* run, const floating* x, int parity, Py_ssi
     cdef Py_ssize_t d = run.sizes[0], row = _step_rows(run, parity, tid) + i
     run.nonzero_count[row] = _nonzeros(x, d, run.nonzero_index + row * d,
                                        <floating*>run.nonzero_value + row * d, nonfinite)
+
+
+cdef inline void _round_listed(_TrainRun* run, floating* model_type,
+                               Py_ssize_t row) noexcept nogil:
+    """With bf16, list `row`'s values rounded to bfloat16: the sparse first
+    layer's inputs, as _layer_gemm would round them (after the input
+    dropout, as the GEMM sees the dropped rows). model_type only picks
+    the specialisation."""
+    if run.bf16:
+        _round_to_bf16(<floating*>run.nonzero_value + row * run.sizes[0],
+                       run.nonzero_count[row])
 
 
 cdef inline Py_ssize_t _csr_nonzeros(_TrainRun* run, const data_floating* x, int64_t r,
@@ -437,11 +462,12 @@ cdef void _list_batch(_TrainRun* run, const data_floating* x, floating* row, Py_
                 _gather_rows(x, run.order + start + i, row, 1, d)
                 source = row
             _list_row(run, source, parity, i, tid, &nonfinite)
+        at = _step_rows(run, parity, tid) + i
         if run.input_dropout > 0:
-            at = _step_rows(run, parity, tid) + i
             run.nonzero_count[at] = _drop_listed(
                 run.nonzero_index + at * d, <floating*>run.nonzero_value + at * d,
                 run.nonzero_count[at], <uint32_t>(i * d), input_mask, threshold, scale)
+        _round_listed(run, row, at)
     if nonfinite:
         run.bad[tid] = 1
 
@@ -479,7 +505,7 @@ cdef void _hidden_forward_stage(_TrainRun* run, floating* params, const Py_ssize
                 _sparse_first_layer(run, acts[1], n, parity, u0, u1, tid)
             else:
                 _layer_gemm(feature_major, feature_major and l > 0, w, fan_in, fan_out, u0,
-                            u1, acts[l], acts[l + 1], n)
+                            u1, acts[l], acts[l + 1], n, run.bf16)
             if not run.gemms_only:
                 _bias_activation_part(acts[l + 1], w + fan_out * fan_in, n, fan_out, u0, u1,
                                       run.hidden_act, feature_major,
@@ -507,7 +533,8 @@ cdef void _sparse_rows(_TrainRun* run, floating* z, Py_ssize_t i0, Py_ssize_t i1
     """z[i0:i1, u0:u1] from batch rows i0..i1's non-zero inputs and the
     worker's panel (units u0..u1, transposed)."""
     cdef Py_ssize_t d = run.sizes[0], fan_out = run.sizes[1], i, row
-    cdef floating* panel = <floating*>run.panels + tid * run.panel_size
+    cdef floating* panel = <floating*>(run.bf16_panels if run.bf16_panels != NULL
+                                       else run.panels) + tid * run.panel_size
     for i in range(i0, i1):
         row = _step_rows(run, parity, tid) + i
         _sparse_row(run.nonzero_index + row * d, <const floating*>run.nonzero_value + row * d,
@@ -540,6 +567,8 @@ cdef void _sparse_weight_gradient(_TrainRun* run, const floating* delta, Py_ssiz
     for i in range(i1 - i0):
         memcpy(deltas + i * ld, delta + (i0 + i) * fan_out + u0, units * sizeof(floating))
         memset(deltas + i * ld + units, 0, (ld - units) * sizeof(floating))
+        if run.bf16:
+            _round_to_bf16(deltas + i * ld, units)
     for j in range(d):
         _sparse_row(sample + start[j], value + start[j], start[j + 1] - start[j], deltas, ld,
                     units, panel + j * ld)
@@ -587,6 +616,8 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
     for i in range(n):
         memcpy(deltas + i * ld, delta + i * fan_out + u0, units * sizeof(floating))
         memset(deltas + i * ld + units, 0, (ld - units) * sizeof(floating))
+        if run.bf16:
+            _round_to_bf16(deltas + i * ld, units)
     # Every other step goes over the inputs backwards. The weights and the
     # state of momentum or Adam (1 to 1.5 MB a worker at 300 units) outgrow
     # a core's L2; gone over in the same order every step, each row has left
@@ -609,8 +640,21 @@ cdef void _panel_update_stage(_TrainRun* run, const floating* delta, Py_ssize_t 
                 rows_state[k] = state[k] + j0 * ld if state[k] != NULL else NULL
             _rule_step(opt, panel + j0 * ld, sums, inverse_n, rows_state, count, rates,
                        opt.weight_decay)
+        if run.bf16_panels != NULL and opt.max_norm == 0:
+            _round_panel_rows(run, panel, j0, j1, tid)
     if opt.max_norm > 0:
         _cap_column_norms(panel, d, ld, units, opt.max_norm)
+        if run.bf16_panels != NULL:
+            _round_panel_rows(run, panel, 0, d, tid)
+
+
+cdef inline void _round_panel_rows(_TrainRun* run, const floating* panel, Py_ssize_t j0,
+                                   Py_ssize_t j1, int tid) noexcept nogil:
+    """Rows j0..j1 of worker tid's panel into its bfloat16 panel, rounded:
+    what the sparse first layer reads with bf16 (_sparse_rows)."""
+    cdef floating* rounded = <floating*>run.bf16_panels + tid * run.panel_size
+    _round_copy_to_bf16(panel + j0 * run.panel_ld, rounded + j0 * run.panel_ld,
+                        (j1 - j0) * run.panel_ld)
 
 
 cdef inline floating* _state_panel(_TrainRun* run, floating* panels, int tid,
@@ -633,6 +677,8 @@ cdef void _load_panels(_TrainRun* run, floating* params, int tid, int n_workers)
     if u1 <= u0:
         return
     _transpose_units(params, d, u0, u1, <floating*>run.panels + tid * run.panel_size, ld)
+    if run.bf16_panels != NULL:
+        _round_panel_rows(run, <floating*>run.panels + tid * run.panel_size, 0, d, tid)
     for k in range(run.opt.n_state):
         _transpose_units(<const floating*>run.opt.state[k], d, u0, u1,
                          _state_panel(run, <floating*>run.state_panels, tid, k), ld)
@@ -674,7 +720,7 @@ cdef void _output_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
     run.part_loss[tid] = 0
     if i1 > i0:
         _layer_gemm(feature_major, feature_major and L > 1, w, fan_in, k, 0, k,
-                    acts[L - 1] + i0 * fan_in, acts[L] + i0 * k, i1 - i0)
+                    acts[L - 1] + i0 * fan_in, acts[L] + i0 * k, i1 - i0, run.bf16)
         if not run.gemms_only:
             _add_bias(acts[L] + i0 * k, w + k * fan_in, i1 - i0, k, feature_major)
             memcpy(logits + i0 * k, acts[L] + i0 * k, (i1 - i0) * k * sizeof(floating))
@@ -711,7 +757,7 @@ cdef void _delta_stage(_TrainRun* run, floating* params, const Py_ssize_t* offse
     _share(fan_in, tid, n_workers, 1, &f0, &f1)
     if f1 > f0:
         _delta_gemm(feature_major, params + offsets[l], fan_in, fan_out, f0, f1,
-                    deltas[l + 1], deltas[l], n)
+                    deltas[l + 1], deltas[l], n, run.bf16)
         if not run.gemms_only:
             _times_derivative_part(deltas[l], acts[l], kept[l] if kept != NULL else NULL, n,
                                    fan_in, f0, f1, run.hidden_act, keep_probability,
@@ -751,7 +797,7 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
         if not in_panel:
             _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1],
                          fan_in, fan_out, u0, u1, n, -step_size,
-                         <floating>(1 - learning_rate * opt.weight_decay), w)
+                         <floating>(1 - learning_rate * opt.weight_decay), w, run.bf16)
         if run.gemms_only:
             return
         _bias_gradient_part(deltas[l + 1], bias_sums, n, fan_out, u0, u1, feature_major)
@@ -761,7 +807,7 @@ cdef void _update_stage(_TrainRun* run, floating* params, const Py_ssize_t* offs
         grads = <floating*>opt.gradients + offsets[l]
         if not in_panel:
             _weight_gemm(feature_major, feature_major and l > 0, acts[l], deltas[l + 1],
-                         fan_in, fan_out, u0, u1, n, inverse_n, 0, grads)
+                         fan_in, fan_out, u0, u1, n, inverse_n, 0, grads, run.bf16)
         if run.gemms_only:
             return
         _bias_gradient_part(deltas[l + 1], grads + fan_out * fan_in, n, fan_out, u0, u1,
@@ -800,6 +846,9 @@ cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t
         # Every unit of the first layer, for this worker's rows.
         _transpose_units(params, sizes[0], 0, sizes[1],
                          <floating*>run.panels + tid * run.panel_size, run.panel_ld)
+        if run.bf16:
+            # A copy for this step only: rounded in place.
+            _round_to_bf16(<floating*>run.panels + tid * run.panel_size, run.panel_size)
     i0 = r0
     while i0 < r1:
         i1 = i0 + run.panel_rows if r1 - i0 > run.panel_rows else r1
@@ -812,7 +861,7 @@ cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t
                 _sparse_rows(run, acts[1], i0, i1, parity, 0, fan_out, tid)
             else:
                 _layer_gemm(False, False, w, fan_in, fan_out, 0, fan_out,
-                            acts[l] + i0 * fan_in, acts[l + 1] + i0 * fan_out, rows)
+                            acts[l] + i0 * fan_in, acts[l + 1] + i0 * fan_out, rows, run.bf16)
             if not run.gemms_only:
                 _bias_activation(acts[l + 1] + i0 * fan_out, w + fan_out * fan_in, rows,
                                  fan_out, run.hidden_act, False,
@@ -824,7 +873,7 @@ cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t
         fan_in = sizes[L - 1]
         w = params + offsets[L - 1]
         _layer_gemm(False, False, w, fan_in, k, 0, k, acts[L - 1] + i0 * fan_in,
-                    acts[L] + i0 * k, rows)
+                    acts[L] + i0 * k, rows, run.bf16)
         if not run.gemms_only:
             _add_bias(acts[L] + i0 * k, w + k * fan_in, rows, k, False)
             memcpy(logits + i0 * k, acts[L] + i0 * k, rows * k * sizeof(floating))
@@ -843,14 +892,14 @@ cdef void _sample_split_stage(_TrainRun* run, floating* params, const Py_ssize_t
             else:
                 _weight_gemm(False, False, acts[l] + i0 * fan_in, deltas[l + 1] + i0 * fan_out,
                              fan_in, fan_out, 0, fan_out, rows, 1, 0 if i0 == r0 else 1,
-                             partial + offsets[l])
+                             partial + offsets[l], run.bf16)
             if not run.gemms_only:
                 _unit_sums(deltas[l + 1] + i0 * fan_out, partial + offsets[l] + fan_out * fan_in,
                            rows, fan_out, fan_out, i0 != r0, False)
             if l == 0:
                 break
             _delta_gemm(False, params + offsets[l], fan_in, fan_out, 0, fan_in,
-                        deltas[l + 1] + i0 * fan_out, deltas[l] + i0 * fan_in, rows)
+                        deltas[l + 1] + i0 * fan_out, deltas[l] + i0 * fan_in, rows, run.bf16)
             if not run.gemms_only:
                 _times_derivative(deltas[l] + i0 * fan_in, acts[l] + i0 * fan_in,
                                   kept[l] + i0 * fan_in if kept != NULL else NULL,
@@ -1051,7 +1100,7 @@ cdef object _prepare_strategy(_TrainRun* run, int n_workers, Py_ssize_t n_params
     gradients. That extra pass over the parameters (one per worker) pays
     for itself only on large batches (bench/README.md)."""
     run.split_samples = splits_samples(run.batch_size, n_workers, run.feature_major)
-    run.panel_rows = PANEL_ROWS
+    run.panel_rows = PANEL_ROWS_BF16 if run.bf16 else PANEL_ROWS
     if not run.split_samples:
         return None
     # Each worker's partial gradient on its own cache lines.

@@ -695,7 +695,8 @@ def _resumed_configuration(args):
                                model=ModelOptions(layers=model.layer_sizes,
                                                   activation=model.activation,
                                                   output=model.output, init=model.init,
-                                                  dtype=model.dtype.name),
+                                                  dtype=model.dtype.name,
+                                                  compute_dtype=model.compute_dtype),
                                notebook_seeding=False), model
 
 

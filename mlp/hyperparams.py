@@ -22,7 +22,7 @@ import numpy as np
 from .activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSS_NAMES, OUTPUT_ACTIVATIONS
 from ._validation import check_choice, check_int, check_positive_float, check_seed, spoken
 from .augment import _check_augment
-from .model import Model
+from .model import COMPUTE_DTYPES, Model, check_compute_dtype
 from .optimizers import SGD, Adam, check_optimizer
 from .schedules import SCHEDULES, check_schedule, check_warmup
 
@@ -82,7 +82,8 @@ def _is_regression(output):
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """The network: ``mlp.Model(layers, activation=..., output=..., init=..., dtype=...)``."""
+    """The network: ``mlp.Model(layers, activation=..., output=..., init=..., dtype=...,
+    compute_dtype=...)``."""
     layers: tuple = option((784, 300, 100, 10), "layer sizes, input first",
                            flag="--layers", cli_type=_layers, metavar="784,300,100,10")
     activation: str = option(_MODEL_DEFAULTS["activation"], "hidden activation",
@@ -93,10 +94,20 @@ class ModelOptions:
                               flag="--init", choices=("normal", "xavier", "he"))
     dtype: str = option("float32", "parameter dtype", flag="--dtype",
                         choices=("float32", "float64"))
+    compute_dtype: str | None = option(
+        _MODEL_DEFAULTS["compute_dtype"],
+        "type of the matrix products' inputs: bfloat16 rounds weights and activations to "
+        "bfloat16 and sums in float32, parameters and optimizer state staying float32 "
+        "(float32 models only; not set: the parameter dtype)",
+        flag="--compute-dtype", choices=COMPUTE_DTYPES)
+
+    def __post_init__(self):
+        check_compute_dtype(self.compute_dtype, self.dtype)
 
     def build(self, seed=None):
         return Model(self.layers, activation=self.activation, output=self.output,
-                     init=self.init, dtype=np.dtype(self.dtype), seed=seed)
+                     init=self.init, dtype=np.dtype(self.dtype),
+                     compute_dtype=self.compute_dtype, seed=seed)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -49,6 +50,7 @@ from ._validation import (
     check_matrix,
     check_seed,
     check_target_range,
+    spoken,
 )
 
 # Which activations go where, and the losses: mlp/activations.py.
@@ -63,6 +65,48 @@ _FORWARD_CHUNK = 1024
 # the kernel's sparse first layer (128 rows), at most _FORWARD_CHUNK rows.
 _SPARSE_BLOCK_VALUES = 1 << 22
 _SPARSE_BLOCK_ALIGN = 128
+
+
+# The compute types besides the parameters' own: the kernels' table.
+COMPUTE_DTYPES = _kernels.COMPUTE_DTYPES
+
+
+def check_compute_dtype(value, dtype=np.float32, name="compute_dtype"):
+    """value if it is None, or a name in COMPUTE_DTYPES and the parameters'
+    dtype float32; else ValueError (TypeError for a value that is not a
+    string) naming the argument."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{spoken(name)} must be None or one of {list(COMPUTE_DTYPES)}; "
+                        f"got {type(value).__name__} {value!r}")
+    if value not in COMPUTE_DTYPES:
+        raise ValueError(f"{spoken(name)} must be None (compute in the parameters' dtype) or "
+                         f"one of {list(COMPUTE_DTYPES)}; got {value!r}")
+    if np.dtype(dtype) != np.float32:
+        raise ValueError(f"{spoken(name)}={value!r} needs float32 parameters (they and the "
+                         f"products' sums stay float32); got {spoken('dtype')} "
+                         f"{np.dtype(dtype).name}: use float32, or leave {spoken(name)} None")
+    return value
+
+
+# Whether this process has said that its bfloat16 products take the portable path.
+_warned_portable_bf16 = False
+
+
+def _warn_if_portable_bf16():
+    """Once per process: where the CPU has no native bfloat16 instructions
+    (_kernels.bf16_path() is "portable"), compute_dtype='bfloat16' computes
+    the same results as elsewhere but through float32 GEMMs on rounded
+    copies, slower than float32 itself."""
+    global _warned_portable_bf16
+    if _warned_portable_bf16 or _kernels.bf16_path() != "portable":
+        return
+    _warned_portable_bf16 = True
+    warnings.warn("compute_dtype='bfloat16': mlp has no native bfloat16 matrix products for "
+                  "this CPU (they need AVX512_BF16 or AMX), so it computes the same results "
+                  "through float32 products of rounded copies, which is slower than "
+                  "compute_dtype=None (float32)", RuntimeWarning, stacklevel=3)
 
 
 def loss_code(loss, output):
@@ -113,6 +157,16 @@ class Model:
         ``"normal"`` draws every weight and bias from N(0, 1), as the
         notebook does.
     dtype : float32 or float64
+    compute_dtype : {None, "bfloat16"}
+        The type of the matrix products' inputs. None computes in `dtype`.
+        "bfloat16" (float32 models only), as PyTorch's CPU autocast and
+        Keras's mixed_bfloat16: the weights and activations that enter each
+        matrix product, in training and inference, are rounded to bfloat16
+        and the products summed in float32, while the parameters, the
+        optimizer's state, the losses and every elementwise operation stay
+        float32. Faster on CPUs with AVX512_BF16 or AMX; elsewhere the same
+        results, slower (a RuntimeWarning says so once). Settable
+        afterwards, e.g. to train in bfloat16 and predict in float32.
     seed : int, np.random.Generator, np.random.RandomState or None
         Seeds the initialisation. A RandomState draws as the notebook does
         (``np.random.randn``: biases first, then weights), whatever init is.
@@ -141,20 +195,22 @@ class Model:
     # The defaults of the network's options: mlp.hyperparams.ModelOptions
     # (and through it the CLI) reads them from this signature.
     def __init__(self, layer_sizes, *, activation="relu", output="softmax", init=None,
-                 dtype=np.float32, seed=None):
+                 dtype=np.float32, compute_dtype=None, seed=None):
         self._configure(layer_sizes, activation, output, init, dtype)
+        self.compute_dtype = compute_dtype
         if isinstance(seed, np.random.RandomState):
             self._initialise_as_notebook(seed)
         else:
             self._initialise(self.init, np.random.default_rng(check_seed(seed)))
 
     @classmethod
-    def allocate(cls, layer_sizes, *, activation, output, init, dtype):
+    def allocate(cls, layer_sizes, *, activation, output, init, dtype, compute_dtype=None):
         """A model of this configuration with all parameters zero, for a
         reader (mlp.serialization) to fill. Internal interface (see the
         module's docstring)."""
         model = cls.__new__(cls)
         model._configure(layer_sizes, activation, output, init, dtype)
+        model.compute_dtype = compute_dtype
         return model
 
     def _configure(self, layer_sizes, activation, output, init, dtype):
@@ -173,6 +229,7 @@ class Model:
         self.output = output
         self.dtype = dtype
         self._sizes = np.asarray(sizes, dtype=np.intp)
+        self._compute_dtype = None
         n_params = sum(o * (i + 1) for i, o in zip(sizes[:-1], sizes[1:]))
         self._params = np.zeros(n_params, dtype=dtype)
         self.weights, self.biases = _layer_views(self._params, sizes)
@@ -230,6 +287,22 @@ class Model:
         return self._params.size
 
     @property
+    def compute_dtype(self):
+        """None, or "bfloat16": the type of the matrix products' inputs
+        (see the class's docstring). Settable; a float64 model refuses
+        "bfloat16"."""
+        return self._compute_dtype
+
+    @compute_dtype.setter
+    def compute_dtype(self, value):
+        value = check_compute_dtype(value, self.dtype)
+        with self._lock:
+            self._compute_dtype = value
+            self._bind_network()
+        if value is not None:
+            _warn_if_portable_bf16()
+
+    @property
     def is_regressor(self):
         """True for a regression model, one with identity (or exp) output:
         its :meth:`predict` returns the outputs, :func:`mlp.evaluate` reports
@@ -270,14 +343,19 @@ class Model:
         self._sampling_rng, self._dropout_seed = state
 
     def __repr__(self):
+        compute = ("" if self.compute_dtype is None
+                   else f", compute_dtype={self.compute_dtype!r}")
         return (f"Model({list(self.layer_sizes)}, activation={self.activation!r}, "
-                f"output={self.output!r}, init={self.init!r}, dtype={self.dtype.name})")
+                f"output={self.output!r}, init={self.init!r}, dtype={self.dtype.name}"
+                f"{compute})")
 
     def copy(self):
         """An independent model with the same configuration and parameters."""
         twin = Model.__new__(Model)
         twin._setup(self.layer_sizes, self.activation, self.output, self.dtype)
         twin.init = self.init
+        twin._compute_dtype = self.compute_dtype
+        twin._bind_network()
         twin._params[...] = self._params
         if self.optimizer_state is not None:
             twin.optimizer_state = self.optimizer_state.copy()
@@ -320,7 +398,8 @@ class Model:
         # parameters themselves, not a copy, so built again whenever
         # _params is replaced.
         self._network = _kernels.Network(self._params, self._sizes, self._hidden_code,
-                                         self._output_code)
+                                         self._output_code,
+                                         compute_dtype=getattr(self, "_compute_dtype", None))
 
     def workspace(self, rows, copies=1, at_least=0):
         """Scratch for compiled calls on `rows` rows (`copies` of it, at least

@@ -24,7 +24,8 @@ from . import _kernels
 from ._files import NpzReader, atomic_write
 from ._validation import check_choice, check_layer_sizes, check_path, check_writable
 from .data.info import DataInfo
-from .model import HIDDEN_ACTIVATIONS, INITIALISERS, OUTPUT_ACTIVATIONS, Model
+from .model import (COMPUTE_DTYPES, HIDDEN_ACTIVATIONS, INITIALISERS, OUTPUT_ACTIVATIONS,
+                    Model)
 from .optimizers import optimizer_from_dict, optimizer_to_dict
 from .state import History, OptimizerState
 
@@ -77,8 +78,9 @@ def load(path):
     Returns
     -------
     Model
-        With the saved parameters, dtype, optimizer state, History and
-        batch sampler, so that :func:`mlp.train` can go on from them.
+        With the saved parameters, dtype, compute_dtype (None for files
+        that do not say), optimizer state, History and batch sampler, so
+        that :func:`mlp.train` can go on from them.
 
     Raises
     ------
@@ -115,6 +117,10 @@ def write_model_file(model, path, checkpoint=None):
         "init": model.init,
         "dtype": model.dtype.name,
     }
+    if model.compute_dtype is not None:
+        # Absent means None: the files of models computing in their dtype,
+        # and those written before compute_dtype existed, are alike.
+        meta["compute_dtype"] = model.compute_dtype
     arrays = {}
     state = model.optimizer_state
     if state is not None:
@@ -173,6 +179,11 @@ def _from_archive(archive):
         # Only the two names save() writes: np.dtype() would parse anything.
         dtype = np.dtype(check_choice(meta["dtype"], ("float32", "float64"), "dtype"))
         init = meta.get("init", "normal")
+        compute_dtype = meta.get("compute_dtype")
+        if compute_dtype is not None:
+            check_choice(compute_dtype, COMPUTE_DTYPES, "compute_dtype")
+            if dtype != np.float32:
+                raise ValueError(f"compute_dtype {compute_dtype!r} with dtype {dtype.name}")
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"bad metadata ({exc})") from None
     expected = {}
@@ -191,7 +202,8 @@ def _from_archive(archive):
             raise ValueError(f"array {name} has shape {got_shape} and dtype {got_dtype}, "
                              f"expected {shape} and {dtype}")
     model = Model.allocate(sizes, activation=activation, output=output,
-                           init=init if init in INITIALISERS else "normal", dtype=dtype)
+                           init=init if init in INITIALISERS else "normal", dtype=dtype,
+                           compute_dtype=compute_dtype)
     for l, (w, b) in enumerate(zip(model.weights, model.biases)):
         archive.read(f"W{l}", out=w)
         archive.read(f"b{l}", out=b)

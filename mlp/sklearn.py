@@ -73,7 +73,7 @@ from . import training as _training
 from ._threads import inference_threads, train_workers
 from ._validation import check_dtype, check_layer_arrays
 from .activations import ACTIVATIONS
-from .model import Model, loss_code
+from .model import COMPUTE_DTYPES, Model, loss_code
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -229,6 +229,11 @@ class _BaseMLP(BaseEstimator):
             raise fail("epsilon", f"a float that is not 0 in {dtype.name} (at least "
                                   f"{np.finfo(dtype).tiny:.3g}), or {self.solver} divides "
                                   f"by zero")
+        if self.compute_dtype is not None:
+            choice("compute_dtype", [None, *COMPUTE_DTYPES])
+            if dtype != np.float32:
+                raise fail("compute_dtype", f"None with dtype={self.dtype!r}: bfloat16 "
+                                            f"products need float32 parameters (dtype='float32')")
         if self.n_threads is not None:
             integer("n_threads", 1)
         real("dropout", 0, 1, high_open=True)
@@ -332,6 +337,8 @@ class _BaseMLP(BaseEstimator):
                 f"hidden_layer_sizes and the data now ask for {layer_sizes}; warm_start and "
                 f"partial_fit continue training the same network. Set warm_start=False (or "
                 f"call fit) to start again.")
+        # A warm start or partial_fit computes as compute_dtype says now.
+        self.model_.compute_dtype = self.compute_dtype
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         if not incremental or not hasattr(self, "_rate"):
@@ -397,7 +404,7 @@ class _BaseMLP(BaseEstimator):
         output = _OUTPUT[out_activation][0]
         dtype = check_dtype(self.dtype, "dtype")
         model = Model(layer_sizes, activation=_HIDDEN[self.activation], output=output,
-                      init="xavier", dtype=dtype)
+                      init="xavier", dtype=dtype, compute_dtype=self.compute_dtype)
         # scikit-learn's initialisation, drawn from the same generator in the
         # same order, so that a given random_state starts both from the same
         # coefs_ and intercepts_: Glorot uniform weights *and* biases, with
@@ -746,6 +753,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         gradient) L-BFGS-B may make; it may overshoot by a line search.
     dtype : {"float32", "float64"}, default="float32"
         Precision of the parameters and of the arithmetic (mlp's addition).
+    compute_dtype : {None, "bfloat16"}, default=None
+        "bfloat16" rounds the inputs of every matrix product (weights and
+        activations) to bfloat16 and sums in float32, in training and
+        prediction; parameters and optimizer state stay float32 (see
+        :class:`mlp.Model`). dtype="float32" only. mlp's addition.
     n_threads : int or None, default=None
         Worker threads for training and prediction; None lets mlp choose.
         Use 1 when a joblib or Dask search already runs one fit per core.
@@ -791,7 +803,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, dtype="float32", n_threads=None, dropout=0.0, class_weight=None):
+                 max_fun=15000, dtype="float32", n_threads=None, dropout=0.0, class_weight=None,
+                 compute_dtype=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -819,6 +832,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.n_threads = n_threads
         self.dropout = dropout
         self.class_weight = class_weight
+        self.compute_dtype = compute_dtype
 
     _score_function = staticmethod(accuracy_score)
 
@@ -987,7 +1001,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
     warm_start, momentum, nesterovs_momentum, early_stopping,
     validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun, dtype,
-    n_threads, dropout
+    n_threads, dropout, compute_dtype
         As for :class:`MLPClassifier`; early stopping watches the R^2 score.
 
     Attributes
@@ -1009,7 +1023,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, dtype="float32", n_threads=None, dropout=0.0):
+                 max_fun=15000, dtype="float32", n_threads=None, dropout=0.0,
+                 compute_dtype=None):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1037,6 +1052,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.dtype = dtype
         self.n_threads = n_threads
         self.dropout = dropout
+        self.compute_dtype = compute_dtype
 
     _score_function = staticmethod(r2_score)
 

@@ -403,16 +403,21 @@ def mutate(data, edits):
     return bytes(out)
 
 
-def run_python(code, tmp_path):
+def run_python(code, tmp_path, env=None, **run_options):
     """Run `python -c code` as a user would, importing the same mlp as the tests
-    (installed, or the built checkout), from a directory holding no mlp."""
+    (installed, or the built checkout), from a directory holding no mlp: `python -c`
+    puts its working directory first on sys.path, and a source tree there has no
+    compiled core (CI tests the installed wheel from a clone). `env` adds variables;
+    `run_options` go to subprocess.run (capture_output=True, text=True, ...)."""
     import subprocess
     import sys
 
     import mlp
 
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(mlp.__file__)))
-    return subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=os.path.dirname(os.path.dirname(mlp.__file__)))
+    return subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env,
+                          **run_options)
 
 # ---------------------------------------------------------------------------
 # Tiny IDX data sets on disk (the CLI's --data, the data loaders)

@@ -14,12 +14,11 @@ Each of these tests also checks that the bound is tight enough to catch a
 path that forgot to round its inputs.
 """
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from conftest import run_python
 from mlp import _kernels
 
 PATHS = ["portable", "avx512bf16", "amx", "amx_emulated"]
@@ -232,14 +231,9 @@ def test_path_choice_and_refusals():
 @pytest.mark.parametrize("wanted", ["portable", "avx512bf16", "amx", "nonsense"])
 def test_environment_chooses_the_path_when_the_cpu_runs_it(wanted, tmp_path):
     paths = _kernels.bf16_paths()
-    env = dict(os.environ, MLP_BF16_PATH=wanted)
-    # The mlp these tests import (the installed one in CI), not a source tree
-    # whose core is not built: PYTHONPATH names it, and `python -c` starts in
-    # an empty directory, since it puts its working directory first on sys.path.
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(_kernels.__file__))
-    got = subprocess.run([sys.executable, "-c", "from mlp import _kernels; "
-                          "print(_kernels.bf16_path())"], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, check=True).stdout.strip()
+    got = run_python("from mlp import _kernels; print(_kernels.bf16_path())", tmp_path,
+                     env={"MLP_BF16_PATH": wanted}, capture_output=True,
+                     text=True).stdout.strip()
     if wanted in paths:
         assert got == wanted
     else:  # not run here (or no such path): the default choice

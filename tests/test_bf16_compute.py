@@ -4,9 +4,6 @@ state, losses and elementwise maths float32. Held against numpy references
 that round the same inputs and sum in float64, within bounds that float32
 products would break (each test checks that too), so that the tests hold
 for any order of summation, portable or native."""
-import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -17,7 +14,7 @@ from mlp import _kernels
 from mlp.cli import main
 from mlp.sklearn import MLPClassifier, MLPRegressor
 
-from conftest import ACT, LOSS
+from conftest import ACT, LOSS, run_python
 
 BF16 = "bfloat16"
 
@@ -343,7 +340,7 @@ def test_estimators_take_compute_dtype(estimator):
         estimator(compute_dtype=BF16, dtype="float64").fit(x, y)
 
 
-def test_portable_path_warns_once_per_process():
+def test_portable_path_warns_once_per_process(tmp_path):
     """Where the bfloat16 products take the portable path (forced with
     MLP_BF16_PATH=portable where the build honours it), one RuntimeWarning
     however many models; on a native path, none."""
@@ -359,11 +356,8 @@ def test_portable_path_warns_once_per_process():
         "    m.compute_dtype = 'bfloat16'\n"
         "n = sum('compute_dtype' in str(w.message) for w in caught)\n"
         "print(_kernels.bf16_path(), n)\n")
-    env = dict(os.environ, MLP_BF16_PATH="portable")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = run_python(script, tmp_path, env={"MLP_BF16_PATH": "portable"},
+                     capture_output=True, text=True).stdout.split()
     path, count = out[0], int(out[1])
     assert count == (1 if path == "portable" else 0)
 

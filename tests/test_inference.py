@@ -2,9 +2,6 @@
 CPU runs (its vector path, the portable one, BLAS) gives the outputs of a
 float64 numpy reference to float32 rounding, for every activation, odd sizes
 and row counts that leave tails; float64 and training stay on BLAS."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ import mlp
 from mlp import _kernels
 from mlp.activations import ACTIVATIONS
 
-from conftest import assert_close, ref_forward, unflatten
+from conftest import assert_close, ref_forward, run_python, unflatten
 
 HIDDEN = sorted(a.name for a in ACTIVATIONS.values() if a.hidden)
 OUTPUT = sorted(a.name for a in ACTIVATIONS.values() if a.output)
@@ -121,13 +118,11 @@ def test_training_validation_scores_do_not_depend_on_the_inference_path():
         assert got == first, name
 
 
-def test_the_environment_chooses_the_path_and_unknown_names_are_refused():
+def test_the_environment_chooses_the_path_and_unknown_names_are_refused(tmp_path):
     code = "from mlp import _kernels; print(_kernels.inference_path())"
-    root = os.path.dirname(os.path.dirname(mlp.__file__))
     for name in ("portable", "blas"):
-        env = dict(os.environ, PYTHONPATH=root, MLP_DENSE_PATH=name)
-        out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                             capture_output=True, text=True).stdout.strip()
+        out = run_python(code, tmp_path, env={"MLP_DENSE_PATH": name},
+                         capture_output=True, text=True).stdout.strip()
         assert out == name
     with pytest.raises(ValueError, match="path must be one of"):
         _kernels._set_inference_path("avx9000")

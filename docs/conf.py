@@ -18,6 +18,10 @@ ROOT = DOCS.parent
 # next to them; otherwise the installed mlp.
 if any((ROOT / "mlp").glob("_kernels.*.so")) or any((ROOT / "mlp").glob("_kernels.*.pyd")):
     sys.path.insert(0, str(ROOT))
+else:
+    # `python -m sphinx` run from the checkout puts it first on sys.path, where its mlp,
+    # whose core is not built, would hide the installed one (CI builds the site that way).
+    sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != ROOT]
 sys.path.insert(0, str(DOCS / "_ext"))
 
 import mlp  # noqa: E402

@@ -185,27 +185,39 @@ def read_csv(path: Path, target=None):
     return _read_csv_carefully(path, names, target_column)
 
 
-def _read_csv_carefully(path: Path, names, target_column):
-    """read_csv through the csv module: each row checked, each bad cell named."""
-    delimiter = delimiter_of(path)
+def _data_rows(path: Path, columns_of=None):
+    """(rows, line numbers) of a CSV/TSV file's data, through the csv module.
+
+    ``columns_of(header)``, given the stripped header names, checks them and
+    returns the columns each row keeps (None, or no callable: every column).
+    Blank lines are skipped; a row of another width than the header's, text
+    that is not UTF-8 and malformed CSV are ValueErrors naming the file and
+    the line."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, delimiter=delimiter, strict=True)
-            next(reader)
-            width = len(names)
+            reader = csv.reader(f, delimiter=delimiter_of(path), strict=True)
+            header = [h.strip() for h in next(reader, [])]
+            keep = None if columns_of is None else columns_of(header)
             rows, lines = [], []
             for row in reader:
                 if not row:
                     continue  # a blank line
-                if len(row) != width:
+                if len(row) != len(header):
                     raise ValueError(f"{path}, line {reader.line_num}: {len(row)} values, but the "
-                                     f"header names {width} columns")
-                rows.append(row)
+                                     f"header names {len(header)} columns")
+                rows.append(row if keep is None else [row[c] for c in keep])
                 lines.append(reader.line_num)
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not a CSV file: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
         raise ValueError(f"{path}, line {reader.line_num}: {exc}") from None
+    return rows, lines
+
+
+def _read_csv_carefully(path: Path, names, target_column):
+    """read_csv through the csv module: each row checked, each bad cell named."""
+    width = len(names)
+    rows, lines = _data_rows(path)
     if not rows:
         raise ValueError(f"{path} holds a header but no rows of data")
     feature_columns = [c for c in range(width) if c != target_column]
@@ -234,32 +246,18 @@ def read_csv_rows(path: Path, feature_names):
     """float32 features (n, k) of a CSV/TSV file whose header names at least
     feature_names (a target column, or others, may be there too), for
     ``mlp predict``."""
-    delimiter = delimiter_of(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, delimiter=delimiter, strict=True)
-            header = [h.strip() for h in next(reader, [])]
-            missing = [n for n in feature_names if n not in header]
-            if missing:
-                raise ValueError(f"{path}: no column named {missing[0]!r}; the model takes the "
-                                 f"features {', '.join(feature_names[:30])}")
-            columns = [header.index(n) for n in feature_names]
-            rows, lines = [], []
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise ValueError(f"{path}, line {reader.line_num}: {len(row)} values, but "
-                                     f"the header names {len(header)} columns")
-                rows.append([row[c] for c in columns])
-                lines.append(reader.line_num)
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not a CSV file: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except csv.Error as exc:
-        raise ValueError(f"{path}, line {reader.line_num}: {exc}") from None
+    def columns_of(header):
+        missing = [n for n in feature_names if n not in header]
+        if missing:
+            raise ValueError(f"{path}: no column named {missing[0]!r}; the model takes the "
+                             f"features {', '.join(feature_names[:30])}")
+        return [header.index(n) for n in feature_names]
+
+    rows, lines = _data_rows(path, columns_of)
+    columns = range(len(feature_names))
     if not rows:
         raise ValueError(f"{path} holds no rows of data")
-    error = _first_bad_cell(rows, lines, range(len(columns)), list(feature_names), path)
+    error = _first_bad_cell(rows, lines, columns, list(feature_names), path)
     if error is not None:
         raise error
     return np.array(rows, dtype=str).astype(np.float64).astype(np.float32), lines

@@ -336,3 +336,28 @@ def gemm_peak_runner(dtype=np.float32, n=2048, via="scipy"):
         return {"seconds": dt, "calls": len(times), "gflops": flops / dt / 1e9}
 
     return run
+
+
+def sparse_problem(rows, columns, per_row, classes, seed=0):
+    """CSR float32 (rows, columns), per_row non-zeros a row (repeats within a
+    row, rare, summed), and labels that a linear model of it separates: the
+    sparse problem of bench_sparse.py and bench_sklearn.py --datasets."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    indices = np.sort(rng.choice(columns, size=(rows, per_row)), axis=1)
+    X = sp.csr_matrix((rng.uniform(0.1, 1.0, rows * per_row).astype(np.float32),
+                       indices.reshape(-1).astype(np.int32),
+                       np.arange(0, rows * per_row + 1, per_row)), shape=(rows, columns))
+    X.sum_duplicates()
+    y = np.argmax(X @ rng.normal(size=(columns, classes)).astype(np.float32), axis=1)
+    return X, y
+
+
+def steps_per_measurement(steps, overhead, target_s):
+    """Steps per measured call, from calibrate()'s (steps, overhead_s): a third
+    of the target, or, when the call has a fixed cost (mlp.train validates X on
+    each call), enough that the fixed cost is at most ~10% of the call, within
+    4x the target."""
+    work = max(target_s / 3, min(9 * overhead, 4 * target_s))
+    return max(1, round(steps * work / target_s))

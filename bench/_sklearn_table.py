@@ -97,21 +97,8 @@ def _generated(kind, rows, seed=0):
     return _standardised(*_split(X, y), regression=True)
 
 
-def sparse_problem(rows, columns, per_row, classes, seed=0):
-    """CSR float32 (rows, columns), per_row non-zeros a row, and labels that
-    a linear model of it separates (bench_sparse.py's problem)."""
-    rng = np.random.default_rng(seed)
-    indices = np.sort(rng.choice(columns, size=(rows, per_row)), axis=1)
-    X = sp.csr_matrix((rng.uniform(0.1, 1.0, rows * per_row).astype(np.float32),
-                       indices.reshape(-1).astype(np.int32),
-                       np.arange(0, rows * per_row + 1, per_row)), shape=(rows, columns))
-    X.sum_duplicates()
-    y = np.argmax(X @ rng.normal(size=(columns, classes)).astype(np.float32), axis=1)
-    return X, y
-
-
 def _sparse(rows, columns, per_row, test_rows):
-    X, y = sparse_problem(rows + test_rows, columns, per_row, 10)
+    X, y = C.sparse_problem(rows + test_rows, columns, per_row, 10)
     return X[:rows], y[:rows], X[rows:], y[rows:]
 
 

@@ -185,10 +185,7 @@ def main(argv=None):
             for name in impls:
                 C.settle(settle)
                 steps, overhead = C.calibrate(runners[name], target)
-                # mlp.train has a fixed cost per call (checks, setup): keep it
-                # at most ~10% of a call, as bench_train.py does.
-                work = max(target / 3, min(9 * overhead, 4 * target))
-                chunk = max(1, round(steps * work / target))
+                chunk = C.steps_per_measurement(steps, overhead, target)
                 cfg["steps_per_measurement"][name] = chunk
                 cases[name] = _measure(runners[name], chunk, batch, settle, target)
             groups.append((len(configs), cases))

@@ -20,22 +20,9 @@ import resource
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
 import mlp
-from _common import print_system_info, system_info
-
-
-def sparse_problem(rows, columns, per_row, classes, seed=0):
-    rng = np.random.default_rng(seed)
-    indices = np.sort(rng.choice(columns, size=(rows, per_row)), axis=1)
-    # Repeats within a row (rare) are summed by scipy's canonicalisation.
-    X = sp.csr_matrix((rng.uniform(0.1, 1.0, rows * per_row).astype(np.float32),
-                       indices.reshape(-1).astype(np.int32),
-                       np.arange(0, rows * per_row + 1, per_row)), shape=(rows, columns))
-    X.sum_duplicates()
-    y = np.argmax(X @ rng.normal(size=(columns, classes)).astype(np.float32), axis=1)
-    return X, y
+from _common import print_system_info, sparse_problem, system_info
 
 
 def peak_mb():

@@ -400,11 +400,7 @@ def main(argv=None):
         for name in impls:
             C.settle(settle)
             steps, overhead = C.calibrate(runners[name], target)
-            # Steps per call: a third of the target, or -- when the call has a
-            # fixed cost (mlp.train validates X each call) -- enough that the
-            # fixed cost is at most ~10% of the call, within 4x the target.
-            work = max(target / 3, min(9 * overhead, 4 * target))
-            chunk = max(1, round(steps * work / target))
+            chunk = C.steps_per_measurement(steps, overhead, target)
             cfg["steps_per_measurement"][name] = chunk
             cfg["call_overhead_s"][name] = overhead
             cases[name] = _measure(runners[name], chunk, cfg["batch"], settle, target)

@@ -290,21 +290,15 @@ cdef void _csr_first_layer(const _CsrRows* csr, Py_ssize_t rows, Py_ssize_t unit
 cdef void _csr_weight_gradient(const _CsrRows* csr, const floating* delta, Py_ssize_t rows,
                                Py_ssize_t units) noexcept nogil:
     """gradient_panel[j, :units] += x[i, j] * delta[i, :] over the non-zero
-    inputs j of the rows: the first layer's weight gradient, by input."""
-    cdef Py_ssize_t i, e, u, r
-    cdef floating v
-    cdef floating* row
-    cdef const floating* d
-    cdef const floating* values = <const floating*>csr.values
-    cdef floating* panel = <floating*>csr.gradient_panel
+    inputs j of the rows: the first layer's weight gradient, by input, each
+    row's deltas held in registers for all its non-zero inputs."""
+    cdef Py_ssize_t i, r, begin
     for i in range(rows):
         r = csr.first + i
-        d = delta + i * units
-        for e in range(csr.indptr[r], csr.indptr[r + 1]):
-            v = values[e]
-            row = panel + csr.indices[e] * csr.ld
-            for u in range(units):
-                row[u] += v * d[u]
+        begin = csr.indptr[r]
+        _sparse_scatter(csr.indices + begin, <const floating*>csr.values + begin,
+                        csr.indptr[r + 1] - begin, delta + i * units, units,
+                        <floating*>csr.gradient_panel, csr.ld)
 
 
 # ---------------------------------------------------------------------------

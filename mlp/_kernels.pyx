@@ -26,6 +26,7 @@
 
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
+from libc.float cimport DBL_EPSILON, FLT_EPSILON
 from libc.string cimport memcpy, memset
 
 from ._augment cimport (DistortionPlan, mlp_aug_plan, mlp_aug_distort_image,
@@ -1238,6 +1239,59 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
                                     o_pointer, network.bf16)
     _raise_if_bf16_out_of_memory()
     return total
+
+
+def clipped_log_loss(Rows rows, bint softmax, double[::1] per_row):
+    """scikit-learn's log-loss of each of rows.outputs into per_row.
+
+    The probabilities are clipped to [eps, 1 - eps] (eps of their dtype)
+    and each row's terms summed in float64: -sum_j y log p for softmax
+    outputs, else -sum_j y log p + (1 - y) log(1 - p) (logistic outputs), a
+    term whose factor is 0 counting 0 (as scipy's xlogy). The rows' weights
+    are not applied: the caller sums the rows as it needs to (L-BFGS's
+    objective, mlp/_lbfgs.py, as scikit-learn adds them up, after
+    rows_loss_and_gradients has written the outputs).
+
+    Parameters
+    ----------
+    rows : Rows
+        Its outputs (n, k) hold probabilities, its y (n, k) the targets, of
+        one float type.
+    softmax : bool
+    per_row : ndarray of float64, shape (n,)
+        Written.
+    """
+    if rows.outputs is None:
+        raise ValueError("rows.outputs must hold the outputs (rows_loss_and_gradients "
+                         "writes them); got None")
+    if rows.outputs.dtype == np.float64:
+        _clipped_log_loss[double](rows.outputs, rows.y, softmax, per_row)
+    else:
+        _clipped_log_loss[float](rows.outputs, rows.y, softmax, per_row)
+
+
+cdef int _clipped_log_loss(const floating[:, ::1] p, const floating[:, ::1] y, bint softmax,
+                           double[::1] per_row) except -1:
+    cdef floating eps = FLT_EPSILON if floating is float else DBL_EPSILON
+    cdef floating clipped
+    cdef Py_ssize_t i, j, n = p.shape[0], k = p.shape[1]
+    cdef double row, q, t
+    if y.shape[0] != n or y.shape[1] != k or per_row.shape[0] != n:
+        raise ValueError(f"rows.y must have the outputs' shape {(n, k)}, per_row {n} values")
+    with nogil:
+        for i in range(n):
+            row = 0
+            for j in range(k):
+                clipped = p[i, j]
+                clipped = eps if clipped < eps else (1 - eps if clipped > 1 - eps else clipped)
+                q = clipped
+                t = y[i, j]
+                if t != 0:
+                    row = row - t * log(q)
+                if not softmax and t != 1:
+                    row = row - (1 - t) * log(1 - q)
+            per_row[i] = row
+    return 0
 
 
 def forward(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,

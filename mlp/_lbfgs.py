@@ -5,7 +5,8 @@ loss over the samples plus ``0.5 * alpha * ||W||^2`` over the weights alone,
 both divided by the sum of the sample weights, and its gradient. For a
 classifier, the value is scikit-learn's log-loss of the output
 probabilities clipped to [eps, 1 - eps] (eps of the model's dtype), as
-scikit-learn computes it, from a forward pass of its own: the kernel's loss,
+scikit-learn computes it (``_kernels.clipped_log_loss``), from the
+outputs of the forward pass: the kernel's loss,
 exact from the logits, differs from it wherever a probability is that
 extreme, which L-BFGS's line search meets when it tries a long step (and
 which float32 meets often: -log(eps) is only 15.9 there); the kernel writes
@@ -36,7 +37,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse
-from scipy.special import xlogy
 
 from . import _kernels
 
@@ -154,8 +154,13 @@ class FullBatchObjective:
             self._to_model = sklearn_order(model.layer_sizes)
             self._to_sklearn = np.argsort(self._to_model).astype(np.intp)
         self._grads = np.empty((n_blocks, model.n_params), dtype=model.dtype)
-        self._targets = [_ClassTargets(rows.y, model.output == "softmax")
-                         for rows in self._blocks] if outputs else None
+        self._softmax = model.output == "softmax"
+        self._per_row = [np.empty(len(rows.y)) for rows in self._blocks]
+        self._penalty = np.empty(self._n_coefs)
+        self._rounded = self._weights = None
+        if model.dtype != np.float64:
+            self._rounded = np.empty(self._n_coefs, dtype=model.dtype)
+            self._weights = np.empty(self._n_coefs)
         self.n_evaluations = 0
 
     def initial_point(self):
@@ -186,6 +191,8 @@ class FullBatchObjective:
     def _summed_gradient(self):
         """The blocks' gradients added up in float64, in scikit-learn's order."""
         if not self._by_layer:
+            if len(self._grads) == 1:
+                return self._grads[0][self._to_sklearn].astype(np.float64, copy=False)
             return self._grads.sum(axis=0, dtype=np.float64)[self._to_sklearn]
         out = np.empty(self.model.n_params, dtype=np.float64)
         for n_in, n_out, start, coef, intercept in self._layers:
@@ -229,7 +236,12 @@ class FullBatchObjective:
                                                  self.chunk)
         if rows.outputs is None:
             return total
-        return self._targets[i].clipped_log_loss(rows.outputs, rows.weights)
+        per_row = self._per_row[i]
+        _kernels.clipped_log_loss(rows, self._softmax, per_row)
+        if rows.weights is None:
+            return float(per_row.sum())
+        # As scikit-learn's np.average: the rounded products, then their sum.
+        return float(np.multiply(per_row, rows.weights, out=per_row).sum())
 
     def __call__(self, x):
         """(value, gradient) at x, scikit-learn's packed order; inside :meth:`running`.
@@ -246,63 +258,24 @@ class FullBatchObjective:
         self.n_evaluations += 1
         self.set_parameters(x)
         if self._pool is None:
-            totals = [self._block(0)]
+            total = self._block(0)
         else:
-            totals = list(self._pool.map(self._block, range(len(self._blocks))))
+            total = sum(self._pool.map(self._block, range(len(self._blocks))))
         grads = self._summed_gradient()
         # The weights as the model holds them (rounded to its dtype), in
-        # float64: scikit-learn's order puts every coefs_ first.
+        # float64: scikit-learn's order puts every coefs_ first. Into
+        # buffers kept from call to call (a small network's evaluation is
+        # tens of microseconds, of which allocations were a good part).
         weights = x[:self._n_coefs]
-        if self.model.dtype != np.float64:
-            weights = weights.astype(self.model.dtype).astype(np.float64)
+        if self._rounded is not None:
+            np.copyto(self._rounded, weights, casting="same_kind")
+            np.copyto(self._weights, self._rounded)
+            weights = self._weights
         squares = float(np.dot(weights, weights))
-        value = (sum(totals) * self.loss_scale + 0.5 * self.alpha * squares) / self.weight_sum
-        grads[:self._n_coefs] += self.alpha * weights
+        value = (total * self.loss_scale + 0.5 * self.alpha * squares) / self.weight_sum
+        penalty = np.multiply(weights, self.alpha, out=self._penalty)
+        coefs = grads[:self._n_coefs]
+        coefs += penalty
         grads /= self.weight_sum
         return value, grads
 
-
-class _ClassTargets:
-    """A block's 0/1 targets, for scikit-learn's clipped log-loss: where
-    every row is one-hot (softmax) or every entry 0 or 1 (sigmoid), the
-    loss needs only the probability of each row's class (or of each
-    entry's value), which is cheaper to gather than y log p over every
-    output; the sums are the same, term by term."""
-
-    def __init__(self, Y, softmax):
-        self.Y, self.softmax = Y, softmax
-        self.columns = self.indicators = None
-        binary = bool(np.all((Y == 0) | (Y == 1)))
-        if softmax and binary and len(Y) and bool(np.all(Y.sum(axis=1) == 1)):
-            self.columns = np.argmax(Y, axis=1)
-        elif not softmax and binary:
-            self.indicators = Y.astype(bool)
-
-    def clipped_log_loss(self, P, weights):
-        """Sum over the rows of scikit-learn's log-loss of P, each row's
-        times its weight (None: 1)."""
-        if self.columns is None and self.indicators is None:
-            return _clipped_log_loss(self.Y, P, weights, self.softmax)
-        eps = np.finfo(P.dtype).eps
-        if self.columns is not None:
-            chosen = P[np.arange(len(P)), self.columns]
-            per_row = np.log(np.clip(chosen, eps, 1 - eps).astype(np.float64))
-        else:
-            clipped = np.clip(P, eps, 1 - eps).astype(np.float64)
-            per_row = np.log(np.where(self.indicators, clipped, 1 - clipped)).sum(axis=1)
-        return -float(per_row.sum() if weights is None else np.dot(per_row, weights))
-
-
-def _clipped_log_loss(Y, P, weights, softmax):
-    """Sum over the rows of scikit-learn's log-loss of probabilities P (its
-    dtype's eps clips them to [eps, 1 - eps]) for targets Y, each row's
-    times its weight (None: 1): -sum y log p for softmax outputs, else
-    -sum y log p + (1 - y) log(1 - p) (logistic outputs)."""
-    eps = np.finfo(P.dtype).eps
-    clipped = np.clip(P, eps, 1 - eps).astype(np.float64)
-    targets = Y.astype(np.float64)
-    per_unit = xlogy(targets, clipped)
-    if not softmax:
-        per_unit += xlogy(1 - targets, 1 - clipped)
-    per_row = per_unit.sum(axis=1)
-    return -float(per_row.sum() if weights is None else np.dot(per_row, weights))

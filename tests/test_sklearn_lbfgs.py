@@ -276,3 +276,35 @@ def test_lbfgs_estimators_pass_scikit_learns_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("softmax", [True, False])
+def test_clipped_log_loss_is_scikit_learns_row_by_row(dtype, softmax):
+    """_kernels.clipped_log_loss: each row's scikit-learn log-loss of the
+    outputs clipped to their dtype's [eps, 1 - eps], for 0/1 and fractional
+    targets and for probabilities at and past the clip (0, 1, tiny)."""
+    from scipy.special import xlogy
+
+    from mlp import _kernels
+
+    rng = np.random.default_rng(0)
+    n, k = 40, 4
+    P = rng.uniform(0, 1, (n, k))
+    P[:5] = [0.0, 1.0, 1e-30, 0.5]
+    if softmax:
+        P /= P.sum(axis=1, keepdims=True)
+    P = P.astype(dtype)
+    Y = np.eye(k)[rng.integers(0, k, n)]
+    Y[-5:] = rng.uniform(0, 1, (5, k))
+    Y = Y.astype(dtype)
+    eps = np.finfo(dtype).eps
+    clipped = np.clip(P, eps, 1 - eps).astype(np.float64)
+    terms = xlogy(Y.astype(np.float64), clipped)
+    if not softmax:
+        terms += xlogy(1 - Y.astype(np.float64), 1 - clipped)
+    per_row = np.empty(n)
+    _kernels.clipped_log_loss(_kernels.Rows(P, Y, None, P), softmax, per_row)
+    np.testing.assert_allclose(per_row, -terms.sum(axis=1), rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match="outputs"):
+        _kernels.clipped_log_loss(_kernels.Rows(P, Y), softmax, per_row)

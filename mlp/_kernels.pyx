@@ -253,7 +253,10 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
                 _round_to_bf16(delta, n * fout)
                 _csr_weight_gradient(csr, delta, n, fout)
                 break
-            _csr_weight_gradient(csr, delta, n, fout)
+            if csr.deltas != NULL:
+                _keep_deltas(csr, delta, n, fout)
+            else:
+                _csr_weight_gradient(csr, delta, n, fout)
         else:
             _weight_gemm(False, False, acts[l], delta, fin, fout, 0, fout, n, 1,
                          1 if accumulate else 0, grads + off, bf16)
@@ -273,6 +276,16 @@ cdef struct _CsrRows:
     const void* panel
     void* gradient_panel
     Py_ssize_t ld
+    # The first-layer weight gradient stays in gradient_panel (the caller's
+    # FirstLayerPanels), not transposed into grads.
+    bint gradient_by_input
+    # With deltas (not NULL): each chunk's first-layer deltas are kept there,
+    # (rows, ld), and the weight gradient is added up by column at the end,
+    # from the CSC lists (column_starts, column_rows, column_values).
+    void* deltas
+    const int64_t* column_starts
+    const int32_t* column_rows
+    const void* column_values
 
 
 cdef void _csr_first_layer(const _CsrRows* csr, Py_ssize_t rows, Py_ssize_t units,
@@ -300,6 +313,27 @@ cdef void _csr_weight_gradient(const _CsrRows* csr, const floating* delta, Py_ss
         _sparse_scatter(csr.indices + begin, <const floating*>csr.values + begin,
                         csr.indptr[r + 1] - begin, delta + i * units, units,
                         <floating*>csr.gradient_panel, csr.ld)
+
+
+cdef void _keep_deltas(const _CsrRows* csr, const floating* delta, Py_ssize_t rows,
+                       Py_ssize_t units) noexcept nogil:
+    """The next `rows` rows' first-layer deltas (rows, units) into csr.deltas."""
+    cdef Py_ssize_t i
+    cdef floating* kept = <floating*>csr.deltas + csr.first * csr.ld
+    for i in range(rows):
+        memcpy(kept + i * csr.ld, delta + i * units, units * sizeof(floating))
+
+
+cdef void _csr_weight_gradient_by_column(const _CsrRows* csr, const floating* deltas,
+                                         Py_ssize_t d, Py_ssize_t units) noexcept nogil:
+    """gradient_panel[j, :units] = sum over the rows i in which input j is
+    non-zero of x[i, j] * deltas[i, :]: from the CSC lists and the kept
+    deltas, each row of the panel written once."""
+    cdef Py_ssize_t j, begin
+    for j in range(d):
+        begin = csr.column_starts[j]
+        _sparse_gather(csr.column_rows + begin, <const floating*>csr.column_values + begin,
+                       csr.column_starts[j + 1] - begin, deltas, csr.ld, units, <floating*>csr.gradient_panel + j * csr.ld)
 
 
 # ---------------------------------------------------------------------------
@@ -362,7 +396,9 @@ cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L
         start += rows
     if csr != NULL:
         csr.first = first
-        if want_gradients:
+        if want_gradients and csr.deltas != NULL:
+            _csr_weight_gradient_by_column(csr, <const floating*>csr.deltas, d, units)
+        if want_gradients and not csr.gradient_by_input:
             _transposed_update(<const floating*>csr.gradient_panel, csr.ld, d, units, 1, 0,
                                grads)
     return total
@@ -532,6 +568,7 @@ cdef class CsrMatrix:
     n_columns : int
     """
     cdef readonly object data, indices, indptr, shape
+    cdef readonly object column_starts, column_rows, column_values
 
     def __init__(self, data, indices, indptr, Py_ssize_t n_columns):
         self.data = _contiguous(data, "data", data.dtype if getattr(data, "dtype", None)
@@ -551,6 +588,70 @@ cdef class CsrMatrix:
     @property
     def dtype(self):
         return self.data.dtype
+
+    def index_columns(self):
+        """List the non-zeros by column too: column j's are column_rows[a:b]
+        (their rows, increasing) and column_values[a:b], a, b =
+        column_starts[j:j + 1]. The first layer's weight gradient by input
+        reads them (rows_loss_and_gradients with FirstLayerPanels that hold
+        deltas). Returns self."""
+        n, d = self.shape
+        order = np.argsort(self.indices, kind="stable")
+        rows = np.repeat(np.arange(n, dtype=np.int32), np.diff(self.indptr))
+        starts = np.zeros(d + 1, np.int64)
+        np.cumsum(np.bincount(self.indices, minlength=d), out=starts[1:])
+        self.column_rows = np.ascontiguousarray(rows[order])
+        self.column_values = np.ascontiguousarray(self.data[order])
+        self.column_starts = starts
+        return self
+
+
+cdef class FirstLayerPanels:
+    """The first layer's weights and weight gradient kept by input, for
+    rows_loss_and_gradients on CsrMatrix rows: several calls (a worker's
+    block each) read one weights panel, which their caller fills once (L-BFGS,
+    mlp/_lbfgs.py, from its own layout, without a transpose), and each call
+    leaves its gradient in its own panel rather than in grads.
+
+    Parameters
+    ----------
+    network : Network
+        The panels' shape: (sizes[0], sizes[1] rounded up to a cache line)
+        of the parameters' type.
+    weights : ndarray, optional
+        Another FirstLayerPanels' weights, to share; by default new zeros.
+    rows : int, optional
+        With rows > 0, room for the first layer's deltas of that many rows:
+        calls on a CsrMatrix of at most that many rows whose columns are
+        indexed (CsrMatrix.index_columns) then add up the weight gradient
+        input by input, from the columns, once their deltas are all known
+        (each gradient row written once), rather than row by row.
+
+    Attributes
+    ----------
+    weights : ndarray, shape (n_inputs, ld)
+        weights[j, u] is the weight from input j to unit u; the columns from
+        sizes[1] on are zeros, and must stay so.
+    gradient : ndarray, shape (n_inputs, ld)
+        The first layer's weight gradient of the last call, by input.
+    deltas : ndarray, shape (rows, ld), or None
+    """
+    cdef readonly object weights, gradient, deltas
+
+    def __init__(self, Network network, weights=None, Py_ssize_t rows=0):
+        dtype = np.float64 if network.is_double else np.float32
+        line = 64 // np.dtype(dtype).itemsize
+        shape = (max(int(network.sizes[0]), 1), -(-int(network.sizes[1]) // line) * line)
+        if weights is None:
+            weights = np.zeros(shape, dtype)
+        elif not isinstance(weights, np.ndarray) or weights.shape != shape \
+                or weights.dtype != dtype or not weights.flags.c_contiguous:
+            raise ValueError(f"weights must be a C-contiguous {np.dtype(dtype).name} array of "
+                             f"shape {shape} (FirstLayerPanels(network).weights)")
+        self.weights = weights
+        self.gradient = np.zeros(shape, dtype)
+        # Zeros: the padding columns are read (whole vectors) and never written.
+        self.deltas = np.zeros((rows, shape[1]), dtype) if rows > 0 else None
 
 
 cdef class TrainingData:
@@ -1139,22 +1240,28 @@ cdef class Rows:
 
 
 def rows_loss_and_gradients(Network network, int loss, Rows rows, grads, work,
-                            Py_ssize_t chunk):
+                            Py_ssize_t chunk, FirstLayerPanels panels=None):
     """Summed (weighted) loss over `rows`, `chunk` rows at a time; unless
     grads is None, its gradient into grads (laid out like the params);
     unless rows.outputs is None, the outputs into it. work must hold
     workspace_size(sizes, chunk) elements. A CsrMatrix's rows take in
     addition two arrays of (n_inputs, units of the first layer, rounded up
-    to a cache line): the first layer's weights and its gradient by input."""
+    to a cache line): the first layer's weights and its gradient by input,
+    made for the call unless panels (FirstLayerPanels of this network) are
+    given: then the first layer's weights are read from panels.weights (not
+    from the parameters) and its weight gradient is left in
+    panels.gradient (grads' place for it is not written). Not with
+    compute_dtype="bfloat16"."""
     if network.is_double:
         return _rows_loss_and_gradients[double](network.params, network, loss, rows,
-                                                grads, work, chunk)
+                                                grads, work, chunk, panels)
     return _rows_loss_and_gradients[float](network.params, network, loss, rows, grads, work,
-                                           chunk)
+                                           chunk, panels)
 
 
 cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int loss,
-                                     Rows rows, grads, work, Py_ssize_t chunk) except? -1:
+                                     Rows rows, grads, work, Py_ssize_t chunk,
+                                     FirstLayerPanels panels) except? -1:
     cdef const Py_ssize_t[::1] sizes = network.sizes
     cdef int L = <int>sizes.shape[0] - 1
     cdef Py_ssize_t d = sizes[0], units = sizes[1], k = sizes[L]
@@ -1170,6 +1277,10 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
     cdef const int64_t[::1] indptr
     cdef floating[:, ::1] panel
     cdef floating[:, ::1] gradient_panel
+    cdef floating[:, ::1] deltas
+    cdef const int64_t[::1] column_starts
+    cdef const int32_t[::1] column_rows
+    cdef const floating[::1] column_values
     cdef floating[::1] rounded_values
     cdef _CsrRows csr
     cdef _CsrRows* csr_pointer = NULL
@@ -1196,8 +1307,17 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
         if rows.x.shape[1] != d:
             raise ValueError(f"x must have {d} columns")
         csr.ld = (units + line - 1) // line * line
-        panel = np.empty((max(d, 1), csr.ld), dtype=rows.x.dtype)
-        _transpose_units(&params[0], d, 0, units, &panel[0, 0], csr.ld)
+        csr.gradient_by_input = panels is not None
+        if panels is not None:
+            if network.bf16:
+                raise ValueError("panels are for networks that compute in their parameters' "
+                                 "type, not compute_dtype='bfloat16'")
+            if panels.weights.shape != (max(d, 1), csr.ld) or panels.weights.dtype != rows.x.dtype:
+                raise ValueError("panels must be FirstLayerPanels(network) of this network")
+            panel = panels.weights
+        else:
+            panel = np.empty((max(d, 1), csr.ld), dtype=rows.x.dtype)
+            _transpose_units(&params[0], d, 0, units, &panel[0, 0], csr.ld)
         csr.indptr = &indptr[0]
         csr.indices = &indices[0] if indices.shape[0] else NULL
         csr.values = &data[0] if data.shape[0] else NULL
@@ -1211,8 +1331,28 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
                 csr.values = &rounded_values[0]
         csr.first = 0
         csr.panel = &panel[0, 0]
+        csr.deltas = NULL
         if grads is not None:
-            gradient_panel = np.zeros((max(d, 1), csr.ld), dtype=rows.x.dtype)
+            if panels is not None:
+                gradient_panel = panels.gradient
+                if panels.deltas is not None and rows.x.column_starts is not None \
+                        and n > 0 and panels.deltas.shape[0] >= n \
+                        and panels.deltas.dtype == rows.x.dtype:
+                    # Every row of the panel is written at the end.
+                    deltas = panels.deltas
+                    column_starts = rows.x.column_starts
+                    column_rows = rows.x.column_rows
+                    column_values = rows.x.column_values
+                    csr.deltas = &deltas[0, 0]
+                    csr.column_starts = &column_starts[0]
+                    csr.column_rows = &column_rows[0] if column_rows.shape[0] else NULL
+                    csr.column_values = (&column_values[0] if column_values.shape[0]
+                                         else NULL)
+                else:
+                    memset(&gradient_panel[0, 0], 0, gradient_panel.shape[0] * csr.ld
+                           * sizeof(floating))
+            else:
+                gradient_panel = np.zeros((max(d, 1), csr.ld), dtype=rows.x.dtype)
             csr.gradient_panel = &gradient_panel[0, 0]
         csr_pointer = &csr
     else:

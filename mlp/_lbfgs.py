@@ -95,7 +95,9 @@ class FullBatchObjective:
     Parameters
     ----------
     model : mlp.Model
-        The network; its parameters are overwritten by each evaluation.
+        The network; its parameters are overwritten by each evaluation (with
+        sparse X and a big network, all but the first layer's weights, which
+        go to a panel: :meth:`set_parameters` writes them all).
     X : ndarray or scipy.sparse CSR matrix of the model's dtype, shape (n_samples, n_inputs)
         C-contiguous (dense) and checked (finite).
     Y : ndarray of the model's dtype, shape (n_samples, n_outputs)
@@ -154,6 +156,27 @@ class FullBatchObjective:
             self._to_model = sklearn_order(model.layer_sizes)
             self._to_sklearn = np.argsort(self._to_model).astype(np.intp)
         self._grads = np.empty((n_blocks, model.n_params), dtype=model.dtype)
+        # Sparse X and a big network: the blocks read the first layer's
+        # weights from one panel by input, which each evaluation fills from
+        # x's coefs_[0] (the same layout: no transpose), and leave their
+        # first-layer gradients in panels of that layout, which are added
+        # straight into scikit-learn's order. Otherwise each block would
+        # transpose the weights into a panel of its own, and its gradient
+        # back, and this class would transpose both again.
+        self._panels = None
+        # Each block's first-layer gradient is then added up input by input
+        # from its columns (index_columns: built once here), once the
+        # deltas of all its rows are known: a gradient row is written once,
+        # where adding each row's deltas into the rows of its non-zero
+        # inputs reads and writes one for every non-zero.
+        if sparse and self._by_layer and model.compute_dtype is None:
+            network = model.kernel_network
+            shared = None
+            self._panels = []
+            for rows in self._blocks:
+                rows.x.index_columns()
+                self._panels.append(_kernels.FirstLayerPanels(network, shared, len(rows.y)))
+                shared = self._panels[0].weights
         self._softmax = model.output == "softmax"
         self._per_row = [np.empty(len(rows.y)) for rows in self._blocks]
         self._penalty = np.empty(self._n_coefs)
@@ -178,14 +201,22 @@ class FullBatchObjective:
 
     def set_parameters(self, x):
         """Write x (scikit-learn's packed order) into the model."""
+        self._set_parameters(x, False)
+
+    def _set_parameters(self, x, first_into_panel):
+        """x into the model; with first_into_panel, the first layer's weights
+        into the shared panel instead (where the blocks read them)."""
         params = self.model.parameters
         if not self._by_layer:
             params[...] = x[self._to_model]
             return
-        for n_in, n_out, start, coef, intercept in self._layers:
+        for layer, (n_in, n_out, start, coef, intercept) in enumerate(self._layers):
             weights = start + n_in * n_out
-            params[start:weights].reshape(n_out, n_in)[...] = \
-                x[coef:coef + n_in * n_out].reshape(n_in, n_out).T
+            coefs = x[coef:coef + n_in * n_out].reshape(n_in, n_out)
+            if layer == 0 and first_into_panel:
+                np.copyto(self._panels[0].weights[:, :n_out], coefs, casting="same_kind")
+            else:
+                params[start:weights].reshape(n_out, n_in)[...] = coefs.T
             params[weights:weights + n_out] = x[intercept:intercept + n_out]
 
     def _summed_gradient(self):
@@ -195,14 +226,20 @@ class FullBatchObjective:
                 return self._grads[0][self._to_sklearn].astype(np.float64, copy=False)
             return self._grads.sum(axis=0, dtype=np.float64)[self._to_sklearn]
         out = np.empty(self.model.n_params, dtype=np.float64)
-        for n_in, n_out, start, coef, intercept in self._layers:
+        for layer, (n_in, n_out, start, coef, intercept) in enumerate(self._layers):
             weights = start + n_in * n_out
             coefs = out[coef:coef + n_in * n_out].reshape(n_in, n_out)
             intercepts = out[intercept:intercept + n_out]
-            coefs[...] = self._grads[0, start:weights].reshape(n_out, n_in).T
+            if layer == 0 and self._panels is not None:
+                coefs[...] = self._panels[0].gradient[:, :n_out]
+                for panels in self._panels[1:]:
+                    coefs += panels.gradient[:, :n_out]
+            else:
+                coefs[...] = self._grads[0, start:weights].reshape(n_out, n_in).T
+                for grads in self._grads[1:]:
+                    coefs += grads[start:weights].reshape(n_out, n_in).T
             intercepts[...] = self._grads[0, weights:weights + n_out]
             for grads in self._grads[1:]:
-                coefs += grads[start:weights].reshape(n_out, n_in).T
                 intercepts += grads[weights:weights + n_out]
         return out
 
@@ -233,7 +270,9 @@ class FullBatchObjective:
         rows = self._blocks[i]
         total = _kernels.rows_loss_and_gradients(self.model.kernel_network, self.loss_code,
                                                  rows, self._grads[i], self._works[i],
-                                                 self.chunk)
+                                                 self.chunk,
+                                                 None if self._panels is None
+                                                 else self._panels[i])
         if rows.outputs is None:
             return total
         per_row = self._per_row[i]
@@ -256,7 +295,7 @@ class FullBatchObjective:
         gradient : ndarray of float64, shape (n_params,)
         """
         self.n_evaluations += 1
-        self.set_parameters(x)
+        self._set_parameters(x, self._panels is not None)
         if self._pool is None:
             total = self._block(0)
         else:

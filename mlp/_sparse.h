@@ -516,6 +516,35 @@ static void mlp_sparse_scatter_d(const int32_t *inputs, const double *values, pt
     mlp_sparse_scatter_narrow_d(inputs, values, count, delta, units, panel, ld);
 }
 
+/* The row sums of MLP_DEFINE_SPARSE_ROW with each product rounded before
+ * it is added (MLP_NO_CONTRACT), for the first layer's weight gradient by
+ * input: panel row j of the gradient is the sum, over the rows in which
+ * input j is non-zero (inputs: those rows, in order), of the value times
+ * the row's deltas (panel: the deltas, one row of ld per row). The same
+ * sums, in the same order and rounding, as MLP_DEFINE_SPARSE_SCATTER's; a
+ * gradient row is written once, where the scatter reads and writes a row
+ * for every non-zero. */
+MLP_DEFINE_SPARSE_ROW(mlp_sparse_gather_narrow_f, MLP_MULTIVERSION MLP_NO_CONTRACT, float,
+                      mlp_vec8f, 8, MLP_SPARSE_BLOCK)
+MLP_DEFINE_SPARSE_ROW(mlp_sparse_gather_d, MLP_MULTIVERSION MLP_NO_CONTRACT, double, mlp_vec4d,
+                      4, MLP_SPARSE_BLOCK)
+#ifdef MLP_SPARSE_AVX2
+MLP_DEFINE_SPARSE_ROW(mlp_sparse_gather_wide_f, __attribute__((target("avx512f"))) MLP_NO_CONTRACT,
+                      float, mlp_vec16f, 16, MLP_SPARSE_WIDE_BLOCK)
+#endif
+
+static void mlp_sparse_gather_f(const int32_t *inputs, const float *values, ptrdiff_t count,
+                                const float *panel, ptrdiff_t ld, ptrdiff_t units, float *z)
+{
+#ifdef MLP_SPARSE_AVX2
+    if (mlp_sparse_wide) {
+        mlp_sparse_gather_wide_f(inputs, values, count, panel, ld, units, z, 0);
+        return;
+    }
+#endif
+    mlp_sparse_gather_narrow_f(inputs, values, count, panel, ld, units, z, 0);
+}
+
 /* Whether the float sums take 16-float vectors: wide = 1 asks for them
  * (granted only where the CPU has AVX-512F), 0 for 8-float vectors; returns
  * the setting now in force. For the tests and benchmarks, which compare the

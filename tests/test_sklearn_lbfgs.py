@@ -166,6 +166,59 @@ def test_big_networks_permuted_layer_by_layer_get_the_same_value_and_gradient(
         np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("sizes, output, loss", [
+    ([30, 40, 7], "softmax", "cross_entropy"),
+    ([30, 20, 9, 3], "sigmoid", "binary_cross_entropy"),
+    ([30, 5, 2], "identity", "mse")])
+def test_sparse_big_networks_keep_the_first_layer_in_shared_panels(monkeypatch, dtype, sizes,
+                                                                   output, loss):
+    """Sparse X and many parameters: the blocks read the first layer's
+    weights from one panel that the objective fills, and leave its gradient
+    in panels of scikit-learn's layout, added up by column from the kept
+    deltas (or, without room for them, row by row). Value and gradient are
+    those of the per-block panels bit for bit, and set_parameters still
+    writes every parameter into the model."""
+    import scipy.sparse as sp
+
+    import mlp
+    from mlp import _kernels
+
+    rng = np.random.default_rng(1)
+    model = mlp.Model(sizes, output=output, dtype=dtype, seed=0)
+    start = model.parameters.copy()
+    X = rng.standard_normal((70, sizes[0]))
+    X[rng.random(X.shape) < 0.8] = 0
+    X = sp.csr_matrix(X.astype(dtype))
+    Y = {"softmax": lambda: np.eye(sizes[-1])[rng.integers(0, sizes[-1], 70)],
+         "sigmoid": lambda: (rng.random((70, sizes[-1])) < 0.5).astype(float),
+         "identity": lambda: rng.standard_normal((70, sizes[-1]))}[output]().astype(dtype)
+    weight = rng.uniform(0.5, 2, 70)
+    results = []
+    for shared in ("none", "by column", "by row"):
+        monkeypatch.setattr(_lbfgs, "_BY_LAYER_PARAMS", 0)
+        model.parameters[...] = start
+        objective = _lbfgs.FullBatchObjective(model, X, Y, _kernels.LOSSES[loss], weight, 0.01,
+                                              1.0, 2)
+        assert objective._panels is not None
+        assert all(panels.deltas is not None for panels in objective._panels)
+        if shared == "none":
+            objective._panels = None
+        elif shared == "by row":
+            first = _kernels.FirstLayerPanels(model.kernel_network)
+            objective._panels = [first, _kernels.FirstLayerPanels(model.kernel_network,
+                                                                  first.weights)]
+        x = objective.initial_point()
+        with objective.running():
+            value, gradient = objective(1.1 * x)
+            again = objective(1.2 * x)
+        objective.set_parameters(1.1 * x)
+        results.append((x, value, gradient, *again, model.parameters.copy()))
+    for other in results[1:]:
+        for first, second in zip(results[0], other):
+            np.testing.assert_array_equal(first, second)
+
+
 def test_float32_reaches_a_solution_as_good_as_scikit_learns():
     X, y = _classification(3, n=200)
     params = dict(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=200, random_state=0)

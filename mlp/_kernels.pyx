@@ -296,9 +296,9 @@ cdef void _csr_first_layer(const _CsrRows* csr, Py_ssize_t rows, Py_ssize_t unit
     for i in range(rows):
         r = csr.first + i
         begin = csr.indptr[r]
-        _sparse_row(csr.indices + begin, <const floating*>csr.values + begin,
-                    csr.indptr[r + 1] - begin, <const floating*>csr.panel, csr.ld, units,
-                    z + i * units)
+        _sparse_row_ahead(csr.indices + begin, <const floating*>csr.values + begin,
+                          csr.indptr[r + 1] - begin, <const floating*>csr.panel, csr.ld,
+                          units, z + i * units)
 
 
 cdef void _csr_weight_gradient(const _CsrRows* csr, const floating* delta, Py_ssize_t rows,

@@ -43,6 +43,9 @@ typedef double mlp_vec4d __attribute__((vector_size(32), aligned(8)));
 #define MLP_SPARSE_BLOCK 8
 #define MLP_SPARSE_WIDE_BLOCK 10
 
+/* Entries ahead whose panel rows MLP_DEFINE_SPARSE_ROW_AHEAD prefetches. */
+#define MLP_SPARSE_AHEAD 8
+
 /* x (d,) -> the indices and values of its entries whose bits are not all
  * zero; returns their number, and sets *nonfinite to 1 if one of them is
  * NaN or infinite (all exponent bits set): inference checks its input here,
@@ -85,7 +88,8 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values,      
 }
 
 /* NV accumulators of one vector each, over every non-zero input, starting
- * from dst (add) or from zero. */
+ * from dst (add) or from zero; with ahead > 0 (a constant), the lines of the
+ * panel's row of the input `ahead` entries on are asked for meanwhile. */
 #define MLP_SPARSE_ACCUMULATE(VEC, NV)                                          \
     {                                                                           \
         VEC acc[NV];                                                            \
@@ -93,6 +97,12 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values,      
             acc[v] = add ? dst[v] : (VEC){0};                                   \
         for (ptrdiff_t e = 0; e < count; e++) {                                 \
             const VEC *w = (const VEC *)(panel + (ptrdiff_t)inputs[e] * ld + u0);  \
+            if (ahead > 0 && e + ahead < count) {                               \
+                const char *next = (const char *)(panel + (ptrdiff_t)inputs[e + ahead] * ld \
+                                                  + u0);                        \
+                for (int b = 0; b < NV * (int)sizeof(VEC); b += 64)             \
+                    __builtin_prefetch(next + b);                               \
+            }                                                                   \
             for (int v = 0; v < NV; v++)                                        \
                 acc[v] += values[e] * w[v];                                     \
         }                                                                       \
@@ -106,10 +116,17 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values,      
  * units; each unit's sum is added up in the same order whatever the vector
  * width, so the results are the same too. */
 #define MLP_DEFINE_SPARSE_ROW(NAME, ATTRIBUTES, T, VEC, LANES, BLOCK)          \
+    MLP_DEFINE_SPARSE_ROW_AHEAD(NAME, ATTRIBUTES, T, VEC, LANES, BLOCK, 0)
+
+/* The same, prefetching the panel's rows AHEAD entries on: where the panel
+ * is far bigger than the L2 (the full-batch path's 20,000-input panels),
+ * each row is a wait on the L3 otherwise. */
+#define MLP_DEFINE_SPARSE_ROW_AHEAD(NAME, ATTRIBUTES, T, VEC, LANES, BLOCK, AHEAD) \
 ATTRIBUTES                                                                      \
 static void NAME(const int32_t *inputs, const T *values, ptrdiff_t count,       \
                  const T *panel, ptrdiff_t ld, ptrdiff_t units, T *z, int add)  \
 {                                                                               \
+    const ptrdiff_t ahead = AHEAD;                                              \
     const ptrdiff_t step = BLOCK * LANES;                                       \
     VEC tail[10];   /* 10, not BLOCK: no case of the switch below reads past it */ \
     for (ptrdiff_t u0 = 0; u0 < units; u0 += step) {                            \
@@ -524,14 +541,34 @@ static void mlp_sparse_scatter_d(const int32_t *inputs, const double *values, pt
  * sums, in the same order and rounding, as MLP_DEFINE_SPARSE_SCATTER's; a
  * gradient row is written once, where the scatter reads and writes a row
  * for every non-zero. */
-MLP_DEFINE_SPARSE_ROW(mlp_sparse_gather_narrow_f, MLP_MULTIVERSION MLP_NO_CONTRACT, float,
-                      mlp_vec8f, 8, MLP_SPARSE_BLOCK)
-MLP_DEFINE_SPARSE_ROW(mlp_sparse_gather_d, MLP_MULTIVERSION MLP_NO_CONTRACT, double, mlp_vec4d,
-                      4, MLP_SPARSE_BLOCK)
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_gather_narrow_f, MLP_MULTIVERSION MLP_NO_CONTRACT, float,
+                            mlp_vec8f, 8, MLP_SPARSE_BLOCK, MLP_SPARSE_AHEAD)
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_gather_d, MLP_MULTIVERSION MLP_NO_CONTRACT, double,
+                            mlp_vec4d, 4, MLP_SPARSE_BLOCK, MLP_SPARSE_AHEAD)
+/* The first layer's sums of the full-batch path (CSR rows, a big panel). */
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_row_ahead_narrow_f, MLP_MULTIVERSION, float, mlp_vec8f, 8,
+                            MLP_SPARSE_BLOCK, MLP_SPARSE_AHEAD)
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_row_ahead_d, MLP_MULTIVERSION, double, mlp_vec4d, 4,
+                            MLP_SPARSE_BLOCK, MLP_SPARSE_AHEAD)
 #ifdef MLP_SPARSE_AVX2
-MLP_DEFINE_SPARSE_ROW(mlp_sparse_gather_wide_f, __attribute__((target("avx512f"))) MLP_NO_CONTRACT,
-                      float, mlp_vec16f, 16, MLP_SPARSE_WIDE_BLOCK)
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_gather_wide_f,
+                            __attribute__((target("avx512f"))) MLP_NO_CONTRACT, float,
+                            mlp_vec16f, 16, MLP_SPARSE_WIDE_BLOCK, MLP_SPARSE_AHEAD)
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_row_ahead_wide_f, __attribute__((target("avx512f"))),
+                            float, mlp_vec16f, 16, MLP_SPARSE_WIDE_BLOCK, MLP_SPARSE_AHEAD)
 #endif
+
+static void mlp_sparse_row_ahead_f(const int32_t *inputs, const float *values, ptrdiff_t count,
+                                   const float *panel, ptrdiff_t ld, ptrdiff_t units, float *z)
+{
+#ifdef MLP_SPARSE_AVX2
+    if (mlp_sparse_wide) {
+        mlp_sparse_row_ahead_wide_f(inputs, values, count, panel, ld, units, z, 0);
+        return;
+    }
+#endif
+    mlp_sparse_row_ahead_narrow_f(inputs, values, count, panel, ld, units, z, 0);
+}
 
 static void mlp_sparse_gather_f(const int32_t *inputs, const float *values, ptrdiff_t count,
                                 const float *panel, ptrdiff_t ld, ptrdiff_t units, float *z)

@@ -46,6 +46,11 @@ cdef extern from "_sparse.h" nogil:
     void mlp_sparse_gather_d(const int32_t* inputs, const double* values, Py_ssize_t count,
                              const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z,
                              int add)
+    void mlp_sparse_row_ahead_f(const int32_t* inputs, const float* values, Py_ssize_t count,
+                                const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z)
+    void mlp_sparse_row_ahead_d(const int32_t* inputs, const double* values, Py_ssize_t count,
+                                const double* panel, Py_ssize_t ld, Py_ssize_t units,
+                                double* z, int add)
     void mlp_sparse_block_f(const int32_t* inputs, const float* values, Py_ssize_t stride,
                             const Py_ssize_t* count, Py_ssize_t rows, Py_ssize_t d,
                             const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z,
@@ -123,6 +128,16 @@ cdef inline void _sparse_gather(const int32_t* rows, const floating* values,
         mlp_sparse_gather_f(rows, values, count, deltas, ld, units, out)
     else:
         mlp_sparse_gather_d(rows, values, count, deltas, ld, units, out, 0)
+
+
+cdef inline void _sparse_row_ahead(const int32_t* inputs, const floating* values,
+                                   Py_ssize_t count, const floating* panel, Py_ssize_t ld,
+                                   Py_ssize_t units, floating* z) noexcept nogil:
+    """_sparse_row's sums, prefetching the panel's rows ahead (big panels)."""
+    if floating is float:
+        mlp_sparse_row_ahead_f(inputs, values, count, panel, ld, units, z)
+    else:
+        mlp_sparse_row_ahead_d(inputs, values, count, panel, ld, units, z, 0)
 
 
 cdef inline void _sparse_block(const int32_t* inputs, const floating* values,

@@ -596,14 +596,35 @@ cdef class CsrMatrix:
         reads them (rows_loss_and_gradients with FirstLayerPanels that hold
         deltas). Returns self."""
         n, d = self.shape
-        order = np.argsort(self.indices, kind="stable")
-        rows = np.repeat(np.arange(n, dtype=np.int32), np.diff(self.indptr))
         starts = np.zeros(d + 1, np.int64)
         np.cumsum(np.bincount(self.indices, minlength=d), out=starts[1:])
-        self.column_rows = np.ascontiguousarray(rows[order])
-        self.column_values = np.ascontiguousarray(self.data[order])
-        self.column_starts = starts
+        column_rows = np.empty(len(self.indices), np.int32)
+        column_values = np.empty_like(self.data)
+        if self.data.dtype == np.float64:
+            _list_by_column[double](self.data, self.indices, self.indptr, starts, column_rows,
+                                    column_values)
+        else:
+            _list_by_column[float](self.data, self.indices, self.indptr, starts, column_rows,
+                                   column_values)
+        self.column_rows, self.column_values, self.column_starts = (column_rows, column_values,
+                                                                    starts)
         return self
+
+
+cdef void _list_by_column(const floating[::1] data, const int32_t[::1] indices,
+                          const int64_t[::1] indptr, const int64_t[::1] starts,
+                          int32_t[::1] column_rows, floating[::1] column_values) noexcept:
+    """A counting sort of the entries by column (starts: where each column's
+    begin), rows in increasing order within each."""
+    cdef Py_ssize_t r, e, at
+    cdef int64_t[::1] next_at = np.array(starts[:len(starts) - 1], dtype=np.int64)
+    with nogil:
+        for r in range(indptr.shape[0] - 1):
+            for e in range(indptr[r], indptr[r + 1]):
+                at = next_at[indices[e]]
+                next_at[indices[e]] = at + 1
+                column_rows[at] = <int32_t>r
+                column_values[at] = data[e]
 
 
 cdef class FirstLayerPanels:

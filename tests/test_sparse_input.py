@@ -363,3 +363,22 @@ def test_csr_first_layer_weight_gradient_sums_each_entry_over_the_rows_in_order(
         expected[csr.indices[begin:end]] += csr.data[begin:end, None] * delta[i]
     np.testing.assert_array_equal(grads[:units * d].reshape(units, d), expected.T)
     np.testing.assert_allclose(grads[units * d:], delta.sum(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_csr_matrix_lists_its_non_zeros_by_column_as_scipys_csc(dtype):
+    """CsrMatrix.index_columns: each column's rows in increasing order and
+    their values, where scipy's canonical CSC form has them; an empty matrix
+    has empty columns."""
+    X = sp.random(60, 45, density=0.1, format="csr", random_state=2, dtype=np.float64)
+    X = X.astype(dtype)
+    rows = _kernels.CsrMatrix(X.data, X.indices.astype(np.int32), X.indptr.astype(np.int64),
+                              45).index_columns()
+    C = X.tocsc()
+    C.sort_indices()
+    np.testing.assert_array_equal(rows.column_starts, C.indptr)
+    np.testing.assert_array_equal(rows.column_rows, C.indices)
+    np.testing.assert_array_equal(rows.column_values, C.data)
+    empty = _kernels.CsrMatrix(np.zeros(0, dtype), np.zeros(0, np.int32), np.zeros(4, np.int64),
+                               5).index_columns()
+    np.testing.assert_array_equal(empty.column_starts, np.zeros(6))

@@ -47,6 +47,10 @@ _CHUNK = 1024
 # buffers, unused here), so the chunk shrinks with the number of inputs to
 # keep that room near this many elements.
 _SPARSE_CHUNK_ELEMENTS = 2 ** 21
+# Sparse X: a block's first-layer deltas are kept (for its gradient by
+# column) when they take at most twice its non-zeros' column listing, or
+# this many bytes.
+_DELTAS_BYTES = 64 * 2 ** 20
 # From this many parameters on, the vector is permuted layer by layer (see
 # FullBatchObjective.__init__); below it, one gather is quicker in Python.
 _BY_LAYER_PARAMS = 50_000
@@ -59,6 +63,17 @@ def _csr_block(X):
     X.sum_duplicates()
     return _kernels.CsrMatrix(X.data, X.indices.astype(np.int32, copy=False),
                               X.indptr.astype(np.int64, copy=False), X.shape[1])
+
+
+def _keeps_deltas(x, units):
+    """Whether a block of sparse rows x (CsrMatrix) keeps its first-layer
+    deltas, (rows, units rounded up to a cache line), for its gradient by
+    column: where they take at most twice the column listing of its
+    non-zeros, or _DELTAS_BYTES."""
+    itemsize = x.dtype.itemsize
+    line = 64 // itemsize
+    deltas = x.shape[0] * -(-units // line) * line * itemsize
+    return deltas <= max(2 * len(x.data) * (4 + itemsize), _DELTAS_BYTES)
 
 
 def sklearn_order(layer_sizes):
@@ -169,13 +184,19 @@ class FullBatchObjective:
         # deltas of all its rows are known: a gradient row is written once,
         # where adding each row's deltas into the rows of its non-zero
         # inputs reads and writes one for every non-zero.
+        # The deltas take (rows, units) of the block: where that would be
+        # far more than the matrix itself (many units, few non-zeros a row),
+        # the gradient is added up row by row instead.
         if sparse and self._by_layer and model.compute_dtype is None:
             network = model.kernel_network
             shared = None
             self._panels = []
             for rows in self._blocks:
-                rows.x.index_columns()
-                self._panels.append(_kernels.FirstLayerPanels(network, shared, len(rows.y)))
+                by_column = _keeps_deltas(rows.x, model.layer_sizes[1])
+                if by_column:
+                    rows.x.index_columns()
+                self._panels.append(_kernels.FirstLayerPanels(
+                    network, shared, len(rows.y) if by_column else 0))
                 shared = self._panels[0].weights
         self._softmax = model.output == "softmax"
         self._per_row = [np.empty(len(rows.y)) for rows in self._blocks]

@@ -197,17 +197,16 @@ def test_sparse_big_networks_keep_the_first_layer_in_shared_panels(monkeypatch, 
     results = []
     for shared in ("none", "by column", "by row"):
         monkeypatch.setattr(_lbfgs, "_BY_LAYER_PARAMS", 0)
+        # Where the deltas would take too much memory: the gradient by row.
+        monkeypatch.setattr(_lbfgs, "_keeps_deltas", lambda x, units: shared != "by row")
         model.parameters[...] = start
         objective = _lbfgs.FullBatchObjective(model, X, Y, _kernels.LOSSES[loss], weight, 0.01,
                                               1.0, 2)
         assert objective._panels is not None
-        assert all(panels.deltas is not None for panels in objective._panels)
+        assert all((panels.deltas is None) == (shared == "by row")
+                   for panels in objective._panels)
         if shared == "none":
             objective._panels = None
-        elif shared == "by row":
-            first = _kernels.FirstLayerPanels(model.kernel_network)
-            objective._panels = [first, _kernels.FirstLayerPanels(model.kernel_network,
-                                                                  first.weights)]
         x = objective.initial_point()
         with objective.running():
             value, gradient = objective(1.1 * x)
@@ -217,6 +216,19 @@ def test_sparse_big_networks_keep_the_first_layer_in_shared_panels(monkeypatch, 
     for other in results[1:]:
         for first, second in zip(results[0], other):
             np.testing.assert_array_equal(first, second)
+
+
+def test_sparse_blocks_keep_their_deltas_where_they_take_little_memory():
+    import scipy.sparse as sp
+
+    from mlp import _kernels
+
+    X = sp.random(1000, 500, density=0.02, format="csr", random_state=0, dtype=np.float32)
+    rows = _kernels.CsrMatrix(X.data, X.indices, X.indptr.astype(np.int64), 500)
+    # 1,000 x 112 floats of deltas (448 KB) against 10,000 non-zeros (80 KB):
+    # within the floor, not beyond it.
+    assert _lbfgs._keeps_deltas(rows, 100)
+    assert not _lbfgs._keeps_deltas(rows, 100_000)
 
 
 def test_float32_reaches_a_solution_as_good_as_scikit_learns():

@@ -27,6 +27,7 @@
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
 from libc.float cimport DBL_EPSILON, FLT_EPSILON
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from ._augment cimport (DistortionPlan, mlp_aug_plan, mlp_aug_distort_image,
@@ -656,8 +657,11 @@ cdef class FirstLayerPanels:
     gradient : ndarray, shape (n_inputs, ld)
         The first layer's weight gradient of the last call, by input.
     deltas : ndarray, shape (rows, ld), or None
+    units : int
+        sizes[1], the columns of the panels in use.
     """
     cdef readonly object weights, gradient, deltas
+    cdef readonly Py_ssize_t units
 
     def __init__(self, Network network, weights=None, Py_ssize_t rows=0):
         dtype = np.float64 if network.is_double else np.float32
@@ -670,9 +674,80 @@ cdef class FirstLayerPanels:
             raise ValueError(f"weights must be a C-contiguous {np.dtype(dtype).name} array of "
                              f"shape {shape} (FirstLayerPanels(network).weights)")
         self.weights = weights
+        self.units = network.sizes[1]
         self.gradient = np.zeros(shape, dtype)
         # Zeros: the padding columns are read (whole vectors) and never written.
         self.deltas = np.zeros((rows, shape[1]), dtype) if rows > 0 else None
+
+
+def first_layer_gradient(list panels, const double[::1] x, double alpha, double weight_sum,
+                         double[::1] out):
+    """The first layer's part of L-BFGS's gradient, in scikit-learn's layout.
+
+    out[j * units + u] = (sum over panels of gradient[j, u] + alpha * w) /
+    weight_sum, w = x[j * units + u] rounded to the panels' type, each
+    operation rounded in float64 in that order (the panels added in list
+    order); one pass over the panels, where numpy took seven.
+
+    Parameters
+    ----------
+    panels : list of FirstLayerPanels
+        Of one network, at least one.
+    x : ndarray of float64, shape (n_inputs * units,)
+        The first layer's coefs_, (n_inputs, units) row-major.
+    alpha, weight_sum : float
+    out : ndarray of float64, shape (n_inputs * units,)
+        Written.
+
+    Returns
+    -------
+    float
+        The sum of the squares of the rounded weights.
+    """
+    if not panels or any(not isinstance(p, FirstLayerPanels) for p in panels):
+        raise TypeError("panels must be a non-empty list of FirstLayerPanels")
+    first = panels[0]
+    shape = first.gradient.shape
+    if any(p.gradient.shape != shape or p.gradient.dtype != first.gradient.dtype
+           or p.units != first.units for p in panels):
+        raise ValueError("panels must all be of one network")
+    n = (shape[0] if first.units else 0) * first.units
+    if x.shape[0] != n or out.shape[0] != n:
+        raise ValueError(f"x and out must hold n_inputs * units = {n} values")
+    if first.gradient.dtype == np.float64:
+        return _first_layer_gradient[double](panels, first.gradient, x, alpha, weight_sum, out)
+    return _first_layer_gradient[float](panels, first.gradient, x, alpha, weight_sum, out)
+
+
+cdef double _first_layer_gradient(list panels, floating[:, ::1] like, const double[::1] x,
+                                  double alpha, double weight_sum, double[::1] out) except? -1:
+    cdef Py_ssize_t n_panels = len(panels), b, j, u, k
+    cdef Py_ssize_t d = like.shape[0], ld = like.shape[1]
+    cdef Py_ssize_t units = (<FirstLayerPanels>panels[0]).units
+    cdef floating[:, ::1] view
+    cdef double squares = 0, total, w
+    cdef const floating** grads
+    if x.shape[0] == 0:
+        return 0.0
+    grads = <const floating**>malloc(n_panels * sizeof(floating*))
+    if grads == NULL:
+        raise MemoryError()
+    # The panels stay referenced by the list for the whole call.
+    for b in range(n_panels):
+        view = (<FirstLayerPanels>panels[b]).gradient
+        grads[b] = &view[0, 0]
+    with nogil:
+        for j in range(d):
+            for u in range(units):
+                k = j * units + u
+                total = grads[0][j * ld + u]
+                for b in range(1, n_panels):
+                    total = total + grads[b][j * ld + u]
+                w = <floating>x[k]
+                squares = squares + w * w
+                out[k] = (total + alpha * w) / weight_sum
+    free(grads)
+    return squares
 
 
 cdef class TrainingData:

@@ -200,11 +200,7 @@ class FullBatchObjective:
                 shared = self._panels[0].weights
         self._softmax = model.output == "softmax"
         self._per_row = [np.empty(len(rows.y)) for rows in self._blocks]
-        self._penalty = np.empty(self._n_coefs)
-        self._rounded = self._weights = None
-        if model.dtype != np.float64:
-            self._rounded = np.empty(self._n_coefs, dtype=model.dtype)
-            self._weights = np.empty(self._n_coefs)
+        self._penalty = self._rounded = self._weights = None
         self.n_evaluations = 0
 
     def initial_point(self):
@@ -252,9 +248,7 @@ class FullBatchObjective:
             coefs = out[coef:coef + n_in * n_out].reshape(n_in, n_out)
             intercepts = out[intercept:intercept + n_out]
             if layer == 0 and self._panels is not None:
-                coefs[...] = self._panels[0].gradient[:, :n_out]
-                for panels in self._panels[1:]:
-                    coefs += panels.gradient[:, :n_out]
+                pass  # __call__'s, with the penalty (_kernels.first_layer_gradient)
             else:
                 coefs[...] = self._grads[0, start:weights].reshape(n_out, n_in).T
                 for grads in self._grads[1:]:
@@ -322,20 +316,34 @@ class FullBatchObjective:
         else:
             total = sum(self._pool.map(self._block, range(len(self._blocks))))
         grads = self._summed_gradient()
+        first = 0
+        squares = 0.0
+        if self._panels is not None:
+            # The first layer's weights in one compiled pass (two million
+            # of them in the benchmark: numpy's seven passes took 6-10 ms).
+            first = self._layers[0][0] * self._layers[0][1]
+            squares = _kernels.first_layer_gradient(self._panels, x[:first], self.alpha,
+                                                    self.weight_sum, grads[:first])
         # The weights as the model holds them (rounded to its dtype), in
         # float64: scikit-learn's order puts every coefs_ first. Into
         # buffers kept from call to call (a small network's evaluation is
         # tens of microseconds, of which allocations were a good part).
-        weights = x[:self._n_coefs]
+        weights = x[first:self._n_coefs]
+        if self._penalty is None or len(self._penalty) != len(weights):
+            self._penalty = np.empty(len(weights))
+            if self.model.dtype != np.float64:
+                self._rounded = np.empty(len(weights), dtype=self.model.dtype)
+                self._weights = np.empty(len(weights))
         if self._rounded is not None:
             np.copyto(self._rounded, weights, casting="same_kind")
             np.copyto(self._weights, self._rounded)
             weights = self._weights
-        squares = float(np.dot(weights, weights))
+        squares += float(np.dot(weights, weights))
         value = (total * self.loss_scale + 0.5 * self.alpha * squares) / self.weight_sum
         penalty = np.multiply(weights, self.alpha, out=self._penalty)
-        coefs = grads[:self._n_coefs]
+        coefs = grads[first:self._n_coefs]
         coefs += penalty
-        grads /= self.weight_sum
+        rest = grads[first:]
+        rest /= self.weight_sum
         return value, grads
 

@@ -346,14 +346,15 @@ cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L
                                 const floating* x, _CsrRows* csr, Py_ssize_t n,
                                 const floating* y, const floating* weights, floating* grads,
                                 floating* work, Py_ssize_t chunk,
-                                floating* outputs, bint bf16) noexcept nogil:
+                                floating* outputs, bint bf16, bint want_loss) noexcept nogil:
     """The summed (weighted) loss of n rows, `chunk` rows at a time; their
     summed gradient into grads unless it is NULL; their outputs into
     outputs (n, sizes[L]) unless it is NULL. The rows are x's (n, sizes[0]),
     or with csr (x NULL) those of a CSR matrix, whose first layer reads
     csr's panel and whose first-layer weight gradient is written into grads
     from csr's gradient panel at the end. bf16: the products' inputs
-    rounded to bfloat16 (the caller rounds csr's panel and values)."""
+    rounded to bfloat16 (the caller rounds csr's panel and values). Without
+    want_loss the loss is not computed (0 is returned)."""
     cdef Py_ssize_t k = sizes[L], start, rows, d = sizes[0], units = sizes[1]
     cdef bint want_gradients = grads != NULL
     cdef bint keep = want_gradients and _keeps_preactivations(hidden_act)
@@ -387,7 +388,9 @@ cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L
                          acts + 1, work + c.logits, rows, False,
                          kept + 1 if keep else NULL, bf16)
         w = weights + start if weights != NULL else NULL
-        total += _batch_loss(loss, acts[L], work + c.logits, y + start * k, rows, k, False, w)
+        if want_loss:
+            total += _batch_loss(loss, acts[L], work + c.logits, y + start * k, rows, k, False,
+                                 w)
         if outputs != NULL:
             memcpy(outputs + start * k, acts[L], rows * k * sizeof(floating))
         if want_gradients:
@@ -1336,7 +1339,7 @@ cdef class Rows:
 
 
 def rows_loss_and_gradients(Network network, int loss, Rows rows, grads, work,
-                            Py_ssize_t chunk, FirstLayerPanels panels=None):
+                            Py_ssize_t chunk, FirstLayerPanels panels=None, bint total=True):
     """Summed (weighted) loss over `rows`, `chunk` rows at a time; unless
     grads is None, its gradient into grads (laid out like the params);
     unless rows.outputs is None, the outputs into it. work must hold
@@ -1347,17 +1350,19 @@ def rows_loss_and_gradients(Network network, int loss, Rows rows, grads, work,
     given: then the first layer's weights are read from panels.weights (not
     from the parameters) and its weight gradient is left in
     panels.gradient (grads' place for it is not written). Not with
-    compute_dtype="bfloat16"."""
+    compute_dtype="bfloat16". total=False skips the loss and returns 0.0,
+    for a caller that computes its own from rows.outputs (L-BFGS's
+    classifiers: clipped_log_loss), an exp and a log an output less."""
     if network.is_double:
         return _rows_loss_and_gradients[double](network.params, network, loss, rows,
-                                                grads, work, chunk, panels)
+                                                grads, work, chunk, panels, total)
     return _rows_loss_and_gradients[float](network.params, network, loss, rows, grads, work,
-                                           chunk, panels)
+                                           chunk, panels, total)
 
 
 cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int loss,
                                      Rows rows, grads, work, Py_ssize_t chunk,
-                                     FirstLayerPanels panels) except? -1:
+                                     FirstLayerPanels panels, bint want_loss) except? -1:
     cdef const Py_ssize_t[::1] sizes = network.sizes
     cdef int L = <int>sizes.shape[0] - 1
     cdef Py_ssize_t d = sizes[0], units = sizes[1], k = sizes[L]
@@ -1472,7 +1477,7 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
         total = _loss_and_gradients(&params[0], &sizes[0], L, network.hidden_activation,
                                     network.output_activation, loss, x_pointer, csr_pointer, n,
                                     &yv[0, 0], w_pointer, g_pointer, &workv[0], chunk,
-                                    o_pointer, network.bf16)
+                                    o_pointer, network.bf16, want_loss)
     _raise_if_bf16_out_of_memory()
     return total
 

@@ -283,11 +283,13 @@ class FullBatchObjective:
     def _block(self, i):
         """Block i's weighted loss sum; its gradient into self._grads[i]."""
         rows = self._blocks[i]
+        # A classifier's value is clipped_log_loss's, from the outputs.
         total = _kernels.rows_loss_and_gradients(self.model.kernel_network, self.loss_code,
                                                  rows, self._grads[i], self._works[i],
                                                  self.chunk,
                                                  None if self._panels is None
-                                                 else self._panels[i])
+                                                 else self._panels[i],
+                                                 rows.outputs is None)
         if rows.outputs is None:
             return total
         per_row = self._per_row[i]

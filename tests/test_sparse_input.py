@@ -382,3 +382,25 @@ def test_csr_matrix_lists_its_non_zeros_by_column_as_scipys_csc(dtype):
     empty = _kernels.CsrMatrix(np.zeros(0, dtype), np.zeros(0, np.int32), np.zeros(4, np.int64),
                                5).index_columns()
     np.testing.assert_array_equal(empty.column_starts, np.zeros(6))
+
+
+def test_rows_loss_and_gradients_without_the_total_gives_the_same_gradient_and_outputs():
+    """total=False (L-BFGS's classifiers take their value from the outputs):
+    0.0 for the loss, and the gradient and outputs of total=True."""
+    rng = np.random.default_rng(0)
+    model = mlp.Model([6, 8, 3], output="softmax", seed=0)
+    X = rng.standard_normal((20, 6)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 20)]
+    network = model.kernel_network
+    work = np.empty(_kernels.workspace_size(np.asarray([6, 8, 3], np.intp), 20,
+                                            network.hidden_activation), np.float32)
+    results = []
+    for total in (True, False):
+        grads, outputs = np.empty(model.n_params, np.float32), np.empty_like(Y)
+        value = _kernels.rows_loss_and_gradients(network, _kernels.LOSSES["cross_entropy"],
+                                                 _kernels.Rows(X, Y, None, outputs), grads,
+                                                 work, 20, None, total)
+        results.append((value, grads, outputs))
+    assert results[0][0] > 0 and results[1][0] == 0.0
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[0][2], results[1][2])

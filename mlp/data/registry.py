@@ -29,7 +29,6 @@ from .mnist import (
     load_mnist,
 )
 from .sources import (
-    IDX_NAMES,
     IDX_TEST_IMAGES,
     IDX_TEST_LABELS,
     IDX_TRAIN_IMAGES,

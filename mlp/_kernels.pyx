@@ -33,6 +33,8 @@ from libc.string cimport memcpy, memset
 from ._augment cimport (DistortionPlan, mlp_aug_plan, mlp_aug_distort_image,
                         mlp_aug_work_floats, mlp_aug_work_init)
 
+import mmap
+
 import numpy as np
 
 # Activation, loss and update-rule codes. The dictionaries below are the
@@ -1876,6 +1878,26 @@ def _empty_on_lines(Py_ssize_t count, dtype):
     return raw[offset:offset + count * itemsize].view(dtype)
 
 
+def _empty_in_small_pages(Py_ssize_t count, dtype):
+    """An uninitialised array of count items of dtype, page-aligned, in
+    memory the kernel backs with 4 KB pages as they are first touched.
+    For the per-row lists of non-zero inputs, which reserve d entries a row
+    and fill a few dozen: numpy advises huge pages for large arrays, and
+    each row's first touch then zeroed the whole 2 MB page around it, a
+    tenth of a sparse fit's time (30,000 x 20,000 CSR, 60 non-zeros a row,
+    perf: clear_page_erms from _train_worker). An anonymous mapping gets no
+    such advice (and where huge pages are the system's default, is told
+    not to take them), so only the touched 4 KB pages are zeroed."""
+    itemsize = np.dtype(dtype).itemsize
+    mapping = mmap.mmap(-1, max(1, count * itemsize))
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        try:
+            mapping.madvise(mmap.MADV_NOHUGEPAGE)
+        except OSError:  # advice only: a kernel without huge pages refuses it
+            pass
+    return np.frombuffer(mapping, dtype=np.uint8)[:count * itemsize].view(dtype)
+
+
 cdef object _prepare_sparse_input(_TrainRun* run, x, int n_workers,
                                   dtype, sparse_input):
     """Whether the run computes its first layer from the non-zero inputs
@@ -1912,8 +1934,8 @@ cdef object _prepare_sparse_input(_TrainRun* run, x, int n_workers,
         run.row_stride = (d + line - 1) // line * line
         rows = _empty_on_lines(n_workers * run.row_stride, dtype)
         run.row_buffers = <void*><uintptr_t>rows.ctypes.data
-    index = _empty_on_lines(lists * 2 * m * d, np.int32)
-    value = _empty_on_lines(lists * 2 * m * d, dtype)
+    index = _empty_in_small_pages(lists * 2 * m * d, np.int32)
+    value = _empty_in_small_pages(lists * 2 * m * d, dtype)
     count = np.empty(lists * 2 * m, dtype=np.intp)
     panels = _empty_on_lines(n_workers * (2 * run.panel_size + m * run.panel_ld), dtype)
     starts = np.empty(n_workers * (d + 1), dtype=np.intp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -156,6 +157,61 @@ def test_image_folder_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     os.utime(root / "cat" / "000.png", ns=(1, 1))
     with pytest.raises(AssertionError, match="decoded again"):
         datasets.load(root, progress=False)
+
+
+def test_image_folder_splits_are_mapped_from_the_cache(tmp_path, monkeypatch):
+    """The second load maps the float32 splits from their own entry: no
+    8-bit entry is read and nothing is decoded; the arrays may be written
+    to without changing the cache; a new seed re-splits the 8-bit entry."""
+    from mlp.data import folders
+
+    root = write_png_folder(tmp_path / "pets")
+    first = datasets.load(root, progress=False).splits
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read the 8-bit entry or decoded again")
+
+    monkeypatch.setattr(folders, "load_image_folder", refuse)
+    second = datasets.load(root, progress=False).splits
+    for a, b in zip(first, second):
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+        assert b.images.dtype == np.float32 and b.images.flags.c_contiguous
+        assert b.images.flags.writeable
+    second.train.images[:] = -1  # copy-on-write: this process's copy only
+    third = datasets.load(root, progress=False).splits
+    assert np.array_equal(first.train.images, third.train.images)
+    monkeypatch.undo()
+    monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(folders, "_decode", refuse)
+    other = datasets.load(root, progress=False, seed=1).splits
+    assert sorted(np.concatenate([s.labels for s in other])) == \
+        sorted(np.concatenate([s.labels for s in first]))
+    assert not np.array_equal(other.test.images, first.test.images)
+    entries = list((tmp_path / "cache" / "decoded").glob("*.npz"))
+    assert len(entries) == 3  # the 8-bit pixels, and the splits of seeds 0 and 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong width"])
+def test_damaged_split_entry_is_rebuilt(tmp_path, damage):
+    root = write_png_folder(tmp_path / "pets")
+    first = datasets.load(root, progress=False).splits
+    entries = sorted((tmp_path / "cache" / "decoded").glob("*.npz"), key=lambda p: p.stat().st_size)
+    split_entry = entries[-1]  # float32: the larger of the two
+    if damage == "truncated":
+        split_entry.write_bytes(split_entry.read_bytes()[:-100])
+    elif damage == "garbage":
+        split_entry.write_bytes(b"not a zip file at all" * 10)
+    else:
+        np.savez(split_entry, **{f"{s}_{a}": np.zeros((2, 3), np.float32) if a == "X"
+                                 else np.zeros(2, np.int64)
+                                 for s in ("train", "validation", "test") for a in "Xy"},
+                 meta=np.frombuffer(b'{"class_names": ["cat", "dog", "eel"], '
+                                    b'"image_size": [12, 10]}', np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the damaged entry is reported, then rebuilt
+        again = datasets.load(root, progress=False).splits
+    for a, b in zip(first, again):
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
 
 
 def test_image_folder_decodes_in_parallel_alike(tmp_path, monkeypatch):

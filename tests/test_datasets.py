@@ -502,6 +502,45 @@ def test_fuzz_cache_reader_never_raises(tmp_path, edits):
     assert error is None
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(edits=st.lists(_EDIT, min_size=1, max_size=4))
+def test_fuzz_mapped_cache_entry_never_raises(tmp_path, edits):
+    """decoded.read(mapped=True) on a damaged entry: None (after a warning) or
+    arrays whose sizes the file holds; never another exception or a crash."""
+    import warnings
+
+    from mlp.data import decoded
+
+    cache = tmp_path / "fuzz-mapped"
+    decoded.write(cache, "k", {"X": np.arange(12, dtype=np.float32).reshape(3, 4),
+                               "y": np.arange(3, dtype=np.int64)}, {"n": 3})
+    path = cache / "decoded" / "k.npz"
+    path.write_bytes(mutate(path.read_bytes(), edits))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = decoded.read(cache, "k", mapped=True)
+    if got is not None:
+        for array in got[0].values():
+            assert array.nbytes <= path.stat().st_size
+            array.sum()  # every mapped byte is in the file: no SIGBUS
+
+
+def test_mapped_member_is_copy_on_write(tmp_path):
+    from mlp._files import NpzReader
+
+    path = tmp_path / "a.npz"
+    X = np.random.default_rng(0).random((300, 70)).astype(np.float32)
+    np.savez(path, X=X, empty=np.zeros((0, 5)), y=np.arange(7))
+    before = path.read_bytes()
+    with NpzReader(path) as archive:
+        mapped = {name: archive.read_mapped(name) for name in archive.names}
+    # Closing the archive leaves the arrays usable.
+    assert np.array_equal(mapped["X"], X) and mapped["X"].flags.writeable
+    assert mapped["empty"].shape == (0, 5) and np.array_equal(mapped["y"], np.arange(7))
+    mapped["X"][:] = 0
+    assert path.read_bytes() == before
+
+
 # --- path checks ----------------------------------------------------------
 
 

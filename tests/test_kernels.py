@@ -1332,3 +1332,14 @@ def test_max_norm_caps_every_units_incoming_weights(max_norm):
     for W, U in zip(Ws, uncapped):
         short = np.linalg.norm(U, axis=1) <= max_norm
         np.testing.assert_allclose(W[short], U[short], rtol=1e-12)
+
+
+@pytest.mark.parametrize("count, dtype", [(0, np.int32), (1, np.float64), (12_345, np.float32)])
+def test_empty_in_small_pages_is_a_whole_aligned_writable_array(count, dtype):
+    from mlp import _kernels
+
+    array = _kernels._empty_in_small_pages(count, dtype)
+    assert array.shape == (count,) and array.dtype == dtype and array.flags.c_contiguous
+    assert array.flags.writeable and array.ctypes.data % 64 == 0
+    array[:] = 7
+    assert np.all(array == 7)

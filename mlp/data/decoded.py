@@ -8,6 +8,10 @@ modification time, and the options that change the result (colour, image
 size, target column). A changed, added or removed file gives another name,
 so an entry is never stale; it is read back through
 :class:`mlp._files.NpzReader`, which checks every size before allocating.
+An image folder has a second entry, named from the first's and the options
+of the held-out splits: its float32 splits as training takes them, mapped
+from the file (``read(..., mapped=True)``) so that a new process has them
+without filling new memory.
 """
 from __future__ import annotations
 
@@ -53,8 +57,13 @@ def _entry(cache_dir: Path, key: str) -> Path:
     return cache_dir / _DIRECTORY / f"{key}.npz"
 
 
-def read(cache_dir: Path, key: str):
-    """(arrays, meta) of the entry, or None if there is none or it is damaged."""
+def read(cache_dir: Path, key: str, *, mapped: bool = False):
+    """(arrays, meta) of the entry, or None if there is none or it is damaged.
+
+    mapped: the arrays are mapped from the file, copy-on-write
+    (:meth:`mlp._files.NpzReader.read_mapped`), rather than read into new
+    memory: for entries as large as the data a run trains on, which a new
+    process then has without filling a byte of memory."""
     path = _entry(cache_dir, key)
     if not path.is_file():
         return None
@@ -64,7 +73,8 @@ def read(cache_dir: Path, key: str):
             if dtype != np.uint8 or len(shape) != 1:
                 raise ValueError("bad metadata")
             meta = json.loads(archive.read(_META).tobytes().decode("utf-8"))
-            arrays = {name: archive.read(name) for name in archive.names if name != _META}
+            take = archive.read_mapped if mapped else archive.read
+            arrays = {name: take(name) for name in archive.names if name != _META}
     except Exception as exc:  # any damage means: decode again
         warnings.warn(f"ignoring damaged cache entry {path} ({exc}); decoding again",
                       stacklevel=3)

@@ -10,7 +10,8 @@ Images are decoded in parallel on all cores, made grey (or RGB with
 ``color=True``; transparency is laid over white) and resized to one size:
 ``image_size``, else the most common size in the training images (ties go
 to the larger). Pixels are stored as 8-bit levels in the cache
-(:mod:`mlp.data.decoded`), so a second load reads one file.
+(:mod:`mlp.data.decoded`), so a second load reads one file; the float32
+splits made from them are cached too (:func:`mlp.data.registry.load`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import numpy as np
 from . import decoded
 from .images import IMAGE_FORMATS, MAX_IMAGE_PIXELS, _pil_to_grey, _require_pillow, read_image
 
-__all__ = ["load_image_folder", "image_to_pixels"]
+__all__ = ["load_image_folder", "scan_image_folder", "FolderScan", "image_to_pixels"]
 
 # Subfolders that hold a split of their own, instead of a class.
 _SPLIT_FOLDERS = {"train": ("train",), "test": ("test",), "validation": ("validation", "val")}
@@ -249,11 +250,16 @@ def _check_image_size(image_size):
     return int(image_size[0]), int(image_size[1])
 
 
-def load_image_folder(root: Path, *, color=False, image_size=None, cache_dir: Path,
-                      progress=True):
-    """(parts, class names, image size): parts = {split: (uint8 pixels of shape
-    (n, h, w, c), int64 labels)} for "train" and any "test"/"validation"
-    folder, decoded or read from the cache."""
+class FolderScan(collections.namedtuple("FolderScan", "root files labels class_names key options")):
+    """What a folder holds, listed without opening an image: ``files`` and
+    ``labels`` (int64) by split ("train", and "test"/"validation" where the
+    folder has them), the sorted ``class_names``, and ``key``, the cache's
+    name for these files decoded with ``options`` (colour, image size)."""
+
+
+def scan_image_folder(root: Path, *, color=False, image_size=None) -> FolderScan:
+    """List and stamp the images of a folder (see the module's docstring for
+    its layout); ValueError for a layout mlp cannot take."""
     if not isinstance(color, (bool, np.bool_)):
         raise TypeError(f"color must be True or False, got {color!r}")
     image_size = _check_image_size(image_size)
@@ -266,9 +272,23 @@ def load_image_folder(root: Path, *, color=False, image_size=None, cache_dir: Pa
                                         for k, name in enumerate(class_names)])
     stamps = decoded.file_stamps([path for split in sorted(files) for path in files[split]],
                                  root)
-    key = decoded.cache_key(stamps, {"kind": "image-folder", "color": bool(color),
-                                     "image_size": image_size, "splits": sorted(files)})
-    cached = decoded.read(cache_dir, key)
+    options = {"kind": "image-folder", "color": bool(color), "image_size": image_size,
+               "splits": sorted(files)}
+    return FolderScan(root, files, labels, class_names, decoded.cache_key(stamps, options),
+                      options)
+
+
+def load_image_folder(root: Path, *, color=False, image_size=None, cache_dir: Path,
+                      progress=True, scan: FolderScan = None):
+    """(parts, class names, image size): parts = {split: (uint8 pixels of shape
+    (n, h, w, c), int64 labels)} for "train" and any "test"/"validation"
+    folder, decoded or read from the cache. scan: the folder's
+    :func:`scan_image_folder`, if already made with the same options."""
+    if scan is None:
+        scan = scan_image_folder(root, color=color, image_size=image_size)
+    files, labels, class_names = scan.files, scan.labels, scan.class_names
+    color, image_size = scan.options["color"], scan.options["image_size"]
+    cached = decoded.read(cache_dir, scan.key)
     if cached is not None:
         arrays, meta = cached
         if meta.get("class_names") == class_names and all(
@@ -285,7 +305,7 @@ def load_image_folder(root: Path, *, color=False, image_size=None, cache_dir: Pa
         chunks = _in_parallel(_decode, files[split], (image_size, bool(color)), progress,
                               f"decoding {split} images")
         parts[split] = (np.concatenate(chunks), labels[split])
-    decoded.write(cache_dir, key, {f"{s}_pixels": px for s, (px, _) in parts.items()},
+    decoded.write(cache_dir, scan.key, {f"{s}_pixels": px for s, (px, _) in parts.items()},
                   {"class_names": class_names, "image_size": list(image_size),
                    "root": os.fsdecode(root)})
     return parts, class_names, image_size

@@ -411,3 +411,21 @@ def test_first_layer_gradient_is_numpys_sum_penalty_and_scale(dtype):
     assert squares == pytest.approx(np.dot(w, w), rel=1e-13)
     with pytest.raises(ValueError, match="n_inputs"):
         _kernels.first_layer_gradient(panels, x[1:], 0.3, 7.0, out)
+
+
+def test_sparse_big_network_follows_scikit_learn():
+    """Sparse X and over 50,000 parameters (the shared first-layer panel,
+    the gradient by column, the compiled first-layer penalty): float64
+    follows scikit-learn's path, with sample weights, to rounding."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    X = sp.random(400, 600, density=0.05, format="csr", random_state=0)
+    y = rng.integers(0, 3, 400)
+    weight = rng.uniform(0.5, 2, 400)
+    params = dict(hidden_layer_sizes=(100,), solver="lbfgs", alpha=1e-3, max_iter=15,
+                  random_state=0)
+    ours, theirs = _fit_both(MLPClassifier(dtype="float64", **params),
+                             neural_network.MLPClassifier(**params), X, y, weight)
+    assert ours.model_.n_params > _lbfgs._BY_LAYER_PARAMS
+    _assert_same_solution(ours, theirs)

@@ -241,7 +241,7 @@ def _row(r):
                                                if target_of(r["group"]) > 1 else "> 1x")]
 
 
-def main(quick=False, threads=None, json_out=None):
+def main(quick=False, threads=None, json_out=None, groups=None):
     import sklearn
 
     import mlp
@@ -254,6 +254,8 @@ def main(quick=False, threads=None, json_out=None):
           f"{'; --quick' if quick else ''}\n")
     results = []
     for case in cases(quick):
+        if groups is not None and case[0] not in groups:
+            continue
         result = run_case(case, threads, 1 if quick else MAX_REPEATS)
         results.append(result)
         print(f"  {result['group']:9s} {result['name']:32s} {result['solver']:5s} "

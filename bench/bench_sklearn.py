@@ -1,7 +1,7 @@
 """mlp.sklearn's estimators against sklearn.neural_network's: MNIST, or a table over data sets.
 
     PYTHONPATH=. python bench/bench_sklearn.py [--quick] [--repeats N] [--json OUT]
-    PYTHONPATH=. python bench/bench_sklearn.py --datasets [--quick] [--json OUT]
+    PYTHONPATH=. python bench/bench_sklearn.py --datasets [--quick] [--only GROUPS] [--json OUT]
 
 --datasets: one table of fit-time ratios (scikit-learn / mlp) and test
 scores over scikit-learn's bundled data sets, generated tabular data of
@@ -106,12 +106,16 @@ def main(argv=None):
     ap.add_argument("--datasets", action="store_true",
                     help="the table over bundled, generated, sparse data and L-BFGS instead "
                          "of MNIST (--quick: smaller data)")
+    ap.add_argument("--only", metavar="GROUPS",
+                    help="with --datasets: only the rows of these groups, comma-separated "
+                         "(bundled, generated, sparse, lbfgs)")
     args = ap.parse_args(argv)
     if args.datasets:
         import _sklearn_table
 
+        groups = [g for g in args.only.split(",") if g] if args.only else None
         return _sklearn_table.main(quick=args.quick, threads=args.threads,
-                                           json_out=args.json)
+                                   json_out=args.json, groups=groups)
     seeds = [int(s) for s in args.seeds.split(",") if s] or [0]
     configs = [c for c in args.configs.split(",") if c]
     for c in configs:

@@ -26,6 +26,8 @@
 
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uintptr_t
+from libc.float cimport DBL_EPSILON, FLT_EPSILON
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from ._augment cimport (DistortionPlan, mlp_aug_plan, mlp_aug_distort_image,
@@ -254,7 +256,10 @@ cdef void _gradients(floating* params, floating* grads, const Py_ssize_t* sizes,
                 _round_to_bf16(delta, n * fout)
                 _csr_weight_gradient(csr, delta, n, fout)
                 break
-            _csr_weight_gradient(csr, delta, n, fout)
+            if csr.deltas != NULL:
+                _keep_deltas(csr, delta, n, fout)
+            else:
+                _csr_weight_gradient(csr, delta, n, fout)
         else:
             _weight_gemm(False, False, acts[l], delta, fin, fout, 0, fout, n, 1,
                          1 if accumulate else 0, grads + off, bf16)
@@ -274,6 +279,16 @@ cdef struct _CsrRows:
     const void* panel
     void* gradient_panel
     Py_ssize_t ld
+    # The first-layer weight gradient stays in gradient_panel (the caller's
+    # FirstLayerPanels), not transposed into grads.
+    bint gradient_by_input
+    # With deltas (not NULL): each chunk's first-layer deltas are kept there,
+    # (rows, ld), and the weight gradient is added up by column at the end,
+    # from the CSC lists (column_starts, column_rows, column_values).
+    void* deltas
+    const int64_t* column_starts
+    const int32_t* column_rows
+    const void* column_values
 
 
 cdef void _csr_first_layer(const _CsrRows* csr, Py_ssize_t rows, Py_ssize_t units,
@@ -284,29 +299,44 @@ cdef void _csr_first_layer(const _CsrRows* csr, Py_ssize_t rows, Py_ssize_t unit
     for i in range(rows):
         r = csr.first + i
         begin = csr.indptr[r]
-        _sparse_row(csr.indices + begin, <const floating*>csr.values + begin,
-                    csr.indptr[r + 1] - begin, <const floating*>csr.panel, csr.ld, units,
-                    z + i * units)
+        _sparse_row_ahead(csr.indices + begin, <const floating*>csr.values + begin,
+                          csr.indptr[r + 1] - begin, <const floating*>csr.panel, csr.ld,
+                          units, z + i * units)
 
 
 cdef void _csr_weight_gradient(const _CsrRows* csr, const floating* delta, Py_ssize_t rows,
                                Py_ssize_t units) noexcept nogil:
     """gradient_panel[j, :units] += x[i, j] * delta[i, :] over the non-zero
-    inputs j of the rows: the first layer's weight gradient, by input."""
-    cdef Py_ssize_t i, e, u, r
-    cdef floating v
-    cdef floating* row
-    cdef const floating* d
-    cdef const floating* values = <const floating*>csr.values
-    cdef floating* panel = <floating*>csr.gradient_panel
+    inputs j of the rows: the first layer's weight gradient, by input, each
+    row's deltas held in registers for all its non-zero inputs."""
+    cdef Py_ssize_t i, r, begin
     for i in range(rows):
         r = csr.first + i
-        d = delta + i * units
-        for e in range(csr.indptr[r], csr.indptr[r + 1]):
-            v = values[e]
-            row = panel + csr.indices[e] * csr.ld
-            for u in range(units):
-                row[u] += v * d[u]
+        begin = csr.indptr[r]
+        _sparse_scatter(csr.indices + begin, <const floating*>csr.values + begin,
+                        csr.indptr[r + 1] - begin, delta + i * units, units,
+                        <floating*>csr.gradient_panel, csr.ld)
+
+
+cdef void _keep_deltas(const _CsrRows* csr, const floating* delta, Py_ssize_t rows,
+                       Py_ssize_t units) noexcept nogil:
+    """The next `rows` rows' first-layer deltas (rows, units) into csr.deltas."""
+    cdef Py_ssize_t i
+    cdef floating* kept = <floating*>csr.deltas + csr.first * csr.ld
+    for i in range(rows):
+        memcpy(kept + i * csr.ld, delta + i * units, units * sizeof(floating))
+
+
+cdef void _csr_weight_gradient_by_column(const _CsrRows* csr, const floating* deltas,
+                                         Py_ssize_t d, Py_ssize_t units) noexcept nogil:
+    """gradient_panel[j, :units] = sum over the rows i in which input j is
+    non-zero of x[i, j] * deltas[i, :]: from the CSC lists and the kept
+    deltas, each row of the panel written once."""
+    cdef Py_ssize_t j, begin
+    for j in range(d):
+        begin = csr.column_starts[j]
+        _sparse_gather(csr.column_rows + begin, <const floating*>csr.column_values + begin,
+                       csr.column_starts[j + 1] - begin, deltas, csr.ld, units, <floating*>csr.gradient_panel + j * csr.ld)
 
 
 # ---------------------------------------------------------------------------
@@ -318,14 +348,15 @@ cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L
                                 const floating* x, _CsrRows* csr, Py_ssize_t n,
                                 const floating* y, const floating* weights, floating* grads,
                                 floating* work, Py_ssize_t chunk,
-                                floating* outputs, bint bf16) noexcept nogil:
+                                floating* outputs, bint bf16, bint want_loss) noexcept nogil:
     """The summed (weighted) loss of n rows, `chunk` rows at a time; their
     summed gradient into grads unless it is NULL; their outputs into
     outputs (n, sizes[L]) unless it is NULL. The rows are x's (n, sizes[0]),
     or with csr (x NULL) those of a CSR matrix, whose first layer reads
     csr's panel and whose first-layer weight gradient is written into grads
     from csr's gradient panel at the end. bf16: the products' inputs
-    rounded to bfloat16 (the caller rounds csr's panel and values)."""
+    rounded to bfloat16 (the caller rounds csr's panel and values). Without
+    want_loss the loss is not computed (0 is returned)."""
     cdef Py_ssize_t k = sizes[L], start, rows, d = sizes[0], units = sizes[1]
     cdef bint want_gradients = grads != NULL
     cdef bint keep = want_gradients and _keeps_preactivations(hidden_act)
@@ -359,7 +390,9 @@ cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L
                          acts + 1, work + c.logits, rows, False,
                          kept + 1 if keep else NULL, bf16)
         w = weights + start if weights != NULL else NULL
-        total += _batch_loss(loss, acts[L], work + c.logits, y + start * k, rows, k, False, w)
+        if want_loss:
+            total += _batch_loss(loss, acts[L], work + c.logits, y + start * k, rows, k, False,
+                                 w)
         if outputs != NULL:
             memcpy(outputs + start * k, acts[L], rows * k * sizeof(floating))
         if want_gradients:
@@ -369,7 +402,9 @@ cdef double _loss_and_gradients(floating* params, const Py_ssize_t* sizes, int L
         start += rows
     if csr != NULL:
         csr.first = first
-        if want_gradients:
+        if want_gradients and csr.deltas != NULL:
+            _csr_weight_gradient_by_column(csr, <const floating*>csr.deltas, d, units)
+        if want_gradients and not csr.gradient_by_input:
             _transposed_update(<const floating*>csr.gradient_panel, csr.ld, d, units, 1, 0,
                                grads)
     return total
@@ -539,6 +574,7 @@ cdef class CsrMatrix:
     n_columns : int
     """
     cdef readonly object data, indices, indptr, shape
+    cdef readonly object column_starts, column_rows, column_values
 
     def __init__(self, data, indices, indptr, Py_ssize_t n_columns):
         self.data = _contiguous(data, "data", data.dtype if getattr(data, "dtype", None)
@@ -558,6 +594,165 @@ cdef class CsrMatrix:
     @property
     def dtype(self):
         return self.data.dtype
+
+    def index_columns(self):
+        """List the non-zeros by column too: column j's are column_rows[a:b]
+        (their rows, increasing) and column_values[a:b], a, b =
+        column_starts[j:j + 1]. The first layer's weight gradient by input
+        reads them (rows_loss_and_gradients with FirstLayerPanels that hold
+        deltas). Returns self."""
+        n, d = self.shape
+        starts = np.zeros(d + 1, np.int64)
+        np.cumsum(np.bincount(self.indices, minlength=d), out=starts[1:])
+        column_rows = np.empty(len(self.indices), np.int32)
+        column_values = np.empty_like(self.data)
+        if self.data.dtype == np.float64:
+            _list_by_column[double](self.data, self.indices, self.indptr, starts, column_rows,
+                                    column_values)
+        else:
+            _list_by_column[float](self.data, self.indices, self.indptr, starts, column_rows,
+                                   column_values)
+        self.column_rows, self.column_values, self.column_starts = (column_rows, column_values,
+                                                                    starts)
+        return self
+
+
+cdef void _list_by_column(const floating[::1] data, const int32_t[::1] indices,
+                          const int64_t[::1] indptr, const int64_t[::1] starts,
+                          int32_t[::1] column_rows, floating[::1] column_values) noexcept:
+    """A counting sort of the entries by column (starts: where each column's
+    begin), rows in increasing order within each."""
+    cdef Py_ssize_t r, e, at
+    cdef int64_t[::1] next_at = np.array(starts[:len(starts) - 1], dtype=np.int64)
+    with nogil:
+        for r in range(indptr.shape[0] - 1):
+            for e in range(indptr[r], indptr[r + 1]):
+                at = next_at[indices[e]]
+                next_at[indices[e]] = at + 1
+                column_rows[at] = <int32_t>r
+                column_values[at] = data[e]
+
+
+cdef class FirstLayerPanels:
+    """The first layer's weights and weight gradient kept by input, for
+    rows_loss_and_gradients on CsrMatrix rows: several calls (a worker's
+    block each) read one weights panel, which their caller fills once (L-BFGS,
+    mlp/_lbfgs.py, from its own layout, without a transpose), and each call
+    leaves its gradient in its own panel rather than in grads.
+
+    Parameters
+    ----------
+    network : Network
+        The panels' shape: (sizes[0], sizes[1] rounded up to a cache line)
+        of the parameters' type.
+    weights : ndarray, optional
+        Another FirstLayerPanels' weights, to share; by default new zeros.
+    rows : int, optional
+        With rows > 0, room for the first layer's deltas of that many rows:
+        calls on a CsrMatrix of at most that many rows whose columns are
+        indexed (CsrMatrix.index_columns) then add up the weight gradient
+        input by input, from the columns, once their deltas are all known
+        (each gradient row written once), rather than row by row.
+
+    Attributes
+    ----------
+    weights : ndarray, shape (n_inputs, ld)
+        weights[j, u] is the weight from input j to unit u; the columns from
+        sizes[1] on are zeros, and must stay so.
+    gradient : ndarray, shape (n_inputs, ld)
+        The first layer's weight gradient of the last call, by input.
+    deltas : ndarray, shape (rows, ld), or None
+    units : int
+        sizes[1], the columns of the panels in use.
+    """
+    cdef readonly object weights, gradient, deltas
+    cdef readonly Py_ssize_t units
+
+    def __init__(self, Network network, weights=None, Py_ssize_t rows=0):
+        dtype = np.float64 if network.is_double else np.float32
+        line = 64 // np.dtype(dtype).itemsize
+        shape = (max(int(network.sizes[0]), 1), -(-int(network.sizes[1]) // line) * line)
+        if weights is None:
+            weights = np.zeros(shape, dtype)
+        elif not isinstance(weights, np.ndarray) or weights.shape != shape \
+                or weights.dtype != dtype or not weights.flags.c_contiguous:
+            raise ValueError(f"weights must be a C-contiguous {np.dtype(dtype).name} array of "
+                             f"shape {shape} (FirstLayerPanels(network).weights)")
+        self.weights = weights
+        self.units = network.sizes[1]
+        self.gradient = np.zeros(shape, dtype)
+        # Zeros: the padding columns are read (whole vectors) and never written.
+        self.deltas = np.zeros((rows, shape[1]), dtype) if rows > 0 else None
+
+
+def first_layer_gradient(list panels, const double[::1] x, double alpha, double weight_sum,
+                         double[::1] out):
+    """The first layer's part of L-BFGS's gradient, in scikit-learn's layout.
+
+    out[j * units + u] = (sum over panels of gradient[j, u] + alpha * w) /
+    weight_sum, w = x[j * units + u] rounded to the panels' type, each
+    operation rounded in float64 in that order (the panels added in list
+    order); one pass over the panels, where numpy took seven.
+
+    Parameters
+    ----------
+    panels : list of FirstLayerPanels
+        Of one network, at least one.
+    x : ndarray of float64, shape (n_inputs * units,)
+        The first layer's coefs_, (n_inputs, units) row-major.
+    alpha, weight_sum : float
+    out : ndarray of float64, shape (n_inputs * units,)
+        Written.
+
+    Returns
+    -------
+    float
+        The sum of the squares of the rounded weights.
+    """
+    if not panels or any(not isinstance(p, FirstLayerPanels) for p in panels):
+        raise TypeError("panels must be a non-empty list of FirstLayerPanels")
+    first = panels[0]
+    shape = first.gradient.shape
+    if any(p.gradient.shape != shape or p.gradient.dtype != first.gradient.dtype
+           or p.units != first.units for p in panels):
+        raise ValueError("panels must all be of one network")
+    n = (shape[0] if first.units else 0) * first.units
+    if x.shape[0] != n or out.shape[0] != n:
+        raise ValueError(f"x and out must hold n_inputs * units = {n} values")
+    if first.gradient.dtype == np.float64:
+        return _first_layer_gradient[double](panels, first.gradient, x, alpha, weight_sum, out)
+    return _first_layer_gradient[float](panels, first.gradient, x, alpha, weight_sum, out)
+
+
+cdef double _first_layer_gradient(list panels, floating[:, ::1] like, const double[::1] x,
+                                  double alpha, double weight_sum, double[::1] out) except? -1:
+    cdef Py_ssize_t n_panels = len(panels), b, j, u, k
+    cdef Py_ssize_t d = like.shape[0], ld = like.shape[1]
+    cdef Py_ssize_t units = (<FirstLayerPanels>panels[0]).units
+    cdef floating[:, ::1] view
+    cdef double squares = 0, total, w
+    cdef const floating** grads
+    if x.shape[0] == 0:
+        return 0.0
+    grads = <const floating**>malloc(n_panels * sizeof(floating*))
+    if grads == NULL:
+        raise MemoryError()
+    # The panels stay referenced by the list for the whole call.
+    for b in range(n_panels):
+        view = (<FirstLayerPanels>panels[b]).gradient
+        grads[b] = &view[0, 0]
+    with nogil:
+        for j in range(d):
+            for u in range(units):
+                k = j * units + u
+                total = grads[0][j * ld + u]
+                for b in range(1, n_panels):
+                    total = total + grads[b][j * ld + u]
+                w = <floating>x[k]
+                squares = squares + w * w
+                out[k] = (total + alpha * w) / weight_sum
+    free(grads)
+    return squares
 
 
 cdef class TrainingData:
@@ -1146,22 +1341,30 @@ cdef class Rows:
 
 
 def rows_loss_and_gradients(Network network, int loss, Rows rows, grads, work,
-                            Py_ssize_t chunk):
+                            Py_ssize_t chunk, FirstLayerPanels panels=None, bint total=True):
     """Summed (weighted) loss over `rows`, `chunk` rows at a time; unless
     grads is None, its gradient into grads (laid out like the params);
     unless rows.outputs is None, the outputs into it. work must hold
     workspace_size(sizes, chunk) elements. A CsrMatrix's rows take in
     addition two arrays of (n_inputs, units of the first layer, rounded up
-    to a cache line): the first layer's weights and its gradient by input."""
+    to a cache line): the first layer's weights and its gradient by input,
+    made for the call unless panels (FirstLayerPanels of this network) are
+    given: then the first layer's weights are read from panels.weights (not
+    from the parameters) and its weight gradient is left in
+    panels.gradient (grads' place for it is not written). Not with
+    compute_dtype="bfloat16". total=False skips the loss and returns 0.0,
+    for a caller that computes its own from rows.outputs (L-BFGS's
+    classifiers: clipped_log_loss), an exp and a log an output less."""
     if network.is_double:
         return _rows_loss_and_gradients[double](network.params, network, loss, rows,
-                                                grads, work, chunk)
+                                                grads, work, chunk, panels, total)
     return _rows_loss_and_gradients[float](network.params, network, loss, rows, grads, work,
-                                           chunk)
+                                           chunk, panels, total)
 
 
 cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int loss,
-                                     Rows rows, grads, work, Py_ssize_t chunk) except? -1:
+                                     Rows rows, grads, work, Py_ssize_t chunk,
+                                     FirstLayerPanels panels, bint want_loss) except? -1:
     cdef const Py_ssize_t[::1] sizes = network.sizes
     cdef int L = <int>sizes.shape[0] - 1
     cdef Py_ssize_t d = sizes[0], units = sizes[1], k = sizes[L]
@@ -1177,6 +1380,10 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
     cdef const int64_t[::1] indptr
     cdef floating[:, ::1] panel
     cdef floating[:, ::1] gradient_panel
+    cdef floating[:, ::1] deltas
+    cdef const int64_t[::1] column_starts
+    cdef const int32_t[::1] column_rows
+    cdef const floating[::1] column_values
     cdef floating[::1] rounded_values
     cdef _CsrRows csr
     cdef _CsrRows* csr_pointer = NULL
@@ -1203,8 +1410,17 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
         if rows.x.shape[1] != d:
             raise ValueError(f"x must have {d} columns")
         csr.ld = (units + line - 1) // line * line
-        panel = np.empty((max(d, 1), csr.ld), dtype=rows.x.dtype)
-        _transpose_units(&params[0], d, 0, units, &panel[0, 0], csr.ld)
+        csr.gradient_by_input = panels is not None
+        if panels is not None:
+            if network.bf16:
+                raise ValueError("panels are for networks that compute in their parameters' "
+                                 "type, not compute_dtype='bfloat16'")
+            if panels.weights.shape != (max(d, 1), csr.ld) or panels.weights.dtype != rows.x.dtype:
+                raise ValueError("panels must be FirstLayerPanels(network) of this network")
+            panel = panels.weights
+        else:
+            panel = np.empty((max(d, 1), csr.ld), dtype=rows.x.dtype)
+            _transpose_units(&params[0], d, 0, units, &panel[0, 0], csr.ld)
         csr.indptr = &indptr[0]
         csr.indices = &indices[0] if indices.shape[0] else NULL
         csr.values = &data[0] if data.shape[0] else NULL
@@ -1218,8 +1434,28 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
                 csr.values = &rounded_values[0]
         csr.first = 0
         csr.panel = &panel[0, 0]
+        csr.deltas = NULL
         if grads is not None:
-            gradient_panel = np.zeros((max(d, 1), csr.ld), dtype=rows.x.dtype)
+            if panels is not None:
+                gradient_panel = panels.gradient
+                if panels.deltas is not None and rows.x.column_starts is not None \
+                        and n > 0 and panels.deltas.shape[0] >= n \
+                        and panels.deltas.dtype == rows.x.dtype:
+                    # Every row of the panel is written at the end.
+                    deltas = panels.deltas
+                    column_starts = rows.x.column_starts
+                    column_rows = rows.x.column_rows
+                    column_values = rows.x.column_values
+                    csr.deltas = &deltas[0, 0]
+                    csr.column_starts = &column_starts[0]
+                    csr.column_rows = &column_rows[0] if column_rows.shape[0] else NULL
+                    csr.column_values = (&column_values[0] if column_values.shape[0]
+                                         else NULL)
+                else:
+                    memset(&gradient_panel[0, 0], 0, gradient_panel.shape[0] * csr.ld
+                           * sizeof(floating))
+            else:
+                gradient_panel = np.zeros((max(d, 1), csr.ld), dtype=rows.x.dtype)
             csr.gradient_panel = &gradient_panel[0, 0]
         csr_pointer = &csr
     else:
@@ -1243,9 +1479,62 @@ cdef double _rows_loss_and_gradients(floating[::1] params, Network network, int 
         total = _loss_and_gradients(&params[0], &sizes[0], L, network.hidden_activation,
                                     network.output_activation, loss, x_pointer, csr_pointer, n,
                                     &yv[0, 0], w_pointer, g_pointer, &workv[0], chunk,
-                                    o_pointer, network.bf16)
+                                    o_pointer, network.bf16, want_loss)
     _raise_if_bf16_out_of_memory()
     return total
+
+
+def clipped_log_loss(Rows rows, bint softmax, double[::1] per_row):
+    """scikit-learn's log-loss of each of rows.outputs into per_row.
+
+    The probabilities are clipped to [eps, 1 - eps] (eps of their dtype)
+    and each row's terms summed in float64: -sum_j y log p for softmax
+    outputs, else -sum_j y log p + (1 - y) log(1 - p) (logistic outputs), a
+    term whose factor is 0 counting 0 (as scipy's xlogy). The rows' weights
+    are not applied: the caller sums the rows as it needs to (L-BFGS's
+    objective, mlp/_lbfgs.py, as scikit-learn adds them up, after
+    rows_loss_and_gradients has written the outputs).
+
+    Parameters
+    ----------
+    rows : Rows
+        Its outputs (n, k) hold probabilities, its y (n, k) the targets, of
+        one float type.
+    softmax : bool
+    per_row : ndarray of float64, shape (n,)
+        Written.
+    """
+    if rows.outputs is None:
+        raise ValueError("rows.outputs must hold the outputs (rows_loss_and_gradients "
+                         "writes them); got None")
+    if rows.outputs.dtype == np.float64:
+        _clipped_log_loss[double](rows.outputs, rows.y, softmax, per_row)
+    else:
+        _clipped_log_loss[float](rows.outputs, rows.y, softmax, per_row)
+
+
+cdef int _clipped_log_loss(const floating[:, ::1] p, const floating[:, ::1] y, bint softmax,
+                           double[::1] per_row) except -1:
+    cdef floating eps = FLT_EPSILON if floating is float else DBL_EPSILON
+    cdef floating clipped
+    cdef Py_ssize_t i, j, n = p.shape[0], k = p.shape[1]
+    cdef double row, q, t
+    if y.shape[0] != n or y.shape[1] != k or per_row.shape[0] != n:
+        raise ValueError(f"rows.y must have the outputs' shape {(n, k)}, per_row {n} values")
+    with nogil:
+        for i in range(n):
+            row = 0
+            for j in range(k):
+                clipped = p[i, j]
+                clipped = eps if clipped < eps else (1 - eps if clipped > 1 - eps else clipped)
+                q = clipped
+                t = y[i, j]
+                if t != 0:
+                    row = row - t * log(q)
+                if not softmax and t != 1:
+                    row = row - (1 - t) * log(1 - q)
+            per_row[i] = row
+    return 0
 
 
 def forward(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,

@@ -5,7 +5,8 @@ loss over the samples plus ``0.5 * alpha * ||W||^2`` over the weights alone,
 both divided by the sum of the sample weights, and its gradient. For a
 classifier, the value is scikit-learn's log-loss of the output
 probabilities clipped to [eps, 1 - eps] (eps of the model's dtype), as
-scikit-learn computes it, from a forward pass of its own: the kernel's loss,
+scikit-learn computes it (``_kernels.clipped_log_loss``), from the
+outputs of the forward pass: the kernel's loss,
 exact from the logits, differs from it wherever a probability is that
 extreme, which L-BFGS's line search meets when it tries a long step (and
 which float32 meets often: -log(eps) is only 15.9 there); the kernel writes
@@ -36,7 +37,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse
-from scipy.special import xlogy
 
 from . import _kernels
 
@@ -47,6 +47,10 @@ _CHUNK = 1024
 # buffers, unused here), so the chunk shrinks with the number of inputs to
 # keep that room near this many elements.
 _SPARSE_CHUNK_ELEMENTS = 2 ** 21
+# Sparse X: a block's first-layer deltas are kept (for its gradient by
+# column) when they take at most twice its non-zeros' column listing, or
+# this many bytes.
+_DELTAS_BYTES = 64 * 2 ** 20
 # From this many parameters on, the vector is permuted layer by layer (see
 # FullBatchObjective.__init__); below it, one gather is quicker in Python.
 _BY_LAYER_PARAMS = 50_000
@@ -59,6 +63,17 @@ def _csr_block(X):
     X.sum_duplicates()
     return _kernels.CsrMatrix(X.data, X.indices.astype(np.int32, copy=False),
                               X.indptr.astype(np.int64, copy=False), X.shape[1])
+
+
+def _keeps_deltas(x, units):
+    """Whether a block of sparse rows x (CsrMatrix) keeps its first-layer
+    deltas, (rows, units rounded up to a cache line), for its gradient by
+    column: where they take at most twice the column listing of its
+    non-zeros, or _DELTAS_BYTES."""
+    itemsize = x.dtype.itemsize
+    line = 64 // itemsize
+    deltas = x.shape[0] * -(-units // line) * line * itemsize
+    return deltas <= max(2 * len(x.data) * (4 + itemsize), _DELTAS_BYTES)
 
 
 def sklearn_order(layer_sizes):
@@ -95,7 +110,9 @@ class FullBatchObjective:
     Parameters
     ----------
     model : mlp.Model
-        The network; its parameters are overwritten by each evaluation.
+        The network; its parameters are overwritten by each evaluation (with
+        sparse X and a big network, all but the first layer's weights, which
+        go to a panel: :meth:`set_parameters` writes them all).
     X : ndarray or scipy.sparse CSR matrix of the model's dtype, shape (n_samples, n_inputs)
         C-contiguous (dense) and checked (finite).
     Y : ndarray of the model's dtype, shape (n_samples, n_outputs)
@@ -154,8 +171,36 @@ class FullBatchObjective:
             self._to_model = sklearn_order(model.layer_sizes)
             self._to_sklearn = np.argsort(self._to_model).astype(np.intp)
         self._grads = np.empty((n_blocks, model.n_params), dtype=model.dtype)
-        self._targets = [_ClassTargets(rows.y, model.output == "softmax")
-                         for rows in self._blocks] if outputs else None
+        # Sparse X and a big network: the blocks read the first layer's
+        # weights from one panel by input, which each evaluation fills from
+        # x's coefs_[0] (the same layout: no transpose), and leave their
+        # first-layer gradients in panels of that layout, which are added
+        # straight into scikit-learn's order. Otherwise each block would
+        # transpose the weights into a panel of its own, and its gradient
+        # back, and this class would transpose both again.
+        self._panels = None
+        # Each block's first-layer gradient is then added up input by input
+        # from its columns (index_columns: built once here), once the
+        # deltas of all its rows are known: a gradient row is written once,
+        # where adding each row's deltas into the rows of its non-zero
+        # inputs reads and writes one for every non-zero.
+        # The deltas take (rows, units) of the block: where that would be
+        # far more than the matrix itself (many units, few non-zeros a row),
+        # the gradient is added up row by row instead.
+        if sparse and self._by_layer and model.compute_dtype is None:
+            network = model.kernel_network
+            shared = None
+            self._panels = []
+            for rows in self._blocks:
+                by_column = _keeps_deltas(rows.x, model.layer_sizes[1])
+                if by_column:
+                    rows.x.index_columns()
+                self._panels.append(_kernels.FirstLayerPanels(
+                    network, shared, len(rows.y) if by_column else 0))
+                shared = self._panels[0].weights
+        self._softmax = model.output == "softmax"
+        self._per_row = [np.empty(len(rows.y)) for rows in self._blocks]
+        self._penalty = self._rounded = self._weights = None
         self.n_evaluations = 0
 
     def initial_point(self):
@@ -173,29 +218,43 @@ class FullBatchObjective:
 
     def set_parameters(self, x):
         """Write x (scikit-learn's packed order) into the model."""
+        self._set_parameters(x, False)
+
+    def _set_parameters(self, x, first_into_panel):
+        """x into the model; with first_into_panel, the first layer's weights
+        into the shared panel instead (where the blocks read them)."""
         params = self.model.parameters
         if not self._by_layer:
             params[...] = x[self._to_model]
             return
-        for n_in, n_out, start, coef, intercept in self._layers:
+        for layer, (n_in, n_out, start, coef, intercept) in enumerate(self._layers):
             weights = start + n_in * n_out
-            params[start:weights].reshape(n_out, n_in)[...] = \
-                x[coef:coef + n_in * n_out].reshape(n_in, n_out).T
+            coefs = x[coef:coef + n_in * n_out].reshape(n_in, n_out)
+            if layer == 0 and first_into_panel:
+                np.copyto(self._panels[0].weights[:, :n_out], coefs, casting="same_kind")
+            else:
+                params[start:weights].reshape(n_out, n_in)[...] = coefs.T
             params[weights:weights + n_out] = x[intercept:intercept + n_out]
 
     def _summed_gradient(self):
         """The blocks' gradients added up in float64, in scikit-learn's order."""
         if not self._by_layer:
+            if len(self._grads) == 1:
+                return self._grads[0][self._to_sklearn].astype(np.float64, copy=False)
             return self._grads.sum(axis=0, dtype=np.float64)[self._to_sklearn]
         out = np.empty(self.model.n_params, dtype=np.float64)
-        for n_in, n_out, start, coef, intercept in self._layers:
+        for layer, (n_in, n_out, start, coef, intercept) in enumerate(self._layers):
             weights = start + n_in * n_out
             coefs = out[coef:coef + n_in * n_out].reshape(n_in, n_out)
             intercepts = out[intercept:intercept + n_out]
-            coefs[...] = self._grads[0, start:weights].reshape(n_out, n_in).T
+            if layer == 0 and self._panels is not None:
+                pass  # __call__'s, with the penalty (_kernels.first_layer_gradient)
+            else:
+                coefs[...] = self._grads[0, start:weights].reshape(n_out, n_in).T
+                for grads in self._grads[1:]:
+                    coefs += grads[start:weights].reshape(n_out, n_in).T
             intercepts[...] = self._grads[0, weights:weights + n_out]
             for grads in self._grads[1:]:
-                coefs += grads[start:weights].reshape(n_out, n_in).T
                 intercepts += grads[weights:weights + n_out]
         return out
 
@@ -224,12 +283,21 @@ class FullBatchObjective:
     def _block(self, i):
         """Block i's weighted loss sum; its gradient into self._grads[i]."""
         rows = self._blocks[i]
+        # A classifier's value is clipped_log_loss's, from the outputs.
         total = _kernels.rows_loss_and_gradients(self.model.kernel_network, self.loss_code,
                                                  rows, self._grads[i], self._works[i],
-                                                 self.chunk)
+                                                 self.chunk,
+                                                 None if self._panels is None
+                                                 else self._panels[i],
+                                                 rows.outputs is None)
         if rows.outputs is None:
             return total
-        return self._targets[i].clipped_log_loss(rows.outputs, rows.weights)
+        per_row = self._per_row[i]
+        _kernels.clipped_log_loss(rows, self._softmax, per_row)
+        if rows.weights is None:
+            return float(per_row.sum())
+        # As scikit-learn's np.average: the rounded products, then their sum.
+        return float(np.multiply(per_row, rows.weights, out=per_row).sum())
 
     def __call__(self, x):
         """(value, gradient) at x, scikit-learn's packed order; inside :meth:`running`.
@@ -244,65 +312,40 @@ class FullBatchObjective:
         gradient : ndarray of float64, shape (n_params,)
         """
         self.n_evaluations += 1
-        self.set_parameters(x)
+        self._set_parameters(x, self._panels is not None)
         if self._pool is None:
-            totals = [self._block(0)]
+            total = self._block(0)
         else:
-            totals = list(self._pool.map(self._block, range(len(self._blocks))))
+            total = sum(self._pool.map(self._block, range(len(self._blocks))))
         grads = self._summed_gradient()
+        first = 0
+        squares = 0.0
+        if self._panels is not None:
+            # The first layer's weights in one compiled pass (two million
+            # of them in the benchmark: numpy's seven passes took 6-10 ms).
+            first = self._layers[0][0] * self._layers[0][1]
+            squares = _kernels.first_layer_gradient(self._panels, x[:first], self.alpha,
+                                                    self.weight_sum, grads[:first])
         # The weights as the model holds them (rounded to its dtype), in
-        # float64: scikit-learn's order puts every coefs_ first.
-        weights = x[:self._n_coefs]
-        if self.model.dtype != np.float64:
-            weights = weights.astype(self.model.dtype).astype(np.float64)
-        squares = float(np.dot(weights, weights))
-        value = (sum(totals) * self.loss_scale + 0.5 * self.alpha * squares) / self.weight_sum
-        grads[:self._n_coefs] += self.alpha * weights
-        grads /= self.weight_sum
+        # float64: scikit-learn's order puts every coefs_ first. Into
+        # buffers kept from call to call (a small network's evaluation is
+        # tens of microseconds, of which allocations were a good part).
+        weights = x[first:self._n_coefs]
+        if self._penalty is None or len(self._penalty) != len(weights):
+            self._penalty = np.empty(len(weights))
+            if self.model.dtype != np.float64:
+                self._rounded = np.empty(len(weights), dtype=self.model.dtype)
+                self._weights = np.empty(len(weights))
+        if self._rounded is not None:
+            np.copyto(self._rounded, weights, casting="same_kind")
+            np.copyto(self._weights, self._rounded)
+            weights = self._weights
+        squares += float(np.dot(weights, weights))
+        value = (total * self.loss_scale + 0.5 * self.alpha * squares) / self.weight_sum
+        penalty = np.multiply(weights, self.alpha, out=self._penalty)
+        coefs = grads[first:self._n_coefs]
+        coefs += penalty
+        rest = grads[first:]
+        rest /= self.weight_sum
         return value, grads
 
-
-class _ClassTargets:
-    """A block's 0/1 targets, for scikit-learn's clipped log-loss: where
-    every row is one-hot (softmax) or every entry 0 or 1 (sigmoid), the
-    loss needs only the probability of each row's class (or of each
-    entry's value), which is cheaper to gather than y log p over every
-    output; the sums are the same, term by term."""
-
-    def __init__(self, Y, softmax):
-        self.Y, self.softmax = Y, softmax
-        self.columns = self.indicators = None
-        binary = bool(np.all((Y == 0) | (Y == 1)))
-        if softmax and binary and len(Y) and bool(np.all(Y.sum(axis=1) == 1)):
-            self.columns = np.argmax(Y, axis=1)
-        elif not softmax and binary:
-            self.indicators = Y.astype(bool)
-
-    def clipped_log_loss(self, P, weights):
-        """Sum over the rows of scikit-learn's log-loss of P, each row's
-        times its weight (None: 1)."""
-        if self.columns is None and self.indicators is None:
-            return _clipped_log_loss(self.Y, P, weights, self.softmax)
-        eps = np.finfo(P.dtype).eps
-        if self.columns is not None:
-            chosen = P[np.arange(len(P)), self.columns]
-            per_row = np.log(np.clip(chosen, eps, 1 - eps).astype(np.float64))
-        else:
-            clipped = np.clip(P, eps, 1 - eps).astype(np.float64)
-            per_row = np.log(np.where(self.indicators, clipped, 1 - clipped)).sum(axis=1)
-        return -float(per_row.sum() if weights is None else np.dot(per_row, weights))
-
-
-def _clipped_log_loss(Y, P, weights, softmax):
-    """Sum over the rows of scikit-learn's log-loss of probabilities P (its
-    dtype's eps clips them to [eps, 1 - eps]) for targets Y, each row's
-    times its weight (None: 1): -sum y log p for softmax outputs, else
-    -sum y log p + (1 - y) log(1 - p) (logistic outputs)."""
-    eps = np.finfo(P.dtype).eps
-    clipped = np.clip(P, eps, 1 - eps).astype(np.float64)
-    targets = Y.astype(np.float64)
-    per_unit = xlogy(targets, clipped)
-    if not softmax:
-        per_unit += xlogy(1 - targets, 1 - clipped)
-    per_row = per_unit.sum(axis=1)
-    return -float(per_row.sum() if weights is None else np.dot(per_row, weights))

@@ -43,6 +43,9 @@ typedef double mlp_vec4d __attribute__((vector_size(32), aligned(8)));
 #define MLP_SPARSE_BLOCK 8
 #define MLP_SPARSE_WIDE_BLOCK 10
 
+/* Entries ahead whose panel rows MLP_DEFINE_SPARSE_ROW_AHEAD prefetches. */
+#define MLP_SPARSE_AHEAD 8
+
 /* x (d,) -> the indices and values of its entries whose bits are not all
  * zero; returns their number, and sets *nonfinite to 1 if one of them is
  * NaN or infinite (all exponent bits set): inference checks its input here,
@@ -85,7 +88,8 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values,      
 }
 
 /* NV accumulators of one vector each, over every non-zero input, starting
- * from dst (add) or from zero. */
+ * from dst (add) or from zero; with ahead > 0 (a constant), the lines of the
+ * panel's row of the input `ahead` entries on are asked for meanwhile. */
 #define MLP_SPARSE_ACCUMULATE(VEC, NV)                                          \
     {                                                                           \
         VEC acc[NV];                                                            \
@@ -93,6 +97,12 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values,      
             acc[v] = add ? dst[v] : (VEC){0};                                   \
         for (ptrdiff_t e = 0; e < count; e++) {                                 \
             const VEC *w = (const VEC *)(panel + (ptrdiff_t)inputs[e] * ld + u0);  \
+            if (ahead > 0 && e + ahead < count) {                               \
+                const char *next = (const char *)(panel + (ptrdiff_t)inputs[e + ahead] * ld \
+                                                  + u0);                        \
+                for (int b = 0; b < NV * (int)sizeof(VEC); b += 64)             \
+                    __builtin_prefetch(next + b);                               \
+            }                                                                   \
             for (int v = 0; v < NV; v++)                                        \
                 acc[v] += values[e] * w[v];                                     \
         }                                                                       \
@@ -106,10 +116,17 @@ static ptrdiff_t NAME(const T *x, ptrdiff_t d, int32_t *inputs, T *values,      
  * units; each unit's sum is added up in the same order whatever the vector
  * width, so the results are the same too. */
 #define MLP_DEFINE_SPARSE_ROW(NAME, ATTRIBUTES, T, VEC, LANES, BLOCK)          \
+    MLP_DEFINE_SPARSE_ROW_AHEAD(NAME, ATTRIBUTES, T, VEC, LANES, BLOCK, 0)
+
+/* The same, prefetching the panel's rows AHEAD entries on: where the panel
+ * is far bigger than the L2 (the full-batch path's 20,000-input panels),
+ * each row is a wait on the L3 otherwise. */
+#define MLP_DEFINE_SPARSE_ROW_AHEAD(NAME, ATTRIBUTES, T, VEC, LANES, BLOCK, AHEAD) \
 ATTRIBUTES                                                                      \
 static void NAME(const int32_t *inputs, const T *values, ptrdiff_t count,       \
                  const T *panel, ptrdiff_t ld, ptrdiff_t units, T *z, int add)  \
 {                                                                               \
+    const ptrdiff_t ahead = AHEAD;                                              \
     const ptrdiff_t step = BLOCK * LANES;                                       \
     VEC tail[10];   /* 10, not BLOCK: no case of the switch below reads past it */ \
     for (ptrdiff_t u0 = 0; u0 < units; u0 += step) {                            \
@@ -131,6 +148,76 @@ static void NAME(const int32_t *inputs, const T *values, ptrdiff_t count,       
         }                                                                       \
         if (left < step)                                                        \
             memcpy(z + u0, tail, left * sizeof(T));                             \
+    }                                                                           \
+}
+
+/* The gradient's rows of a row's non-zero inputs each plus the row's
+ * deltas times the input's value, with NV vectors of the deltas held in
+ * registers from src. */
+#define MLP_SPARSE_SCATTER(T, VEC, NV)                                          \
+    {                                                                           \
+        VEC held[NV];                                                           \
+        for (int v = 0; v < NV; v++)                                            \
+            held[v] = src[v];                                                   \
+        for (ptrdiff_t e = 0; e < count; e++) {                                 \
+            VEC *g = (VEC *)(panel + (ptrdiff_t)inputs[e] * ld + u0);           \
+            const T value = values[e];                                          \
+            for (int v = 0; v < NV; v++)                                        \
+                g[v] += value * held[v];                                        \
+        }                                                                       \
+    }
+
+/* Products rounded before they are added, as in a portable scalar loop,
+ * rather than fused into one rounding (FMA) where the CPU has it: the
+ * sparse gradient then has the same bits on every CPU and with every
+ * vector width, and the same as the dense one's in the (common) case where
+ * that is not fused either. Memory, not arithmetic, bounds the loop. */
+#if defined(__clang__)
+#define MLP_NO_CONTRACT
+#define MLP_NO_CONTRACT_BODY _Pragma("clang fp contract(off)")
+#elif defined(__GNUC__)
+#define MLP_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#define MLP_NO_CONTRACT_BODY
+#else
+#define MLP_NO_CONTRACT
+#define MLP_NO_CONTRACT_BODY
+#endif
+
+/* panel[inputs[e] * ld + u] += values[e] * delta[u] for every e < count and
+ * u < units: one row's share of a weight gradient kept by input, its deltas
+ * (units,) loaded into registers once for all its non-zero inputs (a scalar
+ * loop reloads them for each). ld is a multiple of LANES: a partial vector
+ * of units writes the panel's padding columns with zero deltas, which
+ * leaves them as they were. Each entry's sum runs over the rows in the
+ * order of the calls, whatever the vector width. */
+#define MLP_DEFINE_SPARSE_SCATTER(NAME, ATTRIBUTES, T, VEC, LANES, BLOCK)      \
+ATTRIBUTES MLP_NO_CONTRACT                                                      \
+static void NAME(const int32_t *inputs, const T *values, ptrdiff_t count,       \
+                 const T *delta, ptrdiff_t units, T *panel, ptrdiff_t ld)       \
+{                                                                               \
+    MLP_NO_CONTRACT_BODY                                                        \
+    const ptrdiff_t step = BLOCK * LANES;                                       \
+    VEC tail[10];   /* 10, not BLOCK: no case of the switch below reads past it */ \
+    for (ptrdiff_t u0 = 0; u0 < units; u0 += step) {                            \
+        ptrdiff_t left = units - u0;                                            \
+        const VEC *src = (const VEC *)(delta + u0);                             \
+        if (left < step) {                                                      \
+            memset(tail, 0, sizeof tail);                                       \
+            memcpy(tail, delta + u0, left * sizeof(T));                         \
+            src = tail;                                                         \
+        }                                                                       \
+        switch (left >= step ? BLOCK : (int)((left + LANES - 1) / LANES)) {     \
+        case 10: MLP_SPARSE_SCATTER(T, VEC, 10) break;                          \
+        case 9: MLP_SPARSE_SCATTER(T, VEC, 9) break;                            \
+        case 8: MLP_SPARSE_SCATTER(T, VEC, 8) break;                            \
+        case 7: MLP_SPARSE_SCATTER(T, VEC, 7) break;                            \
+        case 6: MLP_SPARSE_SCATTER(T, VEC, 6) break;                            \
+        case 5: MLP_SPARSE_SCATTER(T, VEC, 5) break;                            \
+        case 4: MLP_SPARSE_SCATTER(T, VEC, 4) break;                            \
+        case 3: MLP_SPARSE_SCATTER(T, VEC, 3) break;                            \
+        case 2: MLP_SPARSE_SCATTER(T, VEC, 2) break;                            \
+        default: MLP_SPARSE_SCATTER(T, VEC, 1) break;                           \
+        }                                                                       \
     }                                                                           \
 }
 
@@ -405,6 +492,94 @@ static void mlp_sparse_row_f(const int32_t *inputs, const float *values, ptrdiff
     }
 #endif
     mlp_sparse_row_narrow_f(inputs, values, count, panel, ld, units, z, add);
+}
+
+MLP_DEFINE_SPARSE_SCATTER(mlp_sparse_scatter_narrow_f, MLP_MULTIVERSION, float, mlp_vec8f, 8,
+                          MLP_SPARSE_BLOCK)
+MLP_DEFINE_SPARSE_SCATTER(mlp_sparse_scatter_narrow_d, MLP_MULTIVERSION, double, mlp_vec4d, 4,
+                          MLP_SPARSE_BLOCK)
+#ifdef MLP_SPARSE_AVX2
+typedef double mlp_vec8d __attribute__((vector_size(64), aligned(8)));
+MLP_DEFINE_SPARSE_SCATTER(mlp_sparse_scatter_wide_f, __attribute__((target("avx512f"))), float,
+                          mlp_vec16f, 16, MLP_SPARSE_WIDE_BLOCK)
+MLP_DEFINE_SPARSE_SCATTER(mlp_sparse_scatter_wide_d, __attribute__((target("avx512f"))), double,
+                          mlp_vec8d, 8, MLP_SPARSE_WIDE_BLOCK)
+#endif
+
+/* MLP_DEFINE_SPARSE_SCATTER, 16 floats (8 doubles) to a vector where
+ * mlp_sparse_wide is set; ld a multiple of 16 floats (8 doubles). */
+static void mlp_sparse_scatter_f(const int32_t *inputs, const float *values, ptrdiff_t count,
+                                 const float *delta, ptrdiff_t units, float *panel, ptrdiff_t ld)
+{
+#ifdef MLP_SPARSE_AVX2
+    if (mlp_sparse_wide) {
+        mlp_sparse_scatter_wide_f(inputs, values, count, delta, units, panel, ld);
+        return;
+    }
+#endif
+    mlp_sparse_scatter_narrow_f(inputs, values, count, delta, units, panel, ld);
+}
+
+static void mlp_sparse_scatter_d(const int32_t *inputs, const double *values, ptrdiff_t count,
+                                 const double *delta, ptrdiff_t units, double *panel,
+                                 ptrdiff_t ld)
+{
+#ifdef MLP_SPARSE_AVX2
+    if (mlp_sparse_wide) {
+        mlp_sparse_scatter_wide_d(inputs, values, count, delta, units, panel, ld);
+        return;
+    }
+#endif
+    mlp_sparse_scatter_narrow_d(inputs, values, count, delta, units, panel, ld);
+}
+
+/* The row sums of MLP_DEFINE_SPARSE_ROW with each product rounded before
+ * it is added (MLP_NO_CONTRACT), for the first layer's weight gradient by
+ * input: panel row j of the gradient is the sum, over the rows in which
+ * input j is non-zero (inputs: those rows, in order), of the value times
+ * the row's deltas (panel: the deltas, one row of ld per row). The same
+ * sums, in the same order and rounding, as MLP_DEFINE_SPARSE_SCATTER's; a
+ * gradient row is written once, where the scatter reads and writes a row
+ * for every non-zero. */
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_gather_narrow_f, MLP_MULTIVERSION MLP_NO_CONTRACT, float,
+                            mlp_vec8f, 8, MLP_SPARSE_BLOCK, MLP_SPARSE_AHEAD)
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_gather_d, MLP_MULTIVERSION MLP_NO_CONTRACT, double,
+                            mlp_vec4d, 4, MLP_SPARSE_BLOCK, MLP_SPARSE_AHEAD)
+/* The first layer's sums of the full-batch path (CSR rows, a big panel). */
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_row_ahead_narrow_f, MLP_MULTIVERSION, float, mlp_vec8f, 8,
+                            MLP_SPARSE_BLOCK, MLP_SPARSE_AHEAD)
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_row_ahead_d, MLP_MULTIVERSION, double, mlp_vec4d, 4,
+                            MLP_SPARSE_BLOCK, MLP_SPARSE_AHEAD)
+#ifdef MLP_SPARSE_AVX2
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_gather_wide_f,
+                            __attribute__((target("avx512f"))) MLP_NO_CONTRACT, float,
+                            mlp_vec16f, 16, MLP_SPARSE_WIDE_BLOCK, MLP_SPARSE_AHEAD)
+MLP_DEFINE_SPARSE_ROW_AHEAD(mlp_sparse_row_ahead_wide_f, __attribute__((target("avx512f"))),
+                            float, mlp_vec16f, 16, MLP_SPARSE_WIDE_BLOCK, MLP_SPARSE_AHEAD)
+#endif
+
+static void mlp_sparse_row_ahead_f(const int32_t *inputs, const float *values, ptrdiff_t count,
+                                   const float *panel, ptrdiff_t ld, ptrdiff_t units, float *z)
+{
+#ifdef MLP_SPARSE_AVX2
+    if (mlp_sparse_wide) {
+        mlp_sparse_row_ahead_wide_f(inputs, values, count, panel, ld, units, z, 0);
+        return;
+    }
+#endif
+    mlp_sparse_row_ahead_narrow_f(inputs, values, count, panel, ld, units, z, 0);
+}
+
+static void mlp_sparse_gather_f(const int32_t *inputs, const float *values, ptrdiff_t count,
+                                const float *panel, ptrdiff_t ld, ptrdiff_t units, float *z)
+{
+#ifdef MLP_SPARSE_AVX2
+    if (mlp_sparse_wide) {
+        mlp_sparse_gather_wide_f(inputs, values, count, panel, ld, units, z, 0);
+        return;
+    }
+#endif
+    mlp_sparse_gather_narrow_f(inputs, values, count, panel, ld, units, z, 0);
 }
 
 /* Whether the float sums take 16-float vectors: wide = 1 asks for them

@@ -36,6 +36,21 @@ cdef extern from "_sparse.h" nogil:
     void mlp_sparse_row_d(const int32_t* inputs, const double* values, Py_ssize_t count,
                           const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z,
                           int add)
+    void mlp_sparse_scatter_f(const int32_t* inputs, const float* values, Py_ssize_t count,
+                              const float* delta, Py_ssize_t units, float* panel, Py_ssize_t ld)
+    void mlp_sparse_scatter_d(const int32_t* inputs, const double* values, Py_ssize_t count,
+                              const double* delta, Py_ssize_t units, double* panel,
+                              Py_ssize_t ld)
+    void mlp_sparse_gather_f(const int32_t* inputs, const float* values, Py_ssize_t count,
+                             const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z)
+    void mlp_sparse_gather_d(const int32_t* inputs, const double* values, Py_ssize_t count,
+                             const double* panel, Py_ssize_t ld, Py_ssize_t units, double* z,
+                             int add)
+    void mlp_sparse_row_ahead_f(const int32_t* inputs, const float* values, Py_ssize_t count,
+                                const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z)
+    void mlp_sparse_row_ahead_d(const int32_t* inputs, const double* values, Py_ssize_t count,
+                                const double* panel, Py_ssize_t ld, Py_ssize_t units,
+                                double* z, int add)
     void mlp_sparse_block_f(const int32_t* inputs, const float* values, Py_ssize_t stride,
                             const Py_ssize_t* count, Py_ssize_t rows, Py_ssize_t d,
                             const float* panel, Py_ssize_t ld, Py_ssize_t units, float* z,
@@ -91,6 +106,38 @@ cdef inline void _sparse_row(const int32_t* inputs, const floating* values, Py_s
         mlp_sparse_row_f(inputs, values, count, panel, ld, units, z, 0)
     else:
         mlp_sparse_row_d(inputs, values, count, panel, ld, units, z, 0)
+
+
+cdef inline void _sparse_scatter(const int32_t* inputs, const floating* values,
+                                 Py_ssize_t count, const floating* delta, Py_ssize_t units,
+                                 floating* panel, Py_ssize_t ld) noexcept nogil:
+    """panel[inputs[e], :units] += values[e] * delta[:units] for e < count;
+    ld a whole number of cache lines (_sparse.h)."""
+    if floating is float:
+        mlp_sparse_scatter_f(inputs, values, count, delta, units, panel, ld)
+    else:
+        mlp_sparse_scatter_d(inputs, values, count, delta, units, panel, ld)
+
+
+cdef inline void _sparse_gather(const int32_t* rows, const floating* values,
+                                Py_ssize_t count, const floating* deltas, Py_ssize_t ld,
+                                Py_ssize_t units, floating* out) noexcept nogil:
+    """out[:units] = sum over e < count of values[e] * deltas[rows[e], :units],
+    each product rounded before it is added (_sparse.h)."""
+    if floating is float:
+        mlp_sparse_gather_f(rows, values, count, deltas, ld, units, out)
+    else:
+        mlp_sparse_gather_d(rows, values, count, deltas, ld, units, out, 0)
+
+
+cdef inline void _sparse_row_ahead(const int32_t* inputs, const floating* values,
+                                   Py_ssize_t count, const floating* panel, Py_ssize_t ld,
+                                   Py_ssize_t units, floating* z) noexcept nogil:
+    """_sparse_row's sums, prefetching the panel's rows ahead (big panels)."""
+    if floating is float:
+        mlp_sparse_row_ahead_f(inputs, values, count, panel, ld, units, z)
+    else:
+        mlp_sparse_row_ahead_d(inputs, values, count, panel, ld, units, z, 0)
 
 
 cdef inline void _sparse_block(const int32_t* inputs, const floating* values,

@@ -962,6 +962,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
     def _encode_targets(self, y):
+        if self._label_binarizer.y_type_ == "multiclass" and y.ndim == 1:
+            # Each label's place in the sorted classes_, which is where the
+            # binarizer's one-hot row has its 1, without the binarizer's
+            # second check of y (most of a small data set's set-up).
+            indices = np.searchsorted(self.classes_, y)
+            if np.all(indices < len(self.classes_)) and np.all(self.classes_[indices] == y):
+                return indices.astype(np.int64)
         indicator = self._label_binarizer.transform(y)
         if self._label_binarizer.y_type_ == "multiclass":
             # Class indices: the kernel one-hot encodes them as it gathers a batch.

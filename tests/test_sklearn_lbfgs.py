@@ -166,6 +166,80 @@ def test_big_networks_permuted_layer_by_layer_get_the_same_value_and_gradient(
         np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("sizes, output, loss", [
+    ([30, 40, 7], "softmax", "cross_entropy"),
+    ([30, 20, 9, 3], "sigmoid", "binary_cross_entropy"),
+    ([30, 5, 2], "identity", "mse")])
+def test_sparse_big_networks_keep_the_first_layer_in_shared_panels(monkeypatch, dtype, sizes,
+                                                                   output, loss):
+    """Sparse X and many parameters: the blocks read the first layer's
+    weights from one panel that the objective fills, and leave its gradient
+    in panels of scikit-learn's layout, added up by column from the kept
+    deltas (or, without room for them, row by row). Value and gradient are
+    those of the per-block panels to rounding, and set_parameters still
+    writes every parameter into the model."""
+    import scipy.sparse as sp
+
+    import mlp
+    from mlp import _kernels
+
+    rng = np.random.default_rng(1)
+    model = mlp.Model(sizes, output=output, dtype=dtype, seed=0)
+    start = model.parameters.copy()
+    X = rng.standard_normal((70, sizes[0]))
+    X[rng.random(X.shape) < 0.8] = 0
+    X = sp.csr_matrix(X.astype(dtype))
+    Y = {"softmax": lambda: np.eye(sizes[-1])[rng.integers(0, sizes[-1], 70)],
+         "sigmoid": lambda: (rng.random((70, sizes[-1])) < 0.5).astype(float),
+         "identity": lambda: rng.standard_normal((70, sizes[-1]))}[output]().astype(dtype)
+    weight = rng.uniform(0.5, 2, 70)
+    results = []
+    for shared in ("none", "by column", "by row"):
+        monkeypatch.setattr(_lbfgs, "_BY_LAYER_PARAMS", 0)
+        # Where the deltas would take too much memory: the gradient by row.
+        monkeypatch.setattr(_lbfgs, "_keeps_deltas", lambda x, units: shared != "by row")
+        model.parameters[...] = start
+        objective = _lbfgs.FullBatchObjective(model, X, Y, _kernels.LOSSES[loss], weight, 0.01,
+                                              1.0, 2)
+        assert objective._panels is not None
+        assert all((panels.deltas is None) == (shared == "by row")
+                   for panels in objective._panels)
+        if shared == "none":
+            objective._panels = None
+        x = objective.initial_point()
+        with objective.running():
+            value, gradient = objective(1.1 * x)
+            again = objective(1.2 * x)
+        objective.set_parameters(1.1 * x)
+        results.append((x, value, gradient, *again, model.parameters.copy()))
+    for other in results[1:]:
+        for i, (first, second) in enumerate(zip(results[0], other)):
+            if i in (1, 3):
+                # The values' sums of squares run in another order.
+                assert second == pytest.approx(first, rel=1e-12)
+            elif i in (2, 4):
+                # The same operations in the same order; a compiler may fuse
+                # the penalty's product and sum where the CPU has FMA.
+                np.testing.assert_allclose(second, first, rtol=1e-12,
+                                           atol=1e-14 * np.abs(first).max())
+            else:
+                np.testing.assert_array_equal(first, second)
+
+
+def test_sparse_blocks_keep_their_deltas_where_they_take_little_memory():
+    import scipy.sparse as sp
+
+    from mlp import _kernels
+
+    X = sp.random(1000, 500, density=0.02, format="csr", random_state=0, dtype=np.float32)
+    rows = _kernels.CsrMatrix(X.data, X.indices, X.indptr.astype(np.int64), 500)
+    # 1,000 x 112 floats of deltas (448 KB) against 10,000 non-zeros (80 KB):
+    # within the floor, not beyond it.
+    assert _lbfgs._keeps_deltas(rows, 100)
+    assert not _lbfgs._keeps_deltas(rows, 100_000)
+
+
 def test_float32_reaches_a_solution_as_good_as_scikit_learns():
     X, y = _classification(3, n=200)
     params = dict(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=200, random_state=0)
@@ -276,3 +350,82 @@ def test_lbfgs_estimators_pass_scikit_learns_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check(estimator)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("softmax", [True, False])
+def test_clipped_log_loss_is_scikit_learns_row_by_row(dtype, softmax):
+    """_kernels.clipped_log_loss: each row's scikit-learn log-loss of the
+    outputs clipped to their dtype's [eps, 1 - eps], for 0/1 and fractional
+    targets and for probabilities at and past the clip (0, 1, tiny)."""
+    from scipy.special import xlogy
+
+    from mlp import _kernels
+
+    rng = np.random.default_rng(0)
+    n, k = 40, 4
+    P = rng.uniform(0, 1, (n, k))
+    P[:5] = [0.0, 1.0, 1e-30, 0.5]
+    if softmax:
+        P /= P.sum(axis=1, keepdims=True)
+    P = P.astype(dtype)
+    Y = np.eye(k)[rng.integers(0, k, n)]
+    Y[-5:] = rng.uniform(0, 1, (5, k))
+    Y = Y.astype(dtype)
+    eps = np.finfo(dtype).eps
+    clipped = np.clip(P, eps, 1 - eps).astype(np.float64)
+    terms = xlogy(Y.astype(np.float64), clipped)
+    if not softmax:
+        terms += xlogy(1 - Y.astype(np.float64), 1 - clipped)
+    per_row = np.empty(n)
+    _kernels.clipped_log_loss(_kernels.Rows(P, Y, None, P), softmax, per_row)
+    np.testing.assert_allclose(per_row, -terms.sum(axis=1), rtol=1e-14, atol=0)
+    with pytest.raises(ValueError, match="outputs"):
+        _kernels.clipped_log_loss(_kernels.Rows(P, Y), softmax, per_row)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_first_layer_gradient_is_numpys_sum_penalty_and_scale(dtype):
+    """_kernels.first_layer_gradient: the panels' gradients added in
+    order, plus alpha times the weights rounded to the panels' type, over
+    the weight sum, in scikit-learn's (n_inputs, units) layout; the sum of
+    the rounded weights' squares."""
+    import mlp
+    from mlp import _kernels
+
+    rng = np.random.default_rng(0)
+    network = mlp.Model([9, 21, 3], dtype=dtype, seed=0).kernel_network
+    first = _kernels.FirstLayerPanels(network)
+    panels = [first, _kernels.FirstLayerPanels(network, first.weights),
+              _kernels.FirstLayerPanels(network, first.weights)]
+    for p in panels:
+        p.gradient[...] = rng.standard_normal(p.gradient.shape)
+    x = rng.standard_normal(9 * 21)
+    out = np.empty(9 * 21)
+    squares = _kernels.first_layer_gradient(panels, x, 0.3, 7.0, out)
+    total = panels[0].gradient[:, :21].astype(np.float64)
+    for p in panels[1:]:
+        total += p.gradient[:, :21]
+    w = x.astype(dtype).astype(np.float64)
+    np.testing.assert_allclose(out, (total.ravel() + w * 0.3) / 7.0, rtol=1e-14, atol=1e-15)
+    assert squares == pytest.approx(np.dot(w, w), rel=1e-13)
+    with pytest.raises(ValueError, match="n_inputs"):
+        _kernels.first_layer_gradient(panels, x[1:], 0.3, 7.0, out)
+
+
+def test_sparse_big_network_follows_scikit_learn():
+    """Sparse X and over 50,000 parameters (the shared first-layer panel,
+    the gradient by column, the compiled first-layer penalty): float64
+    follows scikit-learn's path, with sample weights, to rounding."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    X = sp.random(400, 600, density=0.05, format="csr", random_state=0)
+    y = rng.integers(0, 3, 400)
+    weight = rng.uniform(0.5, 2, 400)
+    params = dict(hidden_layer_sizes=(100,), solver="lbfgs", alpha=1e-3, max_iter=15,
+                  random_state=0)
+    ours, theirs = _fit_both(MLPClassifier(dtype="float64", **params),
+                             neural_network.MLPClassifier(**params), X, y, weight)
+    assert ours.model_.n_params > _lbfgs._BY_LAYER_PARAMS
+    _assert_same_solution(ours, theirs)

@@ -325,3 +325,82 @@ def test_rows_loss_and_gradients_of_csr_rows_are_the_dense_rows(dtype, hidden, s
                                atol=tol * np.abs(dense_grads).max())
     np.testing.assert_allclose(outputs, dense_out, rtol=tol, atol=tol)
     np.testing.assert_allclose(dense_out, model.forward(X), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("units", [1, 17, 100, 161, 300])
+@pytest.mark.parametrize("wide", [True, False], ids=["wide", "narrow"])
+def test_csr_first_layer_weight_gradient_sums_each_entry_over_the_rows_in_order(dtype, units,
+                                                                                wide):
+    """The first layer's weight gradient from a CsrMatrix, for units narrower
+    than a vector, between vectors and wider than a pass of registers, with
+    16- and 8-float vectors: each entry is the sum over the rows, in row
+    order, of value times the row's delta, each product rounded before it is
+    added (the same bits as a scalar loop). With one identity layer and the
+    squared error, the deltas are the outputs minus the targets, exactly."""
+    rng = np.random.default_rng(units)
+    d, n = 70, 90
+    model = mlp.Model([d, units], activation="relu", output="identity", dtype=dtype, seed=0)
+    csr = sp.random(n, d, density=0.1, format="csr", random_state=units, dtype=np.float64)
+    csr = csr.astype(dtype)
+    Y = rng.standard_normal((n, units)).astype(dtype)
+    rows = _kernels.CsrMatrix(csr.data, csr.indices.astype(np.int32),
+                              csr.indptr.astype(np.int64), d)
+    network = model.kernel_network
+    work = np.empty(_kernels.workspace_size(np.asarray([d, units], np.intp), 16,
+                                            network.hidden_activation), dtype)
+    grads, outputs = np.empty(model.n_params, dtype), np.empty_like(Y)
+    try:
+        _kernels.sparse_wide_rows(wide)
+        _kernels.rows_loss_and_gradients(network, _kernels.LOSSES["mse"],
+                                         _kernels.Rows(rows, Y, None, outputs), grads, work, 16)
+    finally:
+        _kernels.sparse_wide_rows(True)
+    delta = outputs - Y
+    expected = np.zeros((d, units), dtype)
+    for i in range(n):
+        begin, end = csr.indptr[i], csr.indptr[i + 1]
+        expected[csr.indices[begin:end]] += csr.data[begin:end, None] * delta[i]
+    np.testing.assert_array_equal(grads[:units * d].reshape(units, d), expected.T)
+    np.testing.assert_allclose(grads[units * d:], delta.sum(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_csr_matrix_lists_its_non_zeros_by_column_as_scipys_csc(dtype):
+    """CsrMatrix.index_columns: each column's rows in increasing order and
+    their values, where scipy's canonical CSC form has them; an empty matrix
+    has empty columns."""
+    X = sp.random(60, 45, density=0.1, format="csr", random_state=2, dtype=np.float64)
+    X = X.astype(dtype)
+    rows = _kernels.CsrMatrix(X.data, X.indices.astype(np.int32), X.indptr.astype(np.int64),
+                              45).index_columns()
+    C = X.tocsc()
+    C.sort_indices()
+    np.testing.assert_array_equal(rows.column_starts, C.indptr)
+    np.testing.assert_array_equal(rows.column_rows, C.indices)
+    np.testing.assert_array_equal(rows.column_values, C.data)
+    empty = _kernels.CsrMatrix(np.zeros(0, dtype), np.zeros(0, np.int32), np.zeros(4, np.int64),
+                               5).index_columns()
+    np.testing.assert_array_equal(empty.column_starts, np.zeros(6))
+
+
+def test_rows_loss_and_gradients_without_the_total_gives_the_same_gradient_and_outputs():
+    """total=False (L-BFGS's classifiers take their value from the outputs):
+    0.0 for the loss, and the gradient and outputs of total=True."""
+    rng = np.random.default_rng(0)
+    model = mlp.Model([6, 8, 3], output="softmax", seed=0)
+    X = rng.standard_normal((20, 6)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 20)]
+    network = model.kernel_network
+    work = np.empty(_kernels.workspace_size(np.asarray([6, 8, 3], np.intp), 20,
+                                            network.hidden_activation), np.float32)
+    results = []
+    for total in (True, False):
+        grads, outputs = np.empty(model.n_params, np.float32), np.empty_like(Y)
+        value = _kernels.rows_loss_and_gradients(network, _kernels.LOSSES["cross_entropy"],
+                                                 _kernels.Rows(X, Y, None, outputs), grads,
+                                                 work, 20, None, total)
+        results.append((value, grads, outputs))
+    assert results[0][0] > 0 and results[1][0] == 0.0
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    np.testing.assert_array_equal(results[0][2], results[1][2])

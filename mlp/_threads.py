@@ -121,17 +121,19 @@ def call_threads(n_threads):
 
 # Inference (forward, predict, predict_proba, evaluate, the estimators'
 # predict) runs on mlp's own workers too, each on a single-threaded BLAS, so
-# it wakes no BLAS pool; between calls the workers spin for at most 0.1 ms
-# and then sleep. Left to choose, a call of fewer multiply-adds than this
-# runs on the calling thread alone, a bigger one on every core. Below 128
-# rows of 784-300-100-10 (33M multiply-adds) two workers would share each
-# layer's units, with a barrier per layer: on an idle 2-core Zen 4 that was
-# 1.2-1.7x faster than one worker from 1 row, but on a busy one (load 2-4,
-# where a worker waits for a core at every barrier) 3-7x slower, while one
-# worker on _dense.h stayed at 1.0-2.3x onnxruntime's speed
-# (bench/README.md). From 128 rows the workers share the rows, one
-# hand-off per call.
-INFERENCE_MIN_MACS = 1 << 25
+# it wakes no BLAS pool. The workers claim blocks of rows as they come
+# (_kernels.infer): one hand-off per call, no barrier, and a worker that
+# has not started by the time the caller has done every block is told not
+# to (_parallel.h, mlp_parallel_run_optional), so on a host busier than
+# its cores a call costs what it costs on one thread instead of waiting
+# for a core. (Two workers sharing each layer's units, with a barrier per
+# layer, were 3-7x slower than one on such a host: bench/README.md.)
+# Left to choose, a call of fewer multiply-adds than this runs on the
+# calling thread alone, a bigger one on every core: 8 rows of
+# 784-300-100-10, where each worker's block of 4 rows costs about half of
+# the 8 rows on one; under that the second worker's hand-off cost about
+# what it saved (2-core Zen 4, busy and with a competing process).
+INFERENCE_MIN_MACS = 1 << 21
 
 
 def inference_threads(n_threads, rows, layer_sizes):

@@ -473,10 +473,12 @@ class Model:
         # X checked but for NaN and inf (2-D, n_inputs columns, the model's
         # dtype, C-contiguous), n_threads a positive int. None when X holds
         # a NaN or an infinity.
-        if (self.dtype == np.float32 and X.shape[0] <= _kernels.fused_max_rows()
-                and not scipy.sparse.issparse(X)):
-            # No BLAS call (_kernels.infer), so no BLAS limit to set and
-            # restore: 4 us of a one-row call's 20.
+        if (self.dtype == np.float32 and not scipy.sparse.issparse(X)
+                and X.shape[0] <= _kernels.fused_max_rows() * n_threads
+                and X.shape[0] < _kernels.SPARSE_INPUT_MIN_ROWS):
+            # Each worker's block of rows runs on _dense.h (_kernels.infer):
+            # no BLAS call, so no BLAS limit to set and restore, 4 us of a
+            # one-row call's 20.
             with self._lock:
                 return self.forward_unchecked(X, n_threads, check_finite=True)
         with self.locked():
@@ -516,7 +518,12 @@ class Model:
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         if X.shape[0] == 0:
             return out
-        row_workers = max(1, min(n_threads, X.shape[0] // _kernels.FORWARD_MIN_ROWS_PER_WORKER))
+        if fused:
+            # _kernels.infer's workers claim blocks of rows from 2 rows on.
+            row_workers = min(n_threads, X.shape[0]) if X.shape[0] > 1 else 1
+        else:
+            row_workers = max(1, min(n_threads,
+                                     X.shape[0] // _kernels.FORWARD_MIN_ROWS_PER_WORKER))
         chunk = min(-(-X.shape[0] // row_workers), _FORWARD_CHUNK)
         # at_least: the first layer may skip zero inputs (_kernels.forward)
         # and needs its own scratch then.

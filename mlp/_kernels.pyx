@@ -745,8 +745,10 @@ cdef struct _ForwardRun:
     bint split_units          # the workers share each layer's units, not the rows
     Py_ssize_t fused_max_rows # float32 blocks of at most this many rows on _dense.h (infer), not BLAS
     bint claim_rows           # the workers claim blocks of `block` rows (infer), not a share each
+    bint claim_units          # or blocks of `block` of the first layer's units (infer, a few rows)
     Py_ssize_t block
-    Py_ssize_t next_row       # the first row no worker has claimed yet (mlp_claim)
+    Py_ssize_t next_row       # the first row (unit) no worker has claimed yet (mlp_claim)
+    Py_ssize_t units_done     # the first layer's units computed so far (claim_units)
     mlp_barrier barrier       # between layers, when they share the units
     bint check_finite         # look for NaN/inf in x, each worker in the rows it reads
     char nonfinite[MAX_WORKERS]  # worker w found one
@@ -768,6 +770,8 @@ cdef struct _ForwardRun:
 cdef extern from "_parallel.h" nogil:
     int mlp_parallel_run_optional(mlp_task fn, void* ctx, int n_threads)
     Py_ssize_t mlp_claim(Py_ssize_t* counter, Py_ssize_t count)
+    void mlp_count_done(Py_ssize_t* counter, Py_ssize_t count)
+    void mlp_wait_count(Py_ssize_t* counter, Py_ssize_t target)
 
 
 cdef extern from "_dense.h" nogil:
@@ -1089,6 +1093,9 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
         else:
             _forward_units_split(params, x, out, run, tid, n_workers)
         return
+    if floating is float and run.claim_units:
+        _infer_claimed_units(params, x, out, run, tid)
+        return
     if run.claim_rows:
         _infer_claimed_rows(params, x, out, run, tid)
         return
@@ -1138,6 +1145,33 @@ cdef void _infer_claimed_rows(floating* params, const floating* x, floating* out
             _forward(params, run.sizes, L, run.hidden_act, run.output_act, acts, NULL,
                      rows, feature_major, NULL, run.bf16)
             _copy_out(acts[L], out + start * k, rows, k, feature_major)
+
+
+cdef void _infer_claimed_units(float* params, const float* x, float* out, _ForwardRun* run,
+                               int tid) noexcept nogil:
+    """infer on a few rows, on _dense.h's loops: the workers claim blocks
+    of run.block of the first layer's units (most of the multiply-adds:
+    each worker reads only its blocks' weights), then the caller, once
+    every block is done, computes the other layers alone. No barrier: a
+    worker that never got a core leaves its blocks to the caller."""
+    cdef int L = run.n_layers
+    cdef Py_ssize_t n = run.n, d = run.sizes[0], hidden = run.sizes[1], u0
+    cdef float* acts[MAX_LAYERS + 1]
+    _point_acts(<float*>run.work, run.sizes, L, n, x, acts)
+    if tid == 0 and run.check_finite and not _all_finite(x, n * d):
+        run.nonfinite[0] = 1
+    while True:
+        u0 = mlp_claim(&run.next_row, run.block)
+        if u0 >= hidden:
+            break
+        _dense_part(acts[0], n, d, hidden, params, u0, min(u0 + run.block, hidden), acts[1],
+                    run.hidden_act)
+        mlp_count_done(&run.units_done, min(u0 + run.block, hidden) - u0)
+    if tid != 0:
+        return
+    mlp_wait_count(&run.units_done, hidden)
+    _infer_layers(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
+                  run.output_act, &acts[1], out, n)
 
 
 cdef void _forward_task(void* ctx, int tid, int n_workers) noexcept nogil:
@@ -1343,6 +1377,17 @@ cdef inline Py_ssize_t _fused_max_rows() noexcept nogil:
 # positive, else of at most _INFER_BLAS_BLOCK rows on sgemm.
 cdef Py_ssize_t _INFER_FUSED_BLOCK = 0
 cdef Py_ssize_t _INFER_BLAS_BLOCK = 256
+# Calls of at most this many rows on several workers share the first
+# layer's units instead of the rows (_infer_claimed_units), in blocks of
+# about a quarter of a worker's share (_infer_unit_block).
+cdef Py_ssize_t _INFER_UNITS_MAX_ROWS = 7
+
+
+cdef inline Py_ssize_t _infer_unit_block(Py_ssize_t units, int n_workers) noexcept nogil:
+    """Units per block that _infer_claimed_units' workers claim: whole
+    blocks of 8 (_dense.h's widest), about 4 blocks a worker."""
+    cdef Py_ssize_t block = (units + 4 * n_workers - 1) // (4 * n_workers)
+    return max(8, (block + 7) // 8 * 8)
 
 
 cdef inline Py_ssize_t _infer_block_rows(Py_ssize_t n, int n_workers, Py_ssize_t fused_max_rows,
@@ -1365,13 +1410,15 @@ def infer_block_rows(Py_ssize_t n, int n_workers, Py_ssize_t chunk):
     return _infer_block_rows(n, max(1, min(<Py_ssize_t>n_workers, n)), _fused_max_rows(), chunk)
 
 
-def _set_infer_blocks(Py_ssize_t fused_block, Py_ssize_t blas_block):
-    """Benchmark hook: infer()'s block sizes (_infer_block_rows) from now
-    on; returns the previous pair."""
-    global _INFER_FUSED_BLOCK, _INFER_BLAS_BLOCK
-    previous = (_INFER_FUSED_BLOCK, _INFER_BLAS_BLOCK)
+def _set_infer_blocks(Py_ssize_t fused_block, Py_ssize_t blas_block, Py_ssize_t units_max_rows):
+    """Benchmark hook: infer()'s block sizes (_infer_block_rows) and the
+    most rows that share units (_INFER_UNITS_MAX_ROWS) from now on; returns
+    the previous ones."""
+    global _INFER_FUSED_BLOCK, _INFER_BLAS_BLOCK, _INFER_UNITS_MAX_ROWS
+    previous = (_INFER_FUSED_BLOCK, _INFER_BLAS_BLOCK, _INFER_UNITS_MAX_ROWS)
     _INFER_FUSED_BLOCK = max(0, fused_block)
     _INFER_BLAS_BLOCK = max(1, blas_block)
+    _INFER_UNITS_MAX_ROWS = max(0, units_max_rows)
     return previous
 
 
@@ -1425,6 +1472,7 @@ cdef bint _forward_rows(floating[::1] params, Network network, const floating[:,
     run.check_finite = check_finite
     run.fused_max_rows = fused_max_rows
     run.claim_rows = False
+    run.claim_units = False
     run.next_row = 0
     memset(run.nonfinite, 0, sizeof(run.nonfinite))
     if n_workers > MAX_WORKERS:
@@ -1445,6 +1493,17 @@ cdef bint _forward_rows(floating[::1] params, Network network, const floating[:,
             else:
                 mlp_parallel_run(_forward_task, &run, n_workers, &run.barrier)
         return not (check_finite and _any_set(run.nonfinite, n_workers))
+    if (claim_rows and n_workers > 1 and L >= 2 and run.n <= _INFER_UNITS_MAX_ROWS
+            and run.n <= fused_max_rows):
+        # infer on a few rows: the workers claim blocks of the first layer's
+        # units (_infer_claimed_units), on one workspace.
+        run.claim_units = True
+        run.split_units = False
+        run.units_done = 0
+        run.block = _infer_unit_block(run.sizes[1], n_workers)
+        with nogil:
+            mlp_parallel_run_optional(_forward_task, &run, n_workers)
+        return not (check_finite and run.nonfinite[0])
     if claim_rows and (n_workers == 1 or run.n > 1):
         # infer: blocks of rows that the workers claim (_infer_claimed_rows),
         # from 2 rows on; one row on several workers shares the units below.

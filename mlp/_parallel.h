@@ -58,6 +58,8 @@ static ptrdiff_t mlp_claim(ptrdiff_t *counter, ptrdiff_t count)
     *counter += count;
     return first;
 }
+static void mlp_count_done(ptrdiff_t *counter, ptrdiff_t count) { *counter += count; }
+static void mlp_wait_count(ptrdiff_t *counter, ptrdiff_t target) { (void)counter; (void)target; }
 
 #else
 
@@ -355,6 +357,27 @@ static int mlp_parallel_run_optional(mlp_task fn, void *ctx, int n_threads)
 static inline ptrdiff_t mlp_claim(ptrdiff_t *counter, ptrdiff_t count)
 {
     return __atomic_fetch_add(counter, count, __ATOMIC_RELAXED);
+}
+
+/* Add count to a tally of finished work that another thread of the task
+ * waits on (mlp_wait_count): what was written before is visible to it. */
+static inline void mlp_count_done(ptrdiff_t *counter, ptrdiff_t count)
+{
+    __atomic_add_fetch(counter, count, __ATOMIC_RELEASE);
+}
+
+/* Wait until the tally reaches target: spin for a moment, then yield. */
+static void mlp_wait_count(ptrdiff_t *counter, ptrdiff_t target)
+{
+    int spins = 0;
+    while (__atomic_load_n(counter, __ATOMIC_ACQUIRE) < target) {
+        if (spins < 1000) {
+            spins++;
+            mlp_cpu_relax();
+        } else {
+            sched_yield();
+        }
+    }
 }
 
 /* Run fn(ctx, tid, n) on n threads, the caller being tid 0, and return n

@@ -128,12 +128,13 @@ def call_threads(n_threads):
 # its cores a call costs what it costs on one thread instead of waiting
 # for a core. (Two workers sharing each layer's units, with a barrier per
 # layer, were 3-7x slower than one on such a host: bench/README.md.)
-# Left to choose, a call of fewer multiply-adds than this runs on the
-# calling thread alone, a bigger one on every core: 8 rows of
-# 784-300-100-10, where each worker's block of 4 rows costs about half of
-# the 8 rows on one; under that the second worker's hand-off cost about
-# what it saved (2-core Zen 4, busy and with a competing process).
-INFERENCE_MIN_MACS = 1 << 21
+# Up to 7 rows the workers claim blocks of the first layer's units instead
+# (each then reads only its blocks' weights). Left to choose, a call of
+# fewer multiply-adds than this (about 10 us on one core) runs on the
+# calling thread alone, a bigger one on every core: from one row of
+# 784-300-100-10 (266,200), which 2 workers took in 0.76x the time of one
+# on a 2-core Zen 4 partly busy with other jobs, 1.0x when fully busy.
+INFERENCE_MIN_MACS = 1 << 18
 
 
 def inference_threads(n_threads, rows, layer_sizes):

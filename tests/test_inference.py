@@ -130,12 +130,13 @@ def test_the_environment_chooses_the_path_and_unknown_names_are_refused(tmp_path
 
 @pytest.mark.parametrize("n_threads", [2, 3])
 def test_workers_claiming_blocks_give_the_single_thread_outputs(path, n_threads):
-    """infer's workers claim blocks of rows (_kernels.infer_block_rows): on
-    _dense.h's loops a row's sums do not depend on the block it is in, so
-    the outputs are the single thread's bit for bit; on sgemm, to rounding."""
+    """infer's workers claim blocks of rows (_kernels.infer_block_rows), or
+    for a few rows blocks of the first layer's units: on _dense.h's loops a
+    row's sums do not depend on the block it is in, so the outputs are the
+    single thread's bit for bit; on sgemm, to rounding."""
     rng = np.random.default_rng(5)
     model = mlp.Model([37, 19, 7, 3], seed=2)
-    for n in (2, 3, 7, 13, 24, 25, 129, 1000):
+    for n in (1, 2, 3, 5, 7, 8, 13, 24, 25, 129, 1000):
         X = rng.standard_normal((n, 37)).astype(np.float32)
         one = _outputs(model, X, 1)
         many = _outputs(model, X, n_threads)

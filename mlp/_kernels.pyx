@@ -1141,10 +1141,27 @@ cdef void _infer_claimed_rows(floating* params, const floating* x, floating* out
             _infer_layers(params, run.sizes, L, run.hidden_act, run.output_act, acts,
                           out + start * k, rows)
         else:
-            feature_major = rows <= _FORWARD_FEATURE_MAJOR_MAX_ROWS
+            feature_major = rows <= _INFER_FEATURE_MAJOR_MAX_ROWS
             _forward(params, run.sizes, L, run.hidden_act, run.output_act, acts, NULL,
                      rows, feature_major, NULL, run.bf16)
             _copy_out(acts[L], out + start * k, rows, k, feature_major)
+
+
+# infer()'s blocks on sgemm (at most _INFER_BLAS_BLOCK = 256 rows) keep
+# their activations feature-major, as forward() does up to 128 rows:
+# 784-300-100-10, dense rows, interleaved, 1.04x faster at 256 and 1024
+# rows on 1 thread and 1.04-1.07x at 1024-4096 on 2 than row-major blocks
+# of 256 (2-core Zen 4, bench/README.md).
+cdef Py_ssize_t _INFER_FEATURE_MAJOR_MAX_ROWS = 256
+
+
+def _set_infer_feature_major_max_rows(Py_ssize_t rows):
+    """Benchmark hook: infer()'s blocks of up to rows rows on sgemm are
+    feature-major from now on; returns the previous limit."""
+    global _INFER_FEATURE_MAJOR_MAX_ROWS
+    previous = _INFER_FEATURE_MAJOR_MAX_ROWS
+    _INFER_FEATURE_MAJOR_MAX_ROWS = rows
+    return previous
 
 
 cdef void _infer_claimed_units(float* params, const float* x, float* out, _ForwardRun* run,
@@ -1410,15 +1427,19 @@ def infer_block_rows(Py_ssize_t n, int n_workers, Py_ssize_t chunk):
     return _infer_block_rows(n, max(1, min(<Py_ssize_t>n_workers, n)), _fused_max_rows(), chunk)
 
 
-def _set_infer_blocks(Py_ssize_t fused_block, Py_ssize_t blas_block, Py_ssize_t units_max_rows):
-    """Benchmark hook: infer()'s block sizes (_infer_block_rows) and the
-    most rows that share units (_INFER_UNITS_MAX_ROWS) from now on; returns
+def _set_infer_blocks(Py_ssize_t fused_block, Py_ssize_t blas_block, Py_ssize_t units_max_rows,
+                      Py_ssize_t avx512_max_rows):
+    """Benchmark hook: infer()'s block sizes (_infer_block_rows), the most
+    rows that share units (_INFER_UNITS_MAX_ROWS) and the largest block on
+    _dense.h's AVX-512 loops (_DENSE_AVX512_MAX_ROWS) from now on; returns
     the previous ones."""
-    global _INFER_FUSED_BLOCK, _INFER_BLAS_BLOCK, _INFER_UNITS_MAX_ROWS
-    previous = (_INFER_FUSED_BLOCK, _INFER_BLAS_BLOCK, _INFER_UNITS_MAX_ROWS)
+    global _INFER_FUSED_BLOCK, _INFER_BLAS_BLOCK, _INFER_UNITS_MAX_ROWS, _DENSE_AVX512_MAX_ROWS
+    previous = (_INFER_FUSED_BLOCK, _INFER_BLAS_BLOCK, _INFER_UNITS_MAX_ROWS,
+                _DENSE_AVX512_MAX_ROWS)
     _INFER_FUSED_BLOCK = max(0, fused_block)
     _INFER_BLAS_BLOCK = max(1, blas_block)
     _INFER_UNITS_MAX_ROWS = max(0, units_max_rows)
+    _DENSE_AVX512_MAX_ROWS = max(1, avx512_max_rows)
     return previous
 
 

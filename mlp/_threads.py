@@ -142,13 +142,21 @@ def inference_threads(n_threads, rows, layer_sizes):
     `layer_sizes`: n_threads if given (at most the kernels' MAX_WORKERS),
     else 1 for a call of fewer than INFERENCE_MIN_MACS multiply-adds and all
     available cores for a bigger one."""
+    global _max_workers
     if n_threads is not None:
         return check_threads(n_threads)
     if rows * _macs_per_row(tuple(layer_sizes)) < INFERENCE_MIN_MACS:
         return 1
-    from ._kernels import MAX_TRAIN_WORKERS
+    if _max_workers is None:
+        # Imported once: the import statement costs about a microsecond a
+        # call, and a one-row call takes ten.
+        from ._kernels import MAX_TRAIN_WORKERS
 
-    return min(default_threads(), MAX_TRAIN_WORKERS)
+        _max_workers = MAX_TRAIN_WORKERS
+    return min(default_threads(), _max_workers)
+
+
+_max_workers = None
 
 
 @functools.lru_cache(maxsize=64)

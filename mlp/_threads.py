@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from contextlib import contextmanager
 
 from ._validation import check_int
@@ -153,10 +154,21 @@ def inference_threads(n_threads, rows, layer_sizes):
         from ._kernels import MAX_TRAIN_WORKERS
 
         _max_workers = MAX_TRAIN_WORKERS
-    return min(default_threads(), _max_workers)
+    return min(_recent_default_threads(), _max_workers)
 
 
 _max_workers = None
+_cores_seen = (0.0, 1)  # (when, default_threads() then)
+
+
+def _recent_default_threads():
+    """default_threads(), asked again at most once a second: the system
+    call takes about a microsecond, a tenth of a one-row forward."""
+    global _cores_seen
+    now = time.monotonic()
+    if now - _cores_seen[0] > 1.0 or _cores_seen[0] == 0.0:
+        _cores_seen = (now, default_threads())
+    return _cores_seen[1]
 
 
 @functools.lru_cache(maxsize=64)

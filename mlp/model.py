@@ -432,8 +432,10 @@ class Model:
             CSC and COO are converted) is never made dense as a whole, only
             a block of rows at a time.
         n_threads : int, optional
-            Worker threads sharing the rows, each running a single-threaded
-            BLAS. Default: chosen by the size of the call, one thread below
+            Worker threads sharing the rows (up to 7 rows, the first layer's
+            units), each running a single-threaded BLAS; a worker that has
+            not started by the time the others are done does not delay the
+            call. Default: chosen by the size of the call, one thread below
             ``mlp._threads.INFERENCE_MIN_MACS`` multiply-adds (rows times the
             network's multiply-adds per row, e.g. 266,200 for 784-300-100-10)
             and every available core from there.
@@ -473,7 +475,7 @@ class Model:
         # X checked but for NaN and inf (2-D, n_inputs columns, the model's
         # dtype, C-contiguous), n_threads a positive int. None when X holds
         # a NaN or an infinity.
-        if (self.dtype == np.float32 and not scipy.sparse.issparse(X)
+        if (self.dtype == np.float32 and type(X) is np.ndarray
                 and X.shape[0] <= _kernels.fused_max_rows() * n_threads
                 and X.shape[0] < _kernels.SPARSE_INPUT_MIN_ROWS):
             # Each worker's block of rows runs on _dense.h (_kernels.infer):
@@ -509,7 +511,7 @@ class Model:
         inference kernels (_kernels.infer), which differ by rounding only:
         for training's own uses, whose results must not change. Internal
         interface."""
-        if scipy.sparse.issparse(X):
+        if type(X) is not np.ndarray and scipy.sparse.issparse(X):
             return self._forward_sparse(X, n_threads, sparse_input, check_finite, fused)
         # n_threads of mlp's own workers share the rows (at least
         # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each

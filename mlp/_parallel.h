@@ -295,6 +295,8 @@ static void mlp_pool_post(mlp_task fn, void *ctx, int n)
         mlp_pool.slot[i].ctx = ctx;
         mlp_pool.slot[i].n_threads = n;
         generation = mlp_pool.slot[i].generation + 1;
+        if (generation == 0)  /* after 2^32 tasks: 0 is the offer taken */
+            generation = 1;
         __atomic_store_n(&mlp_pool.slot[i].offer, generation, __ATOMIC_RELAXED);
         __atomic_store_n(&mlp_pool.slot[i].generation, generation, __ATOMIC_RELEASE);
     }

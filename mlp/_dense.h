@@ -120,6 +120,15 @@ static void mlp_dense_layer_avx512(const float *x, ptrdiff_t ldx, ptrdiff_t rows
     int wide = rows <= 2;
     for (r0 = 0; r0 < rows; r0 = r1) {
         r1 = r0 + MLP_DENSE_CHUNK_ROWS < rows ? r0 + MLP_DENSE_CHUNK_ROWS : rows;
+        /* Rows fresh from memory: ask for all of the chunk's lines first,
+         * one sequential stream, rather than let the first block of units
+         * read them as six streams at once (1.27x slower at 32 rows). */
+        for (r = r0; r < r1; r++) {
+            const char *row = (const char *)(x + r * ldx);
+            ptrdiff_t byte;
+            for (byte = 0; byte < fin * (ptrdiff_t)sizeof(float); byte += 64)
+                _mm_prefetch(row + byte, _MM_HINT_T1);
+        }
         for (u = u0; u < u1;) {
             int U = u1 - u >= 8 && wide ? 8 : (u1 - u >= 4 ? 4 : (int)(u1 - u));
             for (r = r0; r < r1;) {

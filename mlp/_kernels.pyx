@@ -941,6 +941,11 @@ cdef struct _ForwardRun:
     Py_ssize_t chunk
     bint split_units          # the workers share each layer's units, not the rows
     Py_ssize_t fused_max_rows # float32 blocks of at most this many rows on _dense.h (infer), not BLAS
+    bint claim_rows           # the workers claim blocks of `block` rows (infer), not a share each
+    bint claim_units          # or blocks of `block` of the first layer's units (infer, a few rows)
+    Py_ssize_t block
+    Py_ssize_t next_row       # the first row (unit) no worker has claimed yet (mlp_claim)
+    Py_ssize_t units_done     # the first layer's units computed so far (claim_units)
     mlp_barrier barrier       # between layers, when they share the units
     bint check_finite         # look for NaN/inf in x, each worker in the rows it reads
     char nonfinite[MAX_WORKERS]  # worker w found one
@@ -957,6 +962,13 @@ cdef struct _ForwardRun:
     # where those are in the workspace (_carve_sparse_input), in elements
     Py_ssize_t first_layer_at, nonzero_value_at, upper_acts_at, nonzero_index_at
     Py_ssize_t sparse_work_size
+
+
+cdef extern from "_parallel.h" nogil:
+    int mlp_parallel_run_optional(mlp_task fn, void* ctx, int n_threads)
+    Py_ssize_t mlp_claim(Py_ssize_t* counter, Py_ssize_t count)
+    void mlp_count_done(Py_ssize_t* counter, Py_ssize_t count)
+    void mlp_wait_count(Py_ssize_t* counter, Py_ssize_t target)
 
 
 cdef extern from "_dense.h" nogil:
@@ -976,11 +988,12 @@ _DENSE_PATH_NAMES = {p: mlp_dense_path_names[p].decode() for p in range(MLP_DENS
 _DENSE_PATH_CODES = {name: p for p, name in _DENSE_PATH_NAMES.items()}
 # infer() runs blocks of up to this many rows on _dense.h's AVX-512 loops,
 # larger ones on sgemm, which is faster there: on 784-300-100-10, one
-# thread, Zen 4, the loops took 0.97-1.6x sgemm's time up to 64 rows, 0.98x
-# at 96, 0.6x from 256 (bench/README.md). The portable path is slower than
+# thread, Zen 4, consecutive blocks of fresh rows (as a user's calls read
+# them), the loops were 1.2-1.7x faster than sgemm at 6-12 rows, 0.9x at 4
+# and 0.75-0.84x from 16 rows (bench/README.md). The portable path is slower than
 # sgemm even at one row (0.6x): it runs only when MLP_DENSE_PATH or a test
 # asks for it, and then on every block.
-cdef Py_ssize_t _DENSE_AVX512_MAX_ROWS = 64
+cdef Py_ssize_t _DENSE_AVX512_MAX_ROWS = 12
 cdef Py_ssize_t _DENSE_PORTABLE_MAX_ROWS = 1 << 30
 
 
@@ -1192,9 +1205,15 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
     cdef floating* acts[MAX_LAYERS + 1]
     cdef bint feature_major
     cdef int nonfinite = 0
-    _share(run.n, tid, n_workers, 1, &start, &stop)
-    if start == stop:
-        return
+    if run.claim_rows:
+        stop = run.n
+        start = mlp_claim(&run.next_row, SPARSE_INPUT_BLOCK_ROWS)
+        if start >= stop:
+            return
+    else:
+        _share(run.n, tid, n_workers, 1, &start, &stop)
+        if start == stop:
+            return
     _transpose_units(params, d, 0, hidden, panel, ld)
     if run.bf16:
         # The first layer's product in bfloat16, as _layer_gemm's would be:
@@ -1221,7 +1240,7 @@ cdef void _forward_sparse_input(floating* params, const floating* x, floating* o
             _forward(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
                      run.output_act, acts, NULL, rows, feature_major, NULL, run.bf16)
             _copy_out(acts[L - 1], out + start * k, rows, k, feature_major)
-        start += rows
+        start = mlp_claim(&run.next_row, SPARSE_INPUT_BLOCK_ROWS) if run.claim_rows else start + rows
     run.nonfinite[tid] = nonfinite
 
 
@@ -1271,6 +1290,12 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
         else:
             _forward_units_split(params, x, out, run, tid, n_workers)
         return
+    if floating is float and run.claim_units:
+        _infer_claimed_units(params, x, out, run, tid)
+        return
+    if run.claim_rows:
+        _infer_claimed_rows(params, x, out, run, tid)
+        return
     _share(run.n, tid, n_workers, 1, &start, &stop)
     while start < stop:
         rows = run.chunk if stop - start > run.chunk else stop - start
@@ -1288,6 +1313,79 @@ cdef void _forward_worker(floating* params, const floating* x, floating* out,
                  rows, feature_major, NULL, run.bf16)
         _copy_out(acts[L], out + start * k, rows, k, feature_major)
         start += rows
+
+
+cdef void _infer_claimed_rows(floating* params, const floating* x, floating* out,
+                              _ForwardRun* run, int tid) noexcept nogil:
+    """_forward_worker's rows for infer: blocks of run.block rows, each
+    claimed by whichever worker is free (so a worker that never got a core
+    leaves its share to the others), on _dense.h's loops up to
+    run.fused_max_rows rows, else as _forward."""
+    cdef int L = run.n_layers
+    cdef Py_ssize_t d = run.sizes[0], k = run.sizes[L], start, rows
+    cdef floating* workspace = <floating*>run.work + tid * run.work_per_worker
+    cdef floating* acts[MAX_LAYERS + 1]
+    cdef bint feature_major
+    while True:
+        start = mlp_claim(&run.next_row, run.block)
+        if start >= run.n:
+            return
+        rows = min(run.block, run.n - start)
+        if run.check_finite and not _all_finite(x + start * d, rows * d):
+            run.nonfinite[tid] = 1
+        _point_acts(workspace, run.sizes, L, rows, x + start * d, acts)
+        if floating is float and rows <= run.fused_max_rows:
+            _infer_layers(params, run.sizes, L, run.hidden_act, run.output_act, acts,
+                          out + start * k, rows)
+        else:
+            feature_major = rows <= _INFER_FEATURE_MAJOR_MAX_ROWS
+            _forward(params, run.sizes, L, run.hidden_act, run.output_act, acts, NULL,
+                     rows, feature_major, NULL, run.bf16)
+            _copy_out(acts[L], out + start * k, rows, k, feature_major)
+
+
+# infer()'s blocks on sgemm (at most _INFER_BLAS_BLOCK = 256 rows) keep
+# their activations feature-major, as forward() does up to 128 rows:
+# 784-300-100-10, dense rows, interleaved, 1.04x faster at 256 and 1024
+# rows on 1 thread and 1.04-1.07x at 1024-4096 on 2 than row-major blocks
+# of 256 (2-core Zen 4, bench/README.md).
+cdef Py_ssize_t _INFER_FEATURE_MAJOR_MAX_ROWS = 256
+
+
+def _set_infer_feature_major_max_rows(Py_ssize_t rows):
+    """Benchmark hook: infer()'s blocks of up to rows rows on sgemm are
+    feature-major from now on; returns the previous limit."""
+    global _INFER_FEATURE_MAJOR_MAX_ROWS
+    previous = _INFER_FEATURE_MAJOR_MAX_ROWS
+    _INFER_FEATURE_MAJOR_MAX_ROWS = rows
+    return previous
+
+
+cdef void _infer_claimed_units(float* params, const float* x, float* out, _ForwardRun* run,
+                               int tid) noexcept nogil:
+    """infer on a few rows, on _dense.h's loops: the workers claim blocks
+    of run.block of the first layer's units (most of the multiply-adds:
+    each worker reads only its blocks' weights), then the caller, once
+    every block is done, computes the other layers alone. No barrier: a
+    worker that never got a core leaves its blocks to the caller."""
+    cdef int L = run.n_layers
+    cdef Py_ssize_t n = run.n, d = run.sizes[0], hidden = run.sizes[1], u0
+    cdef float* acts[MAX_LAYERS + 1]
+    _point_acts(<float*>run.work, run.sizes, L, n, x, acts)
+    if tid == 0 and run.check_finite and not _all_finite(x, n * d):
+        run.nonfinite[0] = 1
+    while True:
+        u0 = mlp_claim(&run.next_row, run.block)
+        if u0 >= hidden:
+            break
+        _dense_part(acts[0], n, d, hidden, params, u0, min(u0 + run.block, hidden), acts[1],
+                    run.hidden_act)
+        mlp_count_done(&run.units_done, min(u0 + run.block, hidden) - u0)
+    if tid != 0:
+        return
+    mlp_wait_count(&run.units_done, hidden)
+    _infer_layers(params + hidden * (d + 1), run.sizes + 1, L - 1, run.hidden_act,
+                  run.output_act, &acts[1], out, n)
 
 
 cdef void _forward_task(void* ctx, int tid, int n_workers) noexcept nogil:
@@ -1564,9 +1662,9 @@ def forward(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,
     benchmarks. That too changes only rounding."""
     if network.is_double:
         return _forward_rows[double](network.params, network, x, out, work, chunk, n_workers,
-                                     sparse_input, check_finite, 0)
+                                     sparse_input, check_finite, 0, False)
     finite = _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
-                                  sparse_input, check_finite, 0)
+                                  sparse_input, check_finite, 0, False)
     _raise_if_bf16_out_of_memory()
     return finite
 
@@ -1579,6 +1677,61 @@ cdef inline Py_ssize_t _fused_max_rows() noexcept nogil:
     if path == MLP_DENSE_PORTABLE:
         return _DENSE_PORTABLE_MAX_ROWS
     return 0
+
+
+# infer()'s blocks of rows (_infer_block_rows): the rows shared equally by
+# the workers while each share is at most fused_max_rows (on _dense.h);
+# bigger calls in blocks of _INFER_FUSED_BLOCK rows on _dense.h when that is
+# positive, else of at most _INFER_BLAS_BLOCK rows on sgemm.
+cdef Py_ssize_t _INFER_FUSED_BLOCK = 0
+cdef Py_ssize_t _INFER_BLAS_BLOCK = 256
+# Calls of at most this many rows on several workers share the first
+# layer's units instead of the rows (_infer_claimed_units), in blocks of
+# about a quarter of a worker's share (_infer_unit_block).
+cdef Py_ssize_t _INFER_UNITS_MAX_ROWS = 7
+
+
+cdef inline Py_ssize_t _infer_unit_block(Py_ssize_t units, int n_workers) noexcept nogil:
+    """Units per block that _infer_claimed_units' workers claim: whole
+    blocks of 8 (_dense.h's widest), about 4 blocks a worker."""
+    cdef Py_ssize_t block = (units + 4 * n_workers - 1) // (4 * n_workers)
+    return max(8, (block + 7) // 8 * 8)
+
+
+cdef inline Py_ssize_t _infer_block_rows(Py_ssize_t n, int n_workers, Py_ssize_t fused_max_rows,
+                                         Py_ssize_t chunk) noexcept nogil:
+    """Rows per block that infer()'s workers claim, at most chunk."""
+    cdef Py_ssize_t per = (n + n_workers - 1) // n_workers, block
+    if fused_max_rows > 0 and per <= fused_max_rows:
+        block = per
+    elif fused_max_rows > 0 and _INFER_FUSED_BLOCK > 0:
+        block = min(_INFER_FUSED_BLOCK, fused_max_rows)
+    else:
+        block = min(per, _INFER_BLAS_BLOCK)
+    return max(1, min(block, chunk))
+
+
+def infer_block_rows(Py_ssize_t n, int n_workers, Py_ssize_t chunk):
+    """Rows per block that infer()'s n_workers workers claim from n rows
+    of a float32 network on the current inference_path(), with work for
+    blocks of chunk rows."""
+    return _infer_block_rows(n, max(1, min(<Py_ssize_t>n_workers, n)), _fused_max_rows(), chunk)
+
+
+def _set_infer_blocks(Py_ssize_t fused_block, Py_ssize_t blas_block, Py_ssize_t units_max_rows,
+                      Py_ssize_t avx512_max_rows):
+    """Benchmark hook: infer()'s block sizes (_infer_block_rows), the most
+    rows that share units (_INFER_UNITS_MAX_ROWS) and the largest block on
+    _dense.h's AVX-512 loops (_DENSE_AVX512_MAX_ROWS) from now on; returns
+    the previous ones."""
+    global _INFER_FUSED_BLOCK, _INFER_BLAS_BLOCK, _INFER_UNITS_MAX_ROWS, _DENSE_AVX512_MAX_ROWS
+    previous = (_INFER_FUSED_BLOCK, _INFER_BLAS_BLOCK, _INFER_UNITS_MAX_ROWS,
+                _DENSE_AVX512_MAX_ROWS)
+    _INFER_FUSED_BLOCK = max(0, fused_block)
+    _INFER_BLAS_BLOCK = max(1, blas_block)
+    _INFER_UNITS_MAX_ROWS = max(0, units_max_rows)
+    _DENSE_AVX512_MAX_ROWS = max(1, avx512_max_rows)
+    return previous
 
 
 def fused_max_rows():
@@ -1597,12 +1750,12 @@ def infer(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,
     results must not change.)"""
     if network.is_double:
         return _forward_rows[double](network.params, network, x, out, work, chunk, n_workers,
-                                     sparse_input, check_finite, 0)
+                                     sparse_input, check_finite, 0, True)
     # bfloat16 products go through forward's path (_gemm_as), not _dense.h's
     # float32 loops.
     finite = _forward_rows[float](network.params, network, x, out, work, chunk, n_workers,
                                   sparse_input, check_finite,
-                                  0 if network.bf16 else _fused_max_rows())
+                                  0 if network.bf16 else _fused_max_rows(), True)
     _raise_if_bf16_out_of_memory()
     return finite
 
@@ -1610,7 +1763,7 @@ def infer(Network network, x, out, work, Py_ssize_t chunk, int n_workers=1,
 cdef bint _forward_rows(floating[::1] params, Network network, const floating[:, ::1] x,
                         floating[:, ::1] out, floating[::1] work, Py_ssize_t chunk,
                         int n_workers, sparse_input, bint check_finite,
-                        Py_ssize_t fused_max_rows):
+                        Py_ssize_t fused_max_rows, bint claim_rows):
     cdef const Py_ssize_t[::1] sizes = network.sizes
     cdef int hidden_act = network.hidden_activation, output_act = network.output_activation
     cdef _ForwardRun run
@@ -1630,11 +1783,16 @@ cdef bint _forward_rows(floating[::1] params, Network network, const floating[:,
     run.chunk = chunk
     run.check_finite = check_finite
     run.fused_max_rows = fused_max_rows
+    run.claim_rows = False
+    run.claim_units = False
+    run.next_row = 0
     memset(run.nonfinite, 0, sizeof(run.nonfinite))
     if n_workers > MAX_WORKERS:
         n_workers = MAX_WORKERS
     if sparse_input is None:
-        sparse_input = chooses_sparse_input(x, L)
+        # (The row count first: a Python-level call costs 0.4 us of a
+        # one-row call's 18.)
+        sparse_input = run.n >= SPARSE_INPUT_MIN_ROWS and chooses_sparse_input(x, L)
     run.sparse_input = L >= 2 and run.n > 0 and sparse_input
     if run.sparse_input:
         _carve_sparse_input(&sizes[0], L, n_workers, floating is float, &run)
@@ -1642,8 +1800,36 @@ cdef bint _forward_rows(floating[::1] params, Network network, const floating[:,
             work = np.empty(run.sparse_work_size,
                             dtype=np.float32 if floating is float else np.float64)
         _point_sparse_input(&work[0], &run)
+        run.claim_rows = claim_rows
         with nogil:
-            mlp_parallel_run(_forward_task, &run, n_workers, &run.barrier)
+            if claim_rows:
+                mlp_parallel_run_optional(_forward_task, &run, n_workers)
+            else:
+                mlp_parallel_run(_forward_task, &run, n_workers, &run.barrier)
+        return not (check_finite and _any_set(run.nonfinite, n_workers))
+    if (claim_rows and n_workers > 1 and L >= 2 and run.n <= _INFER_UNITS_MAX_ROWS
+            and run.n <= fused_max_rows):
+        # infer on a few rows: the workers claim blocks of the first layer's
+        # units (_infer_claimed_units), on one workspace.
+        run.claim_units = True
+        run.split_units = False
+        run.units_done = 0
+        run.block = _infer_unit_block(run.sizes[1], n_workers)
+        with nogil:
+            mlp_parallel_run_optional(_forward_task, &run, n_workers)
+        return not (check_finite and run.nonfinite[0])
+    if claim_rows and (n_workers == 1 or run.n > 1):
+        # infer: blocks of rows that the workers claim (_infer_claimed_rows),
+        # from 2 rows on; one row on several workers shares the units below.
+        n_workers = <int>min(<Py_ssize_t>n_workers, max(run.n, 1))
+        run.claim_rows = True
+        run.split_units = False
+        run.block = _infer_block_rows(run.n, n_workers, fused_max_rows, chunk)
+        if work.shape[0] < n_workers * run.work_per_worker:
+            raise ValueError(f"work must hold {n_workers * run.work_per_worker} values for "
+                             f"{n_workers} workers on blocks of {chunk} rows")
+        with nogil:
+            mlp_parallel_run_optional(_forward_task, &run, n_workers)
         return not (check_finite and _any_set(run.nonfinite, n_workers))
     # Fewer than FORWARD_MIN_ROWS_PER_WORKER rows each: split the units of
     # one feature-major block instead of the rows.

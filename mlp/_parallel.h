@@ -21,6 +21,7 @@
 #ifndef MLP_PARALLEL_H
 #define MLP_PARALLEL_H
 
+#include <stddef.h>
 #include <stdlib.h>
 
 typedef void (*mlp_task)(void *ctx, int tid, int n_threads);
@@ -45,6 +46,20 @@ static int mlp_parallel_run(mlp_task fn, void *ctx, int n_threads,
     fn(ctx, 0, 1);
     return 1;
 }
+static int mlp_parallel_run_optional(mlp_task fn, void *ctx, int n_threads)
+{
+    (void)n_threads;
+    fn(ctx, 0, 1);
+    return 1;
+}
+static ptrdiff_t mlp_claim(ptrdiff_t *counter, ptrdiff_t count)
+{
+    ptrdiff_t first = *counter;
+    *counter += count;
+    return first;
+}
+static void mlp_count_done(ptrdiff_t *counter, ptrdiff_t count) { *counter += count; }
+static void mlp_wait_count(ptrdiff_t *counter, ptrdiff_t target) { (void)counter; (void)target; }
 
 #else
 
@@ -169,6 +184,7 @@ static int mlp_run_on_new_threads(mlp_task fn, void *ctx, int n_threads,
  * its own. A forked child starts with an empty pool. */
 #define MLP_POOL_MAX 64
 #define MLP_POOL_SPIN_NS 100000L
+#define MLP_POOL_PAUSES 256
 
 typedef struct {
     mlp_task fn;
@@ -176,6 +192,8 @@ typedef struct {
     int n_threads;
     unsigned generation;   /* bumped by the caller: a new task */
     unsigned done;         /* the generation the worker finished */
+    unsigned offer;        /* the generation still to take, 0 once taken or
+                            * withdrawn (mlp_parallel_run_optional) */
     char pad[64];          /* slots on their own cache lines */
 } mlp_pool_slot;
 
@@ -200,14 +218,20 @@ static void *mlp_pool_worker(void *p)
     int tid = (int)(size_t)p;
     mlp_pool_slot *slot = &mlp_pool.slot[tid];
     /* Set before this thread started, and bumped only for a new task. */
-    unsigned seen = slot->done;
+    unsigned seen = slot->done, expected;
     struct timespec idle_since;
     int spins;
     for (;;) {
         clock_gettime(CLOCK_MONOTONIC, &idle_since);
         spins = 0;
         while (__atomic_load_n(&slot->generation, __ATOMIC_ACQUIRE) == seen) {
-            mlp_cpu_relax();
+            /* Spin for a moment, then yield on every check: on a host with
+             * more runnable threads than cores, this worker may share its
+             * core with the caller it waits for. */
+            if (spins < MLP_POOL_PAUSES)
+                mlp_cpu_relax();
+            else
+                sched_yield();
             if (++spins % 64 == 0 && mlp_elapsed_ns(&idle_since) > MLP_POOL_SPIN_NS) {
                 pthread_mutex_lock(&mlp_pool.lock);
                 while (__atomic_load_n(&slot->generation, __ATOMIC_ACQUIRE) == seen)
@@ -216,7 +240,12 @@ static void *mlp_pool_worker(void *p)
             }
         }
         seen = __atomic_load_n(&slot->generation, __ATOMIC_ACQUIRE);
-        slot->fn(slot->ctx, tid, slot->n_threads);
+        /* Take the task unless its caller withdrew it meanwhile (then fn
+         * and ctx may already be gone, or belong to a later task). */
+        expected = seen;
+        if (__atomic_compare_exchange_n(&slot->offer, &expected, 0, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            slot->fn(slot->ctx, tid, slot->n_threads);
         __atomic_store_n(&slot->done, seen, __ATOMIC_RELEASE);
     }
     return NULL;
@@ -256,6 +285,103 @@ static int mlp_pool_grow(int n_threads)
     return mlp_pool.n_workers + 1 < n_threads ? mlp_pool.n_workers + 1 : n_threads;
 }
 
+/* The pool's workers 1..n - 1 given fn(ctx, tid, n) and woken. */
+static void mlp_pool_post(mlp_task fn, void *ctx, int n)
+{
+    int i;
+    unsigned generation;
+    for (i = 1; i < n; i++) {
+        mlp_pool.slot[i].fn = fn;
+        mlp_pool.slot[i].ctx = ctx;
+        mlp_pool.slot[i].n_threads = n;
+        generation = mlp_pool.slot[i].generation + 1;
+        if (generation == 0)  /* after 2^32 tasks: 0 is the offer taken */
+            generation = 1;
+        __atomic_store_n(&mlp_pool.slot[i].offer, generation, __ATOMIC_RELAXED);
+        __atomic_store_n(&mlp_pool.slot[i].generation, generation, __ATOMIC_RELEASE);
+    }
+    /* Wake the sleepers; the lock orders this after a worker's last check. */
+    pthread_mutex_lock(&mlp_pool.lock);
+    pthread_cond_broadcast(&mlp_pool.wake);
+    pthread_mutex_unlock(&mlp_pool.lock);
+}
+
+/* Wait until pool worker i has finished with the task last posted to it. */
+static void mlp_pool_wait(int i)
+{
+    int spins = 0;
+    while (__atomic_load_n(&mlp_pool.slot[i].done, __ATOMIC_ACQUIRE)
+           != __atomic_load_n(&mlp_pool.slot[i].generation, __ATOMIC_RELAXED)) {
+        if (spins < 1000) {
+            spins++;
+            mlp_cpu_relax();
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+/* As mlp_parallel_run, for work that the threads claim piece by piece (a
+ * counter in ctx, mlp_claim), so that the caller can finish it alone: once
+ * fn returns on the caller, a worker that has not started yet is told not
+ * to, instead of being waited for. fn must not use a barrier. Inference
+ * runs on it: on a host busier than its cores a worker may wait
+ * milliseconds for one, and a call of tens of microseconds must not wait
+ * with it (bench/README.md). Returns how many threads took part, the
+ * caller included. */
+static int mlp_parallel_run_optional(mlp_task fn, void *ctx, int n_threads)
+{
+    int n, i, took = 1;
+    unsigned offer;
+    if (n_threads <= 1 || n_threads > MLP_POOL_MAX + 1
+        || __atomic_exchange_n(&mlp_pool.busy, 1, __ATOMIC_ACQUIRE)) {
+        fn(ctx, 0, 1);
+        return 1;
+    }
+    n = mlp_pool_grow(n_threads);
+    mlp_pool_post(fn, ctx, n);
+    fn(ctx, 0, n);
+    for (i = 1; i < n; i++) {
+        offer = __atomic_load_n(&mlp_pool.slot[i].generation, __ATOMIC_RELAXED);
+        if (!__atomic_compare_exchange_n(&mlp_pool.slot[i].offer, &offer, 0, 0,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            /* Taken: the worker may still be inside fn, reading ctx. */
+            mlp_pool_wait(i);
+            took++;
+        }
+    }
+    __atomic_store_n(&mlp_pool.busy, 0, __ATOMIC_RELEASE);
+    return took;
+}
+
+/* The first of the next `count` items of a sequence that the threads of a
+ * task share (mlp_parallel_run_optional); *counter starts at 0. */
+static inline ptrdiff_t mlp_claim(ptrdiff_t *counter, ptrdiff_t count)
+{
+    return __atomic_fetch_add(counter, count, __ATOMIC_RELAXED);
+}
+
+/* Add count to a tally of finished work that another thread of the task
+ * waits on (mlp_wait_count): what was written before is visible to it. */
+static inline void mlp_count_done(ptrdiff_t *counter, ptrdiff_t count)
+{
+    __atomic_add_fetch(counter, count, __ATOMIC_RELEASE);
+}
+
+/* Wait until the tally reaches target: spin for a moment, then yield. */
+static void mlp_wait_count(ptrdiff_t *counter, ptrdiff_t target)
+{
+    int spins = 0;
+    while (__atomic_load_n(counter, __ATOMIC_ACQUIRE) < target) {
+        if (spins < 1000) {
+            spins++;
+            mlp_cpu_relax();
+        } else {
+            sched_yield();
+        }
+    }
+}
+
 /* Run fn(ctx, tid, n) on n threads, the caller being tid 0, and return n
  * once all have finished. n is n_threads, or fewer if the system refused to
  * start more; fn must split its work by the n it is given. barrier is set
@@ -263,7 +389,7 @@ static int mlp_pool_grow(int n_threads)
 static int mlp_parallel_run(mlp_task fn, void *ctx, int n_threads,
                             mlp_barrier *barrier)
 {
-    int n, i, spins;
+    int n, i;
     mlp_barrier_init(barrier, 1);
     if (n_threads <= 1) {
         fn(ctx, 0, 1);
@@ -273,32 +399,12 @@ static int mlp_parallel_run(mlp_task fn, void *ctx, int n_threads,
         return mlp_run_on_new_threads(fn, ctx, n_threads, barrier);
     n = mlp_pool_grow(n_threads);
     mlp_barrier_init(barrier, n);
-    for (i = 1; i < n; i++) {
-        mlp_pool.slot[i].fn = fn;
-        mlp_pool.slot[i].ctx = ctx;
-        mlp_pool.slot[i].n_threads = n;
-        __atomic_add_fetch(&mlp_pool.slot[i].generation, 1, __ATOMIC_RELEASE);
-    }
-    /* Wake the sleepers; the lock orders this after a worker's last check. */
-    pthread_mutex_lock(&mlp_pool.lock);
-    pthread_cond_broadcast(&mlp_pool.wake);
-    pthread_mutex_unlock(&mlp_pool.lock);
+    mlp_pool_post(fn, ctx, n);
     fn(ctx, 0, n);
-    for (i = 1; i < n; i++) {
-        spins = 0;
-        while (__atomic_load_n(&mlp_pool.slot[i].done, __ATOMIC_ACQUIRE)
-               != __atomic_load_n(&mlp_pool.slot[i].generation, __ATOMIC_RELAXED)) {
-            if (spins < 1000) {
-                spins++;
-                mlp_cpu_relax();
-            } else {
-                sched_yield();
-            }
-        }
-    }
+    for (i = 1; i < n; i++)
+        mlp_pool_wait(i);
     __atomic_store_n(&mlp_pool.busy, 0, __ATOMIC_RELEASE);
     return n;
 }
-
 #endif
 #endif

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from contextlib import contextmanager
 
 from ._validation import check_int
@@ -121,17 +122,20 @@ def call_threads(n_threads):
 
 # Inference (forward, predict, predict_proba, evaluate, the estimators'
 # predict) runs on mlp's own workers too, each on a single-threaded BLAS, so
-# it wakes no BLAS pool; between calls the workers spin for at most 0.1 ms
-# and then sleep. Left to choose, a call of fewer multiply-adds than this
-# runs on the calling thread alone, a bigger one on every core. Below 128
-# rows of 784-300-100-10 (33M multiply-adds) two workers would share each
-# layer's units, with a barrier per layer: on an idle 2-core Zen 4 that was
-# 1.2-1.7x faster than one worker from 1 row, but on a busy one (load 2-4,
-# where a worker waits for a core at every barrier) 3-7x slower, while one
-# worker on _dense.h stayed at 1.0-2.3x onnxruntime's speed
-# (bench/README.md). From 128 rows the workers share the rows, one
-# hand-off per call.
-INFERENCE_MIN_MACS = 1 << 25
+# it wakes no BLAS pool. The workers claim blocks of rows as they come
+# (_kernels.infer): one hand-off per call, no barrier, and a worker that
+# has not started by the time the caller has done every block is told not
+# to (_parallel.h, mlp_parallel_run_optional), so on a host busier than
+# its cores a call costs what it costs on one thread instead of waiting
+# for a core. (Two workers sharing each layer's units, with a barrier per
+# layer, were 3-7x slower than one on such a host: bench/README.md.)
+# Up to 7 rows the workers claim blocks of the first layer's units instead
+# (each then reads only its blocks' weights). Left to choose, a call of
+# fewer multiply-adds than this (about 10 us on one core) runs on the
+# calling thread alone, a bigger one on every core: from one row of
+# 784-300-100-10 (266,200), which 2 workers took in 0.76x the time of one
+# on a 2-core Zen 4 partly busy with other jobs, 1.0x when fully busy.
+INFERENCE_MIN_MACS = 1 << 18
 
 
 def inference_threads(n_threads, rows, layer_sizes):
@@ -139,13 +143,32 @@ def inference_threads(n_threads, rows, layer_sizes):
     `layer_sizes`: n_threads if given (at most the kernels' MAX_WORKERS),
     else 1 for a call of fewer than INFERENCE_MIN_MACS multiply-adds and all
     available cores for a bigger one."""
+    global _max_workers
     if n_threads is not None:
         return check_threads(n_threads)
     if rows * _macs_per_row(tuple(layer_sizes)) < INFERENCE_MIN_MACS:
         return 1
-    from ._kernels import MAX_TRAIN_WORKERS
+    if _max_workers is None:
+        # Imported once: the import statement costs about a microsecond a
+        # call, and a one-row call takes ten.
+        from ._kernels import MAX_TRAIN_WORKERS
 
-    return min(default_threads(), MAX_TRAIN_WORKERS)
+        _max_workers = MAX_TRAIN_WORKERS
+    return min(_recent_default_threads(), _max_workers)
+
+
+_max_workers = None
+_cores_seen = (0.0, 1)  # (when, default_threads() then)
+
+
+def _recent_default_threads():
+    """default_threads(), asked again at most once a second: the system
+    call takes about a microsecond, a tenth of a one-row forward."""
+    global _cores_seen
+    now = time.monotonic()
+    if now - _cores_seen[0] > 1.0 or _cores_seen[0] == 0.0:
+        _cores_seen = (now, default_threads())
+    return _cores_seen[1]
 
 
 @functools.lru_cache(maxsize=64)

@@ -133,7 +133,9 @@ def check_classifiable(outputs, task="classify"):
 def predicted_classes(outputs):
     """Each row's class, the index of its largest output, as int64 (NaN
     outputs are an error, see check_classifiable)."""
-    return np.argmax(check_classifiable(outputs), axis=1).astype(np.int64)
+    # The method, not np.argmax (whose dispatch costs 1 us of a one-row
+    # predict's 20); argmax already gives int64 where intp is 64-bit.
+    return check_classifiable(outputs).argmax(axis=1).astype(np.int64, copy=False)
 
 class Model:
     """A fully connected feed-forward network.
@@ -432,8 +434,10 @@ class Model:
             CSC and COO are converted) is never made dense as a whole, only
             a block of rows at a time.
         n_threads : int, optional
-            Worker threads sharing the rows, each running a single-threaded
-            BLAS. Default: chosen by the size of the call, one thread below
+            Worker threads sharing the rows (up to 7 rows, the first layer's
+            units), each running a single-threaded BLAS; a worker that has
+            not started by the time the others are done does not delay the
+            call. Default: chosen by the size of the call, one thread below
             ``mlp._threads.INFERENCE_MIN_MACS`` multiply-adds (rows times the
             network's multiply-adds per row, e.g. 266,200 for 784-300-100-10)
             and every available core from there.
@@ -473,10 +477,12 @@ class Model:
         # X checked but for NaN and inf (2-D, n_inputs columns, the model's
         # dtype, C-contiguous), n_threads a positive int. None when X holds
         # a NaN or an infinity.
-        if (self.dtype == np.float32 and X.shape[0] <= _kernels.fused_max_rows()
-                and not scipy.sparse.issparse(X)):
-            # No BLAS call (_kernels.infer), so no BLAS limit to set and
-            # restore: 4 us of a one-row call's 20.
+        if (self.dtype == np.float32 and type(X) is np.ndarray
+                and X.shape[0] <= _kernels.fused_max_rows() * n_threads
+                and X.shape[0] < _kernels.SPARSE_INPUT_MIN_ROWS):
+            # Each worker's block of rows runs on _dense.h (_kernels.infer):
+            # no BLAS call, so no BLAS limit to set and restore, 4 us of a
+            # one-row call's 20.
             with self._lock:
                 return self.forward_unchecked(X, n_threads, check_finite=True)
         with self.locked():
@@ -507,7 +513,7 @@ class Model:
         inference kernels (_kernels.infer), which differ by rounding only:
         for training's own uses, whose results must not change. Internal
         interface."""
-        if scipy.sparse.issparse(X):
+        if type(X) is not np.ndarray and scipy.sparse.issparse(X):
             return self._forward_sparse(X, n_threads, sparse_input, check_finite, fused)
         # n_threads of mlp's own workers share the rows (at least
         # FORWARD_MIN_ROWS_PER_WORKER each) or, for smaller blocks, each
@@ -516,7 +522,12 @@ class Model:
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         if X.shape[0] == 0:
             return out
-        row_workers = max(1, min(n_threads, X.shape[0] // _kernels.FORWARD_MIN_ROWS_PER_WORKER))
+        if fused:
+            # _kernels.infer's workers claim blocks of rows from 2 rows on.
+            row_workers = min(n_threads, X.shape[0]) if X.shape[0] > 1 else 1
+        else:
+            row_workers = max(1, min(n_threads,
+                                     X.shape[0] // _kernels.FORWARD_MIN_ROWS_PER_WORKER))
         chunk = min(-(-X.shape[0] // row_workers), _FORWARD_CHUNK)
         # at_least: the first layer may skip zero inputs (_kernels.forward)
         # and needs its own scratch then.

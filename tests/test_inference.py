@@ -126,3 +126,65 @@ def test_the_environment_chooses_the_path_and_unknown_names_are_refused(tmp_path
         assert out == name
     with pytest.raises(ValueError, match="path must be one of"):
         _kernels._set_inference_path("avx9000")
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_workers_claiming_blocks_give_the_single_thread_outputs(path, n_threads):
+    """infer's workers claim blocks of rows (_kernels.infer_block_rows), or
+    for a few rows blocks of the first layer's units: on _dense.h's loops a
+    row's sums do not depend on the block it is in, so the outputs are the
+    single thread's bit for bit; on sgemm, to rounding."""
+    rng = np.random.default_rng(5)
+    model = mlp.Model([37, 19, 7, 3], seed=2)
+    for n in (1, 2, 3, 5, 7, 8, 13, 24, 25, 129, 1000):
+        X = rng.standard_normal((n, 37)).astype(np.float32)
+        one = _outputs(model, X, 1)
+        many = _outputs(model, X, n_threads)
+        fused = _kernels.fused_max_rows()
+        if n <= fused:
+            np.testing.assert_array_equal(many, one, err_msg=f"{path} {n} rows")
+        else:
+            assert_close(many, one, rtol=1e-5, atol=1e-6, err_msg=f"{path} {n} rows")
+
+
+def test_infer_blocks_share_the_rows_and_fit_the_workspace(path):
+    fused = _kernels.fused_max_rows()
+    for n in (2, 3, 8, 17, 100, 1000, 10_000):
+        for workers in (1, 2, 3):
+            for chunk in (1, 7, 1024):
+                block = _kernels.infer_block_rows(n, workers, chunk)
+                assert 1 <= block <= chunk
+                per = -(-n // workers)
+                if fused and per <= fused:
+                    # Equal shares, one block each.
+                    assert block == min(per, chunk)
+                else:
+                    assert block <= per
+
+
+def test_inference_from_several_python_threads_at_once():
+    """A call that finds the worker pool in use by another runs its blocks
+    on its own thread: the same outputs as the call alone."""
+    import threading
+    rng = np.random.default_rng(6)
+    model = mlp.Model([40, 30, 5], seed=0)
+    X = rng.standard_normal((300, 40)).astype(np.float32)
+    alone = {n: model.forward(X[:n], n_threads=2) for n in (3, 10, 300)}
+    errors = []
+
+    def work():
+        try:
+            for _ in range(50):
+                for n, expected in alone.items():
+                    assert_close(model.forward(X[:n], n_threads=2), expected, rtol=1e-5,
+                                 atol=1e-6)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a call never returned"
+    assert not errors, errors[0]

@@ -44,6 +44,9 @@ def test_inference_threads_follow_the_size_of_the_call():
     big = inference_threads(None, 10_000, layers)
     assert big == min(default_threads(), MAX_TRAIN_WORKERS)
     assert inference_threads(None, -(-INFERENCE_MIN_MACS // 230), (23, 10)) == big
+    # The workers claim blocks of rows or units and the caller never waits
+    # for one that has not started, so one row of MNIST's network is enough.
+    assert inference_threads(None, 1, layers) == big
     # n_threads, when given, is what the call gets.
     assert inference_threads(1, 10_000, layers) == 1
     assert inference_threads(3, 1, (20, 10, 3)) == 3

@@ -328,3 +328,14 @@ def test_misclassified_images_of_named_classes_are_drawn_as_they_are():
     assert image.to_rgba(np.array([[1.0, 0.0]]))[0, :, :3].tolist() == [[1, 1, 1], [0, 0, 0]]
     assert digits.axes[0].images[0].to_rgba(np.array([[1.0]]))[0, 0, :3].tolist() == [0, 0, 0]
     assert [t.get_text() for t in named.axes[0].texts] == ["true cat\npred dog"]
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 1001])
+def test_centring_rows_equals_numpy(rows):
+    from mlp import cli
+
+    X = np.random.default_rng(rows).random((rows, 13), dtype=np.float32)
+    row = np.linspace(-1, 1, 13, dtype=np.float32)
+    out = cli._rows_less(X, row)
+    assert out.shape == X.shape and out.dtype == np.float32 and out.flags.writeable
+    np.testing.assert_array_equal(out, X - row)

@@ -466,3 +466,25 @@ def tiny_mnist(tmp_path, monkeypatch):
     write_idx(directory, n_train=120, n_test=30)
     return directory
 
+
+def run_in_threads(work, n_threads=4, timeout=120):
+    """Run work() on n_threads Python threads at once; fail if one has not
+    returned after timeout seconds, or re-raise the first error one met."""
+    import threading
+
+    errors = []
+
+    def guarded():
+        try:
+            work()
+        except Exception as error:  # reported below, on the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded) for _ in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads), "a call never returned"
+    if errors:
+        raise errors[0]

@@ -10,7 +10,7 @@ import mlp
 from mlp import _kernels
 from mlp.activations import ACTIVATIONS
 
-from conftest import assert_close, ref_forward, run_python, unflatten
+from conftest import assert_close, ref_forward, run_in_threads, run_python, unflatten
 
 HIDDEN = sorted(a.name for a in ACTIVATIONS.values() if a.hidden)
 OUTPUT = sorted(a.name for a in ACTIVATIONS.values() if a.output)
@@ -165,26 +165,14 @@ def test_infer_blocks_share_the_rows_and_fit_the_workspace(path):
 def test_inference_from_several_python_threads_at_once():
     """A call that finds the worker pool in use by another runs its blocks
     on its own thread: the same outputs as the call alone."""
-    import threading
     rng = np.random.default_rng(6)
     model = mlp.Model([40, 30, 5], seed=0)
     X = rng.standard_normal((300, 40)).astype(np.float32)
     alone = {n: model.forward(X[:n], n_threads=2) for n in (3, 10, 300)}
-    errors = []
 
     def work():
-        try:
-            for _ in range(50):
-                for n, expected in alone.items():
-                    assert_close(model.forward(X[:n], n_threads=2), expected, rtol=1e-5,
-                                 atol=1e-6)
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
+        for _ in range(50):
+            for n, expected in alone.items():
+                assert_close(model.forward(X[:n], n_threads=2), expected, rtol=1e-5, atol=1e-6)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a call never returned"
-    assert not errors, errors[0]
+    run_in_threads(work)

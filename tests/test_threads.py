@@ -15,6 +15,8 @@ from mlp._kernels import MAX_TRAIN_WORKERS
 from mlp._threads import (INFERENCE_MIN_MACS, SHORT_RUN_MACS, SMALL_STEP_MACS, blas_threads,
                           default_threads, inference_threads, train_workers)
 
+from conftest import run_in_threads
+
 
 def _blas_threads_now():
     return sorted((i["filepath"], i["num_threads"]) for i in threadpool_info()
@@ -244,22 +246,13 @@ def test_calls_from_several_python_threads_at_once():
     y = rng.integers(0, 5, 400)
     start = mlp.Model([30, 64, 32, 5], seed=0, dtype=np.float32)
     alone = _train_and_predict(start.copy(), X, y)
-    results, errors = [], []
+    results = []
 
     def work():
-        try:
-            for _ in range(5):
-                results.append(_train_and_predict(start.copy(), X, y))
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
+        for _ in range(5):
+            results.append(_train_and_predict(start.copy(), X, y))
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a call never returned"
-    assert not errors
+    run_in_threads(work)
     assert len(results) == 20
     for result in results:
         np.testing.assert_array_equal(result, alone)

@@ -25,7 +25,6 @@ round-robin; the table gives medians over the repeats.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -34,7 +33,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
-from bench_onnx_infer import BATCHES, SIZES, blocks_case, make_model  # noqa: E402
+from bench_onnx_infer import (SIZES, blocks_case, inference_arguments,  # noqa: E402
+                              inference_settings, make_model)
 
 from mlp import _kernels  # noqa: E402
 from mlp.datasets import load_mnist  # noqa: E402
@@ -57,26 +57,8 @@ def torch_module(torch, model):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="few short repeats (about a minute)")
-    ap.add_argument("--json", metavar="OUT", help="write every raw repeat and the medians here")
-    ap.add_argument("--repeats", type=int, help="repeats (default 5, quick 3)")
-    ap.add_argument("--seconds", type=float,
-                    help="target seconds per measurement (default 0.3, quick 0.05)")
-    ap.add_argument("--batches", default=",".join(map(str, BATCHES)),
-                    help="comma-separated rows per call (default %(default)s)")
-    ap.add_argument("--inputs", default="mnist,dense",
-                    help="comma-separated inputs: mnist (test images), dense (N(0,1) rows)")
-    ap.add_argument("--train-iterations", type=int,
-                    help="mlp.train iterations for the model (default 1000, quick 200)")
-    args = ap.parse_args(argv)
-    repeats = args.repeats or (3 if args.quick else 5)
-    target = args.seconds or (0.05 if args.quick else 0.3)
-    iterations = (args.train_iterations if args.train_iterations is not None
-                  else (200 if args.quick else 1000))
-    batches = [int(b) for b in args.batches.split(",")]
-    inputs = args.inputs.split(",")
+    args = inference_arguments(__doc__, "few short repeats (about a minute)").parse_args(argv)
+    repeats, target, iterations, batches, inputs = inference_settings(args)
 
     torch = C.import_torch()
     C.set_torch_threads(torch, os.cpu_count())

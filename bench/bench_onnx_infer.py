@@ -75,10 +75,13 @@ def blocks_case(call, X, batch, target):
     return measure
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
+def inference_arguments(description, quick_help):
+    """The parser of the options every inference benchmark takes (this one's
+    and bench_bf16_infer.py's): --quick, --json, --repeats, --seconds,
+    --batches, --inputs, --train-iterations."""
+    ap = argparse.ArgumentParser(description=description,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="few short repeats (well under a minute)")
+    ap.add_argument("--quick", action="store_true", help=quick_help)
     ap.add_argument("--json", metavar="OUT", help="write every raw repeat and the medians here")
     ap.add_argument("--repeats", type=int, help="repeats (default 5, quick 3)")
     ap.add_argument("--seconds", type=float,
@@ -87,17 +90,27 @@ def main(argv=None):
                     help="comma-separated rows per call (default %(default)s)")
     ap.add_argument("--inputs", default="mnist,dense",
                     help="comma-separated inputs: mnist (test images), dense (N(0,1) rows)")
-    ap.add_argument("--calls", default="forward,predict",
-                    help="comma-separated calls to measure: forward, predict")
     ap.add_argument("--train-iterations", type=int,
                     help="mlp.train iterations for the model (default 1000, quick 200; 0: untrained)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def inference_settings(args):
+    """(repeats, seconds per measurement, training iterations, batches, inputs) from args."""
     repeats = args.repeats or (3 if args.quick else 5)
     target = args.seconds or (0.05 if args.quick else 0.3)
     iterations = (args.train_iterations if args.train_iterations is not None
                   else (200 if args.quick else 1000))
-    batches = [int(b) for b in args.batches.split(",")]
-    inputs = args.inputs.split(",")
+    return (repeats, target, iterations, [int(b) for b in args.batches.split(",")],
+            args.inputs.split(","))
+
+
+def main(argv=None):
+    ap = inference_arguments(__doc__, "few short repeats (well under a minute)")
+    ap.add_argument("--calls", default="forward,predict",
+                    help="comma-separated calls to measure: forward, predict")
+    args = ap.parse_args(argv)
+    repeats, target, iterations, batches, inputs = inference_settings(args)
     calls = args.calls.split(",")
 
     import onnxruntime as ort

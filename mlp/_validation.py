@@ -323,7 +323,8 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
     # dtype, passes without the general path below, whose 3 us are a fifth
     # of a one-row forward pass. (np.dtype(x) == None holds for float64.)
     if (type(value) is np.ndarray and dtype is not None and value.dtype == dtype
-            and value.ndim == 2 and value.flags.c_contiguous and not warn_float_scale
+            and value.ndim == 2 and value.flags.c_contiguous and value.flags.aligned
+            and not warn_float_scale
             and value.shape[1] == n_columns and value.shape[0] > 0
             and (n_rows is None or value.shape[0] == n_rows)
             and (not finite or all_finite(value.reshape(-1)))):
@@ -355,6 +356,10 @@ def check_matrix(value, name, *, n_columns, dtype, n_rows=None, finite=True, tar
         dtype = arr.dtype if arr.dtype in SUPPORTED_DTYPES else np.float64
     with np.errstate(over="ignore"):
         converted = np.ascontiguousarray(arr, dtype=dtype)
+    if not converted.flags.aligned:
+        # The kernels read whole floats: an array at an odd address (a buffer
+        # read from a file, say) is copied, and a copy is aligned.
+        converted = converted.copy()
     if finite and not all_finite(converted.reshape(-1)):
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinity")

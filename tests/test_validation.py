@@ -192,3 +192,19 @@ def test_checks_name_an_argument_as_the_caller_names_it_within_argument_names():
     with argument_names({"learning_rate": "--lr", "weight_decay": "--weight-decay"}):
         with pytest.raises(ValueError, match=r"^--lr \* --weight-decay must be below 1"):
             mlp.AdamW(learning_rate=1.0, weight_decay=2.0)
+
+
+def test_misaligned_arrays_are_copied_to_aligned_memory():
+    """An array at an odd address (np.frombuffer at an odd offset) reaches no
+    kernel as it is: check_matrix returns an aligned copy, and a model gives
+    the same outputs for it as for the aligned array."""
+    X = np.random.default_rng(0).random((6, 5), dtype=np.float32)
+    raw = np.zeros(X.nbytes + 1, dtype=np.uint8)
+    raw[1:] = np.frombuffer(X.tobytes(), dtype=np.uint8)
+    odd = np.frombuffer(raw.data, dtype=np.float32, offset=1).reshape(X.shape)
+    assert not odd.flags.aligned
+    checked = check_matrix(odd, "X", n_columns=5, dtype=np.float32)
+    assert checked.flags.aligned and checked.flags.c_contiguous
+    np.testing.assert_array_equal(checked, X)
+    model = mlp.Model([5, 4, 3], seed=0)
+    np.testing.assert_array_equal(model.forward(odd), model.forward(X))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import NpzReader, atomic_write
+from .._files import NpzReader, atomic_write, write_npz_aligned
 
 # Part of every key: a new layout of the entries gives new names.
 _LAYOUT = "mlp-decoded-v1"
@@ -91,6 +91,6 @@ def write(cache_dir: Path, key: str, arrays: dict, meta: dict) -> None:
     stored[_META] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda fh: np.savez(fh, **stored))
+        atomic_write(path, lambda fh: write_npz_aligned(fh, stored))
     except OSError as exc:
         warnings.warn(f"could not write the cache entry {path}: {exc}", stacklevel=3)

@@ -2064,7 +2064,7 @@ def _empty_on_lines(Py_ssize_t count, dtype):
     return raw[offset:offset + count * itemsize].view(dtype)
 
 
-def _empty_in_small_pages(Py_ssize_t count, dtype):
+def empty_in_small_pages(Py_ssize_t count, dtype):
     """An uninitialised array of count items of dtype, page-aligned, in
     memory the kernel backs with 4 KB pages as they are first touched.
     For the per-row lists of non-zero inputs, which reserve d entries a row
@@ -2073,7 +2073,9 @@ def _empty_in_small_pages(Py_ssize_t count, dtype):
     tenth of a sparse fit's time (30,000 x 20,000 CSR, 60 non-zeros a row,
     perf: clear_page_erms from _train_worker). An anonymous mapping gets no
     such advice (and where huge pages are the system's default, is told
-    not to take them), so only the touched 4 KB pages are zeroed."""
+    not to take them), so only the touched 4 KB pages are zeroed. Also
+    where every page is written at once but huge pages cost more than they
+    save (mlp train's centred images, mlp.cli)."""
     itemsize = np.dtype(dtype).itemsize
     mapping = mmap.mmap(-1, max(1, count * itemsize))
     if hasattr(mmap, "MADV_NOHUGEPAGE"):
@@ -2120,8 +2122,8 @@ cdef object _prepare_sparse_input(_TrainRun* run, x, int n_workers,
         run.row_stride = (d + line - 1) // line * line
         rows = _empty_on_lines(n_workers * run.row_stride, dtype)
         run.row_buffers = <void*><uintptr_t>rows.ctypes.data
-    index = _empty_in_small_pages(lists * 2 * m * d, np.int32)
-    value = _empty_in_small_pages(lists * 2 * m * d, dtype)
+    index = empty_in_small_pages(lists * 2 * m * d, np.int32)
+    value = empty_in_small_pages(lists * 2 * m * d, dtype)
     count = np.empty(lists * 2 * m, dtype=np.intp)
     panels = _empty_on_lines(n_workers * (2 * run.panel_size + m * run.panel_ld), dtype)
     starts = np.empty(n_workers * (d + 1), dtype=np.intp)

@@ -890,23 +890,16 @@ def _rows_less(X, row):
     split between the cores. The first touch of new memory is most of the
     cost: numpy's huge pages took 0.03-0.44 s for 60,000 x 784 floats from
     run to run here (the kernel compacts memory for them when none is
-    free), 4 KB pages 0.11 s on one thread and 0.06 s on two, every time;
-    a second `mlp train` on a cached folder starts in well under a second
-    only with the latter (bench/README.md, bench_load.py)."""
-    import mmap
+    free), 4 KB pages 0.11 s on one thread and 0.06 s on two, every time
+    (bench/README.md, bench_load.py)."""
     import os
     import threading
 
     import numpy as np
 
-    nbytes = X.shape[0] * X.shape[1] * 4
-    mapping = mmap.mmap(-1, max(nbytes, 1))
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
-        try:
-            mapping.madvise(mmap.MADV_NOHUGEPAGE)
-        except OSError:  # advice only
-            pass
-    out = np.frombuffer(mapping, dtype=np.float32, count=X.shape[0] * X.shape[1]).reshape(X.shape)
+    from ._kernels import empty_in_small_pages
+
+    out = empty_in_small_pages(X.shape[0] * X.shape[1], np.float32).reshape(X.shape)
     edges = np.linspace(0, X.shape[0], min(os.cpu_count() or 1, 8) + 1).astype(int)
     # numpy releases the GIL in the ufunc's loop, so the parts run at once.
     workers = [threading.Thread(target=np.subtract, args=(X[a:b], row),

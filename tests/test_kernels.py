@@ -1338,7 +1338,7 @@ def test_max_norm_caps_every_units_incoming_weights(max_norm):
 def test_empty_in_small_pages_is_a_whole_aligned_writable_array(count, dtype):
     from mlp import _kernels
 
-    array = _kernels._empty_in_small_pages(count, dtype)
+    array = _kernels.empty_in_small_pages(count, dtype)
     assert array.shape == (count,) and array.dtype == dtype and array.flags.c_contiguous
     assert array.flags.writeable and array.ctypes.data % 64 == 0
     array[:] = 7
